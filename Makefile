@@ -1,0 +1,29 @@
+# Two set-up commands (see README): `make run` installs and starts the app; `make test` installs and runs the tests.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+PORT ?= 8501
+
+.PHONY: venv install install-dev run test bench clean
+
+$(VENV)/.installed: requirements.txt constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q -c constraints.txt -r requirements.txt
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
+	$(PIP) install -q -c constraints.txt -r requirements-dev.txt
+	touch $@
+
+install: $(VENV)/.installed
+install-dev: $(VENV)/.installed-dev
+
+run: install
+	$(PY) -m app.launch --port $(PORT)
+
+test: install-dev
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q tests
+
+clean:
+	rm -rf $(VENV) .cache

@@ -1,0 +1,196 @@
+"""CSPA, copy-suppression-preserving ablation (paper §3.3; ``shared/reference/upstream-app.md`` §2.9).
+
+At every destination q, CSPA keeps only the part of the head's output that is copy suppression of tokens the
+residual stream predicts, and mean-ablates the rest:
+
+* **Which pairs are kept.** A source k <= q is a candidate unless its token is excluded (BOS, function words).
+  Each candidate source carries up to ``k_s`` directions: the unembeddings of its semantic neighbours s*_{k,j}
+  (j = 0 is the token itself). The logit-lens score of a neighbour at q is
+  ``LL[q, s*] = (resid_pre[q] - mean) / sigma_final[q] . W_U[:, s*]`` (the residual before the head's layer, scaled
+  by the final-LN scale). Among the *distinct* neighbour tokens with a candidate source, the top
+  ``K = ceil(k_u * (q + 1))`` (or ``k_u`` when it is an integer) set a threshold; every (k, j) whose score reaches
+  it is kept, on every occurrence of that token. Excluded, future and padding entries are never kept.
+* **What is kept of a pair.** The source's share of the output relative to the mean,
+  ``A[q,k] (v_k W_O - mu[q])``, is projected onto the span of its kept directions (Gram-Schmidt in j order). With
+  ``negative_only`` the coefficients along the orthonormalised directions are clipped to <= 0, so only
+  suppression survives. Pairs with nothing kept contribute ``A[q,k] mu[q]``: mean ablation.
+* Because sum_k A[q,k] = 1, the CSPA output is ``mu[q] + sum_{k,j} w[q,k,j] u_{k,j}``.
+
+Never materialised: the [batch, q, k, d_model] tensor of the original code. With k_s = 1 every coefficient is a
+scalar, ``coef[q,k] = A[q,k] ((v_k W_O - mu[q]) . u_k) / |u_k|``, and memory is O(batch * seq^2). With k_s > 1 the
+Gram-Schmidt coefficients come from a Cholesky factor of each source's kept Gram matrix (O(batch * seq^2 * k_s^2)).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+from jaxtyping import Bool, Float, Int
+from torch import Tensor
+
+from .errors import InvalidInputError
+
+
+@dataclass(frozen=True)
+class CSPAConfig:
+    """Hyperparameters of CSPA. Defaults are the paper's setting (K_u = 5%, K_s = 1, negative components only).
+
+    k_u: a fraction in (0, 1] of the q + 1 positions (float), or a fixed count of distinct tokens (int >= 1).
+    k_s: semantic neighbours per source token, the token itself included (1 = the token only).
+    negative_only: keep only the suppressive (negative) components.
+    excluded_token_ids: source tokens never kept; None = BOS plus the function-word list for the model's
+        tokenizer (``function_words.function_word_ids``).
+    max_kept_shown: how many kept (source, token, score) pairs per destination the result records.
+    """
+
+    k_u: float | int = 0.05
+    k_s: int = 1
+    negative_only: bool = True
+    excluded_token_ids: tuple[int, ...] | None = None
+    max_kept_shown: int = 8
+
+    def __post_init__(self):
+        if isinstance(self.k_u, bool) or not isinstance(self.k_u, (int, float)):
+            raise InvalidInputError(f"CSPA k_u must be a fraction in (0, 1] or a positive integer, got {self.k_u!r}")
+        if isinstance(self.k_u, float) and not (0.0 < self.k_u <= 1.0):
+            raise InvalidInputError(f"CSPA k_u as a fraction must be in (0, 1], got {self.k_u}")
+        if isinstance(self.k_u, int) and self.k_u < 1:
+            raise InvalidInputError(f"CSPA k_u as a count must be >= 1, got {self.k_u}")
+        if not isinstance(self.k_s, int) or self.k_s < 1:
+            raise InvalidInputError(f"CSPA k_s must be an integer >= 1, got {self.k_s!r}")
+        if self.max_kept_shown < 1:
+            raise InvalidInputError(f"CSPA max_kept_shown must be >= 1, got {self.max_kept_shown}")
+
+    def as_metadata(self) -> dict:
+        d = asdict(self)
+        d["excluded_token_ids"] = "default (BOS + function words)" if self.excluded_token_ids is None else len(
+            self.excluded_token_ids)
+        return d
+
+
+def keep_counts(k_u: float | int, seq_len: int) -> Int[Tensor, "seq"]:
+    """K per destination position: ceil(k_u * (q + 1)) for a fraction, k_u for a count."""
+    q = torch.arange(seq_len)
+    if isinstance(k_u, int):
+        return torch.full((seq_len,), k_u, dtype=torch.long)
+    return torch.ceil(k_u * (q + 1) - 1e-9).long().clamp(min=1)
+
+
+def first_occurrence(cand: Int[Tensor, "batch n"], valid: Bool[Tensor, "batch n"]) -> Bool[Tensor, "batch n"]:
+    """True where cand[b, i] is valid and no valid entry before i (in flattened order) holds the same token."""
+    b, n = cand.shape
+    big = int(cand.max().item()) + 2 if cand.numel() else 2
+    key = torch.where(valid, cand + 1, torch.zeros_like(cand)) + torch.arange(b, device=cand.device)[:, None] * big
+    flat = key.reshape(-1)
+    idx = torch.arange(flat.numel(), device=cand.device)
+    _, inverse = torch.unique(flat, return_inverse=True)
+    first_idx = torch.full((int(inverse.max().item()) + 1 if flat.numel() else 1,), flat.numel(),
+                           dtype=torch.long, device=cand.device)
+    first_idx = first_idx.scatter_reduce(0, inverse, idx, reduce="amin")
+    return (first_idx[inverse] == idx).reshape(b, n) & valid
+
+
+def select_kept(
+    scores: Float[Tensor, "batch q k ks"],
+    cand: Int[Tensor, "batch k ks"],
+    cand_valid: Bool[Tensor, "batch k ks"],
+    k_u: float | int,
+) -> Bool[Tensor, "batch q k ks"]:
+    """The kept mask: (k, j) entries whose neighbour token is among the top-K distinct tokens at q (see module doc).
+
+    ``cand_valid`` is False for padding neighbours and for excluded source tokens; future sources (k > q) are
+    masked here.
+    """
+    b, s, _, ks = scores.shape
+    device = scores.device
+    causal = torch.ones(s, s, dtype=torch.bool, device=device).tril()  # [q, k], k <= q
+    valid = cand_valid[:, None, :, :] & causal[None, :, :, None]  # [b, q, k, ks]
+    first = first_occurrence(cand.reshape(b, s * ks), cand_valid.reshape(b, s * ks)).reshape(b, 1, s, ks)
+    neg_inf = torch.finfo(scores.dtype).min
+    sel = torch.where(valid & first, scores, torch.full_like(scores, neg_inf)).reshape(b, s, s * ks)
+    k_per_q = keep_counts(k_u, s).to(device)
+    k_max = int(min(k_per_q.max().item(), s * ks))
+    top = sel.topk(k_max, dim=-1).values  # [b, q, k_max]
+    idx = (k_per_q.clamp(max=k_max) - 1)[None, :, None].expand(b, s, 1)
+    tau = top.gather(-1, idx)  # [b, q, 1]
+    keep = (scores.reshape(b, s, s * ks) >= tau) & valid.reshape(b, s, s * ks)
+    return keep.reshape(b, s, s, ks)
+
+
+def cspa_output(
+    attn: Float[Tensor, "batch q k"],
+    src_out: Float[Tensor, "batch k d_model"],
+    mu: Float[Tensor, "q d_model"],
+    directions: Float[Tensor, "batch k ks d_model"],
+    keep: Bool[Tensor, "batch q k ks"],
+    negative_only: bool,
+) -> Float[Tensor, "batch q d_model"]:
+    """The CSPA head output minus the mean, ``sum_{k,j} w[q,k,j] u_{k,j}``, without a [b, q, k, d] tensor.
+
+    ``src_out`` is v_k W_O per source (no bias), ``directions`` the unembeddings of each source's neighbours.
+    """
+    b, s, _, ks = keep.shape
+    keepf = keep.to(src_out.dtype)
+    a: Float[Tensor, "batch k ks"] = torch.einsum("bkd,bkjd->bkj", src_out, directions)
+    m: Float[Tensor, "batch q k ks"] = torch.einsum("qd,bkjd->bqkj", mu, directions)
+    proj = attn[..., None] * (a[:, None] - m) * keepf  # U_kept y, [b, q, k, ks]
+    if ks == 1:
+        sq_norm = directions[..., 0, :].pow(2).sum(-1).clamp_min(1e-30)  # [b, k]
+        coef = proj[..., 0] / sq_norm.sqrt()[:, None, :]  # along the unit direction
+        if negative_only:
+            coef = coef.clamp(max=0.0)
+        w = (coef / sq_norm.sqrt()[:, None, :])[..., None]
+    else:
+        gram = torch.einsum("bkid,bkjd->bkij", directions, directions)  # [b, k, ks, ks]
+        eye = torch.eye(ks, dtype=gram.dtype, device=gram.device)
+        kk = keepf[..., :, None] * keepf[..., None, :]
+        g = gram[:, None] * kk + eye * (1.0 - keepf)[..., None]  # masked Gram, identity where dropped
+        g = g + eye * (1e-9 * g.diagonal(dim1=-2, dim2=-1).mean(-1, keepdim=True)[..., None])
+        chol = torch.linalg.cholesky(g)
+        coef = torch.linalg.solve_triangular(chol, proj[..., None], upper=False)  # Gram-Schmidt coefficients
+        if negative_only:
+            coef = coef.clamp(max=0.0)
+        w = torch.linalg.solve_triangular(chol.transpose(-1, -2), coef, upper=True)[..., 0] * keepf
+    return torch.einsum("bqkj,bkjd->bqd", w, directions)
+
+
+def explained(delta_ablation: Tensor, delta_cspa: Tensor) -> float:
+    """1 - mean(cspa) / mean(ablation); NaN when the ablation's mean is zero."""
+    denom = float(delta_ablation.double().mean())
+    return float("nan") if denom == 0.0 else 1.0 - float(delta_cspa.double().mean()) / denom
+
+
+def summary_metrics(kl_ablation: Tensor, kl_cspa: Tensor, dl_ablation: Tensor, dl_cspa: Tensor,
+                    n_buckets: int = 100) -> dict:
+    """Effect explained by KL, net loss and absolute loss, plus the percentile curve (paper §3.3).
+
+    Inputs are flat tensors over the same set of tokens. The curve sorts tokens by the ablation's Δloss into
+    ``n_buckets`` equal-count buckets and gives each bucket's mean ablation and CSPA Δloss.
+    """
+    kl_a, kl_c = kl_ablation.reshape(-1).double(), kl_cspa.reshape(-1).double()
+    dl_a, dl_c = dl_ablation.reshape(-1).double(), dl_cspa.reshape(-1).double()
+    if not (kl_a.numel() == kl_c.numel() == dl_a.numel() == dl_c.numel()):
+        raise InvalidInputError("summary_metrics needs four tensors over the same tokens")
+    n = dl_a.numel()
+    order = dl_a.argsort()
+    n_b = max(1, min(n_buckets, n))
+    buckets = torch.tensor_split(order, n_b)
+    return {
+        "n_tokens": n,
+        "explained_kl": explained(kl_a, kl_c),
+        "explained_loss_net": explained(dl_a, dl_c),
+        "explained_loss_abs": explained(dl_a.abs(), dl_c.abs()),
+        "mean_kl_ablation": float(kl_a.mean()) if n else float("nan"),
+        "mean_kl_cspa": float(kl_c.mean()) if n else float("nan"),
+        "mean_delta_loss_ablation": float(dl_a.mean()) if n else float("nan"),
+        "mean_delta_loss_cspa": float(dl_c.mean()) if n else float("nan"),
+        "curve_ablation": [float(dl_a[i].mean()) for i in buckets if len(i)],
+        "curve_cspa": [float(dl_c[i].mean()) for i in buckets if len(i)],
+    }
+
+
+def ceil_k(k_u: float | int, q: int) -> int:
+    """K at destination q (scalar helper for documentation and tests)."""
+    return k_u if isinstance(k_u, int) else max(1, math.ceil(k_u * (q + 1) - 1e-9))

@@ -1,0 +1,110 @@
+"""Tokenizers built locally and deterministically, for the offline models.
+
+TransformerLens reloads a tokenizer by its ``name_or_path``, so an in-memory tokenizer is not enough: each one is
+built once into a cache folder (``$CSE_CACHE_DIR`` or ``~/.cache/copy-suppression-explorer``) and loaded from
+disk. Building is deterministic, so the cache can always be deleted.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+BOS = "<|endoftext|>"
+PAD = "<pad>"
+TOKENIZER_BUILD_VERSION = "1"
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("CSE_CACHE_DIR", Path.home() / ".cache" / "copy-suppression-explorer"))
+
+
+def _byte_alphabet() -> list[str]:
+    from tokenizers import pre_tokenizers
+
+    return sorted(pre_tokenizers.ByteLevel.alphabet())
+
+
+def _wrap_and_save(tok, folder: Path, pad_token: str):
+    from transformers import PreTrainedTokenizerFast
+
+    hf = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=BOS, eos_token=BOS, pad_token=pad_token)
+    hf.model_max_length = 1_000_000
+    hf.save_pretrained(str(folder))
+
+
+def _build_toy(folder: Path) -> None:
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    from .synthetic_text import corpus
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=TOY_VOCAB_SIZE,
+        special_tokens=[BOS, PAD],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(corpus(n_docs=400, seed=12345), trainer)
+    _wrap_and_save(tok, folder, PAD)
+
+
+def _build_gpt2_shaped(folder: Path) -> None:
+    """A byte-level BPE with exactly GPT-2's vocabulary size (50257) and ``<|endoftext|>`` at id 50256.
+
+    The merges are every pair of the first byte-level symbols, in a fixed order: meaningless as language, but the
+    right size and fully offline. It exists so that cost measurements see GPT-2 small's true shapes.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    alphabet = _byte_alphabet()
+    vocab = {ch: i for i, ch in enumerate(alphabet)}
+    merges: list[tuple[str, str]] = []
+    n_merges = 50257 - len(alphabet) - 1
+    for a in alphabet:
+        for b in alphabet:
+            if len(merges) == n_merges:
+                break
+            merges.append((a, b))
+            vocab[a + b] = len(vocab)
+    vocab[BOS] = len(vocab)
+    assert len(vocab) == 50257 and vocab[BOS] == 50256
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens([BOS])
+    _wrap_and_save(tok, folder, BOS)
+
+
+TOY_VOCAB_SIZE = 512
+_BUILDERS = {"toy": _build_toy, "gpt2-shaped": _build_gpt2_shaped}
+
+
+def tokenizer_dir(kind: str) -> Path:
+    """The folder holding tokenizer ``kind`` ("toy" or "gpt2-shaped"), built on first use."""
+    if kind not in _BUILDERS:
+        raise ValueError(f"unknown local tokenizer {kind!r}; known: {sorted(_BUILDERS)}")
+    folder = cache_root() / "tokenizers" / f"{kind}-v{TOKENIZER_BUILD_VERSION}"
+    if (folder / "tokenizer.json").exists():
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{kind}-", dir=folder.parent))
+    try:
+        _BUILDERS[kind](tmp)
+        try:
+            tmp.rename(folder)
+        except OSError:  # another process won the race; its copy is identical
+            pass
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def load_local_tokenizer(kind: str):
+    from transformers import PreTrainedTokenizerFast
+
+    return PreTrainedTokenizerFast.from_pretrained(str(tokenizer_dir(kind)))

@@ -1,0 +1,23 @@
+"""Turning text into token ids the same way everywhere: BOS first, then the text's tokens (no other specials)."""
+
+from __future__ import annotations
+
+import torch
+
+
+def encode(tokenizer, text: str) -> list[int]:
+    """BOS followed by the tokens of ``text`` (the tokenizer's own special-token handling is not used)."""
+    return [int(tokenizer.bos_token_id)] + list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def encode_batch(tokenizer, texts: list[str], length: int) -> torch.Tensor:
+    """[len(texts), length] ids of texts that are at least ``length`` tokens long (BOS included), truncated."""
+    rows = [encode(tokenizer, t)[:length] for t in texts]
+    if any(len(r) < length for r in rows):
+        raise ValueError("every text must be at least `length` tokens long")
+    return torch.tensor(rows, dtype=torch.long)
+
+
+def token_strings(tokenizer, ids) -> list[str]:
+    """Readable strings for ids (decoded one by one, so byte-level pieces show as text where possible)."""
+    return [tokenizer.decode([int(i)]) for i in ids]

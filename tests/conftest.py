@@ -1,0 +1,52 @@
+"""Shared fixtures: offline, deterministic models and token batches built by the project's own code."""
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ.setdefault("CSE_CACHE_DIR", os.path.join(os.path.dirname(__file__), "..", ".cache"))
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def toy():
+    from precompute import load_model
+
+    return load_model("toy")
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    """A tiny GPT-2 with random weights (HF init), the toy tokenizer, and the paper's weight processing."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from precompute.local_tokenizers import load_local_tokenizer
+    from precompute.models import LoadedModel, _boot
+
+    tok = load_local_tokenizer("toy")
+    torch.manual_seed(1)
+    hf = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_positions=64, n_embd=64, n_layer=3, n_head=4,
+                                    n_inner=128)).eval()
+    return LoadedModel(model=_boot(hf, tok, "tiny", "cpu"), name="toy", provenance={"synthetic": True})
+
+
+def doc_tokens(tokenizer, n: int, length: int, seed: int = 0) -> torch.Tensor:
+    """[n, length] token ids of synthetic documents, BOS first."""
+    from precompute.synthetic_text import corpus
+    from precompute.tokenization import encode
+
+    rows = []
+    for doc in corpus(n_docs=4 * n + 8, seed=seed, min_sentences=30):
+        ids = encode(tokenizer, doc)
+        if len(ids) >= length:
+            rows.append(ids[:length])
+        if len(rows) == n:
+            break
+    return torch.tensor(rows)
+
+
+@pytest.fixture(scope="session")
+def toy_tokens(toy):
+    return doc_tokens(toy.tokenizer, 3, 40, seed=5)

@@ -1,0 +1,230 @@
+"""``analyze`` against straightforward references: full forward passes with hooks and explicit formulas."""
+
+import pytest
+import torch
+
+from precompute import InvalidInputError, analyze, mean_result
+from precompute.models import unwrap
+
+from .conftest import doc_tokens
+
+TOL = 1e-4
+
+
+def _models(request, name):
+    return request.getfixturevalue(name)
+
+
+@pytest.fixture(params=["tiny", "toy"])
+def setup(request):
+    lm = request.getfixturevalue(request.param)
+    tokens = doc_tokens(lm.tokenizer, 2, 24, seed=11)
+    head = (1, 2)
+    mu_src = doc_tokens(lm.tokenizer, 4, 32, seed=12)
+    mu = mean_result(lm, mu_src, head)
+    res = analyze(lm, tokens, head, mu, k=7, cspa=None)
+    return lm, tokens, head, mu, res
+
+
+def _ref_pass(m, tokens, layer, h):
+    with torch.inference_mode():
+        logits, cache = m.run_with_cache(tokens)
+    return logits, cache
+
+
+def _ce(logits, tokens):
+    lp = logits.log_softmax(-1)[:, :-1]
+    return -lp.gather(-1, tokens[:, 1:, None])[..., 0]
+
+
+def _kl(clean, other):
+    p = clean.log_softmax(-1)[:, :-1]
+    q = other.log_softmax(-1)[:, :-1]
+    return (p.exp() * (p - q)).sum(-1)
+
+
+def _frozen_logits(m, resid, scale):
+    c = resid - resid.mean(-1, keepdim=True)
+    return (c / scale) @ m.W_U + m.b_U
+
+
+def test_mean_result_is_mean_of_hook_result(toy):
+    m = unwrap(toy)
+    tokens = doc_tokens(toy.tokenizer, 3, 20, seed=2)
+    with torch.inference_mode():
+        _, cache = m.run_with_cache(tokens)
+    ref = cache["blocks.1.attn.hook_result"][:, :, 2].mean(0)
+    got = mean_result(toy, tokens, (1, 2), batch_size=2)
+    assert got.shape == (20, m.cfg.d_model)
+    torch.testing.assert_close(got, ref, atol=TOL, rtol=0)
+
+
+def test_clean_loss_and_topk(setup):
+    lm, tokens, head, mu, res = setup
+    m = unwrap(lm)
+    logits, _ = _ref_pass(m, tokens, *head)
+    torch.testing.assert_close(res.loss, _ce(logits, tokens), atol=TOL, rtol=0)
+    lp = logits.log_softmax(-1)
+    vals, _ = lp.topk(7, -1)
+    torch.testing.assert_close(res.clean_topk_logprobs, vals, atol=TOL, rtol=0)
+    torch.testing.assert_close(lp.gather(-1, res.clean_topk_ids), vals, atol=TOL, rtol=0)
+    correct = lp[:, :-1].gather(-1, tokens[:, 1:, None])[..., 0]
+    ref_rank = (lp[:, :-1] > correct[..., None]).sum(-1)
+    assert torch.equal(res.clean_correct_rank, ref_rank)
+
+
+def test_direct_effect_both_ln_modes(setup):
+    lm, tokens, head, mu, res = setup
+    m = unwrap(lm)
+    layer, h = head
+    logits, cache = _ref_pass(m, tokens, layer, h)
+    r = cache[f"blocks.{layer}.attn.hook_result"][:, :, h]
+    resid = cache[f"blocks.{m.cfg.n_layers - 1}.hook_resid_post"]
+    ablated_resid = resid - r + mu[: tokens.shape[1]]
+    frozen = _frozen_logits(m, ablated_resid, cache["ln_final.hook_scale"])
+    with torch.inference_mode():  # unfrozen: let the model's own final LN see the ablated residual
+        unfrozen = m.run_with_hooks(tokens, fwd_hooks=[("ln_final.hook_in", lambda x, hook: x - r + mu[: x.shape[1]])])
+    for variant, ref in (("direct_frozen", frozen), ("direct_unfrozen", unfrozen)):
+        torch.testing.assert_close(res[f"delta_loss_{variant}"], _ce(ref, tokens) - _ce(logits, tokens),
+                                   atol=TOL, rtol=0)
+        torch.testing.assert_close(res[f"kl_{variant}"], _kl(logits, ref), atol=TOL, rtol=0)
+        vals, _ = ref.log_softmax(-1).topk(7, -1)
+        torch.testing.assert_close(res[f"{variant}_topk_logprobs"], vals, atol=TOL, rtol=0)
+    torch.testing.assert_close(res.delta_loss_direct, res.delta_loss_direct_frozen)
+
+
+def test_both_and_indirect_effects_by_full_forward(setup):
+    lm, tokens, head, mu, res = setup
+    m = unwrap(lm)
+    layer, h = head
+    logits, cache = _ref_pass(m, tokens, layer, h)
+    r = cache[f"blocks.{layer}.attn.hook_result"][:, :, h]
+    mu_s = mu[: tokens.shape[1]]
+
+    def ablate_result(x, hook):
+        x = x.clone()
+        x[:, :, h] = mu_s
+        return x
+
+    grabbed = {}
+
+    def grab(x, hook):
+        grabbed["resid"] = x.clone()
+
+    with torch.inference_mode():
+        both_unfrozen = m.run_with_hooks(tokens, fwd_hooks=[(f"blocks.{layer}.attn.hook_result", ablate_result),
+                                                            ("ln_final.hook_in", grab)])
+        indirect_unfrozen = m.run_with_hooks(tokens, fwd_hooks=[
+            (f"blocks.{layer}.attn.hook_result", ablate_result), ("ln_final.hook_in", lambda x, hook: x + r - mu_s)])
+    both_resid = grabbed["resid"]
+    scale = cache["ln_final.hook_scale"]
+    refs = {
+        "both_unfrozen": both_unfrozen,
+        "both_frozen": _frozen_logits(m, both_resid, scale),
+        "indirect_unfrozen": indirect_unfrozen,
+        "indirect_frozen": _frozen_logits(m, both_resid + r - mu_s, scale),
+    }
+    for variant, ref in refs.items():
+        torch.testing.assert_close(res[f"delta_loss_{variant}"], _ce(ref, tokens) - _ce(logits, tokens),
+                                   atol=TOL, rtol=0, msg=variant)
+        torch.testing.assert_close(res[f"kl_{variant}"], _kl(logits, ref), atol=TOL, rtol=0, msg=variant)
+        correct = ref.log_softmax(-1)[:, :-1].gather(-1, tokens[:, 1:, None])[..., 0]
+        torch.testing.assert_close(res[f"{variant}_correct_logprob"], correct, atol=TOL, rtol=0)
+
+
+def test_dla_and_logit_lens_explicit_formulas(setup):
+    lm, tokens, head, mu, res = setup
+    m = unwrap(lm)
+    layer, h = head
+    _, cache = _ref_pass(m, tokens, layer, h)
+    r = cache[f"blocks.{layer}.attn.hook_result"][:, :, h]
+    diff = r - mu[: tokens.shape[1]]
+    diff = diff - diff.mean(-1, keepdim=True)
+    dla = (diff / cache["ln_final.hook_scale"]) @ m.W_U
+    neg_vals, _ = dla.topk(7, -1, largest=False)
+    pos_vals, _ = dla.topk(7, -1)
+    torch.testing.assert_close(res.dla_neg_values, neg_vals, atol=TOL, rtol=0)
+    torch.testing.assert_close(res.dla_pos_values, pos_vals, atol=TOL, rtol=0)
+    torch.testing.assert_close(dla.gather(-1, res.dla_neg_ids), neg_vals, atol=TOL, rtol=0)
+    pre = cache[f"blocks.{layer}.hook_resid_pre"]
+    pre = pre - pre.mean(-1, keepdim=True)
+    lens = (pre / cache[f"blocks.{layer}.ln1.hook_scale"]) @ m.W_U + m.b_U
+    lens_lp = lens.log_softmax(-1)
+    vals, _ = lens_lp.topk(7, -1)
+    torch.testing.assert_close(res.lens_topk_logprobs, vals, atol=TOL, rtol=0)
+    correct = lens_lp[:, :-1].gather(-1, tokens[:, 1:, None])[..., 0]
+    torch.testing.assert_close(res.lens_correct_logprob, correct, atol=TOL, rtol=0)
+
+
+def test_attention_and_info_weighted(setup):
+    lm, tokens, head, mu, res = setup
+    m = unwrap(lm)
+    layer, h = head
+    _, cache = _ref_pass(m, tokens, layer, h)
+    pattern = cache[f"blocks.{layer}.attn.hook_pattern"][:, h]
+    torch.testing.assert_close(res.attention, pattern, atol=TOL, rtol=0)
+    norms = (cache[f"blocks.{layer}.attn.hook_v"][:, :, h] @ m.W_O[layer, h]).norm(dim=-1)
+    for b in range(tokens.shape[0]):
+        for q in range(tokens.shape[1]):
+            for k in range(tokens.shape[1]):
+                expected = pattern[b, q, k] * norms[b, k] / norms[b].max()
+                assert abs(float(res.info_attention[b, q, k] - expected)) < TOL
+
+
+def test_chunking_does_not_change_results(toy, toy_tokens):
+    mu = mean_result(toy, toy_tokens, (1, 2))
+    a = analyze(toy, toy_tokens, (1, 2), mu, k=5, chunk_rows=7)
+    b = analyze(toy, toy_tokens, (1, 2), mu, k=5)
+    for name in a.fields():
+        torch.testing.assert_close(a[name], b[name], atol=1e-5, rtol=0, msg=name)
+
+
+def test_batch_equals_one_by_one(toy, toy_tokens):
+    mu = mean_result(toy, toy_tokens, (1, 2))
+    batch = analyze(toy, toy_tokens, (1, 2), mu, k=5)
+    for i in range(toy_tokens.shape[0]):
+        single = analyze(toy, toy_tokens[i:i + 1], (1, 2), mu, k=5)
+        for name in ("loss", "delta_loss_direct", "kl_cspa", "delta_loss_both_unfrozen", "cspa_kept_pos"):
+            torch.testing.assert_close(single[name][0], batch[name][i], atol=1e-5, rtol=0, msg=name)
+
+
+def test_any_head_and_subset_of_effects(tiny):
+    tokens = doc_tokens(tiny.tokenizer, 1, 16, seed=3)
+    mu = mean_result(tiny, tokens, (0, 3))
+    res = analyze(tiny, tokens, (0, 3), mu, k=3, effects=("direct",), ln_modes=("frozen",), cspa=None)
+    assert res.variants == ("direct_frozen",)
+    assert "kl_both_frozen" not in res.fields() and "kl_cspa" not in res.fields()
+    assert res.delta_loss_direct.shape == (1, 15)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(tokens=torch.zeros(0, 5, dtype=torch.long)), "empty batch"),
+        (dict(tokens=torch.zeros(2, 0, dtype=torch.long)), "empty batch"),
+        (dict(tokens=torch.zeros(1, 1, dtype=torch.long)), "at least 2 tokens"),
+        (dict(tokens=torch.zeros(1, 300, dtype=torch.long)), "longer than the model's context"),
+        (dict(tokens=torch.zeros(5, dtype=torch.long)), "shape [batch, seq]"),
+        (dict(tokens=torch.zeros(1, 5)), "integer tensor"),
+        (dict(tokens=torch.full((1, 5), 10_000)), "token ids must be in"),
+        (dict(head=(7, 0)), "does not exist"),
+        (dict(head=(1, 9)), "does not exist"),
+        (dict(head="1.2"), "(layer, head) pair"),
+        (dict(mu=torch.zeros(3, 512)), "covers 3 positions"),
+        (dict(mu=torch.zeros(10, 7)), "d_model=512"),
+        (dict(k=0), "k must be"),
+        (dict(effects=("sideways",)), "unknown effect"),
+    ],
+)
+def test_bad_input_is_explained(toy, kwargs, message):
+    args = dict(tokens=torch.zeros(1, 5, dtype=torch.long), head=(1, 2), mu=torch.zeros(8, 512), k=3)
+    args.update(kwargs)
+    extra = {"effects": args.pop("effects")} if "effects" in args else {}
+    with pytest.raises(InvalidInputError, match=message.replace("[", r"\[").replace("]", r"\]").replace(
+            "(", r"\(").replace(")", r"\)")):
+        analyze(toy, args["tokens"], args["head"], args["mu"], k=args["k"], **extra)
+
+
+def test_mean_result_bad_head(toy):
+    with pytest.raises(InvalidInputError, match="head 3.0 does not exist"):
+        mean_result(toy, torch.zeros(1, 4, dtype=torch.long), (3, 0))

@@ -1,0 +1,62 @@
+"""load_model: the three names, their provenance, and clear failures."""
+
+import time
+
+import pytest
+import torch
+
+from precompute import InvalidInputError, ModelUnavailableError, load_model
+from precompute.models import WEIGHT_PROCESSING
+
+
+def test_unknown_name_lists_the_known_ones():
+    with pytest.raises(InvalidInputError, match="unknown model 'gpt3'.*gpt2-small, gpt2-small-random, toy"):
+        load_model("gpt3")
+
+
+def test_real_gpt2_offline_fails_at_once_with_instructions(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    start = time.perf_counter()
+    with pytest.raises(ModelUnavailableError) as info:
+        load_model("gpt2-small")
+    assert time.perf_counter() - start < 30  # "at once": no retries against an unreachable Hub
+    msg = str(info.value)
+    assert "GPT-2 small" in msg and "HF_HOME" in msg and "--model toy" in msg
+    assert "Traceback" not in msg
+
+
+def test_cuda_request_without_cuda_is_explained():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(InvalidInputError, match="CUDA is not available"):
+        load_model("toy", device="cuda")
+
+
+def test_toy_is_labelled_synthetic_and_processed(toy):
+    p = toy.provenance
+    assert p["synthetic"] is True and p["planted_head"] == "1.2"
+    assert p["weight_processing"] == WEIGHT_PROCESSING
+    assert p["weight_processing"]["fold_ln"] and p["weight_processing"]["center_unembed"]
+    m = toy.model
+    # center_unembed: every row of W_U has mean zero over the vocabulary; center_writing_weights: W_O rows too.
+    assert float(m.W_U.mean(-1).abs().max()) < 1e-5
+    assert float(m.W_O.mean(-1).abs().max()) < 1e-5
+    # per-head results are available
+    _, cache = m.run_with_cache(torch.tensor([[0, 5, 6]]), names_filter=["blocks.1.attn.hook_result"])
+    assert cache["blocks.1.attn.hook_result"].shape == (1, 3, 4, 512)
+
+
+def test_toy_is_deterministic(toy):
+    again = load_model("toy")
+    for a, b in ((toy.model.W_U, again.model.W_U), (toy.model.W_Q, again.model.W_Q)):
+        assert torch.equal(a, b)
+
+
+def test_gpt2_small_random_has_gpt2_small_shape():
+    lm = load_model("gpt2-small-random")
+    c = lm.model.cfg
+    assert (c.n_layers, c.d_model, c.n_heads, c.d_vocab, c.n_ctx) == (12, 768, 12, 50257, 1024)
+    assert len(lm.tokenizer) == 50257 and lm.tokenizer.bos_token_id == 50256
+    assert lm.provenance["synthetic"] is True
+    again = load_model("gpt2-small-random")
+    assert torch.equal(lm.model.W_E[:100], again.model.W_E[:100])
