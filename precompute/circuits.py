@@ -1,0 +1,153 @@
+"""OV and QK circuits of a head over the whole vocabulary (paper §3.1-3.2; upstream-app.md §2.5-2.7).
+
+**Effective embedding** (``EMBEDDINGS``), all without positional embeddings and biases of attention:
+
+* ``W_E``: the token embedding alone.
+* ``mlp0``: MLP0's output only, with layer-0 attention fixed to self (the original app's OV/QK page).
+* ``W_E+mlp0`` (default, the paper's §3.1/3.2 statistics): W_E + self-attention of layer 0 + MLP0's output.
+* ``mlp0_noattn`` / ``W_E+mlp0_noattn``: the same with layer-0 attention removed instead of fixed to self (the
+  variant the paper's appendix describes).
+
+With weights processed by ``load_model`` (fold_ln), "LN" below is centring then division by the RMS.
+
+**Circuits**, factored so nothing vocabulary x vocabulary is ever held in memory (rows in chunks):
+
+* OV: ``M_OV[s, t] = W_EE[s] W_V W_O W_U[:, t]``; rows are source tokens. ``ov_rank[s] = #{t : M[s,t] < M[s,s]}``
+  (0 = the token suppresses itself most). Row scaling does not change these ranks; the stored factor rows are
+  normalised so that the OV output has unit RMS (the original app's convention for drawing bars).
+* QK: ``M_QK[t, s] = LN(W_U[:, t]) W_Q W_K^T LN(W_EE[s])^T / sqrt(d_head)``; rows are query (predicted) tokens,
+  columns key (source) tokens. ``qk_rank[t] = #{s : M[t,s] > M[t,t]}`` (0 = the token attends most to itself).
+  Both sides are normalised to norm sqrt(d_model) as LayerNorm would do (paper App. K.1). No Q/K biases.
+"""
+
+from __future__ import annotations
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from .errors import InvalidInputError
+from .models import unwrap
+
+EMBEDDINGS = ("W_E", "mlp0", "W_E+mlp0", "mlp0_noattn", "W_E+mlp0_noattn")
+DEFAULT_EMBEDDING = "W_E+mlp0"
+CIRCUITS = ("ov", "qk")
+
+
+def _ln(x: Tensor, eps: float) -> Tensor:
+    x = x - x.mean(-1, keepdim=True)
+    return x / (x.pow(2).mean(-1, keepdim=True) + eps).sqrt()
+
+
+def _act(name: str):
+    import torch.nn.functional as F
+
+    if name in ("gelu_new", "gelu_pytorch_tanh", "gelu_fast"):
+        return lambda x: F.gelu(x, approximate="tanh")
+    if name == "gelu":
+        return F.gelu
+    if name == "relu":
+        return F.relu
+    raise InvalidInputError(f"unsupported MLP activation {name!r} for the effective embedding")
+
+
+def effective_embedding(model, embedding: str = DEFAULT_EMBEDDING, chunk: int = 8192) -> Float[Tensor, "d_vocab d_model"]:
+    """The effective embedding ``embedding`` (one of EMBEDDINGS) for every token."""
+    m = unwrap(model)
+    if embedding not in EMBEDDINGS:
+        raise InvalidInputError(f"unknown embedding {embedding!r}; choose one of {EMBEDDINGS}")
+    W_E = m.W_E
+    if embedding == "W_E":
+        return W_E.clone()
+    eps = float(getattr(m.cfg, "eps", 1e-5))
+    act = _act(m.cfg.act_fn)
+    with_attn = not embedding.endswith("_noattn")
+    include_we = embedding.startswith("W_E+")
+    out = torch.empty_like(W_E)
+    with torch.inference_mode():
+        for start in range(0, W_E.shape[0], chunk):
+            e = W_E[start:start + chunk]
+            mid = e
+            if with_attn:  # every layer-0 head attends only to the token itself
+                v = torch.einsum("nd,hde->nhe", _ln(e, eps), m.W_V[0])
+                mid = e + torch.einsum("nhe,hed->nd", v, m.W_O[0])
+            mlp = act(_ln(mid, eps) @ m.W_in[0] + m.b_in[0]) @ m.W_out[0] + m.b_out[0]
+            out[start:start + chunk] = mid + mlp if include_we else mlp
+    return out
+
+
+def circuit_factors(model, head: tuple[int, int], embedding: str = DEFAULT_EMBEDDING
+                    ) -> dict[str, Float[Tensor, "d_vocab d_head"]]:
+    """The four [d_vocab, d_head] factor matrices the app uses to draw any token's bars in milliseconds.
+
+    * ``ov_src`` = W_EE W_V (rows scaled so the OV output W_EE W_V W_O has unit RMS), ``ov_dst`` = (W_O W_U)^T:
+      ``OV[s, t] = ov_src[s] . ov_dst[t]``.
+    * ``qk_dst`` = LN(W_U^T) W_Q / d_head^(1/4), ``qk_src`` = LN(W_EE) W_K / d_head^(1/4):
+      ``QK[t, s] = qk_dst[t] . qk_src[s]`` (attention score of query token t on key token s).
+    """
+    from .analysis import _check_head
+
+    m = unwrap(model)
+    layer, h = _check_head(m, head)
+    eps = float(getattr(m.cfg, "eps", 1e-5))
+    with torch.inference_mode():
+        w_ee = effective_embedding(m, embedding)
+        ov_src = w_ee @ m.W_V[layer, h]
+        out_rms = (ov_src @ m.W_O[layer, h]).pow(2).mean(-1, keepdim=True).sqrt().clamp_min(1e-12)
+        ov_src = ov_src / out_rms
+        ov_dst = (m.W_O[layer, h] @ m.W_U).T
+        quarter = float(m.cfg.d_head) ** 0.25
+        qk_dst = _ln(m.W_U.T, eps) @ m.W_Q[layer, h] / quarter
+        qk_src = _ln(w_ee, eps) @ m.W_K[layer, h] / quarter
+    return {"ov_src": ov_src.contiguous(), "ov_dst": ov_dst.contiguous(), "qk_dst": qk_dst.contiguous(),
+            "qk_src": qk_src.contiguous()}
+
+
+def ranks_from_factors(rows: Tensor, cols: Tensor, circuit: str, chunk: int = 2048) -> Int[Tensor, "d_vocab"]:
+    """Diagonal rank of every row of ``rows @ cols.T``, in row chunks (OV: most negative = 0; QK: largest = 0)."""
+    if circuit not in CIRCUITS:
+        raise InvalidInputError(f"unknown circuit {circuit!r}; choose 'ov' or 'qk'")
+    n = rows.shape[0]
+    ranks = torch.empty(n, dtype=torch.long)
+    with torch.inference_mode():
+        for start in range(0, n, chunk):
+            block = rows[start:start + chunk] @ cols.T  # [c, d_vocab]
+            idx = torch.arange(start, min(n, start + chunk), device=block.device)
+            diag = block[torch.arange(len(idx)), idx][:, None]
+            better = block < diag if circuit == "ov" else block > diag
+            ranks[start:start + chunk] = better.sum(-1).cpu()
+    return ranks
+
+
+def circuit_ranks(model, head: tuple[int, int], circuit: str = "ov", embedding: str = DEFAULT_EMBEDDING,
+                  factors: dict[str, Tensor] | None = None) -> Int[Tensor, "d_vocab"]:
+    """Rank of the diagonal in each row of the full OV or QK circuit of ``head``; LongTensor [d_vocab]."""
+    if circuit not in CIRCUITS:
+        raise InvalidInputError(f"unknown circuit {circuit!r}; choose 'ov' or 'qk'")
+    f = factors if factors is not None else circuit_factors(model, head, embedding)
+    if circuit == "ov":
+        return ranks_from_factors(f["ov_src"], f["ov_dst"], "ov")
+    return ranks_from_factors(f["qk_dst"], f["qk_src"], "qk")
+
+
+def rank_summary(ranks: Tensor, top: int = 10, n_worst: int = 20, ignore: Tensor | None = None) -> dict:
+    """Fraction with rank 0 and rank < ``top``, median and mean rank, and the ``n_worst`` token ids.
+
+    ``ignore``: a bool mask of tokens to leave out (e.g. tokens never seen in training), or None.
+    """
+    ids = torch.arange(len(ranks))
+    if ignore is not None:
+        ids = ids[~ignore]
+    r = ranks[ids].double()
+    if r.numel() == 0:
+        raise InvalidInputError("no tokens left to summarise")
+    worst = ids[r.argsort(descending=True)[:n_worst]]
+    return {
+        "n_tokens": int(r.numel()),
+        "frac_rank0": float((r == 0).double().mean()),
+        f"frac_top{top}": float((r < top).double().mean()),
+        "median_rank": float(r.median()),
+        "mean_rank": float(r.mean()),
+        "worst_token_ids": worst.tolist(),
+        "worst_ranks": ranks[worst].tolist(),
+    }

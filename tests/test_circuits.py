@@ -1,0 +1,118 @@
+"""OV/QK circuits: effective embedding against a forward pass, ranks against brute force, planted vs random."""
+
+import pytest
+import torch
+
+from precompute import InvalidInputError
+from precompute.circuits import (EMBEDDINGS, circuit_factors, circuit_ranks, effective_embedding, rank_summary,
+                                 ranks_from_factors)
+from precompute.models import unwrap
+
+
+def _ln(x):
+    x = x - x.mean(-1, keepdim=True)
+    return x / (x.pow(2).mean(-1, keepdim=True) + 1e-5).sqrt()
+
+
+def test_effective_embedding_matches_forward_with_self_attention(toy):
+    """W_E + MLP0 with layer-0 attention fixed to self equals resid_post[0] of a forward pass in which every
+    layer-0 head attends only to itself and positional embeddings are zero (minus the attention output bias)."""
+    m = unwrap(toy)
+    tokens = torch.tensor([[5, 17, 40, 99, 311]])
+
+    def self_only(pattern, hook):
+        return torch.eye(pattern.shape[-1]).expand_as(pattern).clone()
+
+    def no_pos(x, hook):
+        return torch.zeros_like(x)
+
+    def no_attn_bias(x, hook):
+        return x - m.b_O[0]
+
+    with torch.inference_mode():
+        _, cache = m.run_with_cache(tokens, names_filter=["blocks.0.hook_resid_post"], fwd_hooks=[])
+        m.add_hook("hook_pos_embed", no_pos)
+        m.add_hook("blocks.0.attn.hook_pattern", self_only)
+        m.add_hook("blocks.0.hook_attn_out", no_attn_bias)
+        try:
+            _, cache = m.run_with_cache(tokens, names_filter=["blocks.0.hook_resid_post"], reset_hooks_end=False)
+        finally:
+            m.reset_hooks()
+    ref = cache["blocks.0.hook_resid_post"][0]
+    got = effective_embedding(toy, "W_E+mlp0")[tokens[0]]
+    torch.testing.assert_close(got, ref, atol=1e-4, rtol=0)
+    mlp_only = effective_embedding(toy, "mlp0")[tokens[0]]
+    w_e = m.W_E[tokens[0]]
+    attn_self = torch.einsum("nhe,hed->nd", torch.einsum("nd,hde->nhe", _ln(w_e), m.W_V[0]), m.W_O[0])
+    torch.testing.assert_close(mlp_only, ref - w_e - attn_self, atol=1e-4, rtol=0)
+
+
+def test_noattn_variant_and_plain_embedding(tiny):
+    m = unwrap(tiny)
+    w_e = m.W_E
+    assert torch.equal(effective_embedding(tiny, "W_E"), w_e)
+    mlp = torch.nn.functional.gelu(_ln(w_e) @ m.W_in[0] + m.b_in[0], approximate="tanh") @ m.W_out[0] + m.b_out[0]
+    torch.testing.assert_close(effective_embedding(tiny, "mlp0_noattn"), mlp, atol=1e-4, rtol=0)
+    torch.testing.assert_close(effective_embedding(tiny, "W_E+mlp0_noattn"), w_e + mlp, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("embedding", EMBEDDINGS)
+def test_ranks_equal_brute_force(tiny, embedding):
+    m = unwrap(tiny)
+    layer, h = 2, 1
+    w_ee = effective_embedding(tiny, embedding)
+    ov_full = w_ee @ m.W_V[layer, h] @ m.W_O[layer, h] @ m.W_U  # [V, V], small vocab
+    qk_full = _ln(m.W_U.T) @ m.W_Q[layer, h] @ m.W_K[layer, h].T @ _ln(w_ee).T
+    n = ov_full.shape[0]
+    ov_ref = torch.tensor([int((ov_full[i] < ov_full[i, i]).sum()) for i in range(n)])
+    qk_ref = torch.tensor([int((qk_full[i] > qk_full[i, i]).sum()) for i in range(n)])
+    ov = circuit_ranks(tiny, (layer, h), "ov", embedding)
+    qk = circuit_ranks(tiny, (layer, h), "qk", embedding)
+    assert ov.dtype == torch.long and ov.shape == (n,)
+    # float ties between nearly equal entries may differ by one between orders of summation
+    assert (ov - ov_ref).abs().max() <= 1 and (ov == ov_ref).float().mean() > 0.99
+    assert (qk - qk_ref).abs().max() <= 1 and (qk == qk_ref).float().mean() > 0.99
+
+
+def test_chunked_ranks_equal_unchunked():
+    g = torch.Generator().manual_seed(0)
+    rows, cols = torch.randn(300, 8, generator=g), torch.randn(300, 8, generator=g)
+    for circuit in ("ov", "qk"):
+        assert torch.equal(ranks_from_factors(rows, cols, circuit, chunk=7),
+                           ranks_from_factors(rows, cols, circuit, chunk=1000))
+
+
+def test_planted_head_scores_near_100_and_random_head_near_chance(toy):
+    planted_ov = rank_summary(circuit_ranks(toy, (1, 2), "ov"))
+    planted_qk = rank_summary(circuit_ranks(toy, (1, 2), "qk"))
+    random_ov = rank_summary(circuit_ranks(toy, (1, 0), "ov"))
+    random_qk = rank_summary(circuit_ranks(toy, (1, 0), "qk"))
+    # planted: near 100% (function words are deliberately weak, as in GPT-2); chance is 10/512 ~ 2% for top 10
+    assert planted_ov["frac_top10"] > 0.85 and planted_qk["frac_top10"] > 0.95
+    assert planted_ov["median_rank"] == 0 and planted_qk["median_rank"] == 0
+    assert random_ov["frac_top10"] < 0.06 and random_qk["frac_top10"] < 0.06
+    assert random_ov["median_rank"] > 150
+
+
+def test_factors_reproduce_bars(toy):
+    f = circuit_factors(toy, (1, 2))
+    assert all(v.shape == (512, 128) for v in f.values())
+    s = 300
+    ov_row = f["ov_src"][s] @ f["ov_dst"].T
+    assert int((ov_row < ov_row[s]).sum()) == int(circuit_ranks(toy, (1, 2), "ov", factors=f)[s])
+
+
+def test_rank_summary_hand_computed():
+    s = rank_summary(torch.tensor([0, 0, 3, 12, 50]), top=10, n_worst=2)
+    assert s["frac_rank0"] == pytest.approx(0.4) and s["frac_top10"] == pytest.approx(0.6)
+    assert s["median_rank"] == 3 and s["mean_rank"] == pytest.approx(13.0)
+    assert s["worst_token_ids"] == [4, 3] and s["worst_ranks"] == [50, 12]
+
+
+def test_bad_circuit_arguments(toy):
+    with pytest.raises(InvalidInputError, match="unknown circuit"):
+        circuit_ranks(toy, (1, 2), "vo")
+    with pytest.raises(InvalidInputError, match="unknown embedding"):
+        effective_embedding(toy, "W_X")
+    with pytest.raises(InvalidInputError, match="does not exist"):
+        circuit_factors(toy, (10, 12))

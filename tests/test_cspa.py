@@ -1,0 +1,204 @@
+"""CSPA against a materialised, loop-by-loop reference written here, plus selection rules and metrics."""
+
+import math
+
+import pytest
+import torch
+
+from precompute import CSPAConfig, InvalidInputError, analyze, mean_result, summary_metrics
+from precompute.cspa import first_occurrence, keep_counts
+from precompute.models import unwrap
+from precompute.semantic import neighbour_table, semantic_neighbours
+
+from .conftest import doc_tokens
+
+
+def _gram_schmidt(vectors):
+    basis = []
+    for v in vectors:
+        w = v.clone()
+        for e in basis:
+            w = w - (w @ e) * e
+        if w.norm() > 1e-6:
+            basis.append(w / w.norm())
+    return basis
+
+
+def reference_cspa(m, tokens, head, mu, cfg: CSPAConfig, table=None):
+    """Naive CSPA: per destination, pick kept (source, neighbour) pairs by the rules, project the materialised
+    per-source vectors A[q,k] v_k W_O, and return (clean logits, CSPA logits, kept positions per (b, q))."""
+    layer, h = head
+    with torch.inference_mode():
+        logits, cache = m.run_with_cache(tokens)
+    b_n, s = tokens.shape
+    A = cache[f"blocks.{layer}.attn.hook_pattern"][:, h]
+    o = cache[f"blocks.{layer}.attn.hook_v"][:, :, h] @ m.W_O[layer, h]
+    r = cache[f"blocks.{layer}.attn.hook_result"][:, :, h]
+    pre = cache[f"blocks.{layer}.hook_resid_pre"]
+    pre = pre - pre.mean(-1, keepdim=True)
+    sigma = cache["ln_final.hook_scale"]
+    resid = cache[f"blocks.{m.cfg.n_layers - 1}.hook_resid_post"]
+    excluded = set(cfg.excluded_token_ids)
+    W_U = m.W_U
+    cspa_out = torch.zeros_like(r)
+    kept_positions = {}
+    for b in range(b_n):
+        for q in range(s):
+            # candidate (k, j, token) entries
+            entries = []
+            for k in range(q + 1):
+                if int(tokens[b, k]) in excluded:
+                    continue
+                neigh = [int(tokens[b, k])] if table is None else [int(tokens[b, k])] + [
+                    int(t) for t in table[int(tokens[b, k])][1:cfg.k_s] if t >= 0]
+                for j, t in enumerate(neigh):
+                    entries.append((k, j, t))
+            score = {t: float((pre[b, q] / sigma[b, q]) @ W_U[:, t]) for _, _, t in entries}
+            distinct = sorted(set(score.values()), reverse=True)
+            first_scores = []
+            seen = set()
+            for _, _, t in entries:
+                if t not in seen:
+                    seen.add(t)
+                    first_scores.append(score[t])
+            first_scores.sort(reverse=True)
+            K = cfg.k_u if isinstance(cfg.k_u, int) else math.ceil(cfg.k_u * (q + 1))
+            tau = first_scores[K - 1] if len(first_scores) >= K else -math.inf
+            kept = [(k, j, t) for k, j, t in entries if score[t] >= tau]
+            kept_positions[(b, q)] = sorted({k for k, _, _ in kept})
+            assert distinct or not kept
+            total = torch.zeros(m.cfg.d_model)
+            for k in range(s):
+                x = A[b, q, k] * o[b, k]
+                mean_part = A[b, q, k] * mu[q]
+                dirs = [W_U[:, t] for kk, j, t in sorted(kept) if kk == k]
+                y = x - mean_part
+                proj = torch.zeros_like(y)
+                for e in _gram_schmidt(dirs):
+                    c = y @ e
+                    if cfg.negative_only:
+                        c = min(float(c), 0.0)
+                    proj = proj + c * e
+                total = total + proj + mean_part
+            cspa_out[b, q] = total
+    new_resid = resid + cspa_out - r
+    new_resid = new_resid - new_resid.mean(-1, keepdim=True)
+    cspa_logits = (new_resid / sigma) @ W_U + m.b_U
+    return logits, cspa_logits, kept_positions
+
+
+def _ce(logits, tokens):
+    return -logits.log_softmax(-1)[:, :-1].gather(-1, tokens[:, 1:, None])[..., 0]
+
+
+def _kl(p_logits, q_logits):
+    p = p_logits.log_softmax(-1)[:, :-1]
+    q = q_logits.log_softmax(-1)[:, :-1]
+    return (p.exp() * (p - q)).sum(-1)
+
+
+CONFIGS = [
+    dict(k_u=0.05, k_s=1, negative_only=True),
+    dict(k_u=0.2, k_s=1, negative_only=False),
+    dict(k_u=3, k_s=1, negative_only=True),
+    dict(k_u=0.3, k_s=3, negative_only=True),
+    dict(k_u=2, k_s=3, negative_only=False),
+]
+
+
+@pytest.mark.parametrize("model_name", ["tiny", "toy"])
+@pytest.mark.parametrize("params", CONFIGS, ids=lambda p: "-".join(f"{k}={v}" for k, v in p.items()))
+def test_factorised_cspa_matches_materialised_reference(request, model_name, params):
+    lm = request.getfixturevalue(model_name)
+    m = unwrap(lm)
+    tok = lm.tokenizer
+    tokens = doc_tokens(tok, 2, 18, seed=4)
+    head = (1, 2)
+    mu = mean_result(lm, doc_tokens(tok, 3, 24, seed=8), head)
+    # exclude BOS and two frequent function-word tokens
+    excluded = (tok.bos_token_id, tok(" the", add_special_tokens=False)["input_ids"][0],
+                tok(".", add_special_tokens=False)["input_ids"][0])
+    cfg = CSPAConfig(excluded_token_ids=excluded, max_kept_shown=64, **params)
+    table = None
+    if cfg.k_s > 1:
+        table = neighbour_table(semantic_neighbours(tok), cfg.k_s)
+        # make sure some tokens really have several neighbours in this test
+        assert (table[tokens.flatten()][:, 1] >= 0).any()
+    res = analyze(lm, tokens, head, mu, k=5, cspa=cfg, neighbours=table, effects=("direct",), ln_modes=("frozen",))
+    clean, ref_logits, kept_ref = reference_cspa(m, tokens, head, mu, cfg, table)
+    torch.testing.assert_close(res.delta_loss_cspa, _ce(ref_logits, tokens) - _ce(clean, tokens), atol=1e-4,
+                               rtol=0)
+    torch.testing.assert_close(res.kl_cspa, _kl(clean, ref_logits), atol=1e-4, rtol=0)
+    for (b, q), positions in kept_ref.items():
+        got = sorted({p for p in res.cspa_kept_pos[b, q].tolist() if p >= 0})
+        assert got == positions, (b, q)
+
+
+def test_selection_never_keeps_excluded_or_future_sources(toy):
+    tok = toy.tokenizer
+    tokens = doc_tokens(tok, 2, 40, seed=9)
+    mu = mean_result(toy, tokens, (1, 2))
+    res = analyze(toy, tokens, (1, 2), mu, k=3, cspa=CSPAConfig(k_u=1.0, max_kept_shown=40),
+                  effects=("direct",), ln_modes=("frozen",))
+    from precompute.function_words import function_word_ids
+
+    excluded = set(function_word_ids(tok))
+    for b in range(2):
+        for q in range(40):
+            for p in res.cspa_kept_pos[b, q].tolist():
+                if p < 0:
+                    continue
+                assert p <= q
+                assert int(tokens[b, p]) not in excluded
+        # k_u = 1.0 keeps every allowed source: at the last position, all non-excluded positions
+        allowed = sorted(p for p in range(40) if int(tokens[b, p]) not in excluded)
+        assert int(res.cspa_n_kept[b, 39]) == len(allowed)
+
+
+def test_kept_count_rule_and_first_occurrence():
+    assert keep_counts(0.05, 45).tolist()[:3] == [1, 1, 1]
+    assert keep_counts(0.05, 45)[20].item() == 2  # ceil(0.05 * 21) = 2
+    assert keep_counts(0.05, 45)[40].item() == 3  # ceil(0.05 * 41) = 3
+    assert keep_counts(4, 5).tolist() == [4] * 5
+    cand = torch.tensor([[5, 6, 5, 7, 6]])
+    valid = torch.tensor([[True, False, True, True, True]])
+    assert first_occurrence(cand, valid).tolist() == [[True, False, False, True, True]]
+
+
+def test_cspa_with_k_u_one_and_no_exclusions_keeps_every_source(tiny):
+    """k_u = 1.0 and nothing excluded: every source k <= q is kept at q."""
+    tokens = doc_tokens(tiny.tokenizer, 1, 12, seed=2)
+    mu = mean_result(tiny, tokens, (1, 2))
+    cfg = CSPAConfig(k_u=1.0, negative_only=False, excluded_token_ids=())
+    res = analyze(tiny, tokens, (1, 2), mu, cspa=cfg, effects=("direct",), ln_modes=("frozen",))
+    assert res.cspa_n_kept[0].tolist() == [q + 1 for q in range(12)]
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(k_u=0.0), "in \\(0, 1\\]"), (dict(k_u=1.5), "in \\(0, 1\\]"), (dict(k_u=0), ">= 1"),
+    (dict(k_u="5%"), "fraction"), (dict(k_s=0), "k_s"), (dict(max_kept_shown=0), "max_kept_shown"),
+])
+def test_bad_cspa_config(kwargs, message):
+    with pytest.raises(InvalidInputError, match=message):
+        CSPAConfig(**kwargs)
+
+
+def test_k_s_above_one_needs_a_table(toy):
+    with pytest.raises(InvalidInputError, match="neighbour table"):
+        analyze(toy, torch.zeros(1, 4, dtype=torch.long), (1, 2), torch.zeros(4, 512), cspa=CSPAConfig(k_s=2))
+
+
+def test_summary_metrics_hand_computed():
+    kl_a = torch.tensor([0.4, 0.2, 0.2, 0.0])
+    kl_c = torch.tensor([0.1, 0.0, 0.1, 0.0])
+    dl_a = torch.tensor([1.0, -0.5, 0.3, 0.0])
+    dl_c = torch.tensor([0.2, -0.1, 0.0, 0.1])
+    s = summary_metrics(kl_a, kl_c, dl_a, dl_c, n_buckets=2)
+    assert s["explained_kl"] == pytest.approx(1 - 0.05 / 0.2)
+    assert s["explained_loss_net"] == pytest.approx(1 - 0.05 / 0.2)
+    assert s["explained_loss_abs"] == pytest.approx(1 - 0.1 / 0.45)
+    # buckets by ablation Δloss: [-0.5, 0.0] and [0.3, 1.0]
+    assert s["curve_ablation"] == pytest.approx([-0.25, 0.65])
+    assert s["curve_cspa"] == pytest.approx([0.0, 0.1])
+    with pytest.raises(InvalidInputError):
+        summary_metrics(kl_a, kl_c[:2], dl_a, dl_c)
