@@ -1,0 +1,77 @@
+"""The compact per-sequence record: what artifacts store and what the app shows, for stored and live text alike.
+
+``compact(result)`` turns an :class:`~precompute.analysis.AnalysisResult` into named tensors with storage dtypes
+(floats fp16, ids int32) and sparse attention (top-``k_attn`` sources per query plus the BOS weight). The precompute
+job writes exactly these tensors; the app's live mode calls the same function on its own analysis, so Browse
+Examples and Test Your Own Examples show the same fields computed the same way.
+
+Which top-k lists are kept: clean, ``direct_frozen`` (the paper's ablation), ``cspa``, the logit lens, and DLA of
+the head and of CSPA's output. For the other ablation variants only per-token numbers are kept (Δloss, KL, the
+correct token's log-prob and rank).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .analysis import AnalysisResult
+
+TOPK_GROUPS = ("clean", "direct_frozen", "cspa", "lens")
+DEFAULT_K_ATTN = 8
+
+
+def compact(result: AnalysisResult, k_attn: int = DEFAULT_K_ATTN) -> dict[str, Tensor]:
+    """Storage form of ``result`` (batched): see the module docstring and ``artifacts/README.md``."""
+    t = result.tensors
+    out: dict[str, Tensor] = {}
+    for name, x in t.items():
+        if name in ("attention", "info_attention", "tokens"):
+            continue
+        if "_topk_" in name and name.split("_topk_")[0] not in TOPK_GROUPS:
+            continue
+        if x.dtype.is_floating_point:
+            out[name] = x.to(torch.float16)
+        else:
+            out[name] = x.to(torch.int32)
+    attn = t["attention"]
+    s = attn.shape[-1]
+    ka = min(k_attn, s)
+    weights, pos = attn[:, :, 1:].topk(min(ka, max(1, s - 1)), dim=-1) if s > 1 else attn.topk(1, dim=-1)
+    out["attn_topk_pos"] = (pos + (1 if s > 1 else 0)).to(torch.int32)
+    out["attn_topk_weight"] = weights.to(torch.float16)
+    out["attn_bos"] = attn[:, :, 0].to(torch.float16)
+    info = t["info_attention"]
+    # info-weighted attention = A[q,k] * rel_norm[k]; store rel_norm once per source
+    rel = torch.where(attn > 0, info / attn.clamp_min(1e-30), torch.zeros_like(attn)).amax(dim=1)
+    out["out_norm_rel"] = rel.to(torch.float16)
+    return {name: x.contiguous().cpu() for name, x in out.items()}
+
+
+def dense_attention(rec: dict[str, Tensor], info_weighted: bool = False) -> Tensor:
+    """[S, S] attention of one sequence rebuilt from the sparse record (entries outside the top-k are 0)."""
+    pos, w, bos = rec["attn_topk_pos"].long(), rec["attn_topk_weight"].float(), rec["attn_bos"].float()
+    s = bos.shape[0]
+    dense = torch.zeros(s, s)
+    dense[:, 0] = bos
+    causal = pos <= torch.arange(s)[:, None]
+    dense.scatter_(1, pos, torch.where(causal, w, torch.zeros_like(w)))
+    dense[:, 0] = bos
+    if info_weighted:
+        dense = dense * rec["out_norm_rel"].float()[None, :]
+    return dense
+
+
+def sequence_record(batched: dict[str, Tensor], i: int) -> dict[str, Tensor]:
+    return {name: x[i] for name, x in batched.items()}
+
+
+def to_jsonable(rec: dict[str, Tensor]) -> dict:
+    """Plain lists (floats rounded to 5 decimals) for JSON export."""
+    out = {}
+    for name, x in rec.items():
+        if x.dtype.is_floating_point:
+            out[name] = torch.round(x.float() * 1e5).div(1e5).tolist()
+        else:
+            out[name] = x.tolist()
+    return out

@@ -1,0 +1,88 @@
+"""Where documents come from: the Hugging Face Hub, a local .txt / .jsonl file or folder, or the synthetic text.
+
+* ``synthetic``: the project's own synthetic language (``synthetic_text``), for the toy model and offline demos.
+* a path: ``.txt`` files hold documents separated by blank lines; ``.jsonl`` files hold one JSON object per line
+  with a ``"text"`` field; a folder means every such file in it, in sorted order.
+* anything else: a Hub dataset name (default ``stas/openwebtext-10k``, split ``train``, the paper's data).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+from .errors import HubUnavailableError, InvalidInputError
+
+DEFAULT_DATASET = "stas/openwebtext-10k"
+
+
+def _read_txt(path: Path) -> list[str]:
+    text = path.read_text(encoding="utf-8", errors="replace")
+    return [d.strip() for d in text.split("\n\n") if d.strip()]
+
+
+def _read_jsonl(path: Path) -> list[str]:
+    docs = []
+    with path.open(encoding="utf-8", errors="replace") as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise InvalidInputError(f"{path}: line {n} is not valid JSON ({err.msg})") from None
+            if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
+                raise InvalidInputError(f"{path}: line {n} has no string field \"text\"")
+            docs.append(obj["text"])
+    return docs
+
+
+def _from_path(path: Path) -> list[str]:
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix in (".txt", ".jsonl"))
+        if not files:
+            raise InvalidInputError(f"dataset folder {path} holds no .txt or .jsonl files")
+        return [d for f in files for d in _from_path(f)]
+    if path.suffix == ".jsonl":
+        return _read_jsonl(path)
+    if path.suffix == ".txt":
+        return _read_txt(path)
+    raise InvalidInputError(f"dataset file {path} must end in .txt or .jsonl")
+
+
+def _from_hub(name: str, split: str) -> list[str]:
+    try:
+        import datasets
+    except ImportError as err:  # pragma: no cover - installed with the project
+        raise HubUnavailableError(f"the 'datasets' package is needed to read {name!r}: {err}") from None
+    try:
+        ds = datasets.load_dataset(name, split=split)
+    except Exception as err:  # datasets raises many types for "unreachable / not cached"
+        raise HubUnavailableError(
+            f"could not load the dataset {name!r} (split {split!r}) from the Hugging Face Hub or the local cache: "
+            f"{type(err).__name__}: {str(err)[:200]}. To work offline, pass --dataset PATH (a .txt or .jsonl file "
+            "or a folder of them), or --dataset synthetic, or copy an HF cache that holds it into HF_HOME."
+        ) from None
+    return [row["text"] for row in ds]
+
+
+def load_documents(dataset: str, split: str = "train", n_synthetic: int = 2000) -> list[str]:
+    """All documents of ``dataset`` in their stored order (shuffling is the caller's, with a seed)."""
+    if dataset == "synthetic":
+        from .synthetic_text import corpus
+
+        return corpus(n_docs=n_synthetic, seed=0, min_sentences=20, max_sentences=60)
+    path = Path(dataset)
+    if path.exists():
+        return _from_path(path)
+    if dataset.startswith((".", "/", "~")) or dataset.endswith((".txt", ".jsonl")) or "/" not in dataset:
+        raise InvalidInputError(f"dataset path {dataset!r} does not exist (and it is not a Hub 'owner/name')")
+    return _from_hub(dataset, split)
+
+
+def shuffled(docs: list[str], seed: int) -> list[str]:
+    """The documents in a seeded random order (Python's ``random.Random(seed)``; stable across platforms)."""
+    out = list(docs)
+    random.Random(seed).shuffle(out)
+    return out
