@@ -12,7 +12,10 @@ from .errors import ExplorerError
 def _heads(text: str):
     from .artifacts import parse_head
 
-    return tuple(parse_head(h) for h in text.split(",") if h.strip())
+    try:
+        return tuple(parse_head(h) for h in text.split(",") if h.strip())
+    except ExplorerError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def _k_u(text: str):

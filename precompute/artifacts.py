@@ -60,12 +60,28 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
+META_KEY = "cse"
+
+
 def save_tensors(path: Path, tensors: dict[str, Tensor], metadata: dict[str, str] | None = None) -> None:
-    """Write a safetensors file atomically (temporary file in the same folder, then rename)."""
+    """Write a safetensors file atomically (temporary file in the same folder, then rename).
+
+    Metadata is stored as one JSON string under the key ``cse``: safetensors does not keep the order of several
+    metadata keys, and byte-identical files (resume, distributed runs) need a fixed order.
+    """
     from safetensors.torch import save
 
-    data = save({k: v.contiguous() for k, v in tensors.items()}, metadata=metadata or {})
+    meta = {META_KEY: json.dumps(metadata or {}, sort_keys=True)}
+    data = save({k: v.contiguous() for k, v in tensors.items()}, metadata=meta)
     atomic_write_bytes(path, data)
+
+
+def read_metadata(f) -> dict:
+    """The metadata written by ``save_tensors`` from an open safetensors file."""
+    try:
+        return json.loads((f.metadata() or {}).get(META_KEY, "{}"))
+    except json.JSONDecodeError:
+        return {}
 
 
 def write_json(path: Path, obj) -> None:

@@ -225,8 +225,10 @@ def _shard_ok(path: Path, cfg_hash: str) -> bool:
     if not path.exists():
         return False
     try:
+        from .artifacts import read_metadata
+
         with safe_open(str(path), framework="pt") as f:
-            return (f.metadata() or {}).get("config_hash") == cfg_hash
+            return read_metadata(f).get("config_hash") == cfg_hash
     except Exception:  # noqa: BLE001 - unreadable = redo
         return False
 

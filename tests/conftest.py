@@ -50,3 +50,35 @@ def doc_tokens(tokenizer, n: int, length: int, seed: int = 0) -> torch.Tensor:
 @pytest.fixture(scope="session")
 def toy_tokens(toy):
     return doc_tokens(toy.tokenizer, 3, 40, seed=5)
+
+
+def write_text_dataset(folder, n_docs: int = 60, seed: int = 3, fmt: str = "txt"):
+    """A local dataset file of the project's synthetic documents (.txt: blank-line separated; .jsonl)."""
+    import json
+    from pathlib import Path
+
+    from precompute.synthetic_text import corpus
+
+    docs = corpus(n_docs=n_docs, seed=seed, min_sentences=15, max_sentences=40)
+    path = Path(folder) / f"docs.{fmt}"
+    if fmt == "txt":
+        path.write_text("\n\n".join(docs) + "\n")
+    else:
+        path.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
+    return path
+
+
+SMALL_RUN = dict(model="toy", heads=((1, 2),), n_seqs=20, seq_len=48, batch_size=4, shard_size=8, n_mean=12, k=5,
+                 seed=1)
+
+
+@pytest.fixture(scope="session")
+def toy_artifacts(tmp_path_factory, toy):
+    """A small toy artifact folder made by the real pipeline (shared by pipeline and app tests)."""
+    from precompute.pipeline import RunConfig, run
+
+    root = tmp_path_factory.mktemp("arts")
+    data = write_text_dataset(root)
+    out = root / "run"
+    run(RunConfig(dataset=str(data), out=str(out), **SMALL_RUN), loaded=toy, log=lambda *_: None)
+    return out
