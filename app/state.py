@@ -1,0 +1,115 @@
+"""Which artifacts the app shows: a local folder (picker if several) or hf://user/repo@rev; opened once."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import streamlit as st
+
+from precompute.artifacts import Artifacts, open_artifacts
+from precompute.errors import ExplorerError
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DIR = ROOT / "artifacts"
+ENV_VAR = "CSE_ARTIFACTS"
+
+
+def configured_source() -> str | None:
+    """``--artifacts X`` after ``--`` on the streamlit command line, else $CSE_ARTIFACTS, else None."""
+    argv = sys.argv[1:]
+    for i, arg in enumerate(argv):
+        if arg == "--artifacts" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--artifacts="):
+            return arg.split("=", 1)[1]
+    return os.environ.get(ENV_VAR) or None
+
+
+def candidate_runs(base: Path = DEFAULT_DIR) -> list[str]:
+    """Local run folders under ``base`` (folders holding a manifest.json), newest first."""
+    if not base.exists():
+        return []
+    runs = [p for p in base.iterdir() if (p / "manifest.json").exists()]
+    if (base / "manifest.json").exists():
+        runs.append(base)
+    return [str(p) for p in sorted(runs, key=lambda p: (p / "manifest.json").stat().st_mtime, reverse=True)]
+
+
+@st.cache_resource(max_entries=4, show_spinner="Opening artifacts…")
+def _open(source: str) -> Artifacts:
+    return open_artifacts(source)
+
+
+def sources() -> list[str]:
+    configured = configured_source()
+    if configured:
+        base = Path(configured).expanduser()
+        if not configured.startswith("hf://") and base.is_dir() and not (base / "manifest.json").exists():
+            return candidate_runs(base)  # a folder of runs
+        return [configured]
+    return candidate_runs()
+
+
+def current() -> tuple[Artifacts | None, str | None]:
+    """(artifacts, error message). Draws the picker in the sidebar when there are several sources."""
+    options = sources()
+    if not options:
+        return None, None
+    if len(options) > 1:
+        source = st.sidebar.selectbox("Artifact set", options, key="artifact_source",
+                                      format_func=lambda s: Path(s).name if not s.startswith("hf://") else s)
+    else:
+        source = options[0]
+    try:
+        return _open(source), None
+    except ExplorerError as err:
+        return None, f"Could not open the artifacts at `{source}`: {err}"
+
+
+def sidebar_info(arts: Artifacts) -> None:
+    m = arts.manifest
+    model = m["model"]
+    label = model["model_name"] + (" (SYNTHETIC)" if model.get("synthetic") else "")
+    with st.sidebar.expander("Loaded artifacts", expanded=False):
+        st.markdown(
+            f"- **Model:** {label}\n- **Heads:** {', '.join(m['heads'])}\n"
+            f"- **Dataset:** `{m['dataset']['name']}` (seed {m['dataset']['seed']})\n"
+            f"- **Sequences:** {arts.n_sequences} × {arts.seq_len} tokens\n"
+            f"- **Source:** `{arts.source}`\n- **Schema:** v{m['schema_version']}, "
+            f"TransformerLens {model.get('transformer_lens_version', '?')}"
+        )
+    if model.get("synthetic"):
+        st.sidebar.warning("These artifacts come from a **synthetic** model, not GPT-2. They demonstrate the tool; "
+                           "their numbers say nothing about GPT-2.")
+
+
+def empty_state(error: str | None = None) -> None:
+    """What to show when no artifacts can be opened: the commands that make some."""
+    if error:
+        st.error(error)
+    st.info("No artifacts found. Make a small set offline with the synthetic toy model (about a minute):")
+    st.code("python -m precompute run --model toy --dataset synthetic --n-seqs 200 --seq-len 128 "
+            "--out artifacts/toy", language="bash")
+    st.markdown("Or, where the Hugging Face Hub is reachable (GPU recommended), the paper's setting:")
+    st.code("python -m precompute run --model gpt2-small --heads 10.7,11.10 --n-seqs 500 --seq-len 1000 "
+            "--out artifacts/gpt2", language="bash")
+    st.markdown("Then reload this page, or start the app with `CSE_ARTIFACTS=PATH_OR_hf://user/repo@rev`.")
+
+
+def page_artifacts() -> Artifacts:
+    """The artifacts chosen in the frame, or the empty state and a stop."""
+    arts = st.session_state.get("cse_arts")
+    if arts is None:
+        empty_state(st.session_state.get("cse_arts_error"))
+        st.stop()
+    return arts
+
+
+def head_picker(arts: Artifacts, key: str, default: str | None = None) -> tuple[int, int]:
+    heads = arts.manifest["heads"]
+    index = heads.index(default) if default in heads else 0
+    name = st.sidebar.selectbox("Head", heads, index=index, key=key)
+    layer, h = name.split(".")
+    return int(layer), int(h)

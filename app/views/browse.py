@@ -1,0 +1,77 @@
+"""Browse Examples: search the tokens where the head matters most, pick a sequence, inspect every token."""
+
+import pandas as pd
+import streamlit as st
+
+from app import sequence_view, state
+from app.params import int_param, head_param
+from precompute.tokenization import token_strings
+
+arts = state.page_artifacts()
+st.title("Browse Examples")
+qp_head, head_problem = head_param(arts)
+head = state.head_picker(arts, key="browse_head", default=qp_head)
+head_name = f"{head[0]}.{head[1]}"
+seq_q, seq_problem = int_param("seq", 0, arts.n_sequences - 1)
+pos_q, pos_problem = int_param("pos", 0, arts.seq_len - 1)
+for problem in (head_problem, seq_problem, pos_problem):
+    if problem:
+        st.warning(problem)
+if seq_q is not None and st.session_state.get("_browse_qp_seq") != seq_q:
+    st.session_state["browse_seq"] = seq_q
+    st.session_state["_browse_qp_seq"] = seq_q
+if pos_q is not None and st.session_state.get("_browse_qp_pos") != pos_q:
+    st.session_state["browse_pos"] = pos_q
+    st.session_state["_browse_qp_pos"] = pos_q
+opts = sequence_view.controls("browse")
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def top_tokens(source: str, head_name: str, metric: str, n: int) -> pd.DataFrame:
+    a = state._open(source)
+    idx = a.index(head_name)
+    seqs, poss, vals = idx[f"{metric}_seq"][:n].tolist(), idx[f"{metric}_pos"][:n].tolist(), idx[f"{metric}_value"][:n]
+    tok = a.tokenizer
+    rows = []
+    for s, p, v in zip(seqs, poss, vals.tolist()):
+        ids = a.sequence(s, head_name)["tokens"].tolist()
+        strings = token_strings(tok, ids)
+        ctx = "".join(strings[max(1, p - 8):p + 1])
+        rows.append({"seq": s, "pos": p, "token": strings[p], "next": strings[p + 1], "context": ctx, "value": v})
+    return pd.DataFrame(rows)
+
+
+with st.expander("Search: where does the head matter most?", expanded=seq_q is None):
+    c1, c2 = st.columns([1, 2])
+    metric_label = c1.selectbox("Rank tokens by", ["Δloss (head helps most)", "Δloss (head hurts most)",
+                                                     "KL from ablation", "CSPA failure (|Δloss under CSPA|)"])
+    metric = {"Δloss (head helps most)": "delta_loss", "Δloss (head hurts most)": "neg_delta_loss",
+              "KL from ablation": "kl", "CSPA failure (|Δloss under CSPA|)": "cspa_failure"}[metric_label]
+    text_filter = c2.text_input("Filter by token text (current or next token)", key="browse_filter")
+    table = top_tokens(arts.source, head_name, metric, 500)
+    if text_filter:
+        mask = table["token"].str.contains(text_filter, regex=False) | table["next"].str.contains(text_filter,
+                                                                                                  regex=False)
+        table = table[mask]
+    st.caption("Select a row to open that token. Values use the direct effect with frozen LayerNorm.")
+    if table.empty:
+        st.info("No token matches this filter.")
+    else:
+        event = st.dataframe(table.head(200), hide_index=True, on_select="rerun", selection_mode="single-row",
+                             key="browse_table")
+        picked = event.selection.rows if event is not None else []
+        if picked:
+            row = table.head(200).iloc[picked[0]]
+            if st.session_state.get("_browse_picked") != (int(row["seq"]), int(row["pos"])):
+                st.session_state["_browse_picked"] = (int(row["seq"]), int(row["pos"]))
+                st.session_state["browse_seq"] = int(row["seq"])
+                st.session_state["browse_pos"] = int(row["pos"])
+
+c1, c2 = st.columns(2)
+seq = c1.number_input("Sequence", 0, arts.n_sequences - 1, key="browse_seq", step=1)
+pos = c2.number_input("Token position", 0, arts.seq_len - 1, key="browse_pos", step=1)
+st.query_params.update({"seq": str(seq), "pos": str(pos), "head": head_name})
+st.session_state["_browse_qp_seq"], st.session_state["_browse_qp_pos"] = int(seq), int(pos)
+rec = arts.sequence(int(seq), head_name)
+sequence_view.show(rec, arts.tokenizer, opts, int(pos), key="browse",
+                   link_params={"seq": int(seq), "head": head_name}, name=f"seq{seq}_head{head_name}")

@@ -1,0 +1,85 @@
+"""CSPA: how much of the head's effect copy-suppression-preserving ablation keeps."""
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from app import state
+from precompute.tokenization import token_strings
+
+arts = state.page_artifacts()
+st.title("Copy-suppression-preserving ablation (CSPA)")
+head = state.head_picker(arts, key="cspa_head")
+head_name = f"{head[0]}.{head[1]}"
+summary = arts.summary(head_name).get("cspa", {})
+hp = arts.manifest["hyperparameters"]
+st.markdown(
+    "CSPA keeps, at each destination, only the head's suppression of tokens the residual stream predicts "
+    "(among the top K_u of source tokens by logit lens, projected on their unembeddings) and mean-ablates the "
+    "rest. Points near the diagonal are tokens where the head's effect *is* copy suppression; points near "
+    "y = 0 are tokens where CSPA keeps nothing of an effect.")
+c = st.columns(4)
+c[0].metric("Effect explained (KL)", f"{100 * summary.get('explained_kl', float('nan')):.1f}%", help="paper: 76.9%")
+c[1].metric("Explained (net loss)", f"{100 * summary.get('explained_loss_net', float('nan')):.1f}%")
+c[2].metric("Explained (|Δloss|)", f"{100 * summary.get('explained_loss_abs', float('nan')):.1f}%")
+c[3].metric("Tokens", f"{summary.get('n_tokens', 0):,}")
+st.caption(f"Hyperparameters: K_u = {hp['cspa_k_u']}, K_s = {hp['cspa_k_s']}, "
+           f"{'negative components only' if hp['cspa_negative_only'] else 'both signs'}, mean ablation of the "
+           "direct effect with frozen LayerNorm.")
+
+MAX_POINTS = 20_000
+
+
+@st.cache_data(max_entries=4, show_spinner="Reading the per-token values…")
+def points(source: str, head_name: str) -> pd.DataFrame:
+    a = state._open(source)
+    x = a.field("delta_loss_direct_frozen", head_name).float()
+    y = a.field("delta_loss_cspa", head_name).float()
+    n, p = x.shape
+    flat = pd.DataFrame({"seq": [i for i in range(n) for _ in range(p)], "pos": list(range(p)) * n,
+                         "ablation": x.reshape(-1).tolist(), "cspa": y.reshape(-1).tolist()})
+    if len(flat) > MAX_POINTS:  # keep every extreme point, sample the bulk
+        extreme = flat.reindex(flat["ablation"].abs().sort_values(ascending=False).index[:MAX_POINTS // 4])
+        rest = flat.drop(extreme.index).sample(MAX_POINTS - len(extreme), random_state=0)
+        flat = pd.concat([extreme, rest])
+    tok = a.tokenizer
+    labels = []
+    for s, q in zip(flat["seq"].tolist(), flat["pos"].tolist()):
+        ids = a.sequence(int(s), head_name)["tokens"].tolist()
+        strings = token_strings(tok, ids[max(0, q - 6):q + 2])
+        labels.append("".join(strings[:-1]) + " → " + strings[-1])
+    flat["text"] = labels
+    return flat.reset_index(drop=True)
+
+
+df = points(arts.source, head_name)
+fig = go.Figure(go.Scattergl(x=df["ablation"], y=df["cspa"], mode="markers", marker=dict(size=4, opacity=0.5),
+                             customdata=df[["seq", "pos"]].values, hovertext=df["text"],
+                             hovertemplate="seq %{customdata[0]}, pos %{customdata[1]}<br>%{hovertext}<br>"
+                                           "Δloss ablation %{x:.3f}, CSPA %{y:.3f}<extra></extra>"))
+lim = float(max(df["ablation"].abs().max(), df["cspa"].abs().max(), 0.1))
+fig.add_shape(type="line", x0=-lim, y0=-lim, x1=lim, y1=lim, line=dict(dash="dash", color="grey"))
+fig.update_layout(xaxis_title="Δloss, mean ablation of the direct effect", yaxis_title="Δloss, CSPA",
+                  height=560, margin=dict(l=10, r=10, t=30, b=10))
+event = st.plotly_chart(fig, key="cspa_scatter", on_select="rerun", selection_mode="points")
+sel = event.selection.points if event is not None else []
+if sel:
+    s, q = (int(v) for v in sel[0]["customdata"])
+    st.page_link("views/browse.py", label=f"Open sequence {s}, position {q} in Browse Examples",
+                 query_params={"seq": str(s), "pos": str(q), "head": head_name}, icon=":material/open_in_new:")
+else:
+    st.caption("Click a point to get a link to it in Browse Examples.")
+
+st.subheader("Percentile curve")
+curve = pd.DataFrame({"mean Δloss, ablation": summary.get("curve_ablation", []),
+                      "mean Δloss, CSPA": summary.get("curve_cspa", [])})
+if not curve.empty:
+    fig2 = go.Figure()
+    fig2.add_trace(go.Scatter(x=curve["mean Δloss, ablation"], y=curve["mean Δloss, CSPA"], mode="lines+markers",
+                              name="buckets"))
+    lo, hi = float(curve.min().min()), float(curve.max().max())
+    fig2.add_trace(go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", line=dict(dash="dash"), name="y = x"))
+    fig2.update_layout(xaxis_title="mean Δloss under mean ablation (bucket)",
+                       yaxis_title="mean Δloss under CSPA (bucket)", height=420)
+    st.plotly_chart(fig2, key="cspa_curve")
+    st.caption("Tokens sorted by Δloss under mean ablation into 100 equal-count buckets.")

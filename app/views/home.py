@@ -1,0 +1,67 @@
+"""Home: what copy suppression is, the paper's numbers next to the loaded artifacts', links to every page."""
+
+import streamlit as st
+
+from app import state
+from precompute.report import rows
+
+DIAGRAM = """
+<svg viewBox="0 0 760 170" xmlns="http://www.w3.org/2000/svg" role="img" aria-label="Copy suppression diagram"
+     style="max-width:760px;width:100%;font-family:sans-serif;font-size:14px">
+  <defs><marker id="a" markerWidth="10" markerHeight="8" refX="9" refY="4" orient="auto">
+    <path d="M0,0 L10,4 L0,8 z" fill="#555"/></marker></defs>
+  <rect x="10" y="20" width="150" height="44" rx="8" fill="#e8f0fb" stroke="#2166ac"/>
+  <text x="85" y="47" text-anchor="middle">" Paris" (earlier)</text>
+  <rect x="300" y="20" width="170" height="44" rx="8" fill="#f3f3f3" stroke="#888"/>
+  <text x="385" y="40" text-anchor="middle">layers 0-9 predict</text>
+  <text x="385" y="57" text-anchor="middle">" Paris" again</text>
+  <rect x="300" y="104" width="170" height="44" rx="8" fill="#fde0dd" stroke="#b2182b"/>
+  <text x="385" y="131" text-anchor="middle">head 10.7</text>
+  <rect x="590" y="104" width="160" height="44" rx="8" fill="#fff" stroke="#b2182b"/>
+  <text x="670" y="124" text-anchor="middle">logit of " Paris"</text>
+  <text x="670" y="141" text-anchor="middle" fill="#b2182b">pushed down</text>
+  <path d="M385,64 L385,102" stroke="#555" stroke-width="2" marker-end="url(#a)"/>
+  <text x="392" y="88">query: "predicted"</text>
+  <path d="M160,50 C230,60 240,120 298,124" stroke="#2166ac" stroke-width="2" fill="none" marker-end="url(#a)"/>
+  <text x="170" y="112" fill="#2166ac">attends back (QK)</text>
+  <path d="M470,126 L588,126" stroke="#b2182b" stroke-width="2" marker-end="url(#a)"/>
+  <text x="480" y="118" fill="#b2182b">writes −unembed (OV)</text>
+</svg>
+"""
+
+st.title("Copy Suppression Explorer")
+st.markdown(
+    "Attention head **10.7** of GPT-2 small does *copy suppression*: when earlier layers predict a token that "
+    "already appeared in the context, the head attends back to that earlier occurrence and writes the negative "
+    "of its unembedding, pushing the prediction down. It reduces over-confident copying and explains a large "
+    "part of the head's effect on the loss (McDougall, Conmy, Rushing et al., *Copy Suppression: "
+    "Comprehensively Understanding an Attention Head*, arXiv 2310.04625)."
+)
+st.html(DIAGRAM)
+st.markdown(
+    "- **QK circuit:** the unembedding of a predicted token, as a query, attends most to that same token as a "
+    "key.\n- **OV circuit:** attending to a token lowers that token's logit most.\n"
+    "- **CSPA** (copy-suppression-preserving ablation) keeps only this mechanism and mean-ablates everything "
+    "else; the share of the head's effect it keeps measures how much of the head is copy suppression."
+)
+
+arts = st.session_state.get("cse_arts")
+if arts is None:
+    state.empty_state(st.session_state.get("cse_arts_error"))
+else:
+    head = state.head_picker(arts, key="home_head")
+    head_name = f"{head[0]}.{head[1]}"
+    st.subheader(f"The paper's numbers and these artifacts' (head {head_name})")
+    if arts.manifest["model"].get("synthetic"):
+        st.warning("The loaded artifacts come from a synthetic model: their numbers show the tool working, "
+                   "not GPT-2's behaviour.")
+    table = [{"quantity": label, "paper (GPT-2 small, 10.7)": paper,
+              "loaded artifacts": ("n/a" if value is None else round(value, 4))} for label, paper, value in
+             rows(arts, head_name)]
+    st.dataframe(table, hide_index=True)
+st.subheader("Pages")
+cols = st.columns(4)
+cols[0].page_link("views/circuits.py", label="OV and QK circuits", icon=":material/hub:")
+cols[1].page_link("views/browse.py", label="Browse Examples", icon=":material/search:")
+cols[2].page_link("views/live.py", label="Test Your Own Examples", icon=":material/edit:")
+cols[3].page_link("views/cspa.py", label="CSPA", icon=":material/scatter_plot:")

@@ -1,0 +1,55 @@
+"""Test Your Own Examples: analyse typed text live on CPU, with the same code and views as Browse."""
+
+import streamlit as st
+
+from app import live_model, sequence_view, state
+from precompute.errors import ExplorerError
+
+EXAMPLES = {
+    "GPT-2 style": [
+        "All's fair in love and war.",
+        "I picked up the first box. I picked up the second box. I picked up the third and final box.",
+        "The Eiffel Tower is in Paris. Every year, millions of tourists visit Paris to see the tower in",
+    ],
+    "toy": [
+        "The kanosa of the teri is kanosa. A kanosa was in the teri with a ruko.",
+        "On the zuda, the teri and the kanosa met ruko. The teri of the risupo is",
+    ],
+}
+
+arts = state.page_artifacts()
+st.title("Test Your Own Examples")
+head = state.head_picker(arts, key="live_head")
+opts = sequence_view.controls("live")
+model_name = arts.manifest["model"]["model_name"]
+examples = EXAMPLES["toy" if model_name == "toy" else "GPT-2 style"]
+st.caption(f"Runs `{model_name}` live on the CPU with the same analysis code and mean ablation (μ from the "
+           "artifacts) as the precomputed examples." + (" The toy model only knows its synthetic language." if
+                                                        model_name == "toy" else ""))
+choice = st.selectbox("Example prompts", ["(type your own)"] + examples, key="live_example")
+default = "" if choice == "(type your own)" else choice
+with st.form("live_form"):
+    text = st.text_area("Prompt", value=default, height=120, key=f"live_text_{choice}")
+    submitted = st.form_submit_button("Analyse", type="primary")
+if submitted:
+    st.session_state["live_prompt"] = text
+prompt = st.session_state.get("live_prompt")
+if not prompt:
+    st.info("Type a prompt (or choose an example) and press **Analyse**.")
+    st.stop()
+analyzer, error = live_model.get_analyzer(arts)
+if error:
+    st.error(f"Live analysis is unavailable: {error}")
+    st.stop()
+try:
+    with st.spinner("Analysing…"):
+        result = analyzer.analyse(prompt, head)
+except ExplorerError as err:
+    st.error(str(err))
+    st.stop()
+if result.cut_to is not None:
+    st.warning(f"The prompt has {result.n_tokens_in} tokens; only the first {result.cut_to} (the model's context "
+               "and the mean ablation's length) were analysed.")
+n = int(result.record["tokens"].shape[0])
+pos = st.number_input("Token position", 0, n - 1, value=n - 2 if n > 1 else 0, key="live_pos")
+sequence_view.show(result.record, analyzer.loaded.tokenizer, opts, int(pos), key="live", name="prompt")

@@ -1,0 +1,112 @@
+"""Live analysis of typed text: the same ``analyze`` + ``compact`` the precompute job uses, made safe to share.
+
+TransformerLens hooks live on the model object, so one model shared by many app sessions is used under a lock.
+Results are cached per (head, text) in a bounded LRU, so memory stays bounded however many prompts are typed.
+"""
+
+from __future__ import annotations
+
+import threading
+import unicodedata
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .analysis import analyze
+from .cspa import CSPAConfig
+from .errors import InvalidInputError
+from .records import compact
+from .tokenization import encode
+
+MAX_CHARS = 100_000
+
+
+@dataclass(frozen=True)
+class LiveResult:
+    record: dict[str, Tensor]  # the same fields as an artifact sequence, for one sequence
+    n_tokens_in: int  # tokens the text had (BOS included) before any cut
+    cut_to: int | None  # the length it was cut to, or None
+
+
+def clean_prompt(text: str) -> str:
+    """Normalise typed text: NFC, no NUL or other C0/C1 control characters except newline and tab."""
+    if not isinstance(text, str):
+        raise InvalidInputError("the prompt must be text")
+    text = unicodedata.normalize("NFC", text)
+    text = "".join(ch for ch in text if ch in "\n\t" or unicodedata.category(ch) != "Cc")
+    if not text.strip():
+        raise InvalidInputError("the prompt is empty: type some text to analyse")
+    if len(text) > MAX_CHARS:
+        text = text[:MAX_CHARS]
+    return text
+
+
+class LiveAnalyzer:
+    """Thread-safe live analysis for one loaded model and its artifacts' mean results."""
+
+    def __init__(self, loaded, mean_results: dict[tuple[int, int], Tensor], cspa: CSPAConfig | None = None,
+                 k: int = 10, k_attn: int = 8, max_cached: int = 32, neighbours: Tensor | None = None):
+        self.loaded = loaded
+        self.neighbours = neighbours
+        self.mean_results = mean_results
+        self.cspa = cspa if cspa is not None else CSPAConfig()
+        self.k, self.k_attn = k, k_attn
+        self.max_cached = max_cached
+        self._lock = threading.Lock()  # guards the model (hooks are model state)
+        self._cache_lock = threading.Lock()
+        self._cache: OrderedDict[tuple, LiveResult] = OrderedDict()
+
+    @classmethod
+    def for_artifacts(cls, loaded, arts, **kwargs) -> "LiveAnalyzer":
+        """An analyzer with the artifacts' mean results and the hyperparameters they were made with."""
+        hp = arts.manifest["hyperparameters"]
+        cspa = CSPAConfig(k_u=hp["cspa_k_u"], k_s=hp["cspa_k_s"], negative_only=hp["cspa_negative_only"])
+        neighbours = None
+        if cspa.k_s > 1:
+            from .semantic import neighbour_table
+
+            neighbours = neighbour_table(arts.semantic(), cspa.k_s)
+        means = {h: arts.mean_result(h) for h in arts.heads}
+        return cls(loaded, means, cspa=cspa, k=hp["k"], k_attn=hp["k_attn"], neighbours=neighbours, **kwargs)
+
+    @property
+    def max_tokens(self) -> int:
+        n_ctx = self.loaded.model.cfg.n_ctx
+        return min([n_ctx] + [int(mu.shape[0]) for mu in self.mean_results.values()])
+
+    def cached_count(self) -> int:
+        with self._cache_lock:
+            return len(self._cache)
+
+    def analyse(self, text: str, head: tuple[int, int]) -> LiveResult:
+        head = tuple(head)
+        if head not in self.mean_results:
+            raise InvalidInputError(f"head {head[0]}.{head[1]} has no mean result in these artifacts")
+        text = clean_prompt(text)
+        key = (head, text)
+        with self._cache_lock:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key]
+        ids = encode(self.loaded.tokenizer, text)
+        n_in = len(ids)
+        if n_in < 2:
+            raise InvalidInputError("the prompt produced no tokens")
+        limit = self.max_tokens
+        cut = None
+        if n_in > limit:
+            ids, cut = ids[:limit], limit
+        tokens = torch.tensor([ids])
+        with self._lock:
+            res = analyze(self.loaded, tokens, head, self.mean_results[head], k=self.k, cspa=self.cspa,
+                          neighbours=self.neighbours)
+        record = {name: t[0] for name, t in compact(res, self.k_attn).items()}
+        record["tokens"] = tokens[0].to(torch.int32)
+        out = LiveResult(record=record, n_tokens_in=n_in, cut_to=cut)
+        with self._cache_lock:
+            self._cache[key] = out
+            while len(self._cache) > self.max_cached:
+                self._cache.popitem(last=False)
+        return out
