@@ -10,7 +10,7 @@ from .colors import text_colour
 CSS = """
 <style>
 .cse-strip{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:14px;line-height:2.1;word-wrap:break-word}
-.cse-tok{position:relative;padding:2px 1px;border-radius:3px;margin:0 1px;white-space:pre;text-decoration:none}
+.cse-tok{position:relative;padding:2px 1px;border-radius:3px;margin:0 1px;white-space:pre;text-decoration:none !important}
 .cse-tok:hover{outline:2px solid #444}
 .cse-sel{outline:3px solid #f5a623 !important}
 .cse-tok .cse-tip{visibility:hidden;position:absolute;z-index:10;left:0;top:1.9em;background:#222;color:#fff;

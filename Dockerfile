@@ -1,0 +1,39 @@
+# CPU-only image of the Copy Suppression Explorer app.
+#   docker build -t cse .                                   # toy demo artifacts are built into the image
+#   docker build --build-arg ARTIFACTS=hf://user/repo@rev --build-arg BAKE_GPT2=1 -t cse .   # (needs network)
+#   docker run -p 8501:8501 cse                             # or -e PORT=7860 for Hugging Face Spaces
+ARG BASE=python:3.11-slim
+FROM ${BASE}
+
+ARG ARTIFACTS=""
+ARG BAKE_GPT2=0
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PORT=8501 \
+    HF_HOME=/home/app/.cache/huggingface \
+    CSE_CACHE_DIR=/home/app/.cache/copy-suppression-explorer \
+    CSE_ARTIFACTS=${ARTIFACTS}
+
+RUN useradd --create-home --uid 1000 app
+WORKDIR /home/app/app
+COPY --chown=app:app requirements.txt constraints.txt ./
+RUN pip install --no-cache-dir -c constraints.txt --extra-index-url https://download.pytorch.org/whl/cpu \
+        -r requirements.txt
+COPY --chown=app:app precompute ./precompute
+COPY --chown=app:app app ./app
+COPY --chown=app:app .streamlit ./.streamlit
+COPY --chown=app:app artifacts/README.md ./artifacts/README.md
+USER 1000
+# Bake artifacts (and optionally GPT-2's weights) so the container runs without network.
+RUN if [ -n "$ARTIFACTS" ]; then \
+        python -c "import sys; from precompute import open_artifacts; open_artifacts(sys.argv[1])" "$ARTIFACTS"; \
+    else \
+        HF_HUB_OFFLINE=1 python -m precompute run --model toy --dataset synthetic --n-seqs 300 --seq-len 128 \
+            --n-mean 100 --batch-size 16 --shard-size 100 --out artifacts/toy-demo --device cpu; \
+    fi \
+    && if [ "$BAKE_GPT2" = "1" ]; then python -c "from precompute import load_model; load_model('gpt2-small')"; fi
+ENV HF_HUB_OFFLINE=1
+EXPOSE 8501
+HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/_stcore/health' % os.environ.get('PORT', '8501'), timeout=4)"]
+CMD ["python", "-m", "app.launch", "--address", "0.0.0.0", "--offline-demo"]

@@ -1,0 +1,74 @@
+"""One real-browser test: Debian's Chromium driven by Playwright against a running app on toy artifacts."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+ROOT = Path(__file__).resolve().parents[1]
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
+
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is not installed")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def server(toy_artifacts):
+    port = _free_port()
+    env = {**os.environ, "CSE_ARTIFACTS": str(toy_artifacts), "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "app" / "Home.py"),
+                             "--server.headless", "true", "--server.port", str(port), "--server.address",
+                             "127.0.0.1", "--browser.gatherUsageStats", "false"], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            if urllib.request.urlopen(url + "/_stcore/health", timeout=2).read() == b"ok":
+                break
+        except OSError:
+            time.sleep(0.3)
+    else:
+        proc.kill()
+        pytest.fail("streamlit did not start")
+    yield url
+    proc.terminate()
+    proc.wait(10)
+
+
+def test_browse_and_live_in_chromium(server, tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1600})
+        page.goto(server + "/browse?seq=2&pos=10&head=1.2")
+        expect(page.get_by_role("heading", name="Browse Examples")).to_be_visible(timeout=60_000)
+        strip = page.locator(".cse-strip").first
+        expect(strip).to_be_visible(timeout=60_000)
+        assert strip.locator(".cse-tok").count() == 48
+        expect(page.get_by_text("Position 10").first).to_be_visible(timeout=30_000)
+        page.screenshot(path=str(tmp_path / "browse.png"), full_page=True)
+
+        page.goto(server + "/test-your-own")
+        expect(page.get_by_role("heading", name="Test Your Own Examples")).to_be_visible(timeout=60_000)
+        page.get_by_role("textbox", name="Prompt").fill("The kanosa of the teri is kanosa. A kanosa was in the teri.")
+        page.get_by_role("button", name="Analyse").click()
+        live_strip = page.locator(".cse-strip").first
+        expect(live_strip).to_be_visible(timeout=90_000)
+        assert live_strip.locator(".cse-tok").count() > 10
+        assert "kanosa" in live_strip.inner_text()
+        page.screenshot(path=str(tmp_path / "live.png"), full_page=True)
+        browser.close()

