@@ -33,6 +33,8 @@ EFFECTS = ("direct", "both", "indirect")
 LN_MODES = ("frozen", "unfrozen")
 VARIANTS = tuple(f"{e}_{ln}" for e in EFFECTS for ln in LN_MODES)
 PAPER_VARIANT = "direct_frozen"
+# Use the sparse form of CSPA's DLA when its cost, T (d_model + S), is below this fraction of a projection's S d_model.
+SPARSE_CSPA_DLA = 0.6
 _ALIASES = {"delta_loss_direct": "delta_loss_direct_frozen", "kl_direct": "kl_direct_frozen"}
 
 
@@ -162,7 +164,11 @@ class _Scorer:
         self.clean_lse = torch.logsumexp(clean, -1)
         self.clean_p = torch.softmax(clean, -1)
 
-    def score(self, logits: Tensor, with_kl: bool = True) -> dict[str, Tensor]:
+    def score(self, logits: Tensor, with_kl: bool = True, kl_dot: Tensor | None = None) -> dict[str, Tensor]:
+        """Top-k, the correct token's log-prob and rank, and KL(clean || logits) unless ``with_kl`` is False.
+
+        ``kl_dot``: sum_v p_clean (l_clean - l) when the caller has it cheaply (then no vocabulary-sized temporary).
+        """
         lse = torch.logsumexp(logits, -1)
         top_vals, top_ids = logits.topk(self.k, dim=-1)
         correct_logit = logits.gather(-1, self.targets[:, None])[:, 0]
@@ -172,7 +178,9 @@ class _Scorer:
             "correct_logprob": correct_logit - lse,
             "correct_rank": (logits > correct_logit[:, None]).sum(-1),
         }
-        if with_kl:
+        if kl_dot is not None:
+            out["kl"] = kl_dot - self.clean_lse + lse
+        elif with_kl:
             # KL(clean || this) = sum p (l_clean - l) - lse_clean + lse
             out["kl"] = (self.clean_p * (self.clean - logits)).sum(-1) - self.clean_lse + lse
         return out
@@ -221,10 +229,11 @@ def analyze(
     names = [hook_pre, hook_z, hook_pat, hook_v, "ln_final.hook_scale", "ln_final.hook_normalized"]
 
     with torch.inference_mode():
-        # 1. One forward pass, stopping before the unembedding (we unembed ourselves, in chunks).
-        _, cache = m.run_with_cache(tokens, names_filter=names, stop_at_layer=cfg.n_layers)
+        # 1. One forward pass, caching only what we need. (TransformerBridge computes the unembedding even with
+        # stop_at_layer, so we keep its logits rather than unembedding again.)
+        clean_logits, cache = m.run_with_cache(tokens, names_filter=names)
         sigma_f = cache["ln_final.hook_scale"]  # [b, s, 1]
-        x_norm = cache["ln_final.hook_normalized"]  # centred final residual / sigma_f
+        x_c = cache["ln_final.hook_normalized"] * sigma_f  # centred final residual
         r = head_output(m, cache[hook_z], layer, h)
         delta_c = _centre(r - mu)
         resid_pre = cache[hook_pre]
@@ -233,44 +242,47 @@ def analyze(
         out_norm = src_out.norm(dim=-1)
         info_attention = attn * (out_norm / out_norm.max(-1, keepdim=True).values.clamp_min(1e-30))[:, None, :]
         pre_c = _centre(resid_pre)
-        lens_in = pre_c / _ln_scale(pre_c, eps)
-        x_c = x_norm * sigma_f
+        del cache
 
-        rows: dict[str, Tensor] = {"clean": x_norm, "dla": delta_c / sigma_f, "lens": lens_in}
+        # rows to project onto the vocabulary ourselves (one GEMM per chunk), and per-row LN-scale ratios
+        rows: dict[str, Tensor] = {"dla": delta_c / sigma_f, "lens": pre_c / _ln_scale(pre_c, eps)}
         ratios: dict[str, Tensor] = {}
         if "direct" in effects and "unfrozen" in ln_modes:
             ratios["direct"] = sigma_f / _ln_scale(x_c - delta_c, eps)
 
-        # 2. "both" / "indirect": re-run from the head's layer with r replaced by mu.
+        # 2. "both" / "indirect": re-run from the head's layer with r replaced by mu (the model unembeds).
+        both_logits = None
         if need_rerun:
+            captured: dict[str, Tensor] = {}
+
             def ablate(x, hook):
                 return x - r + mu
 
-            captured = {}
-
             def grab(x, hook):
-                captured["x"] = x
+                captured[hook.name] = x
 
-            m.run_with_hooks(resid_pre, start_at_layer=layer, stop_at_layer=cfg.n_layers,
-                             fwd_hooks=[(f"blocks.{layer}.hook_attn_out", ablate), ("ln_final.hook_in", grab)])
-            # stop_at_layer returns before ln_final, so hook_in may not fire: fall back to the returned residual.
-            both_c = _centre(captured["x"]) if "x" in captured else None
-            if both_c is None:
-                both_resid = m.run_with_hooks(resid_pre, start_at_layer=layer, stop_at_layer=cfg.n_layers,
-                                              fwd_hooks=[(f"blocks.{layer}.hook_attn_out", ablate)])
-                both_c = _centre(both_resid)
-            rows["both"] = both_c / sigma_f
-            ratios["both"] = sigma_f / _ln_scale(both_c, eps)
+            both_logits = m.run_with_hooks(resid_pre, start_at_layer=layer, fwd_hooks=[
+                (f"blocks.{layer}.hook_attn_out", ablate), ("ln_final.hook_scale", grab),
+                ("ln_final.hook_normalized", grab)])
+            sigma_both = captured["ln_final.hook_scale"]
+            both_c = captured["ln_final.hook_normalized"] * sigma_both
+            ratios["both"] = sigma_f / sigma_both  # both_frozen = (both_unfrozen - b_U) / ratio + b_U
             ratios["indirect"] = sigma_f / _ln_scale(both_c + delta_c, eps)
+            del captured, both_c
 
         # 3. CSPA (never materialising [b, q, k, d_model]).
-        kept = None
+        kept, cspa_sparse = None, None
         if cspa is not None:
-            cspa_c, kept = _cspa(m, tokens, attn, src_out, mu, pre_c / sigma_f, cspa, neighbours)
-            rows["cspa_dla"] = _centre(cspa_c) / sigma_f
+            cspa_c, kept, (tok_w, tok_ids) = _cspa(m, tokens, attn, src_out, mu, pre_c / sigma_f, cspa, neighbours)
+            d_model = cspa_c.shape[-1]
+            if len(tok_ids) * (d_model + s) < SPARSE_CSPA_DLA * s * d_model:  # sparse DLA is cheaper than a projection
+                cspa_sparse = (tok_w / sigma_f, tok_ids, cspa_c.mean(-1, keepdim=True) / sigma_f)
+            else:
+                rows["cspa_dla"] = _centre(cspa_c) / sigma_f
 
         # 4. Vocabulary-sized work in row chunks.
-        out = _vocab_stage(m, tokens, rows, ratios, variants, k, chunk_rows)
+        out = _vocab_stage(m, tokens, clean_logits, both_logits, rows, ratios, variants, k, chunk_rows,
+                           cspa_sparse)
 
     out["tokens"] = tokens
     out["attention"] = attn
@@ -309,7 +321,7 @@ def _cspa(m, tokens, attn, src_out, mu, lens_scaled, cfg: CSPAConfig, neighbours
     directions = m.W_U.T[safe] * cand_valid[..., None]  # [b, k, ks, d]
     scores = torch.einsum("bqd,bkjd->bqkj", lens_scaled, directions)
     keep = select_kept(scores, safe, cand_valid, cfg.k_u)
-    cspa_minus_mu = cspa_output(attn, src_out, mu, directions, keep, cfg.negative_only)
+    cspa_minus_mu, w = cspa_output(attn, src_out, mu, directions, keep, cfg.negative_only, return_weights=True)
     # kept pairs to show, best logit-lens score first
     flat_scores = torch.where(keep, scores, torch.full_like(scores, float("-inf"))).reshape(b, s, -1)
     n_show = min(cfg.max_kept_shown, flat_scores.shape[-1])
@@ -324,7 +336,25 @@ def _cspa(m, tokens, attn, src_out, mu, lens_scaled, cfg: CSPAConfig, neighbours
         "cspa_kept_score": torch.where(shown, top_scores, torch.zeros_like(top_scores)),
         "cspa_n_kept": keep.reshape(b, s, -1).sum(-1),
     }
-    return cspa_minus_mu, kept
+    return cspa_minus_mu, kept, _token_weights(w, safe, keep)
+
+
+def _token_weights(w: Tensor, cand: Tensor, keep: Tensor) -> tuple[Tensor, Tensor]:
+    """CSPA's output as weights on distinct unembedding directions: (weights [b, q, T], token ids [T]).
+
+    sum_t weights[q, t] W_U[:, t] equals the CSPA output minus the mean; T is the number of distinct tokens kept
+    anywhere in the batch, usually far fewer than the positions, which makes CSPA's DLA cheap (see _vocab_stage).
+    """
+    b, s, _, ks = w.shape
+    ids = cand.reshape(b, s * ks)
+    used = keep.reshape(b, s, s * ks).any(dim=1)  # [b, k*ks]
+    uniq = torch.unique(ids[used]) if used.any() else ids.new_zeros(0)
+    lookup = torch.full((int(ids.max()) + 2,), len(uniq), dtype=torch.long, device=w.device)
+    lookup[uniq] = torch.arange(len(uniq), device=w.device)
+    col = torch.where(used, lookup[ids], torch.full_like(ids, len(uniq)))  # [b, k*ks]
+    weights = torch.zeros(b, s, len(uniq) + 1, dtype=w.dtype, device=w.device)
+    weights.scatter_add_(2, col[:, None, :].expand(b, s, s * ks), w.reshape(b, s, s * ks))
+    return weights[..., :-1], uniq
 
 
 _EXCLUDED_CACHE: dict[int, tuple[int, ...]] = {}
@@ -339,9 +369,20 @@ def _default_excluded(m) -> tuple[int, ...]:
     return _EXCLUDED_CACHE[key]
 
 
-def _vocab_stage(m, tokens, rows: dict[str, Tensor], ratios: dict[str, Tensor], variants, k: int,
-                 chunk_rows: int | None) -> dict[str, Tensor]:
-    """Unembed the stacked row inputs chunk by chunk and reduce every variant to per-token numbers."""
+def _vocab_stage(m, tokens, clean_logits: Tensor, both_logits: Tensor | None, rows: dict[str, Tensor],
+                 ratios: dict[str, Tensor], variants, k: int, chunk_rows: int | None,
+                 cspa_sparse: tuple[Tensor, Tensor, Tensor] | None = None, sub_rows: int | None = None
+                 ) -> dict[str, Tensor]:
+    """Project the stacked rows onto the vocabulary chunk by chunk and reduce every variant to per-token numbers.
+
+    ``clean_logits`` / ``both_logits`` come from the model's own forward passes (with b_U); ``rows`` hold the
+    inputs of our projections (DLA, logit lens, CSPA's DLA), already divided by their LayerNorm scale.
+    ``cspa_sparse`` = (weights [b, s, T], token ids [T], mean [b, s, 1]) gives CSPA's DLA as
+    ``weights @ (W_U[:, ids]^T W_U) - mean * colsum(W_U)`` instead of a projection.
+
+    KL(clean || v) = sum p_clean (l_clean - l_v) - lse_clean + lse_v, and l_clean - l_v is DLA (direct) or
+    DLA - DLA_cspa (CSPA), so those KLs are dot products with p_clean (no vocabulary-sized temporaries).
+    """
     b, s = tokens.shape
     n = b * s
     W_U, b_U = m.W_U, m.b_U
@@ -349,52 +390,77 @@ def _vocab_stage(m, tokens, rows: dict[str, Tensor], ratios: dict[str, Tensor], 
     names = list(rows)
     flat = {name: t.reshape(n, -1) for name, t in rows.items()}
     flat_ratio = {name: t.reshape(n, 1) for name, t in ratios.items()}
+    clean_flat = clean_logits.reshape(n, d_vocab)
+    both_flat = both_logits.reshape(n, d_vocab) if both_logits is not None else None
     targets = torch.cat([tokens[:, 1:], tokens[:, :1]], dim=1).reshape(n)  # last column is a dummy
     has_target = torch.ones(b, s, dtype=torch.bool, device=tokens.device)
     has_target[:, -1] = False
     has_target = has_target.reshape(n)
+    sparse_rows = sparse_mean = sparse_m = colsum = None
+    if cspa_sparse is not None:
+        tok_w, tok_ids, mean_x = cspa_sparse
+        sparse_rows, sparse_mean = tok_w.reshape(n, -1), mean_x.reshape(n, 1)
+        sparse_m = W_U[:, tok_ids].T @ W_U  # [T, d_vocab]
+        colsum = W_U.sum(0)
     if chunk_rows is None:
-        chunk_rows = max(1, (128 * 2**20) // (4 * d_vocab * (len(names) + 3)))
+        chunk_rows = max(1, (256 * 2**20) // (4 * d_vocab * (len(names) + 4)))
+    if sub_rows is None:  # 16 rows: each vocabulary-sized temporary is ~3 MB and stays in cache
+        sub_rows = min(chunk_rows, 16) if W_U.device.type == "cpu" else chunk_rows
     acc: dict[str, list[Tensor]] = {}
 
     def put(name: str, t: Tensor):
         acc.setdefault(name, []).append(t)
 
-    for start in range(0, n, chunk_rows):
-        sl = slice(start, min(n, start + chunk_rows))
-        c = sl.stop - sl.start
-        stacked = torch.cat([flat[name][sl] for name in names], dim=0) @ W_U  # one GEMM for all projections
-        proj = dict(zip(names, stacked.split(c, dim=0)))
-        clean = proj["clean"] + b_U
+    zero_bias = bool((b_U == 0).all())
+
+    def add_bias(x: Tensor) -> Tensor:
+        return x if zero_bias else x + b_U
+
+    def reduce_rows(sl: slice, proj: dict[str, Tensor]) -> None:
+        clean = clean_flat[sl]
         scorer = _Scorer(clean, targets[sl], has_target[sl], k)
-        for key, val in scorer.score(clean, with_kl=False).items():
+        res = scorer.score(clean, with_kl=False)
+        put("loss", -res["correct_logprob"])
+        for key, val in res.items():
             put(f"clean_{key}", val)
-        put("loss", -scorer.score(clean, with_kl=False)["correct_logprob"])
         dla = proj["dla"]
         for sign, largest in (("neg", False), ("pos", True)):
             vals, ids = dla.topk(k, dim=-1, largest=largest)
             put(f"dla_{sign}_ids", ids)
             put(f"dla_{sign}_values", vals)
-        lens = scorer.score(proj["lens"] + b_U, with_kl=False)
-        for key, val in lens.items():
+        for key, val in scorer.score(add_bias(proj["lens"]), with_kl=False).items():
             put(f"lens_{key}", val)
-        both = proj.get("both")
+        both_frozen = None
+        if both_flat is not None:
+            both_frozen = add_bias((both_flat[sl] - b_U) / flat_ratio["both"][sl])
+        p_dot_dla = torch.einsum("nv,nv->n", scorer.clean_p, dla)
+        direct_frozen = clean - dla
         for v in variants:
             effect, ln = v.split("_")
+            if v == "direct_frozen":
+                res = scorer.score(direct_frozen, kl_dot=p_dot_dla)
+                put(f"kl_{v}", res.pop("kl"))
+                for key, val in res.items():
+                    put(f"{v}_{key}", val)
+                continue
             if effect == "direct":
-                frozen = proj["clean"] - dla
+                logits = add_bias(flat_ratio["direct"][sl] * (clean - b_U - dla))
             elif effect == "both":
-                frozen = both
+                logits = both_frozen if ln == "frozen" else both_flat[sl]
             else:
-                frozen = both + dla
-            logits = (flat_ratio[effect][sl] * frozen if ln == "unfrozen" else frozen) + b_U
+                frozen = both_frozen + dla
+                logits = frozen if ln == "frozen" else add_bias(flat_ratio["indirect"][sl] * (frozen - b_U))
             res = scorer.score(logits)
             put(f"kl_{v}", res.pop("kl"))
             for key, val in res.items():
                 put(f"{v}_{key}", val)
-        if "cspa_dla" in proj:
-            cd = proj["cspa_dla"]
-            res = scorer.score(proj["clean"] - dla + cd + b_U)
+        if "cspa_dla" in proj or sparse_rows is not None:
+            if sparse_rows is not None:
+                cd = sparse_rows[sl] @ sparse_m - sparse_mean[sl] * colsum
+            else:
+                cd = proj["cspa_dla"]
+            cspa_logits = direct_frozen.add_(cd)  # direct_frozen is not needed any more
+            res = scorer.score(cspa_logits, kl_dot=p_dot_dla - torch.einsum("nv,nv->n", scorer.clean_p, cd))
             put("kl_cspa", res.pop("kl"))
             for key, val in res.items():
                 put(f"cspa_{key}", val)
@@ -402,6 +468,20 @@ def _vocab_stage(m, tokens, rows: dict[str, Tensor], ratios: dict[str, Tensor], 
                 vals, ids = cd.topk(k, dim=-1, largest=largest)
                 put(f"cspa_dla_{sign}_ids", ids)
                 put(f"cspa_dla_{sign}_values", vals)
+
+    # Big chunks for the GEMM (W_U is streamed once per chunk); small sub-chunks for the many elementwise
+    # reductions, so their temporaries stay in the CPU cache instead of going to memory and back.
+    for start in range(0, n, chunk_rows):
+        stop = min(n, start + chunk_rows)
+        c = stop - start
+        if names:
+            stacked = torch.cat([flat[name][start:stop] for name in names], dim=0) @ W_U
+            proj = dict(zip(names, stacked.split(c, dim=0)))
+        else:
+            proj = {}
+        for sub in range(0, c, sub_rows):
+            end = min(c, sub + sub_rows)
+            reduce_rows(slice(start + sub, start + end), {name: t[sub:end] for name, t in proj.items()})
 
     out: dict[str, Tensor] = {}
     per_pred = {"loss", "kl_cspa"} | {f"kl_{v}" for v in variants}

@@ -126,10 +126,12 @@ def cspa_output(
     directions: Float[Tensor, "batch k ks d_model"],
     keep: Bool[Tensor, "batch q k ks"],
     negative_only: bool,
-) -> Float[Tensor, "batch q d_model"]:
+    return_weights: bool = False,
+):
     """The CSPA head output minus the mean, ``sum_{k,j} w[q,k,j] u_{k,j}``, without a [b, q, k, d] tensor.
 
     ``src_out`` is v_k W_O per source (no bias), ``directions`` the unembeddings of each source's neighbours.
+    With ``return_weights`` also returns w [b, q, k, ks] (zero wherever nothing is kept).
     """
     b, s, _, ks = keep.shape
     keepf = keep.to(src_out.dtype)
@@ -153,7 +155,8 @@ def cspa_output(
         if negative_only:
             coef = coef.clamp(max=0.0)
         w = torch.linalg.solve_triangular(chol.transpose(-1, -2), coef, upper=True)[..., 0] * keepf
-    return torch.einsum("bqkj,bkjd->bqd", w, directions)
+    out = torch.einsum("bqkj,bkjd->bqd", w, directions)
+    return (out, w) if return_weights else out
 
 
 def explained(delta_ablation: Tensor, delta_cspa: Tensor) -> float:

@@ -202,3 +202,16 @@ def test_summary_metrics_hand_computed():
     assert s["curve_cspa"] == pytest.approx([0.0, 0.1])
     with pytest.raises(InvalidInputError):
         summary_metrics(kl_a, kl_c[:2], dl_a, dl_c)
+
+
+def test_sparse_and_dense_cspa_dla_agree(toy, monkeypatch):
+    import precompute.analysis as analysis
+
+    tokens = doc_tokens(toy.tokenizer, 2, 64, seed=31)
+    mu = mean_result(toy, tokens, (1, 2))
+    results = {}
+    for name, factor in (("dense", 0.0), ("sparse", 1e9)):
+        monkeypatch.setattr(analysis, "SPARSE_CSPA_DLA", factor)
+        results[name] = analyze(toy, tokens, (1, 2), mu, k=6, effects=("direct",), ln_modes=("frozen",))
+    for field in ("delta_loss_cspa", "kl_cspa", "cspa_dla_neg_values", "cspa_dla_pos_values", "cspa_topk_logprobs"):
+        torch.testing.assert_close(results["sparse"][field], results["dense"][field], atol=1e-4, rtol=0, msg=field)
