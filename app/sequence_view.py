@@ -32,11 +32,13 @@ METRICS = {
 }
 
 
-def controls(key: str) -> dict:
-    """Sidebar selectors shared by the sequence pages."""
+def controls(key: str, hyperparameters: dict) -> dict:
+    """Sidebar selectors shared by the sequence pages (only the variants the artifacts hold)."""
     sb = st.sidebar
-    effect = sb.radio("Intervention effect", ["direct", "both", "indirect"], key=f"{key}_effect", help=EFFECT_HELP)
-    ln = sb.radio("Final LayerNorm", ["frozen", "unfrozen"], key=f"{key}_ln", help=LN_HELP)
+    effects = list(hyperparameters.get("effects", ["direct", "both", "indirect"]))
+    ln_modes = list(hyperparameters.get("ln_modes", ["frozen", "unfrozen"]))
+    effect = sb.radio("Intervention effect", effects, key=f"{key}_effect", help=EFFECT_HELP)
+    ln = sb.radio("Final LayerNorm", ln_modes, key=f"{key}_ln", help=LN_HELP)
     metric = sb.selectbox("Colour tokens by", list(METRICS), key=f"{key}_metric")
     extreme = sb.toggle("Scale colours to this sequence's extreme", key=f"{key}_extreme",
                         help="Off: a fixed scale (±2.5 nats for Δloss, ±1 for KL and DLA).")

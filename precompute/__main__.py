@@ -50,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--cspa-k-u", type=_k_u, default=d.cspa_k_u, help="fraction (0.05) or count (5)")
     r.add_argument("--cspa-k-s", type=int, default=d.cspa_k_s)
     r.add_argument("--cspa-both-signs", action="store_true", help="keep positive components too")
+    r.add_argument("--effects", default=",".join(d.effects), help="ablation effects: direct,both,indirect")
+    r.add_argument("--ln-modes", default=",".join(d.ln_modes), help="final LayerNorm modes: frozen,unfrozen")
     r.add_argument("--device", default=d.device, help="auto, cpu or cuda")
     r.add_argument("--dtype", default=d.dtype, choices=("float32", "bfloat16", "float16"))
     r.add_argument("--out", default=d.out)
@@ -86,6 +88,8 @@ def main(argv=None) -> int:
                             seq_len=args.seq_len, batch_size=args.batch_size, shard_size=args.shard_size,
                             n_mean=args.n_mean, k=args.k, k_attn=args.k_attn, cspa_k_u=args.cspa_k_u,
                             cspa_k_s=args.cspa_k_s, cspa_negative_only=not args.cspa_both_signs,
+                            effects=tuple(x.strip() for x in args.effects.split(",") if x.strip()),
+                            ln_modes=tuple(x.strip() for x in args.ln_modes.split(",") if x.strip()),
                             device=args.device, dtype=args.dtype, out=args.out, resume=args.resume)
             run(cfg, log=lambda msg: print(msg, file=sys.stderr))
         elif args.command == "verify":

@@ -25,6 +25,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from . import gpt2_blocks
 from .cspa import CSPAConfig, cspa_output, select_kept
 from .errors import InvalidInputError
 from .models import LoadedModel, unwrap
@@ -163,21 +164,27 @@ class _Scorer:
         self.clean = clean
         self.clean_lse = torch.logsumexp(clean, -1)
         self.clean_p = torch.softmax(clean, -1)
+        self._p_dot_clean: Tensor | None = None
 
-    def score(self, logits: Tensor, with_kl: bool = True, kl_dot: Tensor | None = None) -> dict[str, Tensor]:
+    @property
+    def p_dot_clean(self) -> Tensor:
+        """sum_v p_clean * l_clean per row (computed once, on first use)."""
+        if self._p_dot_clean is None:
+            self._p_dot_clean = torch.linalg.vecdot(self.clean_p, self.clean)
+        return self._p_dot_clean
+
+    def score(self, logits: Tensor, with_kl: bool = True, kl_dot: Tensor | None = None, topk: bool = True
+              ) -> dict[str, Tensor]:
         """Top-k, the correct token's log-prob and rank, and KL(clean || logits) unless ``with_kl`` is False.
 
         ``kl_dot``: sum_v p_clean (l_clean - l) when the caller has it cheaply (then no vocabulary-sized temporary).
         """
         lse = torch.logsumexp(logits, -1)
-        top_vals, top_ids = logits.topk(self.k, dim=-1)
         correct_logit = logits.gather(-1, self.targets[:, None])[:, 0]
-        out = {
-            "topk_ids": top_ids,
-            "topk_logprobs": top_vals - lse[:, None],
-            "correct_logprob": correct_logit - lse,
-            "correct_rank": (logits > correct_logit[:, None]).sum(-1),
-        }
+        out = {"correct_logprob": correct_logit - lse, "correct_rank": (logits > correct_logit[:, None]).sum(-1)}
+        if topk:
+            top_vals, top_ids = logits.topk(self.k, dim=-1)
+            out["topk_ids"], out["topk_logprobs"] = top_ids, top_vals - lse[:, None]
         if kl_dot is not None:
             out["kl"] = kl_dot - self.clean_lse + lse
         elif with_kl:
@@ -197,6 +204,7 @@ def analyze(
     ln_modes: tuple[str, ...] = LN_MODES,
     neighbours: Int[Tensor, "d_vocab k_s"] | None = None,
     chunk_rows: int | None = None,
+    topk_groups: tuple[str, ...] | None = None,
 ) -> AnalysisResult:
     """Analyse head ``head`` = (layer, h) on ``tokens``; see :class:`AnalysisResult` for the fields.
 
@@ -205,7 +213,8 @@ def analyze(
     (the paper's variant ``direct`` with ``frozen`` LN costs no extra forward pass; ``both``/``indirect`` re-run the
     blocks from the head's layer on). ``neighbours``: semantic-neighbour table for CSPA with k_s > 1 (from
     ``semantic.neighbour_table``), -1 padded. ``chunk_rows``: rows per vocabulary-sized chunk (default: about
-    128 MB of logits at a time).
+    256 MB of projections at a time). ``topk_groups``: the ablation variants that get top-k lists (default: all;
+    the precompute job asks only for those it stores).
     """
     m = unwrap(model)
     layer, h = _validate(m, tokens, head, mean_result, k)
@@ -231,7 +240,11 @@ def analyze(
     with torch.inference_mode():
         # 1. One forward pass, caching only what we need. (TransformerBridge computes the unembedding even with
         # stop_at_layer, so we keep its logits rather than unembedding again.)
+        use_own_blocks = need_rerun and gpt2_blocks.supported(m)
+        if use_own_blocks:
+            names.append(f"blocks.{layer}.hook_resid_mid")
         clean_logits, cache = m.run_with_cache(tokens, names_filter=names)
+        resid_mid = cache[f"blocks.{layer}.hook_resid_mid"] if use_own_blocks else None
         sigma_f = cache["ln_final.hook_scale"]  # [b, s, 1]
         x_c = cache["ln_final.hook_normalized"] * sigma_f  # centred final residual
         r = head_output(m, cache[hook_z], layer, h)
@@ -253,22 +266,27 @@ def analyze(
         # 2. "both" / "indirect": re-run from the head's layer with r replaced by mu (the model unembeds).
         both_logits = None
         if need_rerun:
-            captured: dict[str, Tensor] = {}
+            if resid_mid is not None:  # GPT-2 blocks re-run by hand: only the blocks after the head cost anything
+                both_c = _centre(gpt2_blocks.run_from_mid(m, layer, resid_mid - r + mu))
+                rows["both"] = both_c / sigma_f
+                ratios["both"] = sigma_f / _ln_scale(both_c, eps)
+            else:  # any other architecture: TransformerBridge's own re-entry
+                captured: dict[str, Tensor] = {}
 
-            def ablate(x, hook):
-                return x - r + mu
+                def ablate(x, hook):
+                    return x - r + mu
 
-            def grab(x, hook):
-                captured[hook.name] = x
+                def grab(x, hook):
+                    captured[hook.name] = x
 
-            both_logits = m.run_with_hooks(resid_pre, start_at_layer=layer, fwd_hooks=[
-                (f"blocks.{layer}.hook_attn_out", ablate), ("ln_final.hook_scale", grab),
-                ("ln_final.hook_normalized", grab)])
-            sigma_both = captured["ln_final.hook_scale"]
-            both_c = captured["ln_final.hook_normalized"] * sigma_both
-            ratios["both"] = sigma_f / sigma_both  # both_frozen = (both_unfrozen - b_U) / ratio + b_U
+                both_logits = m.run_with_hooks(resid_pre, start_at_layer=layer, fwd_hooks=[
+                    (f"blocks.{layer}.hook_attn_out", ablate), ("ln_final.hook_scale", grab),
+                    ("ln_final.hook_normalized", grab)])
+                sigma_both = captured["ln_final.hook_scale"]
+                both_c = captured["ln_final.hook_normalized"] * sigma_both
+                ratios["both"] = sigma_f / sigma_both
             ratios["indirect"] = sigma_f / _ln_scale(both_c + delta_c, eps)
-            del captured, both_c
+            del both_c
 
         # 3. CSPA (never materialising [b, q, k, d_model]).
         kept, cspa_sparse = None, None
@@ -282,7 +300,7 @@ def analyze(
 
         # 4. Vocabulary-sized work in row chunks.
         out = _vocab_stage(m, tokens, clean_logits, both_logits, rows, ratios, variants, k, chunk_rows,
-                           cspa_sparse)
+                           cspa_sparse, topk_groups=topk_groups)
 
     out["tokens"] = tokens
     out["attention"] = attn
@@ -371,8 +389,8 @@ def _default_excluded(m) -> tuple[int, ...]:
 
 def _vocab_stage(m, tokens, clean_logits: Tensor, both_logits: Tensor | None, rows: dict[str, Tensor],
                  ratios: dict[str, Tensor], variants, k: int, chunk_rows: int | None,
-                 cspa_sparse: tuple[Tensor, Tensor, Tensor] | None = None, sub_rows: int | None = None
-                 ) -> dict[str, Tensor]:
+                 cspa_sparse: tuple[Tensor, Tensor, Tensor] | None = None, sub_rows: int | None = None,
+                 topk_groups: tuple[str, ...] | None = None) -> dict[str, Tensor]:
     """Project the stacked rows onto the vocabulary chunk by chunk and reduce every variant to per-token numbers.
 
     ``clean_logits`` / ``both_logits`` come from the model's own forward passes (with b_U); ``rows`` hold the
@@ -431,36 +449,56 @@ def _vocab_stage(m, tokens, clean_logits: Tensor, both_logits: Tensor | None, ro
         for key, val in scorer.score(add_bias(proj["lens"]), with_kl=False).items():
             put(f"lens_{key}", val)
         both_frozen = None
-        if both_flat is not None:
+        if "both" in proj:
+            both_frozen = add_bias(proj["both"])
+        elif both_flat is not None:
             both_frozen = add_bias((both_flat[sl] - b_U) / flat_ratio["both"][sl])
-        p_dot_dla = torch.einsum("nv,nv->n", scorer.clean_p, dla)
+        p_dot_dla = torch.linalg.vecdot(scorer.clean_p, dla)
         direct_frozen = clean - dla
-        for v in variants:
-            effect, ln = v.split("_")
-            if v == "direct_frozen":
-                res = scorer.score(direct_frozen, kl_dot=p_dot_dla)
+        for effect in dict.fromkeys(v.split("_")[0] for v in variants):
+            # frozen-LN logits of this effect, and sum_v p_clean * (l_clean - l) for its KL
+            if effect == "direct":
+                frozen, kl_dot = direct_frozen, p_dot_dla
+            else:
+                frozen = both_frozen if effect == "both" else both_frozen + dla
+                kl_dot = scorer.p_dot_clean - torch.linalg.vecdot(scorer.clean_p, frozen)
+            frozen_rank = None
+            for ln in ("frozen", "unfrozen"):
+                v = f"{effect}_{ln}"
+                if v not in variants:
+                    continue
+                want_topk = topk_groups is None or v in topk_groups
+                if ln == "frozen":
+                    res = scorer.score(frozen, kl_dot=kl_dot, topk=want_topk)
+                    frozen_rank = res["correct_rank"]
+                elif zero_bias:
+                    # unfrozen = rho * frozen (rho > 0): same order, so the rank and top-k ids carry over
+                    rho = flat_ratio[effect][sl]
+                    scaled = rho * frozen
+                    lse = torch.logsumexp(scaled, -1)
+                    correct = scaled.gather(-1, scorer.targets[:, None])[:, 0]
+                    res = {"correct_logprob": correct - lse,
+                           "correct_rank": frozen_rank if frozen_rank is not None else
+                           (frozen > frozen.gather(-1, scorer.targets[:, None])).sum(-1),
+                           # sum p (l_clean - rho l_frozen) = pc - rho (pc - kl_dot), pc = sum p l_clean
+                           "kl": scorer.p_dot_clean - rho[:, 0] * (scorer.p_dot_clean - kl_dot)
+                           - scorer.clean_lse + lse}
+                    if want_topk:
+                        vals, ids = scaled.topk(k, dim=-1)
+                        res["topk_ids"], res["topk_logprobs"] = ids, vals - lse[:, None]
+                    del scaled
+                else:
+                    res = scorer.score(add_bias(flat_ratio[effect][sl] * (frozen - b_U)), topk=want_topk)
                 put(f"kl_{v}", res.pop("kl"))
                 for key, val in res.items():
                     put(f"{v}_{key}", val)
-                continue
-            if effect == "direct":
-                logits = add_bias(flat_ratio["direct"][sl] * (clean - b_U - dla))
-            elif effect == "both":
-                logits = both_frozen if ln == "frozen" else both_flat[sl]
-            else:
-                frozen = both_frozen + dla
-                logits = frozen if ln == "frozen" else add_bias(flat_ratio["indirect"][sl] * (frozen - b_U))
-            res = scorer.score(logits)
-            put(f"kl_{v}", res.pop("kl"))
-            for key, val in res.items():
-                put(f"{v}_{key}", val)
         if "cspa_dla" in proj or sparse_rows is not None:
             if sparse_rows is not None:
                 cd = sparse_rows[sl] @ sparse_m - sparse_mean[sl] * colsum
             else:
                 cd = proj["cspa_dla"]
             cspa_logits = direct_frozen.add_(cd)  # direct_frozen is not needed any more
-            res = scorer.score(cspa_logits, kl_dot=p_dot_dla - torch.einsum("nv,nv->n", scorer.clean_p, cd))
+            res = scorer.score(cspa_logits, kl_dot=p_dot_dla - torch.linalg.vecdot(scorer.clean_p, cd))
             put("kl_cspa", res.pop("kl"))
             for key, val in res.items():
                 put(f"cspa_{key}", val)

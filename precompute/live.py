@@ -14,10 +14,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .analysis import analyze
+from .analysis import EFFECTS, LN_MODES, analyze
 from .cspa import CSPAConfig
 from .errors import InvalidInputError
-from .records import compact
+from .records import STORED_TOPK_VARIANTS, compact
 from .tokenization import encode
 
 MAX_CHARS = 100_000
@@ -47,8 +47,10 @@ class LiveAnalyzer:
     """Thread-safe live analysis for one loaded model and its artifacts' mean results."""
 
     def __init__(self, loaded, mean_results: dict[tuple[int, int], Tensor], cspa: CSPAConfig | None = None,
-                 k: int = 10, k_attn: int = 8, max_cached: int = 32, neighbours: Tensor | None = None):
+                 k: int = 10, k_attn: int = 8, max_cached: int = 32, neighbours: Tensor | None = None,
+                 effects: tuple[str, ...] = EFFECTS, ln_modes: tuple[str, ...] = LN_MODES):
         self.loaded = loaded
+        self.effects, self.ln_modes = effects, ln_modes
         self.neighbours = neighbours
         self.mean_results = mean_results
         self.cspa = cspa if cspa is not None else CSPAConfig()
@@ -69,7 +71,8 @@ class LiveAnalyzer:
 
             neighbours = neighbour_table(arts.semantic(), cspa.k_s)
         means = {h: arts.mean_result(h) for h in arts.heads}
-        return cls(loaded, means, cspa=cspa, k=hp["k"], k_attn=hp["k_attn"], neighbours=neighbours, **kwargs)
+        return cls(loaded, means, cspa=cspa, k=hp["k"], k_attn=hp["k_attn"], neighbours=neighbours,
+                   effects=tuple(hp.get("effects", EFFECTS)), ln_modes=tuple(hp.get("ln_modes", LN_MODES)), **kwargs)
 
     @property
     def max_tokens(self) -> int:
@@ -101,7 +104,8 @@ class LiveAnalyzer:
         tokens = torch.tensor([ids])
         with self._lock:
             res = analyze(self.loaded, tokens, head, self.mean_results[head], k=self.k, cspa=self.cspa,
-                          neighbours=self.neighbours)
+                          neighbours=self.neighbours, topk_groups=STORED_TOPK_VARIANTS, effects=self.effects,
+                          ln_modes=self.ln_modes)
         record = {name: t[0] for name, t in compact(res, self.k_attn).items()}
         record["tokens"] = tokens[0].to(torch.int32)
         out = LiveResult(record=record, n_tokens_in=n_in, cut_to=cut)

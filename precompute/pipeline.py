@@ -22,7 +22,7 @@ from .analysis import analyze, head_output
 from .artifacts import (MANIFEST, SCHEMA_VERSION, file_entry, head_key, save_tensors, write_json)
 from .cspa import CSPAConfig, summary_metrics
 from .errors import InvalidInputError
-from .records import DEFAULT_K_ATTN, compact
+from .records import DEFAULT_K_ATTN, STORED_TOPK_VARIANTS, compact
 from .tokenization import encode
 
 INDEX_SIZE = 2000
@@ -54,6 +54,9 @@ class RunConfig:
     cspa_k_u: float | int = field(default=0.05, metadata={"help": "CSPA K_u: fraction (0.05) or count (5)"})
     cspa_k_s: int = 1
     cspa_negative_only: bool = True
+    effects: tuple[str, ...] = field(default=("direct", "both", "indirect"),
+                                     metadata={"help": "ablation effects to compute (direct is the paper's)"})
+    ln_modes: tuple[str, ...] = field(default=("frozen", "unfrozen"), metadata={"help": "final-LN modes"})
     device: str = "auto"
     dtype: str = "float32"
     out: str = "artifacts/run"
@@ -71,6 +74,14 @@ class RunConfig:
             raise InvalidInputError(f"--seq-len must be at least 2 (BOS plus one token), got {self.seq_len}")
         if not self.heads:
             raise InvalidInputError("give at least one head, e.g. --heads 10.7")
+        from .analysis import EFFECTS, LN_MODES
+
+        if not self.effects or any(e not in EFFECTS for e in self.effects) or "direct" not in self.effects:
+            raise InvalidInputError(f"--effects must be a comma list of {', '.join(EFFECTS)} including 'direct'; "
+                                    f"got {','.join(self.effects) or 'nothing'}")
+        if not self.ln_modes or any(x not in LN_MODES for x in self.ln_modes) or "frozen" not in self.ln_modes:
+            raise InvalidInputError(f"--ln-modes must be a comma list of {', '.join(LN_MODES)} including 'frozen'; "
+                                    f"got {','.join(self.ln_modes) or 'nothing'}")
         if self.dtype not in ("float32", "bfloat16", "float16"):
             raise InvalidInputError(f"--dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
         self.cspa()
@@ -143,8 +154,10 @@ def ragged_mean_result(model, docs: list[str], head, n_docs: int, n_ctx: int) ->
     return (total[:covered] / count[:covered, None]).float(), count[:covered]
 
 
-def run(cfg: RunConfig, loaded=None, log=print) -> Path:
-    """Run the job; returns the output folder. ``loaded``: an already loaded model (tests reuse one)."""
+def run(cfg: RunConfig, loaded=None, log=print, stats: dict | None = None) -> Path:
+    """Run the job; returns the output folder. ``loaded``: an already loaded model (tests reuse one).
+    ``stats``, if given, receives timings: seconds spent analysing shards, tokens analysed, total seconds."""
+    t_start = time.perf_counter()
     from .models import load_model
     from .semantic import semantic_neighbours
     from .text_sources import load_documents, shuffled
@@ -194,6 +207,7 @@ def run(cfg: RunConfig, loaded=None, log=print) -> Path:
     from tqdm import tqdm
 
     bar = tqdm(total=n_tokens, unit="tok", unit_scale=True, desc=f"rank {rank}", disable=None, file=sys.stderr)
+    t_shards, done_tokens = time.perf_counter(), 0
     for i in mine:
         path = out / "shards" / f"shard_{i:05d}.safetensors"
         block = seqs[i * cfg.shard_size:(i + 1) * cfg.shard_size]
@@ -204,18 +218,27 @@ def run(cfg: RunConfig, loaded=None, log=print) -> Path:
         for start in range(0, len(block), cfg.batch_size):
             toks = torch.tensor(block[start:start + cfg.batch_size])
             for head in heads:
-                res = analyze(lm, toks, head, means[head], k=cfg.k, cspa=cspa, neighbours=neighbours)
+                res = analyze(lm, toks, head, means[head], k=cfg.k, cspa=cspa, neighbours=neighbours,
+                              effects=tuple(cfg.effects), ln_modes=tuple(cfg.ln_modes),
+                              topk_groups=STORED_TOPK_VARIANTS)
                 for name, t in compact(res, cfg.k_attn).items():
                     parts.setdefault(f"{head_key(head)}/{name}", []).append(t)
             parts.setdefault("tokens", []).append(toks.to(torch.int32))
             bar.update(toks.numel())
         save_tensors(path, {k: torch.cat(v, 0) for k, v in parts.items()},
                      {"config_hash": cfg_hash, "shard": str(i)})
+        done_tokens += len(block) * cfg.seq_len
     bar.close()
+    shard_seconds = time.perf_counter() - t_shards
     _barrier(world)
     if rank == 0:
         _finish(cfg, lm, heads, out, n_shards, len(seqs), cfg_hash, log)
     _barrier(world)
+    if done_tokens:
+        log(f"rank {rank}: analysed {done_tokens} tokens in {shard_seconds:.1f} s "
+            f"({done_tokens / max(shard_seconds, 1e-9):.0f} tokens/s)")
+    if stats is not None:
+        stats.update(shard_seconds=shard_seconds, tokens=done_tokens, total_seconds=time.perf_counter() - t_start)
     return out
 
 

@@ -18,6 +18,8 @@ from torch import Tensor
 from .analysis import AnalysisResult
 
 TOPK_GROUPS = ("clean", "direct_frozen", "cspa", "lens")
+# the ablation variants among TOPK_GROUPS: what ``analyze(topk_groups=...)`` needs to compute for a record
+STORED_TOPK_VARIANTS = ("direct_frozen",)
 DEFAULT_K_ATTN = 8
 
 

@@ -32,6 +32,27 @@ def tiny():
     return LoadedModel(model=_boot(hf, tok, "tiny", "cpu"), name="toy", provenance={"synthetic": True})
 
 
+@pytest.fixture(scope="session")
+def tiny_bias():
+    """Like ``tiny`` but with untied embeddings and an unembedding bias, so code paths for b_U != 0 are tested."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from precompute.local_tokenizers import load_local_tokenizer
+    from precompute.models import LoadedModel, _boot
+
+    tok = load_local_tokenizer("toy")
+    torch.manual_seed(2)
+    cfg = GPT2Config(vocab_size=len(tok), n_positions=64, n_embd=64, n_layer=3, n_head=4, n_inner=128,
+                     tie_word_embeddings=False)
+    hf = GPT2LMHeadModel(cfg).eval()
+    hf.lm_head = torch.nn.Linear(64, len(tok), bias=True)
+    with torch.no_grad():
+        hf.lm_head.bias.normal_(0, 0.5)
+    lm = LoadedModel(model=_boot(hf, tok, "tiny-bias", "cpu"), name="toy", provenance={"synthetic": True})
+    assert float(lm.model.b_U.abs().max()) > 0.1
+    return lm
+
+
 def doc_tokens(tokenizer, n: int, length: int, seed: int = 0) -> torch.Tensor:
     """[n, length] token ids of synthetic documents, BOS first."""
     from precompute.synthetic_text import corpus

@@ -15,7 +15,7 @@ def _models(request, name):
     return request.getfixturevalue(name)
 
 
-@pytest.fixture(params=["tiny", "toy"])
+@pytest.fixture(params=["tiny", "tiny_bias", "toy"])
 def setup(request):
     lm = request.getfixturevalue(request.param)
     tokens = doc_tokens(lm.tokenizer, 2, 24, seed=11)

@@ -23,7 +23,7 @@ if seq_q is not None and st.session_state.get("_browse_qp_seq") != seq_q:
 if pos_q is not None and st.session_state.get("_browse_qp_pos") != pos_q:
     st.session_state["browse_pos"] = pos_q
     st.session_state["_browse_qp_pos"] = pos_q
-opts = sequence_view.controls("browse")
+opts = sequence_view.controls("browse", arts.manifest["hyperparameters"])
 
 
 @st.cache_data(max_entries=16, show_spinner=False)

@@ -20,7 +20,7 @@ EXAMPLES = {
 arts = state.page_artifacts()
 st.title("Test Your Own Examples")
 head = state.head_picker(arts, key="live_head")
-opts = sequence_view.controls("live")
+opts = sequence_view.controls("live", arts.manifest["hyperparameters"])
 model_name = arts.manifest["model"]["model_name"]
 examples = EXAMPLES["toy" if model_name == "toy" else "GPT-2 style"]
 st.caption(f"Runs `{model_name}` live on the CPU with the same analysis code and mean ablation (μ from the "

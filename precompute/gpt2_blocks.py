@@ -1,0 +1,52 @@
+"""Re-running the last blocks of a GPT-2-style model from a residual stream, with TransformerLens's processed
+weights, so the "both"/"indirect" effects cost only the blocks after the head.
+
+TransformerBridge's ``start_at_layer`` still runs blocks 0..k-1 and discards their output, so it saves nothing;
+these few lines do the same maths as the model's blocks (checked against full forward passes with hooks in
+tests/test_analysis.py). With ``fold_ln`` every LayerNorm is centring and division by the RMS.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def supported(m) -> bool:
+    c = m.cfg
+    return (getattr(c, "architecture", None) == "GPT2LMHeadModel" and c.act_fn == "gelu_new"
+            and getattr(c, "positional_embedding_type", "standard") == "standard"
+            and not getattr(c, "parallel_attn_mlp", False))
+
+
+def _ln(x: Tensor, eps: float) -> Tensor:
+    x = x - x.mean(-1, keepdim=True)
+    return x / (x.pow(2).mean(-1, keepdim=True) + eps).sqrt()
+
+
+def attention(m, layer: int, x: Tensor, eps: float) -> Tensor:
+    """Output of layer ``layer``'s attention (all heads, with b_O) for residual ``x`` [b, s, d]."""
+    h = _ln(x, eps)
+    q = torch.einsum("bsd,hde->bhse", h, m.W_Q[layer]) + m.b_Q[layer][None, :, None, :]
+    k = torch.einsum("bsd,hde->bhse", h, m.W_K[layer]) + m.b_K[layer][None, :, None, :]
+    v = torch.einsum("bsd,hde->bhse", h, m.W_V[layer]) + m.b_V[layer][None, :, None, :]
+    z = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=1.0 / math.sqrt(m.cfg.d_head))
+    return torch.einsum("bhse,hed->bsd", z, m.W_O[layer]) + m.b_O[layer]
+
+
+def mlp(m, layer: int, x: Tensor, eps: float) -> Tensor:
+    pre = _ln(x, eps) @ m.W_in[layer] + m.b_in[layer]
+    return F.gelu(pre, approximate="tanh") @ m.W_out[layer] + m.b_out[layer]
+
+
+def run_from_mid(m, layer: int, resid_mid: Tensor) -> Tensor:
+    """The final residual stream (before ln_final), starting from ``resid_mid`` of block ``layer``."""
+    eps = float(getattr(m.cfg, "eps", 1e-5))
+    x = resid_mid + mlp(m, layer, resid_mid, eps)
+    for later in range(layer + 1, m.cfg.n_layers):
+        x = x + attention(m, later, x, eps)
+        x = x + mlp(m, later, x, eps)
+    return x
