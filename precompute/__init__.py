@@ -12,9 +12,12 @@ from .analysis import EFFECTS, LN_MODES, VARIANTS, AnalysisResult, analyze, mean
 from .cspa import CSPAConfig, summary_metrics
 from .errors import ArtifactError, ExplorerError, HubUnavailableError, InvalidInputError, ModelUnavailableError
 from .models import MODEL_NAMES, LoadedModel, load_model
+from .artifacts import Artifacts, open_artifacts
+from .circuits import circuit_ranks
 
 __all__ = [
     "EFFECTS", "LN_MODES", "VARIANTS", "AnalysisResult", "analyze", "mean_result", "CSPAConfig",
     "summary_metrics", "ArtifactError", "ExplorerError", "HubUnavailableError", "InvalidInputError",
-    "ModelUnavailableError", "MODEL_NAMES", "LoadedModel", "load_model",
+    "ModelUnavailableError", "MODEL_NAMES", "LoadedModel", "load_model", "Artifacts", "open_artifacts",
+    "circuit_ranks",
 ]

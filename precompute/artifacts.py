@@ -204,10 +204,14 @@ class Artifacts:
         shard, row = divmod(i, self.shard_size)
         f = self._open(f"shards/shard_{shard:05d}.safetensors")
         prefix = key + "/"
-        out = {"tokens": f.get_slice("tokens")[row]}
-        for name in f.keys():
-            if name.startswith(prefix):
-                out[name[len(prefix):]] = f.get_slice(name)[row]
+        try:
+            out = {"tokens": f.get_slice("tokens")[row]}
+            for name in f.keys():
+                if name.startswith(prefix):
+                    out[name[len(prefix):]] = f.get_slice(name)[row]
+        except Exception as err:  # noqa: BLE001 - a file changed or damaged under us
+            raise ArtifactError(f"shard {shard} of {self.source} cannot be read ({err}); run "
+                                "`python -m precompute verify`") from None
         return out
 
     def field(self, name: str, head=None) -> Tensor:

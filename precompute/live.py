@@ -70,7 +70,16 @@ class LiveAnalyzer:
             from .semantic import neighbour_table
 
             neighbours = neighbour_table(arts.semantic(), cspa.k_s)
+        model_name = arts.manifest["model"]["model_name"]
+        if getattr(loaded, "name", model_name) != model_name:
+            raise InvalidInputError(f"the artifacts were made with {model_name!r} but the live model is "
+                                    f"{loaded.name!r}; live results would not be comparable")
         means = {h: arts.mean_result(h) for h in arts.heads}
+        d_model = loaded.model.cfg.d_model
+        for h, mu in means.items():
+            if mu.ndim != 2 or mu.shape[1] != d_model:
+                raise InvalidInputError(f"the artifacts' mean result for head {h[0]}.{h[1]} has shape "
+                                        f"{tuple(mu.shape)}, which does not fit the live model (d_model {d_model})")
         return cls(loaded, means, cspa=cspa, k=hp["k"], k_attn=hp["k_attn"], neighbours=neighbours,
                    effects=tuple(hp.get("effects", EFFECTS)), ln_modes=tuple(hp.get("ln_modes", LN_MODES)), **kwargs)
 

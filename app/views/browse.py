@@ -5,6 +5,7 @@ import streamlit as st
 
 from app import sequence_view, state
 from app.params import int_param, head_param
+from precompute.errors import ExplorerError
 from precompute.tokenization import token_strings
 
 arts = state.page_artifacts()
@@ -48,7 +49,11 @@ with st.expander("Search: where does the head matter most?", expanded=seq_q is N
     metric = {"Δloss (head helps most)": "delta_loss", "Δloss (head hurts most)": "neg_delta_loss",
               "KL from ablation": "kl", "CSPA failure (|Δloss under CSPA|)": "cspa_failure"}[metric_label]
     text_filter = c2.text_input("Filter by token text (current or next token)", key="browse_filter")
-    table = top_tokens(arts.source, head_name, metric, 500)
+    try:
+        table = top_tokens(arts.source, head_name, metric, 500)
+    except ExplorerError as err:
+        st.error(f"The search index cannot be read: {err}")
+        table = pd.DataFrame(columns=["seq", "pos", "token", "next", "context", "value"])
     if text_filter:
         mask = table["token"].str.contains(text_filter, regex=False) | table["next"].str.contains(text_filter,
                                                                                                   regex=False)
@@ -72,6 +77,10 @@ seq = c1.number_input("Sequence", 0, arts.n_sequences - 1, key="browse_seq", ste
 pos = c2.number_input("Token position", 0, arts.seq_len - 1, key="browse_pos", step=1)
 st.query_params.update({"seq": str(seq), "pos": str(pos), "head": head_name})
 st.session_state["_browse_qp_seq"], st.session_state["_browse_qp_pos"] = int(seq), int(pos)
-rec = arts.sequence(int(seq), head_name)
+try:
+    rec = arts.sequence(int(seq), head_name)
+except ExplorerError as err:
+    st.error(f"Sequence {seq} cannot be shown: {err}")
+    st.stop()
 sequence_view.show(rec, arts.tokenizer, opts, int(pos), key="browse",
                    link_params={"seq": int(seq), "head": head_name}, name=f"seq{seq}_head{head_name}")

@@ -7,6 +7,7 @@ import streamlit as st
 
 from app import state
 from precompute.circuits import circuit_bars
+from precompute.errors import ExplorerError
 from precompute.report import PAPER
 from precompute.tokenization import token_strings
 
@@ -35,8 +36,12 @@ def strip_quotes(text: str) -> str:
     return t
 
 
-vocab = vocabulary(arts.source)
-f = factors(arts.source, head_name)
+try:
+    vocab = vocabulary(arts.source)
+    f = factors(arts.source, head_name)
+except ExplorerError as err:
+    st.error(f"The circuit tables cannot be read: {err}")
+    st.stop()
 c1, c2, c3 = st.columns([2, 1, 1])
 raw = c1.text_input("Token (include its leading space, e.g. ` token`; quotes are optional)", value=" token"
                     if " token" in vocab else vocab[len(vocab) // 2], key="circ_token")

@@ -5,6 +5,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from app import state
+from precompute.errors import ExplorerError
 from precompute.tokenization import token_strings
 
 arts = state.page_artifacts()
@@ -52,7 +53,11 @@ def points(source: str, head_name: str) -> pd.DataFrame:
     return flat.reset_index(drop=True)
 
 
-df = points(arts.source, head_name)
+try:
+    df = points(arts.source, head_name)
+except ExplorerError as err:
+    st.error(f"The per-token values cannot be read: {err}")
+    st.stop()
 fig = go.Figure(go.Scattergl(x=df["ablation"], y=df["cspa"], mode="markers", marker=dict(size=4, opacity=0.5),
                              customdata=df[["seq", "pos"]].values, hovertext=df["text"],
                              hovertemplate="seq %{customdata[0]}, pos %{customdata[1]}<br>%{hovertext}<br>"
