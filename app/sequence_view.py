@@ -156,6 +156,9 @@ def attention_view(rec: dict, strings: list[str], pos: int, key: str) -> None:
                                               rec["attn_topk_weight"][pos].float().tolist()) if p <= pos]
     st.caption(f"Position {pos} attends to BOS with {float(rec['attn_bos'][pos]):.2f}; top sources: " +
                ", ".join(f"{p} {strings[p]!r} ({w:.2f})" for p, w in sorted(top, key=lambda x: -x[1])[:5]))
+    if not st.toggle("Show the interactive attention pattern (circuitsvis)", key=f"{key}_cv",
+                     help="Off by default: each view embeds circuitsvis's 1.3 MB script (it works offline)."):
+        return
     try:
         import circuitsvis as cv
 

@@ -17,6 +17,7 @@ from torch import Tensor
 from .analysis import EFFECTS, LN_MODES, analyze
 from .cspa import CSPAConfig
 from .errors import InvalidInputError
+from .memory import release
 from .records import STORED_TOPK_VARIANTS, compact
 from .tokenization import encode
 
@@ -115,8 +116,10 @@ class LiveAnalyzer:
             res = analyze(self.loaded, tokens, head, self.mean_results[head], k=self.k, cspa=self.cspa,
                           neighbours=self.neighbours, topk_groups=STORED_TOPK_VARIANTS, effects=self.effects,
                           ln_modes=self.ln_modes)
-        record = {name: t[0] for name, t in compact(res, self.k_attn).items()}
+        record = {name: t[0].clone() for name, t in compact(res, self.k_attn).items()}
         record["tokens"] = tokens[0].to(torch.int32)
+        del res
+        release()  # vocabulary-sized temporaries of a long prompt run to hundreds of MB
         out = LiveResult(record=record, n_tokens_in=n_in, cut_to=cut)
         with self._cache_lock:
             self._cache[key] = out
