@@ -64,6 +64,15 @@ def main(argv=None):
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=ARGS)
             page = browser.new_page(viewport={"width": 1400, "height": 1400})
+
+            def browse_20():
+                for i in range(20):
+                    page.goto(f"{url}/browse?seq={i}&pos=5&head=10.7")
+                    expect(page.locator(".cse-strip").first).to_be_visible(timeout=120_000)
+                time.sleep(1)
+
+            browse_20()
+            browse_only = rss_mb(proc.pid)
             page.goto(url + "/test-your-own")
             expect(page.get_by_role("heading", name="Test Your Own Examples")).to_be_visible(timeout=120_000)
             page.get_by_role("textbox", name="Prompt").fill("All's fair in love and war. " * 8)
@@ -73,18 +82,16 @@ def main(argv=None):
             live_s = time.time() - t
             time.sleep(1)
             after_live, peak_live = rss_mb(proc.pid), peak_rss_mb(proc.pid)
-            for i in range(20):
-                page.goto(f"{url}/browse?seq={i}&pos=5&head=10.7")
-                expect(page.locator(".cse-strip").first).to_be_visible(timeout=120_000)
-            time.sleep(1)
+            browse_20()
             after_browse, peak_all = rss_mb(proc.pid), peak_rss_mb(proc.pid)
             browser.close()
     finally:
         proc.terminate()
         proc.wait(10)
     emit("app_memory", {"model": "gpt2-small-random (GPT-2 small shape)", "server_rss_mb": {
-        "idle_after_start": idle, "after_model_load_and_one_live_analysis": after_live,
-        "peak_until_then": peak_live, "after_browsing_20_examples": after_browse, "peak_overall": peak_all},
+        "idle_after_start": idle, "after_browsing_20_examples_no_model": browse_only,
+        "after_model_load_and_one_live_analysis": after_live,
+        "peak_until_then": peak_live, "after_browsing_20_more_examples": after_browse, "peak_overall": peak_all},
         "first_live_analysis_s_incl_model_load": live_s, "target_mb": 1200})
 
 

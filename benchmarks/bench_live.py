@@ -40,17 +40,17 @@ def main(argv=None):
             tokens = torch.tensor([text_ids[:s]])
         tokens[0, 0] = 50256
 
-        def plain():
+        def plain(tokens=tokens):
             with torch.inference_mode():
                 m(tokens)
 
-        def paper():  # clean + direct ablation (frozen LN) + CSPA + DLA + logit lens
+        def paper(tokens=tokens):  # clean + direct ablation (frozen LN) + CSPA + DLA + logit lens
             analyze(lm, tokens, head, mu, effects=("direct",), ln_modes=("frozen",))
 
-        def everything():  # + both / indirect effects and unfrozen LN
+        def everything(tokens=tokens):  # + both / indirect effects and unfrozen LN
             analyze(lm, tokens, head, mu)
 
-        def naive():
+        def naive(tokens=tokens):
             naive_analysis(m, tokens, head, mu, cspa_inputs_from_cache(m, tokens, head, excluded))
 
         reps = args.reps if s <= 256 else max(3, args.reps // 2)

@@ -28,7 +28,6 @@ def naive_analysis(m, tokens, head, mu, cspa_inputs):
     s = tokens.shape[1]
     with torch.inference_mode():
         logits, cache = m.run_with_cache(tokens)
-        r = cache[f"blocks.{layer}.attn.hook_result"][:, :, h]
 
         def ablate(x, hook):
             x = x.clone()

@@ -56,7 +56,6 @@ def generate(out: Path, n_seqs: int, seq_len: int, shard_size: int, head: str = 
     g = torch.Generator().manual_seed(0)
     n_shards = (n_seqs + shard_size - 1) // shard_size
     start = time.time()
-    index_vals = {m: [] for m in INDEX_METRICS}
     for i in range(n_shards):
         n = min(shard_size, n_seqs - i * shard_size)
         tensors = {"tokens": torch.randint(0, D_VOCAB - 1, (n, seq_len), generator=g, dtype=torch.int32)}

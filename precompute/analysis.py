@@ -34,6 +34,7 @@ EFFECTS = ("direct", "both", "indirect")
 LN_MODES = ("frozen", "unfrozen")
 VARIANTS = tuple(f"{e}_{ln}" for e in EFFECTS for ln in LN_MODES)
 PAPER_VARIANT = "direct_frozen"
+DEFAULT_CSPA = CSPAConfig()
 # Use the sparse form of CSPA's DLA when its cost, T (d_model + S), is below this fraction of a projection's S d_model.
 SPARSE_CSPA_DLA = 0.6
 _ALIASES = {"delta_loss_direct": "delta_loss_direct_frozen", "kl_direct": "kl_direct_frozen"}
@@ -102,7 +103,7 @@ def _validate(m, tokens: Tensor, head: tuple[int, int], mu: Tensor | None, k: in
     if int(tokens.min()) < 0 or int(tokens.max()) >= cfg.d_vocab:
         raise InvalidInputError(f"token ids must be in [0, {cfg.d_vocab}); got [{int(tokens.min())}, "
                                 f"{int(tokens.max())}]")
-    layer, h = _check_head(m, head)
+    layer, h = check_head(m, head)
     if mu is not None:
         if mu.ndim != 2 or mu.shape[1] != cfg.d_model:
             raise InvalidInputError(f"mean_result must have shape [positions, d_model={cfg.d_model}]; got "
@@ -115,7 +116,8 @@ def _validate(m, tokens: Tensor, head: tuple[int, int], mu: Tensor | None, k: in
     return layer, h
 
 
-def _check_head(m, head) -> tuple[int, int]:
+def check_head(m, head) -> tuple[int, int]:
+    """(layer, h) as ints, or InvalidInputError naming the model's valid ranges."""
     cfg = m.cfg
     try:
         layer, h = (int(x) for x in head)
@@ -199,7 +201,7 @@ def analyze(
     head: tuple[int, int],
     mean_result: Float[Tensor, "positions d_model"],
     k: int = 10,
-    cspa: CSPAConfig | None = CSPAConfig(),
+    cspa: CSPAConfig | None = DEFAULT_CSPA,
     effects: tuple[str, ...] = EFFECTS,
     ln_modes: tuple[str, ...] = LN_MODES,
     neighbours: Int[Tensor, "d_vocab k_s"] | None = None,
@@ -316,7 +318,6 @@ def analyze(
 
 def _cspa(m, tokens, attn, src_out, mu, lens_scaled, cfg: CSPAConfig, neighbours):
     """Kept mask and CSPA output (minus mu) for a batch; also the kept pairs to display."""
-    from .function_words import function_word_ids
 
     b, s = tokens.shape
     device = tokens.device

@@ -85,10 +85,10 @@ def circuit_factors(model, head: tuple[int, int], embedding: str = DEFAULT_EMBED
     * ``qk_dst`` = LN(W_U^T) W_Q / d_head^(1/4), ``qk_src`` = LN(W_EE) W_K / d_head^(1/4):
       ``QK[t, s] = qk_dst[t] . qk_src[s]`` (attention score of query token t on key token s).
     """
-    from .analysis import _check_head
+    from .analysis import check_head
 
     m = unwrap(model)
-    layer, h = _check_head(m, head)
+    layer, h = check_head(m, head)
     eps = float(getattr(m.cfg, "eps", 1e-5))
     with torch.inference_mode():
         w_ee = effective_embedding(m, embedding)

@@ -177,9 +177,9 @@ def run(cfg: RunConfig, loaded=None, log=print, stats: dict | None = None) -> Pa
     n_ctx = m.cfg.n_ctx
     if cfg.seq_len > n_ctx:
         raise InvalidInputError(f"--seq-len {cfg.seq_len} is above the model's context n_ctx = {n_ctx}")
-    from .analysis import _check_head
+    from .analysis import check_head
 
-    heads = [_check_head(m, h) for h in cfg.heads]
+    heads = [check_head(m, h) for h in cfg.heads]
     if cfg.dtype != "float32":
         m.to(getattr(torch, cfg.dtype))
     if rank == 0:

@@ -4,7 +4,6 @@ The bad-input catalogue (docs/BAD_INPUT.md) maps every case to a test, here or i
 """
 
 import errno
-import json
 import os
 import random
 import re
@@ -204,7 +203,6 @@ def test_sigkill_at_random_moments_always_resumes_identically(tmp_path):
 
 def test_disk_full_never_leaves_a_manifest_pointing_at_a_bad_shard(toy, tmp_path, monkeypatch):
     import precompute.artifacts as artifacts
-    import precompute.pipeline as pipeline
     from precompute.pipeline import RunConfig, run
 
     data = write_text_dataset(tmp_path)

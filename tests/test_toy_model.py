@@ -1,6 +1,5 @@
 """The toy model's planted head does what it was built to do (synthetic model, known behaviour)."""
 
-import torch
 
 from precompute import analyze, mean_result
 from precompute.toy_model import TOY_PLANTED_HEAD
