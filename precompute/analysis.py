@@ -10,7 +10,8 @@ computation in row chunks, keeping only per-token numbers and top-k lists. Defin
   head's direct logit attribution (DLA).
 * unfrozen LN: the final LayerNorm scale recomputed from the intervened residual. Because LN is a rescaling of
   the centred residual, every unfrozen variant is ``(sigma_f / sigma') (frozen logits - b_U) + b_U``.
-* both: blocks from the head's layer on are re-run from the cached resid_pre with r replaced by mu;
+* both: the head's output is replaced by mu and only the blocks after it are re-run (``gpt2_blocks``, from the
+  cached resid_mid of the head's layer);
   indirect: both + Delta (only the direct path restored).
 * logit lens before the head: (resid_pre[L] centred / ln1 scale) W_U + b_U.
 * CSPA: see ``cspa``; its logits are clean - DLA + DLA_cspa (frozen LN).
@@ -139,7 +140,7 @@ def _centre(x: Tensor) -> Tensor:
 
 def head_output(m, z: Float[Tensor, "batch seq n_heads d_head"], layer: int, h: int) -> Tensor:
     """The head's contribution to the residual stream (no bias): z_h W_O[layer, h]."""
-    return z[:, :, h] @ m.W_O[layer, h]
+    return z[:, :, h].float() @ m.W_O[layer, h].float()
 
 
 def mean_result(model, tokens: Int[Tensor, "batch seq"], head: tuple[int, int], batch_size: int = 8
@@ -225,13 +226,17 @@ def analyze(
         raise InvalidInputError(f"unknown effect or LN mode {bad}; effects: {EFFECTS}, LN modes: {LN_MODES}")
     if not effects or not ln_modes:
         raise InvalidInputError("need at least one effect and one LN mode")
+    if any(e in ("both", "indirect") for e in effects) and not gpt2_blocks.supported(m):
+        raise InvalidInputError("the 'both' and 'indirect' effects re-run GPT-2-style blocks; this model is not "
+                                "one. Use effects=('direct',)")
     if cspa is not None and cspa.k_s > 1 and neighbours is None:
         raise InvalidInputError("CSPA with k_s > 1 needs a semantic-neighbour table (semantic.neighbour_table)")
     cfg = m.cfg
     device = m.W_U.device
     tokens = tokens.to(device).long()
     b, s = tokens.shape
-    mu = mean_result[:s].to(device=device, dtype=m.W_U.dtype)
+    # the forward may run in bf16/fp16 (GPU option); every quantity below is computed in float32
+    mu = mean_result[:s].to(device=device, dtype=torch.float32)
     eps = float(getattr(cfg, "eps", 1e-5))
     variants = tuple(f"{e}_{ln}" for e in effects for ln in ln_modes)
     need_rerun = any(e in ("both", "indirect") for e in effects)
@@ -242,21 +247,21 @@ def analyze(
     with torch.inference_mode():
         # 1. One forward pass, caching only what we need. (TransformerBridge computes the unembedding even with
         # stop_at_layer, so we keep its logits rather than unembedding again.)
-        use_own_blocks = need_rerun and gpt2_blocks.supported(m)
-        if use_own_blocks:
+        if need_rerun:
             names.append(f"blocks.{layer}.hook_resid_mid")
         clean_logits, cache = m.run_with_cache(tokens, names_filter=names)
-        resid_mid = cache[f"blocks.{layer}.hook_resid_mid"] if use_own_blocks else None
+        clean_logits = clean_logits.float()
+        cache = {name: cache[name].float() for name in names}
+        resid_mid = cache[f"blocks.{layer}.hook_resid_mid"] if need_rerun else None
         sigma_f = cache["ln_final.hook_scale"]  # [b, s, 1]
         x_c = cache["ln_final.hook_normalized"] * sigma_f  # centred final residual
         r = head_output(m, cache[hook_z], layer, h)
         delta_c = _centre(r - mu)
-        resid_pre = cache[hook_pre]
         attn = cache[hook_pat][:, h]  # [b, q, k]
-        src_out = cache[hook_v][:, :, h] @ m.W_O[layer, h]  # v_k W_O, [b, k, d]
+        src_out = cache[hook_v][:, :, h] @ m.W_O[layer, h].float()  # v_k W_O, [b, k, d]
         out_norm = src_out.norm(dim=-1)
         info_attention = attn * (out_norm / out_norm.max(-1, keepdim=True).values.clamp_min(1e-30))[:, None, :]
-        pre_c = _centre(resid_pre)
+        pre_c = _centre(cache[hook_pre])
         del cache
 
         # rows to project onto the vocabulary ourselves (one GEMM per chunk), and per-row LN-scale ratios
@@ -265,28 +270,11 @@ def analyze(
         if "direct" in effects and "unfrozen" in ln_modes:
             ratios["direct"] = sigma_f / _ln_scale(x_c - delta_c, eps)
 
-        # 2. "both" / "indirect": re-run from the head's layer with r replaced by mu (the model unembeds).
-        both_logits = None
+        # 2. "both" / "indirect": re-run only the blocks after the head, with r replaced by mu.
         if need_rerun:
-            if resid_mid is not None:  # GPT-2 blocks re-run by hand: only the blocks after the head cost anything
-                both_c = _centre(gpt2_blocks.run_from_mid(m, layer, resid_mid - r + mu))
-                rows["both"] = both_c / sigma_f
-                ratios["both"] = sigma_f / _ln_scale(both_c, eps)
-            else:  # any other architecture: TransformerBridge's own re-entry
-                captured: dict[str, Tensor] = {}
-
-                def ablate(x, hook):
-                    return x - r + mu
-
-                def grab(x, hook):
-                    captured[hook.name] = x
-
-                both_logits = m.run_with_hooks(resid_pre, start_at_layer=layer, fwd_hooks=[
-                    (f"blocks.{layer}.hook_attn_out", ablate), ("ln_final.hook_scale", grab),
-                    ("ln_final.hook_normalized", grab)])
-                sigma_both = captured["ln_final.hook_scale"]
-                both_c = captured["ln_final.hook_normalized"] * sigma_both
-                ratios["both"] = sigma_f / sigma_both
+            both_c = _centre(gpt2_blocks.run_from_mid(m, layer, resid_mid - r + mu))
+            rows["both"] = both_c / sigma_f
+            ratios["both"] = sigma_f / _ln_scale(both_c, eps)
             ratios["indirect"] = sigma_f / _ln_scale(both_c + delta_c, eps)
             del both_c
 
@@ -301,8 +289,8 @@ def analyze(
                 rows["cspa_dla"] = _centre(cspa_c) / sigma_f
 
         # 4. Vocabulary-sized work in row chunks.
-        out = _vocab_stage(m, tokens, clean_logits, both_logits, rows, ratios, variants, k, chunk_rows,
-                           cspa_sparse, topk_groups=topk_groups)
+        out = _vocab_stage(m, tokens, clean_logits, rows, ratios, variants, k, chunk_rows, cspa_sparse,
+                           topk_groups=topk_groups)
 
     out["tokens"] = tokens
     out["attention"] = attn
@@ -337,7 +325,7 @@ def _cspa(m, tokens, attn, src_out, mu, lens_scaled, cfg: CSPAConfig, neighbours
         cand[:, :, 0] = tokens  # neighbour 0 is always the token itself
     cand_valid = (cand >= 0) & ~excl[tokens][:, :, None]
     safe = cand.clamp(min=0)
-    directions = m.W_U.T[safe] * cand_valid[..., None]  # [b, k, ks, d]
+    directions = m.W_U.T[safe].float() * cand_valid[..., None]  # [b, k, ks, d]
     scores = torch.einsum("bqd,bkjd->bqkj", lens_scaled, directions)
     keep = select_kept(scores, safe, cand_valid, cfg.k_u)
     cspa_minus_mu, w = cspa_output(attn, src_out, mu, directions, keep, cfg.negative_only, return_weights=True)
@@ -388,14 +376,14 @@ def _default_excluded(m) -> tuple[int, ...]:
     return _EXCLUDED_CACHE[key]
 
 
-def _vocab_stage(m, tokens, clean_logits: Tensor, both_logits: Tensor | None, rows: dict[str, Tensor],
+def _vocab_stage(m, tokens, clean_logits: Tensor, rows: dict[str, Tensor],
                  ratios: dict[str, Tensor], variants, k: int, chunk_rows: int | None,
                  cspa_sparse: tuple[Tensor, Tensor, Tensor] | None = None, sub_rows: int | None = None,
                  topk_groups: tuple[str, ...] | None = None) -> dict[str, Tensor]:
     """Project the stacked rows onto the vocabulary chunk by chunk and reduce every variant to per-token numbers.
 
-    ``clean_logits`` / ``both_logits`` come from the model's own forward passes (with b_U); ``rows`` hold the
-    inputs of our projections (DLA, logit lens, CSPA's DLA), already divided by their LayerNorm scale.
+    ``clean_logits`` come from the model's forward pass (with b_U); ``rows`` hold the inputs of our projections
+    (DLA, logit lens, the "both" residual, CSPA's DLA), already divided by the clean final-LN scale.
     ``cspa_sparse`` = (weights [b, s, T], token ids [T], mean [b, s, 1]) gives CSPA's DLA as
     ``weights @ (W_U[:, ids]^T W_U) - mean * colsum(W_U)`` instead of a projection.
 
@@ -404,13 +392,12 @@ def _vocab_stage(m, tokens, clean_logits: Tensor, both_logits: Tensor | None, ro
     """
     b, s = tokens.shape
     n = b * s
-    W_U, b_U = m.W_U, m.b_U
+    W_U, b_U = m.W_U.float(), m.b_U.float()
     d_vocab = W_U.shape[1]
     names = list(rows)
     flat = {name: t.reshape(n, -1) for name, t in rows.items()}
     flat_ratio = {name: t.reshape(n, 1) for name, t in ratios.items()}
     clean_flat = clean_logits.reshape(n, d_vocab)
-    both_flat = both_logits.reshape(n, d_vocab) if both_logits is not None else None
     targets = torch.cat([tokens[:, 1:], tokens[:, :1]], dim=1).reshape(n)  # last column is a dummy
     has_target = torch.ones(b, s, dtype=torch.bool, device=tokens.device)
     has_target[:, -1] = False
@@ -449,11 +436,7 @@ def _vocab_stage(m, tokens, clean_logits: Tensor, both_logits: Tensor | None, ro
             put(f"dla_{sign}_values", vals)
         for key, val in scorer.score(add_bias(proj["lens"]), with_kl=False).items():
             put(f"lens_{key}", val)
-        both_frozen = None
-        if "both" in proj:
-            both_frozen = add_bias(proj["both"])
-        elif both_flat is not None:
-            both_frozen = add_bias((both_flat[sl] - b_U) / flat_ratio["both"][sl])
+        both_frozen = add_bias(proj["both"]) if "both" in proj else None
         p_dot_dla = torch.linalg.vecdot(scorer.clean_p, dla)
         direct_frozen = clean - dla
         for effect in dict.fromkeys(v.split("_")[0] for v in variants):

@@ -1,9 +1,11 @@
 """Re-running the last blocks of a GPT-2-style model from a residual stream, with TransformerLens's processed
 weights, so the "both"/"indirect" effects cost only the blocks after the head.
 
-TransformerBridge's ``start_at_layer`` still runs blocks 0..k-1 and discards their output, so it saves nothing;
-these few lines do the same maths as the model's blocks (checked against full forward passes with hooks in
-tests/test_analysis.py). With ``fold_ln`` every LayerNorm is centring and division by the RMS.
+TransformerBridge's ``start_at_layer`` (TransformerLens 4.3) still runs blocks 0..k-1 and discards their output,
+so it saves nothing; these few lines do the same maths as the model's blocks (checked against full forward
+passes with hooks in tests/test_analysis.py). With ``fold_ln`` every LayerNorm is centring and division by the
+RMS. The maths runs in float32 whatever the model's dtype (a bf16/fp16 forward is an option on GPUs).
+``analyze`` refuses the "both"/"indirect" effects on models ``supported`` rejects.
 """
 
 from __future__ import annotations
@@ -30,16 +32,16 @@ def _ln(x: Tensor, eps: float) -> Tensor:
 def attention(m, layer: int, x: Tensor, eps: float) -> Tensor:
     """Output of layer ``layer``'s attention (all heads, with b_O) for residual ``x`` [b, s, d]."""
     h = _ln(x, eps)
-    q = torch.einsum("bsd,hde->bhse", h, m.W_Q[layer]) + m.b_Q[layer][None, :, None, :]
-    k = torch.einsum("bsd,hde->bhse", h, m.W_K[layer]) + m.b_K[layer][None, :, None, :]
-    v = torch.einsum("bsd,hde->bhse", h, m.W_V[layer]) + m.b_V[layer][None, :, None, :]
+    q = torch.einsum("bsd,hde->bhse", h, m.W_Q[layer].float()) + m.b_Q[layer].float()[None, :, None, :]
+    k = torch.einsum("bsd,hde->bhse", h, m.W_K[layer].float()) + m.b_K[layer].float()[None, :, None, :]
+    v = torch.einsum("bsd,hde->bhse", h, m.W_V[layer].float()) + m.b_V[layer].float()[None, :, None, :]
     z = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=1.0 / math.sqrt(m.cfg.d_head))
-    return torch.einsum("bhse,hed->bsd", z, m.W_O[layer]) + m.b_O[layer]
+    return torch.einsum("bhse,hed->bsd", z, m.W_O[layer].float()) + m.b_O[layer].float()
 
 
 def mlp(m, layer: int, x: Tensor, eps: float) -> Tensor:
-    pre = _ln(x, eps) @ m.W_in[layer] + m.b_in[layer]
-    return F.gelu(pre, approximate="tanh") @ m.W_out[layer] + m.b_out[layer]
+    pre = _ln(x, eps) @ m.W_in[layer].float() + m.b_in[layer].float()
+    return F.gelu(pre, approximate="tanh") @ m.W_out[layer].float() + m.b_out[layer].float()
 
 
 def run_from_mid(m, layer: int, resid_mid: Tensor) -> Tensor:

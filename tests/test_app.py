@@ -137,3 +137,24 @@ def test_cspa_page(app_env):
     labels = [m.label for m in at.metric]
     assert "Effect explained (KL)" in labels
     assert "Click a point" in _text(at)
+
+
+def test_circuits_vocabulary_search(app_env):
+    at = _run("views/circuits.py")
+    at.text_input(key="circ_search").set_value("kanos").run()
+    assert not at.exception
+    assert "' kanosa'" in _text(at)
+    at.text_input(key="circ_search").set_value("qqqqqq").run()
+    assert "No token contains" in _text(at)
+
+
+def test_browse_pages_do_not_import_transformer_lens():
+    """Browsing needs no model: the modules the browse pages use must not pull in TransformerLens."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import app.state, app.sequence_view, app.params, app.render.tokens, precompute.records, "
+            "precompute.report, precompute.circuits; print('transformer_lens' in sys.modules)")
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

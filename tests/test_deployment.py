@@ -47,3 +47,29 @@ def test_readme_has_exactly_two_setup_commands():
 def test_ci_runs_the_readme_test_command():
     ci = (ROOT / ".ci" / "run").read_text()
     assert "make test" in ci and "chromium" in ci
+
+
+def test_docker_image_builds_and_serves_where_an_engine_exists():
+    """Only where a Docker engine runs (not on the CI machine, which has the client only)."""
+    docker = shutil.which("docker")
+    if docker is None or subprocess.run([docker, "info"], capture_output=True).returncode != 0:
+        pytest.skip("no Docker engine available")
+    tag = "cse-test:latest"
+    build = subprocess.run([docker, "build", "-t", tag, str(ROOT)], capture_output=True, text=True, timeout=3000)
+    assert build.returncode == 0, build.stderr[-2000:]
+    run = subprocess.run([docker, "run", "-d", "-p", "18501:8501", tag], capture_output=True, text=True)
+    cid = run.stdout.strip()
+    try:
+        import time
+        import urllib.request
+
+        for _ in range(120):
+            try:
+                if urllib.request.urlopen("http://127.0.0.1:18501/_stcore/health", timeout=2).read() == b"ok":
+                    break
+            except OSError:
+                time.sleep(1)
+        else:
+            pytest.fail("the container never became healthy")
+    finally:
+        subprocess.run([docker, "rm", "-f", cid], capture_output=True)

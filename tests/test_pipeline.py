@@ -230,3 +230,19 @@ def test_cli_offline_hub_dataset_is_explained(tmp_path):
 def test_bare_cli_prints_help():
     r = _cli()
     assert r.returncode == 0 and "run" in r.stdout and "verify" in r.stdout and "export" in r.stdout
+
+
+def test_bfloat16_forward_runs_and_stays_close(toy, tmp_path):
+    """--dtype bfloat16 (meant for GPUs) works end to end; numbers stay near the float32 run."""
+    from precompute import load_model
+    from precompute.pipeline import RunConfig, run
+
+    data = write_text_dataset(tmp_path)
+    cfg = dict(SMALL_RUN, dataset=str(data), n_seqs=8, shard_size=8)
+    run(RunConfig(out=str(tmp_path / "f32"), **cfg), loaded=toy, log=lambda *_: None)
+    run(RunConfig(out=str(tmp_path / "bf16"), dtype="bfloat16", **cfg), loaded=load_model("toy"),
+        log=lambda *_: None)
+    a, b = open_artifacts(tmp_path / "f32"), open_artifacts(tmp_path / "bf16")
+    assert b.manifest["hyperparameters"]["dtype"] == "bfloat16" and verify(tmp_path / "bf16") == []
+    la, lb = a.field("loss").float(), b.field("loss").float()
+    assert (la - lb).abs().mean() < 0.05

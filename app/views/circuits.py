@@ -24,6 +24,11 @@ def factors(source: str, head_name: str):
 
 
 @st.cache_resource(max_entries=2, show_spinner=False)
+def neighbours(source: str) -> dict:
+    return state._open(source).semantic()
+
+
+@st.cache_resource(max_entries=2, show_spinner=False)
 def vocabulary(source: str) -> list[str]:
     t = state._open(source).tokenizer
     return token_strings(t, range(len(t)))
@@ -67,6 +72,28 @@ else:
         pick = st.selectbox("Use instead", options, key="circ_suggest")
         token = vocab.index(pick) if pick in vocab else None
 
+with st.expander("Search the vocabulary"):
+    needle = st.text_input("Tokens containing", key="circ_search", help="Case-insensitive; shows up to 50.")
+    if needle:
+        hits = [s for s in vocab if needle.lower() in s.lower()][:50]
+        if hits:
+            st.caption(" · ".join(repr(h) for h in hits))
+            st.caption("Copy one into the token box above (with its leading space, if any).")
+        else:
+            st.caption("No token contains that text.")
+
+similar: list[int] = []
+if token is not None:
+    try:
+        nb = neighbours(arts.source)
+        similar = [int(i) for name in ("equivalents", "superstrings", "substrings")
+                   for i in nb[name][token].tolist() if i >= 0 and int(i) != token]
+    except ExplorerError:
+        similar = []
+    if similar:
+        st.caption("Semantically similar tokens (CSPA's neighbours; highlighted in the bars): " +
+                   ", ".join(repr(vocab[i]) for i in similar[:15]))
+
 if token is not None:
     titles = {("ov", "source"): "OV: which predictions does this source suppress?",
               ("ov", "destination"): "OV: which sources suppress this prediction?",
@@ -77,7 +104,7 @@ if token is not None:
         ids_, vals, own, rank = circuit_bars(f, token, circuit, focus, k)
         labels = [repr(s) for s in token_strings(tok, ids_.tolist())]
         values = vals.tolist()
-        colours = ["#f5a623" if i == token else "#4c78a8" for i in ids_.tolist()]
+        colours = ["#f5a623" if i == token else "#f8d49a" if i in similar else "#4c78a8" for i in ids_.tolist()]
         if token not in ids_.tolist():
             labels.append(f"{vocab[token]!r} (#{rank})")
             values.append(own)
