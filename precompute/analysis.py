@@ -58,7 +58,8 @@ class AnalysisResult:
       output.
     * ``lens_topk_ids`` / ``lens_topk_logprobs`` [B,S,k], ``lens_correct_logprob`` / ``lens_correct_rank`` [B,P]:
       the logit lens just before the head's layer.
-    * ``attention`` [B,S,S] the head's pattern; ``info_attention`` [B,S,S] = A[q,k] |v_k W_O| / max_s |v_s W_O|.
+    * ``attention`` [B,S,S] the head's pattern; ``out_norm_rel`` [B,S] = |v_k W_O| / max_s |v_s W_O| per source;
+      ``info_attention`` [B,S,S] = A[q,k] * out_norm_rel[k] (info-weighted attention).
     * CSPA kept pairs: ``cspa_kept_pos`` (source position, -1 = none), ``cspa_kept_token``, ``cspa_kept_score``
       (logit-lens score) [B,S,m] sorted by score, and ``cspa_n_kept`` [B,S] the number of kept (k, j) entries.
     """
@@ -260,7 +261,8 @@ def analyze(
         attn = cache[hook_pat][:, h]  # [b, q, k]
         src_out = cache[hook_v][:, :, h] @ m.W_O[layer, h].float()  # v_k W_O, [b, k, d]
         out_norm = src_out.norm(dim=-1)
-        info_attention = attn * (out_norm / out_norm.max(-1, keepdim=True).values.clamp_min(1e-30))[:, None, :]
+        out_norm_rel = out_norm / out_norm.max(-1, keepdim=True).values.clamp_min(1e-30)
+        info_attention = attn * out_norm_rel[:, None, :]
         pre_c = _centre(cache[hook_pre])
         del cache
 
@@ -295,6 +297,7 @@ def analyze(
     out["tokens"] = tokens
     out["attention"] = attn
     out["info_attention"] = info_attention
+    out["out_norm_rel"] = out_norm_rel
     if kept is not None:
         out.update(kept)
     meta = {"layer": layer, "head": h, "n_ctx": cfg.n_ctx, "d_vocab": cfg.d_vocab}

@@ -213,6 +213,18 @@ class Artifacts:
                                 "`python -m precompute verify`") from None
         return out
 
+    def tokens(self, i: int) -> Tensor:
+        """Only the token ids of sequence ``i`` (cheaper than ``sequence`` when that is all you need)."""
+        if not isinstance(i, int) or isinstance(i, bool) or not (0 <= i < self.n_sequences):
+            raise InvalidInputError(f"sequence index {i!r} is out of range: 0 to {self.n_sequences - 1}")
+        shard, row = divmod(i, self.shard_size)
+        try:
+            return self._open(f"shards/shard_{shard:05d}.safetensors").get_slice("tokens")[row]
+        except ArtifactError:
+            raise
+        except Exception as err:  # noqa: BLE001
+            raise ArtifactError(f"shard {shard} of {self.source} cannot be read ({err})") from None
+
     def field(self, name: str, head=None) -> Tensor:
         """One per-token field for every sequence (concatenated over shards), e.g. for the CSPA scatter."""
         key = head_key(self._head(head))

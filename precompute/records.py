@@ -43,10 +43,7 @@ def compact(result: AnalysisResult, k_attn: int = DEFAULT_K_ATTN) -> dict[str, T
     out["attn_topk_pos"] = (pos + (1 if s > 1 else 0)).to(torch.int32)
     out["attn_topk_weight"] = weights.to(torch.float16)
     out["attn_bos"] = attn[:, :, 0].to(torch.float16)
-    info = t["info_attention"]
-    # info-weighted attention = A[q,k] * rel_norm[k]; store rel_norm once per source
-    rel = torch.where(attn > 0, info / attn.clamp_min(1e-30), torch.zeros_like(attn)).amax(dim=1)
-    out["out_norm_rel"] = rel.to(torch.float16)
+    # info-weighted attention is A[q,k] * out_norm_rel[k]: out_norm_rel (kept above) is enough to rebuild it
     return {name: x.contiguous().cpu() for name, x in out.items()}
 
 

@@ -35,7 +35,7 @@ def top_tokens(source: str, head_name: str, metric: str, n: int) -> pd.DataFrame
     tok = a.tokenizer
     rows = []
     for s, p, v in zip(seqs, poss, vals.tolist()):
-        ids = a.sequence(s, head_name)["tokens"].tolist()
+        ids = a.tokens(s).tolist()
         strings = token_strings(tok, ids)
         ctx = "".join(strings[max(1, p - 8):p + 1])
         rows.append({"seq": s, "pos": p, "token": strings[p], "next": strings[p + 1], "context": ctx, "value": v})

@@ -44,10 +44,10 @@ def points(source: str, head_name: str) -> pd.DataFrame:
         rest = flat.drop(extreme.index).sample(MAX_POINTS - len(extreme), random_state=0)
         flat = pd.concat([extreme, rest])
     tok = a.tokenizer
+    all_tokens = a.field("tokens")  # [n, S] int32, read once
     labels = []
     for s, q in zip(flat["seq"].tolist(), flat["pos"].tolist()):
-        ids = a.sequence(int(s), head_name)["tokens"].tolist()
-        strings = token_strings(tok, ids[max(0, q - 6):q + 2])
+        strings = token_strings(tok, all_tokens[int(s), max(0, q - 6):q + 2].tolist())
         labels.append("".join(strings[:-1]) + " → " + strings[-1])
     flat["text"] = labels
     return flat.reset_index(drop=True)
