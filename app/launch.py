@@ -45,7 +45,13 @@ def build_demo(out_dir: Path, prefer_real: bool = True) -> Path:
             print(f"Built {path} in {time.time() - start:.0f} s.", flush=True)
             return path
         except ExplorerError as err:
-            print(f"GPT-2 small is not available here ({str(err).splitlines()[0][:160]}).", flush=True)
+            kind = type(err).__name__.replace("Error", "").lower()
+            print(f"GPT-2 small is not available here ({kind}: no network and no HF cache holding it).",
+                  flush=True)
+            try:
+                (out_dir / "gpt2-demo").rmdir()  # leave no empty run folder behind
+            except OSError:
+                pass
     print("Building the offline demo: the SYNTHETIC toy model on its own synthetic text, 300 sequences x 128 "
           "tokens (about a minute)…", flush=True)
     start = time.time()

@@ -100,7 +100,7 @@ def test_circuits_page(app_env):
     assert not at.exception
     at.text_input(key="circ_token").set_value(" the").run()
     assert not at.exception
-    assert "itself is rank" in _text(at)
+    assert "itself is number" in _text(at)
     at.radio(key="circ_focus").set_value("destination").run()
     assert not at.exception
     at.text_input(key="circ_token").set_value("kanosa teri").run()

@@ -34,6 +34,13 @@ def vocabulary(source: str) -> list[str]:
     return token_strings(t, range(len(t)))
 
 
+def default_token(vocab: list[str]) -> str:
+    """' token' where the vocabulary has it (GPT-2), else the first word-like token (e.g. the toy's words)."""
+    if " token" in vocab:
+        return " token"
+    return next((s for s in vocab if s.startswith(" ") and s[1:].isalpha() and len(s) >= 5), vocab[0])
+
+
 def strip_quotes(text: str) -> str:
     t = text.strip("\n")
     if len(t) >= 2 and t[0] == t[-1] and t[0] in "'\"":
@@ -48,8 +55,8 @@ except ExplorerError as err:
     st.error(f"The circuit tables cannot be read: {err}")
     st.stop()
 c1, c2, c3 = st.columns([2, 1, 1])
-raw = c1.text_input("Token (include its leading space, e.g. ` token`; quotes are optional)", value=" token"
-                    if " token" in vocab else vocab[len(vocab) // 2], key="circ_token")
+raw = c1.text_input("Token (include its leading space, e.g. ` token`; quotes are optional)",
+                    value=default_token(vocab), key="circ_token")
 focus = c2.radio("Focus on the token as", ["source", "destination"], key="circ_focus",
                  help="source: the token attended to; destination: the token being predicted")
 k = c3.slider("Number of top tokens", 5, 30, 15, key="circ_k")
@@ -102,19 +109,20 @@ if token is not None:
     cols = st.columns(2)
     for col, circuit in zip(cols, ("qk", "ov")):
         ids_, vals, own, rank = circuit_bars(f, token, circuit, focus, k)
-        labels = [repr(s) for s in token_strings(tok, ids_.tolist())]
+        # numbered labels stay unique even when two tokens decode to the same text (byte fragments)
+        labels = [f"{n + 1}. {s!r}" for n, s in enumerate(token_strings(tok, ids_.tolist()))]
         values = vals.tolist()
         colours = ["#f5a623" if i == token else "#f8d49a" if i in similar else "#4c78a8" for i in ids_.tolist()]
         if token not in ids_.tolist():
-            labels.append(f"{vocab[token]!r} (#{rank})")
+            labels.append(f"{rank + 1}. {vocab[token]!r}")
             values.append(own)
             colours.append("#f5a623")
         fig = go.Figure(go.Bar(x=values[::-1], y=labels[::-1], orientation="h", marker_color=colours[::-1],
-                               text=[f"{v:.2f}" for v in values[::-1]], textposition="outside"))
+                               text=[f"{v:.2f}" for v in values[::-1]], textposition="auto"))
         fig.update_layout(title=titles[(circuit, focus)], height=30 * len(labels) + 120,
                           margin=dict(l=10, r=10, t=50, b=10))
         col.plotly_chart(fig, key=f"circ_{circuit}")
-        col.caption(f"{vocab[token]!r} itself is rank {rank} (orange). Values: "
+        col.caption(f"{vocab[token]!r} itself is number {rank + 1} (rank {rank}, orange). Values: "
                     + ("logit change (OV, output normalised to unit RMS)" if circuit == "ov" else
                        "attention score (QK, LayerNorm-scaled inputs, no biases)"))
 

@@ -37,7 +37,7 @@ st.markdown(
     "part of the head's effect on the loss (McDougall, Conmy, Rushing et al., *Copy Suppression: "
     "Comprehensively Understanding an Attention Head*, arXiv 2310.04625)."
 )
-st.html(DIAGRAM)
+st.markdown(DIAGRAM, unsafe_allow_html=True)
 st.markdown(
     "- **QK circuit:** the unembedding of a predicted token, as a query, attends most to that same token as a "
     "key.\n- **OV circuit:** attending to a token lowers that token's logit most.\n"
@@ -55,9 +55,13 @@ else:
     if arts.manifest["model"].get("synthetic"):
         st.warning("The loaded artifacts come from a synthetic model: their numbers show the tool working, "
                    "not GPT-2's behaviour.")
-    table = [{"quantity": label, "paper (GPT-2 small, 10.7)": paper,
-              "loaded artifacts": ("n/a" if value is None else round(value, 4))} for label, paper, value in
-             rows(arts, head_name)]
+    def fmt(label: str, x) -> str:
+        if x is None:
+            return "n/a"
+        return f"{x:.4f}" if "nats" in label else f"{100 * x:.2f}%"
+
+    table = [{"quantity": label, "paper (GPT-2 small, 10.7)": fmt(label, paper),
+              "loaded artifacts": fmt(label, value)} for label, paper, value in rows(arts, head_name)]
     st.dataframe(table, hide_index=True)
 st.subheader("Pages")
 cols = st.columns(4)
