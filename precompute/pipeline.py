@@ -18,18 +18,23 @@ from pathlib import Path
 
 import torch
 
-from .analysis import analyze, head_output
-from .artifacts import (MANIFEST, SCHEMA_VERSION, file_entry, head_key, save_tensors, write_json)
+from .analysis import EFFECTS, LN_MODES, analyze, check_head, head_output
+from .artifacts import MANIFEST, SCHEMA_VERSION, file_entry, head_key, read_metadata, save_tensors, write_json
+from .circuits import DEFAULT_EMBEDDING, circuit_factors, rank_summary, ranks_from_factors
 from .cspa import CSPAConfig, summary_metrics
 from .errors import InvalidInputError
+from .models import load_model, unwrap
 from .records import DEFAULT_K_ATTN, STORED_TOPK_VARIANTS, compact
+from .semantic import neighbour_table, semantic_neighbours
+from .text_sources import load_documents, shuffled
 from .tokenization import encode
 
 INDEX_SIZE = 2000
+# index name -> (stored field, order): "largest" first, "smallest" first, or largest "abs" first
 INDEX_METRICS = {
-    "delta_loss": ("delta_loss_direct_frozen", False),  # head helps most (ablation raises loss)
-    "neg_delta_loss": ("delta_loss_direct_frozen", True),  # head hurts most
-    "kl": ("kl_direct_frozen", False),
+    "delta_loss": ("delta_loss_direct_frozen", "largest"),  # head helps most (ablation raises loss)
+    "neg_delta_loss": ("delta_loss_direct_frozen", "smallest"),  # head hurts most
+    "kl": ("kl_direct_frozen", "largest"),
     "cspa_failure": ("delta_loss_cspa", "abs"),  # loss change that CSPA does not preserve
 }
 
@@ -74,8 +79,6 @@ class RunConfig:
             raise InvalidInputError(f"--seq-len must be at least 2 (BOS plus one token), got {self.seq_len}")
         if not self.heads:
             raise InvalidInputError("give at least one head, e.g. --heads 10.7")
-        from .analysis import EFFECTS, LN_MODES
-
         if not self.effects or any(e not in EFFECTS for e in self.effects) or "direct" not in self.effects:
             raise InvalidInputError(f"--effects must be a comma list of {', '.join(EFFECTS)} including 'direct'; "
                                     f"got {','.join(self.effects) or 'nothing'}")
@@ -130,8 +133,6 @@ def ragged_mean_result(model, docs: list[str], head, n_docs: int, n_ctx: int) ->
     Position p averages over the documents that reach it; returns (mean [P, d_model], count [P]) where P is the
     longest document length (up to n_ctx), so live prompts can be as long as the model allows when documents are.
     """
-    from .models import unwrap
-
     m = unwrap(model)
     layer, h = head
     total = torch.zeros(n_ctx, m.cfg.d_model, dtype=torch.float64)
@@ -158,10 +159,6 @@ def run(cfg: RunConfig, loaded=None, log=print, stats: dict | None = None) -> Pa
     """Run the job; returns the output folder. ``loaded``: an already loaded model (tests reuse one).
     ``stats``, if given, receives timings: seconds spent analysing shards, tokens analysed, total seconds."""
     t_start = time.perf_counter()
-    from .models import load_model
-    from .semantic import semantic_neighbours
-    from .text_sources import load_documents, shuffled
-
     cfg.validate()
     out = Path(cfg.out)
     try:
@@ -177,8 +174,6 @@ def run(cfg: RunConfig, loaded=None, log=print, stats: dict | None = None) -> Pa
     n_ctx = m.cfg.n_ctx
     if cfg.seq_len > n_ctx:
         raise InvalidInputError(f"--seq-len {cfg.seq_len} is above the model's context n_ctx = {n_ctx}")
-    from .analysis import check_head
-
     heads = [check_head(m, h) for h in cfg.heads]
     if cfg.dtype != "float32":
         m.to(getattr(torch, cfg.dtype))
@@ -198,8 +193,6 @@ def run(cfg: RunConfig, loaded=None, log=print, stats: dict | None = None) -> Pa
     cspa = cfg.cspa()
     neighbours = None
     if cspa.k_s > 1:
-        from .semantic import neighbour_table
-
         neighbours = neighbour_table(semantic_neighbours(m.tokenizer), cspa.k_s)
     n_shards = (len(seqs) + cfg.shard_size - 1) // cfg.shard_size
     mine = [i for i in range(n_shards) if i % world == rank]
@@ -248,8 +241,6 @@ def _shard_ok(path: Path, cfg_hash: str) -> bool:
     if not path.exists():
         return False
     try:
-        from .artifacts import read_metadata
-
         with safe_open(str(path), framework="pt") as f:
             return read_metadata(f).get("config_hash") == cfg_hash
     except Exception:  # noqa: BLE001 - unreadable = redo
@@ -257,9 +248,6 @@ def _shard_ok(path: Path, cfg_hash: str) -> bool:
 
 
 def _finish(cfg: RunConfig, lm, heads, out: Path, n_shards: int, n_seqs: int, cfg_hash: str, log) -> None:
-    from .circuits import DEFAULT_EMBEDDING, circuit_factors, rank_summary, ranks_from_factors
-    from .semantic import semantic_neighbours
-
     m = lm.model
     summary = {}
     for head in heads:
@@ -303,7 +291,7 @@ def _finish(cfg: RunConfig, lm, heads, out: Path, n_shards: int, n_seqs: int, cf
                                                        "delta_loss_cspa", "kl_cspa", "loss")}
         for metric, (name, how) in INDEX_METRICS.items():
             vals = fields[name].float()
-            score = vals.abs() if how == "abs" else (-vals if how is True else vals)
+            score = vals.abs() if how == "abs" else (-vals if how == "smallest" else vals)
             flat = score.reshape(-1)
             top = flat.topk(min(INDEX_SIZE, flat.numel())).indices
             per = vals.shape[1]
