@@ -15,6 +15,7 @@ from pathlib import Path
 from .errors import HubUnavailableError, InvalidInputError
 
 DEFAULT_DATASET = "stas/openwebtext-10k"
+PARQUET_REVISION = "refs/convert/parquet"
 
 
 def _read_txt(path: Path) -> list[str]:
@@ -57,7 +58,14 @@ def _from_hub(name: str, split: str) -> list[str]:
     except ImportError as err:  # pragma: no cover - installed with the project
         raise HubUnavailableError(f"the 'datasets' package is needed to read {name!r}: {err}") from None
     try:
-        ds = datasets.load_dataset(name, split=split)
+        try:
+            ds = datasets.load_dataset(name, split=split)
+        except Exception as err:  # noqa: BLE001
+            # datasets >= 4 no longer runs loading scripts (stas/openwebtext-10k has one); the Hub keeps an
+            # automatic Parquet conversion of such datasets on the refs/convert/parquet branch.
+            if "script" not in str(err).lower():
+                raise
+            ds = datasets.load_dataset(name, split=split, revision=PARQUET_REVISION)
     except Exception as err:  # datasets raises many types for "unreachable / not cached"
         raise HubUnavailableError(
             f"could not load the dataset {name!r} (split {split!r}) from the Hugging Face Hub or the local cache: "

@@ -246,3 +246,21 @@ def test_bfloat16_forward_runs_and_stays_close(toy, tmp_path):
     assert b.manifest["hyperparameters"]["dtype"] == "bfloat16" and verify(tmp_path / "bf16") == []
     la, lb = a.field("loss").float(), b.field("loss").float()
     assert (la - lb).abs().mean() < 0.05
+
+
+def test_hub_dataset_with_a_loading_script_falls_back_to_the_parquet_conversion(monkeypatch):
+    import datasets
+
+    from precompute.text_sources import PARQUET_REVISION, load_documents
+
+    calls = []
+
+    def fake_load(name, split=None, revision=None):
+        calls.append(revision)
+        if revision is None:
+            raise RuntimeError("Dataset scripts are no longer supported, but found openwebtext-10k.py")
+        return [{"text": "first document"}, {"text": "second document"}]
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load)
+    assert load_documents("stas/openwebtext-10k") == ["first document", "second document"]
+    assert calls == [None, PARQUET_REVISION]
