@@ -15,7 +15,9 @@ import streamlit as st
 
 from app.render.colors import diverging, sequential
 from app.render.tokens import display_token, token_strip
-from precompute.records import dense_attention, to_jsonable
+import numpy as np
+
+from precompute.record_arrays import dense_attention, floats, to_jsonable
 
 EFFECT_HELP = ("**direct**: only the head's direct path to the logits is mean-ablated (the paper's main measure). "
                "**both**: the head's output is mean-ablated everywhere (later layers re-run). **indirect**: "
@@ -52,16 +54,16 @@ def _values(rec: dict, variant: str, metric: str) -> list[float]:
     s = rec["tokens"].shape[0]
     nan = [float("nan")]
     if metric == "delta_loss":
-        return rec[f"delta_loss_{variant}"].float().tolist() + nan
+        return floats(rec[f"delta_loss_{variant}"]) + nan
     if metric == "kl":
-        return rec[f"kl_{variant}"].float().tolist() + nan
+        return floats(rec[f"kl_{variant}"]) + nan
     if metric == "cspa":
-        return rec["delta_loss_cspa"].float().tolist() + nan
+        return floats(rec["delta_loss_cspa"]) + nan
     if metric == "logprob":
-        return rec["clean_correct_logprob"].float().exp().tolist() + nan
+        return floats(np.exp(floats(rec["clean_correct_logprob"]))) + nan
     if metric == "lens":
-        return rec["lens_correct_logprob"].float().exp().tolist() + nan
-    return rec["dla_neg_values"][:, 0].float().tolist()[:s]
+        return floats(np.exp(floats(rec["lens_correct_logprob"]))) + nan
+    return floats(rec["dla_neg_values"][:, 0])[:s]
 
 
 def strip_html(rec: dict, strings: list[str], opts: dict, selected: int | None, link_params: dict | None) -> str:
@@ -85,7 +87,7 @@ def strip_html(rec: dict, strings: list[str], opts: dict, selected: int | None, 
 
 
 def _table(ids, values, strings_of, value_name: str, transform=None) -> pd.DataFrame:
-    vals = values.float().tolist()
+    vals = floats(values)
     if transform:
         vals = [transform(v) for v in vals]
     return pd.DataFrame({"token": [repr(s) for s in strings_of(ids.tolist())], value_name: vals})
@@ -131,7 +133,7 @@ def details(rec: dict, strings: list[str], pos: int, opts: dict, tokenizer) -> N
                       hide_index=True, width="stretch")
     kept = [(int(p), int(t), float(v)) for p, t, v in zip(rec["cspa_kept_pos"][pos].tolist(),
                                                           rec["cspa_kept_token"][pos].tolist(),
-                                                          rec["cspa_kept_score"][pos].float().tolist()) if p >= 0]
+                                                          floats(rec["cspa_kept_score"][pos])) if p >= 0]
     st.markdown(f"**CSPA: information kept at this position** ({int(rec['cspa_n_kept'][pos])} source entries)")
     if kept:
         st.dataframe(pd.DataFrame({"source position": [p for p, _, _ in kept],
@@ -153,7 +155,7 @@ def attention_view(rec: dict, strings: list[str], pos: int, key: str) -> None:
     end = min(s, start + window)
     att = dense_attention(rec, info_weighted=info)[start:end, start:end]
     top = [(int(p), float(w)) for p, w in zip(rec["attn_topk_pos"][pos].tolist(),
-                                              rec["attn_topk_weight"][pos].float().tolist()) if p <= pos]
+                                              floats(rec["attn_topk_weight"][pos])) if p <= pos]
     st.caption(f"Position {pos} attends to BOS with {float(rec['attn_bos'][pos]):.2f}; top sources: " +
                ", ".join(f"{p} {strings[p]!r} ({w:.2f})" for p, w in sorted(top, key=lambda x: -x[1])[:5]))
     if not st.toggle("Show the interactive attention pattern (circuitsvis)", key=f"{key}_cv",
@@ -163,7 +165,7 @@ def attention_view(rec: dict, strings: list[str], pos: int, key: str) -> None:
         import circuitsvis as cv
 
         html = cv.attention.attention_patterns(tokens=[display_token(t) for t in strings[start:end]],
-                                               attention=att[None].numpy()).local_src
+                                               attention=att[None]).local_src
         st.iframe(html, height=520)
     except Exception as err:  # noqa: BLE001 - the rest of the page must survive a rendering problem
         st.warning(f"The attention view could not be drawn ({type(err).__name__}).")
@@ -174,7 +176,7 @@ def downloads(rec: dict, strings: list[str], name: str, key: str) -> None:
     table = {"position": list(range(s)), "token": strings, "next_token": strings[1:] + [""]}
     for field, t in rec.items():
         if t.ndim == 1 and t.shape[0] in (s - 1, s) and field != "tokens":
-            vals = t.float().tolist() if t.dtype.is_floating_point else t.tolist()
+            vals = floats(t) if np.issubdtype(t.dtype, np.floating) else t.tolist()
             table[field] = vals + [None] * (s - len(vals))
     buf = io.StringIO()
     pd.DataFrame(table).to_csv(buf, index=False)

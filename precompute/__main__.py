@@ -102,7 +102,7 @@ def main(argv=None) -> int:
             print(f"{args.dir}: every file matches the manifest")
         elif args.command == "export":
             from .artifacts import open_artifacts
-            from .records import to_jsonable
+            from .record_arrays import to_jsonable
             from .tokenization import token_strings
 
             arts = open_artifacts(args.dir)

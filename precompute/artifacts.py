@@ -2,7 +2,8 @@
 
 A run folder holds ``manifest.json`` (written last), ``shards/shard_NNNNN.safetensors``, ``mean/L.H.safetensors``,
 ``circuits/L.H.safetensors``, ``index/L.H.safetensors``, ``semantic.safetensors`` and ``tokenizer/``. Tensors
-are safetensors only; metadata is JSON. Nothing is ever unpickled.
+are safetensors only; metadata is JSON. Nothing is ever unpickled. The reader returns numpy arrays and does not
+import torch, so browsing artifacts needs no deep-learning stack (``torch.from_numpy`` where one is needed).
 """
 
 from __future__ import annotations
@@ -15,9 +16,8 @@ import tempfile
 from functools import lru_cache
 from pathlib import Path
 
-import torch
+import numpy as np
 from safetensors import safe_open
-from torch import Tensor
 
 from .errors import ArtifactError, InvalidInputError
 
@@ -62,7 +62,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 META_KEY = "cse"
 
 
-def save_tensors(path: Path, tensors: dict[str, Tensor], metadata: dict[str, str] | None = None) -> None:
+def save_tensors(path: Path, tensors: dict, metadata: dict[str, str] | None = None) -> None:
     """Write a safetensors file atomically (temporary file in the same folder, then rename).
 
     Metadata is stored as one JSON string under the key ``cse``: safetensors does not keep the order of several
@@ -91,7 +91,7 @@ def file_entry(root: Path, rel: str) -> dict:
     path = root / rel
     entry = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
     if rel.endswith(".safetensors"):
-        with safe_open(str(path), framework="pt") as f:
+        with safe_open(str(path), framework="numpy") as f:
             entry["tensors"] = {k: list(f.get_slice(k).get_shape()) for k in f.keys()}
     return entry
 
@@ -117,7 +117,7 @@ def verify(root: str | Path) -> list[str]:
             continue
         if rel.endswith(".safetensors"):
             try:
-                with safe_open(str(path), framework="pt") as f:
+                with safe_open(str(path), framework="numpy") as f:
                     shapes = {k: list(f.get_slice(k).get_shape()) for k in f.keys()}
             except Exception as err:  # noqa: BLE001 - any parse failure is a bad file
                 problems.append(f"{rel}: not a readable safetensors file ({err})")
@@ -195,7 +195,7 @@ class Artifacts:
         return self.manifest["model"]["model_name"]
 
     # -- public API
-    def sequence(self, i: int, head=None) -> dict[str, Tensor]:
+    def sequence(self, i: int, head=None) -> dict[str, np.ndarray]:
         """All stored fields of sequence ``i`` for ``head`` (default: the first head), plus ``tokens``."""
         if not isinstance(i, int) or isinstance(i, bool) or not (0 <= i < self.n_sequences):
             raise InvalidInputError(f"sequence index {i!r} is out of range: 0 to {self.n_sequences - 1}")
@@ -213,7 +213,7 @@ class Artifacts:
                                 "`python -m precompute verify`") from None
         return out
 
-    def tokens(self, i: int) -> Tensor:
+    def tokens(self, i: int) -> np.ndarray:
         """Only the token ids of sequence ``i`` (cheaper than ``sequence`` when that is all you need)."""
         if not isinstance(i, int) or isinstance(i, bool) or not (0 <= i < self.n_sequences):
             raise InvalidInputError(f"sequence index {i!r} is out of range: 0 to {self.n_sequences - 1}")
@@ -225,27 +225,27 @@ class Artifacts:
         except Exception as err:  # noqa: BLE001
             raise ArtifactError(f"shard {shard} of {self.source} cannot be read ({err})") from None
 
-    def field(self, name: str, head=None) -> Tensor:
+    def field(self, name: str, head=None) -> np.ndarray:
         """One per-token field for every sequence (concatenated over shards), e.g. for the CSPA scatter."""
         key = head_key(self._head(head))
         parts = []
         for s in range(self.manifest["counts"]["n_shards"]):
             f = self._open(f"shards/shard_{s:05d}.safetensors")
             parts.append(f.get_tensor(f"{key}/{name}" if name != "tokens" else "tokens"))
-        return torch.cat(parts, 0)
+        return np.concatenate(parts, 0)
 
-    def mean_result(self, head=None) -> Tensor:
+    def mean_result(self, head=None) -> np.ndarray:
         return self._open(f"mean/{head_key(self._head(head))}.safetensors").get_tensor("mean_result")
 
-    def circuits(self, head=None) -> dict[str, Tensor]:
+    def circuits(self, head=None) -> dict[str, np.ndarray]:
         f = self._open(f"circuits/{head_key(self._head(head))}.safetensors")
         return {k: f.get_tensor(k) for k in f.keys()}
 
-    def index(self, head=None) -> dict[str, Tensor]:
+    def index(self, head=None) -> dict[str, np.ndarray]:
         f = self._open(f"index/{head_key(self._head(head))}.safetensors")
         return {k: f.get_tensor(k) for k in f.keys()}
 
-    def semantic(self) -> dict[str, Tensor]:
+    def semantic(self) -> dict[str, np.ndarray]:
         f = self._open("semantic.safetensors")
         return {k: f.get_tensor(k) for k in f.keys()}
 
@@ -255,7 +255,7 @@ class Artifacts:
 
 @lru_cache(maxsize=8)
 def _open_cached(path: str, mtime_ns: int):
-    return safe_open(path, framework="pt")
+    return safe_open(path, framework="numpy")
 
 
 HF_PATTERN = re.compile(r"^hf://(?P<repo>[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*)(@(?P<rev>[A-Za-z0-9._/-]+))?$")

@@ -152,24 +152,3 @@ def rank_summary(ranks: Tensor, top: int = 10, n_worst: int = 20, ignore: Tensor
         "worst_ranks": ranks[worst].tolist(),
     }
 
-
-def circuit_bars(factors: dict[str, Tensor], token: int, circuit: str, focus: str, k: int
-                 ) -> tuple[Tensor, Tensor, float, int]:
-    """Top-k bars for one token from the factor matrices: (ids, values, the token's own value, its rank).
-
-    ``focus="source"``: the token is the source (OV: which predictions it suppresses; QK: which predicted
-    tokens attend most to it). ``focus="destination"``: the token is the prediction (OV: which sources
-    suppress it; QK: which sources it attends to). OV bars are the most negative, QK bars the largest.
-    """
-    if circuit not in CIRCUITS or focus not in ("source", "destination"):
-        raise InvalidInputError("circuit must be 'ov' or 'qk' and focus 'source' or 'destination'")
-    f = {name: t.float() for name, t in factors.items()}
-    if circuit == "ov":
-        values = f["ov_src"][token] @ f["ov_dst"].T if focus == "source" else f["ov_src"] @ f["ov_dst"][token]
-        ordered = values.topk(k, largest=False)
-        rank = int((values < values[token]).sum())
-    else:
-        values = f["qk_dst"] @ f["qk_src"][token] if focus == "source" else f["qk_src"] @ f["qk_dst"][token]
-        ordered = values.topk(k, largest=True)
-        rank = int((values > values[token]).sum())
-    return ordered.indices, ordered.values, float(values[token]), rank

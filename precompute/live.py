@@ -18,7 +18,7 @@ from .analysis import EFFECTS, LN_MODES, analyze
 from .cspa import CSPAConfig
 from .errors import InvalidInputError
 from .memory import release
-from .records import STORED_TOPK_VARIANTS, compact
+from .records import STORED_TOPK_VARIANTS, as_arrays, compact
 from .tokenization import encode
 
 MAX_CHARS = 100_000
@@ -26,7 +26,7 @@ MAX_CHARS = 100_000
 
 @dataclass(frozen=True)
 class LiveResult:
-    record: dict[str, Tensor]  # the same fields as an artifact sequence, for one sequence
+    record: dict  # numpy arrays: the same fields as an artifact sequence (``Artifacts.sequence``)
     n_tokens_in: int  # tokens the text had (BOS included) before any cut
     cut_to: int | None  # the length it was cut to, or None
 
@@ -70,12 +70,12 @@ class LiveAnalyzer:
         if cspa.k_s > 1:
             from .semantic import neighbour_table
 
-            neighbours = neighbour_table(arts.semantic(), cspa.k_s)
+            neighbours = neighbour_table({k: torch.from_numpy(v) for k, v in arts.semantic().items()}, cspa.k_s)
         model_name = arts.manifest["model"]["model_name"]
         if getattr(loaded, "name", model_name) != model_name:
             raise InvalidInputError(f"the artifacts were made with {model_name!r} but the live model is "
                                     f"{loaded.name!r}; live results would not be comparable")
-        means = {h: arts.mean_result(h) for h in arts.heads}
+        means = {h: torch.from_numpy(arts.mean_result(h)) for h in arts.heads}
         d_model = loaded.model.cfg.d_model
         for h, mu in means.items():
             if mu.ndim != 2 or mu.shape[1] != d_model:
@@ -116,8 +116,8 @@ class LiveAnalyzer:
             res = analyze(self.loaded, tokens, head, self.mean_results[head], k=self.k, cspa=self.cspa,
                           neighbours=self.neighbours, topk_groups=STORED_TOPK_VARIANTS, effects=self.effects,
                           ln_modes=self.ln_modes)
-        record = {name: t[0].clone() for name, t in compact(res, self.k_attn).items()}
-        record["tokens"] = tokens[0].to(torch.int32)
+        record = as_arrays({name: t[0] for name, t in compact(res, self.k_attn).items()})
+        record["tokens"] = tokens[0].to(torch.int32).numpy()
         del res
         release()  # vocabulary-sized temporaries of a long prompt run to hundreds of MB
         out = LiveResult(record=record, n_tokens_in=n_in, cut_to=cut)

@@ -8,6 +8,7 @@ Examples and Test Your Own Examples show the same fields computed the same way.
 Which top-k lists are kept: clean, ``direct_frozen`` (the paper's ablation), ``cspa``, the logit lens, and DLA of
 the head and of CSPA's output. For the other ablation variants only per-token numbers are kept (Δloss, KL, the
 correct token's log-prob and rank).
+Numpy helpers for reading a record (dense attention, JSON) are in ``record_arrays`` (no torch needed).
 """
 
 from __future__ import annotations
@@ -47,30 +48,6 @@ def compact(result: AnalysisResult, k_attn: int = DEFAULT_K_ATTN) -> dict[str, T
     return {name: x.contiguous().cpu() for name, x in out.items()}
 
 
-def dense_attention(rec: dict[str, Tensor], info_weighted: bool = False) -> Tensor:
-    """[S, S] attention of one sequence rebuilt from the sparse record (entries outside the top-k are 0)."""
-    pos, w, bos = rec["attn_topk_pos"].long(), rec["attn_topk_weight"].float(), rec["attn_bos"].float()
-    s = bos.shape[0]
-    dense = torch.zeros(s, s)
-    dense[:, 0] = bos
-    causal = pos <= torch.arange(s)[:, None]
-    dense.scatter_(1, pos, torch.where(causal, w, torch.zeros_like(w)))
-    dense[:, 0] = bos
-    if info_weighted:
-        dense = dense * rec["out_norm_rel"].float()[None, :]
-    return dense
-
-
-def sequence_record(batched: dict[str, Tensor], i: int) -> dict[str, Tensor]:
-    return {name: x[i] for name, x in batched.items()}
-
-
-def to_jsonable(rec: dict[str, Tensor]) -> dict:
-    """Plain lists (floats rounded to 5 decimals) for JSON export."""
-    out = {}
-    for name, x in rec.items():
-        if x.dtype.is_floating_point:
-            out[name] = torch.round(x.float() * 1e5).div(1e5).tolist()
-        else:
-            out[name] = x.tolist()
-    return out
+def as_arrays(record: dict[str, Tensor]) -> dict:
+    """The record as numpy arrays (the form the artifact reader returns and the app shows)."""
+    return {name: x.detach().cpu().numpy() for name, x in record.items()}

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import torch
-
 
 def encode(tokenizer, text: str) -> list[int]:
     """BOS followed by the tokens of ``text`` (the tokenizer's own special-token handling is not used)."""
     return [int(tokenizer.bos_token_id)] + list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
-def encode_batch(tokenizer, texts: list[str], length: int) -> torch.Tensor:
-    """[len(texts), length] ids of texts that are at least ``length`` tokens long (BOS included), truncated."""
+def encode_batch(tokenizer, texts: list[str], length: int):
+    """[len(texts), length] ids (a torch tensor) of texts at least ``length`` tokens long (BOS included), cut."""
+    import torch
+
     rows = [encode(tokenizer, t)[:length] for t in texts]
     if any(len(r) < length for r in rows):
         raise ValueError("every text must be at least `length` tokens long")

@@ -148,13 +148,14 @@ def test_circuits_vocabulary_search(app_env):
     assert "No token contains" in _text(at)
 
 
-def test_browse_pages_do_not_import_transformer_lens():
-    """Browsing needs no model: the modules the browse pages use must not pull in TransformerLens."""
+def test_browse_pages_do_not_import_torch_or_transformer_lens():
+    """Browsing needs no model: the modules the browse pages use pull in neither torch nor TransformerLens."""
     import subprocess
     import sys
 
-    code = ("import sys; import app.state, app.sequence_view, app.params, app.render.tokens, precompute.records, "
-            "precompute.report, precompute.circuits; print('transformer_lens' in sys.modules)")
+    code = ("import sys; import app.state, app.sequence_view, app.params, app.render.tokens, "
+            "precompute.record_arrays, precompute.circuit_bars, precompute.report, precompute.tokenization; "
+            "print('transformer_lens' in sys.modules, 'torch' in sys.modules)")
     root = Path(__file__).resolve().parents[1]
     out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"
+    assert out.stdout.strip() == "False False"

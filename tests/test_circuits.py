@@ -95,11 +95,21 @@ def test_planted_head_scores_near_100_and_random_head_near_chance(toy):
 
 
 def test_factors_reproduce_bars(toy):
+    from precompute.circuit_bars import circuit_bars
+
     f = circuit_factors(toy, (1, 2))
     assert all(v.shape == (512, 128) for v in f.values())
     s = 300
     ov_row = f["ov_src"][s] @ f["ov_dst"].T
     assert int((ov_row < ov_row[s]).sum()) == int(circuit_ranks(toy, (1, 2), "ov", factors=f)[s])
+    arrays = {k: v.numpy() for k, v in f.items()}
+    ids, vals, own, rank = circuit_bars(arrays, s, "ov", "source", 5)
+    ref_vals, ref_ids = ov_row.topk(5, largest=False)
+    assert ids.tolist() == ref_ids.tolist() and abs(own - float(ov_row[s])) < 1e-4
+    assert rank == int(circuit_ranks(toy, (1, 2), "ov", factors=f)[s])
+    qk_col = f["qk_dst"] @ f["qk_src"][s]  # which query tokens attend most to source s
+    ids, vals, own, rank = circuit_bars(arrays, s, "qk", "source", 5)
+    assert ids.tolist() == qk_col.topk(5).indices.tolist() and rank == int((qk_col > qk_col[s]).sum())
 
 
 def test_rank_summary_hand_computed():

@@ -15,8 +15,8 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
-import torch
 
 from precompute import ArtifactError, InvalidInputError
 from precompute.artifacts import MANIFEST, open_artifacts, verify
@@ -49,7 +49,7 @@ def test_hostile_prompts_are_analysed(live, name):
     rec = res.record
     n = int(rec["tokens"].shape[0])
     assert n >= 3 and rec["loss"].shape == (n - 1,)
-    assert torch.isfinite(rec["delta_loss_direct_frozen"].float()).all()
+    assert np.isfinite(rec["delta_loss_direct_frozen"].astype("float32")).all()
 
 
 def test_control_characters_are_removed_but_newlines_kept():
@@ -284,7 +284,7 @@ def test_eight_threads_equal_one_by_one_and_cache_is_bounded(toy, toy_artifacts)
     for i in range(8):
         assert results[i].keys() == expected[i].keys()
         for name in expected[i]:
-            assert torch.equal(results[i][name], expected[i][name]), (i, name)
+            assert np.array_equal(results[i][name], expected[i][name]), (i, name)
     assert shared.cached_count() == 3
 
 

@@ -6,7 +6,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from app import state
-from precompute.circuits import circuit_bars
+from precompute.circuit_bars import circuit_bars
 from precompute.errors import ExplorerError
 from precompute.report import PAPER
 from precompute.tokenization import token_strings
@@ -20,7 +20,8 @@ tok = arts.tokenizer
 
 @st.cache_resource(max_entries=4, show_spinner="Loading circuit tables…")
 def factors(source: str, head_name: str):
-    return {k: v.float() for k, v in state._open(source).circuits(head_name).items()}
+    return {k: (v.astype("float32") if v.dtype.kind == "f" else v) for k, v in
+            state._open(source).circuits(head_name).items()}
 
 
 @st.cache_resource(max_entries=2, show_spinner=False)
@@ -133,7 +134,7 @@ paper = {"ov": (PAPER["OV: token suppressed most (rank 0)"][1], PAPER["OV: token
 cols = st.columns(2)
 for col, circuit in zip(cols, ("ov", "qk")):
     s = summary.get(circuit, {})
-    ranks = f[f"{circuit}_rank"].long()
+    ranks = f[f"{circuit}_rank"]
     fig = go.Figure(go.Histogram(x=[math.log10(r + 1) for r in ranks.tolist()], nbinsx=40))
     fig.update_layout(title=f"{circuit.upper()}: rank of the token itself (log10(rank + 1))", height=320,
                       xaxis_title="log10(rank + 1)", yaxis_title="tokens", margin=dict(l=10, r=10, t=50, b=10))

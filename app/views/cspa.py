@@ -34,8 +34,8 @@ MAX_POINTS = 20_000
 @st.cache_data(max_entries=4, show_spinner="Reading the per-token values…")
 def points(source: str, head_name: str) -> pd.DataFrame:
     a = state._open(source)
-    x = a.field("delta_loss_direct_frozen", head_name).float()
-    y = a.field("delta_loss_cspa", head_name).float()
+    x = a.field("delta_loss_direct_frozen", head_name).astype("float32")
+    y = a.field("delta_loss_cspa", head_name).astype("float32")
     n, p = x.shape
     flat = pd.DataFrame({"seq": [i for i in range(n) for _ in range(p)], "pos": list(range(p)) * n,
                          "ablation": x.reshape(-1).tolist(), "cspa": y.reshape(-1).tolist()})

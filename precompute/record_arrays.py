@@ -1,0 +1,39 @@
+"""Working with a stored record as numpy arrays (no torch): sparse attention back to dense, JSON export.
+
+Both the artifact reader and the live analyzer hand the app records of numpy arrays with the fields of
+``records.compact``; these helpers are what the app, ``export`` and notebooks use on them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def dense_attention(rec: dict, info_weighted: bool = False) -> np.ndarray:
+    """[S, S] attention of one sequence rebuilt from the sparse record (entries outside the top-k are 0)."""
+    pos = np.asarray(rec["attn_topk_pos"]).astype(np.int64)
+    w = np.asarray(rec["attn_topk_weight"]).astype(np.float32)
+    bos = np.asarray(rec["attn_bos"]).astype(np.float32)
+    s = bos.shape[0]
+    dense = np.zeros((s, s), dtype=np.float32)
+    causal = pos <= np.arange(s)[:, None]
+    rows = np.repeat(np.arange(s)[:, None], pos.shape[1], axis=1)
+    dense[rows[causal], pos[causal]] = w[causal]
+    dense[:, 0] = bos
+    if info_weighted:
+        dense = dense * np.asarray(rec["out_norm_rel"]).astype(np.float32)[None, :]
+    return dense
+
+
+def to_jsonable(rec: dict) -> dict:
+    """Plain lists (floats rounded to 5 decimals) for JSON export."""
+    out = {}
+    for name, x in rec.items():
+        a = np.asarray(x)
+        out[name] = np.round(a.astype(np.float64), 5).tolist() if np.issubdtype(a.dtype, np.floating) else a.tolist()
+    return out
+
+
+def floats(x) -> list[float]:
+    """A float list from any numeric array (fp16 included)."""
+    return np.asarray(x).astype(np.float64).tolist()
