@@ -20,6 +20,7 @@ computation in row chunks, keeping only per-token numbers and top-k lists. Defin
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
 
 import torch
@@ -367,16 +368,17 @@ def _token_weights(w: Tensor, cand: Tensor, keep: Tensor) -> tuple[Tensor, Tenso
     return weights[..., :-1], uniq
 
 
-_EXCLUDED_CACHE: dict[int, tuple[int, ...]] = {}
+_EXCLUDED_CACHE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
 def _default_excluded(m) -> tuple[int, ...]:
+    """BOS + function words of the model's tokenizer, computed once per tokenizer object."""
     from .function_words import function_word_ids
 
-    key = id(m.tokenizer)
-    if key not in _EXCLUDED_CACHE:
-        _EXCLUDED_CACHE[key] = tuple(function_word_ids(m.tokenizer))
-    return _EXCLUDED_CACHE[key]
+    tok = m.tokenizer
+    if tok not in _EXCLUDED_CACHE:
+        _EXCLUDED_CACHE[tok] = tuple(function_word_ids(tok))
+    return _EXCLUDED_CACHE[tok]
 
 
 def _vocab_stage(m, tokens, clean_logits: Tensor, rows: dict[str, Tensor],
