@@ -39,20 +39,22 @@ def interleaved(fns: dict, reps: int = 5, warmup: int = 1) -> dict:
             for name, ts in times.items()}
 
 
-def rss_mb(pid: int | str = "self") -> float:
+def _status_mb(key: str, pid: int | str) -> float:
     with open(f"/proc/{pid}/status") as fh:
         for line in fh:
-            if line.startswith("VmRSS:"):
+            if line.startswith(key + ":"):
                 return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def rss_mb(pid: int | str = "self") -> float:
+    """Resident memory now (MiB)."""
+    return _status_mb("VmRSS", pid)
 
 
 def peak_rss_mb(pid: int | str = "self") -> float:
-    with open(f"/proc/{pid}/status") as fh:
-        for line in fh:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
+    """Resident memory high-water mark (MiB)."""
+    return _status_mb("VmHWM", pid)
 
 
 def reset_peak() -> None:

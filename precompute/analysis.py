@@ -163,9 +163,9 @@ def mean_result(model, tokens: Int[Tensor, "batch seq"], head: tuple[int, int], 
 class _Scorer:
     """Turns rows of logits into per-token numbers relative to the clean logits of the same rows."""
 
-    def __init__(self, clean: Tensor, targets: Tensor, has_target: Tensor, k: int):
+    def __init__(self, clean: Tensor, targets: Tensor, k: int):
         self.k = k
-        self.targets, self.has_target = targets, has_target
+        self.targets = targets
         self.clean = clean
         self.clean_lse = torch.logsumexp(clean, -1)
         self.clean_p = torch.softmax(clean, -1)
@@ -404,9 +404,6 @@ def _vocab_stage(m, tokens, clean_logits: Tensor, rows: dict[str, Tensor],
     flat_ratio = {name: t.reshape(n, 1) for name, t in ratios.items()}
     clean_flat = clean_logits.reshape(n, d_vocab)
     targets = torch.cat([tokens[:, 1:], tokens[:, :1]], dim=1).reshape(n)  # last column is a dummy
-    has_target = torch.ones(b, s, dtype=torch.bool, device=tokens.device)
-    has_target[:, -1] = False
-    has_target = has_target.reshape(n)
     sparse_rows = sparse_mean = sparse_m = colsum = None
     if cspa_sparse is not None:
         tok_w, tok_ids, mean_x = cspa_sparse
@@ -429,7 +426,7 @@ def _vocab_stage(m, tokens, clean_logits: Tensor, rows: dict[str, Tensor],
 
     def reduce_rows(sl: slice, proj: dict[str, Tensor]) -> None:
         clean = clean_flat[sl]
-        scorer = _Scorer(clean, targets[sl], has_target[sl], k)
+        scorer = _Scorer(clean, targets[sl], k)
         res = scorer.score(clean, with_kl=False)
         put("loss", -res["correct_logprob"])
         for key, val in res.items():

@@ -171,6 +171,12 @@ class Artifacts:
                                     f"{', '.join(head_key(h) for h in self.heads)}")
         return head
 
+    def _locate(self, i) -> tuple[int, int]:
+        """(shard, row) of sequence ``i``, or InvalidInputError for a bad index."""
+        if not isinstance(i, int) or isinstance(i, bool) or not (0 <= i < self.n_sequences):
+            raise InvalidInputError(f"sequence index {i!r} is out of range: 0 to {self.n_sequences - 1}")
+        return divmod(i, self.shard_size)
+
     def _open(self, rel: str):
         path = self.root / rel
         if not path.exists():
@@ -197,10 +203,8 @@ class Artifacts:
     # -- public API
     def sequence(self, i: int, head=None) -> dict[str, np.ndarray]:
         """All stored fields of sequence ``i`` for ``head`` (default: the first head), plus ``tokens``."""
-        if not isinstance(i, int) or isinstance(i, bool) or not (0 <= i < self.n_sequences):
-            raise InvalidInputError(f"sequence index {i!r} is out of range: 0 to {self.n_sequences - 1}")
         key = head_key(self._head(head))
-        shard, row = divmod(i, self.shard_size)
+        shard, row = self._locate(i)
         f = self._open(f"shards/shard_{shard:05d}.safetensors")
         prefix = key + "/"
         try:
@@ -215,9 +219,7 @@ class Artifacts:
 
     def tokens(self, i: int) -> np.ndarray:
         """Only the token ids of sequence ``i`` (cheaper than ``sequence`` when that is all you need)."""
-        if not isinstance(i, int) or isinstance(i, bool) or not (0 <= i < self.n_sequences):
-            raise InvalidInputError(f"sequence index {i!r} is out of range: 0 to {self.n_sequences - 1}")
-        shard, row = divmod(i, self.shard_size)
+        shard, row = self._locate(i)
         try:
             return self._open(f"shards/shard_{shard:05d}.safetensors").get_slice("tokens")[row]
         except ArtifactError:
@@ -227,12 +229,14 @@ class Artifacts:
 
     def field(self, name: str, head=None) -> np.ndarray:
         """One per-token field for every sequence (concatenated over shards), e.g. for the CSPA scatter."""
-        key = head_key(self._head(head))
-        parts = []
-        for s in range(self.manifest["counts"]["n_shards"]):
-            f = self._open(f"shards/shard_{s:05d}.safetensors")
-            parts.append(f.get_tensor(f"{key}/{name}" if name != "tokens" else "tokens"))
-        return np.concatenate(parts, 0)
+        tensor = "tokens" if name == "tokens" else f"{head_key(self._head(head))}/{name}"
+        try:
+            return read_field(self.root, self.manifest["counts"]["n_shards"], tensor)
+        except FileNotFoundError as err:
+            raise ArtifactError(f"{err.filename} is missing from {self.source}; run `python -m precompute verify`"
+                                ) from None
+        except Exception as err:  # noqa: BLE001 - a damaged shard
+            raise ArtifactError(f"field {name!r} of {self.source} cannot be read ({err}); it may be corrupt") from None
 
     def mean_result(self, head=None) -> np.ndarray:
         return self._open(f"mean/{head_key(self._head(head))}.safetensors").get_tensor("mean_result")
@@ -251,6 +255,18 @@ class Artifacts:
 
     def summary(self, head=None) -> dict:
         return self.manifest.get("summary", {}).get(head_key(self._head(head)), {})
+
+
+def read_field(root: Path, n_shards: int, tensor: str) -> np.ndarray:
+    """One stored tensor concatenated over every shard (needs no manifest: the precompute job uses it too)."""
+    parts = []
+    for i in range(n_shards):
+        path = Path(root) / "shards" / f"shard_{i:05d}.safetensors"
+        if not path.exists():
+            raise FileNotFoundError(2, "missing", str(path.relative_to(root)))
+        with safe_open(str(path), framework="numpy") as f:
+            parts.append(f.get_tensor(tensor))
+    return np.concatenate(parts, 0)
 
 
 @lru_cache(maxsize=8)

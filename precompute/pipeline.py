@@ -19,7 +19,8 @@ from pathlib import Path
 import torch
 
 from .analysis import EFFECTS, LN_MODES, analyze, check_head, head_output
-from .artifacts import MANIFEST, SCHEMA_VERSION, file_entry, head_key, read_metadata, save_tensors, write_json
+from .artifacts import (MANIFEST, SCHEMA_VERSION, file_entry, head_key, read_field, read_metadata, save_tensors,
+                        write_json)
 from .circuits import DEFAULT_EMBEDDING, circuit_factors, rank_summary, ranks_from_factors
 from .cspa import CSPAConfig, summary_metrics
 from .errors import InvalidInputError
@@ -286,9 +287,8 @@ def _finish(cfg: RunConfig, lm, heads, out: Path, n_shards: int, n_seqs: int, cf
     for head in heads:
         key = head_key(head)
         tensors = {}
-        reader = _ShardFields(out, n_shards, key)
-        fields = {name: reader.get(name) for name in ("delta_loss_direct_frozen", "kl_direct_frozen",
-                                                       "delta_loss_cspa", "kl_cspa", "loss")}
+        fields = {name: torch.from_numpy(read_field(out, n_shards, f"{key}/{name}"))
+                  for name in ("delta_loss_direct_frozen", "kl_direct_frozen", "delta_loss_cspa", "kl_cspa", "loss")}
         for metric, (name, how) in INDEX_METRICS.items():
             vals = fields[name].float()
             score = vals.abs() if how == "abs" else (-vals if how == "smallest" else vals)
@@ -310,16 +310,3 @@ def _finish(cfg: RunConfig, lm, heads, out: Path, n_shards: int, n_seqs: int, cf
     write_json(out / MANIFEST, manifest)
     log(f"wrote {n_seqs} sequences x {cfg.seq_len} tokens in {n_shards} shards to {out}")
 
-
-class _ShardFields:
-    def __init__(self, out: Path, n_shards: int, key: str):
-        self.out, self.n, self.key = out, n_shards, key
-
-    def get(self, name: str) -> torch.Tensor:
-        from safetensors import safe_open
-
-        parts = []
-        for i in range(self.n):
-            with safe_open(str(self.out / "shards" / f"shard_{i:05d}.safetensors"), framework="pt") as f:
-                parts.append(f.get_tensor(f"{self.key}/{name}"))
-        return torch.cat(parts, 0)
