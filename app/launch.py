@@ -34,7 +34,8 @@ def _has_artifacts(configured: str | None) -> bool:
 
 def build_demo(out_dir: Path, prefer_real: bool = True) -> Path:
     from precompute.errors import ExplorerError
-    from precompute.pipeline import RunConfig, run
+    from precompute.jobs.config import RunConfig
+    from precompute.jobs.pipeline import run
 
     if prefer_real and os.environ.get("HF_HUB_OFFLINE", "") in ("", "0"):
         print("No artifacts yet: trying GPT-2 small on 200 OpenWebText sequences x 128 tokens "

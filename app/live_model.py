@@ -10,11 +10,11 @@ from precompute.errors import ExplorerError
 @st.cache_resource(show_spinner="Loading the model (first use only)…", max_entries=2)
 def analyzer(model_name: str, source: str):
     """A thread-safe LiveAnalyzer for the model the artifacts were made with, with their mean results."""
-    from app.state import _open
+    from app.state import open_source
     from precompute.live import LiveAnalyzer
-    from precompute.models import load_model
+    from precompute.models.loading import load_model
 
-    arts = _open(source)
+    arts = open_source(source)
     loaded = load_model(model_name, device="cpu")
     return LiveAnalyzer.for_artifacts(loaded, arts, max_cached=32)
 

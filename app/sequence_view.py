@@ -1,7 +1,7 @@
 """One sequence's analysis on screen: the coloured strip, the selected token's details, attention, downloads.
 
 Used by Browse Examples (stored sequences) and Test Your Own Examples (live analysis): both pass a record with
-the same fields (``precompute.records.compact``), so the two pages cannot drift apart.
+the same fields (``precompute.store.records.compact``), so the two pages cannot drift apart.
 """
 
 from __future__ import annotations
@@ -17,8 +17,10 @@ from app.render.colors import diverging, sequential
 from app.render.tokens import display_token, token_strip
 import numpy as np
 
-from precompute.record_arrays import dense_attention, floats, to_jsonable
+from precompute import schema as F
+from precompute.store.record_arrays import dense_attention, floats, to_jsonable
 
+NEG, POS = F.DLA_GROUPS
 EFFECT_HELP = ("**direct**: only the head's direct path to the logits is mean-ablated (the paper's main measure). "
                "**both**: the head's output is mean-ablated everywhere (later layers re-run). **indirect**: "
                "everything except the direct path.")
@@ -51,19 +53,19 @@ def controls(key: str, hyperparameters: dict) -> dict:
 
 def _values(rec: dict, variant: str, metric: str) -> list[float]:
     """One value per token position (the value about predicting the next token; NaN at the last)."""
-    s = rec["tokens"].shape[0]
+    s = rec[F.TOKENS].shape[0]
     nan = [float("nan")]
     if metric == "delta_loss":
-        return floats(rec[f"delta_loss_{variant}"]) + nan
+        return floats(rec[F.delta_loss(variant)]) + nan
     if metric == "kl":
-        return floats(rec[f"kl_{variant}"]) + nan
+        return floats(rec[F.kl(variant)]) + nan
     if metric == "cspa":
-        return floats(rec["delta_loss_cspa"]) + nan
+        return floats(rec[F.delta_loss(F.CSPA)]) + nan
     if metric == "logprob":
-        return floats(np.exp(floats(rec["clean_correct_logprob"]))) + nan
+        return floats(np.exp(floats(rec[F.correct_logprob(F.CLEAN)]))) + nan
     if metric == "lens":
-        return floats(np.exp(floats(rec["lens_correct_logprob"]))) + nan
-    return floats(rec["dla_neg_values"][:, 0])[:s]
+        return floats(np.exp(floats(rec[F.correct_logprob(F.LENS)]))) + nan
+    return floats(rec[F.dla_values(NEG)][:, 0])[:s]
 
 
 def strip_html(rec: dict, strings: list[str], opts: dict, selected: int | None, link_params: dict | None) -> str:
@@ -95,7 +97,7 @@ def _table(ids, values, strings_of, value_name: str, transform=None) -> pd.DataF
 
 def details(rec: dict, strings: list[str], pos: int, opts: dict, tokenizer) -> None:
     """Everything about one position: loss, Δloss, top-k before/after, DLA, logit lens, CSPA kept pairs."""
-    from precompute.tokenization import token_strings
+    from precompute.data.tokenization import token_strings
 
     def names(ids):
         return token_strings(tokenizer, ids)
@@ -106,35 +108,35 @@ def details(rec: dict, strings: list[str], pos: int, opts: dict, tokenizer) -> N
                 (f" → next `{display_token(strings[pos + 1])}`" if pos + 1 < s else " (last token)"))
     if pos + 1 < s:
         c = st.columns(5)
-        c[0].metric("Clean loss", f"{float(rec['loss'][pos]):.3f}")
-        c[1].metric(f"Δloss ({variant})", f"{float(rec[f'delta_loss_{variant}'][pos]):+.4f}")
-        c[2].metric(f"KL ({variant})", f"{float(rec[f'kl_{variant}'][pos]):.4f}")
-        c[3].metric("Δloss (CSPA)", f"{float(rec['delta_loss_cspa'][pos]):+.4f}")
-        c[4].metric("Rank of next token", f"{int(rec['clean_correct_rank'][pos])} → "
-                                          f"{int(rec[f'{variant}_correct_rank'][pos])}")
+        c[0].metric("Clean loss", f"{float(rec[F.key('loss')][pos]):.3f}")
+        c[1].metric(f"Δloss ({variant})", f"{float(rec[F.delta_loss(variant)][pos]):+.4f}")
+        c[2].metric(f"KL ({variant})", f"{float(rec[F.kl(variant)][pos]):.4f}")
+        c[3].metric("Δloss (CSPA)", f"{float(rec[F.delta_loss(F.CSPA)][pos]):+.4f}")
+        c[4].metric("Rank of next token", f"{int(rec[F.correct_rank(F.CLEAN)][pos])} → "
+                                          f"{int(rec[F.correct_rank(variant)][pos])}")
     cols = st.columns(3)
-    groups = [("Clean", "clean"), ("After ablation (direct, frozen)", "direct_frozen"), ("Under CSPA", "cspa")]
+    groups = [("Clean", F.CLEAN), ("After ablation (direct, frozen)", F.PAPER_VARIANT), ("Under CSPA", F.CSPA)]
     for col, (title, g) in zip(cols, groups):
         col.markdown(f"**{title}: top predictions**")
-        df = _table(rec[f"{g}_topk_ids"][pos], rec[f"{g}_topk_logprobs"][pos], names, "prob", math.exp)
-        if pos + 1 < s and f"{g}_correct_logprob" in rec:
-            df.loc[len(df)] = [f"next {strings[pos + 1]!r} (rank {int(rec[f'{g}_correct_rank'][pos])})",
-                               math.exp(float(rec[f"{g}_correct_logprob"][pos]))]
+        df = _table(rec[F.topk_ids(g)][pos], rec[F.topk_logprobs(g)][pos], names, "prob", math.exp)
+        if pos + 1 < s and F.correct_logprob(g) in rec:
+            df.loc[len(df)] = [f"next {strings[pos + 1]!r} (rank {int(rec[F.correct_rank(g)][pos])})",
+                               math.exp(float(rec[F.correct_logprob(g)][pos]))]
         col.dataframe(df, hide_index=True, width="stretch")
     cols = st.columns(3)
     cols[0].markdown("**Head DLA: most negative**")
-    cols[0].dataframe(_table(rec["dla_neg_ids"][pos], rec["dla_neg_values"][pos], names, "logit change"),
+    cols[0].dataframe(_table(rec[F.dla_ids(NEG)][pos], rec[F.dla_values(NEG)][pos], names, "logit change"),
                       hide_index=True, width="stretch")
     cols[1].markdown("**Head DLA: most positive**")
-    cols[1].dataframe(_table(rec["dla_pos_ids"][pos], rec["dla_pos_values"][pos], names, "logit change"),
+    cols[1].dataframe(_table(rec[F.dla_ids(POS)][pos], rec[F.dla_values(POS)][pos], names, "logit change"),
                       hide_index=True, width="stretch")
     cols[2].markdown("**Logit lens before the head**")
-    cols[2].dataframe(_table(rec["lens_topk_ids"][pos], rec["lens_topk_logprobs"][pos], names, "prob", math.exp),
+    cols[2].dataframe(_table(rec[F.topk_ids(F.LENS)][pos], rec[F.topk_logprobs(F.LENS)][pos], names, "prob", math.exp),
                       hide_index=True, width="stretch")
-    kept = [(int(p), int(t), float(v)) for p, t, v in zip(rec["cspa_kept_pos"][pos].tolist(),
-                                                          rec["cspa_kept_token"][pos].tolist(),
-                                                          floats(rec["cspa_kept_score"][pos])) if p >= 0]
-    st.markdown(f"**CSPA: information kept at this position** ({int(rec['cspa_n_kept'][pos])} source entries)")
+    kept = [(int(p), int(t), float(v)) for p, t, v in zip(rec[F.key("cspa_kept_pos")][pos].tolist(),
+                                                          rec[F.key("cspa_kept_token")][pos].tolist(),
+                                                          floats(rec[F.key("cspa_kept_score")][pos])) if p >= 0]
+    st.markdown(f"**CSPA: information kept at this position** ({int(rec[F.key('cspa_n_kept')][pos])} source entries)")
     if kept:
         st.dataframe(pd.DataFrame({"source position": [p for p, _, _ in kept],
                                    "source token": [repr(strings[p]) for p, _, _ in kept],
@@ -154,9 +156,9 @@ def attention_view(rec: dict, strings: list[str], pos: int, key: str) -> None:
     start = max(0, min(pos - window // 2, s - window))
     end = min(s, start + window)
     att = dense_attention(rec, info_weighted=info)[start:end, start:end]
-    top = [(int(p), float(w)) for p, w in zip(rec["attn_topk_pos"][pos].tolist(),
-                                              floats(rec["attn_topk_weight"][pos])) if p <= pos]
-    st.caption(f"Position {pos} attends to BOS with {float(rec['attn_bos'][pos]):.2f}; top sources: " +
+    top = [(int(p), float(w)) for p, w in zip(rec[F.key("attn_topk_pos")][pos].tolist(),
+                                              floats(rec[F.key("attn_topk_weight")][pos])) if p <= pos]
+    st.caption(f"Position {pos} attends to BOS with {float(rec[F.key('attn_bos')][pos]):.2f}; top sources: " +
                ", ".join(f"{p} {strings[p]!r} ({w:.2f})" for p, w in sorted(top, key=lambda x: -x[1])[:5]))
     if not st.toggle("Show the interactive attention pattern (circuitsvis)", key=f"{key}_cv",
                      help="Off by default: each view embeds circuitsvis's 1.3 MB script (it works offline)."):
@@ -175,7 +177,7 @@ def downloads(rec: dict, strings: list[str], name: str, key: str) -> None:
     s = len(strings)
     table = {"position": list(range(s)), "token": strings, "next_token": strings[1:] + [""]}
     for field, t in rec.items():
-        if t.ndim == 1 and t.shape[0] in (s - 1, s) and field != "tokens":
+        if t.ndim == 1 and t.shape[0] in (s - 1, s) and field != F.TOKENS:
             vals = floats(t) if np.issubdtype(t.dtype, np.floating) else t.tolist()
             table[field] = vals + [None] * (s - len(vals))
     buf = io.StringIO()
@@ -190,9 +192,9 @@ def downloads(rec: dict, strings: list[str], name: str, key: str) -> None:
 def show(rec: dict, tokenizer, opts: dict, pos: int, key: str, link_params: dict | None = None,
          name: str = "sequence") -> None:
     """The whole sequence view for one record."""
-    from precompute.tokenization import token_strings
+    from precompute.data.tokenization import token_strings
 
-    strings = token_strings(tokenizer, rec["tokens"].tolist())
+    strings = token_strings(tokenizer, rec[F.TOKENS].tolist())
     st.markdown(strip_html(rec, strings, opts, pos, link_params), unsafe_allow_html=True)
     st.caption("Hover a token for its value; click it to select it. Blue = the head helps (loss rises when it is "
                "ablated), red = it hurts.")

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import streamlit as st
 
-from precompute.artifacts import Artifacts, open_artifacts
+from precompute.store.reader import Artifacts, open_artifacts
 from precompute.errors import ExplorerError
+from precompute.schema import parse_head
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DIR = ROOT / "artifacts"
@@ -38,7 +39,8 @@ def candidate_runs(base: Path = DEFAULT_DIR) -> list[str]:
 
 
 @st.cache_resource(max_entries=4, show_spinner="Opening artifacts…")
-def _open(source: str) -> Artifacts:
+def open_source(source: str) -> Artifacts:
+    """The artifacts at ``source`` (a folder or hf://…), opened once per process and shared by every session."""
     return open_artifacts(source)
 
 
@@ -63,7 +65,7 @@ def current() -> tuple[Artifacts | None, str | None]:
     else:
         source = options[0]
     try:
-        return _open(source), None
+        return open_source(source), None
     except ExplorerError as err:
         return None, f"Could not open the artifacts at `{source}`: {err}"
 
@@ -110,6 +112,4 @@ def page_artifacts() -> Artifacts:
 def head_picker(arts: Artifacts, key: str, default: str | None = None) -> tuple[int, int]:
     heads = arts.manifest["heads"]
     index = heads.index(default) if default in heads else 0
-    name = st.sidebar.selectbox("Head", heads, index=index, key=key)
-    layer, h = name.split(".")
-    return int(layer), int(h)
+    return parse_head(st.sidebar.selectbox("Head", heads, index=index, key=key))

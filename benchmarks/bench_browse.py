@@ -39,7 +39,7 @@ def main(argv=None):
     size_gb = sum(f.stat().st_size for f in root.rglob("*") if f.is_file()) / 1e9
 
     from precompute import open_artifacts
-    from precompute.tokenization import token_strings
+    from precompute.data.tokenization import token_strings
 
     rss0 = rss_mb()
     t = time.perf_counter()

@@ -25,7 +25,7 @@ def _worker(impl: str, s: int, reps: int) -> dict:
 
     from benchmarks.common import peak_rss_mb, reset_peak, rss_mb
     from benchmarks.naive import materialised_cspa
-    from precompute.cspa import cspa_output, select_kept
+    from precompute.science.cspa import cspa_output, select_kept
 
     torch.manual_seed(0)
     d, v = 768, 50257

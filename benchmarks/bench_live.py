@@ -12,7 +12,7 @@ import torch
 from benchmarks.common import emit, interleaved
 from benchmarks.naive import cspa_inputs_from_cache, naive_analysis
 from precompute import analyze, load_model, mean_result
-from precompute.function_words import function_word_ids
+from precompute.data.function_words import function_word_ids
 
 
 def main(argv=None):
@@ -27,8 +27,8 @@ def main(argv=None):
     lengths = [int(x) for x in args.lengths.split(",")]
     mu = mean_result(lm, torch.randint(0, 50256, (2, max(lengths)), generator=g), head)
     excluded = function_word_ids(lm.tokenizer)
-    from precompute.synthetic_text import corpus
-    from precompute.tokenization import encode
+    from precompute.data.synthetic import corpus
+    from precompute.data.tokenization import encode
 
     text_ids = [i for doc in corpus(n_docs=40, seed=3, min_sentences=60, max_sentences=80)
                 for i in encode(lm.tokenizer, doc)[1:]]

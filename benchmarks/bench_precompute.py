@@ -14,8 +14,9 @@ import torch
 
 from benchmarks.common import emit
 from precompute import load_model
-from precompute.pipeline import RunConfig, run, select_sequences
-from precompute.text_sources import load_documents, shuffled
+from precompute.jobs.config import RunConfig
+from precompute.jobs.pipeline import run, select_sequences
+from precompute.data.sources import load_documents, shuffled
 
 
 def measure(model_name: str, head, n_seqs: int, seq_len: int, batch_size: int, n_mean: int,

@@ -12,8 +12,8 @@ import torch
 
 from benchmarks.common import emit, interleaved
 from precompute import analyze, load_model, mean_result
-from precompute.synthetic_text import corpus
-from precompute.tokenization import encode
+from precompute.data.synthetic import corpus
+from precompute.data.tokenization import encode
 
 
 def main(argv=None):

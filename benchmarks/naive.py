@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import torch
 
-from precompute.cspa import select_kept
+from precompute.science.cspa import select_kept
 
 
 def materialised_cspa(attn, src_out, mu, directions, keep, negative_only: bool):
     """CSPA as the original code did it: the [batch, q, k, d_model] per-source tensors, projected pair by pair
-    (k_s = 1). Returns the CSPA output minus the mean, like ``precompute.cspa.cspa_output``."""
+    (k_s = 1). Returns the CSPA output minus the mean, like ``precompute.science.cspa.cspa_output``."""
     x = attn[..., None] * src_out[:, None, :, :]  # [b, q, k, d]
     m = attn[..., None] * mu[None, :, None, :]  # [b, q, k, d]
     u = directions[:, :, 0, :]  # [b, k, d]

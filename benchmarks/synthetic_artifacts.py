@@ -16,8 +16,10 @@ from pathlib import Path
 
 import torch
 
-from precompute.artifacts import MANIFEST, SCHEMA_VERSION, file_entry, save_tensors, write_json
-from precompute.pipeline import INDEX_METRICS, INDEX_SIZE
+from precompute.schema import INDEX_METRICS, MANIFEST, SCHEMA_VERSION
+from precompute.store.files import save_tensors, write_json
+from precompute.store.manifest import file_entry
+from precompute.jobs.finish import INDEX_SIZE
 
 D_VOCAB, D_MODEL, D_HEAD = 50257, 768, 64
 
@@ -25,7 +27,8 @@ D_VOCAB, D_MODEL, D_HEAD = 50257, 768, 64
 def field_template(k: int = 10, k_attn: int = 8) -> dict[str, tuple[torch.dtype, str, tuple[int, ...]]]:
     """name -> (dtype, "S" or "P" for the position axis, trailing shape), from a real (tiny) toy analysis."""
     from precompute import analyze, load_model, mean_result
-    from precompute.records import STORED_TOPK_VARIANTS, compact
+    from precompute.schema import STORED_TOPK_VARIANTS
+    from precompute.store.records import compact
 
     lm = load_model("toy")
     tokens = torch.randint(2, 400, (1, 12))
@@ -81,7 +84,7 @@ def generate(out: Path, n_seqs: int, seq_len: int, shard_size: int, head: str = 
     save_tensors(out / "circuits" / f"{head}.safetensors", circuits)
     save_tensors(out / "semantic.safetensors", {n: torch.full((D_VOCAB, 1), -1, dtype=torch.int32)
                                                 for n in ("equivalents", "superstrings", "substrings")})
-    from precompute.local_tokenizers import load_local_tokenizer
+    from precompute.models.tokenizers import load_local_tokenizer
 
     load_local_tokenizer("gpt2-shaped").save_pretrained(str(out / "tokenizer"))
     files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() and not p.name.startswith(".")

@@ -7,21 +7,26 @@ Notebook entry points::
     mu = mean_result(lm, tokens, head=(1, 2))
     res = analyze(lm, tokens, head=(1, 2), mean_result=mu, k=10)
 
-Names are imported on first use, so reading artifacts (``precompute.artifacts``) needs neither torch nor
-TransformerLens.
+Layers, each importing only those above it in this list: ``errors`` and ``schema`` (the stored fields);
+``data`` (text, tokenisation, function words); ``models`` (loading, weight processing, the toy model);
+``science`` (analysis, CSPA, circuits, semantic neighbours); ``store`` (files, manifest, reader, Hub; needs
+neither torch nor TransformerLens for reading); ``jobs`` (the precompute run, report, CLI) and ``live``.
+Names are imported on first use, so ``import precompute`` is cheap.
 """
 
 from importlib import import_module
 
 _EXPORTS = {
-    "EFFECTS": "analysis", "LN_MODES": "analysis", "VARIANTS": "analysis", "AnalysisResult": "analysis",
-    "analyze": "analysis", "mean_result": "analysis",
-    "CSPAConfig": "cspa", "summary_metrics": "cspa",
+    "EFFECTS": "schema", "LN_MODES": "schema", "VARIANTS": "schema",
+    "AnalysisResult": "science.analysis", "analyze": "science.analysis", "mean_result": "science.analysis",
+    "CSPAConfig": "science.cspa", "summary_metrics": "science.cspa",
+    "circuit_ranks": "science.circuits",
     "ArtifactError": "errors", "ExplorerError": "errors", "HubUnavailableError": "errors",
     "InvalidInputError": "errors", "ModelUnavailableError": "errors",
-    "MODEL_NAMES": "models", "LoadedModel": "models", "load_model": "models",
-    "Artifacts": "artifacts", "open_artifacts": "artifacts",
-    "circuit_ranks": "circuits",
+    "MODEL_NAMES": "models.loading", "LoadedModel": "models.loading", "load_model": "models.loading",
+    "Artifacts": "store.reader", "open_artifacts": "store.reader", "verify": "store.verify",
+    "RunConfig": "jobs.config", "run": "jobs.pipeline",
+    "LiveAnalyzer": "live",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -14,12 +14,14 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .analysis import EFFECTS, LN_MODES, analyze
-from .cspa import CSPAConfig
+from . import schema
+from .data.tokenization import encode
 from .errors import InvalidInputError
-from .memory import release
-from .records import STORED_TOPK_VARIANTS, as_arrays, compact
-from .tokenization import encode
+from .models.memory import release
+from .schema import EFFECTS, LN_MODES, STORED_TOPK_VARIANTS
+from .science.analysis import analyze
+from .science.cspa import CSPAConfig
+from .store.records import as_arrays, compact
 
 MAX_CHARS = 100_000
 
@@ -36,7 +38,8 @@ def clean_prompt(text: str) -> str:
     if not isinstance(text, str):
         raise InvalidInputError("the prompt must be text")
     text = unicodedata.normalize("NFC", text)
-    text = "".join(ch for ch in text if ch in "\n\t" or unicodedata.category(ch) != "Cc")
+    # control characters (except newline and tab) and lone surrogates, which no encoder can take, are dropped
+    text = "".join(ch for ch in text if ch in "\n\t" or unicodedata.category(ch) not in ("Cc", "Cs"))
     if not text.strip():
         raise InvalidInputError("the prompt is empty: type some text to analyse")
     if len(text) > MAX_CHARS:
@@ -68,7 +71,7 @@ class LiveAnalyzer:
         cspa = CSPAConfig(k_u=hp["cspa_k_u"], k_s=hp["cspa_k_s"], negative_only=hp["cspa_negative_only"])
         neighbours = None
         if cspa.k_s > 1:
-            from .semantic import neighbour_table
+            from .science.semantic import neighbour_table
 
             neighbours = neighbour_table({k: torch.from_numpy(v) for k, v in arts.semantic().items()}, cspa.k_s)
         model_name = arts.manifest["model"]["model_name"]
@@ -94,9 +97,12 @@ class LiveAnalyzer:
             return len(self._cache)
 
     def analyse(self, text: str, head: tuple[int, int]) -> LiveResult:
-        head = tuple(head)
+        try:
+            head = tuple(int(x) for x in head)
+        except (TypeError, ValueError):
+            raise InvalidInputError(f"head must be a (layer, head) pair, got {head!r:.40}") from None
         if head not in self.mean_results:
-            raise InvalidInputError(f"head {head[0]}.{head[1]} has no mean result in these artifacts")
+            raise InvalidInputError(f"head {'.'.join(map(str, head))} has no mean result in these artifacts")
         text = clean_prompt(text)
         key = (head, text)
         with self._cache_lock:
@@ -117,7 +123,7 @@ class LiveAnalyzer:
                           neighbours=self.neighbours, topk_groups=STORED_TOPK_VARIANTS, effects=self.effects,
                           ln_modes=self.ln_modes)
         record = as_arrays({name: t[0] for name, t in compact(res, self.k_attn).items()})
-        record["tokens"] = tokens[0].to(torch.int32).numpy()
+        record[schema.TOKENS] = tokens[0].to(torch.int32).numpy()
         del res
         release()  # vocabulary-sized temporaries of a long prompt run to hundreds of MB
         out = LiveResult(record=record, n_tokens_in=n_in, cut_to=cut)

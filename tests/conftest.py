@@ -22,8 +22,8 @@ def tiny():
     """A tiny GPT-2 with random weights (HF init), the toy tokenizer, and the paper's weight processing."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from precompute.local_tokenizers import load_local_tokenizer
-    from precompute.models import LoadedModel, _boot
+    from precompute.models.tokenizers import load_local_tokenizer
+    from precompute.models.loading import LoadedModel, _boot
 
     tok = load_local_tokenizer("toy")
     torch.manual_seed(1)
@@ -37,8 +37,8 @@ def tiny_bias():
     """Like ``tiny`` but with untied embeddings and an unembedding bias, so code paths for b_U != 0 are tested."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from precompute.local_tokenizers import load_local_tokenizer
-    from precompute.models import LoadedModel, _boot
+    from precompute.models.tokenizers import load_local_tokenizer
+    from precompute.models.loading import LoadedModel, _boot
 
     tok = load_local_tokenizer("toy")
     torch.manual_seed(2)
@@ -55,8 +55,8 @@ def tiny_bias():
 
 def doc_tokens(tokenizer, n: int, length: int, seed: int = 0) -> torch.Tensor:
     """[n, length] token ids of synthetic documents, BOS first."""
-    from precompute.synthetic_text import corpus
-    from precompute.tokenization import encode
+    from precompute.data.synthetic import corpus
+    from precompute.data.tokenization import encode
 
     rows = []
     for doc in corpus(n_docs=4 * n + 8, seed=seed, min_sentences=30):
@@ -78,7 +78,7 @@ def write_text_dataset(folder, n_docs: int = 60, seed: int = 3, fmt: str = "txt"
     import json
     from pathlib import Path
 
-    from precompute.synthetic_text import corpus
+    from precompute.data.synthetic import corpus
 
     docs = corpus(n_docs=n_docs, seed=seed, min_sentences=15, max_sentences=40)
     path = Path(folder) / f"docs.{fmt}"
@@ -96,7 +96,7 @@ SMALL_RUN = dict(model="toy", heads=((1, 2),), n_seqs=20, seq_len=48, batch_size
 @pytest.fixture(scope="session")
 def toy_artifacts(tmp_path_factory, toy):
     """A small toy artifact folder made by the real pipeline (shared by pipeline and app tests)."""
-    from precompute.pipeline import RunConfig, run
+    from precompute import RunConfig, run
 
     root = tmp_path_factory.mktemp("arts")
     data = write_text_dataset(root)

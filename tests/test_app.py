@@ -154,7 +154,7 @@ def test_browse_pages_do_not_import_torch_or_transformer_lens():
     import sys
 
     code = ("import sys; import app.state, app.sequence_view, app.params, app.render.tokens, "
-            "precompute.record_arrays, precompute.circuit_bars, precompute.report, precompute.tokenization; "
+            "precompute.store.record_arrays, precompute.science.circuit_bars, precompute.jobs.report, precompute.data.tokenization; "
             "print('transformer_lens' in sys.modules, 'torch' in sys.modules)")
     root = Path(__file__).resolve().parents[1]
     out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)

@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from precompute import InvalidInputError
-from precompute.circuits import (EMBEDDINGS, circuit_factors, circuit_ranks, effective_embedding, rank_summary,
+from precompute.science.circuits import (EMBEDDINGS, circuit_factors, circuit_ranks, effective_embedding, rank_summary,
                                  ranks_from_factors)
-from precompute.models import unwrap
+from precompute.models.loading import unwrap
 
 
 def _ln(x):
@@ -95,7 +95,7 @@ def test_planted_head_scores_near_100_and_random_head_near_chance(toy):
 
 
 def test_factors_reproduce_bars(toy):
-    from precompute.circuit_bars import circuit_bars
+    from precompute.science.circuit_bars import circuit_bars
 
     f = circuit_factors(toy, (1, 2))
     assert all(v.shape == (512, 128) for v in f.values())

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from precompute import CSPAConfig, InvalidInputError, analyze, mean_result, summary_metrics
-from precompute.cspa import first_occurrence, keep_counts
-from precompute.models import unwrap
-from precompute.semantic import neighbour_table, semantic_neighbours
+from precompute.science.cspa import first_occurrence, keep_counts
+from precompute.models.loading import unwrap
+from precompute.science.semantic import neighbour_table, semantic_neighbours
 
 from .conftest import doc_tokens
 
@@ -140,7 +140,7 @@ def test_selection_never_keeps_excluded_or_future_sources(toy):
     mu = mean_result(toy, tokens, (1, 2))
     res = analyze(toy, tokens, (1, 2), mu, k=3, cspa=CSPAConfig(k_u=1.0, max_kept_shown=40),
                   effects=("direct",), ln_modes=("frozen",))
-    from precompute.function_words import function_word_ids
+    from precompute.data.function_words import function_word_ids
 
     excluded = set(function_word_ids(tok))
     for b in range(2):
@@ -205,13 +205,13 @@ def test_summary_metrics_hand_computed():
 
 
 def test_sparse_and_dense_cspa_dla_agree(toy, monkeypatch):
-    import precompute.analysis as analysis
+    import precompute.science.cspa as cspa_module
 
     tokens = doc_tokens(toy.tokenizer, 2, 64, seed=31)
     mu = mean_result(toy, tokens, (1, 2))
     results = {}
     for name, factor in (("dense", 0.0), ("sparse", 1e9)):
-        monkeypatch.setattr(analysis, "SPARSE_CSPA_DLA", factor)
+        monkeypatch.setattr(cspa_module, "SPARSE_CSPA_DLA", factor)
         results[name] = analyze(toy, tokens, (1, 2), mu, k=6, effects=("direct",), ln_modes=("frozen",))
     for field in ("delta_loss_cspa", "kl_cspa", "cspa_dla_neg_values", "cspa_dla_pos_values", "cspa_topk_logprobs"):
         torch.testing.assert_close(results["sparse"][field], results["dense"][field], atol=1e-4, rtol=0, msg=field)

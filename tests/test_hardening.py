@@ -19,7 +19,9 @@ import numpy as np
 import pytest
 
 from precompute import ArtifactError, InvalidInputError
-from precompute.artifacts import MANIFEST, open_artifacts, verify
+from precompute.schema import MANIFEST
+from precompute.store.reader import open_artifacts
+from precompute.store.verify import verify
 from precompute.live import LiveAnalyzer, clean_prompt
 
 from .conftest import SMALL_RUN, write_text_dataset
@@ -202,8 +204,8 @@ def test_sigkill_at_random_moments_always_resumes_identically(tmp_path):
 
 
 def test_disk_full_never_leaves_a_manifest_pointing_at_a_bad_shard(toy, tmp_path, monkeypatch):
-    import precompute.artifacts as artifacts
-    from precompute.pipeline import RunConfig, run
+    import precompute.store.files as artifacts
+    from precompute import RunConfig, run
 
     data = write_text_dataset(tmp_path)
     out = tmp_path / "out"
@@ -228,9 +230,9 @@ def test_disk_full_never_leaves_a_manifest_pointing_at_a_bad_shard(toy, tmp_path
 
 
 def test_failure_mid_run_keeps_completed_shards_and_resumes(toy, tmp_path, monkeypatch):
-    import precompute.pipeline as pipeline
+    import precompute.jobs.pipeline as pipeline
     from precompute.errors import HubUnavailableError
-    from precompute.pipeline import RunConfig, run
+    from precompute import RunConfig, run
 
     data = write_text_dataset(tmp_path)
     out = tmp_path / "out"

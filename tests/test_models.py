@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from precompute import InvalidInputError, ModelUnavailableError, load_model
-from precompute.models import WEIGHT_PROCESSING
+from precompute.models.loading import WEIGHT_PROCESSING
 
 
 def test_unknown_name_lists_the_known_ones():

@@ -13,9 +13,11 @@ import pytest
 import torch
 
 from precompute import ArtifactError, analyze
-from precompute.artifacts import MANIFEST, SCHEMA_VERSION, open_artifacts, verify
-from precompute.record_arrays import dense_attention
-from precompute.records import compact
+from precompute.schema import MANIFEST, SCHEMA_VERSION
+from precompute.store.reader import open_artifacts
+from precompute.store.verify import verify
+from precompute.store.record_arrays import dense_attention
+from precompute.store.records import compact
 
 from .conftest import SMALL_RUN, write_text_dataset
 
@@ -236,7 +238,7 @@ def test_bare_cli_prints_help():
 def test_bfloat16_forward_runs_and_stays_close(toy, tmp_path):
     """--dtype bfloat16 (meant for GPUs) works end to end; numbers stay near the float32 run."""
     from precompute import load_model
-    from precompute.pipeline import RunConfig, run
+    from precompute import RunConfig, run
 
     data = write_text_dataset(tmp_path)
     cfg = dict(SMALL_RUN, dataset=str(data), n_seqs=8, shard_size=8)
@@ -252,7 +254,7 @@ def test_bfloat16_forward_runs_and_stays_close(toy, tmp_path):
 def test_hub_dataset_with_a_loading_script_falls_back_to_the_parquet_conversion(monkeypatch):
     import datasets
 
-    from precompute.text_sources import PARQUET_REVISION, load_documents
+    from precompute.data.sources import PARQUET_REVISION, load_documents
 
     calls = []
 

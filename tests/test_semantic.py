@@ -2,7 +2,7 @@
 
 import torch
 
-from precompute.semantic import neighbour_table, semantic_neighbours
+from precompute.science.semantic import neighbour_table, semantic_neighbours
 
 
 class FakeTok:

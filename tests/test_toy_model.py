@@ -2,7 +2,7 @@
 
 
 from precompute import analyze, mean_result
-from precompute.toy_model import TOY_PLANTED_HEAD
+from precompute.models.toy import TOY_PLANTED_HEAD
 
 from .conftest import doc_tokens
 
@@ -31,7 +31,7 @@ def test_copy_suppression_helps_on_average_and_bos_is_the_default(toy):
     tokens = doc_tokens(toy.tokenizer, 8, 120, seed=21)
     mu = mean_result(toy, doc_tokens(toy.tokenizer, 16, 256, seed=99), TOY_PLANTED_HEAD)
     res = analyze(toy, tokens, TOY_PLANTED_HEAD, mu, k=5, cspa=None, effects=("direct",))
-    assert float(res.delta_loss_direct.mean()) > 0  # ablating the head's direct effect hurts
+    assert float(res.delta_loss_direct_frozen.mean()) > 0  # ablating the head's direct effect hurts
     assert float(res.attention[:, 10:, 0].mean()) > 0.5  # mostly parked on BOS
 
 

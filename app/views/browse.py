@@ -5,8 +5,9 @@ import streamlit as st
 
 from app import sequence_view, state
 from app.params import int_param, head_param
+from precompute import schema as F
 from precompute.errors import ExplorerError
-from precompute.tokenization import token_strings
+from precompute.data.tokenization import token_strings
 
 arts = state.page_artifacts()
 st.title("Browse Examples")
@@ -29,9 +30,10 @@ opts = sequence_view.controls("browse", arts.manifest["hyperparameters"])
 
 @st.cache_data(max_entries=16, show_spinner=False)
 def top_tokens(source: str, head_name: str, metric: str, n: int) -> pd.DataFrame:
-    a = state._open(source)
+    a = state.open_source(source)
     idx = a.index(head_name)
-    seqs, poss, vals = idx[f"{metric}_seq"][:n].tolist(), idx[f"{metric}_pos"][:n].tolist(), idx[f"{metric}_value"][:n]
+    seqs, poss, vals = (idx[F.index_key(metric, part)][:n] for part in F.INDEX_PARTS)
+    seqs, poss = seqs.tolist(), poss.tolist()
     tok = a.tokenizer
     rows = []
     for s, p, v in zip(seqs, poss, vals.tolist()):

@@ -6,10 +6,11 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from app import state
-from precompute.circuit_bars import circuit_bars
+from precompute.science.circuit_bars import circuit_bars
+from precompute import schema as F
 from precompute.errors import ExplorerError
-from precompute.report import PAPER
-from precompute.tokenization import token_strings
+from precompute.jobs.report import PAPER
+from precompute.data.tokenization import token_strings
 
 arts = state.page_artifacts()
 st.title("OV and QK circuits")
@@ -21,17 +22,17 @@ tok = arts.tokenizer
 @st.cache_resource(max_entries=4, show_spinner="Loading circuit tables…")
 def factors(source: str, head_name: str):
     return {k: (v.astype("float32") if v.dtype.kind == "f" else v) for k, v in
-            state._open(source).circuits(head_name).items()}
+            state.open_source(source).circuits(head_name).items()}
 
 
 @st.cache_resource(max_entries=2, show_spinner=False)
 def neighbours(source: str) -> dict:
-    return state._open(source).semantic()
+    return state.open_source(source).semantic()
 
 
 @st.cache_resource(max_entries=2, show_spinner=False)
 def vocabulary(source: str) -> list[str]:
-    t = state._open(source).tokenizer
+    t = state.open_source(source).tokenizer
     return token_strings(t, range(len(t)))
 
 
@@ -134,7 +135,7 @@ paper = {"ov": (PAPER["OV: token suppressed most (rank 0)"][1], PAPER["OV: token
 cols = st.columns(2)
 for col, circuit in zip(cols, ("ov", "qk")):
     s = summary.get(circuit, {})
-    ranks = f[f"{circuit}_rank"]
+    ranks = f[F.CIRCUIT_RANKS[circuit]]
     fig = go.Figure(go.Histogram(x=[math.log10(r + 1) for r in ranks.tolist()], nbinsx=40))
     fig.update_layout(title=f"{circuit.upper()}: rank of the token itself (log10(rank + 1))", height=320,
                       xaxis_title="log10(rank + 1)", yaxis_title="tokens", margin=dict(l=10, r=10, t=50, b=10))

@@ -5,8 +5,9 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from app import state
+from precompute import schema as F
 from precompute.errors import ExplorerError
-from precompute.tokenization import token_strings
+from precompute.data.tokenization import token_strings
 
 arts = state.page_artifacts()
 st.title("Copy-suppression-preserving ablation (CSPA)")
@@ -33,9 +34,9 @@ MAX_POINTS = 20_000
 
 @st.cache_data(max_entries=4, show_spinner="Reading the per-token values…")
 def points(source: str, head_name: str) -> pd.DataFrame:
-    a = state._open(source)
-    x = a.field("delta_loss_direct_frozen", head_name).astype("float32")
-    y = a.field("delta_loss_cspa", head_name).astype("float32")
+    a = state.open_source(source)
+    x = a.field(F.delta_loss(F.PAPER_VARIANT), head_name).astype("float32")
+    y = a.field(F.delta_loss(F.CSPA), head_name).astype("float32")
     n, p = x.shape
     flat = pd.DataFrame({"seq": [i for i in range(n) for _ in range(p)], "pos": list(range(p)) * n,
                          "ablation": x.reshape(-1).tolist(), "cspa": y.reshape(-1).tolist()})
@@ -44,7 +45,7 @@ def points(source: str, head_name: str) -> pd.DataFrame:
         rest = flat.drop(extreme.index).sample(MAX_POINTS - len(extreme), random_state=0)
         flat = pd.concat([extreme, rest])
     tok = a.tokenizer
-    all_tokens = a.field("tokens")  # [n, S] int32, read once
+    all_tokens = a.field(F.TOKENS)  # [n, S] int32, read once
     labels = []
     for s, q in zip(flat["seq"].tolist(), flat["pos"].tolist()):
         strings = token_strings(tok, all_tokens[int(s), max(0, q - 6):q + 2].tolist())

@@ -3,7 +3,7 @@
 import streamlit as st
 
 from app import state
-from precompute.report import rows
+from precompute.jobs.report import rows
 
 DIAGRAM = """
 <svg viewBox="0 0 760 170" xmlns="http://www.w3.org/2000/svg" role="img" aria-label="Copy suppression diagram"

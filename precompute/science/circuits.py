@@ -26,17 +26,15 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from .errors import InvalidInputError
-from .models import unwrap
+from .. import schema
+from ..errors import InvalidInputError
+from ..models.heads import check_head
+from ..models.loading import unwrap
+from ..models.norm import eps_of, layer_norm
 
 EMBEDDINGS = ("W_E", "mlp0", "W_E+mlp0", "mlp0_noattn", "W_E+mlp0_noattn")
 DEFAULT_EMBEDDING = "W_E+mlp0"
 CIRCUITS = ("ov", "qk")
-
-
-def _ln(x: Tensor, eps: float) -> Tensor:
-    x = x - x.mean(-1, keepdim=True)
-    return x / (x.pow(2).mean(-1, keepdim=True) + eps).sqrt()
 
 
 def _act(name: str):
@@ -59,7 +57,7 @@ def effective_embedding(model, embedding: str = DEFAULT_EMBEDDING, chunk: int = 
     W_E = m.W_E
     if embedding == "W_E":
         return W_E.clone()
-    eps = float(getattr(m.cfg, "eps", 1e-5))
+    eps = eps_of(m)
     act = _act(m.cfg.act_fn)
     with_attn = not embedding.endswith("_noattn")
     include_we = embedding.startswith("W_E+")
@@ -69,9 +67,9 @@ def effective_embedding(model, embedding: str = DEFAULT_EMBEDDING, chunk: int = 
             e = W_E[start:start + chunk]
             mid = e
             if with_attn:  # every layer-0 head attends only to the token itself
-                v = torch.einsum("nd,hde->nhe", _ln(e, eps), m.W_V[0])
+                v = torch.einsum("nd,hde->nhe", layer_norm(e, eps), m.W_V[0])
                 mid = e + torch.einsum("nhe,hed->nd", v, m.W_O[0])
-            mlp = act(_ln(mid, eps) @ m.W_in[0] + m.b_in[0]) @ m.W_out[0] + m.b_out[0]
+            mlp = act(layer_norm(mid, eps) @ m.W_in[0] + m.b_in[0]) @ m.W_out[0] + m.b_out[0]
             out[start:start + chunk] = mid + mlp if include_we else mlp
     return out
 
@@ -85,11 +83,9 @@ def circuit_factors(model, head: tuple[int, int], embedding: str = DEFAULT_EMBED
     * ``qk_dst`` = LN(W_U^T) W_Q / d_head^(1/4), ``qk_src`` = LN(W_EE) W_K / d_head^(1/4):
       ``QK[t, s] = qk_dst[t] . qk_src[s]`` (attention score of query token t on key token s).
     """
-    from .analysis import check_head
-
     m = unwrap(model)
     layer, h = check_head(m, head)
-    eps = float(getattr(m.cfg, "eps", 1e-5))
+    eps = eps_of(m)
     with torch.inference_mode():
         w_ee = effective_embedding(m, embedding)
         ov_src = w_ee @ m.W_V[layer, h]
@@ -97,10 +93,10 @@ def circuit_factors(model, head: tuple[int, int], embedding: str = DEFAULT_EMBED
         ov_src = ov_src / out_rms
         ov_dst = (m.W_O[layer, h] @ m.W_U).T
         quarter = float(m.cfg.d_head) ** 0.25
-        qk_dst = _ln(m.W_U.T, eps) @ m.W_Q[layer, h] / quarter
-        qk_src = _ln(w_ee, eps) @ m.W_K[layer, h] / quarter
-    return {"ov_src": ov_src.contiguous(), "ov_dst": ov_dst.contiguous(), "qk_dst": qk_dst.contiguous(),
-            "qk_src": qk_src.contiguous()}
+        qk_dst = layer_norm(m.W_U.T, eps) @ m.W_Q[layer, h] / quarter
+        qk_src = layer_norm(w_ee, eps) @ m.W_K[layer, h] / quarter
+    return dict(zip(schema.CIRCUIT_FACTORS, (ov_src.contiguous(), ov_dst.contiguous(), qk_dst.contiguous(),
+                                             qk_src.contiguous())))
 
 
 def ranks_from_factors(rows: Tensor, cols: Tensor, circuit: str, chunk: int = 2048) -> Int[Tensor, "d_vocab"]:
@@ -130,15 +126,10 @@ def circuit_ranks(model, head: tuple[int, int], circuit: str = "ov", embedding: 
     return ranks_from_factors(f["qk_dst"], f["qk_src"], "qk")
 
 
-def rank_summary(ranks: Tensor, top: int = 10, n_worst: int = 20, ignore: Tensor | None = None) -> dict:
-    """Fraction with rank 0 and rank < ``top``, median and mean rank, and the ``n_worst`` token ids.
-
-    ``ignore``: a bool mask of tokens to leave out (e.g. tokens never seen in training), or None.
-    """
+def rank_summary(ranks: Tensor, top: int = 10, n_worst: int = 20) -> dict:
+    """Fraction with rank 0 and rank < ``top``, median and mean rank, and the ``n_worst`` token ids."""
     ids = torch.arange(len(ranks))
-    if ignore is not None:
-        ids = ids[~ignore]
-    r = ranks[ids].double()
+    r = ranks.double()
     if r.numel() == 0:
         raise InvalidInputError("no tokens left to summarise")
     worst = ids[r.argsort(descending=True)[:n_worst]]

@@ -19,7 +19,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import InvalidInputError, ModelUnavailableError
+from ..errors import InvalidInputError, ModelUnavailableError
 
 MODEL_NAMES = ("gpt2-small", "gpt2-small-random", "toy")
 DEFAULT_HEADS = {"gpt2-small": (10, 7), "gpt2-small-random": (10, 7), "toy": (1, 2)}
@@ -154,8 +154,8 @@ def load_model(name: str, device: str = "cpu") -> LoadedModel:
     """Load one of ``MODEL_NAMES`` with the paper's weight processing; see the module docstring."""
     import torch
 
-    from .function_words import function_word_ids
-    from .local_tokenizers import load_local_tokenizer
+    from ..data.function_words import function_word_ids
+    from .tokenizers import load_local_tokenizer
 
     if name not in MODEL_NAMES:
         raise InvalidInputError(f"unknown model {name!r}; choose one of: {', '.join(MODEL_NAMES)}")
@@ -174,13 +174,13 @@ def load_model(name: str, device: str = "cpu") -> LoadedModel:
         prov.update(synthetic=True, weights=f"random (GPT2Config defaults, torch seed {RANDOM_SEED})",
                     tokenizer="locally built byte-level BPE, 50257 tokens (meaningless merges)")
     else:
-        from .toy_model import TOY_PLANTED_HEAD, TOY_SEED, build_toy_hf_model, unigram_log_prior
+        from .toy import TOY_PLANTED_HEAD, TOY_SEED, build_toy_hf_model, unigram_log_prior
 
         tokenizer = load_local_tokenizer("toy")
         hf_model = build_toy_hf_model(len(tokenizer), tokenizer.bos_token_id, unigram_log_prior(tokenizer),
                                       function_word_ids(tokenizer), seed=TOY_SEED)
         bridge = _boot(hf_model, tokenizer, "toy", device)
-        prov.update(synthetic=True, weights=f"hand-planted (precompute.toy_model, seed {TOY_SEED})",
+        prov.update(synthetic=True, weights=f"hand-planted (precompute.models.toy, seed {TOY_SEED})",
                     tokenizer="locally built BPE on the project's synthetic text",
                     planted_head=f"{TOY_PLANTED_HEAD[0]}.{TOY_PLANTED_HEAD[1]}")
     from .memory import release

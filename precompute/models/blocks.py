@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .norm import eps_of, layer_norm
+
 
 def supported(m) -> bool:
     c = m.cfg
@@ -24,14 +26,9 @@ def supported(m) -> bool:
             and not getattr(c, "parallel_attn_mlp", False))
 
 
-def _ln(x: Tensor, eps: float) -> Tensor:
-    x = x - x.mean(-1, keepdim=True)
-    return x / (x.pow(2).mean(-1, keepdim=True) + eps).sqrt()
-
-
 def attention(m, layer: int, x: Tensor, eps: float) -> Tensor:
     """Output of layer ``layer``'s attention (all heads, with b_O) for residual ``x`` [b, s, d]."""
-    h = _ln(x, eps)
+    h = layer_norm(x, eps)
     q = torch.einsum("bsd,hde->bhse", h, m.W_Q[layer].float()) + m.b_Q[layer].float()[None, :, None, :]
     k = torch.einsum("bsd,hde->bhse", h, m.W_K[layer].float()) + m.b_K[layer].float()[None, :, None, :]
     v = torch.einsum("bsd,hde->bhse", h, m.W_V[layer].float()) + m.b_V[layer].float()[None, :, None, :]
@@ -40,13 +37,13 @@ def attention(m, layer: int, x: Tensor, eps: float) -> Tensor:
 
 
 def mlp(m, layer: int, x: Tensor, eps: float) -> Tensor:
-    pre = _ln(x, eps) @ m.W_in[layer].float() + m.b_in[layer].float()
+    pre = layer_norm(x, eps) @ m.W_in[layer].float() + m.b_in[layer].float()
     return F.gelu(pre, approximate="tanh") @ m.W_out[layer].float() + m.b_out[layer].float()
 
 
 def run_from_mid(m, layer: int, resid_mid: Tensor) -> Tensor:
     """The final residual stream (before ln_final), starting from ``resid_mid`` of block ``layer``."""
-    eps = float(getattr(m.cfg, "eps", 1e-5))
+    eps = eps_of(m)
     x = resid_mid + mlp(m, layer, resid_mid, eps)
     for later in range(layer + 1, m.cfg.n_layers):
         x = x + attention(m, later, x, eps)

@@ -1,6 +1,6 @@
 """Any token's top-k OV/QK bars from the stored factor matrices (numpy; the app draws them in milliseconds).
 
-The factors come from ``circuits.circuit_factors`` (stored in ``circuits/L.H.safetensors``):
+The factors come from ``science.circuits.circuit_factors`` (stored in ``circuits/L.H.safetensors``):
 OV[s, t] = ov_src[s] . ov_dst[t] and QK[t, s] = qk_dst[t] . qk_src[s].
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import InvalidInputError
+from ..errors import InvalidInputError
 
 
 def circuit_bars(factors: dict, token: int, circuit: str, focus: str, k: int

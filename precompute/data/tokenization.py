@@ -4,8 +4,10 @@ from __future__ import annotations
 
 
 def encode(tokenizer, text: str) -> list[int]:
-    """BOS followed by the tokens of ``text`` (the tokenizer's own special-token handling is not used)."""
-    return [int(tokenizer.bos_token_id)] + list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    """BOS followed by the tokens of ``text``. The tokenizer's own special-token handling is not used: special-token
+    text typed in ``text`` (e.g. ``<|endoftext|>``) is tokenised as ordinary characters, never as a special token."""
+    ids = tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+    return [int(tokenizer.bos_token_id)] + list(ids)
 
 
 def encode_batch(tokenizer, texts: list[str], length: int):

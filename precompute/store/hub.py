@@ -6,10 +6,12 @@ import json
 import re
 from pathlib import Path
 
-from .errors import HubUnavailableError, InvalidInputError
+from ..errors import HubUnavailableError, InvalidInputError
 
 REPO_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 REV_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$")
+HF_PATTERN = re.compile(r"^hf://(?P<repo>[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*)"
+                        r"(@(?P<rev>[A-Za-z0-9._/-]+))?$")
 
 
 def validate_repo(repo: str, revision: str | None = None) -> None:
@@ -50,7 +52,8 @@ def push(folder: str | Path, repo: str, revision: str | None = None, private: bo
     """Create or update dataset repo ``repo`` with the folder and a generated card; returns the commit id."""
     from huggingface_hub import HfApi
 
-    from .artifacts import read_manifest, verify
+    from .manifest import read_manifest
+    from .verify import verify
 
     validate_repo(repo, revision)
     folder = Path(folder)
@@ -76,16 +79,18 @@ def pull(source: str) -> Path:
     """Download ``hf://user/repo@revision`` into the HF cache (or find it there offline); returns the folder."""
     from huggingface_hub import snapshot_download
 
-    from .artifacts import HF_PATTERN
-
     m = HF_PATTERN.match(source)
     if not m:
         raise InvalidInputError(f"{source!r} is not of the form hf://USER/REPO@REVISION")
     repo, rev = m.group("repo"), m.group("rev")
     validate_repo(repo, rev)
     try:
-        return Path(snapshot_download(repo_id=repo, repo_type="dataset", revision=rev))
+        folder = Path(snapshot_download(repo_id=repo, repo_type="dataset", revision=rev))
     except Exception as err:  # noqa: BLE001
         raise HubUnavailableError(
             f"could not fetch artifacts {source!r} from the Hugging Face Hub or the local cache: "
             f"{type(err).__name__}. Connect to the network, or point the app at a local artifact folder.") from None
+    from .manifest import read_manifest
+
+    read_manifest(folder)  # a downloaded folder is held to the same manifest rules as a local one
+    return folder

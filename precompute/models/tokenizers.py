@@ -38,7 +38,7 @@ def _wrap_and_save(tok, folder: Path, pad_token: str):
 def _build_toy(folder: Path) -> None:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-    from .synthetic_text import corpus
+    from ..data.synthetic import corpus
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)

@@ -1,19 +1,21 @@
 """Working with a stored record as numpy arrays (no torch): sparse attention back to dense, JSON export.
 
 Both the artifact reader and the live analyzer hand the app records of numpy arrays with the fields of
-``records.compact``; these helpers are what the app, ``export`` and notebooks use on them.
+``store.records.compact``; these helpers are what the app, ``export`` and notebooks use on them.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from .. import schema
+
 
 def dense_attention(rec: dict, info_weighted: bool = False) -> np.ndarray:
     """[S, S] attention of one sequence rebuilt from the sparse record (entries outside the top-k are 0)."""
-    pos = np.asarray(rec["attn_topk_pos"]).astype(np.int64)
-    w = np.asarray(rec["attn_topk_weight"]).astype(np.float32)
-    bos = np.asarray(rec["attn_bos"]).astype(np.float32)
+    pos = np.asarray(rec[schema.key("attn_topk_pos")]).astype(np.int64)
+    w = np.asarray(rec[schema.key("attn_topk_weight")]).astype(np.float32)
+    bos = np.asarray(rec[schema.key("attn_bos")]).astype(np.float32)
     s = bos.shape[0]
     dense = np.zeros((s, s), dtype=np.float32)
     causal = pos <= np.arange(s)[:, None]
@@ -21,7 +23,7 @@ def dense_attention(rec: dict, info_weighted: bool = False) -> np.ndarray:
     dense[rows[causal], pos[causal]] = w[causal]
     dense[:, 0] = bos
     if info_weighted:
-        dense = dense * np.asarray(rec["out_norm_rel"]).astype(np.float32)[None, :]
+        dense = dense * np.asarray(rec[schema.key("out_norm_rel")]).astype(np.float32)[None, :]
     return dense
 
 

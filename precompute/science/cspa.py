@@ -19,18 +19,23 @@ residual stream predicts, and mean-ablates the rest:
 Never materialised: the [batch, q, k, d_model] tensor of the original code. With k_s = 1 every coefficient is a
 scalar, ``coef[q,k] = A[q,k] ((v_k W_O - mu[q]) . u_k) / |u_k|``, and memory is O(batch * seq^2). With k_s > 1 the
 Gram-Schmidt coefficients come from a Cholesky factor of each source's kept Gram matrix (O(batch * seq^2 * k_s^2)).
+
+``cspa_for_batch`` is what ``analyze`` calls: candidates, scores, the kept mask, the output, the kept pairs to
+show, and the output as weights on distinct tokens (``token_weights``) for a cheap DLA.
 """
 
 from __future__ import annotations
 
-import math
+import weakref
 from dataclasses import asdict, dataclass
 
 import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from .errors import InvalidInputError
+from .. import schema
+from ..errors import InvalidInputError
+from .scoring import SparseCSPA
 
 
 @dataclass(frozen=True)
@@ -194,6 +199,95 @@ def summary_metrics(kl_ablation: Tensor, kl_cspa: Tensor, dl_ablation: Tensor, d
     }
 
 
-def ceil_k(k_u: float | int, q: int) -> int:
-    """K at destination q (scalar helper for documentation and tests)."""
-    return k_u if isinstance(k_u, int) else max(1, math.ceil(k_u * (q + 1) - 1e-9))
+# Use the sparse form of CSPA's DLA when its cost, T (d_model + S), is below this fraction of a projection's S d_model.
+SPARSE_CSPA_DLA = 0.6
+_EXCLUDED_CACHE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def default_excluded(tokenizer) -> tuple[int, ...]:
+    """BOS + function words of ``tokenizer``, computed once per tokenizer object."""
+    from ..data.function_words import function_word_ids
+
+    if tokenizer not in _EXCLUDED_CACHE:
+        _EXCLUDED_CACHE[tokenizer] = tuple(function_word_ids(tokenizer))
+    return _EXCLUDED_CACHE[tokenizer]
+
+
+@dataclass
+class CSPABatch:
+    """CSPA on one batch: its output minus the mean (dense, or as token weights when that is cheaper) and the
+    kept pairs to display (schema fields ``cspa_kept_*``, ``cspa_n_kept``)."""
+
+    dense: Float[Tensor, "batch q d_model"] | None
+    sparse: SparseCSPA | None
+    kept: dict[str, Tensor]
+
+
+def cspa_for_batch(m, tokens: Int[Tensor, "batch seq"], attn: Float[Tensor, "batch q k"],
+                   src_out: Float[Tensor, "batch k d_model"], mu: Float[Tensor, "q d_model"],
+                   lens_scaled: Float[Tensor, "batch q d_model"], sigma_f: Float[Tensor, "batch q 1"],
+                   cfg: CSPAConfig, neighbours: Int[Tensor, "d_vocab k_s"] | None) -> CSPABatch:
+    """CSPA of one head on a batch. ``lens_scaled`` = centred resid_pre of the head's layer / sigma_f."""
+    b, s = tokens.shape
+    device = tokens.device
+    excluded = cfg.excluded_token_ids if cfg.excluded_token_ids is not None else default_excluded(m.tokenizer)
+    excl = torch.zeros(m.cfg.d_vocab, dtype=torch.bool, device=device)
+    if len(excluded):
+        excl[torch.tensor(list(excluded), dtype=torch.long, device=device)] = True
+    if cfg.k_s == 1:
+        cand = tokens[:, :, None]
+    else:
+        table = neighbours.to(device)
+        if table.shape[1] < cfg.k_s:
+            raise InvalidInputError(f"neighbour table has {table.shape[1]} columns but k_s = {cfg.k_s}")
+        cand = table[tokens][:, :, : cfg.k_s]
+        cand[:, :, 0] = tokens  # neighbour 0 is always the token itself
+    cand_valid = (cand >= 0) & ~excl[tokens][:, :, None]
+    safe = cand.clamp(min=0)
+    directions = m.W_U.T[safe].float() * cand_valid[..., None]  # [b, k, ks, d]
+    scores = torch.einsum("bqd,bkjd->bqkj", lens_scaled, directions)
+    keep = select_kept(scores, safe, cand_valid, cfg.k_u)
+    out_minus_mu, w = cspa_output(attn, src_out, mu, directions, keep, cfg.negative_only, return_weights=True)
+    kept = _kept_pairs(scores, safe, keep, cfg)
+    tok_w, tok_ids = token_weights(w, safe, keep)
+    d_model = out_minus_mu.shape[-1]
+    if len(tok_ids) * (d_model + s) < SPARSE_CSPA_DLA * s * d_model:  # sparse DLA is cheaper than a projection
+        return CSPABatch(None, SparseCSPA(tok_w / sigma_f, tok_ids, out_minus_mu.mean(-1, keepdim=True) / sigma_f),
+                         kept)
+    return CSPABatch(out_minus_mu, None, kept)
+
+
+def _kept_pairs(scores: Tensor, cand: Tensor, keep: Tensor, cfg: CSPAConfig) -> dict[str, Tensor]:
+    """The kept (source position, token, score) entries per destination, best logit-lens score first."""
+    b, s = cand.shape[:2]
+    flat_scores = torch.where(keep, scores, torch.full_like(scores, float("-inf"))).reshape(b, s, -1)
+    n_show = min(cfg.max_kept_shown, flat_scores.shape[-1])
+    top_scores, top_idx = flat_scores.topk(n_show, dim=-1)
+    shown = torch.isfinite(top_scores)
+    none = torch.full_like(top_idx, -1)
+    tok = cand.reshape(b, -1).gather(-1, top_idx.reshape(b, -1)).reshape(b, s, n_show)
+    return {
+        schema.key("cspa_kept_pos"): torch.where(shown, top_idx // cfg.k_s, none),
+        schema.key("cspa_kept_token"): torch.where(shown, tok, none),
+        schema.key("cspa_kept_score"): torch.where(shown, top_scores, torch.zeros_like(top_scores)),
+        schema.key("cspa_n_kept"): keep.reshape(b, s, -1).sum(-1),
+    }
+
+
+def token_weights(w: Float[Tensor, "batch q k ks"], cand: Int[Tensor, "batch k ks"], keep: Bool[Tensor, "batch q k ks"]
+                  ) -> tuple[Float[Tensor, "batch q T"], Int[Tensor, "T"]]:
+    """CSPA's output as weights on distinct unembedding directions: (weights [b, q, T], token ids [T]).
+
+    sum_t weights[q, t] W_U[:, t] equals the CSPA output minus the mean; T is the number of distinct tokens kept
+    anywhere in the batch, usually far fewer than the positions, which makes CSPA's DLA cheap.
+    """
+    b, s, _, ks = w.shape
+    ids = cand.reshape(b, s * ks)
+    used = keep.reshape(b, s, s * ks).any(dim=1)  # [b, k*ks]
+    uniq = torch.unique(ids[used]) if used.any() else ids.new_zeros(0)
+    lookup = torch.full((int(ids.max()) + 2,), len(uniq), dtype=torch.long, device=w.device)
+    lookup[uniq] = torch.arange(len(uniq), device=w.device)
+    col = torch.where(used, lookup[ids], torch.full_like(ids, len(uniq)))  # [b, k*ks]
+    weights = torch.zeros(b, s, len(uniq) + 1, dtype=w.dtype, device=w.device)
+    weights.scatter_add_(2, col[:, None, :].expand(b, s, s * ks), w.reshape(b, s, s * ks))
+    return weights[..., :-1], uniq

@@ -1,6 +1,6 @@
 """Where documents come from: the Hugging Face Hub, a local .txt / .jsonl file or folder, or the synthetic text.
 
-* ``synthetic``: the project's own synthetic language (``synthetic_text``), for the toy model and offline demos.
+* ``synthetic``: the project's own synthetic language (``synthetic``), for the toy model and offline demos.
 * a path: ``.txt`` files hold documents separated by blank lines; ``.jsonl`` files hold one JSON object per line
   with a ``"text"`` field; a folder means every such file in it, in sorted order.
 * anything else: a Hub dataset name (default ``stas/openwebtext-10k``, split ``train``, the paper's data).
@@ -12,7 +12,7 @@ import json
 import random
 from pathlib import Path
 
-from .errors import HubUnavailableError, InvalidInputError
+from ..errors import HubUnavailableError, InvalidInputError
 
 DEFAULT_DATASET = "stas/openwebtext-10k"
 PARQUET_REVISION = "refs/convert/parquet"
@@ -78,7 +78,7 @@ def _from_hub(name: str, split: str) -> list[str]:
 def load_documents(dataset: str, split: str = "train", n_synthetic: int = 2000) -> list[str]:
     """All documents of ``dataset`` in their stored order (shuffling is the caller's, with a seed)."""
     if dataset == "synthetic":
-        from .synthetic_text import corpus
+        from .synthetic import corpus
 
         return corpus(n_docs=n_synthetic, seed=0, min_sentences=20, max_sentences=60)
     path = Path(dataset)

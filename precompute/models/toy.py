@@ -56,7 +56,7 @@ FUNCTION_WORD_NORM = 0.15
 
 def unigram_log_prior(tokenizer, n_docs: int = 60) -> torch.Tensor:
     """Log unigram frequencies of the synthetic language (add-0.1 smoothing), shape [d_vocab]."""
-    from .synthetic_text import corpus
+    from ..data.synthetic import corpus
 
     counts = torch.full((len(tokenizer),), 0.1)
     for doc in corpus(n_docs=n_docs, seed=777):

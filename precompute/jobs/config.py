@@ -1,0 +1,141 @@
+"""``RunConfig``: every setting of one precompute run, its command-line form, and its validation.
+
+Each field carries its help text and, where the value is not a plain int/str, its parser in ``metadata``; the
+``run`` subcommand's options are generated from these fields (``cli.add_dataclass_options``), so a setting is
+declared once. Every field is recorded in the manifest.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+
+from .. import schema
+from ..errors import InvalidInputError
+from ..schema import EFFECTS, LN_MODES, parse_head
+from ..science.cspa import CSPAConfig
+from ..store.records import DEFAULT_K_ATTN
+
+# upper bounds that keep a run inside a machine (each also checked against the model where that matters)
+LIMITS = {"n_seqs": 10_000_000, "batch_size": 4096, "shard_size": 1_000_000, "n_mean": 10_000_000, "k": 1000,
+          "k_attn": 1024, "cspa_k_s": 32, "seed": 2**32 - 1}
+
+
+def parse_heads(text: str) -> tuple[tuple[int, int], ...]:
+    """'10.7,11.10' -> ((10, 7), (11, 10)); empty entries, nothing at all and duplicates are errors."""
+    parts = [p.strip() for p in str(text).split(",")]
+    if not any(parts):
+        raise InvalidInputError(f"--heads {text!r} names no head; give e.g. --heads 10.7,11.10")
+    if any(not p for p in parts):
+        raise InvalidInputError(f"--heads {text!r} has an empty entry; give e.g. --heads 10.7,11.10")
+    heads = tuple(parse_head(p) for p in parts)
+    if len(set(heads)) != len(heads):
+        raise InvalidInputError(f"--heads {text!r} names a head twice")
+    return heads
+
+
+def parse_k_u(text: str) -> float | int:
+    """A fraction ('0.05') or a count ('5') of distinct tokens kept per destination."""
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"--cspa-k-u must be a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise InvalidInputError(f"--cspa-k-u must be a finite number, got {text!r}")
+    if "." not in text and "e" not in text.lower() and value >= 1:
+        return int(value)
+    return value
+
+
+def parse_names(allowed: tuple[str, ...]):
+    def parse(text: str) -> tuple[str, ...]:
+        return tuple(x.strip() for x in str(text).split(",") if x.strip())
+    parse.__doc__ = f"comma list of {', '.join(allowed)}"
+    return parse
+
+
+def _opt(default, help: str, **meta):
+    return field(default=default, metadata={"help": help, **meta})
+
+
+@dataclass
+class RunConfig:
+    """Settings of one precompute run (every field is recorded in the manifest)."""
+
+    model: str = _opt("gpt2-small", "model: gpt2-small, gpt2-small-random, toy")
+    heads: tuple[tuple[int, int], ...] | None = _opt(
+        None, "heads, e.g. 10.7,11.10 (default: the model's head)", parse=parse_heads,
+        show=lambda v: ",".join(schema.head_key(h) for h in v))
+    dataset: str = _opt("stas/openwebtext-10k", "Hub dataset, a local .txt/.jsonl file or folder, or 'synthetic'")
+    split: str = _opt("train", "dataset split")
+    seed: int = _opt(6, "document shuffle seed (paper: 6)")
+    n_seqs: int = _opt(500, "sequences to analyse")
+    seq_len: int = _opt(1000, "tokens per sequence, BOS included")
+    batch_size: int = _opt(8, "sequences per forward pass")
+    shard_size: int = _opt(64, "sequences per shard file")
+    n_mean: int = _opt(100, "documents averaged for the per-position mean")
+    k: int = _opt(10, "top-k kept for every vocabulary-sized quantity")
+    k_attn: int = _opt(DEFAULT_K_ATTN, "attention sources stored per query")
+    cspa_k_u: float | int = _opt(0.05, "CSPA K_u: fraction (0.05) or count (5)", parse=parse_k_u)
+    cspa_k_s: int = _opt(1, "CSPA K_s: semantic neighbours per source, the token itself included")
+    cspa_negative_only: bool = _opt(True, "keep positive components too", flag="--cspa-both-signs")
+    effects: tuple[str, ...] = _opt(EFFECTS, "ablation effects: direct,both,indirect (direct is the paper's)",
+                                    parse=parse_names(EFFECTS), show=",".join)
+    ln_modes: tuple[str, ...] = _opt(LN_MODES, "final LayerNorm modes: frozen,unfrozen", parse=parse_names(LN_MODES),
+                                     show=",".join)
+    device: str = _opt("auto", "auto, cpu or cuda", record=False)
+    dtype: str = _opt("float32", "forward precision", choices=("float32", "bfloat16", "float16"))
+    out: str = _opt("artifacts/run", "output folder", record=False)
+    resume: bool = _opt(False, "keep shards already complete and valid, redo the rest", record=False)
+    overwrite: bool = _opt(False, "replace a run already in --out (its files are removed first)", record=False)
+
+    def cspa(self) -> CSPAConfig:
+        return CSPAConfig(k_u=self.cspa_k_u, k_s=self.cspa_k_s, negative_only=self.cspa_negative_only)
+
+    def validate(self) -> None:
+        for name in ("n_seqs", "batch_size", "shard_size", "n_mean", "k", "k_attn", "cspa_k_s"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InvalidInputError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
+            if value > LIMITS[name]:
+                raise InvalidInputError(f"--{name.replace('_', '-')} {value} is above the limit {LIMITS[name]}")
+        if not isinstance(self.seed, int) or not 0 <= self.seed <= LIMITS["seed"]:
+            raise InvalidInputError(f"--seed must be an integer in [0, {LIMITS['seed']}], got {self.seed!r}")
+        if not isinstance(self.seq_len, int) or self.seq_len < 2:
+            raise InvalidInputError(f"--seq-len must be at least 2 (BOS plus one token), got {self.seq_len}")
+        if self.heads is not None:
+            if not self.heads:
+                raise InvalidInputError("give at least one head, e.g. --heads 10.7")
+            if len(set(self.heads)) != len(self.heads):
+                raise InvalidInputError("--heads names a head twice")
+        if not self.effects or any(e not in EFFECTS for e in self.effects) or "direct" not in self.effects:
+            raise InvalidInputError(f"--effects must be a comma list of {', '.join(EFFECTS)} including 'direct'; "
+                                    f"got {','.join(self.effects) or 'nothing'}")
+        if not self.ln_modes or any(x not in LN_MODES for x in self.ln_modes) or "frozen" not in self.ln_modes:
+            raise InvalidInputError(f"--ln-modes must be a comma list of {', '.join(LN_MODES)} including 'frozen'; "
+                                    f"got {','.join(self.ln_modes) or 'nothing'}")
+        if self.dtype not in ("float32", "bfloat16", "float16"):
+            raise InvalidInputError(f"--dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
+        if not isinstance(self.out, str) or not self.out.strip():
+            raise InvalidInputError("--out must name an output folder (it is empty)")
+        if self.resume and self.overwrite:
+            raise InvalidInputError("--resume and --overwrite exclude each other")
+        k_u = self.cspa_k_u
+        if isinstance(k_u, float) and not math.isfinite(k_u):
+            raise InvalidInputError(f"--cspa-k-u must be a finite number, got {k_u}")
+        if isinstance(k_u, int) and not isinstance(k_u, bool) and k_u > self.seq_len:
+            raise InvalidInputError(f"--cspa-k-u {k_u} keeps more tokens than a sequence has ({self.seq_len})")
+        self.cspa()
+
+    def recorded(self) -> dict:
+        """The fields written into the manifest's hyperparameters (heads, device, out and the flags are not)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.metadata.get("record", True) and f.name != "heads"}
+
+    def hash(self) -> str:
+        keys = {k: v for k, v in dataclasses.asdict(self).items() if k not in ("device", "out", "resume", "overwrite")}
+        keys["schema_version"] = schema.SCHEMA_VERSION
+        return hashlib.sha256(json.dumps(keys, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -1,0 +1,90 @@
+"""The end of a run (rank 0): circuits, semantic neighbours, the tokenizer, the search index, the summary, and the
+manifest with every file's checksum, written last."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .. import schema
+from ..science.circuits import DEFAULT_EMBEDDING, circuit_factors, rank_summary, ranks_from_factors
+from ..science.cspa import summary_metrics
+from ..science.semantic import semantic_neighbours
+from ..store.files import save_tensors, write_json
+from ..store.manifest import file_entry
+from ..store.reader import read_field
+from .config import RunConfig
+
+INDEX_SIZE = 2000
+SELECTION_RULE = ("documents shuffled with random.Random(seed); first n_seqs with >= seq_len tokens (BOS "
+                  "prepended); each cut to seq_len")
+
+
+def write_circuits(lm, head, out: Path) -> dict:
+    """OV/QK factors and diagonal ranks of ``head``; returns their rank summaries."""
+    f = circuit_factors(lm, head, DEFAULT_EMBEDDING)
+    ranks = {"ov": ranks_from_factors(f["ov_src"], f["ov_dst"], "ov"),
+             "qk": ranks_from_factors(f["qk_dst"], f["qk_src"], "qk")}
+    save_tensors(out / schema.head_file("circuits", head),
+                 {**{k: v.to(torch.float16).cpu() for k, v in f.items()},
+                  **{schema.CIRCUIT_RANKS[c]: r.to(torch.int32) for c, r in ranks.items()}},
+                 {"embedding": DEFAULT_EMBEDDING})
+    return {c: rank_summary(r) for c, r in ranks.items()}
+
+
+def write_index(out: Path, head, n_shards: int) -> dict:
+    """The search index (top tokens by each metric) and the CSPA summary of ``head``."""
+    def read(quantity: str, group: str | None = None) -> torch.Tensor:
+        return torch.from_numpy(read_field(out, n_shards, schema.tensor_name(head, schema.key(quantity, group))))
+
+    tensors = {}
+    for metric, (quantity, group, how) in schema.INDEX_METRICS.items():
+        vals = read(quantity, group).float()
+        score = vals.abs() if how == "abs" else (-vals if how == "smallest" else vals)
+        top = score.reshape(-1).topk(min(INDEX_SIZE, score.numel())).indices
+        per = vals.shape[1]
+        tensors[schema.index_key(metric, "seq")] = (top // per).to(torch.int32)
+        tensors[schema.index_key(metric, "pos")] = (top % per).to(torch.int32)
+        tensors[schema.index_key(metric, "value")] = vals.reshape(-1)[top].to(torch.float32)
+    save_tensors(out / schema.head_file("index", head), tensors)
+    v, c = schema.PAPER_VARIANT, schema.CSPA
+    s = summary_metrics(read("kl", v).float(), read("kl", c).float(), read("delta_loss", v).float(),
+                        read("delta_loss", c).float())
+    s["mean_clean_loss"] = float(read("loss").double().mean())
+    return s
+
+
+def finish(cfg: RunConfig, lm, heads, out: Path, n_shards: int, n_seqs: int, cfg_hash: str, log) -> None:
+    m = lm.model
+    summary = {schema.head_key(h): write_circuits(lm, h, out) for h in heads}
+    save_tensors(out / schema.SEMANTIC_FILE, semantic_neighbours(m.tokenizer))
+    m.tokenizer.save_pretrained(str(out / schema.TOKENIZER_DIR))
+    for head in heads:
+        summary[schema.head_key(head)]["cspa"] = write_index(out, head, n_shards)
+    manifest = {
+        "schema_version": schema.SCHEMA_VERSION,
+        "model": lm.provenance,
+        "heads": [schema.head_key(h) for h in heads],
+        "dataset": {"name": cfg.dataset, "split": cfg.split, "seed": cfg.seed, "selection": SELECTION_RULE},
+        "counts": {"n_sequences": n_seqs, "seq_len": cfg.seq_len, "shard_size": cfg.shard_size,
+                   "n_shards": n_shards},
+        "hyperparameters": {
+            **cfg.recorded(),
+            "cspa": cfg.cspa().as_metadata(),
+            "mean": f"per-position mean of the head output over the first {cfg.n_mean} shuffled documents, "
+                    f"each cut to n_ctx; position p averages the documents that reach it",
+            "ablation": "mean ablation; effects direct/both/indirect x final LN frozen/unfrozen",
+            "circuit_embedding": DEFAULT_EMBEDDING,
+            "stored_dtypes": "floats float16, ids int32",
+        },
+        "config_hash": cfg_hash,
+        "summary": summary,
+    }
+    files = [schema.shard_path(i) for i in range(n_shards)]
+    files += [schema.head_file(kind, h) for h in heads for kind in ("mean", "circuits", "index")]
+    files += [schema.SEMANTIC_FILE]
+    files += sorted(f"{schema.TOKENIZER_DIR}/{p.name}" for p in (out / schema.TOKENIZER_DIR).iterdir() if p.is_file())
+    manifest["files"] = {rel: file_entry(out, rel) for rel in files}
+    write_json(out / schema.MANIFEST, manifest)
+    log(f"wrote {n_seqs} sequences x {cfg.seq_len} tokens in {n_shards} shards to {out}")

@@ -1,0 +1,219 @@
+"""The precompute job: documents -> sequences -> ``analyze`` in batches -> sharded safetensors + manifest.
+
+Resumable (shards are written atomically and carry a hash of the run configuration; ``resume`` skips shards that
+are complete and match), verifiable (``store.verify``), and distributed with ``torchrun`` (ranks take shards
+``i % world_size == rank``; rank 0 writes the shared files and the manifest, last: ``finish``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from .. import schema
+from ..data.sources import load_documents, shuffled
+from ..data.tokenization import encode
+from ..errors import InvalidInputError
+from ..models.heads import check_head
+from ..models.loading import DEFAULT_HEADS, load_model, unwrap
+from ..science.analysis import analyze, head_outputs
+from ..science.semantic import neighbour_table, semantic_neighbours
+from ..store.files import read_metadata, save_tensors
+from ..store.records import compact
+from .config import RunConfig
+from .finish import finish
+
+# what a run folder holds; only these are removed by --overwrite or as stale files
+LAYOUT = (schema.MANIFEST, "shards", "mean", "circuits", "index", schema.SEMANTIC_FILE, schema.TOKENIZER_DIR)
+
+
+def _dist():
+    """(rank, world_size), initialising torch.distributed when launched by torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1:
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        return dist.get_rank(), world
+    return 0, 1
+
+
+def _barrier(world: int) -> None:
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def select_sequences(docs: list[str], tokenizer, n: int, length: int) -> list[list[int]]:
+    """The first S tokens (BOS first) of the first ``n`` documents (in order) that have at least S tokens."""
+    out = []
+    for doc in docs:
+        ids = encode(tokenizer, doc)
+        if len(ids) >= length:
+            out.append(ids[:length])
+            if len(out) == n:
+                return out
+    raise InvalidInputError(f"only {len(out)} documents have at least {length} tokens; asked for {n}. Use a "
+                            "shorter --seq-len, fewer --n-seqs, or a larger dataset")
+
+
+def ragged_mean_result(model, docs: list[str], head, n_docs: int, n_ctx: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-position mean of the head's output over the first ``n_docs`` documents, each cut to ``n_ctx`` tokens.
+
+    Position p averages over the documents that reach it; returns (mean [P, d_model], count [P]) where P is the
+    longest document length (up to n_ctx), so live prompts can be as long as the model allows when documents are.
+    """
+    m = unwrap(model)
+    layer, h = head
+    total = torch.zeros(n_ctx, m.cfg.d_model, dtype=torch.float64)
+    count = torch.zeros(n_ctx, dtype=torch.long)
+    used = 0
+    with torch.inference_mode():
+        for doc in docs:
+            ids = encode(m.tokenizer, doc)[:n_ctx]
+            if len(ids) < 2:
+                continue
+            r = head_outputs(m, torch.tensor([ids]), layer, h)[0].double().cpu()
+            total[: len(ids)] += r
+            count[: len(ids)] += 1
+            used += 1
+            if used == n_docs:
+                break
+    covered = int((count > 0).sum())
+    return (total[:covered] / count[:covered, None]).float(), count[:covered]
+
+
+def prepare_out(cfg: RunConfig) -> Path:
+    """The output folder, made safe to write: a run already there is refused unless --resume / --overwrite."""
+    out = Path(cfg.out).expanduser()
+    if out.exists() and not out.is_dir():
+        raise InvalidInputError(f"--out {out} exists and is not a folder")
+    existing = sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) if out.exists() else []
+    if existing and not (cfg.resume or cfg.overwrite):
+        raise InvalidInputError(f"--out {out} is not empty ({', '.join(existing[:3])}…); pass --resume to continue "
+                                "the run there, --overwrite to replace it, or choose a new folder")
+    if cfg.overwrite:
+        for name in LAYOUT:
+            path = out / name
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            elif path.exists() or path.is_symlink():
+                path.unlink()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as err:
+        raise InvalidInputError(f"cannot write to the output folder {out}: {err.strerror or err}") from None
+    return out
+
+
+def run(cfg: RunConfig, loaded=None, log=print, stats: dict | None = None) -> Path:
+    """Run the job; returns the output folder. ``loaded``: an already loaded model (tests reuse one).
+    ``stats``, if given, receives timings: seconds spent analysing shards, tokens analysed, total seconds."""
+    t_start = time.perf_counter()
+    cfg.validate()
+    rank, world = _dist()
+    out = prepare_out(cfg) if rank == 0 else Path(cfg.out).expanduser()
+    _barrier(world)
+    lm = loaded if loaded is not None else load_model(cfg.model, device=cfg.device)
+    m = lm.model
+    if cfg.heads is None:
+        cfg = dataclasses.replace(cfg, heads=(DEFAULT_HEADS.get(lm.name, (0, 0)),))
+    n_ctx = m.cfg.n_ctx
+    if cfg.seq_len > n_ctx:
+        raise InvalidInputError(f"--seq-len {cfg.seq_len} is above the model's context n_ctx = {n_ctx}")
+    if cfg.k > m.cfg.d_vocab:
+        raise InvalidInputError(f"--k {cfg.k} is above the vocabulary size {m.cfg.d_vocab}")
+    heads = [check_head(m, h) for h in cfg.heads]
+    if cfg.dtype != "float32":
+        m.to(getattr(torch, cfg.dtype))
+    if rank == 0:
+        (out / schema.MANIFEST).unlink(missing_ok=True)  # no manifest may point at shards being rewritten
+    docs = shuffled(load_documents(cfg.dataset, cfg.split), cfg.seed)
+    seqs = select_sequences(docs, m.tokenizer, cfg.n_seqs, cfg.seq_len)
+    cfg_hash = cfg.hash()
+    means = {}
+    for head in heads:
+        mu, count = ragged_mean_result(lm, docs, head, cfg.n_mean, n_ctx)
+        means[head] = mu
+        if rank == 0:
+            save_tensors(out / schema.head_file("mean", head),
+                         {schema.MEAN_RESULT: mu.contiguous(), schema.MEAN_COUNT: count.to(torch.int32)},
+                         {"config_hash": cfg_hash})
+    cspa = cfg.cspa()
+    neighbours = None
+    if cspa.k_s > 1:
+        neighbours = neighbour_table(semantic_neighbours(m.tokenizer), cspa.k_s)
+    n_shards = (len(seqs) + cfg.shard_size - 1) // cfg.shard_size
+    if rank == 0:
+        _remove_stale_shards(out, n_shards)
+    mine = [i for i in range(n_shards) if i % world == rank]
+    n_tokens = sum(min(cfg.shard_size, len(seqs) - i * cfg.shard_size) for i in mine) * cfg.seq_len
+    from tqdm import tqdm
+
+    bar = tqdm(total=n_tokens, unit="tok", unit_scale=True, desc=f"rank {rank}", disable=None, file=sys.stderr)
+    t_shards, done_tokens = time.perf_counter(), 0
+    for i in mine:
+        path = out / schema.shard_path(i)
+        block = seqs[i * cfg.shard_size:(i + 1) * cfg.shard_size]
+        if cfg.resume and _shard_ok(path, cfg_hash):
+            bar.update(len(block) * cfg.seq_len)
+            continue
+        parts: dict[str, list[torch.Tensor]] = {}
+        for start in range(0, len(block), cfg.batch_size):
+            toks = torch.tensor(block[start:start + cfg.batch_size])
+            for head in heads:
+                res = analyze(lm, toks, head, means[head], k=cfg.k, cspa=cspa, neighbours=neighbours,
+                              effects=tuple(cfg.effects), ln_modes=tuple(cfg.ln_modes),
+                              topk_groups=schema.STORED_TOPK_VARIANTS)
+                for name, t in compact(res, cfg.k_attn).items():
+                    parts.setdefault(schema.tensor_name(head, name), []).append(t)
+            parts.setdefault(schema.TOKENS, []).append(toks.to(torch.int32))
+            bar.update(toks.numel())
+        save_tensors(path, {k: torch.cat(v, 0) for k, v in parts.items()}, {"config_hash": cfg_hash, "shard": str(i)})
+        done_tokens += len(block) * cfg.seq_len
+    bar.close()
+    shard_seconds = time.perf_counter() - t_shards
+    _barrier(world)
+    if rank == 0:
+        finish(cfg, lm, heads, out, n_shards, len(seqs), cfg_hash, log)
+    _barrier(world)
+    if done_tokens:
+        log(f"rank {rank}: analysed {done_tokens} tokens in {shard_seconds:.1f} s "
+            f"({done_tokens / max(shard_seconds, 1e-9):.0f} tokens/s)")
+    if stats is not None:
+        stats.update(shard_seconds=shard_seconds, tokens=done_tokens, total_seconds=time.perf_counter() - t_start)
+    return out
+
+
+def _remove_stale_shards(out: Path, n_shards: int) -> None:
+    """Shards beyond this run's count (left by an earlier, longer run) are deleted so none is ever listed."""
+    folder = out / "shards"
+    if not folder.is_dir():
+        return
+    keep = {Path(schema.shard_path(i)).name for i in range(n_shards)}
+    for path in folder.iterdir():
+        if path.name not in keep and path.suffix == ".safetensors":
+            path.unlink()
+
+
+def _shard_ok(path: Path, cfg_hash: str) -> bool:
+    from safetensors import safe_open
+
+    if not path.is_file():
+        return False
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return read_metadata(f).get("config_hash") == cfg_hash
+    except Exception:  # noqa: BLE001 - unreadable = redo
+        return False

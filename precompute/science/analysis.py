@@ -1,0 +1,255 @@
+"""One analysis of an attention head, used by the precompute job and by the app's live mode alike.
+
+``analyze(model, tokens, head, mean_result)`` runs one forward pass that caches only what it needs, re-runs only
+the blocks from the head's layer on (for the "both" and "indirect" effects), and then does every vocabulary-sized
+computation in row chunks, keeping only per-token numbers and top-k lists. Definitions follow
+``shared/reference/upstream-app.md`` §2.1-2.4:
+
+* r = the head's output (z_h W_O, no bias), mu = per-position mean of r, Delta = r - mu (centred).
+* direct / frozen LN: logits - (Delta / sigma_final) W_U; no second forward pass. The same projection is the
+  head's direct logit attribution (DLA).
+* unfrozen LN: the final LayerNorm scale recomputed from the intervened residual. Because LN is a rescaling of
+  the centred residual, every unfrozen variant is ``(sigma_f / sigma') (frozen logits - b_U) + b_U``.
+* both: the head's output is replaced by mu and only the blocks after it are re-run (``models.blocks``, from the
+  cached resid_mid of the head's layer);
+  indirect: both + Delta (only the direct path restored).
+* logit lens before the head: (resid_pre[L] centred / ln1 scale) W_U + b_U.
+* CSPA: see ``cspa``; its logits are clean - DLA + DLA_cspa (frozen LN).
+* KL is KL(clean || intervened) per position.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from .. import schema
+from ..errors import InvalidInputError
+from ..models import blocks
+from ..models.heads import check_head, head_output
+from ..models.loading import LoadedModel, unwrap
+from ..models.norm import centre, eps_of, rms_scale
+from ..schema import EFFECTS, LN_MODES, VARIANTS
+from .cspa import CSPAConfig, cspa_for_batch
+from .scoring import VocabInputs, vocab_stage
+
+__all__ = ["AnalysisResult", "EFFECTS", "LN_MODES", "VARIANTS", "analyze", "mean_result"]
+DEFAULT_CSPA = CSPAConfig()
+
+
+@dataclass
+class AnalysisResult:
+    """Every per-token quantity of one head on a batch of sequences, as named tensors (names: ``schema``).
+
+    Shapes: B = batch, S = sequence length, P = S - 1 (predictions with a known next token), k = top-k.
+
+    * ``tokens`` [B,S]; ``loss`` [B,P] clean cross-entropy of predicting token p+1 at position p.
+    * for each variant v in VARIANTS (``direct_frozen`` ... ``indirect_unfrozen``) and ``cspa``:
+      ``delta_loss_{v}`` and ``kl_{v}`` [B,P]; ``{v}_topk_ids`` / ``{v}_topk_logprobs`` [B,S,k];
+      ``{v}_correct_logprob`` / ``{v}_correct_rank`` [B,P] (rank 0 = top prediction).
+      The paper's variant is ``direct_frozen`` (direct effect, frozen final LN).
+    * ``clean_topk_ids`` / ``clean_topk_logprobs`` [B,S,k]; ``clean_correct_logprob`` / ``clean_correct_rank`` [B,P].
+    * ``dla_neg_ids`` / ``dla_neg_values`` and ``dla_pos_ids`` / ``dla_pos_values`` [B,S,k]: most negative and most
+      positive direct logit attributions (frozen LN, relative to the mean); ``cspa_dla_*`` the same for CSPA's
+      output.
+    * ``lens_topk_ids`` / ``lens_topk_logprobs`` [B,S,k], ``lens_correct_logprob`` / ``lens_correct_rank`` [B,P]:
+      the logit lens just before the head's layer.
+    * ``attention`` [B,S,S] the head's pattern; ``out_norm_rel`` [B,S] = |v_k W_O| / max_s |v_s W_O| per source;
+      ``info_attention`` [B,S,S] = A[q,k] * out_norm_rel[k] (info-weighted attention).
+    * CSPA kept pairs: ``cspa_kept_pos`` (source position, -1 = none), ``cspa_kept_token``, ``cspa_kept_score``
+      (logit-lens score) [B,S,m] sorted by score, and ``cspa_n_kept`` [B,S] the number of kept (k, j) entries.
+
+    Fields are read as ``res["loss"]`` or ``res.loss``.
+    """
+
+    tensors: dict[str, Tensor]
+    head: tuple[int, int]
+    k: int
+    variants: tuple[str, ...]
+    cspa: CSPAConfig | None
+    meta: dict = field(default_factory=dict)
+
+    def __getattr__(self, name: str) -> Tensor:
+        tensors = self.__dict__.get("tensors", {})
+        if name in tensors:
+            return tensors[name]
+        raise AttributeError(f"AnalysisResult has no field {name!r}; fields: {sorted(tensors)}")
+
+    def __getitem__(self, name: str) -> Tensor:
+        return self.tensors[name]
+
+    def fields(self) -> list[str]:
+        return sorted(self.tensors)
+
+
+def _validate(m, tokens: Tensor, head, mu: Tensor | None, k: int) -> tuple[int, int]:
+    cfg = m.cfg
+    if not isinstance(tokens, Tensor) or tokens.dtype not in (torch.int64, torch.int32):
+        raise InvalidInputError("tokens must be an integer tensor of token ids, shape [batch, seq]")
+    if tokens.ndim != 2:
+        raise InvalidInputError(f"tokens must have shape [batch, seq]; got {tuple(tokens.shape)}")
+    b, s = tokens.shape
+    if b == 0 or s == 0:
+        raise InvalidInputError(f"empty batch: tokens has shape {tuple(tokens.shape)}; need at least one token")
+    if s < 2:
+        raise InvalidInputError("need at least 2 tokens per sequence (BOS plus one) to measure a next-token loss")
+    if s > cfg.n_ctx:
+        raise InvalidInputError(f"sequence of {s} tokens is longer than the model's context n_ctx = {cfg.n_ctx}")
+    if int(tokens.min()) < 0 or int(tokens.max()) >= cfg.d_vocab:
+        raise InvalidInputError(f"token ids must be in [0, {cfg.d_vocab}); got [{int(tokens.min())}, "
+                                f"{int(tokens.max())}]")
+    layer, h = check_head(m, head)
+    if mu is not None:
+        if mu.ndim != 2 or mu.shape[1] != cfg.d_model:
+            raise InvalidInputError(f"mean_result must have shape [positions, d_model={cfg.d_model}]; got "
+                                    f"{tuple(mu.shape)}")
+        if mu.shape[0] < s:
+            raise InvalidInputError(f"mean_result covers {mu.shape[0]} positions but the sequence has {s} tokens; "
+                                    "compute the mean over sequences at least as long")
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1 or k > cfg.d_vocab:
+        raise InvalidInputError(f"k must be an integer in [1, {cfg.d_vocab}]; got {k!r}")
+    return layer, h
+
+
+def _check_variants(m, effects, ln_modes, cspa, neighbours) -> None:
+    bad = [e for e in effects if e not in EFFECTS] + [x for x in ln_modes if x not in LN_MODES]
+    if bad:
+        raise InvalidInputError(f"unknown effect or LN mode {bad}; effects: {EFFECTS}, LN modes: {LN_MODES}")
+    if not effects or not ln_modes:
+        raise InvalidInputError("need at least one effect and one LN mode")
+    if any(e in ("both", "indirect") for e in effects) and not blocks.supported(m):
+        raise InvalidInputError("the 'both' and 'indirect' effects re-run GPT-2-style blocks; this model is not "
+                                "one. Use effects=('direct',)")
+    if cspa is not None and cspa.k_s > 1 and neighbours is None:
+        raise InvalidInputError("CSPA with k_s > 1 needs a semantic-neighbour table (semantic.neighbour_table)")
+
+
+def mean_result(model, tokens: Int[Tensor, "batch seq"], head: tuple[int, int], batch_size: int = 8
+                ) -> Float[Tensor, "seq d_model"]:
+    """Per-position mean of the head's output over a batch, shape [seq, d_model] (runs only up to the layer)."""
+    m = unwrap(model)
+    layer, h = _validate(m, tokens, head, None, 1)
+    total = None
+    with torch.inference_mode():
+        for start in range(0, tokens.shape[0], batch_size):
+            r = head_outputs(m, tokens[start:start + batch_size], layer, h).sum(0)
+            total = r if total is None else total + r
+    return (total / tokens.shape[0]).cpu()
+
+
+def head_outputs(m, tokens: Int[Tensor, "batch seq"], layer: int, h: int) -> Float[Tensor, "batch seq d_model"]:
+    """The head's output for a batch (forward only up to the head's layer), float32 on the model's device."""
+    hook = f"blocks.{layer}.attn.hook_z"
+    _, cache = m.run_with_cache(tokens.to(m.cfg.device), names_filter=[hook], stop_at_layer=layer + 1)
+    return head_output(m, cache[hook], layer, h)
+
+
+def analyze(
+    model,
+    tokens: Int[Tensor, "batch seq"],
+    head: tuple[int, int],
+    mean_result: Float[Tensor, "positions d_model"],
+    k: int = 10,
+    cspa: CSPAConfig | None = DEFAULT_CSPA,
+    effects: tuple[str, ...] = EFFECTS,
+    ln_modes: tuple[str, ...] = LN_MODES,
+    neighbours: Int[Tensor, "d_vocab k_s"] | None = None,
+    chunk_rows: int | None = None,
+    topk_groups: tuple[str, ...] | None = None,
+) -> AnalysisResult:
+    """Analyse head ``head`` = (layer, h) on ``tokens``; see :class:`AnalysisResult` for the fields.
+
+    ``mean_result``: the per-position mean of the head's output (``mean_result()``), covering >= seq positions.
+    ``cspa``: CSPA settings, or None to skip CSPA. ``effects`` / ``ln_modes``: which ablation variants to compute
+    (the paper's variant ``direct`` with ``frozen`` LN costs no extra forward pass; ``both``/``indirect`` re-run the
+    blocks from the head's layer on). ``neighbours``: semantic-neighbour table for CSPA with k_s > 1 (from
+    ``semantic.neighbour_table``), -1 padded. ``chunk_rows``: rows per vocabulary-sized chunk (default: about
+    256 MB of projections at a time). ``topk_groups``: the ablation variants that get top-k lists (default: all;
+    the precompute job asks only for those it stores).
+    """
+    m = unwrap(model)
+    layer, h = _validate(m, tokens, head, mean_result, k)
+    _check_variants(m, effects, ln_modes, cspa, neighbours)
+    tokens = tokens.to(m.W_U.device).long()
+    variants = tuple(f"{e}_{ln}" for e in effects for ln in ln_modes)
+    with torch.inference_mode():
+        fwd = _forward(m, tokens, layer, h, mean_result, rerun=any(e != "direct" for e in effects))
+        inputs = _vocab_inputs(m, fwd, effects, ln_modes)
+        kept = {}
+        if cspa is not None:
+            batch = cspa_for_batch(m, tokens, fwd.attn, fwd.src_out, fwd.mu, fwd.pre_c / fwd.sigma_f, fwd.sigma_f,
+                                   cspa, neighbours)
+            if batch.sparse is not None:
+                inputs.cspa_sparse = batch.sparse
+            else:
+                inputs.rows["cspa_dla"] = centre(batch.dense) / fwd.sigma_f
+            kept = batch.kept
+        out = vocab_stage(m.W_U, m.b_U, tokens, inputs, variants, k, chunk_rows, topk_groups=topk_groups)
+    out[schema.TOKENS] = tokens
+    out[schema.ATTENTION] = fwd.attn
+    out[schema.INFO_ATTENTION] = fwd.attn * fwd.out_norm_rel[:, None, :]
+    out[schema.key("out_norm_rel")] = fwd.out_norm_rel
+    out.update(kept)
+    meta = {"layer": layer, "head": h, "n_ctx": m.cfg.n_ctx, "d_vocab": m.cfg.d_vocab}
+    if isinstance(model, LoadedModel):
+        meta["model"] = model.name
+    return AnalysisResult(tensors={n: t.detach() for n, t in out.items()}, head=(layer, h), k=k,
+                          variants=variants, cspa=cspa, meta=meta)
+
+
+@dataclass
+class _Forward:
+    """What the analysis keeps of the one forward pass (float32)."""
+
+    clean_logits: Tensor  # [b, s, d_vocab]
+    sigma_f: Tensor  # clean final-LN scale [b, s, 1]
+    x_c: Tensor  # centred final residual [b, s, d]
+    delta_c: Tensor  # centred (head output - mean) [b, s, d]
+    pre_c: Tensor  # centred resid_pre of the head's layer
+    attn: Tensor  # the head's pattern [b, q, k]
+    src_out: Tensor  # v_k W_O per source [b, k, d]
+    out_norm_rel: Tensor  # [b, k]
+    mu: Tensor  # the mean result cut to the sequence [s, d]
+    eps: float
+    both_c: Tensor | None  # centred final residual with the head mean-ablated everywhere (re-run), or None
+
+
+def _forward(m, tokens, layer: int, h: int, mean_result: Tensor, rerun: bool) -> _Forward:
+    """One forward pass caching only what we need, then (for both/indirect) the blocks after the head re-run."""
+    hook_pre, hook_z = f"blocks.{layer}.hook_resid_pre", f"blocks.{layer}.attn.hook_z"
+    hook_pat, hook_v, hook_mid = (f"blocks.{layer}.attn.hook_pattern", f"blocks.{layer}.attn.hook_v",
+                                  f"blocks.{layer}.hook_resid_mid")
+    names = [hook_pre, hook_z, hook_pat, hook_v, "ln_final.hook_scale", "ln_final.hook_normalized"]
+    names += [hook_mid] if rerun else []
+    # TransformerBridge computes the unembedding even with stop_at_layer, so its logits are kept
+    clean_logits, cache = m.run_with_cache(tokens, names_filter=names)
+    cache = {name: cache[name].float() for name in names}
+    mu = mean_result[: tokens.shape[1]].to(device=tokens.device, dtype=torch.float32)
+    sigma_f = cache["ln_final.hook_scale"]
+    r = head_output(m, cache[hook_z], layer, h)
+    src_out = cache[hook_v][:, :, h] @ m.W_O[layer, h].float()
+    out_norm = src_out.norm(dim=-1)
+    both_c = None
+    if rerun:
+        both_c = centre(blocks.run_from_mid(m, layer, cache[hook_mid] - r + mu))
+    return _Forward(clean_logits=clean_logits.float(), sigma_f=sigma_f,
+                    x_c=cache["ln_final.hook_normalized"] * sigma_f, delta_c=centre(r - mu),
+                    pre_c=centre(cache[hook_pre]), attn=cache[hook_pat][:, h], src_out=src_out,
+                    out_norm_rel=out_norm / out_norm.max(-1, keepdim=True).values.clamp_min(1e-30), mu=mu,
+                    eps=eps_of(m), both_c=both_c)
+
+
+def _vocab_inputs(m, fwd: _Forward, effects, ln_modes) -> VocabInputs:
+    """The rows to project onto the vocabulary (divided by sigma_f) and the LN-scale ratios of unfrozen variants."""
+    rows = {"dla": fwd.delta_c / fwd.sigma_f, "lens": fwd.pre_c / rms_scale(fwd.pre_c, fwd.eps)}
+    ratios = {}
+    if "direct" in effects and "unfrozen" in ln_modes:
+        ratios["direct"] = fwd.sigma_f / rms_scale(fwd.x_c - fwd.delta_c, fwd.eps)
+    if fwd.both_c is not None:
+        rows["both"] = fwd.both_c / fwd.sigma_f
+        ratios["both"] = fwd.sigma_f / rms_scale(fwd.both_c, fwd.eps)
+        ratios["indirect"] = fwd.sigma_f / rms_scale(fwd.both_c + fwd.delta_c, fwd.eps)
+    return VocabInputs(clean_logits=fwd.clean_logits, rows=rows, ratios=ratios)

@@ -1,0 +1,237 @@
+"""The vocabulary stage of the analysis: every vocabulary-sized computation, in row chunks, reduced to per-token
+numbers and top-k lists at once (nothing [rows, d_vocab] outlives a chunk).
+
+Inputs (:class:`VocabInputs`) are the clean logits of the forward pass and the rows we project ourselves, each
+already divided by the clean final-LN scale sigma_f: the head's centred DLA rows, the logit-lens rows, the "both"
+residual, CSPA's DLA rows (or CSPA's sparse form), plus the LN-scale ratios sigma_f / sigma' of the unfrozen
+variants. One loop (:func:`vocab_stage`) projects a chunk with one GEMM and runs the named steps on small
+sub-chunks whose temporaries stay in the CPU cache:
+
+1. ``clean``: loss, correct log-prob and rank, top-k.
+2. ``dla``: most negative / positive DLA.
+3. ``lens``: the logit lens before the head.
+4. ``variants``: for each effect its frozen-LN logits (:func:`effect_logits`), then each LN mode.
+5. ``cspa``: CSPA's logits = clean - DLA + DLA_cspa, and CSPA's own DLA top-k.
+
+KL(clean || v) = sum p_clean (l_clean - l_v) - lse_clean + lse_v; where l_clean - l_v is a projection we already
+have (DLA, DLA - DLA_cspa) the first term is a dot product with p_clean: no vocabulary-sized temporary.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from .. import schema
+
+# CPU sub-chunk rows: each vocabulary-sized temporary is ~3 MB for GPT-2 and stays in cache
+SUB_ROWS_CPU = 16
+CHUNK_BYTES = 256 * 2**20
+
+
+@dataclass
+class SparseCSPA:
+    """CSPA's output minus the mean as weights on T distinct unembedding directions (see ``cspa.token_weights``):
+    its DLA is ``weights @ (W_U[:, ids]^T W_U) - mean * colsum(W_U)``, cheaper than a projection when T is small."""
+
+    weights: Float[Tensor, "batch seq T"]
+    token_ids: Int[Tensor, "T"]
+    mean: Float[Tensor, "batch seq 1"]
+
+
+@dataclass
+class VocabInputs:
+    clean_logits: Float[Tensor, "batch seq d_vocab"]
+    rows: dict[str, Float[Tensor, "batch seq d_model"]]  # "dla", "lens", optionally "both", "cspa_dla"
+    ratios: dict[str, Float[Tensor, "batch seq 1"]] = field(default_factory=dict)  # effect -> sigma_f / sigma'
+    cspa_sparse: SparseCSPA | None = None
+
+
+class Scorer:
+    """Turns rows of logits into per-token numbers relative to the clean logits of the same rows."""
+
+    def __init__(self, clean: Tensor, targets: Tensor, k: int):
+        self.k = k
+        self.targets = targets
+        self.clean = clean
+        self.clean_lse = torch.logsumexp(clean, -1)
+        self.clean_p = torch.softmax(clean, -1)
+
+    @cached_property
+    def p_dot_clean(self) -> Tensor:
+        """sum_v p_clean l_clean per row (only the variants beyond the paper's need it)."""
+        return torch.linalg.vecdot(self.clean_p, self.clean)
+
+    def correct(self, logits: Tensor) -> Tensor:
+        return logits.gather(-1, self.targets[:, None])[:, 0]
+
+    def score(self, logits: Tensor, kl_dot: Tensor | None = None, with_kl: bool = True, topk: bool = True
+              ) -> dict[str, Tensor]:
+        """Correct token's log-prob and rank, top-k, and KL(clean || logits) unless ``with_kl`` is False.
+
+        ``kl_dot``: sum_v p_clean (l_clean - l) when the caller has it cheaply. Keys are schema quantities (and
+        ``kl``)."""
+        lse = torch.logsumexp(logits, -1)
+        correct = self.correct(logits)
+        out = {"correct_logprob": correct - lse, "correct_rank": (logits > correct[:, None]).sum(-1)}
+        if topk:
+            self._topk(logits, lse, out)
+        if with_kl:
+            if kl_dot is None:
+                kl_dot = self.p_dot_clean - torch.linalg.vecdot(self.clean_p, logits)
+            out["kl"] = kl_dot - self.clean_lse + lse
+        return out
+
+    def score_rescaled(self, frozen: Tensor, rho: Tensor, kl_dot: Tensor, frozen_rank: Tensor | None,
+                       topk: bool) -> dict[str, Tensor]:
+        """The scores of ``rho * frozen`` (unfrozen LN with a zero unembedding bias), reusing the frozen logits:
+        rho > 0 keeps the order, so the rank carries over, and sum p (l_clean - rho l) = pc - rho (pc - kl_dot)."""
+        scaled = rho * frozen
+        lse = torch.logsumexp(scaled, -1)
+        if frozen_rank is None:
+            frozen_rank = (frozen > self.correct(frozen)[:, None]).sum(-1)
+        out = {"correct_logprob": self.correct(scaled) - lse, "correct_rank": frozen_rank,
+               "kl": self.p_dot_clean - rho[:, 0] * (self.p_dot_clean - kl_dot) - self.clean_lse + lse}
+        if topk:
+            self._topk(scaled, lse, out)
+        return out
+
+    def _topk(self, logits: Tensor, lse: Tensor, out: dict) -> None:
+        vals, ids = logits.topk(self.k, dim=-1)
+        out["topk_ids"], out["topk_logprobs"] = ids, vals - lse[:, None]
+
+
+class _Collector:
+    """Per-row results of every sub-chunk, named by the schema and joined at the end."""
+
+    def __init__(self):
+        self.parts: dict[tuple[str, str | None], list[Tensor]] = {}
+
+    def add(self, quantity: str, group: str | None, t: Tensor) -> None:
+        self.parts.setdefault((quantity, group), []).append(t)
+
+    def add_scores(self, group: str, res: dict[str, Tensor]) -> None:
+        for quantity, t in res.items():
+            self.add(quantity, group, t)
+
+    def finish(self, b: int, s: int) -> dict[str, Tensor]:
+        out = {}
+        for (quantity, group), parts in self.parts.items():
+            t = torch.cat(parts, 0).reshape(b, s, *parts[0].shape[1:])
+            if schema.SPECS[quantity].shape == schema.PRED:
+                t = t[:, :-1]  # the last position has no next token
+            out[schema.key(quantity, group)] = t
+        return out
+
+
+def effect_logits(effect: str, scorer: Scorer, proj: dict[str, Tensor], b_U: Tensor | None, direct: Tensor,
+                  p_dot_dla: Tensor) -> tuple[Tensor, Tensor]:
+    """Frozen-LN logits of an ablation effect and sum_v p_clean (l_clean - l) for its KL.
+
+    direct: clean - DLA. both: the re-run residual projected (plus b_U). indirect: both + DLA."""
+    if effect == "direct":
+        return direct, p_dot_dla
+    both = proj["both"] if b_U is None else proj["both"] + b_U
+    frozen = both if effect == "both" else both + proj["dla"]
+    return frozen, scorer.p_dot_clean - torch.linalg.vecdot(scorer.clean_p, frozen)
+
+
+def vocab_stage(W_U: Tensor, b_U: Tensor, tokens: Int[Tensor, "batch seq"], inputs: VocabInputs,
+                variants: tuple[str, ...], k: int, chunk_rows: int | None = None, sub_rows: int | None = None,
+                topk_groups: tuple[str, ...] | None = None) -> dict[str, Tensor]:
+    """Every per-token field of the analysis that needs the vocabulary; see the module docstring.
+
+    ``topk_groups``: the ablation variants that get top-k lists (None = all)."""
+    b, s = tokens.shape
+    n = b * s
+    W_U, b_U = W_U.float(), b_U.float()
+    bias = None if bool((b_U == 0).all()) else b_U
+    d_vocab = W_U.shape[1]
+    names = list(inputs.rows)
+    flat = {name: t.reshape(n, -1) for name, t in inputs.rows.items()}
+    ratios = {name: t.reshape(n, 1) for name, t in inputs.ratios.items()}
+    clean_flat = inputs.clean_logits.reshape(n, d_vocab)
+    targets = torch.cat([tokens[:, 1:], tokens[:, :1]], dim=1).reshape(n)  # last column is a dummy
+    sparse = None
+    if inputs.cspa_sparse is not None:
+        sp = inputs.cspa_sparse
+        sparse = (sp.weights.reshape(n, -1), sp.mean.reshape(n, 1), W_U[:, sp.token_ids].T @ W_U, W_U.sum(0))
+    if chunk_rows is None:
+        chunk_rows = max(1, CHUNK_BYTES // (4 * d_vocab * (len(names) + 4)))
+    if sub_rows is None:
+        sub_rows = min(chunk_rows, SUB_ROWS_CPU) if W_U.device.type == "cpu" else chunk_rows
+    effects = tuple(dict.fromkeys(v.split("_")[0] for v in variants))
+    acc = _Collector()
+
+    def with_bias(x: Tensor) -> Tensor:
+        return x if bias is None else x + bias
+
+    def reduce_rows(sl: slice, proj: dict[str, Tensor]) -> None:
+        clean = clean_flat[sl]
+        scorer = Scorer(clean, targets[sl], k)
+        # 1. clean
+        res = scorer.score(clean, with_kl=False)
+        acc.add("loss", None, -res["correct_logprob"])
+        acc.add_scores(schema.CLEAN, res)
+        # 2. the head's DLA
+        dla = proj["dla"]
+        _dla_topk(acc, dla, schema.DLA_GROUPS, k)
+        # 3. logit lens before the head
+        acc.add_scores(schema.LENS, scorer.score(with_bias(proj["lens"]), with_kl=False))
+        # 4. ablation variants
+        p_dot_dla = torch.linalg.vecdot(scorer.clean_p, dla)
+        direct = clean - dla
+        for effect in effects:
+            frozen, kl_dot = effect_logits(effect, scorer, proj, bias, direct, p_dot_dla)
+            frozen_rank = None
+            for ln in schema.LN_MODES:
+                v = f"{effect}_{ln}"
+                if v not in variants:
+                    continue
+                want_topk = topk_groups is None or v in topk_groups
+                if ln == "frozen":
+                    res = scorer.score(frozen, kl_dot=kl_dot, topk=want_topk)
+                    frozen_rank = res["correct_rank"]
+                elif bias is None:
+                    res = scorer.score_rescaled(frozen, ratios[effect][sl], kl_dot, frozen_rank, want_topk)
+                else:
+                    res = scorer.score(ratios[effect][sl] * (frozen - bias) + bias, topk=want_topk)
+                acc.add_scores(v, res)
+        # 5. CSPA
+        if "cspa_dla" in proj or sparse is not None:
+            if sparse is not None:
+                weights, mean, m_tok, colsum = sparse
+                cd = weights[sl] @ m_tok - mean[sl] * colsum
+            else:
+                cd = proj["cspa_dla"]
+            res = scorer.score(direct + cd, kl_dot=p_dot_dla - torch.linalg.vecdot(scorer.clean_p, cd))
+            acc.add_scores(schema.CSPA, res)
+            _dla_topk(acc, cd, schema.CSPA_DLA_GROUPS, k)
+
+    # Big chunks for the GEMM (W_U is streamed once per chunk); small sub-chunks for the reductions.
+    for start in range(0, n, chunk_rows):
+        stop = min(n, start + chunk_rows)
+        c = stop - start
+        proj = {}
+        if names:
+            stacked = torch.cat([flat[name][start:stop] for name in names], dim=0) @ W_U
+            proj = dict(zip(names, stacked.split(c, dim=0)))
+        for sub in range(0, c, sub_rows):
+            end = min(c, sub + sub_rows)
+            reduce_rows(slice(start + sub, start + end), {name: t[sub:end] for name, t in proj.items()})
+
+    out = acc.finish(b, s)
+    for g in schema.groups("ablations", variants, cspa=schema.kl(schema.CSPA) in out):
+        out[schema.delta_loss(g)] = -out[schema.correct_logprob(g)] - out[schema.key("loss")]
+    return out
+
+
+def _dla_topk(acc: _Collector, dla: Tensor, groups: tuple[str, str], k: int) -> None:
+    for g, largest in zip(groups, (False, True)):
+        vals, ids = dla.topk(k, dim=-1, largest=largest)
+        acc.add("dla_ids", g, ids)
+        acc.add("dla_values", g, vals)

@@ -1,0 +1,206 @@
+"""The lazy reader of a run folder (layout and fields: ``artifacts/README.md``, names: ``precompute.schema``).
+
+Shards are opened on demand and only the requested slices are read. Every file is checked against the manifest's
+sha256 the first time this process opens it (then remembered while the file is unchanged), so tampered or
+swapped data is refused with a message, never shown. Returns numpy arrays and imports no torch: browsing needs no
+deep-learning stack (``torch.from_numpy`` where a tensor is wanted).
+"""
+
+from __future__ import annotations
+
+import threading
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+from safetensors import safe_open
+
+from .. import schema
+from ..errors import ArtifactError, InvalidInputError
+from ..schema import head_key, parse_head
+from .files import sha256_file
+from .manifest import read_manifest, resolve_file
+
+_VERIFIED: dict[tuple, str] = {}  # (real path, mtime_ns, size, inode) -> sha256 checked in this process
+_VERIFIED_LOCK = threading.Lock()
+
+
+def checked_path(root: Path, manifest: dict, rel: str, source: str) -> Path:
+    """``rel`` inside ``root``, checked against the manifest (size, then sha256 once per process and file state)."""
+    want = manifest["files"].get(rel)
+    if want is None:
+        raise ArtifactError(f"{rel} is not listed in the manifest of {source}; the run is incomplete or altered")
+    path = resolve_file(root, rel)
+    st = path.stat()
+    if st.st_size != want["bytes"]:
+        raise ArtifactError(f"{rel} in {source} has {st.st_size} bytes, the manifest says {want['bytes']}: it is "
+                            "corrupt or was modified. Run `python -m precompute verify`")
+    key = (str(path), st.st_mtime_ns, st.st_size, st.st_ino)
+    with _VERIFIED_LOCK:
+        known = _VERIFIED.get(key) == want["sha256"]
+    if not known:
+        if sha256_file(path, limit=st.st_size) != want["sha256"]:
+            raise ArtifactError(f"{rel} in {source} does not match the manifest's sha256: it is corrupt or was "
+                                "modified, so it is not shown. Run `python -m precompute verify`")
+        with _VERIFIED_LOCK:
+            _VERIFIED[key] = want["sha256"]
+    return path
+
+
+class Artifacts:
+    """Lazy reader of one artifact folder."""
+
+    def __init__(self, root: str | Path, source: str | None = None):
+        self.root = Path(root)
+        self.source = source or str(self.root)
+        self.manifest = read_manifest(self.root)
+        self.heads = [parse_head(h) for h in self.manifest["heads"]]
+        counts = self.manifest["counts"]
+        self.n_sequences = counts["n_sequences"]
+        self.seq_len = counts["seq_len"]
+        self.shard_size = counts["shard_size"]
+        self.n_shards = counts["n_shards"]
+        self._tokenizer = None
+
+    # -- helpers
+    def _head(self, head) -> tuple[int, int]:
+        if head is None:
+            return self.heads[0]
+        try:
+            head = parse_head(head) if isinstance(head, str) else tuple(int(x) for x in head)
+        except (TypeError, ValueError):
+            raise InvalidInputError(f"head {head!r:.40} is not of the form LAYER.HEAD") from None
+        if head not in self.heads:
+            raise InvalidInputError(f"head {head_key(head)} is not in these artifacts; available: "
+                                    f"{', '.join(head_key(h) for h in self.heads)}")
+        return head
+
+    def _locate(self, i) -> tuple[int, int]:
+        """(shard, row) of sequence ``i``, or InvalidInputError for a bad index."""
+        if not isinstance(i, (int, np.integer)) or isinstance(i, bool) or not (0 <= i < self.n_sequences):
+            raise InvalidInputError(f"sequence index {i!r} is out of range: 0 to {self.n_sequences - 1}")
+        return divmod(int(i), self.shard_size)
+
+    def open_file(self, rel: str):
+        """An open (numpy) safetensors handle of a checked file of the folder."""
+        path = checked_path(self.root, self.manifest, rel, self.source)
+        try:
+            return _open_cached(str(path), path.stat().st_mtime_ns)
+        except Exception as err:  # noqa: BLE001
+            raise ArtifactError(f"{rel} in {self.source} cannot be read ({str(err)[:200]}); it may be corrupt") \
+                from None
+
+    def _read(self, rel: str, what):
+        f = self.open_file(rel)
+        try:
+            return what(f)
+        except Exception as err:  # noqa: BLE001 - a file changed or damaged under us
+            raise ArtifactError(f"{rel} in {self.source} cannot be read ({str(err)[:200]}); run "
+                                "`python -m precompute verify`") from None
+
+    @property
+    def tokenizer(self):
+        if self._tokenizer is None:
+            self._tokenizer = self._load_tokenizer()
+        return self._tokenizer
+
+    def _load_tokenizer(self):
+        prefix = schema.TOKENIZER_DIR + "/"
+        listed = sorted(rel for rel in self.manifest["files"] if rel.startswith(prefix))
+        if prefix + "tokenizer.json" not in listed:
+            raise ArtifactError(f"{self.source} has no tokenizer/tokenizer.json in its manifest; re-run the "
+                                "precompute to include the tokenizer")
+        for rel in listed:
+            checked_path(self.root, self.manifest, rel, self.source)
+        folder = self.root / schema.TOKENIZER_DIR
+        extra = sorted(p.name for p in folder.iterdir() if prefix + p.name not in listed)
+        if extra:
+            raise ArtifactError(f"{self.source}: tokenizer/ holds files the manifest does not list ({extra[0]}); "
+                                "remove them or run `python -m precompute verify`")
+        try:
+            from transformers import PreTrainedTokenizerFast
+
+            return PreTrainedTokenizerFast.from_pretrained(str(folder))
+        except Exception as err:  # noqa: BLE001 - a damaged tokenizer must not surface as a traceback
+            raise ArtifactError(f"the tokenizer in {self.source} cannot be loaded ({type(err).__name__}); it may "
+                                "be corrupt. Run `python -m precompute verify`") from None
+
+    @property
+    def model_name(self) -> str:
+        return self.manifest["model"]["model_name"]
+
+    @property
+    def hyperparameters(self) -> dict:
+        return self.manifest["hyperparameters"]
+
+    # -- public API
+    def sequence(self, i: int, head=None) -> dict[str, np.ndarray]:
+        """All stored fields of sequence ``i`` for ``head`` (default: the first head), plus ``tokens``."""
+        prefix = schema.tensor_name(self._head(head), "")
+        shard, row = self._locate(i)
+
+        def read(f):
+            out = {schema.TOKENS: f.get_slice(schema.TOKENS)[row]}
+            for name in f.keys():
+                if name.startswith(prefix):
+                    out[name[len(prefix):]] = f.get_slice(name)[row]
+            return out
+
+        return self._read(schema.shard_path(shard), read)
+
+    def tokens(self, i: int) -> np.ndarray:
+        """Only the token ids of sequence ``i`` (cheaper than ``sequence`` when that is all you need)."""
+        shard, row = self._locate(i)
+        return self._read(schema.shard_path(shard), lambda f: f.get_slice(schema.TOKENS)[row])
+
+    def field(self, name: str, head=None) -> np.ndarray:
+        """One per-token field for every sequence (concatenated over shards), e.g. for the CSPA scatter."""
+        tensor = name if name == schema.TOKENS else schema.tensor_name(self._head(head), name)
+        return np.concatenate([self._read(schema.shard_path(i), lambda f: f.get_tensor(tensor))
+                               for i in range(self.n_shards)], 0)
+
+    def _head_tensors(self, kind: str, head) -> dict[str, np.ndarray]:
+        return self._read(schema.head_file(kind, self._head(head)), lambda f: {k: f.get_tensor(k) for k in f.keys()})
+
+    def mean_result(self, head=None) -> np.ndarray:
+        return self._head_tensors("mean", head)[schema.MEAN_RESULT]
+
+    def mean_count(self, head=None) -> np.ndarray:
+        return self._head_tensors("mean", head)[schema.MEAN_COUNT]
+
+    def circuits(self, head=None) -> dict[str, np.ndarray]:
+        return self._head_tensors("circuits", head)
+
+    def index(self, head=None) -> dict[str, np.ndarray]:
+        return self._head_tensors("index", head)
+
+    def semantic(self) -> dict[str, np.ndarray]:
+        return self._read(schema.SEMANTIC_FILE, lambda f: {k: f.get_tensor(k) for k in f.keys()})
+
+    def summary(self, head=None) -> dict:
+        return self.manifest.get("summary", {}).get(head_key(self._head(head)), {})
+
+
+def read_field(root: Path, n_shards: int, tensor: str) -> np.ndarray:
+    """One stored tensor concatenated over the shards the precompute job has just written (no manifest yet)."""
+    parts = []
+    for i in range(n_shards):
+        path = Path(root) / schema.shard_path(i)
+        with safe_open(str(path), framework="numpy") as f:
+            parts.append(f.get_tensor(tensor))
+    return np.concatenate(parts, 0)
+
+
+@lru_cache(maxsize=8)
+def _open_cached(path: str, mtime_ns: int):
+    return safe_open(path, framework="numpy")
+
+
+def open_artifacts(source: str | Path) -> Artifacts:
+    """Open a local artifact folder or ``hf://user/repo@revision`` (downloaded into the normal HF cache)."""
+    text = str(source)
+    if text.startswith("hf://"):
+        from .hub import pull
+
+        return Artifacts(pull(text), source=text)
+    return Artifacts(Path(text).expanduser())
