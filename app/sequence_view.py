@@ -108,7 +108,7 @@ def details(rec: dict, strings: list[str], pos: int, opts: dict, tokenizer) -> N
                 (f" → next `{display_token(strings[pos + 1])}`" if pos + 1 < s else " (last token)"))
     if pos + 1 < s:
         c = st.columns(5)
-        c[0].metric("Clean loss", f"{float(rec[F.key('loss')][pos]):.3f}")
+        c[0].metric("Clean loss", f"{float(rec[F.LOSS][pos]):.3f}")
         c[1].metric(f"Δloss ({variant})", f"{float(rec[F.delta_loss(variant)][pos]):+.4f}")
         c[2].metric(f"KL ({variant})", f"{float(rec[F.kl(variant)][pos]):.4f}")
         c[3].metric("Δloss (CSPA)", f"{float(rec[F.delta_loss(F.CSPA)][pos]):+.4f}")
@@ -133,10 +133,10 @@ def details(rec: dict, strings: list[str], pos: int, opts: dict, tokenizer) -> N
     cols[2].markdown("**Logit lens before the head**")
     cols[2].dataframe(_table(rec[F.topk_ids(F.LENS)][pos], rec[F.topk_logprobs(F.LENS)][pos], names, "prob", math.exp),
                       hide_index=True, width="stretch")
-    kept = [(int(p), int(t), float(v)) for p, t, v in zip(rec[F.key("cspa_kept_pos")][pos].tolist(),
-                                                          rec[F.key("cspa_kept_token")][pos].tolist(),
-                                                          floats(rec[F.key("cspa_kept_score")][pos])) if p >= 0]
-    st.markdown(f"**CSPA: information kept at this position** ({int(rec[F.key('cspa_n_kept')][pos])} source entries)")
+    kept = [(int(p), int(t), float(v)) for p, t, v in zip(rec[F.CSPA_KEPT_POS][pos].tolist(),
+                                                          rec[F.CSPA_KEPT_TOKEN][pos].tolist(),
+                                                          floats(rec[F.CSPA_KEPT_SCORE][pos])) if p >= 0]
+    st.markdown(f"**CSPA: information kept at this position** ({int(rec[F.CSPA_N_KEPT][pos])} source entries)")
     if kept:
         st.dataframe(pd.DataFrame({"source position": [p for p, _, _ in kept],
                                    "source token": [repr(strings[p]) for p, _, _ in kept],
@@ -156,9 +156,9 @@ def attention_view(rec: dict, strings: list[str], pos: int, key: str) -> None:
     start = max(0, min(pos - window // 2, s - window))
     end = min(s, start + window)
     att = dense_attention(rec, info_weighted=info)[start:end, start:end]
-    top = [(int(p), float(w)) for p, w in zip(rec[F.key("attn_topk_pos")][pos].tolist(),
-                                              floats(rec[F.key("attn_topk_weight")][pos])) if p <= pos]
-    st.caption(f"Position {pos} attends to BOS with {float(rec[F.key('attn_bos')][pos]):.2f}; top sources: " +
+    top = [(int(p), float(w)) for p, w in zip(rec[F.ATTN_TOPK_POS][pos].tolist(),
+                                              floats(rec[F.ATTN_TOPK_WEIGHT][pos])) if p <= pos]
+    st.caption(f"Position {pos} attends to BOS with {float(rec[F.ATTN_BOS][pos]):.2f}; top sources: " +
                ", ".join(f"{p} {strings[p]!r} ({w:.2f})" for p, w in sorted(top, key=lambda x: -x[1])[:5]))
     if not st.toggle("Show the interactive attention pattern (circuitsvis)", key=f"{key}_cv",
                      help="Off by default: each view embeds circuitsvis's 1.3 MB script (it works offline)."):

@@ -80,6 +80,15 @@ SPECS: dict[str, Spec] = {
                          "‖v_k W_O‖ / max_s ‖v_s W_O‖ per source; info-weighted attention = A[q,k]·out_norm_rel[k]"),
 }
 
+# the fields without a group, by name (quantity id = field name)
+LOSS = "loss"
+CSPA_KEPT_POS, CSPA_KEPT_TOKEN, CSPA_KEPT_SCORE, CSPA_N_KEPT = (
+    "cspa_kept_pos", "cspa_kept_token", "cspa_kept_score", "cspa_n_kept")
+ATTN_TOPK_POS, ATTN_TOPK_WEIGHT, ATTN_BOS = "attn_topk_pos", "attn_topk_weight", "attn_bos"
+OUT_NORM_REL = "out_norm_rel"
+assert {LOSS, CSPA_KEPT_POS, CSPA_KEPT_TOKEN, CSPA_KEPT_SCORE, CSPA_N_KEPT, ATTN_TOPK_POS, ATTN_TOPK_WEIGHT,
+        ATTN_BOS, OUT_NORM_REL} == {q for q, spec in SPECS.items() if spec.groups is None}
+
 # shard-level and analysis-only tensors (not per head / not stored)
 TOKENS = "tokens"
 ATTENTION, INFO_ATTENTION = "attention", "info_attention"  # dense [B,S,S] in an AnalysisResult only

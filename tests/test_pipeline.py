@@ -241,7 +241,7 @@ def test_bfloat16_forward_runs_and_stays_close(toy, tmp_path):
     from precompute import RunConfig, run
 
     data = write_text_dataset(tmp_path)
-    cfg = dict(SMALL_RUN, dataset=str(data), n_seqs=8, shard_size=8)
+    cfg = dict(SMALL_RUN, dataset=str(data), n_seqs=8, shard_size=8, n_mean=8)
     run(RunConfig(out=str(tmp_path / "f32"), **cfg), loaded=toy, log=lambda *_: None)
     run(RunConfig(out=str(tmp_path / "bf16"), dtype="bfloat16", **cfg), loaded=load_model("toy"),
         log=lambda *_: None)

@@ -76,7 +76,7 @@ class RunConfig:
     seq_len: int = _opt(1000, "tokens per sequence, BOS included")
     batch_size: int = _opt(8, "sequences per forward pass")
     shard_size: int = _opt(64, "sequences per shard file")
-    n_mean: int = _opt(100, "documents averaged for the per-position mean")
+    n_mean: int = _opt(100, "the first n_mean analysed sequences give the per-position mean μ (paper: 100)")
     k: int = _opt(10, "top-k kept for every vocabulary-sized quantity")
     k_attn: int = _opt(DEFAULT_K_ATTN, "attention sources stored per query")
     cspa_k_u: float | int = _opt(0.05, "CSPA K_u: fraction (0.05) or count (5)", parse=parse_k_u)
@@ -104,6 +104,9 @@ class RunConfig:
                 raise InvalidInputError(f"--{name.replace('_', '-')} {value} is above the limit {LIMITS[name]}")
         if not isinstance(self.seed, int) or not 0 <= self.seed <= LIMITS["seed"]:
             raise InvalidInputError(f"--seed must be an integer in [0, {LIMITS['seed']}], got {self.seed!r}")
+        if self.n_mean > self.n_seqs:
+            raise InvalidInputError(f"--n-mean {self.n_mean} is above --n-seqs {self.n_seqs}: the mean is taken over "
+                                    "the first n_mean analysed sequences")
         if not isinstance(self.seq_len, int) or self.seq_len < 2:
             raise InvalidInputError(f"--seq-len must be at least 2 (BOS plus one token), got {self.seq_len}")
         if self.heads is not None:

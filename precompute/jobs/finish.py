@@ -51,7 +51,7 @@ def write_index(out: Path, head, n_shards: int) -> dict:
     v, c = schema.PAPER_VARIANT, schema.CSPA
     s = summary_metrics(read("kl", v).float(), read("kl", c).float(), read("delta_loss", v).float(),
                         read("delta_loss", c).float())
-    s["mean_clean_loss"] = float(read("loss").double().mean())
+    s["mean_clean_loss"] = float(read(schema.LOSS).double().mean())
     return s
 
 
@@ -72,8 +72,8 @@ def finish(cfg: RunConfig, lm, heads, out: Path, n_shards: int, n_seqs: int, cfg
         "hyperparameters": {
             **cfg.recorded(),
             "cspa": cfg.cspa().as_metadata(),
-            "mean": f"per-position mean of the head output over the first {cfg.n_mean} shuffled documents, "
-                    f"each cut to n_ctx; position p averages the documents that reach it",
+            "mean": f"per-position mean of the head output over the first {cfg.n_mean} analysed sequences "
+                    f"(all {cfg.seq_len} tokens long), as the paper",
             "ablation": "mean ablation; effects direct/both/indirect x final LN frozen/unfrozen",
             "circuit_embedding": DEFAULT_EMBEDDING,
             "stored_dtypes": "floats float16, ids int32",

@@ -22,7 +22,7 @@ from ..data.tokenization import encode
 from ..errors import InvalidInputError
 from ..models.heads import check_head
 from ..models.loading import DEFAULT_HEADS, load_model, unwrap
-from ..science.analysis import analyze, head_outputs
+from ..science.analysis import analyze, mean_result
 from ..science.semantic import neighbour_table, semantic_neighbours
 from ..store.files import read_metadata, save_tensors
 from ..store.records import compact
@@ -63,32 +63,6 @@ def select_sequences(docs: list[str], tokenizer, n: int, length: int) -> list[li
                 return out
     raise InvalidInputError(f"only {len(out)} documents have at least {length} tokens; asked for {n}. Use a "
                             "shorter --seq-len, fewer --n-seqs, or a larger dataset")
-
-
-def ragged_mean_result(model, docs: list[str], head, n_docs: int, n_ctx: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-position mean of the head's output over the first ``n_docs`` documents, each cut to ``n_ctx`` tokens.
-
-    Position p averages over the documents that reach it; returns (mean [P, d_model], count [P]) where P is the
-    longest document length (up to n_ctx), so live prompts can be as long as the model allows when documents are.
-    """
-    m = unwrap(model)
-    layer, h = head
-    total = torch.zeros(n_ctx, m.cfg.d_model, dtype=torch.float64)
-    count = torch.zeros(n_ctx, dtype=torch.long)
-    used = 0
-    with torch.inference_mode():
-        for doc in docs:
-            ids = encode(m.tokenizer, doc)[:n_ctx]
-            if len(ids) < 2:
-                continue
-            r = head_outputs(m, torch.tensor([ids]), layer, h)[0].double().cpu()
-            total[: len(ids)] += r
-            count[: len(ids)] += 1
-            used += 1
-            if used == n_docs:
-                break
-    covered = int((count > 0).sum())
-    return (total[:covered] / count[:covered, None]).float(), count[:covered]
 
 
 def prepare_out(cfg: RunConfig) -> Path:
@@ -143,8 +117,11 @@ def run(cfg: RunConfig, loaded=None, log=print, stats: dict | None = None) -> Pa
     seqs = select_sequences(docs, m.tokenizer, cfg.n_seqs, cfg.seq_len)
     cfg_hash = cfg.hash()
     means = {}
+    mean_tokens = torch.tensor(seqs[: cfg.n_mean])
     for head in heads:
-        mu, count = ragged_mean_result(lm, docs, head, cfg.n_mean, n_ctx)
+        # the paper's mu: per position, the mean over the first n_mean analysed sequences (full length)
+        mu = mean_result(lm, mean_tokens, head, batch_size=cfg.batch_size)
+        count = torch.full((mu.shape[0],), len(mean_tokens), dtype=torch.int32)
         means[head] = mu
         if rank == 0:
             save_tensors(out / schema.head_file("mean", head),

@@ -191,7 +191,7 @@ def analyze(
     out[schema.TOKENS] = tokens
     out[schema.ATTENTION] = fwd.attn
     out[schema.INFO_ATTENTION] = fwd.attn * fwd.out_norm_rel[:, None, :]
-    out[schema.key("out_norm_rel")] = fwd.out_norm_rel
+    out[schema.OUT_NORM_REL] = fwd.out_norm_rel
     out.update(kept)
     meta = {"layer": layer, "head": h, "n_ctx": m.cfg.n_ctx, "d_vocab": m.cfg.d_vocab}
     if isinstance(model, LoadedModel):

@@ -267,10 +267,10 @@ def _kept_pairs(scores: Tensor, cand: Tensor, keep: Tensor, cfg: CSPAConfig) -> 
     none = torch.full_like(top_idx, -1)
     tok = cand.reshape(b, -1).gather(-1, top_idx.reshape(b, -1)).reshape(b, s, n_show)
     return {
-        schema.key("cspa_kept_pos"): torch.where(shown, top_idx // cfg.k_s, none),
-        schema.key("cspa_kept_token"): torch.where(shown, tok, none),
-        schema.key("cspa_kept_score"): torch.where(shown, top_scores, torch.zeros_like(top_scores)),
-        schema.key("cspa_n_kept"): keep.reshape(b, s, -1).sum(-1),
+        schema.CSPA_KEPT_POS: torch.where(shown, top_idx // cfg.k_s, none),
+        schema.CSPA_KEPT_TOKEN: torch.where(shown, tok, none),
+        schema.CSPA_KEPT_SCORE: torch.where(shown, top_scores, torch.zeros_like(top_scores)),
+        schema.CSPA_N_KEPT: keep.reshape(b, s, -1).sum(-1),
     }
 
 

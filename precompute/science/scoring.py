@@ -175,7 +175,7 @@ def vocab_stage(W_U: Tensor, b_U: Tensor, tokens: Int[Tensor, "batch seq"], inpu
         scorer = Scorer(clean, targets[sl], k)
         # 1. clean
         res = scorer.score(clean, with_kl=False)
-        acc.add("loss", None, -res["correct_logprob"])
+        acc.add(schema.LOSS, None, -res["correct_logprob"])
         acc.add_scores(schema.CLEAN, res)
         # 2. the head's DLA
         dla = proj["dla"]
@@ -226,7 +226,7 @@ def vocab_stage(W_U: Tensor, b_U: Tensor, tokens: Int[Tensor, "batch seq"], inpu
 
     out = acc.finish(b, s)
     for g in schema.groups("ablations", variants, cspa=schema.kl(schema.CSPA) in out):
-        out[schema.delta_loss(g)] = -out[schema.correct_logprob(g)] - out[schema.key("loss")]
+        out[schema.delta_loss(g)] = -out[schema.correct_logprob(g)] - out[schema.LOSS]
     return out
 
 

@@ -13,9 +13,9 @@ from .. import schema
 
 def dense_attention(rec: dict, info_weighted: bool = False) -> np.ndarray:
     """[S, S] attention of one sequence rebuilt from the sparse record (entries outside the top-k are 0)."""
-    pos = np.asarray(rec[schema.key("attn_topk_pos")]).astype(np.int64)
-    w = np.asarray(rec[schema.key("attn_topk_weight")]).astype(np.float32)
-    bos = np.asarray(rec[schema.key("attn_bos")]).astype(np.float32)
+    pos = np.asarray(rec[schema.ATTN_TOPK_POS]).astype(np.int64)
+    w = np.asarray(rec[schema.ATTN_TOPK_WEIGHT]).astype(np.float32)
+    bos = np.asarray(rec[schema.ATTN_BOS]).astype(np.float32)
     s = bos.shape[0]
     dense = np.zeros((s, s), dtype=np.float32)
     causal = pos <= np.arange(s)[:, None]
@@ -23,7 +23,7 @@ def dense_attention(rec: dict, info_weighted: bool = False) -> np.ndarray:
     dense[rows[causal], pos[causal]] = w[causal]
     dense[:, 0] = bos
     if info_weighted:
-        dense = dense * np.asarray(rec[schema.key("out_norm_rel")]).astype(np.float32)[None, :]
+        dense = dense * np.asarray(rec[schema.OUT_NORM_REL]).astype(np.float32)[None, :]
     return dense
 
 

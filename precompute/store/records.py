@@ -16,7 +16,7 @@ from .. import schema
 
 DEFAULT_K_ATTN = 8
 _DTYPES = {schema.F16: torch.float16, schema.I32: torch.int32}
-_ATTENTION_FIELDS = ("attn_topk_pos", "attn_topk_weight", "attn_bos")
+_ATTENTION_FIELDS = (schema.ATTN_TOPK_POS, schema.ATTN_TOPK_WEIGHT, schema.ATTN_BOS)
 
 
 def compact(result, k_attn: int = DEFAULT_K_ATTN) -> dict[str, Tensor]:
@@ -31,9 +31,9 @@ def compact(result, k_attn: int = DEFAULT_K_ATTN) -> dict[str, Tensor]:
         pos = pos + 1
     else:
         weights, pos = attn.topk(1, dim=-1)
-    out[schema.key("attn_topk_pos")] = pos.to(torch.int32)
-    out[schema.key("attn_topk_weight")] = weights.to(torch.float16)
-    out[schema.key("attn_bos")] = attn[:, :, 0].to(torch.float16)
+    out[schema.ATTN_TOPK_POS] = pos.to(torch.int32)
+    out[schema.ATTN_TOPK_WEIGHT] = weights.to(torch.float16)
+    out[schema.ATTN_BOS] = attn[:, :, 0].to(torch.float16)
     return {name: x.contiguous().cpu() for name, x in out.items()}
 
 

@@ -1,0 +1,166 @@
+"""The shape of the house: layers import downwards only, no cycles, no Streamlit below app/, small modules, one
+field schema (the artifact README's table is generated from it), and a wheel that installs and imports."""
+
+from __future__ import annotations
+
+import ast
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PKG = ROOT / "precompute"
+# each layer may import only itself and the layers before it
+LAYERS = [("errors", "schema"), ("data",), ("models",), ("science",), ("store",), ("jobs", "live", "__main__")]
+
+
+def _modules() -> dict[str, Path]:
+    return {".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__"): p
+            for p in PKG.rglob("*.py")}
+
+
+def _imports(name: str, path: Path) -> set[str]:
+    """precompute modules imported by a module (absolute and relative, module level and inside functions)."""
+    tree = ast.parse(path.read_text())
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names if a.name.split(".")[0] in ("precompute", "app", "streamlit")}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                mod = ".".join(base + ([node.module] if node.module else []))
+            else:
+                mod = node.module or ""
+            if mod.split(".")[0] in ("precompute", "app", "streamlit"):
+                known = _MODULES
+                for a in node.names:  # "from . import schema" imports a module
+                    out.add(f"{mod}.{a.name}" if f"{mod}.{a.name}" in known else mod)
+    return out
+
+
+_MODULES = _modules()
+
+
+def _layer(mod: str) -> int:
+    parts = mod.split(".")
+    if len(parts) == 1:
+        return -1  # the package root re-exports lazily
+    for i, names in enumerate(LAYERS):
+        if parts[1] in names:
+            return i
+    raise AssertionError(f"{mod} belongs to no layer; add it to LAYERS")
+
+
+def test_imports_point_down_and_nothing_imports_streamlit_or_app():
+    problems = []
+    for name, path in _MODULES.items():
+        for imp in _imports(name, path):
+            if imp.split(".")[0] in ("app", "streamlit"):
+                problems.append(f"{name} imports {imp}")
+            elif imp != "precompute" and name != "precompute" and _layer(imp) > _layer(name):
+                problems.append(f"{name} (layer {_layer(name)}) imports {imp} (layer {_layer(imp)})")
+    assert problems == []
+
+
+def test_no_import_cycle():
+    graph = {name: {i for i in _imports(name, path) if i in _MODULES and i != "precompute"}
+             for name, path in _MODULES.items() if name != "precompute"}
+    state: dict[str, int] = {}
+
+    def visit(node, stack):
+        state[node] = 1
+        for nxt in graph.get(node, ()):
+            if state.get(nxt) == 1:
+                raise AssertionError("import cycle: " + " -> ".join(stack + [node, nxt]))
+            if nxt not in state:
+                visit(nxt, stack + [node])
+        state[node] = 2
+
+    for node in graph:
+        if node not in state:
+            visit(node, [])
+
+
+def test_the_layering_test_sees_a_violation(tmp_path):
+    # the checker itself must be able to fail: an upward import is reported
+    assert _layer("precompute.models.loading") < _layer("precompute.science.cspa")
+    assert "precompute.science.cspa" in _imports("precompute.models.x", _write(tmp_path, "from ..science import cspa"))
+
+
+def _write(folder: Path, text: str) -> Path:
+    p = folder / "x.py"
+    p.write_text(text + "\n")
+    return p
+
+
+def test_no_module_over_400_lines():
+    big = [f"{p.relative_to(ROOT)} ({n})" for p in list(PKG.rglob("*.py")) + list((ROOT / "app").rglob("*.py"))
+           if (n := len(p.read_text().splitlines())) > 400]
+    assert big == []
+
+
+def test_artifact_readme_table_is_generated_from_the_schema():
+    from precompute.schema import readme_table
+
+    text = (ROOT / "artifacts" / "README.md").read_text()
+    start = text.index("-->\n", text.index("<!-- generated from precompute/schema.py")) + 4
+    end = text.index("\n<!-- end of generated table -->")
+    assert text[start:end] == readme_table()
+
+
+def test_field_names_are_spelled_only_in_the_schema():
+    # the stored field names (templates filled in) appear as string literals nowhere else in the code
+    from precompute import schema
+
+    names = {f.name for f in schema.head_fields()} - {"loss"}
+    offenders = []
+    for p in list(PKG.rglob("*.py")) + list((ROOT / "app").rglob("*.py")):
+        if p.name == "schema.py":
+            continue
+        for node in ast.walk(ast.parse(p.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in names:
+                offenders.append(f"{p.relative_to(ROOT)}: {node.value!r}")
+            if isinstance(node, ast.JoinedStr):
+                text = "".join(v.value for v in node.values if isinstance(v, ast.Constant))
+                if any(t in text for t in ("_topk_", "_correct_", "delta_loss_", "kl_")):
+                    offenders.append(f"{p.relative_to(ROOT)}: f-string {text!r}")
+    assert offenders == []
+
+
+def test_head_fields_cover_every_stored_variant():
+    from precompute import schema
+
+    names = [f.name for f in schema.head_fields(("direct_frozen", "both_unfrozen"), cspa=False)]
+    assert "delta_loss_both_unfrozen" in names and "kl_direct_frozen" in names
+    assert "direct_frozen_topk_ids" in names and "both_unfrozen_topk_ids" not in names
+    assert not any(n.startswith("cspa") or n.endswith("_cspa") for n in names)
+    assert len(names) == len(set(names))
+
+
+@pytest.mark.skipif(os.environ.get("CSE_SKIP_WHEEL") == "1", reason="wheel build disabled")
+def test_wheel_builds_and_imports_from_another_folder(tmp_path):
+    import shutil
+
+    src, wheel_dir, target = tmp_path / "src", tmp_path / "wheel", tmp_path / "site"
+    src.mkdir()
+    for name in ("precompute", "app"):  # a copy, so the build leaves nothing in the checkout
+        shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, src / name)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                    str(wheel_dir), str(src)], check=True, capture_output=True, timeout=300)
+    (wheel,) = wheel_dir.glob("copy_suppression_explorer-*.whl")
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
+                   check=True, capture_output=True, timeout=300)
+    code = ("import precompute, precompute.science.analysis as a, precompute.store.reader as r; "
+            "print(precompute.__file__); print(sorted(precompute.__all__)[:3])")
+    env = {**os.environ, "PYTHONPATH": str(target)}
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=120, check=True).stdout
+    assert str(target) in out.splitlines()[0]
+    assert "AnalysisResult" in out
