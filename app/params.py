@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import streamlit as st
+from app.render.text import literal
 
 
 def int_param(name: str, lo: int, hi: int) -> tuple[int | None, str | None]:
@@ -12,7 +13,7 @@ def int_param(name: str, lo: int, hi: int) -> tuple[int | None, str | None]:
     try:
         value = int(str(raw).strip())
     except ValueError:
-        return None, f"Ignored the link's {name}={raw!r}: not a whole number."
+        return None, f"Ignored the link's {name}={literal(repr(raw))}: not a whole number."
     if not lo <= value <= hi:
         return None, f"Ignored the link's {name}={value}: it must be between {lo} and {hi}."
     return value, None
@@ -23,5 +24,5 @@ def head_param(arts) -> tuple[str | None, str | None]:
     if raw is None:
         return None, None
     if raw not in arts.manifest["heads"]:
-        return None, f"Ignored the link's head={raw!r}: these artifacts have {', '.join(arts.manifest['heads'])}."
+        return None, f"Ignored the link's head={literal(repr(raw))}: these artifacts have {literal(', '.join(arts.manifest['heads']))}."
     return raw, None

@@ -15,6 +15,7 @@ import streamlit as st
 
 from app.render.colors import diverging, sequential
 from app.render.tokens import display_token, token_strip
+from app.render.text import literal
 import numpy as np
 
 from precompute import schema as F
@@ -104,8 +105,8 @@ def details(rec: dict, strings: list[str], pos: int, opts: dict, tokenizer) -> N
 
     s = len(strings)
     variant = opts["variant"]
-    st.markdown(f"#### Position {pos}: `{display_token(strings[pos])}`" +
-                (f" → next `{display_token(strings[pos + 1])}`" if pos + 1 < s else " (last token)"))
+    st.markdown(f"#### Position {pos}: {literal(repr(strings[pos]))}" +
+                (f" → next {literal(repr(strings[pos + 1]))}" if pos + 1 < s else " (last token)"))
     if pos + 1 < s:
         c = st.columns(5)
         c[0].metric("Clean loss", f"{float(rec[F.LOSS][pos]):.3f}")
@@ -159,7 +160,7 @@ def attention_view(rec: dict, strings: list[str], pos: int, key: str) -> None:
     top = [(int(p), float(w)) for p, w in zip(rec[F.ATTN_TOPK_POS][pos].tolist(),
                                               floats(rec[F.ATTN_TOPK_WEIGHT][pos])) if p <= pos]
     st.caption(f"Position {pos} attends to BOS with {float(rec[F.ATTN_BOS][pos]):.2f}; top sources: " +
-               ", ".join(f"{p} {strings[p]!r} ({w:.2f})" for p, w in sorted(top, key=lambda x: -x[1])[:5]))
+               ", ".join(f"{p} {literal(repr(strings[p]))} ({w:.2f})" for p, w in sorted(top, key=lambda x: -x[1])[:5]))
     if not st.toggle("Show the interactive attention pattern (circuitsvis)", key=f"{key}_cv",
                      help="Off by default: each view embeds circuitsvis's 1.3 MB script (it works offline)."):
         return

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import streamlit as st
+from app.render.text import literal
 
 from precompute.store.reader import Artifacts, open_artifacts
 from precompute.errors import ExplorerError
@@ -67,7 +68,7 @@ def current() -> tuple[Artifacts | None, str | None]:
     try:
         return open_source(source), None
     except ExplorerError as err:
-        return None, f"Could not open the artifacts at `{source}`: {err}"
+        return None, f"Could not open the artifacts at {literal(source)}: {literal(err)}"
 
 
 def sidebar_info(arts: Artifacts) -> None:
@@ -76,11 +77,11 @@ def sidebar_info(arts: Artifacts) -> None:
     label = model["model_name"] + (" (SYNTHETIC)" if model.get("synthetic") else "")
     with st.sidebar.expander("Loaded artifacts", expanded=False):
         st.markdown(
-            f"- **Model:** {label}\n- **Heads:** {', '.join(m['heads'])}\n"
-            f"- **Dataset:** `{m['dataset']['name']}` (seed {m['dataset']['seed']})\n"
+            f"- **Model:** {literal(label)}\n- **Heads:** {literal(', '.join(m['heads']))}\n"
+            f"- **Dataset:** {literal(m['dataset']['name'])} (seed {literal(m['dataset'].get('seed', '?'))})\n"
             f"- **Sequences:** {arts.n_sequences} × {arts.seq_len} tokens\n"
-            f"- **Source:** `{arts.source}`\n- **Schema:** v{m['schema_version']}, "
-            f"TransformerLens {model.get('transformer_lens_version', '?')}"
+            f"- **Source:** {literal(arts.source)}\n- **Schema:** v{m['schema_version']}, "
+            f"TransformerLens {literal(model.get('transformer_lens_version', '?'))}"
         )
     if model.get("synthetic"):
         st.sidebar.warning("These artifacts come from a **synthetic** model, not GPT-2. They demonstrate the tool; "
@@ -90,7 +91,7 @@ def sidebar_info(arts: Artifacts) -> None:
 def empty_state(error: str | None = None) -> None:
     """What to show when no artifacts can be opened: the commands that make some."""
     if error:
-        st.error(error)
+        st.error(error)  # already literal (see current())
     st.info("No artifacts found. Make a small set offline with the synthetic toy model (about a minute):")
     st.code("python -m precompute run --model toy --dataset synthetic --n-seqs 200 --seq-len 128 "
             "--out artifacts/toy", language="bash")
@@ -107,6 +108,15 @@ def page_artifacts() -> Artifacts:
         empty_state(st.session_state.get("cse_arts_error"))
         st.stop()
     return arts
+
+
+def page_tokenizer(arts: Artifacts):
+    """The artifacts' tokenizer, or a message and a stop when it cannot be loaded."""
+    try:
+        return arts.tokenizer
+    except ExplorerError as err:
+        st.error(f"The artifacts' tokenizer cannot be used: {literal(err)}")
+        st.stop()
 
 
 def head_picker(arts: Artifacts, key: str, default: str | None = None) -> tuple[int, int]:

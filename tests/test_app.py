@@ -1,5 +1,6 @@
 """Every page under streamlit.testing.v1.AppTest against toy artifacts made by the test suite."""
 
+import re
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -28,9 +29,10 @@ def _run(page=None, query=None):
 
 
 def _text(at) -> str:
+    """The page's text as a reader sees it (markdown backslash escapes of literal text removed)."""
     parts = [m.value for m in at.markdown] + [c.value for c in at.caption] + [t.value for t in at.title]
     parts += [e.value for e in at.error] + [w.value for w in at.warning] + [i.value for i in at.info]
-    return "\n".join(str(p) for p in parts)
+    return re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", "\n".join(str(p) for p in parts))
 
 
 def test_home(app_env):

@@ -5,12 +5,14 @@ import streamlit as st
 
 from app import sequence_view, state
 from app.params import int_param, head_param
+from app.render.text import literal
 from precompute import schema as F
 from precompute.errors import ExplorerError
 from precompute.data.tokenization import token_strings
 
 arts = state.page_artifacts()
 st.title("Browse Examples")
+tokenizer = state.page_tokenizer(arts)
 qp_head, head_problem = head_param(arts)
 head = state.head_picker(arts, key="browse_head", default=qp_head)
 head_name = f"{head[0]}.{head[1]}"
@@ -54,7 +56,7 @@ with st.expander("Search: where does the head matter most?", expanded=seq_q is N
     try:
         table = top_tokens(arts.source, head_name, metric, 500)
     except ExplorerError as err:
-        st.error(f"The search index cannot be read: {err}")
+        st.error(f"The search index cannot be read: {literal(err)}")
         table = pd.DataFrame(columns=["seq", "pos", "token", "next", "context", "value"])
     if text_filter:
         mask = table["token"].str.contains(text_filter, regex=False) | table["next"].str.contains(text_filter,
@@ -82,7 +84,7 @@ st.session_state["_browse_qp_seq"], st.session_state["_browse_qp_pos"] = int(seq
 try:
     rec = arts.sequence(int(seq), head_name)
 except ExplorerError as err:
-    st.error(f"Sequence {seq} cannot be shown: {err}")
+    st.error(f"Sequence {seq} cannot be shown: {literal(err)}")
     st.stop()
-sequence_view.show(rec, arts.tokenizer, opts, int(pos), key="browse",
+sequence_view.show(rec, tokenizer, opts, int(pos), key="browse",
                    link_params={"seq": int(seq), "head": head_name}, name=f"seq{seq}_head{head_name}")

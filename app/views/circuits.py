@@ -1,11 +1,13 @@
 """OV and QK circuits: any token's top-k bars (from the stored factor matrices) and the global rank statistics."""
 
+import html
 import math
 
 import plotly.graph_objects as go
 import streamlit as st
 
 from app import state
+from app.render.text import literal
 from precompute.science.circuit_bars import circuit_bars
 from precompute import schema as F
 from precompute.errors import ExplorerError
@@ -16,7 +18,7 @@ arts = state.page_artifacts()
 st.title("OV and QK circuits")
 head = state.head_picker(arts, key="circ_head")
 head_name = f"{head[0]}.{head[1]}"
-tok = arts.tokenizer
+tok = state.page_tokenizer(arts)
 
 
 @st.cache_resource(max_entries=4, show_spinner="Loading circuit tables…")
@@ -54,7 +56,7 @@ try:
     vocab = vocabulary(arts.source)
     f = factors(arts.source, head_name)
 except ExplorerError as err:
-    st.error(f"The circuit tables cannot be read: {err}")
+    st.error(f"The circuit tables cannot be read: {literal(err)}")
     st.stop()
 c1, c2, c3 = st.columns([2, 1, 1])
 raw = c1.text_input("Token (include its leading space, e.g. ` token`; quotes are optional)",
@@ -69,13 +71,13 @@ if not text:
 else:
     ids = tok(text, add_special_tokens=False)["input_ids"]
     pieces = token_strings(tok, ids)
-    st.caption("Tokenisation: " + " | ".join(repr(p) for p in pieces))
+    st.caption("Tokenisation: " + " | ".join(literal(repr(p)) for p in pieces))
     if len(ids) == 1:
         token = ids[0]
     else:
         needle = text.strip().lower()
         suggestions = [s for s in vocab if needle and s.strip().lower().startswith(needle)][:12]
-        st.error(f"{text!r} is {len(ids)} tokens, not one. Circuits are per token: pick one of its pieces or a "
+        st.error(f"{literal(repr(text))} is {len(ids)} tokens, not one. Circuits are per token: pick one of its pieces or a "
                  "single-token suggestion.")
         options = list(dict.fromkeys(pieces + suggestions))
         pick = st.selectbox("Use instead", options, key="circ_suggest")
@@ -86,7 +88,7 @@ with st.expander("Search the vocabulary"):
     if needle:
         hits = [s for s in vocab if needle.lower() in s.lower()][:50]
         if hits:
-            st.caption(" · ".join(repr(h) for h in hits))
+            st.caption(" · ".join(literal(repr(h)) for h in hits))
             st.caption("Copy one into the token box above (with its leading space, if any).")
         else:
             st.caption("No token contains that text.")
@@ -101,7 +103,7 @@ if token is not None:
         similar = []
     if similar:
         st.caption("Semantically similar tokens (CSPA's neighbours; highlighted in the bars): " +
-                   ", ".join(repr(vocab[i]) for i in similar[:15]))
+                   ", ".join(literal(repr(vocab[i])) for i in similar[:15]))
 
 if token is not None:
     titles = {("ov", "source"): "OV: which predictions does this source suppress?",
@@ -112,11 +114,11 @@ if token is not None:
     for col, circuit in zip(cols, ("qk", "ov")):
         ids_, vals, own, rank = circuit_bars(f, token, circuit, focus, k)
         # numbered labels stay unique even when two tokens decode to the same text (byte fragments)
-        labels = [f"{n + 1}. {s!r}" for n, s in enumerate(token_strings(tok, ids_.tolist()))]
+        labels = [html.escape(f"{n + 1}. {s!r}") for n, s in enumerate(token_strings(tok, ids_.tolist()))]
         values = vals.tolist()
         colours = ["#f5a623" if i == token else "#f8d49a" if i in similar else "#4c78a8" for i in ids_.tolist()]
         if token not in ids_.tolist():
-            labels.append(f"{rank + 1}. {vocab[token]!r}")
+            labels.append(html.escape(f"{rank + 1}. {vocab[token]!r}"))
             values.append(own)
             colours.append("#f5a623")
         fig = go.Figure(go.Bar(x=values[::-1], y=labels[::-1], orientation="h", marker_color=colours[::-1],
@@ -124,7 +126,7 @@ if token is not None:
         fig.update_layout(title=titles[(circuit, focus)], height=30 * len(labels) + 120,
                           margin=dict(l=10, r=10, t=50, b=10))
         col.plotly_chart(fig, key=f"circ_{circuit}")
-        col.caption(f"{vocab[token]!r} itself is number {rank + 1} (rank {rank}, orange). Values: "
+        col.caption(f"{literal(repr(vocab[token]))} itself is number {rank + 1} (rank {rank}, orange). Values: "
                     + ("logit change (OV, output normalised to unit RMS)" if circuit == "ov" else
                        "attention score (QK, LayerNorm-scaled inputs, no biases)"))
 
@@ -145,4 +147,4 @@ for col, circuit in zip(cols, ("ov", "qk")):
                  f"\n- median rank {s.get('median_rank', 'n/a')}, mean {s.get('mean_rank', float('nan')):.1f}")
     worst = s.get("worst_token_ids", [])[:10]
     if worst:
-        col.caption("Worst tokens: " + ", ".join(repr(vocab[i]) for i in worst))
+        col.caption("Worst tokens: " + ", ".join(literal(repr(vocab[i])) for i in worst))

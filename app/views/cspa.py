@@ -1,10 +1,13 @@
 """CSPA: how much of the head's effect copy-suppression-preserving ablation keeps."""
 
+import html
+
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
 from app import state
+from app.render.text import literal
 from precompute import schema as F
 from precompute.errors import ExplorerError
 from precompute.data.tokenization import token_strings
@@ -25,7 +28,7 @@ c[0].metric("Effect explained (KL)", f"{100 * summary.get('explained_kl', float(
 c[1].metric("Explained (net loss)", f"{100 * summary.get('explained_loss_net', float('nan')):.1f}%")
 c[2].metric("Explained (|Δloss|)", f"{100 * summary.get('explained_loss_abs', float('nan')):.1f}%")
 c[3].metric("Tokens", f"{summary.get('n_tokens', 0):,}")
-st.caption(f"Hyperparameters: K_u = {hp['cspa_k_u']}, K_s = {hp['cspa_k_s']}, "
+st.caption(f"Hyperparameters: K_u = {literal(hp['cspa_k_u'])}, K_s = {literal(hp['cspa_k_s'])}, "
            f"{'negative components only' if hp['cspa_negative_only'] else 'both signs'}, mean ablation of the "
            "direct effect with frozen LayerNorm.")
 
@@ -49,7 +52,7 @@ def points(source: str, head_name: str) -> pd.DataFrame:
     labels = []
     for s, q in zip(flat["seq"].tolist(), flat["pos"].tolist()):
         strings = token_strings(tok, all_tokens[int(s), max(0, q - 6):q + 2].tolist())
-        labels.append("".join(strings[:-1]) + " → " + strings[-1])
+        labels.append(html.escape("".join(strings[:-1]) + " → " + strings[-1]))
     flat["text"] = labels
     return flat.reset_index(drop=True)
 
@@ -57,7 +60,7 @@ def points(source: str, head_name: str) -> pd.DataFrame:
 try:
     df = points(arts.source, head_name)
 except ExplorerError as err:
-    st.error(f"The per-token values cannot be read: {err}")
+    st.error(f"The per-token values cannot be read: {literal(err)}")
     st.stop()
 fig = go.Figure(go.Scattergl(x=df["ablation"], y=df["cspa"], mode="markers", marker=dict(size=4, opacity=0.5),
                              customdata=df[["seq", "pos"]].values, hovertext=df["text"],

@@ -3,6 +3,7 @@
 import streamlit as st
 
 from app import live_model, sequence_view, state
+from app.render.text import literal
 from precompute.errors import ExplorerError
 
 EXAMPLES = {
@@ -23,7 +24,7 @@ head = state.head_picker(arts, key="live_head")
 opts = sequence_view.controls("live", arts.manifest["hyperparameters"])
 model_name = arts.manifest["model"]["model_name"]
 examples = EXAMPLES["toy" if model_name == "toy" else "GPT-2 style"]
-st.caption(f"Runs `{model_name}` live on the CPU with the same analysis code and mean ablation (μ from the "
+st.caption(f"Runs {literal(model_name)} live on the CPU with the same analysis code and mean ablation (μ from the "
            "artifacts) as the precomputed examples." + (" The toy model only knows its synthetic language." if
                                                         model_name == "toy" else ""))
 choice = st.selectbox("Example prompts", ["(type your own)"] + examples, key="live_example")
@@ -39,13 +40,13 @@ if not prompt:
     st.stop()
 analyzer, error = live_model.get_analyzer(arts)
 if error:
-    st.error(f"Live analysis is unavailable: {error}")
+    st.error(f"Live analysis is unavailable: {literal(error)}")
     st.stop()
 try:
     with st.spinner("Analysing…"):
         result = analyzer.analyse(prompt, head)
 except ExplorerError as err:
-    st.error(str(err))
+    st.error(literal(err))
     st.stop()
 if result.cut_to is not None:
     st.warning(f"The prompt has {result.n_tokens_in} tokens; only the first {result.cut_to} (the model's context "

@@ -128,6 +128,7 @@ def run(cfg: RunConfig, loaded=None, log=print, stats: dict | None = None) -> Pa
                          {schema.MEAN_RESULT: mu.contiguous(), schema.MEAN_COUNT: count.to(torch.int32)},
                          {"config_hash": cfg_hash})
     cspa = cfg.cspa()
+    _check_cspa_memory(cfg)
     neighbours = None
     if cspa.k_s > 1:
         neighbours = neighbour_table(semantic_neighbours(m.tokenizer), cspa.k_s)
@@ -171,6 +172,19 @@ def run(cfg: RunConfig, loaded=None, log=print, stats: dict | None = None) -> Pa
     if stats is not None:
         stats.update(shard_seconds=shard_seconds, tokens=done_tokens, total_seconds=time.perf_counter() - t_start)
     return out
+
+
+def _check_cspa_memory(cfg: RunConfig) -> None:
+    """CSPA with k_s > 1 holds a few [batch, seq, seq, k_s, k_s] tensors: refuse settings that cannot fit."""
+    need = 4 * 4 * cfg.batch_size * cfg.seq_len ** 2 * cfg.cspa_k_s ** 2
+    try:
+        have = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
+        return
+    if cfg.cspa_k_s > 1 and need > have:
+        raise InvalidInputError(f"--cspa-k-s {cfg.cspa_k_s} with --batch-size {cfg.batch_size} and --seq-len "
+                                f"{cfg.seq_len} needs about {need / 2**30:.1f} GiB for CSPA; {have / 2**30:.1f} GiB "
+                                "are free. Lower --batch-size or --cspa-k-s")
 
 
 def _remove_stale_shards(out: Path, n_shards: int) -> None:

@@ -117,9 +117,7 @@ def validate(manifest) -> dict:
         value = hp.get(key)
         if not isinstance(value, list) or not value or any(v not in allowed for v in value):
             raise _fail(f"hyperparameters.{key}", f"must be a list drawn from {', '.join(allowed)}")
-    summary = manifest.get("summary", {})
-    if not isinstance(summary, dict) or any(not isinstance(v, dict) for v in summary.values()):
-        raise _fail("summary", "must be an object of per-head objects")
+    _check_summary(manifest.get("summary", {}))
     files = _dict(manifest, "files")
     for rel, entry in files.items():
         if not valid_rel_path(rel):
@@ -134,6 +132,27 @@ def validate(manifest) -> dict:
                 for s in tensors.values())):
             raise _fail(f"files[{rel!r}].tensors", "must map tensor names to shapes (lists of whole numbers)")
     return manifest
+
+
+def _is_number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _check_summary(summary) -> None:
+    """summary: {head: {section: {key: number | list of numbers}}}, sections cspa / ov / qk (numbers only)."""
+    if not isinstance(summary, dict):
+        raise _fail("summary", "must be an object of per-head objects")
+    for head, sections in summary.items():
+        if not isinstance(sections, dict):
+            raise _fail(f"summary.{head}", "must be an object")
+        for name, values in sections.items():
+            if not isinstance(values, dict):
+                raise _fail(f"summary.{head}.{name}", "must be an object")
+            for key, value in values.items():
+                ok = _is_number(value) or (isinstance(value, list) and all(_is_number(v) for v in value))
+                if not ok:
+                    raise _fail(f"summary.{head}.{name}.{key}", f"must be a number or a list of numbers, got "
+                                f"{value!r:.40}")
 
 
 def read_manifest(root) -> dict:

@@ -1,0 +1,410 @@
+"""Hostile artifact folders, CLI values and API arguments: clean errors, bounded time, nothing read outside the
+folder, nothing tampered shown. Each numbered test is one defect of the hardening issue (failed before, passes now);
+the fuzz tests mutate valid manifests and shard bytes at random."""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from precompute import ArtifactError, InvalidInputError
+from precompute.schema import MANIFEST
+from precompute.store.manifest import read_manifest
+from precompute.store.reader import open_artifacts
+from precompute.store.verify import verify
+
+from .conftest import SMALL_RUN, write_text_dataset
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _cli(*args, timeout=120):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "precompute", *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def _copy(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+def _edit_manifest(folder: Path, change) -> None:
+    m = json.loads((folder / MANIFEST).read_text())
+    change(m)
+    (folder / MANIFEST).write_text(json.dumps(m))
+
+
+def _entry(folder: Path, rel: str) -> dict:
+    from precompute.store.manifest import file_entry
+
+    return file_entry(folder, rel)
+
+
+# ---------------------------------------------------------------- 1. duplicate heads
+
+def test_1_duplicate_heads_are_refused_and_misaligned_shards_fail_verify(toy_artifacts, tmp_path):
+    from precompute import RunConfig
+
+    r = _cli("run", "--model", "toy", "--dataset", "synthetic", "--n-seqs", "4", "--seq-len", "32", "--shard-size",
+             "2", "--heads", "1.2,1.2", "--out", str(tmp_path / "x"))
+    assert r.returncode == 2 and "twice" in r.stderr and "Traceback" not in r.stderr
+    with pytest.raises(InvalidInputError, match="twice"):
+        RunConfig(model="toy", heads=((1, 2), (1, 2))).validate()
+    # a shard whose per-head data has more rows than its tokens (what duplicate heads wrote) fails verify even
+    # when its checksum is updated to match
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    c = _copy(toy_artifacts, tmp_path / "c")
+    shard = c / "shards" / "shard_00000.safetensors"
+    tensors = load_file(shard)
+    tensors["1.2/loss"] = torch.cat([tensors["1.2/loss"]] * 2)
+    save_file(tensors, shard)
+    _edit_manifest(c, lambda m: m["files"].__setitem__("shards/shard_00000.safetensors",
+                                                       _entry(c, "shards/shard_00000.safetensors")))
+    assert any("rows" in p and "1.2/loss" in p for p in verify(c))
+
+
+# ---------------------------------------------------------------- 2. paths out of the folder, bounded time
+
+@pytest.mark.parametrize("rel", ["../../../../dev/zero", "/root/.ssh/id_rsa", "/etc/passwd", "shards/../../x",
+                                 "tokenizer/../../etc/passwd"])
+def test_2_manifest_paths_outside_the_folder_are_refused_without_reading(toy_artifacts, tmp_path, rel):
+    c = _copy(toy_artifacts, tmp_path / "c")
+    _edit_manifest(c, lambda m: m["files"].__setitem__(rel, {"sha256": "0" * 64, "bytes": 0}))
+    problems = verify(c)
+    assert len(problems) == 1 and "not a path of the artifact layout" in problems[0]
+    assert "missing" not in problems[0] and "sha256" not in problems[0]  # says nothing about the outside file
+
+
+def test_2_fifo_and_device_symlinks_never_block(toy_artifacts, tmp_path):
+    c = _copy(toy_artifacts, tmp_path / "c")
+    fifo = c / "shards" / "shard_00000.safetensors"
+    fifo.unlink()
+    os.mkfifo(fifo)
+    link = c / "shards" / "shard_00001.safetensors"
+    link.unlink()
+    link.symlink_to("/dev/zero")
+    r = _cli("verify", str(c), timeout=60)  # a hang would raise TimeoutExpired
+    assert r.returncode == 1
+    assert "shard_00000.safetensors: not a regular file" in r.stderr
+    assert "shard_00001.safetensors: points outside the artifact folder" in r.stderr
+    arts = open_artifacts(c)
+    for i in (0, 8):
+        with pytest.raises(ArtifactError):
+            arts.sequence(i)
+
+
+# ---------------------------------------------------------------- 3. structurally bad manifests
+
+BAD_MANIFESTS = {
+    "n_sequences_text": (lambda m: m["counts"].__setitem__("n_sequences", "abc"), "counts.n_sequences"),
+    "shard_size_zero": (lambda m: m["counts"].__setitem__("shard_size", 0), "counts.shard_size"),
+    "heads_empty": (lambda m: m.__setitem__("heads", []), "heads"),
+    "heads_number": (lambda m: m.__setitem__("heads", 12), "heads"),
+    "counts_missing": (lambda m: m.pop("counts"), "counts"),
+    "summary_text": (lambda m: m.__setitem__("summary", "x"), "summary"),
+    "summary_value_text": (lambda m: m["summary"]["1.2"]["cspa"].__setitem__("explained_kl", "x"), "summary.1.2"),
+    "files_list": (lambda m: m.__setitem__("files", []), "files"),
+    "files_null_entry": (lambda m: m["files"].__setitem__("semantic.safetensors", None), "files"),
+    "schema_true": (lambda m: m.__setitem__("schema_version", True), "schema version"),
+    "n_shards_inconsistent": (lambda m: m["counts"].__setitem__("n_shards", 99), "counts.n_shards"),
+    "k_u_negative": (lambda m: m["hyperparameters"].__setitem__("cspa_k_u", -1), "cspa_k_u"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_MANIFESTS))
+def test_3_bad_manifest_is_named_by_verify_reader_and_app(toy_artifacts, tmp_path, name):
+    change, key = BAD_MANIFESTS[name]
+    c = _copy(toy_artifacts, tmp_path / "c")
+    _edit_manifest(c, change)
+    problems = verify(c)
+    assert len(problems) == 1 and key in problems[0], problems
+    with pytest.raises(ArtifactError, match=re.escape(key)):
+        open_artifacts(c)
+
+
+@pytest.mark.parametrize("text, what", [
+    ('{"schema_version": 1, "counts": {"n_sequences": NaN}}', "not valid JSON"),
+    ("[" * 200_000 + "]" * 200_000, "nested too deeply"),
+    ("\xff\xfe", "not valid JSON"),
+])
+def test_3_unparseable_manifests(toy_artifacts, tmp_path, text, what):
+    c = _copy(toy_artifacts, tmp_path / "c")
+    (c / MANIFEST).write_bytes(text.encode("utf-8", "surrogateescape") if text != "\xff\xfe" else b"\xff\xfe")
+    assert what in verify(c)[0]
+
+
+def test_3_manifest_that_is_a_directory(toy_artifacts, tmp_path):
+    c = _copy(toy_artifacts, tmp_path / "c")
+    (c / MANIFEST).unlink()
+    (c / MANIFEST).mkdir()
+    assert "not a regular file" in verify(c)[0]
+
+
+def test_3_bad_manifest_in_the_app_is_a_message(toy_artifacts, tmp_path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    c = _copy(toy_artifacts, tmp_path / "c")
+    _edit_manifest(c, lambda m: m["counts"].__setitem__("shard_size", 0))
+    monkeypatch.setenv("CSE_ARTIFACTS", str(c))
+    at = AppTest.from_file(str(ROOT / "app" / "Home.py"), default_timeout=60).run()
+    assert not at.exception
+    assert any("counts.shard_size" in e.value.replace("\\", "") for e in at.error)
+
+
+# ---------------------------------------------------------------- 4, 8, 9. CLI values
+
+@pytest.mark.parametrize("args, message", [
+    (["--cspa-k-s", "100000"], "--cspa-k-s 100000 is above the limit"),
+    (["--cspa-k-u", "inf"], "finite"),
+    (["--cspa-k-u", "1e400"], "finite"),
+    (["--cspa-k-u", "nan"], "finite"),
+    (["--heads", ","], "names no head"),
+    (["--heads", "1.2,"], "empty entry"),
+    (["--n-mean", "50", "--n-seqs", "10"], "--n-mean 50 is above --n-seqs"),
+    (["--k", "5000"], "above the limit"),
+])
+def test_4_8_9_numeric_flags_are_bounded(tmp_path, args, message):
+    r = _cli("run", "--model", "toy", "--dataset", "synthetic", "--seq-len", "32", "--n-seqs", "10", "--n-mean",
+             "5", *args, "--out", str(tmp_path / "o"))
+    assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, r.stderr[-500:]
+
+
+# ---------------------------------------------------------------- 5. tokenizer
+
+def test_5_missing_or_corrupt_tokenizer_is_an_artifact_error(toy_artifacts, tmp_path):
+    a = _copy(toy_artifacts, tmp_path / "a")
+    (a / "tokenizer" / "tokenizer.json").unlink()
+    with pytest.raises(ArtifactError, match="tokenizer/tokenizer.json is missing"):
+        open_artifacts(a).tokenizer
+    b = _copy(toy_artifacts, tmp_path / "b")
+    (b / "tokenizer" / "tokenizer.json").write_text("{not json")
+    with pytest.raises(ArtifactError, match="tokenizer"):
+        open_artifacts(b).tokenizer
+    c = _copy(toy_artifacts, tmp_path / "c")
+    (c / "tokenizer" / "added_tokens.json").write_text("{}")  # unlisted file
+    with pytest.raises(ArtifactError, match="does not list"):
+        open_artifacts(c).tokenizer
+
+
+def test_5_browse_with_a_corrupt_tokenizer_shows_a_message(toy_artifacts, tmp_path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    c = _copy(toy_artifacts, tmp_path / "c")
+    (c / "tokenizer" / "tokenizer.json").write_text("{not json")
+    monkeypatch.setenv("CSE_ARTIFACTS", str(c))
+    at = AppTest.from_file(str(ROOT / "app" / "Home.py"), default_timeout=60).run()
+    at.switch_page("views/browse.py").run()
+    assert not at.exception
+    assert any("sha256" in e.value or "tokenizer" in e.value for e in at.error)
+
+
+# ---------------------------------------------------------------- 6, 12. output folders
+
+def test_6_empty_out_is_refused_and_nothing_is_deleted(tmp_path):
+    (tmp_path / MANIFEST).write_text("{}")
+    r = subprocess.run([sys.executable, "-m", "precompute", "run", "--model", "toy", "--dataset", "synthetic",
+                        "--n-seqs", "4", "--n-mean", "4", "--seq-len", "32", "--out="], cwd=tmp_path,
+                       env={**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 2 and "--out must name an output folder" in r.stderr
+    assert (tmp_path / MANIFEST).read_text() == "{}"
+
+
+def test_12_existing_run_needs_resume_or_overwrite_and_stale_shards_go(toy, tmp_path):
+    from precompute import RunConfig, run
+
+    data = write_text_dataset(tmp_path)
+    out = tmp_path / "out"
+    cfg = dict(SMALL_RUN, dataset=str(data), out=str(out))
+    run(RunConfig(**cfg), loaded=toy, log=lambda *_: None)
+    assert len(list((out / "shards").iterdir())) == 3
+    with pytest.raises(InvalidInputError, match="--resume .* --overwrite"):
+        run(RunConfig(**{**cfg, "n_seqs": 12}), loaded=toy, log=lambda *_: None)
+    run(RunConfig(**{**cfg, "n_seqs": 12}, overwrite=True), loaded=toy, log=lambda *_: None)
+    assert sorted(p.name for p in (out / "shards").iterdir()) == ["shard_00000.safetensors", "shard_00001.safetensors"]
+    assert sorted(r for r in read_manifest(out)["files"] if r.startswith("shards/")) == [
+        "shards/shard_00000.safetensors", "shards/shard_00001.safetensors"]
+    (out / "shards" / "shard_00007.safetensors").write_bytes(b"stale")
+    run(RunConfig(**{**cfg, "n_seqs": 12}, resume=True), loaded=toy, log=lambda *_: None)
+    assert not (out / "shards" / "shard_00007.safetensors").exists() and verify(out) == []
+
+
+# ---------------------------------------------------------------- 7. URL parameters as literal text
+
+def _tags(markdown_source: str) -> set[str]:
+    from markdown_it import MarkdownIt
+
+    rendered = MarkdownIt("commonmark").enable(["table", "strikethrough"]).render(markdown_source)
+    return set(re.findall(r"<([a-z0-9]+)", rendered))
+
+
+def test_7_url_parameters_are_shown_as_text(toy_artifacts, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("CSE_ARTIFACTS", str(toy_artifacts))
+    at = AppTest.from_file(str(ROOT / "app" / "Home.py"), default_timeout=60)
+    at.query_params["head"] = "[click me](http://evil.example) ![x](http://evil.example/pixel.png) <b>x</b>"
+    at.query_params["seq"] = "**bold** :red[x]"
+    at.run()
+    at.switch_page("views/browse.py").run()
+    assert not at.exception
+    warnings = [w.value for w in at.warning if "Ignored the link" in w.value]
+    assert any("click me" in w for w in warnings) and any("bold" in w for w in warnings)
+    for w in warnings:
+        assert _tags(w) <= {"p"}, w
+        assert "\\[" in w or "[" not in w
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=80))
+def test_7_literal_renders_any_text_as_itself(text):
+    from app.render.text import literal
+
+    source = literal(text)
+    assert _tags(source) <= {"p"}
+    from markdown_it import MarkdownIt
+
+    rendered = MarkdownIt("commonmark").render(source)
+    plain = html.unescape(re.sub(r"</?p>", "", rendered))
+    assert " ".join(plain.split()) == " ".join(text.replace("\x00", "\ufffd").split())
+
+
+# ---------------------------------------------------------------- 10, 11. the Python API
+
+def test_10_lone_surrogate_and_head_none(toy, toy_artifacts):
+    import torch
+
+    from precompute import analyze
+    from precompute.live import LiveAnalyzer
+
+    live = LiveAnalyzer.for_artifacts(toy, open_artifacts(toy_artifacts))
+    res = live.analyse("The kanosa \ud800 of the teri", (1, 2))
+    assert int(res.record["tokens"].shape[0]) > 3
+    with pytest.raises(InvalidInputError, match="head must be a"):
+        live.analyse("The kanosa", None)
+    with pytest.raises(InvalidInputError, match="head must be a"):
+        analyze(toy, torch.tensor([[0, 5, 6]]), None, torch.zeros(8, toy.model.cfg.d_model))
+
+
+def test_11_typed_endoftext_is_text_not_bos(toy):
+    from precompute.data.tokenization import encode
+
+    tok = toy.tokenizer
+    ids = encode(tok, "a <|endoftext|> b")
+    assert ids[0] == tok.bos_token_id and tok.bos_token_id not in ids[1:]
+    assert "<|endoftext|>" in tok.decode(ids[1:])
+
+
+# ---------------------------------------------------------------- 13. the reader checks hashes
+
+def test_13_reader_refuses_tampered_swapped_and_outside_data(toy_artifacts, tmp_path):
+    a = _copy(toy_artifacts, tmp_path / "a")
+    shard = a / "shards" / "shard_00001.safetensors"
+    data = bytearray(shard.read_bytes())
+    data[-10] ^= 0x40  # a data byte, not the header: safetensors still parses it
+    shard.write_bytes(bytes(data))
+    arts = open_artifacts(a)
+    arts.sequence(0)  # shard 0 is fine
+    with pytest.raises(ArtifactError, match="does not match the manifest"):
+        arts.sequence(8)
+    b = _copy(toy_artifacts, tmp_path / "b")
+    s0, s1 = b / "shards" / "shard_00000.safetensors", b / "shards" / "shard_00001.safetensors"
+    tmp = b / "shards" / "tmp"
+    s0.rename(tmp), s1.rename(s0), tmp.rename(s1)
+    with pytest.raises(ArtifactError):
+        open_artifacts(b).sequence(0)
+    c = _copy(toy_artifacts, tmp_path / "c")
+    outside = tmp_path / "outside.safetensors"
+    shutil.copy(c / "semantic.safetensors", outside)
+    (c / "semantic.safetensors").unlink()
+    (c / "semantic.safetensors").symlink_to(outside)
+    with pytest.raises(ArtifactError, match="outside"):
+        open_artifacts(c).semantic()
+
+
+# ---------------------------------------------------------------- fuzzing
+
+def _paths(obj, prefix=()):
+    yield prefix
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _paths(v, prefix + (k,))
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            yield from _paths(v, prefix + (i,))
+
+
+JSON_VALUES = st.recursive(st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats(allow_nan=False) |
+                           st.text(max_size=20), lambda c: st.lists(c, max_size=3) |
+                           st.dictionaries(st.text(max_size=8), c, max_size=3), max_leaves=6)
+
+
+@pytest.fixture(scope="module")
+def fuzz_base(toy_artifacts, tmp_path_factory):
+    return _copy(toy_artifacts, tmp_path_factory.mktemp("fuzz") / "base")
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_fuzz_manifest_mutations_give_clean_answers(fuzz_base, tmp_path, data):
+    original = json.loads((fuzz_base / MANIFEST).read_text())
+    m = json.loads(json.dumps(original))
+    for _ in range(data.draw(st.integers(1, 3))):
+        paths = [p for p in _paths(m) if p]
+        path = data.draw(st.sampled_from(paths))
+        parent = m
+        for k in path[:-1]:
+            parent = parent[k]
+        if data.draw(st.booleans()) and isinstance(parent, dict):
+            parent.pop(path[-1])
+        else:
+            parent[path[-1]] = data.draw(JSON_VALUES)
+    folder = tmp_path / f"m{data.draw(st.integers(0, 10**9))}"
+    shutil.copytree(fuzz_base, folder, dirs_exist_ok=True)
+    (folder / MANIFEST).write_text(json.dumps(m))
+    problems = verify(folder)  # never raises
+    assert isinstance(problems, list) and all(isinstance(p, str) for p in problems)
+    try:
+        arts = open_artifacts(folder)
+    except ArtifactError:
+        return
+    for i in (0, arts.n_sequences - 1):  # whatever opens reads consistent data or refuses
+        try:
+            arts.sequence(i)
+        except (ArtifactError, InvalidInputError):
+            pass
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(offsets=st.lists(st.integers(0, 10**9), min_size=1, max_size=4), xor=st.integers(1, 255),
+       seq=st.integers(0, 19))
+def test_fuzz_shard_bytes_are_refused_or_untampered(fuzz_base, tmp_path_factory, offsets, xor, seq):
+    import numpy as np
+
+    folder = _copy(fuzz_base, tmp_path_factory.mktemp("bytes") / "c")
+    expected = open_artifacts(fuzz_base).sequence(seq)
+    shard = folder / "shards" / f"shard_{seq // 8:05d}.safetensors"
+    data = bytearray(shard.read_bytes())
+    for off in offsets:
+        data[off % len(data)] ^= xor
+    shard.write_bytes(bytes(data))
+    try:
+        got = open_artifacts(folder).sequence(seq)
+    except ArtifactError:
+        return
+    assert got.keys() == expected.keys()
+    for k in got:
+        assert np.array_equal(got[k], expected[k], equal_nan=True)
