@@ -15,7 +15,8 @@ import torch
 from benchmarks.common import emit
 from precompute import load_model
 from precompute.jobs.config import RunConfig
-from precompute.jobs.pipeline import run, select_sequences
+from precompute.data.selection import select_sequences
+from precompute.jobs.pipeline import run
 from precompute.data.sources import load_documents, shuffled
 
 

@@ -68,7 +68,9 @@ class LiveAnalyzer:
     def for_artifacts(cls, loaded, arts, **kwargs) -> "LiveAnalyzer":
         """An analyzer with the artifacts' mean results and the hyperparameters they were made with."""
         hp = arts.manifest["hyperparameters"]
-        cspa = CSPAConfig(k_u=hp["cspa_k_u"], k_s=hp["cspa_k_s"], negative_only=hp["cspa_negative_only"])
+        # artifacts made before the paper's list became the default used the extended one
+        cspa = CSPAConfig(k_u=hp["cspa_k_u"], k_s=hp["cspa_k_s"], negative_only=hp["cspa_negative_only"],
+                          exclusions=hp.get("cspa_exclusions", "extended"))
         neighbours = None
         if cspa.k_s > 1:
             from .science.semantic import neighbour_table

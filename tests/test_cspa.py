@@ -138,7 +138,7 @@ def test_selection_never_keeps_excluded_or_future_sources(toy):
     tok = toy.tokenizer
     tokens = doc_tokens(tok, 2, 40, seed=9)
     mu = mean_result(toy, tokens, (1, 2))
-    res = analyze(toy, tokens, (1, 2), mu, k=3, cspa=CSPAConfig(k_u=1.0, max_kept_shown=40),
+    res = analyze(toy, tokens, (1, 2), mu, k=3, cspa=CSPAConfig(k_u=1.0, max_kept_shown=40, exclusions="extended"),
                   effects=("direct",), ln_modes=("frozen",))
     from precompute.data.function_words import function_word_ids
 

@@ -203,7 +203,7 @@ def test_two_processes_equal_one(tmp_path):
     (["--batch-size", "-3"], "--batch-size must be a positive integer"),
     (["--seq-len", "5000"], "above the model's context"),
     (["--dataset", "/nonexistent/docs.txt"], "does not exist"),
-    (["--n-seqs", "5000"], "documents have at least"),
+    (["--n-seqs", "5000"], "documents have more than"),
 ])
 def test_cli_bad_arguments(tmp_path, args, message):
     data = write_text_dataset(tmp_path, n_docs=20)
@@ -241,7 +241,7 @@ def test_bfloat16_forward_runs_and_stays_close(toy, tmp_path):
     from precompute import RunConfig, run
 
     data = write_text_dataset(tmp_path)
-    cfg = dict(SMALL_RUN, dataset=str(data), n_seqs=8, shard_size=8, n_mean=8)
+    cfg = dict(SMALL_RUN, dataset=str(data), n_seqs=8, shard_size=8, n_mean=8, effects=("direct",))
     run(RunConfig(out=str(tmp_path / "f32"), **cfg), loaded=toy, log=lambda *_: None)
     run(RunConfig(out=str(tmp_path / "bf16"), dtype="bfloat16", **cfg), loaded=load_model("toy"),
         log=lambda *_: None)

@@ -1,12 +1,17 @@
-"""Function words and punctuation: the source tokens CSPA never keeps and the app filters out of rankings.
+"""Function words and punctuation: the source tokens CSPA never keeps.
 
-The paper excludes about 150 function words and punctuation marks (and BOS) as CSPA sources, because the head
-does not copy-suppress them. This list is our own; ``function_word_ids`` maps it to single-token ids of any
-tokenizer (with and without a leading space, lower-case and capitalised), so it works for GPT-2's vocabulary and
-for the locally built ones alike.
+Two lists. ``paper`` (the default): the paper's own ``FUNCTION_STR_TOKS`` (150 strings, kept verbatim as data with
+its provenance in ``paper_function_tokens.json``), mapped to the tokens of any tokenizer (on GPT-2: 147 ids, BOS
+included; strings that are not one token of another tokenizer are reported). ``extended``: the project's longer
+list of function words and punctuation (``function_word_ids``, every single-token form with and without a leading
+space, lower-case and capitalised), which also shapes the synthetic toy model.
 """
 
 from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
 
 FUNCTION_WORDS: tuple[str, ...] = tuple(
     """
@@ -31,7 +36,7 @@ PUNCTUATION: tuple[str, ...] = (
 
 
 def _single_token_id(tokenizer, text: str) -> int | None:
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
     return ids[0] if len(ids) == 1 else None
 
 
@@ -52,3 +57,42 @@ def function_word_ids(tokenizer) -> list[int]:
         if special is not None:
             ids.add(int(special))
     return sorted(ids)
+
+
+# --- the exclusion lists CSPA can use
+EXCLUSION_LISTS = ("paper", "extended")
+PAPER_FILE = Path(__file__).resolve().parent / "paper_function_tokens.json"
+
+
+@lru_cache(maxsize=1)
+def paper_function_strings() -> tuple[str, ...]:
+    """The paper's FUNCTION_STR_TOKS (150 strings; provenance in the JSON file)."""
+    return tuple(json.loads(PAPER_FILE.read_text(encoding="utf-8"))["strings"])
+
+
+def paper_function_ids(tokenizer) -> tuple[list[int], list[str]]:
+    """(sorted ids of the paper's strings that are one token of ``tokenizer``, plus BOS; the strings that are not).
+
+    On GPT-2's vocabulary every string is one token: 147 distinct ids. Special-token text (``<|endoftext|>``) maps
+    to the special token, as in the paper's code."""
+    ids: set[int] = set()
+    missing: list[str] = []
+    for text in dict.fromkeys(paper_function_strings()):
+        tid = _single_token_id(tokenizer, text)
+        if tid is None:
+            missing.append(text)
+        else:
+            ids.add(tid)
+    if tokenizer.bos_token_id is not None:
+        ids.add(int(tokenizer.bos_token_id))
+    return sorted(ids), missing
+
+
+def exclusion_ids(tokenizer, which: str = "paper") -> tuple[list[int], list[str]]:
+    """CSPA's excluded source tokens: ``paper`` (the paper's list, default) or ``extended`` (the project's own
+    longer list of function words and punctuation). Returns (ids, strings of the list that are not one token)."""
+    if which == "paper":
+        return paper_function_ids(tokenizer)
+    if which == "extended":
+        return function_word_ids(tokenizer), []
+    raise ValueError(f"unknown exclusion list {which!r}; choose one of {EXCLUSION_LISTS}")

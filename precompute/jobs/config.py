@@ -82,6 +82,8 @@ class RunConfig:
     cspa_k_u: float | int = _opt(0.05, "CSPA K_u: fraction (0.05) or count (5)", parse=parse_k_u)
     cspa_k_s: int = _opt(1, "CSPA K_s: semantic neighbours per source, the token itself included")
     cspa_negative_only: bool = _opt(True, "keep positive components too", flag="--cspa-both-signs")
+    cspa_exclusions: str = _opt("paper", "source tokens CSPA never keeps: the paper's list or the project's "
+                                "extended one", choices=("paper", "extended"))
     effects: tuple[str, ...] = _opt(EFFECTS, "ablation effects: direct,both,indirect (direct is the paper's)",
                                     parse=parse_names(EFFECTS), show=",".join)
     ln_modes: tuple[str, ...] = _opt(LN_MODES, "final LayerNorm modes: frozen,unfrozen", parse=parse_names(LN_MODES),
@@ -93,7 +95,8 @@ class RunConfig:
     overwrite: bool = _opt(False, "replace a run already in --out (its files are removed first)", record=False)
 
     def cspa(self) -> CSPAConfig:
-        return CSPAConfig(k_u=self.cspa_k_u, k_s=self.cspa_k_s, negative_only=self.cspa_negative_only)
+        return CSPAConfig(k_u=self.cspa_k_u, k_s=self.cspa_k_s, negative_only=self.cspa_negative_only,
+                          exclusions=self.cspa_exclusions)
 
     def validate(self) -> None:
         for name in ("n_seqs", "batch_size", "shard_size", "n_mean", "k", "k_attn", "cspa_k_s"):
@@ -122,6 +125,10 @@ class RunConfig:
                                     f"got {','.join(self.ln_modes) or 'nothing'}")
         if self.dtype not in ("float32", "bfloat16", "float16"):
             raise InvalidInputError(f"--dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
+        if self.dtype != "float32" and set(self.effects) != {"direct"}:
+            raise InvalidInputError(f"--dtype {self.dtype} computes the direct effect only: the 'both'/'indirect' "
+                                    "effects would subtract a float32 re-run from low-precision clean logits, so "
+                                    "rounding would not cancel. Add --effects direct, or use --dtype float32")
         if not isinstance(self.out, str) or not self.out.strip():
             raise InvalidInputError("--out must name an output folder (it is empty)")
         if self.resume and self.overwrite:

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from .. import schema
+from ..data.selection import RULE as SELECTION_RULE
 from ..science.circuits import DEFAULT_EMBEDDING, circuit_factors, rank_summary, ranks_from_factors
 from ..science.cspa import summary_metrics
 from ..science.semantic import semantic_neighbours
@@ -17,8 +18,6 @@ from ..store.reader import read_field
 from .config import RunConfig
 
 INDEX_SIZE = 2000
-SELECTION_RULE = ("documents shuffled with random.Random(seed); first n_seqs with >= seq_len tokens (BOS "
-                  "prepended); each cut to seq_len")
 
 
 def write_circuits(lm, head, out: Path) -> dict:
@@ -55,6 +54,14 @@ def write_index(out: Path, head, n_shards: int) -> dict:
     return s
 
 
+def _exclusions(cfg: RunConfig, tokenizer) -> dict:
+    """The exclusion list as used: its name, the resolved token ids, and the strings that are not one token."""
+    from ..data.function_words import exclusion_ids
+
+    ids, missing = exclusion_ids(tokenizer, cfg.cspa_exclusions)
+    return {"exclusions": cfg.cspa_exclusions, "excluded_ids": ids, "exclusions_not_single_tokens": missing}
+
+
 def finish(cfg: RunConfig, lm, heads, out: Path, n_shards: int, n_seqs: int, cfg_hash: str, log) -> None:
     m = lm.model
     summary = {schema.head_key(h): write_circuits(lm, h, out) for h in heads}
@@ -71,7 +78,7 @@ def finish(cfg: RunConfig, lm, heads, out: Path, n_shards: int, n_seqs: int, cfg
                    "n_shards": n_shards},
         "hyperparameters": {
             **cfg.recorded(),
-            "cspa": cfg.cspa().as_metadata(),
+            "cspa": {**cfg.cspa().as_metadata(), **_exclusions(cfg, m.tokenizer)},
             "mean": f"per-position mean of the head output over the first {cfg.n_mean} analysed sequences "
                     f"(all {cfg.seq_len} tokens long), as the paper",
             "ablation": "mean ablation; effects direct/both/indirect x final LN frozen/unfrozen",

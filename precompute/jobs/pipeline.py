@@ -18,7 +18,7 @@ import torch
 
 from .. import schema
 from ..data.sources import load_documents, shuffled
-from ..data.tokenization import encode
+from ..data.selection import select_sequences
 from ..errors import InvalidInputError
 from ..models.heads import check_head
 from ..models.loading import DEFAULT_HEADS, load_model, unwrap
@@ -50,19 +50,6 @@ def _barrier(world: int) -> None:
         import torch.distributed as dist
 
         dist.barrier()
-
-
-def select_sequences(docs: list[str], tokenizer, n: int, length: int) -> list[list[int]]:
-    """The first S tokens (BOS first) of the first ``n`` documents (in order) that have at least S tokens."""
-    out = []
-    for doc in docs:
-        ids = encode(tokenizer, doc)
-        if len(ids) >= length:
-            out.append(ids[:length])
-            if len(out) == n:
-                return out
-    raise InvalidInputError(f"only {len(out)} documents have at least {length} tokens; asked for {n}. Use a "
-                            "shorter --seq-len, fewer --n-seqs, or a larger dataset")
 
 
 def prepare_out(cfg: RunConfig) -> Path:

@@ -7,8 +7,9 @@ provenance of every choice, which the precompute job writes into the artifact ma
 Names:
 
 * ``gpt2-small``: the real GPT-2 small, weights from the Hugging Face Hub (or the local HF cache).
-* ``gpt2-small-random``: GPT-2 small's exact shape, random weights from a fixed seed, a locally built 50257-token
-  tokenizer. Offline. For benchmarks (cost does not depend on the weights).
+* ``gpt2-small-random``: GPT-2 small's exact shape, random weights from a fixed seed, GPT-2's real tokenizer
+  (shipped with the project). Offline. For benchmarks (cost does not depend on the weights) and everything that
+  depends only on GPT-2's vocabulary.
 * ``toy``: SYNTHETIC. A tiny hand-planted model with a copy-suppression head at L1H2 (see ``toy_model``).
 """
 
@@ -167,12 +168,12 @@ def load_model(name: str, device: str = "cpu") -> LoadedModel:
     elif name == "gpt2-small-random":
         from transformers import GPT2Config, GPT2LMHeadModel
 
-        tokenizer = load_local_tokenizer("gpt2-shaped")
+        tokenizer = load_local_tokenizer("gpt2")
         torch.manual_seed(RANDOM_SEED)
         hf_model = GPT2LMHeadModel(GPT2Config(vocab_size=50257, n_positions=1024)).eval()
         bridge = _boot(hf_model, tokenizer, "gpt2-small-random", device)
         prov.update(synthetic=True, weights=f"random (GPT2Config defaults, torch seed {RANDOM_SEED})",
-                    tokenizer="locally built byte-level BPE, 50257 tokens (meaningless merges)")
+                    tokenizer="GPT-2's real tokenizer (vocabulary files shipped in precompute/data/gpt2_tokenizer)")
     else:
         from .toy import TOY_PLANTED_HEAD, TOY_SEED, build_toy_hf_model, unigram_log_prior
 

@@ -80,12 +80,39 @@ def _build_gpt2_shaped(folder: Path) -> None:
     _wrap_and_save(tok, folder, BOS)
 
 
+GPT2_FILES = Path(__file__).resolve().parents[1] / "data" / "gpt2_tokenizer"
+GPT2_SHA256 = {"vocab.json": "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783",
+               "merges.txt": "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5"}
+
+
+def _build_gpt2(folder: Path) -> None:
+    """GPT-2's real tokenizer from the vocabulary files shipped in ``precompute/data/gpt2_tokenizer`` (checked)."""
+    import hashlib
+
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    from ..errors import ModelUnavailableError
+
+    for name, want in GPT2_SHA256.items():
+        path = GPT2_FILES / name
+        got = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "missing"
+        if got != want:
+            raise ModelUnavailableError(f"GPT-2's tokenizer file {path} is {got if got == 'missing' else 'altered'} "
+                                        f"(sha256 {got[:12]}…, expected {want[:12]}…); restore it from the repository")
+    bpe = models.BPE.from_file(str(GPT2_FILES / "vocab.json"), str(GPT2_FILES / "merges.txt"))
+    tok = Tokenizer(bpe)
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens([BOS])
+    _wrap_and_save(tok, folder, BOS)
+
+
 TOY_VOCAB_SIZE = 512
-_BUILDERS = {"toy": _build_toy, "gpt2-shaped": _build_gpt2_shaped}
+_BUILDERS = {"toy": _build_toy, "gpt2-shaped": _build_gpt2_shaped, "gpt2": _build_gpt2}
 
 
 def tokenizer_dir(kind: str) -> Path:
-    """The folder holding tokenizer ``kind`` ("toy" or "gpt2-shaped"), built on first use."""
+    """The folder holding tokenizer ``kind`` ("toy", "gpt2" or "gpt2-shaped"), built on first use."""
     if kind not in _BUILDERS:
         raise ValueError(f"unknown local tokenizer {kind!r}; known: {sorted(_BUILDERS)}")
     folder = cache_root() / "tokenizers" / f"{kind}-v{TOKENIZER_BUILD_VERSION}"

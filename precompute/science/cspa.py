@@ -45,7 +45,10 @@ class CSPAConfig:
     k_u: a fraction in (0, 1] of the q + 1 positions (float), or a fixed count of distinct tokens (int >= 1).
     k_s: semantic neighbours per source token, the token itself included (1 = the token only).
     negative_only: keep only the suppressive (negative) components.
-    excluded_token_ids: source tokens never kept; None = BOS plus the function-word list for the model's
+    exclusions: which list gives the excluded source tokens when ``excluded_token_ids`` is None: ``paper`` (the
+        paper's FUNCTION_STR_TOKS, default) or ``extended`` (the project's longer list); see
+        ``data.function_words``.
+    excluded_token_ids: source tokens never kept; None = BOS plus the ``exclusions`` list for the model's
         tokenizer (``function_words.function_word_ids``).
     max_kept_shown: how many kept (source, token, score) pairs per destination the result records.
     """
@@ -54,6 +57,7 @@ class CSPAConfig:
     k_s: int = 1
     negative_only: bool = True
     excluded_token_ids: tuple[int, ...] | None = None
+    exclusions: str = "paper"
     max_kept_shown: int = 8
 
     def __post_init__(self):
@@ -65,13 +69,15 @@ class CSPAConfig:
             raise InvalidInputError(f"CSPA k_u as a count must be >= 1, got {self.k_u}")
         if not isinstance(self.k_s, int) or self.k_s < 1:
             raise InvalidInputError(f"CSPA k_s must be an integer >= 1, got {self.k_s!r}")
+        if self.exclusions not in ("paper", "extended"):
+            raise InvalidInputError(f"CSPA exclusions must be 'paper' or 'extended', got {self.exclusions!r}")
         if self.max_kept_shown < 1:
             raise InvalidInputError(f"CSPA max_kept_shown must be >= 1, got {self.max_kept_shown}")
 
     def as_metadata(self) -> dict:
         d = asdict(self)
-        d["excluded_token_ids"] = "default (BOS + function words)" if self.excluded_token_ids is None else len(
-            self.excluded_token_ids)
+        d["excluded_token_ids"] = (f"the {self.exclusions} list (BOS included)" if self.excluded_token_ids is None
+                                   else len(self.excluded_token_ids))
         return d
 
 
@@ -204,13 +210,14 @@ SPARSE_CSPA_DLA = 0.6
 _EXCLUDED_CACHE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
-def default_excluded(tokenizer) -> tuple[int, ...]:
-    """BOS + function words of ``tokenizer``, computed once per tokenizer object."""
-    from ..data.function_words import function_word_ids
+def default_excluded(tokenizer, which: str = "paper") -> tuple[int, ...]:
+    """BOS + the ``which`` exclusion list on ``tokenizer``, computed once per tokenizer object and list."""
+    from ..data.function_words import exclusion_ids
 
-    if tokenizer not in _EXCLUDED_CACHE:
-        _EXCLUDED_CACHE[tokenizer] = tuple(function_word_ids(tokenizer))
-    return _EXCLUDED_CACHE[tokenizer]
+    per_tok = _EXCLUDED_CACHE.setdefault(tokenizer, {})
+    if which not in per_tok:
+        per_tok[which] = tuple(exclusion_ids(tokenizer, which)[0])
+    return per_tok[which]
 
 
 @dataclass
@@ -230,7 +237,8 @@ def cspa_for_batch(m, tokens: Int[Tensor, "batch seq"], attn: Float[Tensor, "bat
     """CSPA of one head on a batch. ``lens_scaled`` = centred resid_pre of the head's layer / sigma_f."""
     b, s = tokens.shape
     device = tokens.device
-    excluded = cfg.excluded_token_ids if cfg.excluded_token_ids is not None else default_excluded(m.tokenizer)
+    excluded = (cfg.excluded_token_ids if cfg.excluded_token_ids is not None
+                else default_excluded(m.tokenizer, cfg.exclusions))
     excl = torch.zeros(m.cfg.d_vocab, dtype=torch.bool, device=device)
     if len(excluded):
         excl[torch.tensor(list(excluded), dtype=torch.long, device=device)] = True

@@ -113,6 +113,8 @@ def validate(manifest) -> dict:
         raise _fail("hyperparameters.cspa_k_u", f"must be a positive number, got {k_u!r:.40}")
     if not isinstance(hp.get("cspa_negative_only"), bool):
         raise _fail("hyperparameters.cspa_negative_only", "must be true or false")
+    if hp.get("cspa_exclusions", "extended") not in ("paper", "extended"):
+        raise _fail("hyperparameters.cspa_exclusions", "must be 'paper' or 'extended'")
     for key, allowed in (("effects", schema.EFFECTS), ("ln_modes", schema.LN_MODES)):
         value = hp.get(key)
         if not isinstance(value, list) or not value or any(v not in allowed for v in value):
