@@ -63,10 +63,21 @@ def reset_peak() -> None:
         fh.write("5")
 
 
+def cpu_model() -> str:
+    """The CPU's model name (from /proc/cpuinfo on Linux), e.g. 'Intel(R) Xeon(R) CPU @ 2.80GHz'."""
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def machine() -> dict:
     import torch
 
-    return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+    return {"cpu": cpu_model(), "cores": os.cpu_count(),
             "torch_threads": torch.get_num_threads(), "python": sys.version.split()[0], "torch": torch.__version__,
             "maxrss_mb_at_start": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
