@@ -18,12 +18,21 @@ from app import state  # noqa: E402
 st.set_page_config(page_title="Copy Suppression Explorer", page_icon=":material/visibility_off:", layout="wide")
 
 PAGES = [
-    st.Page("views/home.py", title="Home", icon=":material/home:", url_path="home", default=True),
+    st.Page("views/home.py", title="Home", icon=":material/home:", url_path="overview", default=True),
     st.Page("views/circuits.py", title="OV and QK circuits", icon=":material/hub:", url_path="circuits"),
     st.Page("views/browse.py", title="Browse Examples", icon=":material/search:", url_path="browse"),
     st.Page("views/live.py", title="Test Your Own Examples", icon=":material/edit:", url_path="test-your-own"),
     st.Page("views/cspa.py", title="CSPA", icon=":material/scatter_plot:", url_path="cspa"),
+    st.Page("views/semantic.py", title="Semantic similarity", icon=":material/join:", url_path="semantic"),
 ]
+
+
+def _home_alias() -> None:
+    """/home is the Home page too (the default page itself lives at /)."""
+    st.switch_page(PAGES[0])
+
+
+PAGES.append(st.Page(_home_alias, title="Home", url_path="home", visibility="hidden"))
 nav = st.navigation(PAGES)
 arts, error = state.current()
 st.session_state["cse_arts"] = arts

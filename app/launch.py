@@ -1,14 +1,18 @@
-"""``python -m app.launch``: make sure there are artifacts to show, then start the Streamlit app.
+"""``python -m app.launch``: start the app at once and, when there are no artifacts yet, build a demo set beside it.
 
-With no artifacts (none configured with --artifacts / $CSE_ARTIFACTS and none under ``artifacts/``), it first
-builds a small set: GPT-2 small on a few hundred OpenWebText sequences where the Hugging Face Hub is reachable,
-otherwise the synthetic toy model on its own synthetic text. It says which, and shows progress.
+With no artifacts (none configured with --artifacts / $CSE_ARTIFACTS and none under ``artifacts/``), a background
+process builds a small set: GPT-2 small on a few hundred OpenWebText sequences where the Hugging Face Hub answers
+within a second, otherwise the synthetic toy model on its own synthetic text. The app is usable meanwhile: its
+pages show the build's progress (``artifacts/.build-status.json``) and open the artifacts when they are ready.
+``python -m app.launch --build-only`` builds in the foreground (the Docker image does this).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -22,6 +26,45 @@ GPT2_DEMO = dict(model="gpt2-small", heads=((10, 7), (11, 10)), dataset="stas/op
                  seq_len=128, n_mean=50, batch_size=8, shard_size=50, seed=6)
 TOY_DEMO = dict(model="toy", heads=((1, 2),), dataset="synthetic", n_seqs=300, seq_len=128, n_mean=100,
                 batch_size=16, shard_size=100, seed=6)
+STATUS = ".build-status.json"
+HUB = ("huggingface.co", 443)
+
+
+def status_path(base: Path) -> Path:
+    return base / STATUS
+
+
+def write_status(base: Path, **status) -> None:
+    base.mkdir(parents=True, exist_ok=True)
+    tmp = status_path(base).with_suffix(".tmp")
+    tmp.write_text(json.dumps({"pid": os.getpid(), **status, "time": time.time()}))
+    tmp.replace(status_path(base))
+
+
+def builder_alive(status: dict) -> bool:
+    try:
+        os.kill(int(status.get("pid", -1)), 0)
+        return True
+    except (OSError, ValueError, OverflowError):
+        return False
+
+
+def read_status(base: Path) -> dict | None:
+    try:
+        return json.loads(status_path(base).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def hub_reachable(timeout: float = 1.0) -> bool:
+    """Whether the Hugging Face Hub answers at all, in about a second (no retries): the offline check."""
+    if os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0"):
+        return False
+    try:
+        with socket.create_connection(HUB, timeout=timeout):
+            return True
+    except OSError:
+        return False
 
 
 def _has_artifacts(configured: str | None) -> bool:
@@ -33,31 +76,43 @@ def _has_artifacts(configured: str | None) -> bool:
 
 
 def build_demo(out_dir: Path, prefer_real: bool = True) -> Path:
+    """Build the demo set, reporting progress to the status file the app reads."""
     from precompute.errors import ExplorerError
     from precompute.jobs.config import RunConfig
     from precompute.jobs.pipeline import run
 
-    if prefer_real and os.environ.get("HF_HUB_OFFLINE", "") in ("", "0"):
-        print("No artifacts yet: trying GPT-2 small on 200 OpenWebText sequences x 128 tokens "
-              "(a few minutes on a CPU)…", flush=True)
+    def log(msg: str) -> None:
+        print(msg, flush=True)
+
+    if prefer_real and hub_reachable():
+        write_status(out_dir, state="building", what="GPT-2 small on 200 OpenWebText sequences x 128 tokens")
         try:
             start = time.time()
-            path = run(RunConfig(out=str(out_dir / "gpt2-demo"), device="auto", **GPT2_DEMO))
-            print(f"Built {path} in {time.time() - start:.0f} s.", flush=True)
+            path = run(RunConfig(out=str(out_dir / "gpt2-demo"), device="auto", **GPT2_DEMO), log=log)
+            log(f"Built {path} in {time.time() - start:.0f} s.")
+            write_status(out_dir, state="done", path=str(path))
             return path
         except ExplorerError as err:
-            kind = type(err).__name__.replace("Error", "").lower()
-            print(f"GPT-2 small is not available here ({kind}: no network and no HF cache holding it).",
-                  flush=True)
+            log(f"GPT-2 small is not available here ({type(err).__name__}): {err}")
             try:
                 (out_dir / "gpt2-demo").rmdir()  # leave no empty run folder behind
             except OSError:
                 pass
-    print("Building the offline demo: the SYNTHETIC toy model on its own synthetic text, 300 sequences x 128 "
-          "tokens (about a minute)…", flush=True)
+    else:
+        os.environ["HF_HUB_OFFLINE"] = "1"  # nothing below may wait on the network
+        log("The Hugging Face Hub is not reachable (checked in about a second): building the offline demo.")
+    what = (f"the SYNTHETIC toy model on its own synthetic text, {TOY_DEMO['n_seqs']} sequences x "
+            f"{TOY_DEMO['seq_len']} tokens")
+    write_status(out_dir, state="building", what=what)
+    log(f"Building {what}…")
     start = time.time()
-    path = run(RunConfig(out=str(out_dir / "toy-demo"), device="cpu", **TOY_DEMO))
-    print(f"Built {path} in {time.time() - start:.0f} s.", flush=True)
+    try:
+        path = run(RunConfig(out=str(out_dir / "toy-demo"), device="cpu", overwrite=True, **TOY_DEMO), log=log)
+    except Exception as err:
+        write_status(out_dir, state="failed", error=f"{type(err).__name__}: {err}")
+        raise
+    log(f"Built {path} in {time.time() - start:.0f} s.")
+    write_status(out_dir, state="done", path=str(path))
     return path
 
 
@@ -68,15 +123,30 @@ def main(argv=None) -> int:
     p.add_argument("--artifacts", default=os.environ.get("CSE_ARTIFACTS"),
                    help="artifact folder, folder of runs, or hf://user/repo@revision")
     p.add_argument("--offline-demo", action="store_true", help="build the toy demo without trying GPT-2 small")
+    p.add_argument("--build-only", action="store_true", help="build the demo set (if none) and exit")
     args = p.parse_args(argv)
+    base = ROOT / "artifacts"
+    builder = None
     if not _has_artifacts(args.artifacts):
-        build_demo(ROOT / "artifacts", prefer_real=not args.offline_demo)
+        if args.build_only:
+            build_demo(base, prefer_real=not args.offline_demo)
+            return 0
+        cmd = [sys.executable, "-m", "app.launch", "--build-only"] + (["--offline-demo"] if args.offline_demo else [])
+        builder = subprocess.Popen(cmd, cwd=ROOT)
+        write_status(base, state="building", what="the demo artifact set", pid=builder.pid)
+        print("No artifacts yet: building a demo set in the background; the app shows its progress.", flush=True)
+    elif args.build_only:
+        return 0
     cmd = [sys.executable, "-m", "streamlit", "run", str(ROOT / "app" / "Home.py"), "--server.port", str(args.port),
            "--server.address", args.address, "--server.headless", "true", "--browser.gatherUsageStats", "false"]
     if args.artifacts:
         cmd += ["--", "--artifacts", args.artifacts]
     print(f"Starting the app on http://{args.address}:{args.port}", flush=True)
-    return subprocess.call(cmd, cwd=ROOT)
+    try:
+        return subprocess.call(cmd, cwd=ROOT)
+    finally:
+        if builder is not None and builder.poll() is None:
+            builder.terminate()
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 
 import streamlit as st
@@ -29,8 +30,9 @@ def configured_source() -> str | None:
     return os.environ.get(ENV_VAR) or None
 
 
-def candidate_runs(base: Path = DEFAULT_DIR) -> list[str]:
-    """Local run folders under ``base`` (folders holding a manifest.json), newest first."""
+def candidate_runs(base: Path | None = None) -> list[str]:
+    """Local run folders under ``base`` (default: ``artifacts/``; folders holding a manifest.json), newest first."""
+    base = DEFAULT_DIR if base is None else base
     if not base.exists():
         return []
     runs = [p for p in base.iterdir() if (p / "manifest.json").exists()]
@@ -88,10 +90,33 @@ def sidebar_info(arts: Artifacts) -> None:
                            "their numbers say nothing about GPT-2.")
 
 
+@st.fragment(run_every=2)
+def _build_progress() -> None:
+    """While ``make run`` builds the demo set in the background: what it builds; the app opens it when done."""
+    from app.launch import builder_alive, read_status
+
+    status = read_status(DEFAULT_DIR) or {}
+    if status.get("state") == "done" or candidate_runs():
+        st.rerun()
+    if status.get("state") == "building" and not builder_alive(status):
+        status = {"state": "failed", "error": "the build process stopped; run `make run` again"}
+    if status.get("state") == "failed":
+        st.error(f"Building the demo artifacts failed: {literal(status.get('error', '?'))}")
+        return
+    started = status.get("time")
+    st.info(f"Building {literal(status.get('what', 'the demo artifacts'))}… This page opens them as soon as they "
+            "are ready" + (f" (status updated {max(0, int(time.time() - started))} s ago)." if started else "."))
+
+
 def empty_state(error: str | None = None) -> None:
-    """What to show when no artifacts can be opened: the commands that make some."""
+    """What to show when no artifacts can be opened: the build's progress, or the commands that make some."""
+    from app.launch import read_status
+
     if error:
         st.error(error)  # already literal (see current())
+    if (read_status(DEFAULT_DIR) or {}).get("state") in ("building", "failed"):
+        _build_progress()
+        return
     st.info("No artifacts found. Make a small set offline with the synthetic toy model (about a minute):")
     st.code("python -m precompute run --model toy --dataset synthetic --n-seqs 200 --seq-len 128 "
             "--out artifacts/toy", language="bash")

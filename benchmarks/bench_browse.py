@@ -46,7 +46,7 @@ def main(argv=None):
     arts = open_artifacts(root)
     open_s = time.perf_counter() - t
     tok = arts.tokenizer
-    from app.sequence_view import strip_html
+    from app.sequence import strip_html
 
     opts = {"variant": "direct_frozen", "metric": "delta_loss", "metric_label": "Δloss", "extreme": False,
             "newlines": True}

@@ -145,7 +145,11 @@ def test_circuits_vocabulary_search(app_env):
     at = _run("views/circuits.py")
     at.text_input(key="circ_search").set_value("kanos").run()
     assert not at.exception
-    assert "' kanosa'" in _text(at)
+    (pills,) = at.get("button_group")
+    assert "' kanosa'" in pills.options
+    pills.set_value(" kanosa").run()  # a result is clickable: it opens the token
+    assert not at.exception and at.text_input(key="circ_token").value == " kanosa"
+    assert "' kanosa' itself is number" in _text(at)
     at.text_input(key="circ_search").set_value("qqqqqq").run()
     assert "No token contains" in _text(at)
 
@@ -155,7 +159,7 @@ def test_browse_pages_do_not_import_torch_or_transformer_lens():
     import subprocess
     import sys
 
-    code = ("import sys; import app.state, app.sequence_view, app.params, app.render.tokens, "
+    code = ("import sys; import app.state, app.sequence, app.params, app.render.tokens, "
             "precompute.store.record_arrays, precompute.science.circuit_bars, precompute.jobs.report, precompute.data.tokenization; "
             "print('transformer_lens' in sys.modules, 'torch' in sys.modules)")
     root = Path(__file__).resolve().parents[1]

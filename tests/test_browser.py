@@ -72,3 +72,62 @@ def test_browse_and_live_in_chromium(server, tmp_path):
         assert "kanosa" in live_strip.inner_text()
         page.screenshot(path=str(tmp_path / "live.png"), full_page=True)
         browser.close()
+
+
+SCATTER_POINT = """() => { const gd = document.querySelector('.js-plotly-plot'); const fd = gd._fullData[0];
+ const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis; let best = 0;
+ for (let i = 0; i < fd.x.length; i++) if (Math.abs(fd.x[i]) > Math.abs(fd.x[best])) best = i;
+ const r = gd.getBoundingClientRect();
+ return [r.x + xa._offset + xa.l2p(fd.x[best]), r.y + ya._offset + ya.l2p(fd.y[best])]; }"""
+
+
+def test_click_flows_in_chromium(server, tmp_path):
+    """Short prompt, scatter click lands on the hovered token, token click keeps the sidebar, /home."""
+    import re
+
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1600})
+        # a prompt of a few tokens: no slider error, every tab renders
+        page.goto(server + "/test-your-own")
+        page.get_by_role("textbox", name="Prompt").fill("kape")
+        page.get_by_role("button", name="Analyse").click()
+        expect(page.locator(".cse-strip").first).to_be_visible(timeout=90_000)
+        page.get_by_role("tab", name="Attention").click()
+        expect(page.locator(".js-plotly-plot").first).to_be_visible(timeout=30_000)
+        page.get_by_role("tab", name="Download").click()
+        expect(page.get_by_role("button", name="Download CSV")).to_be_visible(timeout=30_000)
+        assert page.get_by_text("StreamlitInvalidMinMaxError").count() == 0
+
+        # the CSPA scatter: the link names the point that was hovered
+        page.goto(server + "/cspa")
+        page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
+        page.wait_for_timeout(1500)
+        x, y = page.evaluate(SCATTER_POINT)
+        page.mouse.move(x, y)
+        page.wait_for_timeout(800)
+        hover = page.locator(".js-plotly-plot").first.locator(".hoverlayer").text_content()
+        seq, pos = re.search(r"seq (\d+), pos (\d+)", hover).groups()
+        page.mouse.click(x, y)
+        expect(page.get_by_text(f"Open sequence {seq}, position {pos} in Browse Examples")).to_be_visible(
+            timeout=30_000)
+
+        # clicking a token keeps the sidebar's choices
+        page.goto(server + "/browse?seq=2&pos=10&head=1.2")
+        expect(page.locator(".cse-strip").first).to_be_visible(timeout=60_000)
+        page.get_by_text("both", exact=True).click()
+        expect(page.get_by_role("radio", name="both")).to_be_checked(timeout=30_000)
+        page.wait_for_timeout(1000)
+        page.locator(".cse-strip .cse-tok").nth(5).click()
+        expect(page.get_by_text("Position 5").first).to_be_visible(timeout=60_000)
+        expect(page.get_by_role("radio", name="both")).to_be_checked(timeout=30_000)
+        assert "browse_effect=both" in page.url
+
+        # /home is the Home page
+        page.goto(server + "/home")
+        expect(page.get_by_role("heading", name="Copy Suppression Explorer")).to_be_visible(timeout=60_000)
+        assert page.get_by_text("Page not found").count() == 0
+        page.screenshot(path=str(tmp_path / "home.png"), full_page=True)
+        browser.close()

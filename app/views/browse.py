@@ -3,7 +3,7 @@
 import pandas as pd
 import streamlit as st
 
-from app import sequence_view, state
+from app import sequence as sequence_view, state
 from app.params import int_param, head_param
 from app.render.text import literal
 from precompute import schema as F
@@ -46,7 +46,9 @@ def top_tokens(source: str, head_name: str, metric: str, n: int) -> pd.DataFrame
     return pd.DataFrame(rows)
 
 
-with st.expander("Search: where does the head matter most?", expanded=seq_q is None):
+# the panel's state is fixed for the session, so it never collapses under the user's first interaction
+search_open = st.session_state.setdefault("_browse_search_open", seq_q is None)
+with st.expander("Search: where does the head matter most?", expanded=search_open):
     c1, c2 = st.columns([1, 2])
     metric_label = c1.selectbox("Rank tokens by", ["Δloss (head helps most)", "Δloss (head hurts most)",
                                                      "KL from ablation", "CSPA failure (|Δloss under CSPA|)"])
@@ -76,6 +78,12 @@ with st.expander("Search: where does the head matter most?", expanded=seq_q is N
                 st.session_state["browse_seq"] = int(row["seq"])
                 st.session_state["browse_pos"] = int(row["pos"])
 
+if "browse_seq" not in st.session_state and not table.empty:
+    # a first visit without a deep link opens on the highest-ranked example of the search table
+    st.session_state["browse_seq"], st.session_state["browse_pos"] = int(table.iloc[0]["seq"]), int(table.iloc[0]["pos"])
+others = [h for h in arts.manifest["heads"] if h != head_name]
+compare = st.sidebar.selectbox("Compare with head", ["(none)"] + others, key="browse_compare",
+                               help="Show a second head's strip beside this one", disabled=not others)
 c1, c2 = st.columns(2)
 seq = c1.number_input("Sequence", 0, arts.n_sequences - 1, key="browse_seq", step=1)
 pos = c2.number_input("Token position", 0, arts.seq_len - 1, key="browse_pos", step=1)
@@ -86,5 +94,14 @@ try:
 except ExplorerError as err:
     st.error(f"Sequence {seq} cannot be shown: {literal(err)}")
     st.stop()
-sequence_view.show(rec, tokenizer, opts, int(pos), key="browse",
-                   link_params={"seq": int(seq), "head": head_name}, name=f"seq{seq}_head{head_name}")
+links = {"seq": int(seq), "head": head_name}
+if compare != "(none)":
+    try:
+        other = arts.sequence(int(seq), compare)
+    except ExplorerError as err:
+        st.error(f"Head {literal(compare)} cannot be shown: {literal(err)}")
+    else:
+        sequence_view.compare_strip(other, tokenizer, opts, int(pos), compare, links)
+        st.markdown(f"**Head {literal(head_name)}** (details below)")
+sequence_view.show(rec, tokenizer, opts, int(pos), key="browse", link_params=links,
+                   name=f"seq{seq}_head{head_name}", head_name=head_name)

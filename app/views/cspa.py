@@ -73,9 +73,13 @@ fig.update_layout(xaxis_title="Δloss, mean ablation of the direct effect", yaxi
 event = st.plotly_chart(fig, key="cspa_scatter", on_select="rerun", selection_mode="points")
 sel = event.selection.points if event is not None else []
 if sel:
-    s, q = (int(v) for v in sel[0]["customdata"])
+    # the point's row in the plotted frame (point_index), not customdata: Scattergl selections do not return it
+    row = df.iloc[int(sel[0].get("point_index", sel[0].get("point_number", 0)))]
+    s, q = int(row["seq"]), int(row["pos"])
     st.page_link("views/browse.py", label=f"Open sequence {s}, position {q} in Browse Examples",
                  query_params={"seq": str(s), "pos": str(q), "head": head_name}, icon=":material/open_in_new:")
+    st.caption(f"Δloss {row['ablation']:+.3f} under mean ablation, {row['cspa']:+.3f} under CSPA: "
+               f"{literal(row['text'])}")
 else:
     st.caption("Click a point to get a link to it in Browse Examples.")
 

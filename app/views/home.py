@@ -6,8 +6,8 @@ from app import state
 from precompute.jobs.report import rows
 
 DIAGRAM = """
-<svg viewBox="0 0 760 170" xmlns="http://www.w3.org/2000/svg" role="img" aria-label="Copy suppression diagram"
-     style="max-width:760px;width:100%;font-family:sans-serif;font-size:14px">
+<svg viewBox="0 0 820 170" xmlns="http://www.w3.org/2000/svg" role="img" aria-label="Copy suppression diagram"
+     style="max-width:820px;width:100%;font-family:sans-serif;font-size:14px">
   <defs><marker id="a" markerWidth="10" markerHeight="8" refX="9" refY="4" orient="auto">
     <path d="M0,0 L10,4 L0,8 z" fill="#555"/></marker></defs>
   <rect x="10" y="20" width="150" height="44" rx="8" fill="#e8f0fb" stroke="#2166ac"/>
@@ -17,15 +17,15 @@ DIAGRAM = """
   <text x="385" y="57" text-anchor="middle">" Paris" again</text>
   <rect x="300" y="104" width="170" height="44" rx="8" fill="#fde0dd" stroke="#b2182b"/>
   <text x="385" y="131" text-anchor="middle">head 10.7</text>
-  <rect x="590" y="104" width="160" height="44" rx="8" fill="#fff" stroke="#b2182b"/>
-  <text x="670" y="124" text-anchor="middle">logit of " Paris"</text>
-  <text x="670" y="141" text-anchor="middle" fill="#b2182b">pushed down</text>
+  <rect x="650" y="104" width="160" height="44" rx="8" fill="#fff" stroke="#b2182b"/>
+  <text x="730" y="124" text-anchor="middle">logit of " Paris"</text>
+  <text x="730" y="141" text-anchor="middle" fill="#b2182b">pushed down</text>
   <path d="M385,64 L385,102" stroke="#555" stroke-width="2" marker-end="url(#a)"/>
   <text x="392" y="88">query: "predicted"</text>
   <path d="M160,50 C230,60 240,120 298,124" stroke="#2166ac" stroke-width="2" fill="none" marker-end="url(#a)"/>
-  <text x="170" y="112" fill="#2166ac">attends back (QK)</text>
-  <path d="M470,126 L588,126" stroke="#b2182b" stroke-width="2" marker-end="url(#a)"/>
-  <text x="480" y="118" fill="#b2182b">writes −unembed (OV)</text>
+  <text x="150" y="150" fill="#2166ac">attends back (QK)</text>
+  <path d="M470,126 L648,126" stroke="#b2182b" stroke-width="2" marker-end="url(#a)"/>
+  <text x="482" y="116" fill="#b2182b">writes −unembed (OV)</text>
 </svg>
 """
 
@@ -64,8 +64,9 @@ else:
               "loaded artifacts": fmt(label, value)} for label, paper, value in rows(arts, head_name)]
     st.dataframe(table, hide_index=True)
 st.subheader("Pages")
-cols = st.columns(4)
+cols = st.columns(5)
 cols[0].page_link("views/circuits.py", label="OV and QK circuits", icon=":material/hub:")
 cols[1].page_link("views/browse.py", label="Browse Examples", icon=":material/search:")
 cols[2].page_link("views/live.py", label="Test Your Own Examples", icon=":material/edit:")
 cols[3].page_link("views/cspa.py", label="CSPA", icon=":material/scatter_plot:")
+cols[4].page_link("views/semantic.py", label="Semantic similarity", icon=":material/join:")

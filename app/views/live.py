@@ -1,9 +1,12 @@
 """Test Your Own Examples: analyse typed text live on CPU, with the same code and views as Browse."""
 
+import hashlib
+
 import streamlit as st
 
-from app import live_model, sequence_view, state
+from app import live_model, sequence as sequence_view, state
 from app.render.text import literal
+from precompute import schema
 from precompute.errors import ExplorerError
 
 EXAMPLES = {
@@ -51,6 +54,21 @@ except ExplorerError as err:
 if result.cut_to is not None:
     st.warning(f"The prompt has {result.n_tokens_in} tokens; only the first {result.cut_to} (the model's context "
                "and the mean ablation's length) were analysed.")
-n = int(result.record["tokens"].shape[0])
-pos = st.number_input("Token position", 0, n - 1, value=n - 2 if n > 1 else 0, key="live_pos")
-sequence_view.show(result.record, analyzer.loaded.tokenizer, opts, int(pos), key="live", name="prompt")
+n = int(result.record[schema.TOKENS].shape[0])
+# a new prompt starts at its own last prediction: the position box is keyed by the prompt
+pos_key = f"live_pos_{hashlib.sha256(prompt.encode('utf-8', 'surrogatepass')).hexdigest()[:12]}"
+pos = st.number_input("Token position", 0, n - 1, value=max(0, n - 2), key=pos_key)
+head_name = schema.head_key(head)
+others = [h for h in arts.manifest["heads"] if h != head_name]
+compare = st.sidebar.selectbox("Compare with head", ["(none)"] + others, key="live_compare",
+                               help="Show a second head's strip beside this one", disabled=not others)
+if compare != "(none)":
+    try:
+        other = analyzer.analyse(prompt, schema.parse_head(compare))
+    except ExplorerError as err:
+        st.error(f"Head {literal(compare)} cannot be shown: {literal(err)}")
+    else:
+        sequence_view.compare_strip(other.record, analyzer.loaded.tokenizer, opts, int(pos), compare, None)
+        st.markdown(f"**Head {literal(head_name)}** (details below)")
+sequence_view.show(result.record, analyzer.loaded.tokenizer, opts, int(pos), key="live", name="prompt",
+                   head_name=head_name)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 
 def encode(tokenizer, text: str) -> list[int]:
     """BOS followed by the tokens of ``text``. The tokenizer's own special-token handling is not used: special-token
@@ -21,5 +23,36 @@ def encode_batch(tokenizer, texts: list[str], length: int):
 
 
 def token_strings(tokenizer, ids) -> list[str]:
-    """Readable strings for ids (decoded one by one, so byte-level pieces show as text where possible)."""
-    return [tokenizer.decode([int(i)]) for i in ids]
+    """Readable strings for ids, decoded one by one. A byte-level piece that is not whole UTF-8 on its own (part
+    of an emoji or a CJK character) shows its bytes as escapes (``\\xe2\\x80``) instead of '\ufffd'."""
+    out = []
+    for i in ids:
+        text = tokenizer.decode([int(i)])
+        if "\ufffd" in text:
+            raw = _token_bytes(tokenizer, int(i))
+            if raw is not None:
+                text = raw.decode("utf-8", errors="backslashreplace")
+        out.append(text)
+    return out
+
+
+@lru_cache(maxsize=1)
+def _byte_decoder() -> dict[str, int]:
+    """The inverse of GPT-2's bytes -> printable-unicode table used by byte-level BPE vocabularies."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return {chr(c): b for b, c in zip(bs, cs)}
+
+
+def _token_bytes(tokenizer, i: int) -> bytes | None:
+    piece = tokenizer.convert_ids_to_tokens(i)
+    table = _byte_decoder()
+    if not isinstance(piece, str) or any(ch not in table for ch in piece):
+        return None
+    return bytes(table[ch] for ch in piece)

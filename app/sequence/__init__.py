@@ -1,0 +1,48 @@
+"""One sequence's analysis on screen: the coloured strip, the selected token's details, attention, downloads.
+
+Used by Browse Examples (stored sequences) and Test Your Own Examples (live analysis): both pass a record with
+the same fields (``precompute.store.records.compact``), so the two pages cannot drift apart. Modules: ``controls``
+(sidebar, bound to the URL), ``strip``, ``details`` (incl. the position as a source), ``attention``, ``downloads``.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from app.sequence.attention import attention_view
+from app.sequence.controls import controls, link_state
+from app.sequence.details import details, source_view
+from app.sequence.downloads import downloads
+from app.sequence.strip import strip_html
+from precompute import schema as F
+from precompute.data.tokenization import token_strings
+
+__all__ = ["controls", "show", "strip_html", "compare_strip"]
+
+
+def show(rec: dict, tokenizer, opts: dict, pos: int, key: str, link_params: dict | None = None,
+         name: str = "sequence", head_name: str = "") -> None:
+    """The whole sequence view for one record."""
+    strings = token_strings(tokenizer, rec[F.TOKENS].tolist())
+    links = None if link_params is None else {**link_state(opts), **link_params}
+    st.markdown(strip_html(rec, strings, opts, pos, links), unsafe_allow_html=True)
+    how = "click it to select it" if link_params is not None else "choose the position with the box below"
+    st.caption(f"Hover a token for its value; {how}. Blue = the head helps (loss rises when it is ablated), red = "
+               "it hurts.")
+    tabs = st.tabs(["Token details", "As a source", "Attention", "Download"])
+    with tabs[0]:
+        details(rec, strings, pos, opts, tokenizer)
+    with tabs[1]:
+        source_view(rec, strings, pos, tokenizer)
+    with tabs[2]:
+        attention_view(rec, strings, pos, key, head_name)
+    with tabs[3]:
+        downloads(rec, strings, name, key)
+
+
+def compare_strip(rec: dict, tokenizer, opts: dict, pos: int, head_name: str, link_params: dict | None) -> None:
+    """A second head's strip for the same tokens, beside the first (same colour scale and metric)."""
+    strings = token_strings(tokenizer, rec[F.TOKENS].tolist())
+    links = None if link_params is None else {**link_state(opts), **link_params}
+    st.markdown(f"**Head {head_name}**")
+    st.markdown(strip_html(rec, strings, opts, pos, links), unsafe_allow_html=True)
