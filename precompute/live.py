@@ -1,7 +1,8 @@
 """Live analysis of typed text: the same ``analyze`` + ``compact`` the precompute job uses, made safe to share.
 
 TransformerLens hooks live on the model object, so one model shared by many app sessions is used under a lock.
-Results are cached per (head, text) in a bounded LRU, so memory stays bounded however many prompts are typed.
+Results are cached per (head, text) in a bounded LRU, so memory stays bounded however many prompts are typed; a
+cached prompt gains the other ablation variants only when they are asked for (the paper's set comes first).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ class LiveResult:
     record: dict  # numpy arrays: the same fields as an artifact sequence (``Artifacts.sequence``)
     n_tokens_in: int  # tokens the text had (BOS included) before any cut
     cut_to: int | None  # the length it was cut to, or None
+    computed: frozenset = frozenset()  # the ablation variants the record holds
 
 
 def clean_prompt(text: str) -> str:
@@ -98,39 +100,70 @@ class LiveAnalyzer:
         with self._cache_lock:
             return len(self._cache)
 
-    def analyse(self, text: str, head: tuple[int, int]) -> LiveResult:
+    @property
+    def variants(self) -> tuple[str, ...]:
+        return tuple(f"{e}_{ln}" for e in self.effects for ln in self.ln_modes)
+
+    def analyse(self, text: str, head: tuple[int, int], variants: tuple[str, ...] | None = None) -> LiveResult:
+        """The record of ``text`` for ``head``. ``variants``: the ablation variants the caller needs (default: all
+        the artifacts hold). The paper's variant and CSPA come first; any other variant is computed when first
+        asked for and then kept with the prompt's cached record, so the first answer costs the paper set only."""
         try:
             head = tuple(int(x) for x in head)
         except (TypeError, ValueError):
             raise InvalidInputError(f"head must be a (layer, head) pair, got {head!r:.40}") from None
         if head not in self.mean_results:
             raise InvalidInputError(f"head {'.'.join(map(str, head))} has no mean result in these artifacts")
+        wanted = self.variants if variants is None else tuple(variants)
+        unknown = [v for v in wanted if v not in self.variants]
+        if unknown:
+            raise InvalidInputError(f"variant {unknown[0]!r} is not among these artifacts' {self.variants}")
         text = clean_prompt(text)
         key = (head, text)
         with self._cache_lock:
-            if key in self._cache:
+            cached = self._cache.get(key)
+            if cached is not None:
                 self._cache.move_to_end(key)
-                return self._cache[key]
-        ids = encode(self.loaded.tokenizer, text)
-        n_in = len(ids)
-        if n_in < 2:
-            raise InvalidInputError("the prompt produced no tokens")
-        limit = self.max_tokens
-        cut = None
-        if n_in > limit:
-            ids, cut = ids[:limit], limit
-        tokens = torch.tensor([ids])
-        with self._lock:
-            res = analyze(self.loaded, tokens, head, self.mean_results[head], k=self.k, cspa=self.cspa,
-                          neighbours=self.neighbours, topk_groups=STORED_TOPK_VARIANTS, effects=self.effects,
-                          ln_modes=self.ln_modes)
-        record = as_arrays({name: t[0] for name, t in compact(res, self.k_attn).items()})
-        record[schema.TOKENS] = tokens[0].to(torch.int32).numpy()
-        del res
+                if set(wanted) <= cached.computed:
+                    return cached
+        if cached is None:
+            ids = encode(self.loaded.tokenizer, text)
+            n_in = len(ids)
+            if n_in < 2:
+                raise InvalidInputError("the prompt produced no tokens")
+            cut = self.max_tokens if n_in > self.max_tokens else None
+            tokens = torch.tensor([ids[: self.max_tokens]])
+            first = (schema.PAPER_VARIANT,) + tuple(v for v in wanted if v != schema.PAPER_VARIANT)
+            record = self._record(tokens, head, first, self.cspa)
+            record[schema.TOKENS] = tokens[0].to(torch.int32).numpy()
+            out = LiveResult(record=record, n_tokens_in=n_in, cut_to=cut, computed=frozenset(_cross(first)))
+        else:
+            missing = tuple(v for v in wanted if v not in cached.computed)
+            tokens = torch.from_numpy(cached.record[schema.TOKENS]).long()[None]
+            extra = self._record(tokens, head, missing, None)
+            record = {**extra, **cached.record}  # only the new variants' fields are added
+            out = LiveResult(record=record, n_tokens_in=cached.n_tokens_in, cut_to=cached.cut_to,
+                             computed=cached.computed | frozenset(_cross(missing)))
         release()  # vocabulary-sized temporaries of a long prompt run to hundreds of MB
-        out = LiveResult(record=record, n_tokens_in=n_in, cut_to=cut)
         with self._cache_lock:
             self._cache[key] = out
+            self._cache.move_to_end(key)
             while len(self._cache) > self.max_cached:
                 self._cache.popitem(last=False)
         return out
+
+    def _record(self, tokens: Tensor, head, variants: tuple[str, ...], cspa) -> dict:
+        effects = tuple(dict.fromkeys(v.split("_")[0] for v in variants))
+        ln_modes = tuple(dict.fromkeys(v.split("_")[1] for v in variants))
+        with self._lock:
+            res = analyze(self.loaded, tokens, head, self.mean_results[head], k=self.k, cspa=cspa,
+                          neighbours=self.neighbours, topk_groups=STORED_TOPK_VARIANTS, effects=effects,
+                          ln_modes=ln_modes)
+        return as_arrays({name: t[0] for name, t in compact(res, self.k_attn).items()})
+
+
+def _cross(variants: tuple[str, ...]) -> set[str]:
+    """The variants ``analyze`` computes for these (every effect with every LN mode asked for)."""
+    effects = {v.split("_")[0] for v in variants}
+    ln_modes = {v.split("_")[1] for v in variants}
+    return {f"{e}_{ln}" for e in effects for ln in ln_modes}

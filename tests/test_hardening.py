@@ -321,3 +321,33 @@ def test_app_binds_where_it_is_told(monkeypatch, toy_artifacts):
     assert cmd[cmd.index("--server.port") + 1] == "8765"
     launch.main(["--port", "8765", "--address", "0.0.0.0", "--artifacts", str(toy_artifacts)])
     assert seen["cmd"][seen["cmd"].index("--server.address") + 1] == "0.0.0.0"
+
+
+def test_live_paper_set_first_other_variants_on_demand(toy, toy_artifacts, monkeypatch):
+    """The first answer holds the paper's variant (and CSPA) only; another variant is computed when asked for,
+    kept with the prompt, and equals what a full analysis gives."""
+    import numpy as np
+
+    import precompute.live as live_module
+    from precompute.live import LiveAnalyzer
+
+    arts = open_artifacts(toy_artifacts)
+    calls = []
+    real = live_module.analyze
+    monkeypatch.setattr(live_module, "analyze", lambda *a, **k: calls.append(k["effects"]) or real(*a, **k))
+    lazy = LiveAnalyzer.for_artifacts(toy, arts)
+    text = "The kanosa of the teri is kanosa. A kanosa was in the teri."
+    first = lazy.analyse(text, (1, 2), variants=("direct_frozen",))
+    assert first.computed == {"direct_frozen"} and "kl_both_frozen" not in first.record
+    assert "kl_cspa" in first.record and calls == [("direct",)]
+    second = lazy.analyse(text, (1, 2), variants=("both_unfrozen",))
+    assert calls == [("direct",), ("both",)] and {"direct_frozen", "both_unfrozen"} <= second.computed
+    again = lazy.analyse(text, (1, 2), variants=("both_unfrozen", "direct_frozen"))
+    assert len(calls) == 2 and again is second  # cached
+    full = LiveAnalyzer.for_artifacts(toy, arts).analyse(text, (1, 2))
+    for name in ("kl_both_unfrozen", "delta_loss_both_unfrozen", "both_unfrozen_correct_rank", "kl_cspa",
+                 "delta_loss_direct_frozen", "direct_frozen_topk_ids"):
+        np.testing.assert_allclose(second.record[name].astype(np.float64), full.record[name].astype(np.float64),
+                                   atol=2e-3, rtol=0, err_msg=name)
+    with pytest.raises(InvalidInputError, match="not among"):
+        lazy.analyse(text, (1, 2), variants=("sideways_frozen",))

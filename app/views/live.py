@@ -47,7 +47,7 @@ if error:
     st.stop()
 try:
     with st.spinner("Analysing…"):
-        result = analyzer.analyse(prompt, head)
+        result = analyzer.analyse(prompt, head, variants=(opts["variant"],))
 except ExplorerError as err:
     st.error(literal(err))
     st.stop()
@@ -64,7 +64,7 @@ compare = st.sidebar.selectbox("Compare with head", ["(none)"] + others, key="li
                                help="Show a second head's strip beside this one", disabled=not others)
 if compare != "(none)":
     try:
-        other = analyzer.analyse(prompt, schema.parse_head(compare))
+        other = analyzer.analyse(prompt, schema.parse_head(compare), variants=(opts["variant"],))
     except ExplorerError as err:
         st.error(f"Head {literal(compare)} cannot be shown: {literal(err)}")
     else:
