@@ -112,7 +112,7 @@ def test_11_byte_tokens_show_their_bytes():
     tok = load_local_tokenizer("gpt2")
     ids = tok("日本")["input_ids"]
     strings = token_strings(tok, ids)
-    assert "\ufffd" not in "".join(strings) and strings[0].startswith("\\x")
+    assert "\ufffd" not in "".join(strings) and strings[0].startswith("<0x")
     assert token_strings(tok, tok("Hello world")["input_ids"]) == ["Hello", " world"]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 
 
@@ -24,14 +25,15 @@ def encode_batch(tokenizer, texts: list[str], length: int):
 
 def token_strings(tokenizer, ids) -> list[str]:
     """Readable strings for ids, decoded one by one. A byte-level piece that is not whole UTF-8 on its own (part
-    of an emoji or a CJK character) shows its bytes as escapes (``\\xe2\\x80``) instead of '\ufffd'."""
+    of an emoji or a CJK character) shows its bytes as ``<0xE6><0x97>`` instead of the replacement character."""
     out = []
     for i in ids:
         text = tokenizer.decode([int(i)])
         if "\ufffd" in text:
             raw = _token_bytes(tokenizer, int(i))
             if raw is not None:
-                text = raw.decode("utf-8", errors="backslashreplace")
+                text = re.sub(r"\\x([0-9a-f]{2})", lambda m: f"<0x{m.group(1).upper()}>",
+                              raw.decode("utf-8", errors="backslashreplace"))
         out.append(text)
     return out
 
