@@ -38,6 +38,17 @@ def vocabulary(source: str) -> list[str]:
     return token_strings(t, range(len(t)))
 
 
+def page_tables(source: str, head_name: str) -> tuple[list[str], dict]:
+    """(vocabulary, circuit factors) for a page, or the error and a stop."""
+    from precompute.errors import ExplorerError
+
+    try:
+        return vocabulary(source), factors(source, head_name)
+    except ExplorerError as err:
+        st.error(f"The circuit tables cannot be read: {literal(err)}")
+        st.stop()
+
+
 def default_token(vocab: list[str]) -> str:
     """' token' where the vocabulary has it (GPT-2), else the first word-like token (e.g. the toy's words)."""
     if " token" in vocab:

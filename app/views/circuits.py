@@ -6,7 +6,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from app import state
-from app.circuit_views import bar_chart, factors, similar_tokens, token_box, vocabulary
+from app.circuit_views import bar_chart, page_tables, similar_tokens, token_box
 from app.render.text import literal
 from precompute import schema as F
 from precompute.errors import ExplorerError
@@ -19,12 +19,7 @@ head_name = f"{head[0]}.{head[1]}"
 tok = state.page_tokenizer(arts)
 
 
-try:
-    vocab = vocabulary(arts.source)
-    f = factors(arts.source, head_name)
-except ExplorerError as err:
-    st.error(f"The circuit tables cannot be read: {literal(err)}")
-    st.stop()
+vocab, f = page_tables(arts.source, head_name)
 c1, c2, c3 = st.columns([2, 1, 1])
 focus = c2.radio("Focus on the token as", ["source", "destination"], key="circ_focus",
                  help="source: the token attended to; destination: the token being predicted")

@@ -4,8 +4,7 @@ head's OV and QK bars on both sides, with the neighbours highlighted: does the h
 import streamlit as st
 
 from app import state
-from app.circuit_views import (bar_chart, factors, similar_tokens, token_box, token_with_neighbours,
-                               vocabulary)
+from app.circuit_views import bar_chart, page_tables, similar_tokens, token_box, token_with_neighbours
 from app.render.text import literal
 from precompute.errors import ExplorerError
 
@@ -18,12 +17,7 @@ st.markdown("CSPA with K_s > 1 lets the head suppress a token's *semantic neighb
             "from the paper's string rules: **equivalents** (space, case, plural and other inflections, suffixes), "
             "**superstrings** and **substrings** (pieces of at least 3 characters). Below, the head's OV and QK "
             "bars for the token, with its neighbours in light orange.")
-try:
-    vocab = vocabulary(arts.source)
-    f = factors(arts.source, head_name)
-except ExplorerError as err:
-    st.error(f"The circuit tables cannot be read: {literal(err)}")
-    st.stop()
+vocab, f = page_tables(arts.source, head_name)
 c1, c2, c3 = st.columns([2, 1, 1])
 k = c2.slider("Number of top tokens", 5, 30, 20, key="sem_k")
 max_similar = c3.slider("Max semantically similar tokens", 1, 15, 10, key="sem_max")
