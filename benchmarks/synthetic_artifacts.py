@@ -86,7 +86,7 @@ def generate(out: Path, n_seqs: int, seq_len: int, shard_size: int, head: str = 
                                                 for n in ("equivalents", "superstrings", "substrings")})
     from precompute.models.tokenizers import load_local_tokenizer
 
-    load_local_tokenizer("gpt2-shaped").save_pretrained(str(out / "tokenizer"))
+    load_local_tokenizer("gpt2").save_pretrained(str(out / "tokenizer"))
     files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() and not p.name.startswith(".")
                    and p.name != MANIFEST)
     manifest = {

@@ -21,12 +21,6 @@ def cache_root() -> Path:
     return Path(os.environ.get("CSE_CACHE_DIR", Path.home() / ".cache" / "copy-suppression-explorer"))
 
 
-def _byte_alphabet() -> list[str]:
-    from tokenizers import pre_tokenizers
-
-    return sorted(pre_tokenizers.ByteLevel.alphabet())
-
-
 def _wrap_and_save(tok, folder: Path, pad_token: str):
     from transformers import PreTrainedTokenizerFast
 
@@ -51,33 +45,6 @@ def _build_toy(folder: Path) -> None:
     )
     tok.train_from_iterator(corpus(n_docs=400, seed=12345), trainer)
     _wrap_and_save(tok, folder, PAD)
-
-
-def _build_gpt2_shaped(folder: Path) -> None:
-    """A byte-level BPE with exactly GPT-2's vocabulary size (50257) and ``<|endoftext|>`` at id 50256.
-
-    The merges are every pair of the first byte-level symbols, in a fixed order: meaningless as language, but the
-    right size and fully offline. It exists so that cost measurements see GPT-2 small's true shapes.
-    """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-
-    alphabet = _byte_alphabet()
-    vocab = {ch: i for i, ch in enumerate(alphabet)}
-    merges: list[tuple[str, str]] = []
-    n_merges = 50257 - len(alphabet) - 1
-    for a in alphabet:
-        for b in alphabet:
-            if len(merges) == n_merges:
-                break
-            merges.append((a, b))
-            vocab[a + b] = len(vocab)
-    vocab[BOS] = len(vocab)
-    assert len(vocab) == 50257 and vocab[BOS] == 50256
-    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.add_special_tokens([BOS])
-    _wrap_and_save(tok, folder, BOS)
 
 
 GPT2_FILES = Path(__file__).resolve().parents[1] / "data" / "gpt2_tokenizer"
@@ -108,11 +75,11 @@ def _build_gpt2(folder: Path) -> None:
 
 
 TOY_VOCAB_SIZE = 512
-_BUILDERS = {"toy": _build_toy, "gpt2-shaped": _build_gpt2_shaped, "gpt2": _build_gpt2}
+_BUILDERS = {"toy": _build_toy, "gpt2": _build_gpt2}
 
 
 def tokenizer_dir(kind: str) -> Path:
-    """The folder holding tokenizer ``kind`` ("toy", "gpt2" or "gpt2-shaped"), built on first use."""
+    """The folder holding tokenizer ``kind`` ("toy" or "gpt2"), built on first use."""
     if kind not in _BUILDERS:
         raise ValueError(f"unknown local tokenizer {kind!r}; known: {sorted(_BUILDERS)}")
     folder = cache_root() / "tokenizers" / f"{kind}-v{TOKENIZER_BUILD_VERSION}"
