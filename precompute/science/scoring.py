@@ -58,8 +58,12 @@ class Scorer:
         self.k = k
         self.targets = targets
         self.clean = clean
-        self.clean_lse = torch.logsumexp(clean, -1)
-        self.clean_p = torch.softmax(clean, -1)
+        # one exp pass gives both the log-partition and the probabilities
+        peak = clean.max(-1, keepdim=True).values
+        e = (clean - peak).exp_()
+        total = e.sum(-1, keepdim=True)
+        self.clean_lse = (peak + total.log())[:, 0]
+        self.clean_p = e.div_(total)
 
     @cached_property
     def p_dot_clean(self) -> Tensor:
@@ -75,7 +79,7 @@ class Scorer:
 
         ``kl_dot``: sum_v p_clean (l_clean - l) when the caller has it cheaply. Keys are schema quantities (and
         ``kl``)."""
-        lse = torch.logsumexp(logits, -1)
+        lse = self.clean_lse if logits is self.clean else torch.logsumexp(logits, -1)
         correct = self.correct(logits)
         out = {"correct_logprob": correct - lse, "correct_rank": (logits > correct[:, None]).sum(-1)}
         if topk:
