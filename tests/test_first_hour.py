@@ -172,12 +172,10 @@ def test_offline_check_is_fast(monkeypatch):
     from app import launch
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    t = time.perf_counter()
     assert launch.hub_reachable() is False
     monkeypatch.delenv("HF_HUB_OFFLINE")
     monkeypatch.setattr(launch, "HUB", ("127.0.0.1", 9))  # nothing listens there: refused at once
     assert launch.hub_reachable(timeout=1.0) is False
-    assert time.perf_counter() - t >= 0  # (how long it takes is measured in the closing note, not asserted)
 
 
 def test_page_shows_the_build_progress_then_a_dead_build(tmp_path, monkeypatch):

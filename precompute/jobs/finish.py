@@ -16,6 +16,7 @@ from ..store.files import save_tensors, write_json
 from ..store.manifest import file_entry
 from ..store.reader import read_field
 from .config import RunConfig
+from .faults import fault_point
 
 INDEX_SIZE = 2000
 
@@ -93,5 +94,6 @@ def finish(cfg: RunConfig, lm, heads, out: Path, n_shards: int, n_seqs: int, cfg
     files += [schema.SEMANTIC_FILE]
     files += sorted(f"{schema.TOKENIZER_DIR}/{p.name}" for p in (out / schema.TOKENIZER_DIR).iterdir() if p.is_file())
     manifest["files"] = {rel: file_entry(out, rel) for rel in files}
+    fault_point("before_manifest")
     write_json(out / schema.MANIFEST, manifest)
     log(f"wrote {n_seqs} sequences x {cfg.seq_len} tokens in {n_shards} shards to {out}")

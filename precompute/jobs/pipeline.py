@@ -27,6 +27,7 @@ from ..science.semantic import neighbour_table, semantic_neighbours
 from ..store.files import read_metadata, save_tensors
 from ..store.records import compact
 from .config import RunConfig
+from .faults import fault_point
 from .finish import finish
 
 # what a run folder holds; only these are removed by --overwrite or as stale files
@@ -114,6 +115,7 @@ def run(cfg: RunConfig, loaded=None, log=print, stats: dict | None = None) -> Pa
             save_tensors(out / schema.head_file("mean", head),
                          {schema.MEAN_RESULT: mu.contiguous(), schema.MEAN_COUNT: count.to(torch.int32)},
                          {"config_hash": cfg_hash})
+    fault_point("after_mean")
     cspa = cfg.cspa()
     _check_cspa_memory(cfg)
     neighbours = None
@@ -146,6 +148,7 @@ def run(cfg: RunConfig, loaded=None, log=print, stats: dict | None = None) -> Pa
             parts.setdefault(schema.TOKENS, []).append(toks.to(torch.int32))
             bar.update(toks.numel())
         save_tensors(path, {k: torch.cat(v, 0) for k, v in parts.items()}, {"config_hash": cfg_hash, "shard": str(i)})
+        fault_point(f"after_shard:{i}")
         done_tokens += len(block) * cfg.seq_len
     bar.close()
     shard_seconds = time.perf_counter() - t_shards
