@@ -72,7 +72,7 @@ def finish(cfg: RunConfig, lm, heads, out: Path, n_shards: int, n_seqs: int, cfg
         summary[schema.head_key(head)]["cspa"] = write_index(out, head, n_shards)
     manifest = {
         "schema_version": schema.SCHEMA_VERSION,
-        "model": lm.provenance,
+        "model": {"model_name": lm.name, **lm.provenance},
         "heads": [schema.head_key(h) for h in heads],
         "dataset": {"name": cfg.dataset, "split": cfg.split, "seed": cfg.seed, "selection": SELECTION_RULE},
         "counts": {"n_sequences": n_seqs, "seq_len": cfg.seq_len, "shard_size": cfg.shard_size,
