@@ -73,12 +73,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _run(args) -> None:
+def config_from_args(args):
+    """The RunConfig that ``run``'s parsed options describe."""
     from .config import RunConfig
+
+    return RunConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(RunConfig)})
+
+
+def _run(args) -> None:
     from .pipeline import run
 
-    cfg = RunConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(RunConfig)})
-    run(cfg, log=lambda msg: print(msg, file=sys.stderr))
+    run(config_from_args(args), log=lambda msg: print(msg, file=sys.stderr))
 
 
 def _export(args) -> None:
