@@ -58,6 +58,17 @@ def test_folder_layout_and_manifest(toy_artifacts):
     assert summary["ov"]["frac_top10"] > 0.8 and summary["qk"]["frac_top10"] > 0.9
 
 
+def _VALUES_OF(name: str) -> str:
+    """The stored values that order an id field."""
+    if name.endswith("_topk_ids"):
+        return name.replace("_topk_ids", "_topk_logprobs")
+    if name.endswith("_ids"):
+        return name[: -len("_ids")] + "_values"
+    if name == "attn_topk_pos":
+        return "attn_topk_weight"
+    return "cspa_kept_score"
+
+
 def test_reader_and_export_agree_with_analyze_on_stored_mean(toy, toy_artifacts):
     arts = open_artifacts(toy_artifacts)
     assert arts.n_sequences == 20 and arts.seq_len == 48
@@ -75,8 +86,12 @@ def test_reader_and_export_agree_with_analyze_on_stored_mean(toy, toy_artifacts)
             if stored.dtype.is_floating_point:
                 torch.testing.assert_close(stored.float(), live.float(), atol=2e-3, rtol=2e-3, msg=name)
             elif name.endswith("_ids") or name.endswith("_token") or name.endswith("_pos"):
-                # ids of near-tied values may swap order; the sets agree where values are well separated
-                assert (stored == live).float().mean() > 0.95, name
+                # an id may differ only where its value ties (within fp16) with a neighbour in the ranking
+                values = rec[_VALUES_OF(name)].float()
+                tie = torch.zeros_like(values, dtype=torch.bool)
+                tie[..., 1:] |= (values[..., 1:] - values[..., :-1]).abs() < 2e-3
+                tie[..., :-1] |= (values[..., 1:] - values[..., :-1]).abs() < 2e-3
+                assert bool(((stored == live) | tie).all()), name
             else:
                 assert torch.equal(stored, live), name
     out = _cli("export", str(toy_artifacts), "--seq", "9")
