@@ -13,6 +13,7 @@ from benchmarks.common import emit, interleaved
 from benchmarks.naive import cspa_inputs_from_cache, naive_analysis
 from precompute import analyze, load_model, mean_result
 from precompute.data.function_words import function_word_ids
+from precompute.schema import STORED_TOPK_VARIANTS
 
 
 def main(argv=None):
@@ -47,8 +48,8 @@ def main(argv=None):
         def paper(tokens=tokens):  # clean + direct ablation (frozen LN) + CSPA + DLA + logit lens
             analyze(lm, tokens, head, mu, effects=("direct",), ln_modes=("frozen",))
 
-        def everything(tokens=tokens):  # + both / indirect effects and unfrozen LN
-            analyze(lm, tokens, head, mu)
+        def everything(tokens=tokens):  # + both / indirect effects and unfrozen LN, top-k lists as stored
+            analyze(lm, tokens, head, mu, topk_groups=STORED_TOPK_VARIANTS)
 
         def naive(tokens=tokens):
             naive_analysis(m, tokens, head, mu, cspa_inputs_from_cache(m, tokens, head, excluded))
