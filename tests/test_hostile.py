@@ -408,3 +408,75 @@ def test_fuzz_shard_bytes_are_refused_or_untampered(fuzz_base, tmp_path_factory,
     assert got.keys() == expected.keys()
     for k in got:
         assert np.array_equal(got[k], expected[k], equal_nan=True)
+
+
+# ---------------------------------------------------------------- the validator, case by case (mutation testing)
+
+def _valid_manifest(toy_artifacts) -> dict:
+    return json.loads((toy_artifacts / MANIFEST).read_text())
+
+
+def test_a_valid_manifest_passes_and_boundaries_hold(toy_artifacts):
+    from precompute.store.manifest import validate
+
+    m = _valid_manifest(toy_artifacts)
+    assert validate(m) is m
+    m["counts"].update(n_sequences=1, shard_size=1, n_shards=1, seq_len=2)
+    assert validate(m) is m  # the smallest run there can be
+    m["counts"]["seq_len"] = 1 << 20
+    assert validate(m) is m
+    for key, value, message in (("seq_len", 1, "counts.seq_len must be between 2 and 1048576, got 1"),
+                                ("seq_len", (1 << 20) + 1, "must be between 2 and 1048576"),
+                                ("n_sequences", 0, "counts.n_sequences must be between 1 and"),
+                                ("n_sequences", "abc", "counts.n_sequences must be a whole number, got 'abc'")):
+        bad = json.loads(json.dumps(m))
+        bad["counts"][key] = value
+        with pytest.raises(ArtifactError, match=re.escape(message)):
+            validate(bad)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda m: m["heads"].append(m["heads"][0]), "manifest.json: heads lists a head twice"),
+    (lambda m: m.__setitem__("heads", ["x"]), "manifest.json: heads holds 'x', which is not of the form LAYER.HEAD"),
+    (lambda m: m.__setitem__("heads", []), 'heads must be a non-empty list of heads like "10.7"'),
+    (lambda m: m["model"].pop("model_name"), "manifest.json: model.model_name must be a non-empty string"),
+    (lambda m: m.pop("schema_version"), "manifest.json has no schema_version"),
+    (lambda m: m.__setitem__("schema_version", "1"), "schema version '1'"),
+    (lambda m: m.__setitem__("schema_version", 2), "reads version 1 only"),
+    (lambda m: m["dataset"].pop("name"), "manifest.json: dataset.name must be a non-empty string"),
+    (lambda m: m["counts"].__setitem__("n_shards", 2), "counts.n_shards is 2 but n_sequences / shard_size needs 3"),
+    (lambda m: m["hyperparameters"].__setitem__("cspa_negative_only", 1), "cspa_negative_only must be true or false"),
+    (lambda m: m["hyperparameters"].__setitem__("effects", ["sideways"]), "effects must be a list drawn from"),
+    (lambda m: m["hyperparameters"].__setitem__("cspa_exclusions", "mine"), "cspa_exclusions must be 'paper'"),
+    (lambda m: m["hyperparameters"].__setitem__("k", 0), "hyperparameters.k must be between 1 and"),
+    (lambda m: m["summary"]["1.2"].__setitem__("ov", 3), "summary.1.2.ov must be an object"),
+    (lambda m: m["files"]["semantic.safetensors"].__setitem__("sha256", "0" * 63), "needs a sha256 of 64 hex"),
+    (lambda m: m["files"]["semantic.safetensors"].__setitem__("tensors", {"x": [1.5]}), "must map tensor names"),
+    (lambda m: m["files"]["semantic.safetensors"].__setitem__("bytes", -1), "bytes must be between 0 and"),
+])
+def test_each_rule_of_the_validator_with_its_message(toy_artifacts, change, message):
+    from precompute.store.manifest import validate
+
+    m = _valid_manifest(toy_artifacts)
+    change(m)
+    with pytest.raises(ArtifactError, match=re.escape(message)):
+        validate(m)
+
+
+def test_not_an_object_is_not_a_manifest():
+    from precompute.store.manifest import validate
+
+    with pytest.raises(ArtifactError, match="must hold a JSON object"):
+        validate([1, 2])
+
+
+@pytest.mark.parametrize("rel, ok", [
+    ("shards/shard_00000.safetensors", True), ("mean/10.7.safetensors", True), ("tokenizer/tokenizer.json", True),
+    ("semantic.safetensors", True), ("shards/shard_1.safetensors", False), ("tokenizer/../x", False),
+    ("../x", False), ("/etc/passwd", False), ("tokenizer/.hidden", False), ("index/a.b.safetensors", False),
+    (5, False), ("semantic.safetensors\n", False),
+])
+def test_allowed_paths(rel, ok):
+    from precompute.store.manifest import valid_rel_path
+
+    assert valid_rel_path(rel) is ok

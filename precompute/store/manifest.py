@@ -72,7 +72,8 @@ def _str(obj: dict, key: str, path: str) -> str:
 
 
 def valid_rel_path(rel) -> bool:
-    return (isinstance(rel, str) and ALLOWED_PATH.match(rel) is not None and ".." not in rel.split("/"))
+    """A relative path of the artifact layout (no '..' can match: every name starts with a letter or digit)."""
+    return isinstance(rel, str) and ALLOWED_PATH.fullmatch(rel) is not None
 
 
 def validate(manifest) -> dict:
