@@ -147,3 +147,32 @@ def test_push_and_pull_through_the_cli_with_a_hub_stub(toy_artifacts, tmp_path, 
     arts = open_artifacts("hf://user/cse-toy@v1")
     assert arts.source == "hf://user/cse-toy@v1"
     assert arts.sequence(0)[F.TOKENS].tolist() == open_artifacts(toy_artifacts).sequence(0)[F.TOKENS].tolist()
+
+
+def test_split_and_batch_size_options(tmp_path, data, monkeypatch):
+    """--split reaches the Hub dataset loader; --batch-size changes how many sequences share a forward pass, not
+    the stored numbers (beyond float summation order)."""
+    import datasets
+
+    from precompute.jobs.cli import build_parser, config_from_args
+
+    seen = {}
+
+    def fake_load(name, split=None, revision=None):
+        seen.update(name=name, split=split)
+        return [{"text": t} for t in Path(data).read_text().split("\n\n") if t.strip()]
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load)
+    args = build_parser().parse_args(["run", *BASE, "--dataset", "someone/texts", "--split", "validation",
+                                      "--out", str(tmp_path / "hub")])
+    assert config_from_args(args).split == "validation"
+    assert main(["run", *BASE, "--dataset", "someone/texts", "--split", "validation", "--out",
+                 str(tmp_path / "hub")]) == 0
+    assert seen == {"name": "someone/texts", "split": "validation"}
+    assert open_artifacts(tmp_path / "hub").manifest["dataset"]["split"] == "validation"
+    one = _run(tmp_path, data, "--batch-size", "1", name="b1")
+    three = _run(tmp_path, data, "--batch-size", "3", name="b3")
+    assert one.hyperparameters["batch_size"] == 1 and three.hyperparameters["batch_size"] == 3
+    for name in (F.LOSS, F.delta_loss("direct_frozen"), F.kl(F.CSPA)):
+        np.testing.assert_allclose(one.field(name).astype(np.float64), three.field(name).astype(np.float64),
+                                   atol=2e-3, err_msg=name)
