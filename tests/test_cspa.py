@@ -217,3 +217,25 @@ def test_sparse_and_dense_cspa_dla_agree(toy, monkeypatch):
         results[name] = analyze(toy, tokens, (1, 2), mu, k=6, effects=("direct",), ln_modes=("frozen",))
     for field in ("delta_loss_cspa", "kl_cspa", "cspa_dla_neg_values", "cspa_dla_pos_values", "cspa_topk_logprobs"):
         torch.testing.assert_close(results["sparse"][field], results["dense"][field], atol=1e-4, rtol=0, msg=field)
+
+
+def test_keep_counts_at_exact_multiples():
+    """K = ceil(k_u (q + 1)): where k_u (q + 1) is a whole number, K is exactly that number (float noise aside)."""
+    k = keep_counts(0.05, 60)
+    assert k[19].item() == 1 and k[20].item() == 2 and k[39].item() == 2 and k[59].item() == 3
+    assert keep_counts(0.25, 8).tolist() == [1, 1, 1, 1, 2, 2, 2, 2]
+    assert keep_counts(3, 4).tolist() == [3, 3, 3, 3]
+
+
+def test_first_occurrence_is_per_row_and_ignores_invalid_entries():
+    cand = torch.tensor([[1, 2, 1, 0, 1], [1, 2, 1, 0, 1]])
+    valid = torch.tensor([[False, True, True, True, True], [True, True, True, True, True]])
+    got = first_occurrence(cand, valid)
+    assert got.tolist() == [[False, True, True, True, False], [True, True, False, True, False]]
+
+
+def test_explained_is_nan_without_an_effect():
+    from precompute.science.cspa import explained
+
+    assert math.isnan(explained(torch.zeros(4), torch.ones(4)))
+    assert explained(torch.full((4,), 2.0), torch.full((4,), 0.5)) == pytest.approx(0.75)

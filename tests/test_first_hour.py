@@ -205,3 +205,53 @@ def test_build_only_writes_a_demo_and_a_done_status(tmp_path, monkeypatch):
     assert (Path(path) / "manifest.json").exists()
     assert launch.read_status(tmp_path)["state"] == "done"
     assert os.environ["HF_HUB_OFFLINE"] == "1"
+
+
+def test_selecting_a_search_row_opens_that_token(app_env):
+    from precompute.store.reader import open_artifacts
+
+    idx = open_artifacts(app_env).index()
+    at = _run("views/browse.py")
+    at.session_state["browse_table"] = {"selection": {"rows": [3], "columns": [], "cells": []}}
+    at.run()
+    assert not at.exception
+    assert at.number_input(key="browse_seq").value == int(idx["delta_loss_seq"][3])
+    assert at.number_input(key="browse_pos").value == int(idx["delta_loss_pos"][3])
+
+
+def test_choosing_among_runs(toy_artifacts, two_head_artifacts, tmp_path, monkeypatch):
+    import shutil
+
+    base = tmp_path / "runs"
+    shutil.copytree(toy_artifacts, base / "one-head")
+    shutil.copytree(two_head_artifacts, base / "two-heads")
+    monkeypatch.setenv("CSE_ARTIFACTS", str(base))
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    picker = at.sidebar.selectbox(key="artifact_source")
+    assert sorted(Path(o).name for o in picker.options) == ["one-head", "two-heads"]
+    picker.set_value(str(base / "two-heads")).run()
+    assert not at.exception
+    assert at.sidebar.selectbox(key="home_head").options == ["1.2", "0.1"]
+    picker.set_value(str(base / "one-head")).run()
+    assert at.sidebar.selectbox(key="home_head").options == ["1.2"]
+
+
+def test_launch_falls_back_to_the_toy_when_gpt2_cannot_load(tmp_path, monkeypatch):
+    from app import launch
+    from precompute import ModelUnavailableError
+    import precompute.jobs.pipeline as pipeline
+
+    monkeypatch.setattr(launch, "hub_reachable", lambda timeout=1.0: True)
+    monkeypatch.setattr(launch, "TOY_DEMO", {**launch.TOY_DEMO, "n_seqs": 8, "n_mean": 8, "shard_size": 8,
+                                             "seq_len": 32})
+    real = pipeline.load_model
+
+    def load(name, device="cpu"):
+        if name == "gpt2-small":
+            raise ModelUnavailableError("no GPT-2 here")
+        return real(name, device=device)
+
+    monkeypatch.setattr(pipeline, "load_model", load)
+    path = launch.build_demo(tmp_path, prefer_real=True)
+    assert Path(path).name == "toy-demo" and not (tmp_path / "gpt2-demo").exists()
+    assert launch.read_status(tmp_path)["state"] == "done"
