@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 
 import numpy as np
@@ -138,7 +137,6 @@ def test_a_position_as_a_source_against_a_hand_made_record():
         def convert_ids_to_tokens(self, i):
             return None
 
-    s = 4
     rec = {F.TOKENS: np.array([0, 7, 8, 7]),
            F.ATTN_TOPK_POS: np.array([[1, 2], [1, 2], [1, 2], [2, 1]]),
            F.ATTN_TOPK_WEIGHT: np.array([[0, 0], [0.5, 0], [0.25, 0.5], [0.6, 0.125]], dtype=np.float16),

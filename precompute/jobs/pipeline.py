@@ -21,7 +21,7 @@ from ..data.sources import load_documents, shuffled
 from ..data.selection import select_sequences
 from ..errors import InvalidInputError
 from ..models.heads import check_head
-from ..models.loading import DEFAULT_HEADS, load_model, unwrap
+from ..models.loading import DEFAULT_HEADS, load_model
 from ..science.analysis import analyze, mean_result
 from ..science.semantic import neighbour_table, semantic_neighbours
 from ..store.files import read_metadata, save_tensors

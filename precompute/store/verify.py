@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .. import schema
 from ..errors import ArtifactError
 from .files import sha256_file
 from .manifest import MissingFileError, read_manifest, resolve_file
@@ -54,8 +55,6 @@ def verify(root: str | Path) -> list[str]:
 
 def shard_shape_problems(manifest: dict) -> list[str]:
     """Shards whose tensors do not all hold the rows the counts say (e.g. misaligned per-head data)."""
-    from .. import schema
-
     counts = manifest["counts"]
     out = []
     for i in range(counts["n_shards"]):
@@ -72,8 +71,6 @@ def shard_shape_problems(manifest: dict) -> list[str]:
 
 def expected_files(manifest: dict) -> list[str]:
     """The files every complete run folder holds, from its counts and heads."""
-    from .. import schema
-
     heads = [schema.parse_head(h) for h in manifest["heads"]]
     out = [schema.shard_path(i) for i in range(manifest["counts"]["n_shards"])]
     out += [schema.head_file(kind, h) for h in heads for kind in ("mean", "circuits", "index")]
