@@ -26,6 +26,8 @@ GPT2_DEMO = dict(model="gpt2-small", heads=((10, 7), (11, 10)), dataset="stas/op
                  seq_len=128, n_mean=50, batch_size=8, shard_size=50, seed=6)
 TOY_DEMO = dict(model="toy", heads=((1, 2),), dataset="synthetic", n_seqs=300, seq_len=128, n_mean=100,
                 batch_size=16, shard_size=100, seed=6)
+TOY_SURVEY = dict(model="toy", dataset="synthetic", n_seqs=32, seq_len=64, n_mean=16, n_repeat=50, n_ioi=20,
+                  circuit_rows=None)
 STATUS = ".build-status.json"
 HUB = ("huggingface.co", 443)
 
@@ -90,6 +92,7 @@ def build_demo(out_dir: Path, prefer_real: bool = True) -> Path:
             start = time.time()
             path = run(RunConfig(out=str(out_dir / "gpt2-demo"), device="auto", **GPT2_DEMO), log=log)
             log(f"Built {path} in {time.time() - start:.0f} s.")
+            build_toy_survey(out_dir, log)
             write_status(out_dir, state="done", path=str(path))
             return path
         except ExplorerError as err:
@@ -112,8 +115,24 @@ def build_demo(out_dir: Path, prefer_real: bool = True) -> Path:
         write_status(out_dir, state="failed", error=f"{type(err).__name__}: {err}")
         raise
     log(f"Built {path} in {time.time() - start:.0f} s.")
+    build_toy_survey(out_dir, log)
     write_status(out_dir, state="done", path=str(path))
     return path
+
+
+def build_toy_survey(out_dir: Path, log=print) -> Path | None:
+    """The toy model's head survey next to the demo set (a few seconds), so the Head survey page has a model to
+    show offline. A failure here is logged, never fatal: the demo set is what the other pages need."""
+    from precompute.errors import ExplorerError
+    from precompute.jobs.survey import SurveyConfig, run_survey
+
+    write_status(out_dir, state="building", what="the toy model's head survey")
+    try:
+        return run_survey(SurveyConfig(out=str(out_dir / "survey-toy"), overwrite=True, device="cpu", **TOY_SURVEY),
+                          log=log)
+    except ExplorerError as err:
+        log(f"The toy survey could not be built: {err}")
+        return None
 
 
 def main(argv=None) -> int:

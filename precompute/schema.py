@@ -215,6 +215,25 @@ def head_file(kind: str, head: tuple[int, int]) -> str:
 SEMANTIC_FILE = "semantic.safetensors"
 TOKENIZER_DIR = "tokenizer"
 
+# --- the head survey: a folder of its own, ``survey.json`` (its manifest) + ``survey.safetensors`` (one row per
+# head, one 1-D tensor per column)
+SURVEY_MANIFEST = "survey.json"
+SURVEY_FILE = "survey.safetensors"
+SURVEY_KIND = "survey"
+SURVEY_INDEX = ("layer", "head")  # int32
+SURVEY_METRICS = {  # float32; larger = more of the behaviour; NaN where the model cannot be scored (reason recorded)
+    "ov_top10": "fraction of tokens whose own OV-circuit rank is < 10 (the token suppresses itself; circuit_ranks)",
+    "qk_top10": "fraction of tokens whose own QK-circuit rank is < 10 (the predicted token attends to itself)",
+    "delta_loss_direct": "mean loss change when the head's direct effect is mean-ablated (frozen final LN)",
+    "kl_direct": "mean KL(clean ‖ ablated) of that ablation",
+    "cspa_kl_explained": "CSPA's share of the head's KL: 1 − mean KL(CSPA) / mean KL(ablation) (paper settings)",
+    "anti_induction": "−(direct effect on the correct token via attention to the induction source), repeated "
+                      "random tokens",
+    "ioi_copy_suppression": "−(direct effect on the IO name's logit via END→IO attention), IOI prompts",
+    "induction": "mean attention from a token to the one after its previous occurrence, repeated random tokens",
+}
+SURVEY_COLUMNS = SURVEY_INDEX + tuple(SURVEY_METRICS)
+
 
 def readme_table() -> str:
     """The field table of ``artifacts/README.md``, generated from SPECS."""
@@ -226,4 +245,11 @@ def readme_table() -> str:
     for spec in SPECS.values():
         where = f" ({family_text[spec.groups]})" if spec.groups else ""
         lines.append(f"| `{spec.template}` | {spec.shape} | {spec.dtype} | {spec.doc}{where} |")
+    return "\n".join(lines)
+
+
+def survey_table() -> str:
+    """The column table of the survey in ``artifacts/README.md``, generated from SURVEY_METRICS."""
+    lines = ["| column | dtype | meaning |", "|---|---|---|", "| `layer`, `head` | int32 | the head |"]
+    lines += [f"| `{name}` | float32 | {doc} |" for name, doc in SURVEY_METRICS.items()]
     return "\n".join(lines)

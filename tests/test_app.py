@@ -165,3 +165,79 @@ def test_browse_pages_do_not_import_torch_or_transformer_lens():
     root = Path(__file__).resolve().parents[1]
     out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False False"
+
+
+@pytest.fixture(scope="module")
+def survey_env(tmp_path_factory, toy_artifacts, toy):
+    """A folder of runs holding the toy run and two surveys (toy and a tiny random Llama), side by side."""
+    import shutil
+
+    from precompute.jobs.survey import SurveyConfig, run_survey
+
+    from .test_architectures import make_model_folder
+
+    base = tmp_path_factory.mktemp("survey-app")
+    shutil.copytree(toy_artifacts, base / "run")
+    small = dict(dataset="synthetic", n_seqs=4, seq_len=24, n_mean=2, n_repeat=4, repeat_len=6, n_ioi=4,
+                 circuit_rows=None, device="cpu")
+    run_survey(SurveyConfig(model="toy", out=str(base / "survey-toy"), **small), loaded=toy, log=lambda *_: None)
+    llama = make_model_folder("llama", tmp_path_factory.mktemp("llama"))
+    run_survey(SurveyConfig(model=str(llama), out=str(base / "survey-llama"), **small), log=lambda *_: None)
+    return base
+
+
+def test_survey_page(survey_env, monkeypatch):
+    import json
+
+    monkeypatch.setenv("CSE_ARTIFACTS", str(survey_env))
+    at = _run("views/survey.py")
+    assert not at.exception
+    assert at.title[0].value == "Head survey"
+    fig = json.loads(at.get("plotly_chart")[0].proto.spec)
+    names = sorted(t.get("name") for t in fig["data"])
+    assert names == ["survey-llama", "survey-toy"]
+    assert sum(len(t["x"]) for t in fig["data"]) == 12 + 3 * 4  # every head of both models
+    # the toy tokenizer has no single-token names: IOI is NaN with its reason, and x defaults to a scored metric
+    assert at.selectbox(key="survey_x").value == "ov_top10"
+    at.selectbox(key="survey_x").set_value("ioi_copy_suppression").run()
+    assert "100% of heads have no value" in _text(at) and "single-token" in _text(at)
+    # colour by depth: one trace with a colour per head; the family filter keeps one model
+    at.radio(key="survey_colour").set_value("depth (layer / n_layers)").run()
+    fig = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert len(fig["data"]) == 1 and max(fig["data"][0]["marker"]["color"]) < 1
+    at.multiselect(key="survey_families").set_value(["Llama"]).run()
+    fig = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert len(fig["data"][0]["x"]) == 12
+    at.multiselect(key="survey_families").set_value([]).run()
+    assert "No head passes these filters" in _text(at)
+
+
+def test_survey_page_without_surveys_shows_the_command(tmp_path, monkeypatch):
+    monkeypatch.setenv("CSE_ARTIFACTS", str(tmp_path))
+    at = _run("views/survey.py")
+    assert not at.exception
+    assert "python -m precompute survey --model toy" in "\n".join(c.value for c in at.code)
+
+
+def test_survey_click_targets(survey_env):
+    from app.survey_data import run_command, runs_with_head
+    from precompute.store.survey import read_survey
+
+    _, manifest = read_survey(survey_env / "survey-toy")
+    assert runs_with_head("toy", "1.2", [str(survey_env / "run")]) == [str(survey_env / "run")]
+    assert runs_with_head("toy", "0.1", [str(survey_env / "run")]) == []
+    assert run_command(manifest, "0.1") == ("python -m precompute run --model toy --heads 0.1 --dataset synthetic "
+                                            "--out artifacts/toy-0_1")
+    _, llama = read_survey(survey_env / "survey-llama")
+    cmd = run_command(llama, "2.3")
+    assert cmd.startswith(f"python -m precompute run --model {llama['model']['model_name']} --heads 2.3")
+
+
+def test_survey_hover_escapes_model_names():
+    import pandas as pd
+
+    from app.survey_data import LABELS, hover_text
+
+    row = pd.Series({"model": "<img src=x onerror=alert(1)>", "name": "1.2", **{k: 0.5 for k in LABELS}})
+    text = hover_text(row)
+    assert "<img" not in text and "&lt;img" in text

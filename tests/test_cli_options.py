@@ -113,7 +113,7 @@ def test_export_head_and_schema(toy_artifacts, capsys):
     assert exported[F.TOKENS] == rec[F.TOKENS].tolist()
     np.testing.assert_allclose(exported[F.LOSS], rec[F.LOSS].astype(np.float64), atol=1e-5)
     assert main(["schema"]) == 0
-    assert capsys.readouterr().out.strip() == F.readme_table()
+    assert capsys.readouterr().out.strip() == F.readme_table() + "\n\n" + F.survey_table()
     assert main(["export", str(toy_artifacts), "--seq", "3", "--head", "9.9"]) == 2
 
 

@@ -31,13 +31,16 @@ def reference_cspa(m, tokens, head, mu, cfg: CSPAConfig, table=None):
     with torch.inference_mode():
         logits, cache = m.run_with_cache(tokens)
     b_n, s = tokens.shape
+    # RMSNorm models do not centre; grouped-query heads read their shared key/value head
+    rms = str(m.cfg.normalization_type).upper().startswith("RMS")
+    kv = h // (m.cfg.n_heads // (getattr(m.cfg, "n_key_value_heads", None) or m.cfg.n_heads))
     A = cache[f"blocks.{layer}.attn.hook_pattern"][:, h]
-    o = cache[f"blocks.{layer}.attn.hook_v"][:, :, h] @ m.W_O[layer, h]
-    r = cache[f"blocks.{layer}.attn.hook_result"][:, :, h]
+    o = cache[f"blocks.{layer}.attn.hook_v"][:, :, kv] @ m.W_O[layer, h]
+    r = cache[f"blocks.{layer}.attn.hook_z"][:, :, h] @ m.W_O[layer, h]
     pre = cache[f"blocks.{layer}.hook_resid_pre"]
-    pre = pre - pre.mean(-1, keepdim=True)
+    pre = pre if rms else pre - pre.mean(-1, keepdim=True)
     sigma = cache["ln_final.hook_scale"]
-    resid = cache[f"blocks.{m.cfg.n_layers - 1}.hook_resid_post"]
+    resid = cache["ln_final.hook_in"]
     excluded = set(cfg.excluded_token_ids)
     W_U = m.W_U
     cspa_out = torch.zeros_like(r)
@@ -82,7 +85,7 @@ def reference_cspa(m, tokens, head, mu, cfg: CSPAConfig, table=None):
                 total = total + proj + mean_part
             cspa_out[b, q] = total
     new_resid = resid + cspa_out - r
-    new_resid = new_resid - new_resid.mean(-1, keepdim=True)
+    new_resid = new_resid if rms else new_resid - new_resid.mean(-1, keepdim=True)
     cspa_logits = (new_resid / sigma) @ W_U + m.b_U
     return logits, cspa_logits, kept_positions
 

@@ -9,8 +9,26 @@ from precompute.models.loading import WEIGHT_PROCESSING
 
 
 def test_unknown_name_lists_the_known_ones():
-    with pytest.raises(InvalidInputError, match="unknown model 'gpt3'.*gpt2-small, gpt2-small-random, toy"):
-        load_model("gpt3")
+    with pytest.raises(InvalidInputError, match="unknown model 'not a model!'.*gpt2-small, gpt2-small-random, toy"):
+        load_model("not a model!")
+
+
+@pytest.mark.parametrize("spec", ["gpt3", "EleutherAI/pythia-70m"])
+def test_hub_id_offline_fails_at_once(spec, tmp_path, monkeypatch):
+    import transformer_lens
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    monkeypatch.setattr(transformer_lens.TransformerBridge, "boot_transformers",
+                        lambda *a, **k: (_ for _ in ()).throw(AssertionError("must not reach the Hub")))
+    with pytest.raises(ModelUnavailableError, match=f"{spec}.*not in the cache"):
+        load_model(spec)
+
+
+def test_missing_or_empty_folder_is_explained(tmp_path):
+    with pytest.raises(InvalidInputError, match="does not exist"):
+        load_model(str(tmp_path / "nowhere"))
+    with pytest.raises(InvalidInputError, match="no config.json"):
+        load_model(str(tmp_path))
 
 
 def test_real_gpt2_offline_fails_at_once_with_instructions(tmp_path, monkeypatch):

@@ -1,6 +1,7 @@
-"""Command line: ``python -m precompute {run,verify,export,push,pull,report,schema}``; a bare call prints help.
+"""Command line: ``python -m precompute {run,survey,verify,export,push,report,schema}``; a bare call prints help.
 
-The ``run`` options are generated from ``RunConfig``'s fields and their help text (``add_dataclass_options``).
+The ``run`` and ``survey`` options are generated from ``RunConfig``'s and ``SurveyConfig``'s fields and their help
+text (``add_dataclass_options``).
 argparse rather than a CLI library: the values need the project's own parsers (head lists, K_u as a fraction or
 a count) and their error messages, which the generator passes through as argparse errors.
 """
@@ -49,13 +50,16 @@ def add_dataclass_options(parser: argparse.ArgumentParser, cls) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from .config import RunConfig
+    from .survey import SurveyConfig
 
     p = argparse.ArgumentParser(prog="python -m precompute", description="Copy Suppression Explorer: precompute "
                                 "per-token analyses of attention heads into artifact folders.")
     sub = p.add_subparsers(dest="command")
     r = sub.add_parser("run", help="analyse a dataset and write an artifact folder")
     add_dataclass_options(r, RunConfig)
-    v = sub.add_parser("verify", help="check every file against the manifest")
+    sv = sub.add_parser("survey", help="score every head of a model (copy suppression, induction…) into a folder")
+    add_dataclass_options(sv, SurveyConfig)
+    v = sub.add_parser("verify", help="check every file of a run or survey folder against its manifest")
     v.add_argument("dir")
     e = sub.add_parser("export", help="one sequence as JSON on stdout")
     e.add_argument("dir")
@@ -69,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="the paper's numbers next to those of an artifact folder")
     rep.add_argument("dir")
     rep.add_argument("--head", default=None)
-    sub.add_parser("schema", help="print the stored-field table of artifacts/README.md")
+    sub.add_parser("schema", help="print the stored-field tables of artifacts/README.md")
     return p
 
 
@@ -110,6 +114,10 @@ def main(argv=None) -> int:
     try:
         if args.command == "run":
             _run(args)
+        elif args.command == "survey":
+            from .survey import main_survey
+
+            main_survey(args)
         elif args.command == "verify":
             from ..store.verify import verify
 
@@ -130,9 +138,11 @@ def main(argv=None) -> int:
 
             print(format_report(open_artifacts(args.dir), args.head))
         elif args.command == "schema":
-            from ..schema import readme_table
+            from ..schema import readme_table, survey_table
 
             print(readme_table())
+            print()
+            print(survey_table())
     except ExplorerError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -27,3 +27,12 @@ def head_output(m, z: Float[Tensor, "batch seq n_heads d_head"], layer: int, h: 
                 ) -> Float[Tensor, "batch seq d_model"]:
     """The head's contribution to the residual stream (no bias): z_h W_O[layer, h], in float32."""
     return z[:, :, h].float() @ m.W_O[layer, h].float()
+
+
+def head_weights(m, layer: int, h: int) -> dict[str, Float[Tensor, "..."]]:
+    """W_Q, W_K, W_V [d_model, d_head] and W_O [d_head, d_model] of one head (K and V from the key/value head it
+    shares under grouped-query attention)."""
+    from .architecture import kv_head
+
+    kv = kv_head(m, h)
+    return {"W_Q": m.W_Q[layer, h], "W_K": m.W_K[layer, kv], "W_V": m.W_V[layer, kv], "W_O": m.W_O[layer, h]}

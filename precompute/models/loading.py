@@ -1,22 +1,28 @@
 """Loading the models the project works with, as TransformerLens ``TransformerBridge`` objects.
 
-``load_model(name)`` returns a :class:`LoadedModel`: the TransformerLens model (weights processed the way the paper
-did: fold_ln, center_writing_weights, center_unembed, fold_value_biases; per-head ``hook_result`` enabled) plus the
-provenance of every choice, which the precompute job writes into the artifact manifest.
+``load_model(spec)`` returns a :class:`LoadedModel`: the TransformerLens model (weights processed as decided per
+architecture in ``architecture.weight_processing``: the paper's fold_ln, centred writing weights and centred
+unembedding for LayerNorm models, fold_ln only for RMSNorm models) plus the provenance of every choice, which the
+precompute job writes into the artifact manifest.
 
-Names:
+Specs:
 
 * ``gpt2-small``: the real GPT-2 small, weights from the Hugging Face Hub (or the local HF cache).
 * ``gpt2-small-random``: GPT-2 small's exact shape, random weights from a fixed seed, GPT-2's real tokenizer
   (shipped with the project). Offline. For benchmarks (cost does not depend on the weights) and everything that
   depends only on GPT-2's vocabulary.
 * ``toy``: SYNTHETIC. A tiny hand-planted model with a copy-suppression head at L1H2 (see ``toy_model``).
+* a local folder holding a Hugging Face causal LM (``config.json``, weights, tokenizer files).
+* any other Hugging Face model id TransformerBridge supports (``EleutherAI/pythia-70m``, ``facebook/opt-125m``…),
+  from the Hub or the local HF cache. Offline and not cached, it fails at once with one actionable message.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
 import os
+import re
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,8 +32,8 @@ MODEL_NAMES = ("gpt2-small", "gpt2-small-random", "toy")
 DEFAULT_HEADS = {"gpt2-small": (10, 7), "gpt2-small-random": (10, 7), "toy": (1, 2)}
 RANDOM_SEED = 0
 
-# The weight processing of the paper (TransformerLens HookedTransformer.from_pretrained defaults), decided here
-# explicitly rather than left to library defaults, and recorded in every artifact.
+# The weight processing of the paper (TransformerLens HookedTransformer.from_pretrained defaults) for LayerNorm
+# models; ``architecture.weight_processing`` decides it per model and every artifact records it.
 WEIGHT_PROCESSING = {
     "fold_ln": True,
     "center_writing_weights": True,
@@ -35,6 +41,8 @@ WEIGHT_PROCESSING = {
     "fold_value_biases": True,
     "refactor_factored_attn_matrices": False,
 }
+# a Hugging Face model id: "name" or "owner/name"
+HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?")
 
 
 @dataclass
@@ -51,7 +59,11 @@ class LoadedModel:
 
     @property
     def default_head(self) -> tuple[int, int]:
-        return DEFAULT_HEADS[self.name]
+        """The head a run analyses when none is named: the paper's for GPT-2, the planted one for the toy, else
+        head 0 of the second-to-last layer (where GPT-2's copy suppressors sit)."""
+        if self.name in DEFAULT_HEADS:
+            return DEFAULT_HEADS[self.name]
+        return (max(0, self.model.cfg.n_layers - 2), 0)
 
     @property
     def tokenizer(self):
@@ -93,8 +105,14 @@ def _boot(hf_model, tokenizer, label: str, device: str):
 
 
 def _process(bridge):
-    bridge.set_use_attn_result(True)
-    bridge.enable_compatibility_mode(disable_warnings=True, **WEIGHT_PROCESSING)
+    from .architecture import check_supported, weight_processing
+
+    check_supported(bridge)
+    try:
+        bridge.set_use_attn_result(True)  # per-head hook_result where it can (not OPT); the analysis uses hook_z
+    except NotImplementedError:
+        pass
+    bridge.enable_compatibility_mode(disable_warnings=True, **weight_processing(bridge.cfg))
     bridge.eval()
     for p in bridge.parameters():
         p.requires_grad_(False)
@@ -129,41 +147,68 @@ def _drop_unused_fused_qkv(bridge) -> None:
             p.data = data
 
 
-def _load_gpt2_small(device: str):
-    """The real model. Offline without a cache, fail at once with one actionable message."""
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+
+
+def _load_from_hub(repo_id: str, device: str, label: str | None = None):
+    """A Hub model. Offline without a cache, fail at once with one actionable message."""
     from transformer_lens import TransformerBridge
 
     hint = (
-        "GPT-2 small's weights could not be loaded from the Hugging Face Hub or the local HF cache "
+        f"{label or repo_id}'s weights could not be loaded from the Hugging Face Hub or the local HF cache "
         f"(HF_HOME={os.environ.get('HF_HOME', '~/.cache/huggingface')}). Either connect to the network, or copy "
-        "a cache that holds 'gpt2' (e.g. run `huggingface-cli download gpt2` on a machine with network and copy "
-        "its HF_HOME here), or use --model toy / gpt2-small-random, which work offline."
+        f"a cache that holds {repo_id!r} (e.g. run `huggingface-cli download {repo_id}` on a machine with network "
+        "and copy its HF_HOME here), or give a local folder holding the model, or use --model toy / "
+        "gpt2-small-random, which work offline."
     )
-    if os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0"):
+    if _offline():
         from huggingface_hub import try_to_load_from_cache
 
-        if not isinstance(try_to_load_from_cache("gpt2", "config.json"), str):
-            raise ModelUnavailableError(hint + " (HF_HUB_OFFLINE is set and 'gpt2' is not in the cache.)")
+        if not isinstance(try_to_load_from_cache(repo_id, "config.json"), str):
+            raise ModelUnavailableError(hint + f" (HF_HUB_OFFLINE is set and {repo_id!r} is not in the cache.)")
     try:
-        bridge = TransformerBridge.boot_transformers("gpt2", device=device)
+        bridge = TransformerBridge.boot_transformers(repo_id, device=device)
     except (OSError, ValueError, ConnectionError) as err:
         raise ModelUnavailableError(f"{hint} Underlying error: {type(err).__name__}: {str(err)[:300]}") from None
     return _process(bridge)
 
 
+def _load_folder(folder: Path, device: str):
+    """A Hugging Face causal LM saved in a local folder (config.json, weights, tokenizer)."""
+    from transformer_lens import TransformerBridge
+
+    if not (folder / "config.json").is_file():
+        raise InvalidInputError(f"{folder} has no config.json: not a Hugging Face model folder (save one with "
+                                "model.save_pretrained(folder) and tokenizer.save_pretrained(folder))")
+    try:
+        bridge = TransformerBridge.boot_transformers(str(folder), device=device)
+    except (OSError, ValueError, KeyError) as err:
+        raise ModelUnavailableError(f"the model in {folder} could not be loaded: {type(err).__name__}: "
+                                    f"{str(err)[:300]}") from None
+    return _process(bridge)
+
+
+def _is_folder_spec(name: str) -> bool:
+    """A path rather than a Hub id: an existing folder, or a name only a path can have ('./x', '/x', '~/x',
+    'a/b/c'); 'owner/name' that is not a folder here is a Hub id."""
+    return (Path(name).expanduser().is_dir() or name.startswith((".", "~", os.sep)) or name.count("/") > 1
+            or "\\" in name)
+
+
 def load_model(name: str, device: str = "cpu") -> LoadedModel:
-    """Load one of ``MODEL_NAMES`` with the paper's weight processing; see the module docstring."""
+    """Load the model ``name`` names (see the module docstring) with its architecture's weight processing."""
     import torch
 
     from ..data.function_words import function_word_ids
     from .tokenizers import load_local_tokenizer
 
-    if name not in MODEL_NAMES:
-        raise InvalidInputError(f"unknown model {name!r}; choose one of: {', '.join(MODEL_NAMES)}")
+    if not isinstance(name, str) or not name.strip():
+        raise InvalidInputError(f"model must be a name, a Hugging Face id or a folder; got {name!r}")
     device = _resolve_device(device)
-    prov: dict = {"model_name": name, "device": device, "weight_processing": dict(WEIGHT_PROCESSING), **_versions()}
+    prov: dict = {"model_name": name, "device": device, **_versions()}
     if name == "gpt2-small":
-        bridge = _load_gpt2_small(device)
+        bridge = _load_from_hub("gpt2", device, label="GPT-2 small")
         prov.update(synthetic=False, weights="huggingface:gpt2", tokenizer="huggingface:gpt2")
     elif name == "gpt2-small-random":
         from transformers import GPT2Config, GPT2LMHeadModel
@@ -174,7 +219,7 @@ def load_model(name: str, device: str = "cpu") -> LoadedModel:
         bridge = _boot(hf_model, tokenizer, "gpt2-small-random", device)
         prov.update(synthetic=True, weights=f"random (GPT2Config defaults, torch seed {RANDOM_SEED})",
                     tokenizer="GPT-2's real tokenizer (vocabulary files shipped in precompute/data/gpt2_tokenizer)")
-    else:
+    elif name == "toy":
         from .toy import TOY_PLANTED_HEAD, TOY_SEED, build_toy_hf_model, unigram_log_prior
 
         tokenizer = load_local_tokenizer("toy")
@@ -184,10 +229,25 @@ def load_model(name: str, device: str = "cpu") -> LoadedModel:
         prov.update(synthetic=True, weights=f"hand-planted (precompute.models.toy, seed {TOY_SEED})",
                     tokenizer="locally built BPE on the project's synthetic text",
                     planted_head=f"{TOY_PLANTED_HEAD[0]}.{TOY_PLANTED_HEAD[1]}")
+    elif _is_folder_spec(name):
+        folder = Path(name).expanduser()
+        if not folder.is_dir():
+            raise InvalidInputError(f"model folder {name!r} does not exist; give one of {', '.join(MODEL_NAMES)}, "
+                                    "a Hugging Face id, or a folder holding a Hugging Face causal LM")
+        bridge = _load_folder(folder, device)
+        prov.update(synthetic=False, weights=f"local folder {folder.resolve()}", tokenizer="the folder's")
+    elif HUB_ID.fullmatch(name):
+        bridge = _load_from_hub(name, device)
+        prov.update(synthetic=False, weights=f"huggingface:{name}", tokenizer=f"huggingface:{name}")
+    else:
+        raise InvalidInputError(f"unknown model {name!r}; give one of {', '.join(MODEL_NAMES)}, a Hugging Face id "
+                                "(owner/name) or a folder holding a Hugging Face causal LM")
+    from .architecture import describe, weight_processing
     from .memory import release
 
     release()  # processing weights peaks far above the final size; give the freed pages back
     cfg = bridge.cfg
+    prov.update(weight_processing=weight_processing(cfg), **describe(bridge))
     prov.update(n_layers=cfg.n_layers, n_heads=cfg.n_heads, d_model=cfg.d_model, d_head=cfg.d_head,
                 d_vocab=cfg.d_vocab, n_ctx=cfg.n_ctx)
     return LoadedModel(model=bridge, name=name, provenance=prov)

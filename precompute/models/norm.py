@@ -1,7 +1,8 @@
 """The LayerNorm maths the analysis needs, in one place.
 
 With ``fold_ln`` every LayerNorm of a processed model is centring followed by division by the RMS (its weights
-are folded into the next matrix), so these few functions are all the project uses.
+are folded into the next matrix), and every RMSNorm the division alone, so these few functions are all the
+project uses.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ def rms_scale(x_centred: Tensor, eps: float) -> Tensor:
     return (x_centred.pow(2).mean(-1, keepdim=True) + eps).sqrt()
 
 
-def layer_norm(x: Tensor, eps: float) -> Tensor:
-    """Centre, then divide by the RMS (a folded LayerNorm)."""
-    x = centre(x)
+def layer_norm(x: Tensor, eps: float, centred: bool = True) -> Tensor:
+    """Centre, then divide by the RMS (a folded LayerNorm); ``centred=False``: divide only (a folded RMSNorm)."""
+    if centred:
+        x = centre(x)
     return x / rms_scale(x, eps)

@@ -11,8 +11,11 @@ computation in row chunks, keeping only per-token numbers and top-k lists. Defin
 * unfrozen LN: the final LayerNorm scale recomputed from the intervened residual. Because LN is a rescaling of
   the centred residual, every unfrozen variant is ``(sigma_f / sigma') (frozen logits - b_U) + b_U``.
 * both: the head's output is replaced by mu and only the blocks after it are re-run (``models.blocks``, from the
-  cached resid_mid of the head's layer);
+  cached resid_mid of the head's layer, for GPT-2-style blocks; other architectures get one forward pass with the
+  head's output replaced at ``hook_attn_out``);
   indirect: both + Delta (only the direct path restored).
+* Architectures (``models.architecture``): under RMSNorm nothing is centred (the norms are divisions by the RMS);
+  with grouped-query attention a head's values come from its shared key/value head.
 * logit lens before the head: (resid_pre[L] centred / ln1 scale) W_U + b_U.
 * CSPA: see ``cspa``; its logits are clean - DLA + DLA_cspa (frozen LN).
 * KL is KL(clean || intervened) per position.
@@ -30,6 +33,7 @@ from .. import schema
 from ..errors import InvalidInputError
 from ..models import blocks
 from ..models.heads import check_head, head_output
+from ..models.architecture import centres, kv_head
 from ..models.loading import LoadedModel, unwrap
 from ..models.norm import centre, eps_of, rms_scale
 from ..schema import EFFECTS, LN_MODES, VARIANTS
@@ -120,9 +124,6 @@ def _check_variants(m, effects, ln_modes, cspa, neighbours) -> None:
         raise InvalidInputError(f"unknown effect or LN mode {bad}; effects: {EFFECTS}, LN modes: {LN_MODES}")
     if not effects or not ln_modes:
         raise InvalidInputError("need at least one effect and one LN mode")
-    if any(e in ("both", "indirect") for e in effects) and not blocks.supported(m):
-        raise InvalidInputError("the 'both' and 'indirect' effects re-run GPT-2-style blocks; this model is not "
-                                "one. Use effects=('direct',)")
     if cspa is not None and cspa.k_s > 1 and neighbours is None:
         raise InvalidInputError("CSPA with k_s > 1 needs a semantic-neighbour table (semantic.neighbour_table)")
 
@@ -185,7 +186,7 @@ def analyze(
             if batch.sparse is not None:
                 inputs.cspa_sparse = batch.sparse
             else:
-                inputs.rows["cspa_dla"] = centre(batch.dense) / fwd.sigma_f
+                inputs.rows["cspa_dla"] = _centring(m)(batch.dense) / fwd.sigma_f
             kept = batch.kept
         out = vocab_stage(m.W_U, m.b_U, tokens, inputs, variants, k, chunk_rows, topk_groups=topk_groups)
     out[schema.TOKENS] = tokens
@@ -217,27 +218,51 @@ class _Forward:
     both_c: Tensor | None  # centred final residual with the head mean-ablated everywhere (re-run), or None
 
 
+def _centring(m):
+    """``centre`` for LayerNorm models; the identity for RMSNorm ones (their norms do not centre)."""
+    return centre if centres(m) else (lambda x: x)
+
+
+def _rerun_generic(m, tokens, layer: int, r: Tensor, mu: Tensor) -> Tensor:
+    """The final residual stream (before ln_final) with the head's output replaced by ``mu`` everywhere: one
+    forward pass changing ``blocks.L.hook_attn_out`` (sequential and parallel residual blocks alike)."""
+    grabbed = {}
+
+    def replace(x, hook):
+        return x + (mu - r).to(x.dtype)
+
+    def grab(x, hook):
+        grabbed["x"] = x.float()
+
+    m.run_with_hooks(tokens, fwd_hooks=[(f"blocks.{layer}.hook_attn_out", replace), ("ln_final.hook_in", grab)])
+    return grabbed["x"]
+
+
 def _forward(m, tokens, layer: int, h: int, mean_result: Tensor, rerun: bool) -> _Forward:
     """One forward pass caching only what we need, then (for both/indirect) the blocks after the head re-run."""
     hook_pre, hook_z = f"blocks.{layer}.hook_resid_pre", f"blocks.{layer}.attn.hook_z"
     hook_pat, hook_v, hook_mid = (f"blocks.{layer}.attn.hook_pattern", f"blocks.{layer}.attn.hook_v",
                                   f"blocks.{layer}.hook_resid_mid")
     names = [hook_pre, hook_z, hook_pat, hook_v, "ln_final.hook_scale", "ln_final.hook_normalized"]
-    names += [hook_mid] if rerun else []
+    fast = rerun and blocks.supported(m)
+    names += [hook_mid] if fast else []
     # TransformerBridge computes the unembedding even with stop_at_layer, so its logits are kept
     clean_logits, cache = m.run_with_cache(tokens, names_filter=names)
     cache = {name: cache[name].float() for name in names}
     mu = mean_result[: tokens.shape[1]].to(device=tokens.device, dtype=torch.float32)
     sigma_f = cache["ln_final.hook_scale"]
     r = head_output(m, cache[hook_z], layer, h)
-    src_out = cache[hook_v][:, :, h] @ m.W_O[layer, h].float()
+    src_out = cache[hook_v][:, :, kv_head(m, h)] @ m.W_O[layer, h].float()
     out_norm = src_out.norm(dim=-1)
+    cen = _centring(m)
     both_c = None
-    if rerun:
+    if fast:
         both_c = centre(blocks.run_from_mid(m, layer, cache[hook_mid] - r + mu))
+    elif rerun:
+        both_c = cen(_rerun_generic(m, tokens, layer, r, mu))
     return _Forward(clean_logits=clean_logits.float(), sigma_f=sigma_f,
-                    x_c=cache["ln_final.hook_normalized"] * sigma_f, delta_c=centre(r - mu),
-                    pre_c=centre(cache[hook_pre]), attn=cache[hook_pat][:, h], src_out=src_out,
+                    x_c=cache["ln_final.hook_normalized"] * sigma_f, delta_c=cen(r - mu),
+                    pre_c=cen(cache[hook_pre]), attn=cache[hook_pat][:, h], src_out=src_out,
                     out_norm_rel=out_norm / out_norm.max(-1, keepdim=True).values.clamp_min(1e-30), mu=mu,
                     eps=eps_of(m), both_c=both_c)
 

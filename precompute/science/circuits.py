@@ -8,15 +8,19 @@
 * ``mlp0_noattn`` / ``W_E+mlp0_noattn``: the same with layer-0 attention removed instead of fixed to self (the
   variant the paper's appendix describes).
 
-With weights processed by ``load_model`` (fold_ln), "LN" below is centring then division by the RMS.
+With weights processed by ``load_model`` (fold_ln), "LN" below is centring then division by the RMS (division
+by the RMS alone for RMSNorm models). GPT-2-style models compute the effective embedding by hand as above; other
+architectures (rotary, parallel, gated MLPs) run the model's own block 0 on each token alone, so layer-0 attention
+attends to the token itself (rotary at position 0 is the identity; learned position embeddings are zeroed) and
+its output biases are included. Grouped-query heads use the key/value head they share.
 
 **Circuits**, factored so nothing vocabulary x vocabulary is ever held in memory (rows in chunks):
 
-* OV: ``M_OV[s, t] = W_EE[s] W_V W_O W_U[:, t]``; rows are source tokens. ``ov_rank[s] = #{t : M[s,t] < M[s,s]}``
-  (0 = the token suppresses itself most). Row scaling does not change these ranks; the stored factor rows are
+* OV: ``M_OV[s, t] = W_EE[s] W_V W_O W_U[:, t]``; rows are source tokens. ``ov_rank[s] = #{t ≠ s : M[s,t] ≤ M[s,s]}``
+  (0 = the token suppresses itself most; ties count against it, so a constant row is no preference). Row scaling does not change these ranks; the stored factor rows are
   normalised so that the OV output has unit RMS (the original app's convention for drawing bars).
 * QK: ``M_QK[t, s] = LN(W_U[:, t]) W_Q W_K^T LN(W_EE[s])^T / sqrt(d_head)``; rows are query (predicted) tokens,
-  columns key (source) tokens. ``qk_rank[t] = #{s : M[t,s] > M[t,t]}`` (0 = the token attends most to itself).
+  columns key (source) tokens. ``qk_rank[t] = #{s ≠ t : M[t,s] ≥ M[t,t]}`` (0 = the token attends most to itself).
   Both sides are normalised to norm sqrt(d_model) as LayerNorm would do (paper App. K.1). No Q/K biases.
 """
 
@@ -28,7 +32,9 @@ from torch import Tensor
 
 from .. import schema
 from ..errors import InvalidInputError
-from ..models.heads import check_head
+from ..models import blocks
+from ..models.architecture import centres
+from ..models.heads import check_head, head_weights
 from ..models.loading import unwrap
 from ..models.norm import eps_of, layer_norm
 
@@ -57,6 +63,8 @@ def effective_embedding(model, embedding: str = DEFAULT_EMBEDDING, chunk: int = 
     W_E = m.W_E
     if embedding == "W_E":
         return W_E.clone()
+    if not blocks.supported(m):
+        return _block0_embedding(m, embedding, chunk=min(chunk, 1024))
     eps = eps_of(m)
     act = _act(m.cfg.act_fn)
     with_attn = not embedding.endswith("_noattn")
@@ -74,44 +82,77 @@ def effective_embedding(model, embedding: str = DEFAULT_EMBEDDING, chunk: int = 
     return out
 
 
-def circuit_factors(model, head: tuple[int, int], embedding: str = DEFAULT_EMBEDDING
-                    ) -> dict[str, Float[Tensor, "d_vocab d_head"]]:
+def _block0_embedding(m, embedding: str, chunk: int) -> Float[Tensor, "d_vocab d_model"]:
+    """The effective embedding from the model's own block 0, run on every token alone (see the module docstring)."""
+    d_vocab = m.cfg.d_vocab
+    grab = "blocks.0.hook_mlp_out" if embedding.startswith("mlp0") else "blocks.0.hook_resid_post"
+    hooks = []
+    if "hook_pos_embed" in m.hook_dict:
+        hooks.append(("hook_pos_embed", lambda x, hook: torch.zeros_like(x)))
+    if embedding.endswith("_noattn"):
+        hooks.append(("blocks.0.hook_attn_out", lambda x, hook: torch.zeros_like(x)))
+    out = torch.empty(d_vocab, m.cfg.d_model)
+    got = {}
+
+    def keep(x, hook):
+        got["x"] = x[:, 0].float()
+
+    with torch.inference_mode():
+        for start in range(0, d_vocab, chunk):
+            ids = torch.arange(start, min(d_vocab, start + chunk), device=m.W_E.device)[:, None]
+            m.run_with_hooks(ids, fwd_hooks=hooks + [(grab, keep)], stop_at_layer=1)
+            out[start:start + len(ids)] = got["x"].cpu()
+    return out.to(m.W_E.device)
+
+
+def circuit_factors(model, head: tuple[int, int], embedding: str = DEFAULT_EMBEDDING,
+                    w_ee: Tensor | None = None) -> dict[str, Float[Tensor, "d_vocab d_head"]]:
     """The four [d_vocab, d_head] factor matrices the app uses to draw any token's bars in milliseconds.
 
     * ``ov_src`` = W_EE W_V (rows scaled so the OV output W_EE W_V W_O has unit RMS), ``ov_dst`` = (W_O W_U)^T:
       ``OV[s, t] = ov_src[s] . ov_dst[t]``.
     * ``qk_dst`` = LN(W_U^T) W_Q / d_head^(1/4), ``qk_src`` = LN(W_EE) W_K / d_head^(1/4):
       ``QK[t, s] = qk_dst[t] . qk_src[s]`` (attention score of query token t on key token s).
+
+    ``w_ee``: the effective embedding when the caller has it (the survey computes it once per model).
     """
     m = unwrap(model)
     layer, h = check_head(m, head)
     eps = eps_of(m)
+    cen = centres(m)
+    w = head_weights(m, layer, h)
     with torch.inference_mode():
-        w_ee = effective_embedding(m, embedding)
-        ov_src = w_ee @ m.W_V[layer, h]
-        out_rms = (ov_src @ m.W_O[layer, h]).pow(2).mean(-1, keepdim=True).sqrt().clamp_min(1e-12)
+        if w_ee is None:
+            w_ee = effective_embedding(m, embedding)
+        ov_src = w_ee @ w["W_V"]
+        out_rms = (ov_src @ w["W_O"]).pow(2).mean(-1, keepdim=True).sqrt().clamp_min(1e-12)
         ov_src = ov_src / out_rms
-        ov_dst = (m.W_O[layer, h] @ m.W_U).T
+        ov_dst = (w["W_O"] @ m.W_U).T
         quarter = float(m.cfg.d_head) ** 0.25
-        qk_dst = layer_norm(m.W_U.T, eps) @ m.W_Q[layer, h] / quarter
-        qk_src = layer_norm(w_ee, eps) @ m.W_K[layer, h] / quarter
+        qk_dst = layer_norm(m.W_U.T, eps, cen) @ w["W_Q"] / quarter
+        qk_src = layer_norm(w_ee, eps, cen) @ w["W_K"] / quarter
     return dict(zip(schema.CIRCUIT_FACTORS, (ov_src.contiguous(), ov_dst.contiguous(), qk_dst.contiguous(),
                                              qk_src.contiguous())))
 
 
-def ranks_from_factors(rows: Tensor, cols: Tensor, circuit: str, chunk: int = 2048) -> Int[Tensor, "d_vocab"]:
-    """Diagonal rank of every row of ``rows @ cols.T``, in row chunks (OV: most negative = 0; QK: largest = 0)."""
+def ranks_from_factors(rows: Tensor, cols: Tensor, circuit: str, chunk: int = 2048,
+                       ids: Tensor | None = None) -> Int[Tensor, "n"]:
+    """Diagonal rank of every row of ``rows @ cols.T``, in row chunks (OV: most negative = 0; QK: largest = 0).
+
+    ``ids``: only these rows (token ids), e.g. a sample of a large vocabulary; ranks are still among all columns."""
     if circuit not in CIRCUITS:
         raise InvalidInputError(f"unknown circuit {circuit!r}; choose 'ov' or 'qk'")
-    n = rows.shape[0]
+    ids = torch.arange(rows.shape[0]) if ids is None else ids.long().cpu()
+    n = len(ids)
     ranks = torch.empty(n, dtype=torch.long)
     with torch.inference_mode():
         for start in range(0, n, chunk):
-            block = rows[start:start + chunk] @ cols.T  # [c, d_vocab]
-            idx = torch.arange(start, min(n, start + chunk), device=block.device)
+            idx = ids[start:start + chunk].to(rows.device)
+            block = rows[idx] @ cols.T  # [c, d_vocab]
             diag = block[torch.arange(len(idx)), idx][:, None]
-            better = block < diag if circuit == "ov" else block > diag
-            ranks[start:start + chunk] = better.sum(-1).cpu()
+            # ties count against the diagonal (the token itself excluded): a constant row shows no preference
+            better = block <= diag if circuit == "ov" else block >= diag
+            ranks[start:start + chunk] = (better.sum(-1) - 1).cpu()
     return ranks
 
 

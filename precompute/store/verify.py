@@ -43,6 +43,10 @@ def check_file(root: Path, rel: str, want: dict) -> str | None:
 def verify(root: str | Path) -> list[str]:
     """Problems found in an artifact folder (empty list = every file matches the manifest)."""
     root = Path(root)
+    if (root / schema.SURVEY_MANIFEST).exists() and not (root / schema.MANIFEST).exists():
+        from .survey import verify_survey
+
+        return verify_survey(root)
     try:
         manifest = read_manifest(root)
     except ArtifactError as err:

@@ -1,0 +1,118 @@
+"""The Head survey page's data: every survey folder found, as one table, the filters, and where a head can be
+opened. No drawing here (the page is ``views/survey.py``)."""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from precompute import schema
+from precompute.errors import ArtifactError
+from precompute.store.survey import find_surveys, read_survey
+
+LABELS = {
+    "ioi_copy_suppression": "copy suppression (IOI)",
+    "anti_induction": "anti-induction",
+    "induction": "induction",
+    "ov_top10": "OV: own token in bottom 10",
+    "qk_top10": "QK: own token in top 10",
+    "delta_loss_direct": "Δloss, direct ablation",
+    "kl_direct": "KL, direct ablation",
+    "cspa_kl_explained": "CSPA: share of KL explained",
+}
+assert set(LABELS) == set(schema.SURVEY_METRICS)
+
+
+def survey_bases(configured: str | None, default: Path) -> list[Path]:
+    """Where surveys are looked for: the configured artifacts folder (a folder of runs, or a run folder and the
+    folder around it), else the default ``artifacts/``."""
+    if not configured or configured.startswith("hf://"):
+        return [default]
+    base = Path(configured).expanduser()
+    return [base, base.parent] if (base / schema.MANIFEST).exists() else [base]
+
+
+def survey_folders(bases: list[Path]) -> list[Path]:
+    seen, out = set(), []
+    for base in bases:
+        for p in find_surveys(base):
+            if p.resolve() not in seen:
+                seen.add(p.resolve())
+                out.append(p)
+    return out
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def _read(folder: str, stamp: float):
+    df, manifest = read_survey(folder)
+    return df, manifest
+
+
+def load(folders: list[Path]) -> tuple[pd.DataFrame, dict[str, dict], list[str]]:
+    """(all heads of all surveys, manifest per survey name, problems). The ``survey`` column names the folder;
+    ``depth`` = layer / n_layers; ``family`` and ``params_m`` come from each survey's recorded config."""
+    frames, manifests, problems = [], {}, []
+    for folder in folders:
+        try:
+            stamp = (folder / schema.SURVEY_MANIFEST).stat().st_mtime
+            df, manifest = _read(str(folder), stamp)
+        except (ArtifactError, OSError) as err:
+            problems.append(f"{folder.name}: {err}")
+            continue
+        model = manifest["model"]
+        name = folder.name
+        df = df.copy()
+        df.insert(0, "survey", name)
+        df["family"] = str(model.get("family") or model.get("architecture") or "unknown")
+        df["params_m"] = float(model.get("n_params") or 0) / 1e6
+        df["depth"] = df["layer"] / max(1, int(model["n_layers"]))
+        df["name"] = df["layer"].astype(str) + "." + df["head"].astype(str)
+        frames.append(df)
+        manifests[name] = manifest
+    table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    return table, manifests, problems
+
+
+def filtered(table: pd.DataFrame, families: list[str], params: tuple[float, float]) -> pd.DataFrame:
+    if table.empty:
+        return table
+    keep = table["family"].isin(families) & table["params_m"].between(params[0], params[1])
+    return table[keep].reset_index(drop=True)
+
+
+def hover_text(row: pd.Series) -> str:
+    """Every metric of a head, its model's name escaped (plotly renders a subset of HTML in hover text)."""
+    lines = [f"<b>{html.escape(str(row['model']))} [{row['name']}]</b>"]
+    for col, label in LABELS.items():
+        v = row[col]
+        lines.append(f"{html.escape(label)}: {'n/a' if pd.isna(v) else format(float(v), '.3f')}")
+    return "<br>".join(lines)
+
+
+def runs_with_head(model_name: str, head: str, run_folders: list[str]) -> list[str]:
+    """Local run folders made with ``model_name`` that hold ``head``."""
+    out = []
+    for folder in run_folders:
+        try:
+            manifest = json.loads((Path(folder) / schema.MANIFEST).read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(manifest, dict) and isinstance(manifest.get("model"), dict) \
+                and manifest["model"].get("model_name") == model_name and head in (manifest.get("heads") or []):
+            out.append(folder)
+    return out
+
+
+def run_command(manifest: dict, head: str) -> str:
+    """The exact command that makes artifacts for ``head`` of the survey's model."""
+    import shlex
+
+    model = manifest["model"]["model_name"]
+    dataset = manifest.get("dataset", {}).get("name", "stas/openwebtext-10k")
+    slug = "".join(c if c.isalnum() else "-" for c in Path(model).name)[:40].strip("-") or "model"
+    return (f"python -m precompute run --model {shlex.quote(model)} --heads {head} --dataset {shlex.quote(dataset)} "
+            f"--out artifacts/{slug}-{head.replace('.', '_')}")

@@ -1,0 +1,101 @@
+"""Head survey: every head of every surveyed model as a point, two metrics chosen as axes (default: copy
+suppression vs anti-induction, as the original app's page), coloured by model or depth, filtered by family and
+size; a clicked head opens on the other pages when its artifacts are here, else its command is shown."""
+
+import html
+
+import plotly.graph_objects as go
+import streamlit as st
+
+from app import state
+from app.render.text import literal
+from app.survey_data import (LABELS, filtered, hover_text, load, run_command, runs_with_head, survey_bases,
+                             survey_folders)
+
+st.title("Head survey")
+st.caption("Which heads copy-suppress, in which models? Each point is one head, scored by "
+           "`python -m precompute survey`. Larger values mean more of the behaviour.")
+table, manifests, problems = load(survey_folders(survey_bases(state.configured_source(), state.DEFAULT_DIR)))
+for problem in problems:
+    st.warning(f"Skipped a survey that cannot be read: {literal(problem)}")
+if table.empty:
+    st.info("No survey found. Score every head of a model (a few seconds for the toy model, minutes for GPT-2 on "
+            "a GPU) into a folder next to the artifacts:")
+    st.code("python -m precompute survey --model toy --dataset synthetic --n-seqs 32 --seq-len 64 "
+            "--out artifacts/survey-toy", language="bash")
+    st.stop()
+
+metrics = list(LABELS)
+has_ioi = bool(table["ioi_copy_suppression"].notna().any())
+c1, c2, c3 = st.columns(3)
+x = c1.selectbox("x axis", metrics, index=metrics.index("ioi_copy_suppression" if has_ioi else "ov_top10"),
+                 format_func=LABELS.get, key="survey_x")
+y = c2.selectbox("y axis", metrics, index=metrics.index("anti_induction"), format_func=LABELS.get, key="survey_y")
+colour = c3.radio("Colour by", ["model", "depth (layer / n_layers)"], horizontal=True, key="survey_colour")
+families = sorted(table["family"].unique())
+c4, c5, c6 = st.columns([2, 2, 1])
+chosen = c4.multiselect("Model family", families, default=families, key="survey_families")
+lo, hi = float(table["params_m"].min()), float(table["params_m"].max())
+size = (lo, hi) if lo == hi else c5.slider("Parameters (millions, from each config)", lo, hi, (lo, hi),
+                                          key="survey_params")
+names = c6.checkbox("Head names", key="survey_names")
+view = filtered(table, chosen, size)
+if view.empty:
+    st.info("No head passes these filters.")
+    st.stop()
+
+fig = go.Figure()
+text_mode = "markers+text" if names else "markers"
+if colour == "model":
+    for model, part in view.groupby("survey", sort=True):
+        fig.add_trace(go.Scatter(x=part[x].tolist(), y=part[y].tolist(), mode=text_mode, text=part["name"],
+                                 name=html.escape(str(model)), textposition="top center",
+                                 hovertext=part.apply(hover_text, axis=1), hoverinfo="text", customdata=part.index.tolist(), marker=dict(size=9)))
+else:
+    fig.add_trace(go.Scatter(x=view[x].tolist(), y=view[y].tolist(), mode=text_mode, text=view["name"],
+                             textposition="top center",
+                             hovertext=view.apply(hover_text, axis=1), hoverinfo="text",
+                             customdata=view.index.tolist(),
+                             marker=dict(size=9, color=view["depth"].tolist(), colorscale="Rainbow", cmin=0, cmax=1,
+                                         colorbar=dict(title="depth"))))
+fig.add_hline(y=0, line=dict(color="grey", width=1))
+fig.add_vline(x=0, line=dict(color="grey", width=1))
+fig.update_layout(xaxis_title=LABELS[x], yaxis_title=LABELS[y], height=600, margin=dict(l=10, r=10, t=30, b=10),
+                  legend_title_text="survey")
+event = st.plotly_chart(fig, key="survey_scatter", on_select="rerun", selection_mode="points")
+nan = {col: view[col].isna().mean() for col in (x, y)}
+for col, frac in nan.items():
+    if frac > 0:
+        reasons = {m.get("reasons", {}).get(col) for m in manifests.values()} - {None}
+        st.caption(f"{LABELS[col]}: {frac:.0%} of heads have no value. {literal('; '.join(sorted(reasons)))}")
+
+points = event.selection.points if event is not None else []
+if not points:
+    st.caption("Click a head to open it, or to get the command that makes its artifacts.")
+    st.stop()
+point = points[0]
+if colour == "model":
+    part = view[view["survey"] == sorted(view["survey"].unique())[int(point.get("curve_number", 0))]]
+    row = part.iloc[int(point.get("point_index", point.get("point_number", 0)))]
+else:
+    row = view.iloc[int(point.get("point_index", point.get("point_number", 0)))]
+head = str(row["name"])
+manifest = manifests[row["survey"]]
+model_name = manifest["model"]["model_name"]
+st.subheader(f"{literal(model_name)} · head {head}")
+st.dataframe(row[list(LABELS)].rename(LABELS).to_frame("value"), width="stretch")
+arts = st.session_state.get("cse_arts")
+here = arts is not None and arts.manifest["model"]["model_name"] == model_name and head in arts.manifest["heads"]
+if here:
+    st.page_link("views/browse.py", label=f"Open head {head} in Browse Examples", query_params={"head": head},
+                 icon=":material/open_in_new:")
+    st.page_link("views/cspa.py", label=f"Open head {head} on the CSPA page", query_params={"head": head},
+                 icon=":material/open_in_new:")
+else:
+    others = runs_with_head(model_name, head, state.candidate_runs())
+    if others:
+        st.info(f"Its artifacts are in {literal(others[0])}: choose that set in the sidebar's Artifact set, then "
+                "open Browse Examples.")
+    else:
+        st.markdown("No artifacts for this head here yet. This command makes them:")
+    st.code(run_command(manifest, head), language="bash")

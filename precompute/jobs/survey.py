@@ -1,0 +1,108 @@
+"""``SurveyConfig`` and the survey job: ``python -m precompute survey --model M --dataset D --n-seqs N --seq-len S
+--out DIR`` writes a survey folder (``store.survey``) with full provenance. The options are generated from the
+fields below, like ``run``'s."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import InvalidInputError
+
+LIMITS = {"n_seqs": 1_000_000, "seq_len": 1 << 16, "batch_size": 4096, "n_mean": 1_000_000, "n_repeat": 100_000,
+          "n_ioi": 100_000, "repeat_len": 4096, "circuit_rows": 1 << 24}
+
+
+def _opt(default, help: str, **meta):
+    return field(default=default, metadata={"help": help, **meta})
+
+
+def _rows(text: str) -> int | None:
+    if str(text).strip().lower() in ("all", "none", "0"):
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise InvalidInputError(f"--circuit-rows must be a whole number or 'all', got {text!r}") from None
+
+
+@dataclass
+class SurveyConfig:
+    """Settings of one survey (every field but out/device/overwrite is recorded with it)."""
+
+    model: str = _opt("gpt2-small", "model: gpt2-small, gpt2-small-random, toy, a Hugging Face id or a local folder")
+    dataset: str = _opt("stas/openwebtext-10k", "Hub dataset, a local .txt/.jsonl file or folder, or 'synthetic'")
+    split: str = _opt("train", "dataset split")
+    seed: int = _opt(6, "document shuffle seed; also seeds the random tokens and the IOI names")
+    n_seqs: int = _opt(64, "sequences for the ablation and CSPA columns")
+    seq_len: int = _opt(256, "tokens per sequence, BOS included")
+    batch_size: int = _opt(8, "sequences per forward pass")
+    n_mean: int = _opt(32, "the first n_mean sequences give each head's mean output μ")
+    circuit_rows: int | None = _opt(2048, "tokens sampled for ov/qk_top10, or 'all'", parse=_rows)
+    n_repeat: int = _opt(100, "repeated random sequences for induction and anti-induction (original: 100)")
+    repeat_len: int = _opt(30, "length of each random half (original: 30)")
+    n_ioi: int = _opt(100, "IOI prompts (original: 100)")
+    device: str = _opt("auto", "auto, cpu or cuda")
+    out: str = _opt("artifacts/survey", "output folder")
+    overwrite: bool = _opt(False, "replace a survey already in --out")
+
+    def validate(self) -> None:
+        for name, limit in LIMITS.items():
+            value = getattr(self, name)
+            if name == "circuit_rows" and value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1 or value > limit:
+                raise InvalidInputError(f"--{name.replace('_', '-')} must be a whole number in [1, {limit}], "
+                                        f"got {value!r}")
+        if self.seq_len < 2:
+            raise InvalidInputError("--seq-len must be at least 2")
+        if self.n_mean > self.n_seqs:
+            raise InvalidInputError(f"--n-mean {self.n_mean} is above --n-seqs {self.n_seqs}")
+        if not str(self.out).strip():
+            raise InvalidInputError("--out must name an output folder")
+
+
+def run_survey(cfg: SurveyConfig, loaded=None, log=print) -> Path:
+    """Run the survey and write its folder; ``loaded``: an already loaded model (tests reuse one)."""
+    import torch
+
+    from .. import schema
+    from ..data.selection import select_sequences
+    from ..data.sources import load_documents, shuffled
+    from ..models.loading import load_model
+    from ..science.survey import SurveySettings, survey_heads
+    from ..store.survey import write_survey
+
+    cfg.validate()
+    out = Path(cfg.out).expanduser()
+    if out.exists() and not out.is_dir():
+        raise InvalidInputError(f"--out {out} exists and is not a folder")
+    if (out / schema.SURVEY_MANIFEST).exists() and not cfg.overwrite:
+        raise InvalidInputError(f"--out {out} already holds a survey; pass --overwrite or choose a new folder")
+    t0 = time.perf_counter()
+    lm = loaded if loaded is not None else load_model(cfg.model, device=cfg.device)
+    if cfg.seq_len > lm.model.cfg.n_ctx:
+        raise InvalidInputError(f"--seq-len {cfg.seq_len} is above the model's context n_ctx = {lm.model.cfg.n_ctx}")
+    docs = shuffled(load_documents(cfg.dataset, cfg.split), cfg.seed)
+    tokens = torch.tensor(select_sequences(docs, lm.tokenizer, cfg.n_seqs, cfg.seq_len))
+    settings = SurveySettings(n_mean=cfg.n_mean, batch_size=cfg.batch_size, circuit_rows=cfg.circuit_rows,
+                              repeat_len=cfg.repeat_len, n_repeat=cfg.n_repeat, n_ioi=cfg.n_ioi, seed=cfg.seed)
+    df = survey_heads(lm, tokens, settings, progress=lambda text, frac: log(f"survey: {text}"))
+    if (out / schema.SURVEY_MANIFEST).exists():
+        (out / schema.SURVEY_MANIFEST).unlink()
+    dataset = {"name": cfg.dataset, "split": cfg.split, "seed": cfg.seed, "n_sequences": len(tokens),
+               "seq_len": cfg.seq_len}
+    write_survey(df, out, dataset)
+    log(f"survey of {len(df)} heads written to {out} in {time.perf_counter() - t0:.1f} s")
+    return out
+
+
+def config_from_args(args) -> SurveyConfig:
+    return SurveyConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(SurveyConfig)})
+
+
+def main_survey(args) -> None:
+    run_survey(config_from_args(args), log=lambda msg: print(msg, file=sys.stderr))

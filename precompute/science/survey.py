@@ -1,0 +1,286 @@
+"""A survey of every head of a model: which heads copy-suppress, which do (anti-)induction.
+
+``survey_heads(model, tokens)`` returns one row per head with the columns of ``schema.SURVEY_COLUMNS``:
+
+* ``ov_top10`` / ``qk_top10``: ``circuit_ranks`` (effective embedding W_E+mlp0) summarised as the fraction of tokens
+  with rank < 10, over all tokens or a seeded sample of ``circuit_rows`` of them (ranks always among all tokens).
+* ``delta_loss_direct`` / ``kl_direct``: the paper's ablation (direct effect, frozen final LN, the head's output
+  replaced by its per-position mean μ over the first ``n_mean`` sequences), averaged over every predicted token.
+* ``cspa_kl_explained``: 1 − mean KL(CSPA) / mean KL(ablation), CSPA at the paper's settings (``cspa``).
+* ``anti_induction`` / ``induction``: on BOS + ``repeat_len`` random tokens repeated twice; induction = mean
+  attention from a second-half token to the token after its first occurrence; anti-induction = −(mean direct
+  effect on the correct next token through that attention alone): A[q, src] (v_src W_O)/σ_q · W_U[:, next].
+* ``ioi_copy_suppression``: on the project's IOI prompts, −(mean direct effect on the IO name's logit through
+  END→IO attention alone): A[end, io] (v_io W_O)/σ_end · W_U[:, IO]. NaN, with the reason, when the tokenizer has
+  too few single-token names.
+
+Cost: one forward pass per batch for all heads together (plus one for μ and one per probe set); each head then costs
+two vocabulary projections of its rows (ablation and CSPA), done a layer at a time in row chunks, so no tensor is
+ever [heads, batch, seq, vocab]. KL uses Σ p_clean·(l_clean − l) = row · (W_U p_clean): one projection per batch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from .. import schema
+from ..errors import InvalidInputError
+from ..models.architecture import centres, kv_head
+from ..models.loading import LoadedModel, unwrap
+from ..models.norm import centre
+from .circuits import circuit_factors, effective_embedding, ranks_from_factors
+from .cspa import CSPAConfig, cspa_for_batch, explained
+
+ROW_CHUNK_BYTES = 96 * 2**20
+PATTERN_BYTES = 512 * 2**20
+
+
+@dataclass
+class SurveySettings:
+    """Everything that shapes a survey's numbers (recorded with it)."""
+
+    n_mean: int = 32  # sequences whose per-position mean head output is μ
+    batch_size: int = 8
+    circuit_rows: int | None = 2048  # tokens sampled for ov/qk_top10 (None or >= d_vocab: every token)
+    repeat_len: int = 30
+    n_repeat: int = 100
+    n_ioi: int = 100
+    seed: int = 0
+    cspa: CSPAConfig = field(default_factory=CSPAConfig)
+
+    def as_metadata(self) -> dict:
+        d = asdict(self)
+        d["cspa"] = self.cspa.as_metadata()
+        return d
+
+
+def _centring(m):
+    return centre if centres(m) else (lambda x: x)
+
+
+def _all_heads_cache(m, tokens: Tensor, names: list[str]):
+    logits, cache = m.run_with_cache(tokens.to(m.W_U.device), names_filter=names)
+    return logits.float(), {n: cache[n].float() for n in names}
+
+
+def _mean_results(m, tokens: Tensor, batch_size: int) -> Float[Tensor, "layer seq head d_model"]:
+    """μ for every head at once: per-position mean of z_h, times W_O."""
+    L = m.cfg.n_layers
+    names = [f"blocks.{layer}.attn.hook_z" for layer in range(L)]
+    total = None
+    for start in range(0, tokens.shape[0], batch_size):
+        _, cache = _all_heads_cache(m, tokens[start:start + batch_size], names)
+        z = torch.stack([cache[n].sum(0) for n in names])  # [L, S, H, dh]
+        total = z if total is None else total + z
+    mean_z = total / tokens.shape[0]
+    return torch.einsum("lshe,lhed->lshd", mean_z, m.W_O.float())
+
+
+def _ablation_sums(m, tokens: Tensor, mu: Tensor, st: SurveySettings, progress) -> dict[str, Tensor]:
+    """Per head: sums over predicted tokens of Δloss and KL of the direct ablation, and of CSPA's KL."""
+    L, H = m.cfg.n_layers, m.cfg.n_heads
+    W_U = m.W_U.float()
+    cen = _centring(m)
+    sums = {k: torch.zeros(L, H, dtype=torch.float64) for k in ("abl_dl", "abl_kl", "cspa_kl")}
+    n_tok = 0
+    names = ["ln_final.hook_scale"] + [f"blocks.{layer}.{hook}" for layer in range(L) for hook in (
+        "attn.hook_z", "attn.hook_pattern", "attn.hook_v", "hook_resid_pre")]
+    # every layer's patterns are cached at once: keep them within PATTERN_BYTES
+    s_len = tokens.shape[1]
+    batch_size = max(1, min(st.batch_size, PATTERN_BYTES // (4 * L * H * s_len * s_len)))
+    n_batches = math.ceil(tokens.shape[0] / batch_size)
+    for bi, start in enumerate(range(0, tokens.shape[0], batch_size)):
+        toks = tokens[start:start + batch_size].to(W_U.device)
+        b, s = toks.shape
+        logits, cache = _all_heads_cache(m, toks, names)
+        sigma = cache["ln_final.hook_scale"]  # [b, s, 1]
+        flat = logits[:, :-1].reshape(-1, logits.shape[-1])  # predicted positions only
+        targets = toks[:, 1:].reshape(-1)
+        n = flat.shape[0]
+        lse = torch.logsumexp(flat, -1)
+        correct = flat.gather(-1, targets[:, None])[:, 0]
+        u_bar = torch.softmax(flat, -1) @ W_U.T  # [n, d]: Σ_v p_v W_U[:, v]
+        w_target = W_U.T[targets]  # [n, d]
+        for layer in range(L):
+            z, v = cache[f"blocks.{layer}.attn.hook_z"], cache[f"blocks.{layer}.attn.hook_v"]
+            pattern = cache[f"blocks.{layer}.attn.hook_pattern"]
+            pre_scaled = cen(cache[f"blocks.{layer}.hook_resid_pre"]) / sigma
+            rows = []
+            for h in range(H):
+                r = z[:, :, h] @ m.W_O[layer, h].float()
+                mu_h = mu[layer, :s, h]
+                dla_row = cen(r - mu_h) / sigma  # clean − ablated logits = dla_row W_U
+                src_out = v[:, :, kv_head(m, h)] @ m.W_O[layer, h].float()
+                batch = cspa_for_batch(m, toks, pattern[:, h], src_out, mu_h, pre_scaled, sigma, st.cspa, None)
+                if batch.sparse is not None:
+                    sp = batch.sparse
+                    cspa_row = sp.weights @ W_U[:, sp.token_ids].T - sp.mean
+                else:
+                    cspa_row = cen(batch.dense) / sigma
+                rows += [dla_row[:, :-1].reshape(n, -1), (dla_row - cspa_row)[:, :-1].reshape(n, -1)]
+            stacked = torch.stack(rows)  # [2H, n, d]: ablation, then CSPA, per head
+            chunk = max(1, ROW_CHUNK_BYTES // (4 * W_U.shape[1] * 2 * H))
+            lse_new = torch.empty(2 * H, n)
+            for c0 in range(0, n, chunk):
+                part = stacked[:, c0:c0 + chunk]
+                proj = (part.reshape(-1, part.shape[-1]) @ W_U).view(2 * H, part.shape[1], -1)  # one GEMM
+                lse_new[:, c0:c0 + chunk] = torch.logsumexp(flat[None, c0:c0 + chunk] - proj, -1).cpu()
+            lse_new = lse_new.to(stacked.device)
+            kl = torch.einsum("knd,nd->kn", stacked, u_bar) - lse + lse_new
+            dl = (lse_new - lse) + torch.einsum("knd,nd->kn", stacked, w_target)
+            sums["abl_dl"][layer] += dl[0::2].sum(-1).double().cpu()
+            sums["abl_kl"][layer] += kl[0::2].sum(-1).double().cpu()
+            sums["cspa_kl"][layer] += kl[1::2].sum(-1).double().cpu()
+        n_tok += n
+        if progress:
+            progress(f"ablation and CSPA: batch {bi + 1}/{n_batches}", (bi + 1) / n_batches)
+    return {k: v / max(1, n_tok) for k, v in sums.items()}
+
+
+def repeated_tokens(tokenizer, d_vocab: int, n: int, length: int, seed: int) -> Int[Tensor, "n seq"]:
+    """BOS + ``length`` random (non-special) tokens, repeated twice: [n, 1 + 2 length]."""
+    special = set(getattr(tokenizer, "all_special_ids", []) or [])
+    allowed = torch.tensor([i for i in range(d_vocab) if i not in special])
+    g = torch.Generator().manual_seed(seed)
+    body = allowed[torch.randint(len(allowed), (n, length), generator=g)]
+    bos = torch.full((n, 1), int(tokenizer.bos_token_id))
+    return torch.cat([bos, body, body], dim=1)
+
+
+def _probe_cache(m, tokens: Tensor) -> dict[str, Tensor]:
+    names = ["ln_final.hook_scale"] + [f"blocks.{layer}.attn.{k}" for layer in range(m.cfg.n_layers)
+                                       for k in ("hook_pattern", "hook_v")]
+    return _all_heads_cache(m, tokens, names)[1]
+
+
+def _probe_scores(m, cache: dict, src: Tensor, dst: Tensor, answer: Tensor) -> tuple[Tensor, Tensor]:
+    """For every head: mean attention dst→src and −(mean direct effect on ``answer`` through it), [L, H] each.
+
+    ``src``, ``dst``, ``answer``: [n, m] positions and token ids per sequence."""
+    L, H = m.cfg.n_layers, m.cfg.n_heads
+    cen = _centring(m)
+    dev = m.W_U.device
+    src, dst, answer = src.to(dev), dst.to(dev), answer.to(dev)
+    sigma = cache["ln_final.hook_scale"].gather(1, dst[..., None])  # [n, m, 1]
+    w_ans = m.W_U.float().T[answer]  # [n, m, d]
+    att_mean = torch.empty(L, H)
+    effect = torch.empty(L, H)
+    rows = torch.arange(src.shape[0], device=dev)[:, None]
+    for layer in range(L):
+        pattern, v = cache[f"blocks.{layer}.attn.hook_pattern"], cache[f"blocks.{layer}.attn.hook_v"]
+        for h in range(H):
+            a = pattern[:, h][rows, dst, src]  # [n, m]
+            out = cen(v[:, :, kv_head(m, h)][rows, src] @ m.W_O[layer, h].float())  # [n, m, d]
+            att_mean[layer, h] = a.mean()
+            effect[layer, h] = -(a * ((out / sigma) * w_ans).sum(-1)).mean()
+    return att_mean, effect
+
+
+def _induction(m, st: SurveySettings) -> tuple[Tensor, Tensor]:
+    tokens = repeated_tokens(m.tokenizer, m.cfg.d_vocab, st.n_repeat, st.repeat_len, st.seed)
+    n, T = tokens.shape[0], st.repeat_len
+    dst = torch.arange(T + 1, 2 * T + 1).expand(n, T)  # second-half positions
+    src = dst - T + 1  # the token after the first occurrence
+    nxt = torch.cat([tokens, tokens[:, :1]], 1)[:, 1:]  # next token (dummy after the last position)
+    cache = _probe_cache(m, tokens)
+    induction, _ = _probe_scores(m, cache, src, dst, nxt.gather(1, dst))
+    # anti-induction: only where the next token is known (not the last position)
+    _, anti = _probe_scores(m, cache, src[:, :-1], dst[:, :-1], nxt.gather(1, dst[:, :-1]))
+    return induction, anti
+
+
+def _ioi(m, st: SurveySettings) -> Tensor:
+    from ..data.prompts import ioi_groups
+
+    groups = ioi_groups(m.tokenizer, st.n_ioi, st.seed)
+    total, count = None, 0
+    for g in groups:
+        tokens = torch.tensor(g.clean)
+        end = torch.full((len(g.clean), 1), tokens.shape[1] - 1)
+        _, eff = _probe_scores(m, _probe_cache(m, tokens), torch.tensor(g.io_pos)[:, None], end,
+                               torch.tensor(g.io_ids)[:, None])
+        total = eff * len(g.clean) if total is None else total + eff * len(g.clean)
+        count += len(g.clean)
+    return total / count
+
+
+def _circuits(m, st: SurveySettings, progress) -> tuple[Tensor, Tensor, int]:
+    L, H, V = m.cfg.n_layers, m.cfg.n_heads, m.cfg.d_vocab
+    ids = None
+    if st.circuit_rows is not None and st.circuit_rows < V:
+        g = torch.Generator().manual_seed(st.seed)
+        ids = torch.randperm(V, generator=g)[: st.circuit_rows].sort().values
+    w_ee = effective_embedding(m)
+    ov, qk = torch.empty(L, H), torch.empty(L, H)
+    for layer in range(L):
+        for h in range(H):
+            f = circuit_factors(m, (layer, h), w_ee=w_ee)
+            ov[layer, h] = (ranks_from_factors(f["ov_src"], f["ov_dst"], "ov", ids=ids) < 10).double().mean()
+            qk[layer, h] = (ranks_from_factors(f["qk_dst"], f["qk_src"], "qk", ids=ids) < 10).double().mean()
+        if progress:
+            progress(f"OV/QK circuits: layer {layer + 1}/{L}", (layer + 1) / L)
+    return ov, qk, V if ids is None else len(ids)
+
+
+def survey_heads(model, tokens: Int[Tensor, "batch seq"], settings: SurveySettings | None = None,
+                 progress=None, **overrides):
+    """One row per head of ``model`` (a pandas DataFrame; columns ``schema.SURVEY_COLUMNS``), see the module
+    docstring. ``tokens``: [batch, seq] sequences, BOS first, for the ablation and CSPA columns. Keyword
+    ``overrides`` replace fields of ``settings`` (e.g. ``circuit_rows=None``). ``progress(text, fraction)`` is
+    called as it goes. ``df.attrs`` holds ``settings`` and ``reasons`` (column -> why it is NaN)."""
+    import pandas as pd
+
+    st = settings or SurveySettings()
+    if overrides:
+        st = SurveySettings(**{**st.__dict__, **overrides})
+    m = unwrap(model)
+    if not isinstance(tokens, Tensor) or tokens.ndim != 2 or tokens.shape[0] < 1 or tokens.shape[1] < 2:
+        raise InvalidInputError("tokens must be an integer tensor [batch, seq] with seq >= 2")
+    if tokens.shape[1] > m.cfg.n_ctx or 1 + 2 * st.repeat_len > m.cfg.n_ctx:
+        raise InvalidInputError(f"sequences longer than the model's context n_ctx = {m.cfg.n_ctx}")
+    if int(tokens.min()) < 0 or int(tokens.max()) >= m.cfg.d_vocab:
+        raise InvalidInputError(f"token ids must be in [0, {m.cfg.d_vocab})")
+    for name in ("n_mean", "batch_size", "repeat_len", "n_repeat", "n_ioi"):
+        value = getattr(st, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
+    if st.cspa.k_s != 1:
+        raise InvalidInputError("the survey runs CSPA with k_s = 1 (the paper's setting)")
+    L, H = m.cfg.n_layers, m.cfg.n_heads
+    reasons: dict[str, str] = {}
+    with torch.inference_mode():
+        tokens = tokens.long()
+        mu = _mean_results(m, tokens[: st.n_mean], st.batch_size)
+        if progress:
+            progress("mean head outputs", 0.0)
+        sums = _ablation_sums(m, tokens, mu, st, progress)
+        induction, anti = _induction(m, st)
+        try:
+            ioi = _ioi(m, st)
+        except InvalidInputError as err:
+            ioi = torch.full((L, H), float("nan"))
+            reasons["ioi_copy_suppression"] = str(err)
+        ov, qk, n_rows = _circuits(m, st, progress)
+    kl_cspa_explained = torch.tensor([[explained(sums["abl_kl"][layer, h:h + 1], sums["cspa_kl"][layer, h:h + 1])
+                                       for h in range(H)] for layer in range(L)])
+    grid = torch.stack(torch.meshgrid(torch.arange(L), torch.arange(H), indexing="ij"), -1).reshape(-1, 2)
+    columns = {
+        "layer": grid[:, 0].int(), "head": grid[:, 1].int(),
+        "ov_top10": ov.reshape(-1), "qk_top10": qk.reshape(-1),
+        "delta_loss_direct": sums["abl_dl"].reshape(-1), "kl_direct": sums["abl_kl"].reshape(-1),
+        "cspa_kl_explained": kl_cspa_explained.reshape(-1),
+        "anti_induction": anti.reshape(-1), "ioi_copy_suppression": ioi.reshape(-1),
+        "induction": induction.reshape(-1),
+    }
+    assert tuple(columns) == schema.SURVEY_COLUMNS
+    df = pd.DataFrame({k: v.numpy() if k in schema.SURVEY_INDEX else v.float().numpy() for k, v in columns.items()})
+    df.attrs["settings"] = {**st.as_metadata(), "n_sequences": int(tokens.shape[0]), "seq_len": int(tokens.shape[1]),
+                            "circuit_rows_used": n_rows}
+    df.attrs["reasons"] = reasons
+    df.attrs["model"] = dict(model.provenance) if isinstance(model, LoadedModel) else {}
+    return df

@@ -1,0 +1,222 @@
+"""Every architecture family the project supports, on tiny random Hugging Face folders made here (no downloads):
+GPT-2, GPT-NeoX (rotary, parallel residual), Llama (RMSNorm, grouped-query attention, gated MLP) and OPT (no
+per-head hook_result). Each variant of ``analyze`` is checked against a hooked full forward pass, CSPA against the
+materialised reference of test_cspa, DLA and the logit lens against explicit formulas, the circuits against
+brute force."""
+
+import pytest
+import torch
+
+from precompute import CSPAConfig, InvalidInputError, analyze, load_model, mean_result
+from precompute.models.architecture import centres, kv_head, weight_processing
+from precompute.science.circuits import EMBEDDINGS, circuit_ranks, effective_embedding
+
+from .conftest import doc_tokens
+from .test_cspa import _ce, _kl, reference_cspa
+
+TOL = 1e-4
+HEAD = (1, 1)  # under grouped-query attention (Llama: 4 heads, 2 kv heads) head 1 reads kv head 0
+
+
+def _configs(vocab: int):
+    from transformers import GPT2Config, GPTNeoXConfig, LlamaConfig, OPTConfig
+
+    return {
+        "gpt2": GPT2Config(vocab_size=vocab, n_embd=64, n_layer=3, n_head=4, n_positions=64, n_inner=128),
+        "neox": GPTNeoXConfig(vocab_size=vocab, hidden_size=64, num_hidden_layers=3, num_attention_heads=4,
+                              intermediate_size=128, max_position_embeddings=64, rotary_pct=0.25),
+        "llama": LlamaConfig(vocab_size=vocab, hidden_size=64, num_hidden_layers=3, num_attention_heads=4,
+                             num_key_value_heads=2, intermediate_size=96, max_position_embeddings=64),
+        "opt": OPTConfig(vocab_size=vocab, hidden_size=64, num_hidden_layers=3, num_attention_heads=4, ffn_dim=128,
+                         max_position_embeddings=64, word_embed_proj_dim=64),
+    }
+
+
+def make_model_folder(kind: str, folder, seed: int = 0):
+    """A tiny random Hugging Face causal LM of architecture ``kind`` with the toy tokenizer, saved in ``folder``."""
+    from transformers import AutoModelForCausalLM
+
+    from precompute.models.tokenizers import load_local_tokenizer
+
+    tok = load_local_tokenizer("toy")
+    torch.manual_seed(seed)
+    hf = AutoModelForCausalLM.from_config(_configs(len(tok))[kind]).eval()
+    with torch.no_grad():  # larger than HF's init so heads do something measurable
+        for p in hf.parameters():
+            if p.ndim == 2:
+                p.normal_(0, 0.2)
+    hf.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module", params=["gpt2", "neox", "llama", "opt"])
+def arch(request, tmp_path_factory):
+    folder = make_model_folder(request.param, tmp_path_factory.mktemp(request.param))
+    lm = load_model(str(folder))
+    tokens = doc_tokens(lm.tokenizer, 2, 20, seed=11)
+    mu = mean_result(lm, doc_tokens(lm.tokenizer, 3, 24, seed=12), HEAD)
+    return request.param, lm, tokens, mu
+
+
+def _frozen(m, resid, scale):
+    c = resid - resid.mean(-1, keepdim=True) if centres(m) else resid
+    return (c / scale) @ m.W_U + m.b_U
+
+
+def test_provenance_records_architecture_and_processing(arch):
+    kind, lm, _, _ = arch
+    p = lm.provenance
+    expected = {"gpt2": "GPT2LMHeadModel", "neox": "GPTNeoXForCausalLM", "llama": "LlamaForCausalLM",
+                "opt": "OPTForCausalLM"}[kind]
+    assert p["architecture"] == expected
+    assert p["normalization"] == ("RMSNorm" if kind == "llama" else "LayerNorm")
+    assert p["weight_processing"] == weight_processing(lm.model.cfg)
+    assert p["weight_processing"]["center_unembed"] is (kind != "llama")
+    assert p["n_key_value_heads"] == (2 if kind == "llama" else 4)
+    # parameter count from the config: the HF model's weight matrices (norms and biases aside) for an untied model
+    assert p["n_params"] > 0
+
+
+def test_every_variant_against_hooked_forward(arch):
+    kind, lm, tokens, mu = arch
+    m = lm.model
+    layer, h = HEAD
+    res = analyze(lm, tokens, HEAD, mu, k=5, cspa=None)
+    mu_s = mu[: tokens.shape[1]]
+    with torch.inference_mode():
+        logits, cache = m.run_with_cache(tokens)
+    r = cache[f"blocks.{layer}.attn.hook_z"][:, :, h] @ m.W_O[layer, h]
+    resid, scale = cache["ln_final.hook_in"], cache["ln_final.hook_scale"]
+    grabbed = {}
+
+    def grab(x, hook):
+        grabbed["x"] = x.clone()
+
+    # the head's output replaced by its mean, inside the model: through its result where the bridge has one
+    if f"blocks.{layer}.attn.hook_result" in m.hook_dict and kind != "opt":
+        def ablate(x, hook):
+            x = x.clone()
+            x[:, :, h] = mu_s
+            return x
+        site = f"blocks.{layer}.attn.hook_result"
+    else:
+        def ablate(x, hook):
+            return x - r + mu_s
+        site = f"blocks.{layer}.hook_attn_out"
+    with torch.inference_mode():
+        both_unfrozen = m.run_with_hooks(tokens, fwd_hooks=[(site, ablate), ("ln_final.hook_in", grab)])
+        indirect_unfrozen = m.run_with_hooks(tokens, fwd_hooks=[(site, ablate),
+                                                                ("ln_final.hook_in", lambda x, hook: x + r - mu_s)])
+        direct_unfrozen = m.run_with_hooks(tokens, fwd_hooks=[("ln_final.hook_in", lambda x, hook: x - r + mu_s)])
+    refs = {
+        "direct_frozen": _frozen(m, resid - r + mu_s, scale),
+        "direct_unfrozen": direct_unfrozen,
+        "both_frozen": _frozen(m, grabbed["x"], scale),
+        "both_unfrozen": both_unfrozen,
+        "indirect_frozen": _frozen(m, grabbed["x"] + r - mu_s, scale),
+        "indirect_unfrozen": indirect_unfrozen,
+    }
+    torch.testing.assert_close(res.loss, _ce(logits, tokens), atol=TOL, rtol=0)
+    assert float(res.kl_both_frozen.abs().max()) > 1e-4, "the ablation must change something for the test to bite"
+    for variant, ref in refs.items():
+        torch.testing.assert_close(res[f"delta_loss_{variant}"], _ce(ref, tokens) - _ce(logits, tokens),
+                                   atol=TOL, rtol=0, msg=f"{kind} {variant}")
+        torch.testing.assert_close(res[f"kl_{variant}"], _kl(logits, ref), atol=TOL, rtol=0, msg=f"{kind} {variant}")
+
+
+def test_dla_lens_and_attention_explicit(arch):
+    kind, lm, tokens, mu = arch
+    m = lm.model
+    layer, h = HEAD
+    res = analyze(lm, tokens, HEAD, mu, k=5, cspa=None, effects=("direct",), ln_modes=("frozen",))
+    with torch.inference_mode():
+        _, cache = m.run_with_cache(tokens)
+    diff = cache[f"blocks.{layer}.attn.hook_z"][:, :, h] @ m.W_O[layer, h] - mu[: tokens.shape[1]]
+    if centres(m):
+        diff = diff - diff.mean(-1, keepdim=True)
+    dla = (diff / cache["ln_final.hook_scale"]) @ m.W_U
+    torch.testing.assert_close(res.dla_neg_values, dla.topk(5, -1, largest=False).values, atol=TOL, rtol=0)
+    pre = cache[f"blocks.{layer}.hook_resid_pre"]
+    if centres(m):
+        pre = pre - pre.mean(-1, keepdim=True)
+    eps = float(m.cfg.eps)
+    lens = (pre / (pre.pow(2).mean(-1, keepdim=True) + eps).sqrt()) @ m.W_U + m.b_U
+    torch.testing.assert_close(res.lens_topk_logprobs, lens.log_softmax(-1).topk(5, -1).values, atol=TOL, rtol=0)
+    torch.testing.assert_close(res.attention, cache[f"blocks.{layer}.attn.hook_pattern"][:, h], atol=TOL, rtol=0)
+    src = cache[f"blocks.{layer}.attn.hook_v"][:, :, kv_head(m, h)] @ m.W_O[layer, h]
+    norms = src.norm(dim=-1)
+    torch.testing.assert_close(res.out_norm_rel, norms / norms.max(-1, keepdim=True).values, atol=TOL, rtol=0)
+
+
+def test_cspa_against_materialised_reference(arch):
+    kind, lm, tokens, mu = arch
+    tok = lm.tokenizer
+    excluded = (tok.bos_token_id, tok(" the", add_special_tokens=False)["input_ids"][0])
+    cfg = CSPAConfig(k_u=0.2, excluded_token_ids=excluded, max_kept_shown=64)
+    res = analyze(lm, tokens, HEAD, mu, k=5, cspa=cfg, effects=("direct",), ln_modes=("frozen",))
+    clean, ref_logits, kept = reference_cspa(lm.model, tokens, HEAD, mu, cfg)
+    torch.testing.assert_close(res.delta_loss_cspa, _ce(ref_logits, tokens) - _ce(clean, tokens), atol=TOL, rtol=0)
+    torch.testing.assert_close(res.kl_cspa, _kl(clean, ref_logits), atol=TOL, rtol=0)
+    for (b, q), positions in kept.items():
+        assert sorted({p for p in res.cspa_kept_pos[b, q].tolist() if p >= 0}) == positions
+
+
+@pytest.mark.parametrize("embedding", ["W_E+mlp0", "mlp0_noattn"])
+def test_circuit_ranks_brute_force(arch, embedding):
+    kind, lm, _, _ = arch
+    m = lm.model
+    layer, h = HEAD
+    kv = kv_head(m, h)
+    w_ee = effective_embedding(lm, embedding)
+    if kind != "gpt2":  # block 0 on each token alone equals the forward pass of a one-token sequence
+        tokens = torch.tensor([[7], [40]])
+        hooks = [("hook_pos_embed", lambda x, hook: torch.zeros_like(x))] if "hook_pos_embed" in m.hook_dict else []
+        if embedding.endswith("_noattn"):
+            hooks.append(("blocks.0.hook_attn_out", lambda x, hook: torch.zeros_like(x)))
+        with torch.inference_mode(), m.hooks(fwd_hooks=hooks):
+            _, cache = m.run_with_cache(tokens)
+        site = "blocks.0.hook_mlp_out" if embedding.startswith("mlp0") else "blocks.0.hook_resid_post"
+        torch.testing.assert_close(w_ee[tokens[:, 0]], cache[site][:, 0], atol=TOL, rtol=0)
+
+    def ln(x):
+        x = x - x.mean(-1, keepdim=True) if centres(m) else x
+        return x / (x.pow(2).mean(-1, keepdim=True) + float(m.cfg.eps)).sqrt()
+
+    ov_full = w_ee @ m.W_V[layer, kv] @ m.W_O[layer, h] @ m.W_U
+    qk_full = ln(m.W_U.T) @ m.W_Q[layer, h] @ m.W_K[layer, kv].T @ ln(w_ee).T
+    n = ov_full.shape[0]
+    ov_ref = torch.tensor([int((ov_full[i] < ov_full[i, i]).sum()) for i in range(n)])
+    qk_ref = torch.tensor([int((qk_full[i] > qk_full[i, i]).sum()) for i in range(n)])
+    ov = circuit_ranks(lm, HEAD, "ov", embedding)
+    qk = circuit_ranks(lm, HEAD, "qk", embedding)
+    assert (ov - ov_ref).abs().max() <= 1 and (ov == ov_ref).float().mean() > 0.99
+    assert (qk - qk_ref).abs().max() <= 1 and (qk == qk_ref).float().mean() > 0.99
+
+
+def test_grouped_query_head_reads_its_shared_value_head(arch):
+    kind, lm, _, _ = arch
+    expected = [0, 0, 1, 1] if kind == "llama" else [0, 1, 2, 3]
+    assert [kv_head(lm.model, h) for h in range(4)] == expected
+
+
+def test_bad_head_names_the_models_ranges(arch):
+    _, lm, tokens, mu = arch
+    with pytest.raises(InvalidInputError, match="layers 0-2 and heads 0-3"):
+        analyze(lm, tokens, (3, 0), mu)
+
+
+def test_unsupported_architecture_names_what_is_missing():
+    from precompute.errors import ModelUnavailableError
+    from precompute.models.architecture import check_supported
+
+    class Cfg:
+        architecture = "MadeUpForCausalLM"
+
+    class Fake:
+        cfg = Cfg()
+        hook_dict = {"hook_embed": None}
+        W_E = torch.zeros(1)
+
+    with pytest.raises(ModelUnavailableError, match="MadeUpForCausalLM.*blocks.0.attn.hook_z.*W_Q"):
+        check_supported(Fake())

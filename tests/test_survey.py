@@ -1,0 +1,213 @@
+"""The head survey: every column against a straightforward reference, the planted toy head first, NaN with a
+reason where a model cannot be scored, the folder on disk (round trip, tampering, verify) and the CLI."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from precompute import CSPAConfig, analyze, mean_result
+from precompute import schema
+from precompute.errors import ArtifactError
+from precompute.jobs.cli import main
+from precompute.science.circuits import circuit_ranks
+from precompute.science.survey import repeated_tokens, survey_heads
+from precompute.store.survey import find_surveys, read_survey, write_survey
+from precompute.store.verify import verify
+
+from .conftest import doc_tokens
+
+SMALL = dict(n_mean=3, n_repeat=6, repeat_len=8, n_ioi=8, circuit_rows=None)
+
+
+@pytest.fixture(scope="module")
+def toy_survey(toy):
+    tokens = doc_tokens(toy.tokenizer, 6, 32, seed=21)
+    return tokens, survey_heads(toy, tokens, batch_size=4, **SMALL)
+
+
+@pytest.fixture(scope="module")
+def gpt2_vocab_model():
+    """A tiny random GPT-2 with GPT-2's real tokenizer (so IOI names are single tokens)."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from precompute.models.loading import LoadedModel, _boot
+    from precompute.models.tokenizers import load_local_tokenizer
+
+    tok = load_local_tokenizer("gpt2")
+    torch.manual_seed(5)
+    hf = GPT2LMHeadModel(GPT2Config(vocab_size=50257, n_positions=64, n_embd=32, n_layer=2, n_head=2,
+                                    n_inner=64)).eval()
+    with torch.no_grad():
+        for p in hf.parameters():
+            if p.ndim == 2:
+                p.normal_(0, 0.3)
+    return LoadedModel(model=_boot(hf, tok, "tiny-gpt2-vocab", "cpu"), name="tiny-gpt2-vocab", provenance={})
+
+
+def test_one_row_per_head_with_every_column(toy, toy_survey):
+    _, df = toy_survey
+    cfg = toy.model.cfg
+    assert list(df.columns) == list(schema.SURVEY_COLUMNS)
+    assert len(df) == cfg.n_layers * cfg.n_heads
+    assert df[["layer", "head"]].values.tolist() == [[l, h] for l in range(cfg.n_layers) for h in range(cfg.n_heads)]
+
+
+def test_planted_head_first_on_circuits_and_random_heads_near_chance(toy_survey):
+    _, df = toy_survey
+    for col in ("ov_top10", "qk_top10"):
+        best = df.sort_values(col, ascending=False).iloc[0]
+        assert (int(best.layer), int(best["head"])) == (1, 2), col
+        assert best[col] > 0.5
+        others = df[(df.layer != 1) | (df["head"] != 2)][col]
+        assert others.max() < 0.1, f"{col}: chance is 10/512 ≈ 0.02"
+    # the planted head attends away from induction sources and suppresses: never an induction head
+    planted = df[(df.layer == 1) & (df["head"] == 2)].iloc[0]
+    assert planted.induction < 0.05
+
+
+def test_ablation_and_cspa_columns_equal_analyze(toy, toy_survey):
+    tokens, df = toy_survey
+    for layer, h in [(0, 1), (1, 2), (2, 3)]:
+        mu = mean_result(toy, tokens[:3], (layer, h))
+        res = analyze(toy, tokens, (layer, h), mu, cspa=CSPAConfig(), effects=("direct",), ln_modes=("frozen",))
+        row = df[(df.layer == layer) & (df["head"] == h)].iloc[0]
+        assert row.delta_loss_direct == pytest.approx(float(res.delta_loss_direct_frozen.double().mean()), abs=2e-5)
+        assert row.kl_direct == pytest.approx(float(res.kl_direct_frozen.double().mean()), abs=2e-5)
+        want = 1 - float(res.kl_cspa.double().mean()) / float(res.kl_direct_frozen.double().mean())
+        assert row.cspa_kl_explained == pytest.approx(want, abs=1e-3)
+
+
+def test_circuit_columns_equal_circuit_ranks(toy, toy_survey):
+    _, df = toy_survey
+    for layer, h in [(1, 2), (2, 0)]:
+        row = df[(df.layer == layer) & (df["head"] == h)].iloc[0]
+        for circuit in ("ov", "qk"):
+            want = float((circuit_ranks(toy, (layer, h), circuit) < 10).double().mean())
+            assert row[f"{circuit}_top10"] == pytest.approx(want, abs=1e-6)
+
+
+def _induction_reference(m, tokens, T):
+    """Explicit loops: attention from q to q-T+1 and the direct effect through it on the next token."""
+    _, cache = m.run_with_cache(tokens)
+    L, H = m.cfg.n_layers, m.cfg.n_heads
+    ind, anti = np.zeros((L, H)), np.zeros((L, H))
+    for layer in range(L):
+        for h in range(H):
+            atts, effs = [], []
+            for b in range(tokens.shape[0]):
+                for q in range(T + 1, 2 * T + 1):
+                    a = float(cache[f"blocks.{layer}.attn.hook_pattern"][b, h, q, q - T + 1])
+                    atts.append(a)
+                    if q < 2 * T:
+                        out = cache[f"blocks.{layer}.attn.hook_v"][b, q - T + 1, h] @ m.W_O[layer, h]
+                        out = out - out.mean()
+                        nxt = int(tokens[b, q + 1])
+                        effs.append(a * float(out @ m.W_U[:, nxt]) / float(cache["ln_final.hook_scale"][b, q, 0]))
+            ind[layer, h], anti[layer, h] = np.mean(atts), -np.mean(effs)
+    return ind, anti
+
+
+def test_induction_and_anti_induction_against_loops(toy, toy_survey):
+    _, df = toy_survey
+    m = toy.model
+    tokens = repeated_tokens(toy.tokenizer, m.cfg.d_vocab, SMALL["n_repeat"], SMALL["repeat_len"], 0)
+    assert torch.equal(tokens[:, 1:9], tokens[:, 9:]) and int(tokens[0, 0]) == toy.tokenizer.bos_token_id
+    ind, anti = _induction_reference(m, tokens, SMALL["repeat_len"])
+    np.testing.assert_allclose(df.induction.values, ind.reshape(-1), atol=1e-5)
+    np.testing.assert_allclose(df.anti_induction.values, anti.reshape(-1), atol=1e-5)
+
+
+def test_ioi_needs_single_token_names(toy_survey):
+    _, df = toy_survey
+    assert df.ioi_copy_suppression.isna().all()
+    assert "single-token" in df.attrs["reasons"]["ioi_copy_suppression"]
+
+
+def test_ioi_copy_suppression_against_loops(gpt2_vocab_model):
+    from precompute.data.prompts import ioi_groups
+
+    lm = gpt2_vocab_model
+    m = lm.model
+    tokens = torch.tensor([[lm.tokenizer.bos_token_id] + list(range(300, 315))] * 2)
+    df = survey_heads(lm, tokens, n_mean=2, n_repeat=2, repeat_len=4, n_ioi=6, circuit_rows=64)
+    assert df.attrs["reasons"] == {}
+    ref, n = np.zeros((2, 2)), 0
+    for g in ioi_groups(lm.tokenizer, 6, 0):
+        _, cache = m.run_with_cache(torch.tensor(g.clean))
+        for i in range(len(g.clean)):
+            end, io = len(g.clean[i]) - 1, g.io_pos[i]
+            assert g.clean[i][io] == g.io_ids[i]
+            for layer in range(2):
+                for h in range(2):
+                    a = float(cache[f"blocks.{layer}.attn.hook_pattern"][i, h, end, io])
+                    out = cache[f"blocks.{layer}.attn.hook_v"][i, io, h] @ m.W_O[layer, h]
+                    out = out - out.mean()
+                    ref[layer, h] -= a * float(out @ m.W_U[:, g.io_ids[i]]) / float(
+                        cache["ln_final.hook_scale"][i, end, 0])
+            n += 1
+    np.testing.assert_allclose(df.ioi_copy_suppression.values, (ref / n).reshape(-1), atol=1e-5)
+    assert df.attrs["settings"]["circuit_rows_used"] == 64
+
+
+def test_bad_survey_input(toy):
+    from precompute import InvalidInputError
+
+    with pytest.raises(InvalidInputError, match="batch, seq"):
+        survey_heads(toy, torch.zeros(3, dtype=torch.long))
+    with pytest.raises(InvalidInputError, match="n_mean"):
+        survey_heads(toy, torch.zeros(2, 5, dtype=torch.long), n_mean=0)
+    with pytest.raises(InvalidInputError, match=r"\[0, 512\)"):
+        survey_heads(toy, torch.full((2, 5), 10_000))
+
+
+def test_folder_round_trip_verify_and_tampering(toy_survey, tmp_path):
+    _, df = toy_survey
+    write_survey(df, tmp_path / "s", {"name": "synthetic"})
+    assert verify(tmp_path / "s") == []
+    back, manifest = read_survey(tmp_path / "s")
+    for col in schema.SURVEY_COLUMNS:
+        np.testing.assert_array_equal(back[col].values, df[col].values.astype(back[col].dtype))
+    assert manifest["reasons"] == df.attrs["reasons"] and manifest["settings"]["n_sequences"] == 6
+    json.dumps(manifest, allow_nan=False)  # NaN never reaches the JSON
+    # a flipped byte is refused; a manifest that lies about the model is refused
+    raw = bytearray((tmp_path / "s" / schema.SURVEY_FILE).read_bytes())
+    raw[-3] ^= 0xFF
+    (tmp_path / "s" / schema.SURVEY_FILE).write_bytes(bytes(raw))
+    assert "sha256" in verify(tmp_path / "s")[0]
+    with pytest.raises(ArtifactError, match="sha256"):
+        read_survey(tmp_path / "s")
+    write_survey(df, tmp_path / "t", {"name": "synthetic"})
+    path = tmp_path / "t" / schema.SURVEY_MANIFEST
+    good = json.loads(path.read_text())
+    for key, value, message in (("n_heads_total", 5, "n_heads_total"), ("kind", "run", "kind"),
+                                ("files", {"../x": {}}, "files"), ("reasons", {"nope": "x"}, "reasons")):
+        m = dict(good)
+        m[key] = value
+        path.write_text(json.dumps(m))
+        with pytest.raises(ArtifactError, match=message):
+            read_survey(tmp_path / "t")
+    path.write_text("[1, 2")
+    with pytest.raises(ArtifactError, match="not valid JSON"):
+        read_survey(tmp_path / "t")
+
+
+def test_cli_survey_writes_a_verified_folder_side_by_side(tmp_path, capsys):
+    args = ["survey", "--model", "toy", "--dataset", "synthetic", "--n-seqs", "4", "--seq-len", "24", "--n-mean", "2",
+            "--n-repeat", "4", "--repeat-len", "6", "--n-ioi", "4", "--circuit-rows", "64"]
+    assert main(args + ["--out", str(tmp_path / "a")]) == 0
+    assert main(["verify", str(tmp_path / "a")]) == 0
+    assert main(args + ["--out", str(tmp_path / "a")]) == 2
+    assert "already holds a survey" in capsys.readouterr().err
+    assert main(args + ["--out", str(tmp_path / "a"), "--overwrite"]) == 0
+    assert main(args + ["--out", str(tmp_path / "b"), "--seed", "7"]) == 0
+    assert [p.name for p in find_surveys(tmp_path)] == ["a", "b"]
+    df, manifest = read_survey(tmp_path / "a")
+    assert manifest["model"]["model_name"] == "toy" and manifest["model"]["family"] == "GPT-2"
+    assert manifest["settings"]["circuit_rows_used"] == 64 and manifest["dataset"]["name"] == "synthetic"
+    assert not math.isnan(float(df.kl_direct.iloc[0]))
+    with pytest.raises(SystemExit):
+        main(args[:-2] + ["--circuit-rows", "x", "--out", str(tmp_path / "c")])
+    assert "--circuit-rows must be a whole number" in capsys.readouterr().err
