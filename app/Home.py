@@ -24,6 +24,7 @@ PAGES = [
     st.Page("views/live.py", title="Test Your Own Examples", icon=":material/edit:", url_path="test-your-own"),
     st.Page("views/cspa.py", title="CSPA", icon=":material/scatter_plot:", url_path="cspa"),
     st.Page("views/semantic.py", title="Semantic similarity", icon=":material/join:", url_path="semantic"),
+    st.Page("views/pairs.py", title="Prompt pairs", icon=":material/compare_arrows:", url_path="pairs"),
     st.Page("views/survey.py", title="Head survey", icon=":material/grid_view:", url_path="survey"),
 ]
 

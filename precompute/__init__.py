@@ -6,6 +6,7 @@ Notebook entry points::
     lm = load_model("toy")                       # or "gpt2-small" (network/HF cache), "gpt2-small-random"
     mu = mean_result(lm, tokens, head=(1, 2))
     res = analyze(lm, tokens, head=(1, 2), mean_result=mu, k=10)
+    df = survey_heads(lm, tokens)                # every head: copy suppression, induction, ...
 
 Layers, each importing only those above it in this list: ``errors`` and ``schema`` (the stored fields);
 ``data`` (text, tokenisation, function words); ``models`` (loading, weight processing, the toy model);
@@ -21,6 +22,8 @@ _EXPORTS = {
     "AnalysisResult": "science.analysis", "analyze": "science.analysis", "mean_result": "science.analysis",
     "CSPAConfig": "science.cspa", "summary_metrics": "science.cspa",
     "circuit_ranks": "science.circuits",
+    "survey_heads": "science.survey", "SurveySettings": "science.survey",
+    "compare_prompts": "science.pairs", "self_repair": "science.self_repair",
     "ArtifactError": "errors", "ExplorerError": "errors", "HubUnavailableError": "errors",
     "InvalidInputError": "errors", "ModelUnavailableError": "errors",
     "MODEL_NAMES": "models.loading", "LoadedModel": "models.loading", "load_model": "models.loading",

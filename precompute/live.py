@@ -92,6 +92,11 @@ class LiveAnalyzer:
                    effects=tuple(hp.get("effects", EFFECTS)), ln_modes=tuple(hp.get("ln_modes", LN_MODES)), **kwargs)
 
     @property
+    def model_lock(self) -> threading.Lock:
+        """Held while the model runs: hooks are model state, so other analyses of this model take it too."""
+        return self._lock
+
+    @property
     def max_tokens(self) -> int:
         n_ctx = self.loaded.model.cfg.n_ctx
         return min([n_ctx] + [int(mu.shape[0]) for mu in self.mean_results.values()])

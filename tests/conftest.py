@@ -103,3 +103,22 @@ def toy_artifacts(tmp_path_factory, toy):
     out = root / "run"
     run(RunConfig(dataset=str(data), out=str(out), **SMALL_RUN), loaded=toy, log=lambda *_: None)
     return out
+
+
+@pytest.fixture(scope="session")
+def survey_env(tmp_path_factory, toy_artifacts, toy):
+    """A folder of runs holding the toy run and two surveys (toy and a tiny random Llama), side by side."""
+    import shutil
+
+    from precompute.jobs.survey import SurveyConfig, run_survey
+
+    from .test_architectures import make_model_folder
+
+    base = tmp_path_factory.mktemp("survey-app")
+    shutil.copytree(toy_artifacts, base / "run")
+    small = dict(dataset="synthetic", n_seqs=4, seq_len=24, n_mean=2, n_repeat=4, repeat_len=6, n_ioi=4,
+                 circuit_rows=None, device="cpu")
+    run_survey(SurveyConfig(model="toy", out=str(base / "survey-toy"), **small), loaded=toy, log=lambda *_: None)
+    llama = make_model_folder("llama", tmp_path_factory.mktemp("llama"))
+    run_survey(SurveyConfig(model=str(llama), out=str(base / "survey-llama"), **small), log=lambda *_: None)
+    return base

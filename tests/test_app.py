@@ -167,25 +167,6 @@ def test_browse_pages_do_not_import_torch_or_transformer_lens():
     assert out.stdout.strip() == "False False"
 
 
-@pytest.fixture(scope="module")
-def survey_env(tmp_path_factory, toy_artifacts, toy):
-    """A folder of runs holding the toy run and two surveys (toy and a tiny random Llama), side by side."""
-    import shutil
-
-    from precompute.jobs.survey import SurveyConfig, run_survey
-
-    from .test_architectures import make_model_folder
-
-    base = tmp_path_factory.mktemp("survey-app")
-    shutil.copytree(toy_artifacts, base / "run")
-    small = dict(dataset="synthetic", n_seqs=4, seq_len=24, n_mean=2, n_repeat=4, repeat_len=6, n_ioi=4,
-                 circuit_rows=None, device="cpu")
-    run_survey(SurveyConfig(model="toy", out=str(base / "survey-toy"), **small), loaded=toy, log=lambda *_: None)
-    llama = make_model_folder("llama", tmp_path_factory.mktemp("llama"))
-    run_survey(SurveyConfig(model=str(llama), out=str(base / "survey-llama"), **small), log=lambda *_: None)
-    return base
-
-
 def test_survey_page(survey_env, monkeypatch):
     import json
 
@@ -241,3 +222,54 @@ def test_survey_hover_escapes_model_names():
     row = pd.Series({"model": "<img src=x onerror=alert(1)>", "name": "1.2", **{k: 0.5 for k in LABELS}})
     text = hover_text(row)
     assert "<img" not in text and "&lt;img" in text
+
+
+def _submit(at, label):
+    next(b for b in at.button if b.label == label).click().run()
+    return at
+
+
+def test_prompt_pairs_page(app_env):
+    import json
+
+    at = _run("views/pairs.py")
+    assert not at.exception
+    assert at.title[0].value == "Prompt pairs"
+    at.radio(key="pairs_set").set_value("repeated tokens (synthetic text)").run()
+    at.slider(key="pairs_n").set_value(16)
+    _submit(at, "Analyse")
+    assert not at.exception
+    assert [s.value for s in at.subheader][:3] == ["Prompts", "Heads", "Patching"]
+    assert len(at.dataframe[0].value) == 16
+    keys = [c.proto.id for c in at.get("plotly_chart")]
+    assert len(keys) >= 4 + 6 * 2 + 1  # lens, layers, heads, pattern; 6 grids twice; agreement
+    heads = json.loads(at.get("plotly_chart")[2].proto.spec)
+    z = heads["data"][0]["z"]
+    assert len(z) == 3 and len(z[0]) == 4 and heads["data"][0]["zmid"] == 0
+    # the toy's planted head suppresses the repeated answer: the most negative head, picked by default
+    pick = next(b for b in at.selectbox if b.label.startswith("Head to inspect"))
+    assert pick.value == "1.2"
+    assert "Open head 1.2 in Browse Examples" in str([p.proto for p in at.get("page_link")])
+    pick.set_value("0.0").run()
+    assert "Head 0.0 has no artifacts here" in _text(at)
+    _submit(at, "Measure self-repair")
+    assert not at.exception
+    assert "downstream components changed their direct contributions" in _text(at)
+    assert "Correlation of attribution with activation patching" in _text(at)
+
+
+def test_prompt_pairs_bad_input(app_env):
+    at = _run("views/pairs.py")
+    _submit(at, "Analyse")  # IOI on the toy tokenizer
+    assert "single-token English first names" in _text(at)
+    at.radio(key="pairs_set").set_value("your own pairs").run()
+    at.text_area(key="pairs_text").set_value("<b>the teri</b> | the zuda")
+    _submit(at, "Analyse")
+    assert "does not have four fields" in _text(at)
+    at.text_area(key="pairs_text").set_value("the teri of the | the zuda of the | teri | kanosa teri")
+    _submit(at, "Analyse")
+    assert "is 2 tokens, not one" in _text(at) or "not one" in _text(at)
+    at.text_area(key="pairs_text").set_value("<b>x</b> the teri of the | <b>x</b> the zuda of the | teri | zuda")
+    _submit(at, "Analyse")
+    assert not at.exception
+    assert at.dataframe[0].value["clean"][0].startswith("<b>x</b>")  # shown as text, in a table

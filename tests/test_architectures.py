@@ -220,3 +220,28 @@ def test_unsupported_architecture_names_what_is_missing():
 
     with pytest.raises(ModelUnavailableError, match="MadeUpForCausalLM.*blocks.0.attn.hook_z.*W_Q"):
         check_supported(Fake())
+
+
+def test_pipeline_artifacts_and_live_mode_on_a_llama_folder(tmp_path):
+    """The whole path for a non-GPT-2 model: the run folder verifies, records the architecture, and the live
+    analyzer (loading the artifacts' model by its spec) gives what the run stored."""
+    import numpy as np
+
+    from precompute import LiveAnalyzer, RunConfig, open_artifacts, run, verify
+    from precompute import schema
+
+    folder = make_model_folder("llama", tmp_path / "llama")
+    out = run(RunConfig(model=str(folder), heads=(HEAD,), dataset="synthetic", n_seqs=4, seq_len=24, batch_size=2,
+                        shard_size=4, n_mean=2, k=5, out=str(tmp_path / "run")), log=lambda *_: None)
+    assert verify(out) == []
+    arts = open_artifacts(out)
+    model = arts.manifest["model"]
+    assert model["architecture"] == "LlamaForCausalLM" and model["weight_processing"]["center_unembed"] is False
+    live = LiveAnalyzer.for_artifacts(load_model(model["model_name"]), arts)
+    tokens = arts.sequence(0, "1.1")["tokens"]
+    text = live.loaded.tokenizer.decode(tokens[1:].tolist())
+    res = live.analyse(text, HEAD)
+    stored = arts.sequence(0, "1.1")
+    assert res.record[schema.TOKENS].tolist() == stored[schema.TOKENS].tolist()  # decode/encode round trip
+    for name in (schema.LOSS, schema.kl("direct_frozen"), schema.kl("cspa"), schema.delta_loss("both_unfrozen")):
+        np.testing.assert_allclose(res.record[name], stored[name].astype(np.float32), atol=2e-3, err_msg=name)

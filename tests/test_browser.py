@@ -26,8 +26,17 @@ def _free_port() -> int:
 
 @pytest.fixture
 def server(toy_artifacts):
+    yield from _serve(toy_artifacts)
+
+
+@pytest.fixture
+def survey_server(survey_env):
+    yield from _serve(survey_env)
+
+
+def _serve(artifacts):
     port = _free_port()
-    env = {**os.environ, "CSE_ARTIFACTS": str(toy_artifacts), "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "CSE_ARTIFACTS": str(artifacts), "HF_HUB_OFFLINE": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "app" / "Home.py"),
                              "--server.headless", "true", "--server.port", str(port), "--server.address",
                              "127.0.0.1", "--browser.gatherUsageStats", "false"], cwd=ROOT, env=env,
@@ -130,4 +139,59 @@ def test_click_flows_in_chromium(server, tmp_path):
         expect(page.get_by_role("heading", name="Copy Suppression Explorer")).to_be_visible(timeout=60_000)
         assert page.get_by_text("Page not found").count() == 0
         page.screenshot(path=str(tmp_path / "home.png"), full_page=True)
+        browser.close()
+
+
+SURVEY_POINT = """() => { const gd = document.querySelector('.js-plotly-plot');
+ const i = gd._fullData.findIndex(t => t.name === 'survey-toy'); const fd = gd._fullData[i];
+ const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis; let best = 0;
+ for (let j = 0; j < fd.x.length; j++) if (fd.x[j] > fd.x[best]) best = j;
+ const r = gd.getBoundingClientRect();
+ return [r.x + xa._offset + xa.l2p(fd.x[best]), r.y + ya._offset + ya.l2p(fd.y[best])]; }"""
+
+
+def test_survey_page_click_opens_the_head_in_chromium(survey_server, tmp_path):
+    """The scatter renders both surveys; clicking the toy's best OV head (the planted 1.2) links to Browse."""
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1400})
+        page.goto(survey_server + "/survey")
+        expect(page.get_by_role("heading", name="Head survey")).to_be_visible(timeout=60_000)
+        page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
+        page.wait_for_timeout(1500)
+        x, y = page.evaluate(SURVEY_POINT)
+        page.mouse.move(x, y)
+        page.wait_for_timeout(800)
+        hover = page.locator(".js-plotly-plot").first.locator(".hoverlayer").text_content()
+        assert "toy [1.2]" in hover
+        page.screenshot(path=str(tmp_path / "survey.png"), full_page=True)
+        page.mouse.click(x, y)
+        link = page.get_by_text("Open head 1.2 in Browse Examples")
+        expect(link).to_be_visible(timeout=30_000)
+        link.click()
+        expect(page.get_by_role("heading", name="Browse Examples")).to_be_visible(timeout=60_000)
+        assert "head=1.2" in page.url
+        browser.close()
+
+
+def test_prompt_pairs_page_renders_heatmaps_in_chromium(server, tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1400})
+        page.goto(server + "/pairs")
+        expect(page.get_by_role("heading", name="Prompt pairs")).to_be_visible(timeout=60_000)
+        page.get_by_text("repeated tokens (synthetic text)").click()
+        page.wait_for_timeout(500)
+        page.get_by_role("button", name="Analyse").click()
+        expect(page.get_by_role("heading", name="Heads")).to_be_visible(timeout=120_000)
+        page.locator(".js-plotly-plot").nth(2).wait_for(timeout=60_000)
+        cells = page.evaluate("() => document.querySelectorAll('.js-plotly-plot')[2]._fullData[0].z.length")
+        assert cells == 3  # the toy's three layers
+        expect(page.get_by_role("heading", name="Patching")).to_be_visible(timeout=60_000)
+        page.wait_for_timeout(1500)
+        page.screenshot(path=str(tmp_path / "pairs.png"), full_page=True)
         browser.close()

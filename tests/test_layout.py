@@ -111,6 +111,11 @@ def test_artifact_readme_table_is_generated_from_the_schema():
     start = text.index("-->\n", text.index("<!-- generated from precompute/schema.py")) + 4
     end = text.index("\n<!-- end of generated table -->")
     assert text[start:end] == readme_table()
+    from precompute.schema import survey_table
+
+    start = text.index("-->\n", text.index("<!-- generated from precompute/schema.py (survey_table)")) + 4
+    end = text.index("\n<!-- end of generated survey table -->")
+    assert text[start:end] == survey_table()
 
 
 def test_field_names_are_spelled_only_in_the_schema():

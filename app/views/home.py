@@ -70,3 +70,9 @@ cols[1].page_link("views/browse.py", label="Browse Examples", icon=":material/se
 cols[2].page_link("views/live.py", label="Test Your Own Examples", icon=":material/edit:")
 cols[3].page_link("views/cspa.py", label="CSPA", icon=":material/scatter_plot:")
 cols[4].page_link("views/semantic.py", label="Semantic similarity", icon=":material/join:")
+cols = st.columns(5)
+cols[0].page_link("views/pairs.py", label="Prompt pairs", icon=":material/compare_arrows:")
+cols[1].page_link("views/survey.py", label="Head survey", icon=":material/grid_view:")
+st.caption("Prompt pairs: logit difference, attribution, activation patching and self-repair on IOI and other "
+           "tasks, the analysis that found the negative heads. Head survey: which heads copy-suppress or do "
+           "(anti-)induction, in every model surveyed.")

@@ -38,9 +38,9 @@ PRESETS = {
                  ("Tom is such a kind teacher, isn't", "Anna is such a kind teacher, isn't", " he", " she"),
                  ("Anna is such a smart student, isn't", "Tom is such a smart student, isn't", " she", " he")],
     "antonyms": [("John is tall. Mary is", "John is short. Mary is", " short", " tall"),
-                 ("The box is big. The ball is", "The box is small. The ball is", " small", " big"),
-                 ("The day is hot. The night is", "The day is cold. The night is", " cold", " hot"),
-                 ("The road is long. The path is", "The road is short. The path is", " short", " long")],
+                 ("Tom is old. Anna is", "Tom is young. Anna is", " young", " old"),
+                 ("Bob is fast. Sue is", "Bob is slow. Sue is", " slow", " fast"),
+                 ("Kate is rich. Paul is", "Kate is poor. Paul is", " poor", " rich")],
     "sizes": [("An elephant is bigger than a", "A mouse is bigger than an", " mouse", " elephant"),
               ("A whale is larger than a", "A fish is larger than a", " fish", " whale"),
               ("A mountain is taller than a", "A hill is taller than a", " hill", " mountain"),
@@ -111,3 +111,55 @@ def ioi_groups(tokenizer, n: int, seed: int = 0) -> list[IOIGroup]:
         g.s_pos.append(clean.index(s_id))
         g.texts.append(clean_text)
     return [g for g in groups.values() if g.clean]
+
+
+def ioi_pairs(tokenizer, n: int = 8, seed: int = 0):
+    """``n`` IOI pairs of one template (equal lengths), half ABBA and half BABA where n allows:
+    (clean [n, S], corrupted [n, S], answers [n, 2] = (IO, S), clean texts)."""
+    import torch
+
+    for g in ioi_groups(tokenizer, n * len(IOI_TEMPLATES) * 2, seed):
+        if len(g.clean) >= n:
+            answers = [[io, s] for io, s in zip(g.io_ids[:n], g.s_ids[:n])]
+            return (torch.tensor(g.clean[:n]), torch.tensor(g.corrupted[:n]), torch.tensor(answers), g.texts[:n])
+    raise InvalidInputError(f"could not make {n} IOI prompts of one length with this tokenizer")
+
+
+def preset_pairs(name: str) -> tuple[list[str], list[str], list[tuple[str, str]]]:
+    """(clean prompts, corrupted prompts, (right, wrong) answers) of a preset task of the seed notebooks."""
+    if name not in PRESETS:
+        raise InvalidInputError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    rows = PRESETS[name]
+    return [r[0] for r in rows], [r[1] for r in rows], [(r[2], r[3]) for r in rows]
+
+
+def repeat_pairs(tokenizer, n: int = 8, length: int = 16, seed: int = 0):
+    """``n`` prompts of the project's synthetic text, ``length`` tokens (BOS included), whose next token is a
+    content word that already appeared in the prompt: copy suppression's case. The corrupted prompt replaces the
+    earlier occurrences with another content word of the text, which is the wrong answer.
+    (clean [n, length], corrupted [n, length], answers [n, 2])."""
+    import torch
+
+    from .function_words import function_word_ids
+    from .synthetic import corpus
+
+    skip = set(function_word_ids(tokenizer)) | set(getattr(tokenizer, "all_special_ids", []) or [])
+    clean, corrupted, answers = [], [], []
+    for doc in corpus(n_docs=60 * n, seed=seed, min_sentences=6, max_sentences=12):
+        ids = _encode(tokenizer, doc)
+        for start in range(1, len(ids) - length, length):
+            row = [ids[0]] + ids[start:start + length - 1]
+            nxt = ids[start + length - 1]
+            content = [t for t in row[1:] if t not in skip]
+            if nxt in skip or nxt not in row[1:]:
+                continue
+            others = [t for t in dict.fromkeys(ids) if t not in skip and t not in row and t != nxt]
+            if not others or len(content) < 3:
+                continue
+            wrong = others[0]
+            clean.append(row)
+            corrupted.append([wrong if t == nxt else t for t in row])
+            answers.append([nxt, wrong])
+            if len(clean) == n:
+                return torch.tensor(clean), torch.tensor(corrupted), torch.tensor(answers)
+    raise InvalidInputError(f"found only {len(clean)} repeated-token prompts of {length} tokens in the synthetic text")

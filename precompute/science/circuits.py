@@ -139,16 +139,18 @@ def ranks_from_factors(rows: Tensor, cols: Tensor, circuit: str, chunk: int = 20
                        ids: Tensor | None = None) -> Int[Tensor, "n"]:
     """Diagonal rank of every row of ``rows @ cols.T``, in row chunks (OV: most negative = 0; QK: largest = 0).
 
-    ``ids``: only these rows (token ids), e.g. a sample of a large vocabulary; ranks are still among all columns."""
+    ``ids``: only these rows (token ids), e.g. a sample of a large vocabulary; ranks are still among all columns.
+    ``rows`` holds either every token's row or, when it has exactly ``len(ids)`` rows, those tokens' rows in order."""
     if circuit not in CIRCUITS:
         raise InvalidInputError(f"unknown circuit {circuit!r}; choose 'ov' or 'qk'")
     ids = torch.arange(rows.shape[0]) if ids is None else ids.long().cpu()
+    cut = rows.shape[0] == len(ids)
     n = len(ids)
     ranks = torch.empty(n, dtype=torch.long)
     with torch.inference_mode():
         for start in range(0, n, chunk):
             idx = ids[start:start + chunk].to(rows.device)
-            block = rows[idx] @ cols.T  # [c, d_vocab]
+            block = (rows[start:start + chunk] if cut else rows[idx]) @ cols.T  # [c, d_vocab]
             diag = block[torch.arange(len(idx)), idx][:, None]
             # ties count against the diagonal (the token itself excluded): a constant row shows no preference
             better = block <= diag if circuit == "ov" else block >= diag

@@ -32,8 +32,9 @@ from .. import schema
 from ..errors import InvalidInputError
 from ..models.architecture import centres, kv_head
 from ..models.loading import LoadedModel, unwrap
-from ..models.norm import centre
-from .circuits import circuit_factors, effective_embedding, ranks_from_factors
+from ..models.heads import head_weights
+from ..models.norm import centre, eps_of, layer_norm
+from .circuits import effective_embedding, ranks_from_factors
 from .cspa import CSPAConfig, cspa_for_batch, explained
 
 ROW_CHUNK_BYTES = 96 * 2**20
@@ -210,21 +211,31 @@ def _ioi(m, st: SurveySettings) -> Tensor:
 
 
 def _circuits(m, st: SurveySettings, progress) -> tuple[Tensor, Tensor, int]:
+    """ov/qk_top10 of every head. The same ranks as ``circuit_ranks`` (``circuit_factors`` + ``ranks_from_factors``),
+    with what every head shares computed once: the effective embedding and both normalised sides; per head only
+    the sampled rows and the full column side are projected."""
     L, H, V = m.cfg.n_layers, m.cfg.n_heads, m.cfg.d_vocab
-    ids = None
+    ids = torch.arange(V)
     if st.circuit_rows is not None and st.circuit_rows < V:
         g = torch.Generator().manual_seed(st.seed)
         ids = torch.randperm(V, generator=g)[: st.circuit_rows].sort().values
-    w_ee = effective_embedding(m)
+    eps, cen = eps_of(m), centres(m)
+    W_U = m.W_U.float()
+    w_ee = effective_embedding(m).float()
+    ln_ee = layer_norm(w_ee, eps, cen)  # keys of QK
+    ln_u_rows = layer_norm(W_U.T[ids.to(W_U.device)], eps, cen)  # sampled queries of QK
+    ee_rows = w_ee[ids.to(w_ee.device)]  # sampled sources of OV
     ov, qk = torch.empty(L, H), torch.empty(L, H)
     for layer in range(L):
         for h in range(H):
-            f = circuit_factors(m, (layer, h), w_ee=w_ee)
-            ov[layer, h] = (ranks_from_factors(f["ov_src"], f["ov_dst"], "ov", ids=ids) < 10).double().mean()
-            qk[layer, h] = (ranks_from_factors(f["qk_dst"], f["qk_src"], "qk", ids=ids) < 10).double().mean()
+            w = head_weights(m, layer, h)
+            ov_rows, ov_cols = ee_rows @ w["W_V"].float(), (w["W_O"].float() @ W_U).T
+            qk_rows, qk_cols = ln_u_rows @ w["W_Q"].float(), ln_ee @ w["W_K"].float()
+            ov[layer, h] = (ranks_from_factors(ov_rows, ov_cols, "ov", 512, ids) < 10).double().mean()
+            qk[layer, h] = (ranks_from_factors(qk_rows, qk_cols, "qk", 512, ids) < 10).double().mean()
         if progress:
             progress(f"OV/QK circuits: layer {layer + 1}/{L}", (layer + 1) / L)
-    return ov, qk, V if ids is None else len(ids)
+    return ov, qk, len(ids)
 
 
 def survey_heads(model, tokens: Int[Tensor, "batch seq"], settings: SurveySettings | None = None,

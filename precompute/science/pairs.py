@@ -1,0 +1,172 @@
+"""Prompt pairs: the exploratory analysis that found the negative heads, for any supported model.
+
+``compare_prompts(model, clean, corrupted, answers)`` takes n prompt pairs (token tensors [n, S], or strings
+tokenised with BOS first) and answer pairs [n, 2] (right, wrong: token ids or one-token strings) and returns a
+:class:`PairAnalysis`:
+
+* ``logit_diff_clean`` / ``logit_diff_corrupted`` [n]: logit(right) − logit(wrong) at the final position.
+* ``lens_logit_diff`` [2·n_layers + 1]: the accumulated residual stream at the final position — before every
+  attention layer and every MLP, and the final one — divided by the clean run's final-norm scale (after centring
+  under LayerNorm) and projected on each prompt's logit-difference direction W_U[:, right] − W_U[:, wrong],
+  averaged over the prompts (the point after the last MLP equals the mean logit difference minus the unembedding
+  bias's share).
+* ``layer_dla`` [2·n_layers] (attention 0, MLP 0, attention 1, …) and ``head_dla`` [n_layers, n_heads]: each
+  component's direct contribution to the mean logit difference, scaled the same way, on the clean prompts.
+* activation patching (``patching``, denoising) and attribution patching (``attribution``), in
+  ``science.patching``: grids ``resid_pre``, ``attn_out``, ``mlp_out`` [n_layers, S] and ``head_z``,
+  ``head_pattern``, ``head_v`` [n_layers, n_heads], as the normalised metric
+  (LD_patched − LD_corrupted) / (LD_clean − LD_corrupted), LD the mean logit difference.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from ..errors import InvalidInputError
+from ..models.loading import unwrap
+from .logit_diff import ld_directions, logit_diff, project
+
+GRIDS = ("resid_pre", "attn_out", "mlp_out", "head_z", "head_pattern", "head_v")
+POSITION_GRIDS = GRIDS[:3]
+
+
+@dataclass
+class PairInputs:
+    clean: Int[Tensor, "n seq"]
+    corrupted: Int[Tensor, "n seq"]
+    answers: Int[Tensor, "n 2"]  # right, wrong
+
+
+@dataclass
+class PairAnalysis:
+    """Everything ``compare_prompts`` computes (see the module docstring); ``patch[g]`` / ``attr[g]`` for g in
+    GRIDS, ``labels`` the position labels (tokens of the first clean prompt), ``lens_labels`` / ``layer_labels``
+    the names of the lens points and the layer components."""
+
+    inputs: PairInputs
+    logit_diff_clean: Float[Tensor, "n"]
+    logit_diff_corrupted: Float[Tensor, "n"]
+    lens_logit_diff: Float[Tensor, "points"]
+    layer_dla: Float[Tensor, "components"]
+    head_dla: Float[Tensor, "layer head"]
+    labels: list[str]
+    lens_labels: list[str]
+    layer_labels: list[str]
+    patch: dict[str, Tensor] = field(default_factory=dict)
+    attr: dict[str, Tensor] = field(default_factory=dict)
+
+    @property
+    def ld_clean(self) -> float:
+        return float(self.logit_diff_clean.mean())
+
+    @property
+    def ld_corrupted(self) -> float:
+        return float(self.logit_diff_corrupted.mean())
+
+
+def _one_token(tokenizer, text: str, what: str) -> int:
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    if len(ids) != 1:
+        raise InvalidInputError(f"{what} {text!r} is {len(ids)} tokens, not one; logit differences need one-token "
+                                "answers (try it with or without a leading space)")
+    return int(ids[0])
+
+
+def prepare_pairs(model, clean, corrupted, answers) -> PairInputs:
+    """Token tensors from strings or tensors, checked: equal shapes, one-token answers, ids in the vocabulary."""
+    from ..data.tokenization import encode
+
+    m = unwrap(model)
+    tok = m.tokenizer
+
+    def as_tokens(prompts, what):
+        if isinstance(prompts, Tensor):
+            return prompts.long()
+        if isinstance(prompts, str) or not prompts:
+            raise InvalidInputError(f"{what} prompts must be a list of strings or a [n, seq] tensor")
+        rows = [encode(tok, p) for p in prompts]
+        lengths = sorted({len(r) for r in rows})
+        if len(lengths) > 1:
+            raise InvalidInputError(f"the {what} prompts have different lengths ({', '.join(map(str, lengths))} "
+                                    "tokens, BOS included); every prompt must have as many tokens as the others")
+        return torch.tensor(rows)
+
+    c, k = as_tokens(clean, "clean"), as_tokens(corrupted, "corrupted")
+    if c.ndim != 2 or k.ndim != 2 or c.shape[0] == 0:
+        raise InvalidInputError("prompts must be [n, seq] with n >= 1")
+    if c.shape != k.shape:
+        raise InvalidInputError(f"clean prompts are {tuple(c.shape)} tokens but corrupted ones {tuple(k.shape)}: "
+                                "each pair must have the same number of tokens (positions are patched one to one)")
+    if isinstance(answers, Tensor):
+        a = answers.long()
+    else:
+        a = torch.tensor([[_one_token(tok, right, "answer"), _one_token(tok, wrong, "wrong answer")]
+                          for right, wrong in answers])
+    if a.shape != (c.shape[0], 2):
+        raise InvalidInputError(f"answers must be [n, 2] (right, wrong) for n = {c.shape[0]} pairs; got "
+                                f"{tuple(a.shape)}")
+    for t in (c, k, a):
+        if int(t.min()) < 0 or int(t.max()) >= m.cfg.d_vocab:
+            raise InvalidInputError(f"token ids must be in [0, {m.cfg.d_vocab})")
+    if c.shape[1] > m.cfg.n_ctx:
+        raise InvalidInputError(f"prompts of {c.shape[1]} tokens are longer than the context ({m.cfg.n_ctx})")
+    return PairInputs(c, k, a)
+
+
+def clean_hooks(L: int) -> list[str]:
+    names = ["ln_final.hook_scale"]
+    for layer in range(L):
+        names += [f"blocks.{layer}.hook_resid_pre", f"blocks.{layer}.hook_attn_out", f"blocks.{layer}.hook_mlp_out",
+                  f"blocks.{layer}.hook_resid_post", f"blocks.{layer}.attn.hook_z",
+                  f"blocks.{layer}.attn.hook_pattern", f"blocks.{layer}.attn.hook_v"]
+    return names
+
+
+def compare_prompts(model, clean, corrupted, answers, patching: bool = True, attribution: bool = True,
+                    max_batch: int = 64, progress=None, grids: tuple[str, ...] = GRIDS) -> PairAnalysis:
+    """See the module docstring. ``max_batch``: sequences per forward pass when patching (many patches per pass).
+    ``progress(text, fraction)`` is called as the patching goes. ``grids``: the patching grids to compute."""
+    from ..data.tokenization import token_strings
+    from . import patching as P
+
+    m = unwrap(model)
+    if not grids or any(g not in GRIDS for g in grids):
+        raise InvalidInputError(f"grids must be drawn from {', '.join(GRIDS)}")
+    inp = prepare_pairs(m, clean, corrupted, answers)
+    L, H = m.cfg.n_layers, m.cfg.n_heads
+    dev = m.W_U.device
+    with torch.inference_mode():
+        logits, cache = m.run_with_cache(inp.clean.to(dev), names_filter=clean_hooks(L))
+        cache = {k: v.float() for k, v in cache.items()}
+        ld_clean = logit_diff(logits, inp.answers.to(dev))
+        ld_corr = logit_diff(m(inp.corrupted.to(dev)), inp.answers.to(dev))
+        dirs = ld_directions(m, inp.answers.to(dev))
+        scale = cache["ln_final.hook_scale"][:, -1]
+
+        def last(name):
+            return cache[name][:, -1]
+
+        points = [last("blocks.0.hook_resid_pre")]
+        lens_labels, layer_labels, comps = ["embed"], [], []
+        for layer in range(L):
+            points += [last(f"blocks.{layer}.hook_resid_pre") + last(f"blocks.{layer}.hook_attn_out"),
+                       last(f"blocks.{layer}.hook_resid_post")]
+            lens_labels += [f"{layer}_attn", f"{layer}_mlp"]
+            comps += [last(f"blocks.{layer}.hook_attn_out"), last(f"blocks.{layer}.hook_mlp_out")]
+            layer_labels += [f"attn {layer}", f"mlp {layer}"]
+        lens = project(m, torch.stack(points), scale, dirs)
+        layer_dla = project(m, torch.stack(comps), scale, dirs)
+        z = torch.stack([last(f"blocks.{layer}.attn.hook_z") for layer in range(L)])  # [L, n, H, dh]
+        results = torch.einsum("lnhe,lhed->lhnd", z, m.W_O.float())
+        head_dla = project(m, results, scale, dirs)
+    out = PairAnalysis(inp, ld_clean.cpu(), ld_corr.cpu(), lens.cpu(), layer_dla.cpu(), head_dla.cpu(),
+                       token_strings(m.tokenizer, inp.clean[0].tolist()), lens_labels, layer_labels)
+    if patching:
+        out.patch = P.activation_patching(m, inp, cache, out.ld_clean, out.ld_corrupted, max_batch, progress, grids)
+    if attribution:
+        out.attr = P.attribution_patching(m, inp, cache, out.ld_clean, out.ld_corrupted, grids)
+    return out
