@@ -31,6 +31,8 @@ RUN if [ -n "$ARTIFACTS" ]; then \
         HF_HUB_OFFLINE=1 python -m precompute run --model toy --dataset synthetic --n-seqs 300 --seq-len 128 \
             --n-mean 100 --batch-size 16 --shard-size 100 --out artifacts/toy-demo --device cpu; \
     fi \
+    && HF_HUB_OFFLINE=1 python -m precompute survey --model toy --dataset synthetic --n-seqs 32 --seq-len 64 \
+        --n-mean 16 --n-repeat 50 --n-ioi 20 --circuit-rows all --out artifacts/survey-toy --device cpu \
     && if [ "$BAKE_GPT2" = "1" ]; then python -c "from precompute import load_model; load_model('gpt2-small')"; fi
 ENV HF_HUB_OFFLINE=1
 EXPOSE 8501
