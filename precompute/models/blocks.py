@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .norm import eps_of, layer_norm
+from .weights import layer_weight
 
 
 def supported(m) -> bool:
@@ -29,16 +30,23 @@ def supported(m) -> bool:
 def attention(m, layer: int, x: Tensor, eps: float) -> Tensor:
     """Output of layer ``layer``'s attention (all heads, with b_O) for residual ``x`` [b, s, d]."""
     h = layer_norm(x, eps)
-    q = torch.einsum("bsd,hde->bhse", h, m.W_Q[layer].float()) + m.b_Q[layer].float()[None, :, None, :]
-    k = torch.einsum("bsd,hde->bhse", h, m.W_K[layer].float()) + m.b_K[layer].float()[None, :, None, :]
-    v = torch.einsum("bsd,hde->bhse", h, m.W_V[layer].float()) + m.b_V[layer].float()[None, :, None, :]
+
+    def w(name):
+        return layer_weight(m, name, layer).float()
+
+    q = torch.einsum("bsd,hde->bhse", h, w("W_Q")) + w("b_Q")[None, :, None, :]
+    k = torch.einsum("bsd,hde->bhse", h, w("W_K")) + w("b_K")[None, :, None, :]
+    v = torch.einsum("bsd,hde->bhse", h, w("W_V")) + w("b_V")[None, :, None, :]
     z = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=1.0 / math.sqrt(m.cfg.d_head))
-    return torch.einsum("bhse,hed->bsd", z, m.W_O[layer].float()) + m.b_O[layer].float()
+    return torch.einsum("bhse,hed->bsd", z, w("W_O")) + w("b_O")
 
 
 def mlp(m, layer: int, x: Tensor, eps: float) -> Tensor:
-    pre = layer_norm(x, eps) @ m.W_in[layer].float() + m.b_in[layer].float()
-    return F.gelu(pre, approximate="tanh") @ m.W_out[layer].float() + m.b_out[layer].float()
+    def w(name):
+        return layer_weight(m, name, layer).float()
+
+    pre = layer_norm(x, eps) @ w("W_in") + w("b_in")
+    return F.gelu(pre, approximate="tanh") @ w("W_out") + w("b_out")
 
 
 def run_from_mid(m, layer: int, resid_mid: Tensor) -> Tensor:

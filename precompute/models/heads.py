@@ -26,7 +26,9 @@ def check_head(m, head) -> tuple[int, int]:
 def head_output(m, z: Float[Tensor, "batch seq n_heads d_head"], layer: int, h: int
                 ) -> Float[Tensor, "batch seq d_model"]:
     """The head's contribution to the residual stream (no bias): z_h W_O[layer, h], in float32."""
-    return z[:, :, h].float() @ m.W_O[layer, h].float()
+    from .weights import layer_weight
+
+    return z[:, :, h].float() @ layer_weight(m, "W_O", layer)[h].float()
 
 
 def head_weights(m, layer: int, h: int) -> dict[str, Float[Tensor, "..."]]:
@@ -35,4 +37,7 @@ def head_weights(m, layer: int, h: int) -> dict[str, Float[Tensor, "..."]]:
     from .architecture import kv_head
 
     kv = kv_head(m, h)
-    return {"W_Q": m.W_Q[layer, h], "W_K": m.W_K[layer, kv], "W_V": m.W_V[layer, kv], "W_O": m.W_O[layer, h]}
+    from .weights import layer_weight
+
+    return {"W_Q": layer_weight(m, "W_Q", layer)[h], "W_K": layer_weight(m, "W_K", layer)[kv],
+            "W_V": layer_weight(m, "W_V", layer)[kv], "W_O": layer_weight(m, "W_O", layer)[h]}

@@ -36,6 +36,7 @@ from ..models.heads import check_head, head_output
 from ..models.architecture import centres, kv_head
 from ..models.loading import LoadedModel, unwrap
 from ..models.norm import centre, eps_of, rms_scale
+from ..models.weights import layer_weight
 from ..schema import EFFECTS, LN_MODES, VARIANTS
 from .cspa import CSPAConfig, cspa_for_batch
 from .scoring import VocabInputs, vocab_stage
@@ -252,7 +253,7 @@ def _forward(m, tokens, layer: int, h: int, mean_result: Tensor, rerun: bool) ->
     mu = mean_result[: tokens.shape[1]].to(device=tokens.device, dtype=torch.float32)
     sigma_f = cache["ln_final.hook_scale"]
     r = head_output(m, cache[hook_z], layer, h)
-    src_out = cache[hook_v][:, :, kv_head(m, h)] @ m.W_O[layer, h].float()
+    src_out = cache[hook_v][:, :, kv_head(m, h)] @ layer_weight(m, "W_O", layer)[h].float()
     out_norm = src_out.norm(dim=-1)
     cen = _centring(m)
     both_c = None

@@ -16,8 +16,9 @@ its output biases are included. Grouped-query heads use the key/value head they 
 
 **Circuits**, factored so nothing vocabulary x vocabulary is ever held in memory (rows in chunks):
 
-* OV: ``M_OV[s, t] = W_EE[s] W_V W_O W_U[:, t]``; rows are source tokens. ``ov_rank[s] = #{t ≠ s : M[s,t] ≤ M[s,s]}``
-  (0 = the token suppresses itself most; ties count against it, so a constant row is no preference). Row scaling does not change these ranks; the stored factor rows are
+* OV: ``M_OV[s, t] = W_EE[s] W_V W_O W_U[:, t]``; rows are source tokens.
+  ``ov_rank[s] = #{t ≠ s : M[s,t] ≤ M[s,s]}`` (0 = the token suppresses itself most; ties count against it, so a
+  constant row is no preference). Row scaling does not change these ranks; the stored factor rows are
   normalised so that the OV output has unit RMS (the original app's convention for drawing bars).
 * QK: ``M_QK[t, s] = LN(W_U[:, t]) W_Q W_K^T LN(W_EE[s])^T / sqrt(d_head)``; rows are query (predicted) tokens,
   columns key (source) tokens. ``qk_rank[t] = #{s ≠ t : M[t,s] ≥ M[t,t]}`` (0 = the token attends most to itself).
@@ -37,6 +38,7 @@ from ..models.architecture import centres
 from ..models.heads import check_head, head_weights
 from ..models.loading import unwrap
 from ..models.norm import eps_of, layer_norm
+from ..models.weights import layer_weight
 
 EMBEDDINGS = ("W_E", "mlp0", "W_E+mlp0", "mlp0_noattn", "W_E+mlp0_noattn")
 DEFAULT_EMBEDDING = "W_E+mlp0"
@@ -75,9 +77,10 @@ def effective_embedding(model, embedding: str = DEFAULT_EMBEDDING, chunk: int = 
             e = W_E[start:start + chunk]
             mid = e
             if with_attn:  # every layer-0 head attends only to the token itself
-                v = torch.einsum("nd,hde->nhe", layer_norm(e, eps), m.W_V[0])
-                mid = e + torch.einsum("nhe,hed->nd", v, m.W_O[0])
-            mlp = act(layer_norm(mid, eps) @ m.W_in[0] + m.b_in[0]) @ m.W_out[0] + m.b_out[0]
+                v = torch.einsum("nd,hde->nhe", layer_norm(e, eps), layer_weight(m, "W_V", 0))
+                mid = e + torch.einsum("nhe,hed->nd", v, layer_weight(m, "W_O", 0))
+            pre = layer_norm(mid, eps) @ layer_weight(m, "W_in", 0) + layer_weight(m, "b_in", 0)
+            mlp = act(pre) @ layer_weight(m, "W_out", 0) + layer_weight(m, "b_out", 0)
             out[start:start + chunk] = mid + mlp if include_we else mlp
     return out
 
@@ -154,7 +157,7 @@ def ranks_from_factors(rows: Tensor, cols: Tensor, circuit: str, chunk: int = 20
             diag = block[torch.arange(len(idx)), idx][:, None]
             # ties count against the diagonal (the token itself excluded): a constant row shows no preference
             better = block <= diag if circuit == "ov" else block >= diag
-            ranks[start:start + chunk] = (better.sum(-1) - 1).cpu()
+            ranks[start:start + chunk] = (better.sum(-1, dtype=torch.int32) - 1).cpu()
     return ranks
 
 

@@ -34,6 +34,7 @@ from ..models.architecture import centres, kv_head
 from ..models.loading import LoadedModel, unwrap
 from ..models.heads import head_weights
 from ..models.norm import centre, eps_of, layer_norm
+from ..models.weights import layer_weight
 from .circuits import effective_embedding, ranks_from_factors
 from .cspa import CSPAConfig, cspa_for_batch, explained
 
@@ -112,11 +113,12 @@ def _ablation_sums(m, tokens: Tensor, mu: Tensor, st: SurveySettings, progress) 
             pattern = cache[f"blocks.{layer}.attn.hook_pattern"]
             pre_scaled = cen(cache[f"blocks.{layer}.hook_resid_pre"]) / sigma
             rows = []
+            W_O = layer_weight(m, "W_O", layer).float()
             for h in range(H):
-                r = z[:, :, h] @ m.W_O[layer, h].float()
+                r = z[:, :, h] @ W_O[h]
                 mu_h = mu[layer, :s, h]
                 dla_row = cen(r - mu_h) / sigma  # clean − ablated logits = dla_row W_U
-                src_out = v[:, :, kv_head(m, h)] @ m.W_O[layer, h].float()
+                src_out = v[:, :, kv_head(m, h)] @ W_O[h]
                 batch = cspa_for_batch(m, toks, pattern[:, h], src_out, mu_h, pre_scaled, sigma, st.cspa, None)
                 if batch.sparse is not None:
                     sp = batch.sparse
@@ -174,9 +176,10 @@ def _probe_scores(m, cache: dict, src: Tensor, dst: Tensor, answer: Tensor) -> t
     rows = torch.arange(src.shape[0], device=dev)[:, None]
     for layer in range(L):
         pattern, v = cache[f"blocks.{layer}.attn.hook_pattern"], cache[f"blocks.{layer}.attn.hook_v"]
+        W_O = layer_weight(m, "W_O", layer).float()
         for h in range(H):
             a = pattern[:, h][rows, dst, src]  # [n, m]
-            out = cen(v[:, :, kv_head(m, h)][rows, src] @ m.W_O[layer, h].float())  # [n, m, d]
+            out = cen(v[:, :, kv_head(m, h)][rows, src] @ W_O[h])  # [n, m, d]
             att_mean[layer, h] = a.mean()
             effect[layer, h] = -(a * ((out / sigma) * w_ans).sum(-1)).mean()
     return att_mean, effect
