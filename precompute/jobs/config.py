@@ -57,7 +57,8 @@ def parse_names(allowed: tuple[str, ...]):
     return parse
 
 
-def _opt(default, help: str, **meta):
+def option(default, help: str, **meta):
+    """A dataclass field with its command-line help and metadata (see ``cli.add_dataclass_options``)."""
     return field(default=default, metadata={"help": help, **meta})
 
 
@@ -65,34 +66,34 @@ def _opt(default, help: str, **meta):
 class RunConfig:
     """Settings of one precompute run (every field is recorded in the manifest)."""
 
-    model: str = _opt("gpt2-small", "model: gpt2-small, gpt2-small-random, toy")
-    heads: tuple[tuple[int, int], ...] | None = _opt(
+    model: str = option("gpt2-small", "model: gpt2-small, gpt2-small-random, toy")
+    heads: tuple[tuple[int, int], ...] | None = option(
         None, "heads, e.g. 10.7,11.10 (default: the model's head)", parse=parse_heads,
         show=lambda v: ",".join(schema.head_key(h) for h in v))
-    dataset: str = _opt("stas/openwebtext-10k", "Hub dataset, a local .txt/.jsonl file or folder, or 'synthetic'")
-    split: str = _opt("train", "dataset split")
-    seed: int = _opt(6, "document shuffle seed (paper: 6)")
-    n_seqs: int = _opt(500, "sequences to analyse")
-    seq_len: int = _opt(1000, "tokens per sequence, BOS included")
-    batch_size: int = _opt(8, "sequences per forward pass")
-    shard_size: int = _opt(64, "sequences per shard file")
-    n_mean: int = _opt(100, "the first n_mean analysed sequences give the per-position mean μ (paper: 100)")
-    k: int = _opt(10, "top-k kept for every vocabulary-sized quantity")
-    k_attn: int = _opt(DEFAULT_K_ATTN, "attention sources stored per query")
-    cspa_k_u: float | int = _opt(0.05, "CSPA K_u: fraction (0.05) or count (5)", parse=parse_k_u)
-    cspa_k_s: int = _opt(1, "CSPA K_s: semantic neighbours per source, the token itself included")
-    cspa_negative_only: bool = _opt(True, "keep positive components too", flag="--cspa-both-signs")
-    cspa_exclusions: str = _opt("paper", "source tokens CSPA never keeps: the paper's list or the project's "
+    dataset: str = option("stas/openwebtext-10k", "Hub dataset, a local .txt/.jsonl file or folder, or 'synthetic'")
+    split: str = option("train", "dataset split")
+    seed: int = option(6, "document shuffle seed (paper: 6)")
+    n_seqs: int = option(500, "sequences to analyse")
+    seq_len: int = option(1000, "tokens per sequence, BOS included")
+    batch_size: int = option(8, "sequences per forward pass")
+    shard_size: int = option(64, "sequences per shard file")
+    n_mean: int = option(100, "the first n_mean analysed sequences give the per-position mean μ (paper: 100)")
+    k: int = option(10, "top-k kept for every vocabulary-sized quantity")
+    k_attn: int = option(DEFAULT_K_ATTN, "attention sources stored per query")
+    cspa_k_u: float | int = option(0.05, "CSPA K_u: fraction (0.05) or count (5)", parse=parse_k_u)
+    cspa_k_s: int = option(1, "CSPA K_s: semantic neighbours per source, the token itself included")
+    cspa_negative_only: bool = option(True, "keep positive components too", flag="--cspa-both-signs")
+    cspa_exclusions: str = option("paper", "source tokens CSPA never keeps: the paper's list or the project's "
                                 "extended one", choices=("paper", "extended"))
-    effects: tuple[str, ...] = _opt(EFFECTS, "ablation effects: direct,both,indirect (direct is the paper's)",
+    effects: tuple[str, ...] = option(EFFECTS, "ablation effects: direct,both,indirect (direct is the paper's)",
                                     parse=parse_names(EFFECTS), show=",".join)
-    ln_modes: tuple[str, ...] = _opt(LN_MODES, "final LayerNorm modes: frozen,unfrozen", parse=parse_names(LN_MODES),
+    ln_modes: tuple[str, ...] = option(LN_MODES, "final LayerNorm modes: frozen,unfrozen", parse=parse_names(LN_MODES),
                                      show=",".join)
-    device: str = _opt("auto", "auto, cpu or cuda", record=False)
-    dtype: str = _opt("float32", "forward precision", choices=("float32", "bfloat16", "float16"))
-    out: str = _opt("artifacts/run", "output folder", record=False)
-    resume: bool = _opt(False, "keep shards already complete and valid, redo the rest", record=False)
-    overwrite: bool = _opt(False, "replace a run already in --out (its files are removed first)", record=False)
+    device: str = option("auto", "auto, cpu or cuda", record=False)
+    dtype: str = option("float32", "forward precision", choices=("float32", "bfloat16", "float16"))
+    out: str = option("artifacts/run", "output folder", record=False)
+    resume: bool = option(False, "keep shards already complete and valid, redo the rest", record=False)
+    overwrite: bool = option(False, "replace a run already in --out (its files are removed first)", record=False)
 
     def cspa(self) -> CSPAConfig:
         return CSPAConfig(k_u=self.cspa_k_u, k_s=self.cspa_k_s, negative_only=self.cspa_negative_only,

@@ -7,17 +7,14 @@ from __future__ import annotations
 import dataclasses
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InvalidInputError
+from .config import option
 
 LIMITS = {"n_seqs": 1_000_000, "seq_len": 1 << 16, "batch_size": 4096, "n_mean": 1_000_000, "n_repeat": 100_000,
           "n_ioi": 100_000, "repeat_len": 4096, "circuit_rows": 1 << 24}
-
-
-def _opt(default, help: str, **meta):
-    return field(default=default, metadata={"help": help, **meta})
 
 
 def _rows(text: str) -> int | None:
@@ -33,21 +30,21 @@ def _rows(text: str) -> int | None:
 class SurveyConfig:
     """Settings of one survey (every field but out/device/overwrite is recorded with it)."""
 
-    model: str = _opt("gpt2-small", "model: gpt2-small, gpt2-small-random, toy, a Hugging Face id or a local folder")
-    dataset: str = _opt("stas/openwebtext-10k", "Hub dataset, a local .txt/.jsonl file or folder, or 'synthetic'")
-    split: str = _opt("train", "dataset split")
-    seed: int = _opt(6, "document shuffle seed; also seeds the random tokens and the IOI names")
-    n_seqs: int = _opt(64, "sequences for the ablation and CSPA columns")
-    seq_len: int = _opt(256, "tokens per sequence, BOS included")
-    batch_size: int = _opt(8, "sequences per forward pass")
-    n_mean: int = _opt(32, "the first n_mean sequences give each head's mean output μ")
-    circuit_rows: int | None = _opt(2048, "tokens sampled for ov/qk_top10, or 'all'", parse=_rows)
-    n_repeat: int = _opt(100, "repeated random sequences for induction and anti-induction (original: 100)")
-    repeat_len: int = _opt(30, "length of each random half (original: 30)")
-    n_ioi: int = _opt(100, "IOI prompts (original: 100)")
-    device: str = _opt("auto", "auto, cpu or cuda")
-    out: str = _opt("artifacts/survey", "output folder")
-    overwrite: bool = _opt(False, "replace a survey already in --out")
+    model: str = option("gpt2-small", "model: gpt2-small, gpt2-small-random, toy, a Hugging Face id or a local folder")
+    dataset: str = option("stas/openwebtext-10k", "Hub dataset, a local .txt/.jsonl file or folder, or 'synthetic'")
+    split: str = option("train", "dataset split")
+    seed: int = option(6, "document shuffle seed; also seeds the random tokens and the IOI names")
+    n_seqs: int = option(64, "sequences for the ablation and CSPA columns")
+    seq_len: int = option(256, "tokens per sequence, BOS included")
+    batch_size: int = option(8, "sequences per forward pass")
+    n_mean: int = option(32, "the first n_mean sequences give each head's mean output μ")
+    circuit_rows: int | None = option(2048, "tokens sampled for ov/qk_top10, or 'all'", parse=_rows)
+    n_repeat: int = option(100, "repeated random sequences for induction and anti-induction (original: 100)")
+    repeat_len: int = option(30, "length of each random half (original: 30)")
+    n_ioi: int = option(100, "IOI prompts (original: 100)")
+    device: str = option("auto", "auto, cpu or cuda")
+    out: str = option("artifacts/survey", "output folder")
+    overwrite: bool = option(False, "replace a survey already in --out")
 
     def validate(self) -> None:
         for name, limit in LIMITS.items():
