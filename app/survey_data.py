@@ -67,7 +67,8 @@ def load(folders: list[Path]) -> tuple[pd.DataFrame, dict[str, dict], list[str]]
         name = folder.name
         df = df.copy()
         df.insert(0, "survey", name)
-        df["family"] = str(model.get("family") or model.get("architecture") or "unknown")
+        family = str(model.get("family") or model.get("architecture") or "unknown")
+        df["family"] = f"{family} (synthetic toy)" if model.get("planted_head") else family
         df["params_m"] = float(model.get("n_params") or 0) / 1e6
         df["depth"] = df["layer"] / max(1, int(model["n_layers"]))
         df["name"] = df["layer"].astype(str) + "." + df["head"].astype(str)

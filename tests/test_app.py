@@ -186,6 +186,7 @@ def test_survey_page(survey_env, monkeypatch):
     at.radio(key="survey_colour").set_value("depth (layer / n_layers)").run()
     fig = json.loads(at.get("plotly_chart")[0].proto.spec)
     assert len(fig["data"]) == 1 and max(fig["data"][0]["marker"]["color"]) < 1
+    assert sorted(at.multiselect(key="survey_families").options) == ["GPT-2 (synthetic toy)", "Llama"]
     at.multiselect(key="survey_families").set_value(["Llama"]).run()
     fig = json.loads(at.get("plotly_chart")[0].proto.spec)
     assert len(fig["data"][0]["x"]) == 12

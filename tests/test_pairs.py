@@ -136,11 +136,13 @@ def test_activation_patching_equals_one_forward_per_cell_on_the_toy(toy_pair):
 def test_patching_on_ioi_with_a_gpt2_shaped_random_model():
     lm = load_model("gpt2-small-random")
     clean, corrupted, answers, _ = ioi_pairs(lm.tokenizer, 2)
-    grids = ("resid_pre", "head_z", "head_v")
-    res = compare_prompts(lm, clean, corrupted, answers, max_batch=48, grids=grids)
+    res = compare_prompts(lm, clean, corrupted, answers, max_batch=64)
     assert res.patch["resid_pre"].shape == (12, 15) and res.patch["head_z"].shape == (12, 12)
-    assert set(res.patch) == set(res.attr) == set(grids)
-    _check_patching(lm.model, res.inputs, res, cells_per_grid=5)
+    assert set(res.patch) == set(res.attr) == set(GRIDS)
+    _check_patching(lm.model, res.inputs, res, cells_per_grid=4)
+    sub = compare_prompts(lm, clean, corrupted, answers, patching=False, grids=("head_z",))
+    assert set(sub.attr) == {"head_z"} and not sub.patch
+    torch.testing.assert_close(sub.attr["head_z"], res.attr["head_z"])
     # the pairs differ only at the second subject: the clean embedding there restores the clean run
     first = int((res.inputs.clean[0] != res.inputs.corrupted[0]).nonzero()[0])
     assert float(res.patch["resid_pre"][0, first]) == pytest.approx(1.0, abs=1e-3)
