@@ -48,6 +48,12 @@ def main(argv=None):
     t = time.perf_counter()
     self_repair(lm, clean, answers)
     t_repair = time.perf_counter() - t
+    inp0 = prepare_pairs(m, clean, corrupted, answers)
+    with torch.inference_mode():
+        _, cache0 = m.run_with_cache(clean, names_filter=clean_hooks(m.cfg.n_layers))
+    t = time.perf_counter()
+    P.activation_patching(m, inp0, cache0, base.ld_clean, base.ld_corrupted, generic=True)
+    t_hooked = time.perf_counter() - t
     # one forward pass per cell, on a sample of the cells
     inp = prepare_pairs(m, clean, corrupted, answers)
     with torch.inference_mode():
@@ -66,12 +72,16 @@ def main(argv=None):
         "model": "gpt2-small-random (GPT-2 small shape)", "pairs": args.pairs, "tokens": list(clean.shape),
         "cells": len(all_cells), "plain_forward_s": forward,
         "seconds": {"lens_and_attribution": t_base, "attribution_patching": t_attr,
-                    "activation_patching_batched": t_act, "self_repair": t_repair,
+                    "activation_patching_batched": t_act, "activation_patching_hooked_batched": t_hooked,
+                    "self_repair": t_repair,
                     "activation_patching_one_forward_per_cell_estimated": per_cell * len(all_cells)},
         "ratio_to_forward": {"lens_and_attribution": t_base / forward, "attribution_patching": t_attr / forward,
-                             "activation_patching_batched": t_act / forward, "self_repair": t_repair / forward,
+                             "activation_patching_batched": t_act / forward,
+                             "activation_patching_hooked_batched": t_hooked / forward,
+                             "self_repair": t_repair / forward,
                              "whole_analysis": (t_base + t_attr + t_act) / forward},
         "batched_vs_one_per_cell_speedup": per_cell * len(all_cells) / t_act,
+        "hooked_batched_vs_one_per_cell_speedup": per_cell * len(all_cells) / t_hooked,
         "attribution_vs_activation_correlation": corr,
         "ld_clean": base.ld_clean, "ld_corrupted": base.ld_corrupted,
     })

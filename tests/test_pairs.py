@@ -133,6 +133,18 @@ def test_activation_patching_equals_one_forward_per_cell_on_the_toy(toy_pair):
     assert float(row[torch.arange(len(row)) != first].abs().max()) < 1e-4
 
 
+def test_fast_gpt2_patching_equals_hooked_batches(toy_pair):
+    """GPT-2-style blocks resume from the cached corrupted run; the hooked path runs the whole model: equal."""
+    from precompute.science.pairs import clean_hooks
+
+    lm, _, _, _, res = toy_pair
+    m = lm.model
+    _, cache = m.run_with_cache(res.inputs.clean, names_filter=clean_hooks(m.cfg.n_layers))
+    generic = P.activation_patching(m, res.inputs, cache, res.ld_clean, res.ld_corrupted, max_batch=8, generic=True)
+    for grid in GRIDS:
+        torch.testing.assert_close(res.patch[grid], generic[grid], atol=1e-4, rtol=0, msg=grid)
+
+
 def test_patching_on_ioi_with_a_gpt2_shaped_random_model():
     lm = load_model("gpt2-small-random")
     clean, corrupted, answers, _ = ioi_pairs(lm.tokenizer, 2)

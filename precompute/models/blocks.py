@@ -57,3 +57,9 @@ def run_from_mid(m, layer: int, resid_mid: Tensor) -> Tensor:
         x = x + attention(m, later, x, eps)
         x = x + mlp(m, later, x, eps)
     return x
+
+
+def run_from_pre(m, layer: int, resid_pre: Tensor) -> Tensor:
+    """The final residual stream (before ln_final), starting from ``resid_pre`` of block ``layer``."""
+    eps = eps_of(m)
+    return run_from_mid(m, layer, resid_pre + attention(m, layer, resid_pre, eps))

@@ -74,8 +74,15 @@ def one_cell(m, inp, cache: dict, hook: str, index: tuple) -> float:
 
 
 def activation_patching(m, inp, cache: dict, ld_clean: float, ld_corr: float, max_batch: int = 64,
-                        progress=None, grids=tuple(HOOKS)) -> dict[str, Tensor]:
-    """Every grid of activation patching, many cells per forward pass."""
+                        progress=None, grids=tuple(HOOKS), generic: bool = False) -> dict[str, Tensor]:
+    """Every grid of activation patching, many cells per forward pass (GPT-2-style blocks: ``patching_fast``,
+    re-running only the blocks after each patch)."""
+    from ..models import blocks
+
+    if blocks.supported(m) and not generic:
+        from .patching_fast import activation_patching_fast
+
+        return activation_patching_fast(m, inp, ld_clean, ld_corr, max_batch, progress, tuple(grids))
     n, seq = inp.corrupted.shape
     group = max(1, max_batch // n)
     todo = [(g, i, c) for g in grids for i, c in enumerate(cells(m, g, seq))]

@@ -1,0 +1,105 @@
+"""Activation patching for GPT-2-style blocks without re-running what a patch cannot change.
+
+A patch at layer l leaves layers < l as in the corrupted run, so each cell starts from the corrupted run's cached
+residual stream at its layer (before the attention for ``resid_pre``, after it for attention-level patches, after
+the MLP for ``mlp_out``), the patch is applied there, and only the blocks from that point on are re-run by hand
+(``models.blocks``, checked against hooked forward passes). Only the final position is normalised and projected,
+and only on the two answer directions. Same numbers as ``patching.activation_patching`` (tested); used when
+``blocks.supported(m)``.
+
+Head-level patches are written through the head's output: z_h' W_O − z_h W_O added after the attention, with
+z_h' = the clean z (``head_z``), clean pattern × corrupted values (``head_pattern``) or corrupted pattern × clean
+values (``head_v``).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..models import blocks
+from ..models.norm import centre, eps_of, rms_scale
+from ..models.weights import layer_weight
+from .logit_diff import ld_directions
+from .patching import grid_shape
+
+CACHED = ("hook_resid_pre", "hook_resid_mid", "hook_resid_post", "hook_attn_out", "hook_mlp_out", "attn.hook_z",
+          "attn.hook_pattern", "attn.hook_v")
+
+
+def _cache(m, tokens: Tensor) -> dict[str, Tensor]:
+    names = [f"blocks.{layer}.{h}" for layer in range(m.cfg.n_layers) for h in CACHED]
+    _, cache = m.run_with_cache(tokens, names_filter=names)
+    return {k: v.float() for k, v in cache.items()}
+
+
+def _start(m, grid: str, layer: int, j: int, clean: dict, corr: dict) -> tuple[str, int, Tensor]:
+    """(where the run resumes: 'pre' | 'mid' | 'final', layer, the patched residual stream there)."""
+    def c(name, src):
+        return src[f"blocks.{layer}.{name}"]
+
+    if grid == "resid_pre":
+        x = c("hook_resid_pre", corr).clone()
+        x[:, j] = c("hook_resid_pre", clean)[:, j]
+        return "pre", layer, x
+    if grid == "attn_out":
+        x = c("hook_resid_mid", corr).clone()
+        x[:, j] += c("hook_attn_out", clean)[:, j] - c("hook_attn_out", corr)[:, j]
+        return "mid", layer, x
+    if grid == "mlp_out":
+        x = c("hook_resid_post", corr).clone()
+        x[:, j] += c("hook_mlp_out", clean)[:, j] - c("hook_mlp_out", corr)[:, j]
+        return ("pre", layer + 1, x) if layer + 1 < m.cfg.n_layers else ("final", layer, x)
+    z = c("attn.hook_z", corr)[:, :, j]
+    if grid == "head_z":
+        new = c("attn.hook_z", clean)[:, :, j]
+    elif grid == "head_pattern":
+        new = torch.einsum("bqk,bke->bqe", c("attn.hook_pattern", clean)[:, j], c("attn.hook_v", corr)[:, :, j])
+    else:
+        new = torch.einsum("bqk,bke->bqe", c("attn.hook_pattern", corr)[:, j], c("attn.hook_v", clean)[:, :, j])
+    w_o = layer_weight(m, "W_O", layer)[j].float()
+    return "mid", layer, c("hook_resid_mid", corr) + (new - z) @ w_o
+
+
+def activation_patching_fast(m, inp, ld_clean: float, ld_corr: float, max_batch: int = 64, progress=None,
+                             grids: tuple[str, ...] = ()) -> dict[str, Tensor]:
+    from .patching import _normalised
+
+    n, seq = inp.corrupted.shape
+    dev = m.W_U.device
+    eps = eps_of(m)
+    with torch.inference_mode():
+        clean, corr = _cache(m, inp.clean.to(dev)), _cache(m, inp.corrupted.to(dev))
+        answers = inp.answers.to(dev)
+        dirs = ld_directions(m, answers)
+        bias = (m.b_U[answers[:, 0]] - m.b_U[answers[:, 1]]).float()
+        todo = [(g, layer, j) for g in grids for layer in range(grid_shape(m, g, seq)[0])
+                for j in range(grid_shape(m, g, seq)[1])]  # the row-major order of ``patching.cells``
+        starts = [_start(m, g, layer, j, clean, corr) for g, layer, j in todo]
+        values = torch.empty(len(todo))
+        groups: dict[tuple[str, int], list[int]] = {}
+        for i, (kind, layer, _) in enumerate(starts):
+            groups.setdefault((kind, layer), []).append(i)
+        per_pass = max(1, max_batch // n)
+        done = 0
+        for (kind, layer), members in sorted(groups.items(), key=lambda kv: kv[0][1]):
+            for s0 in range(0, len(members), per_pass):
+                part = members[s0:s0 + per_pass]
+                x = torch.cat([starts[i][2] for i in part])
+                if kind == "pre":
+                    x = blocks.run_from_pre(m, layer, x)
+                elif kind == "mid":
+                    x = blocks.run_from_mid(m, layer, x)
+                last = centre(x[:, -1])  # GPT-2-style blocks: LayerNorm
+                normed = (last / rms_scale(last, eps)).view(len(part), n, -1)
+                values[part] = ((normed * dirs).sum(-1) + bias).mean(-1).cpu()
+                done += len(part)
+                if progress:
+                    progress(f"activation patching: {done}/{len(todo)} cells", done / len(todo))
+    out, pos = {}, 0
+    for g in grids:
+        shape = grid_shape(m, g, seq)
+        size = shape[0] * shape[1]
+        out[g] = _normalised(values[pos:pos + size] - ld_corr, ld_clean, ld_corr).reshape(shape)
+        pos += size
+    return out
