@@ -52,7 +52,7 @@ def main(argv=None):
     with torch.inference_mode():
         _, cache0 = m.run_with_cache(clean, names_filter=clean_hooks(m.cfg.n_layers))
     t = time.perf_counter()
-    P.activation_patching(m, inp0, cache0, base.ld_clean, base.ld_corrupted, generic=True)
+    P.activation_patching(m, inp0, cache0, base.ld_clean, base.ld_corrupted)
     t_hooked = time.perf_counter() - t
     # one forward pass per cell, on a sample of the cells
     inp = prepare_pairs(m, clean, corrupted, answers)

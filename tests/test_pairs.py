@@ -140,7 +140,7 @@ def test_fast_gpt2_patching_equals_hooked_batches(toy_pair):
     lm, _, _, _, res = toy_pair
     m = lm.model
     _, cache = m.run_with_cache(res.inputs.clean, names_filter=clean_hooks(m.cfg.n_layers))
-    generic = P.activation_patching(m, res.inputs, cache, res.ld_clean, res.ld_corrupted, max_batch=8, generic=True)
+    generic = P.activation_patching(m, res.inputs, cache, res.ld_clean, res.ld_corrupted, max_batch=8)
     for grid in GRIDS:
         torch.testing.assert_close(res.patch[grid], generic[grid], atol=1e-4, rtol=0, msg=grid)
 

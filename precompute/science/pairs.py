@@ -27,6 +27,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from ..errors import InvalidInputError
+from ..models import blocks
 from ..models.loading import unwrap
 from .logit_diff import ld_directions, logit_diff, project
 
@@ -166,7 +167,13 @@ def compare_prompts(model, clean, corrupted, answers, patching: bool = True, att
     out = PairAnalysis(inp, ld_clean.cpu(), ld_corr.cpu(), lens.cpu(), layer_dla.cpu(), head_dla.cpu(),
                        token_strings(m.tokenizer, inp.clean[0].tolist()), lens_labels, layer_labels)
     if patching:
-        out.patch = P.activation_patching(m, inp, cache, out.ld_clean, out.ld_corrupted, max_batch, progress, grids)
+        if blocks.supported(m):  # resume each patch at its layer (same numbers, ~3x faster on CPU)
+            from .patching_fast import activation_patching_fast
+
+            out.patch = activation_patching_fast(m, inp, out.ld_clean, out.ld_corrupted, max_batch, progress, grids)
+        else:
+            out.patch = P.activation_patching(m, inp, cache, out.ld_clean, out.ld_corrupted, max_batch, progress,
+                                              grids)
     if attribution:
         out.attr = P.attribution_patching(m, inp, cache, out.ld_clean, out.ld_corrupted, grids)
     return out

@@ -8,6 +8,7 @@ as (LD_patched − LD_corrupted) / (LD_clean − LD_corrupted), LD the mean logi
   (under grouped-query attention the key/value head it shares, so every query head reading it is patched).
 * **Batched.** The corrupted batch is repeated once per cell of a group and each copy gets its own patch, so one
   forward pass serves ``max_batch // n`` cells (``activation_patching``); ``one_cell`` is the plain reference.
+  For GPT-2-style blocks ``patching_fast`` also skips the layers before each patch.
 * **Attribution patching.** One corrupted forward and backward pass: each cell's effect is approximated by
   Σ (clean − corrupted) · ∂LD/∂activation over the cell, normalised the same way.
 """
@@ -74,15 +75,9 @@ def one_cell(m, inp, cache: dict, hook: str, index: tuple) -> float:
 
 
 def activation_patching(m, inp, cache: dict, ld_clean: float, ld_corr: float, max_batch: int = 64,
-                        progress=None, grids=tuple(HOOKS), generic: bool = False) -> dict[str, Tensor]:
-    """Every grid of activation patching, many cells per forward pass (GPT-2-style blocks: ``patching_fast``,
-    re-running only the blocks after each patch)."""
-    from ..models import blocks
-
-    if blocks.supported(m) and not generic:
-        from .patching_fast import activation_patching_fast
-
-        return activation_patching_fast(m, inp, ld_clean, ld_corr, max_batch, progress, tuple(grids))
+                        progress=None, grids=tuple(HOOKS)) -> dict[str, Tensor]:
+    """Every grid of activation patching, many cells per hooked forward pass of the whole model (any
+    architecture; GPT-2-style blocks have the faster ``patching_fast``)."""
     n, seq = inp.corrupted.shape
     group = max(1, max_batch // n)
     todo = [(g, i, c) for g in grids for i, c in enumerate(cells(m, g, seq))]
@@ -112,6 +107,11 @@ def activation_patching(m, inp, cache: dict, ld_clean: float, ld_corr: float, ma
         if progress:
             progress(f"activation patching: {min(len(todo), start + group)}/{len(todo)} cells",
                      min(1.0, (start + group) / len(todo)))
+    return to_grids(m, values, grids, seq, ld_clean, ld_corr)
+
+
+def to_grids(m, values: Tensor, grids, seq: int, ld_clean: float, ld_corr: float) -> dict[str, Tensor]:
+    """Patched mean LDs of every cell (grids in order, each row-major) -> normalised grids."""
     out, pos = {}, 0
     for g in grids:
         shape = grid_shape(m, g, seq)

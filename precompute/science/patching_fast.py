@@ -21,7 +21,7 @@ from ..models import blocks
 from ..models.norm import centre, eps_of, rms_scale
 from ..models.weights import layer_weight
 from .logit_diff import ld_directions
-from .patching import grid_shape
+from .patching import grid_shape, to_grids
 
 CACHED = ("hook_resid_pre", "hook_resid_mid", "hook_resid_post", "hook_attn_out", "hook_mlp_out", "attn.hook_z",
           "attn.hook_pattern", "attn.hook_v")
@@ -63,8 +63,6 @@ def _start(m, grid: str, layer: int, j: int, clean: dict, corr: dict) -> tuple[s
 
 def activation_patching_fast(m, inp, ld_clean: float, ld_corr: float, max_batch: int = 64, progress=None,
                              grids: tuple[str, ...] = ()) -> dict[str, Tensor]:
-    from .patching import _normalised
-
     n, seq = inp.corrupted.shape
     dev = m.W_U.device
     eps = eps_of(m)
@@ -96,10 +94,4 @@ def activation_patching_fast(m, inp, ld_clean: float, ld_corr: float, max_batch:
                 done += len(part)
                 if progress:
                     progress(f"activation patching: {done}/{len(todo)} cells", done / len(todo))
-    out, pos = {}, 0
-    for g in grids:
-        shape = grid_shape(m, g, seq)
-        size = shape[0] * shape[1]
-        out[g] = _normalised(values[pos:pos + size] - ld_corr, ld_clean, ld_corr).reshape(shape)
-        pos += size
-    return out
+    return to_grids(m, values, grids, seq, ld_clean, ld_corr)
