@@ -245,3 +245,41 @@ def test_pipeline_artifacts_and_live_mode_on_a_llama_folder(tmp_path):
     assert res.record[schema.TOKENS].tolist() == stored[schema.TOKENS].tolist()  # decode/encode round trip
     for name in (schema.LOSS, schema.kl("direct_frozen"), schema.kl("cspa"), schema.delta_loss("both_unfrozen")):
         np.testing.assert_allclose(res.record[name], stored[name].astype(np.float32), atol=2e-3, err_msg=name)
+
+
+def test_tokenizer_without_bos_uses_end_of_text(tmp_path):
+    """Some tokenizers (Qwen2's) have no BOS: sequences then start with the end-of-text token, and that is recorded."""
+    from precompute.data.tokenization import encode
+
+    folder = make_model_folder("gpt2", tmp_path / "nobos")
+    cfg_path = folder / "tokenizer_config.json"
+    import json
+
+    conf = json.loads(cfg_path.read_text())
+    conf["bos_token"] = None
+    cfg_path.write_text(json.dumps(conf))
+    lm = load_model(str(folder))
+    tok = lm.tokenizer
+    assert tok.bos_token_id == tok.eos_token_id is not None
+    assert lm.provenance["bos_token"] == tok.eos_token
+    assert encode(tok, "the teri")[0] == tok.eos_token_id
+
+
+def test_ensure_bos_rules():
+    from transformers import PreTrainedTokenizerFast
+
+    from precompute.errors import ModelUnavailableError
+    from precompute.models.loading import _ensure_bos
+    from precompute.models.tokenizers import load_local_tokenizer
+
+    base = load_local_tokenizer("toy")
+    tok = PreTrainedTokenizerFast(tokenizer_object=base.backend_tokenizer, eos_token=base.eos_token or "<|endoftext|>")
+    assert tok.bos_token_id is None
+    prov = {}
+    _ensure_bos(tok, prov)
+    assert tok.bos_token_id == tok.eos_token_id and prov["bos_token"] == tok.eos_token
+    bare = PreTrainedTokenizerFast(tokenizer_object=base.backend_tokenizer)
+    with pytest.raises(ModelUnavailableError, match="neither a BOS nor an end-of-text"):
+        _ensure_bos(bare, {})
+    with pytest.raises(ModelUnavailableError, match="without a tokenizer"):
+        _ensure_bos(None, {})

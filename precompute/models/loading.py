@@ -189,6 +189,19 @@ def _load_folder(folder: Path, device: str):
     return _process(bridge)
 
 
+def _ensure_bos(tokenizer, prov: dict) -> None:
+    """Every sequence starts with BOS (the paper's convention, and what attention sinks need). A tokenizer without
+    one (Qwen2's, for example) gets its end-of-text token as BOS (TransformerBridge may already have done so); one
+    with neither cannot be used. The token used is recorded."""
+    if tokenizer is None:
+        raise ModelUnavailableError("the model came without a tokenizer; save one next to it (tokenizer.save_pretrained)")
+    if tokenizer.bos_token_id is None:
+        if tokenizer.eos_token is None:
+            raise ModelUnavailableError("the tokenizer has neither a BOS nor an end-of-text token to start sequences with")
+        tokenizer.bos_token = tokenizer.eos_token
+    prov["bos_token"] = str(tokenizer.bos_token)
+
+
 def _is_folder_spec(name: str) -> bool:
     """A path rather than a Hub id: an existing folder, or a name only a path can have ('./x', '/x', '~/x',
     'a/b/c'); 'owner/name' that is not a folder here is a Hub id."""
@@ -242,6 +255,7 @@ def load_model(name: str, device: str = "cpu") -> LoadedModel:
     else:
         raise InvalidInputError(f"unknown model {name!r}; give one of {', '.join(MODEL_NAMES)}, a Hugging Face id "
                                 "(owner/name) or a folder holding a Hugging Face causal LM")
+    _ensure_bos(bridge.tokenizer, prov)
     from .architecture import describe, weight_processing
     from .memory import release
 
