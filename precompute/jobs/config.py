@@ -66,7 +66,7 @@ def option(default, help: str, **meta):
 class RunConfig:
     """Settings of one precompute run (every field is recorded in the manifest)."""
 
-    model: str = option("gpt2-small", "model: gpt2-small, gpt2-small-random, toy")
+    model: str = option("gpt2-small", "model: gpt2-small, gpt2-small-random, toy, a Hugging Face id or a local folder")
     heads: tuple[tuple[int, int], ...] | None = option(
         None, "heads, e.g. 10.7,11.10 (default: the model's head)", parse=parse_heads,
         show=lambda v: ",".join(schema.head_key(h) for h in v))
