@@ -92,7 +92,7 @@ if here:
     st.page_link("views/cspa.py", label=f"Open head {head} on the CSPA page", query_params={"head": head},
                  icon=":material/open_in_new:")
 else:
-    others = runs_with_head(model_name, head, state.candidate_runs())
+    others = runs_with_head(model_name, head, state.sources())
     if others:
         st.info(f"Its artifacts are in {literal(others[0])}: choose that set in the sidebar's Artifact set, then "
                 "open Browse Examples.")
