@@ -261,6 +261,8 @@ def test_prompt_pairs_page(app_env):
 
 def test_prompt_pairs_bad_input(app_env):
     at = _run("views/pairs.py")
+    assert at.radio(key="pairs_set").value == "repeated tokens (synthetic text)"  # the toy has no one-token names
+    at.radio(key="pairs_set").set_value("IOI (generated)").run()
     _submit(at, "Analyse")  # IOI on the toy tokenizer
     assert "single-token English first names" in _text(at)
     at.radio(key="pairs_set").set_value("your own pairs").run()

@@ -6,7 +6,7 @@ import streamlit as st
 
 from app import live_model, pairs_view as V, state
 from app.render.text import literal
-from precompute.data.prompts import PRESETS, ioi_pairs, preset_pairs, repeat_pairs
+from precompute.data.prompts import MIN_NAMES, PRESETS, ioi_pairs, preset_pairs, repeat_pairs, single_token_names
 from precompute.errors import ExplorerError
 from precompute.science.pairs import GRIDS, compare_prompts
 from precompute.science.self_repair import METHODS, default_heads, self_repair
@@ -47,7 +47,8 @@ def _own_pairs(text: str):
 
 
 c1, c2 = st.columns([2, 1])
-which = c1.radio("Prompt set", SETS, horizontal=True, key="pairs_set")
+ioi_ok = len(single_token_names(lm.tokenizer)) >= MIN_NAMES  # otherwise open on a set this tokenizer can do
+which = c1.radio("Prompt set", SETS, index=0 if ioi_ok else 1, horizontal=True, key="pairs_set")
 with st.form("pairs_form"):
     if which in SETS[:2]:
         n = st.slider("Pairs", 2, 16, 8, key="pairs_n", help="IOI: ABBA and BABA orders, the corrupted prompt swaps "
