@@ -64,6 +64,13 @@ def centres(m) -> bool:
     return not is_rms(m.cfg)
 
 
+def centring(m):
+    """``norm.centre`` for LayerNorm models; the identity for RMSNorm ones (their norms do not centre)."""
+    from .norm import centre
+
+    return centre if centres(m) else (lambda x: x)
+
+
 def n_kv_heads(m) -> int:
     cfg = m.cfg
     return int(getattr(cfg, "n_key_value_heads", None) or cfg.n_heads)

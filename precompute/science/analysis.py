@@ -33,7 +33,7 @@ from .. import schema
 from ..errors import InvalidInputError
 from ..models import blocks
 from ..models.heads import check_head, head_output
-from ..models.architecture import centres, kv_head
+from ..models.architecture import centring, kv_head
 from ..models.loading import LoadedModel, unwrap
 from ..models.norm import centre, eps_of, rms_scale
 from ..models.weights import layer_weight
@@ -187,7 +187,7 @@ def analyze(
             if batch.sparse is not None:
                 inputs.cspa_sparse = batch.sparse
             else:
-                inputs.rows["cspa_dla"] = _centring(m)(batch.dense) / fwd.sigma_f
+                inputs.rows["cspa_dla"] = centring(m)(batch.dense) / fwd.sigma_f
             kept = batch.kept
         out = vocab_stage(m.W_U, m.b_U, tokens, inputs, variants, k, chunk_rows, topk_groups=topk_groups)
     out[schema.TOKENS] = tokens
@@ -217,11 +217,6 @@ class _Forward:
     mu: Tensor  # the mean result cut to the sequence [s, d]
     eps: float
     both_c: Tensor | None  # centred final residual with the head mean-ablated everywhere (re-run), or None
-
-
-def _centring(m):
-    """``centre`` for LayerNorm models; the identity for RMSNorm ones (their norms do not centre)."""
-    return centre if centres(m) else (lambda x: x)
 
 
 def _rerun_generic(m, tokens, layer: int, r: Tensor, mu: Tensor) -> Tensor:
@@ -255,7 +250,7 @@ def _forward(m, tokens, layer: int, h: int, mean_result: Tensor, rerun: bool) ->
     r = head_output(m, cache[hook_z], layer, h)
     src_out = cache[hook_v][:, :, kv_head(m, h)] @ layer_weight(m, "W_O", layer)[h].float()
     out_norm = src_out.norm(dim=-1)
-    cen = _centring(m)
+    cen = centring(m)
     both_c = None
     if fast:
         both_c = centre(blocks.run_from_mid(m, layer, cache[hook_mid] - r + mu))

@@ -33,6 +33,15 @@ def _cache(m, tokens: Tensor) -> dict[str, Tensor]:
     return {k: v.float() for k, v in cache.items()}
 
 
+def _resumes_at(m, grid: str, layer: int) -> tuple[str, int]:
+    """Where a cell's run resumes: before the attention of ``layer`` ('pre'), after it ('mid'), or at the end."""
+    if grid == "resid_pre":
+        return "pre", layer
+    if grid == "mlp_out":
+        return ("pre", layer + 1) if layer + 1 < m.cfg.n_layers else ("final", layer)
+    return "mid", layer
+
+
 def _start(m, grid: str, layer: int, j: int, clean: dict, corr: dict) -> tuple[str, int, Tensor]:
     """(where the run resumes: 'pre' | 'mid' | 'final', layer, the patched residual stream there)."""
     def c(name, src):
@@ -73,17 +82,17 @@ def activation_patching_fast(m, inp, ld_clean: float, ld_corr: float, max_batch:
         bias = (m.b_U[answers[:, 0]] - m.b_U[answers[:, 1]]).float()
         todo = [(g, layer, j) for g in grids for layer in range(grid_shape(m, g, seq)[0])
                 for j in range(grid_shape(m, g, seq)[1])]  # the row-major order of ``patching.cells``
-        starts = [_start(m, g, layer, j, clean, corr) for g, layer, j in todo]
         values = torch.empty(len(todo))
         groups: dict[tuple[str, int], list[int]] = {}
-        for i, (kind, layer, _) in enumerate(starts):
-            groups.setdefault((kind, layer), []).append(i)
+        for i, (g, layer, _) in enumerate(todo):
+            groups.setdefault(_resumes_at(m, g, layer), []).append(i)
         per_pass = max(1, max_batch // n)
         done = 0
         for (kind, layer), members in sorted(groups.items(), key=lambda kv: kv[0][1]):
             for s0 in range(0, len(members), per_pass):
                 part = members[s0:s0 + per_pass]
-                x = torch.cat([starts[i][2] for i in part])
+                # start states built per pass, not for every cell at once (972 × n × S × d_model for GPT-2)
+                x = torch.cat([_start(m, *todo[i], clean, corr)[2] for i in part])
                 if kind == "pre":
                     x = blocks.run_from_pre(m, layer, x)
                 elif kind == "mid":

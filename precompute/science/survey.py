@@ -30,10 +30,10 @@ from torch import Tensor
 
 from .. import schema
 from ..errors import InvalidInputError
-from ..models.architecture import centres, kv_head
+from ..models.architecture import centres, centring, kv_head
 from ..models.loading import LoadedModel, unwrap
 from ..models.heads import head_weights
-from ..models.norm import centre, eps_of, layer_norm
+from ..models.norm import eps_of, layer_norm
 from ..models.weights import layer_weight
 from .circuits import effective_embedding, ranks_from_factors
 from .cspa import CSPAConfig, cspa_for_batch, explained
@@ -61,10 +61,6 @@ class SurveySettings:
         return d
 
 
-def _centring(m):
-    return centre if centres(m) else (lambda x: x)
-
-
 def _all_heads_cache(m, tokens: Tensor, names: list[str]):
     logits, cache = m.run_with_cache(tokens.to(m.W_U.device), names_filter=names)
     return logits.float(), {n: cache[n].float() for n in names}
@@ -87,7 +83,7 @@ def _ablation_sums(m, tokens: Tensor, mu: Tensor, st: SurveySettings, progress) 
     """Per head: sums over predicted tokens of Δloss and KL of the direct ablation, and of CSPA's KL."""
     L, H = m.cfg.n_layers, m.cfg.n_heads
     W_U = m.W_U.float()
-    cen = _centring(m)
+    cen = centring(m)
     sums = {k: torch.zeros(L, H, dtype=torch.float64) for k in ("abl_dl", "abl_kl", "cspa_kl")}
     n_tok = 0
     names = ["ln_final.hook_scale"] + [f"blocks.{layer}.{hook}" for layer in range(L) for hook in (
@@ -166,7 +162,7 @@ def _probe_scores(m, cache: dict, src: Tensor, dst: Tensor, answer: Tensor) -> t
 
     ``src``, ``dst``, ``answer``: [n, m] positions and token ids per sequence."""
     L, H = m.cfg.n_layers, m.cfg.n_heads
-    cen = _centring(m)
+    cen = centring(m)
     dev = m.W_U.device
     src, dst, answer = src.to(dev), dst.to(dev), answer.to(dev)
     sigma = cache["ln_final.hook_scale"].gather(1, dst[..., None])  # [n, m, 1]
