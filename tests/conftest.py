@@ -53,6 +53,22 @@ def tiny_bias():
     return lm
 
 
+@pytest.fixture(scope="session")
+def wide():
+    """A tiny GPT-2 body with GPT-2's real 50,257-token vocabulary and tokenizer: vocabulary-sized rows as long as
+    the real model's, so the CPU row reductions (``science.row_reductions``) take their grouped path."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from precompute.models.tokenizers import load_local_tokenizer
+    from precompute.models.loading import LoadedModel, _boot
+
+    tok = load_local_tokenizer("gpt2")
+    torch.manual_seed(3)
+    hf = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_positions=64, n_embd=64, n_layer=3, n_head=4,
+                                    n_inner=128)).eval()
+    return LoadedModel(model=_boot(hf, tok, "wide", "cpu"), name="wide", provenance={"synthetic": True})
+
+
 def doc_tokens(tokenizer, n: int, length: int, seed: int = 0) -> torch.Tensor:
     """[n, length] token ids of synthetic documents, BOS first."""
     from precompute.data.synthetic import corpus

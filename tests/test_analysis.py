@@ -15,7 +15,7 @@ def _models(request, name):
     return request.getfixturevalue(name)
 
 
-@pytest.fixture(params=["tiny", "tiny_bias", "toy"])
+@pytest.fixture(params=["tiny", "tiny_bias", "toy", "wide"])
 def setup(request):
     lm = request.getfixturevalue(request.param)
     tokens = doc_tokens(lm.tokenizer, 2, 24, seed=11)
@@ -68,8 +68,9 @@ def test_clean_loss_and_topk(setup):
     vals, _ = lp.topk(7, -1)
     torch.testing.assert_close(res.clean_topk_logprobs, vals, atol=TOL, rtol=0)
     torch.testing.assert_close(lp.gather(-1, res.clean_topk_ids), vals, atol=TOL, rtol=0)
-    correct = lp[:, :-1].gather(-1, tokens[:, 1:, None])[..., 0]
-    ref_rank = (lp[:, :-1] > correct[..., None]).sum(-1)
+    # rank = tokens with a larger logit (on log-probs, near-uniform random logits can flip by rounding)
+    correct = logits[:, :-1].gather(-1, tokens[:, 1:, None])[..., 0]
+    ref_rank = (logits[:, :-1] > correct[..., None]).sum(-1)
     assert torch.equal(res.clean_correct_rank, ref_rank)
 
 

@@ -109,8 +109,11 @@ CONFIGS = [
 ]
 
 
-@pytest.mark.parametrize("model_name", ["tiny", "toy"])
-@pytest.mark.parametrize("params", CONFIGS, ids=lambda p: "-".join(f"{k}={v}" for k, v in p.items()))
+CASES = [(name, p) for name in ("tiny", "toy") for p in CONFIGS] + [("wide", p) for p in CONFIGS if p["k_s"] == 1]
+
+
+@pytest.mark.parametrize("model_name,params", CASES,
+                         ids=lambda p: p if isinstance(p, str) else "-".join(f"{k}={v}" for k, v in p.items()))
 def test_factorised_cspa_matches_materialised_reference(request, model_name, params):
     lm = request.getfixturevalue(model_name)
     m = unwrap(lm)
