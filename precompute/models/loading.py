@@ -219,6 +219,10 @@ def load_model(name: str, device: str = "cpu") -> LoadedModel:
     if not isinstance(name, str) or not name.strip():
         raise InvalidInputError(f"model must be a name, a Hugging Face id or a folder; got {name!r}")
     device = _resolve_device(device)
+    if device == "cpu":
+        from .memory import tune_allocator
+
+        tune_allocator()  # the CPU analysis's temporaries are reused instead of page-faulted anew (memory.py)
     prov: dict = {"model_name": name, "device": device, **_versions()}
     if name == "gpt2-small":
         bridge = _load_from_hub("gpt2", device, label="GPT-2 small")

@@ -1,8 +1,13 @@
-"""Giving freed memory back to the operating system.
+"""How the process's C heap is used and given back (Linux glibc; no-ops elsewhere).
 
-Loading and processing GPT-2 weights peaks at several times the final size; glibc keeps the freed pages in its
-arenas, so the process stays large long after. ``release()`` asks glibc to return them (Linux only; a no-op
-elsewhere). Used after loading a model and after each live analysis, where the app's memory budget matters.
+* ``tune_allocator()``: by default glibc serves every block above a (dynamic, at most 32 MB) threshold with a
+  fresh ``mmap`` and unmaps it on free, so the analysis's vocabulary-sized temporaries (3 MB per sub-chunk,
+  55 MB per projection GEMM for GPT-2) page-fault anew every time: about 20 ms of the 140 ms vocabulary stage at
+  128 tokens here (BENCHMARKS.md §1). Tuned, blocks up to 256 MB come from the heap and are reused; the heap is
+  not trimmed on every free. Called by ``load_model`` for CPU models.
+* ``release()``: loading and processing GPT-2 weights peaks at several times the final size, and the heap keeps
+  freed pages; this returns them (every free page, not only the top). Used after loading a model and after each
+  live analysis, where the app's memory budget matters.
 """
 
 from __future__ import annotations
@@ -23,6 +28,21 @@ def _libc():
         return lib if hasattr(lib, "malloc_trim") else None
     except OSError:
         return None
+
+
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt parameters (malloc.h)
+MMAP_THRESHOLD = 256 * 2**20
+TRIM_THRESHOLD = 512 * 2**20
+
+
+def tune_allocator() -> bool:
+    """Serve blocks up to 256 MB from the reusable heap and trim it only past 512 MB free (or on ``release``).
+    True if glibc took both settings."""
+    lib = _libc()
+    if lib is None or not hasattr(lib, "mallopt"):
+        return False
+    return bool(lib.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(lib.mallopt(M_TRIM_THRESHOLD,
+                                                                                    TRIM_THRESHOLD))
 
 
 def release() -> bool:

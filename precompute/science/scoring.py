@@ -74,40 +74,56 @@ class Scorer:
     def correct(self, logits: Tensor) -> Tensor:
         return logits.gather(-1, self.targets[:, None])[:, 0]
 
-    def score(self, logits: Tensor, kl_dot: Tensor | None = None, with_kl: bool = True, topk: bool = True
-              ) -> dict[str, Tensor]:
+    def score(self, logits: Tensor, kl_dot: Tensor | None = None, with_kl: bool = True, topk: bool = True,
+              keep: dict | None = None) -> dict[str, Tensor]:
         """Correct token's log-prob and rank, top-k, and KL(clean || logits) unless ``with_kl`` is False.
 
         ``kl_dot``: sum_v p_clean (l_clean - l) when the caller has it cheaply. Keys are schema quantities (and
-        ``kl``)."""
-        lse = self.clean_lse if logits is self.clean else torch.logsumexp(logits, -1)
+        ``kl``). ``keep``: receives the row maxima and the top-k of ``logits`` for :meth:`score_rescaled`."""
+        top = row_topk(logits, self.k) if topk else None
+        if logits is self.clean:
+            lse = self.clean_lse
+        else:  # the top-k's first column is the row maximum: no separate pass for it
+            lse = _logsumexp(logits, None if top is None else top[0][:, :1])
         correct = self.correct(logits)
         out = {"correct_logprob": correct - lse, "correct_rank": count_above(logits, correct)}
-        if topk:
-            self._topk(logits, lse, out)
+        if top is not None:
+            out["topk_ids"], out["topk_logprobs"] = top[1], top[0] - lse[:, None]
         if with_kl:
             if kl_dot is None:
                 kl_dot = self.p_dot_clean - torch.linalg.vecdot(self.clean_p, logits)
             out["kl"] = kl_dot - self.clean_lse + lse
+        if keep is not None:
+            keep.update(rank=out["correct_rank"], top=top, peak=None if top is None else top[0][:, :1])
         return out
 
-    def score_rescaled(self, frozen: Tensor, rho: Tensor, kl_dot: Tensor, frozen_rank: Tensor | None,
-                       topk: bool) -> dict[str, Tensor]:
-        """The scores of ``rho * frozen`` (unfrozen LN with a zero unembedding bias), reusing the frozen logits:
-        rho > 0 keeps the order, so the rank carries over, and sum p (l_clean - rho l) = pc - rho (pc - kl_dot)."""
-        scaled = rho * frozen
-        lse = torch.logsumexp(scaled, -1)
-        if frozen_rank is None:
-            frozen_rank = count_above(frozen, self.correct(frozen))
-        out = {"correct_logprob": self.correct(scaled) - lse, "correct_rank": frozen_rank,
+    def score_rescaled(self, frozen: Tensor, rho: Tensor, kl_dot: Tensor, keep: dict, topk: bool
+                       ) -> dict[str, Tensor]:
+        """The scores of ``rho * frozen`` (unfrozen LN with a zero unembedding bias), reusing the frozen logits'
+        (``keep`` from :meth:`score`, filled in here if empty): rho > 0 keeps the order, so the rank and the top-k
+        ids carry over and the maximum scales; and sum p (l_clean - rho l) = pc - rho (pc - kl_dot)."""
+        if topk and keep.get("top") is None:
+            keep["top"] = row_topk(frozen, self.k)
+            keep["peak"] = keep["top"][0][:, :1]
+        if keep.get("peak") is None:
+            keep["peak"] = frozen.amax(-1, keepdim=True)
+        if keep.get("rank") is None:
+            keep["rank"] = count_above(frozen, self.correct(frozen))
+        peak = keep["peak"]
+        lse = (rho * peak)[:, 0] + (frozen - peak).mul_(rho).exp_().sum(-1).log_()
+        out = {"correct_logprob": rho[:, 0] * self.correct(frozen) - lse, "correct_rank": keep["rank"],
                "kl": self.p_dot_clean - rho[:, 0] * (self.p_dot_clean - kl_dot) - self.clean_lse + lse}
         if topk:
-            self._topk(scaled, lse, out)
+            vals, ids = keep["top"]
+            out["topk_ids"], out["topk_logprobs"] = ids, rho * vals - lse[:, None]
         return out
 
-    def _topk(self, logits: Tensor, lse: Tensor, out: dict) -> None:
-        vals, ids = row_topk(logits, self.k)
-        out["topk_ids"], out["topk_logprobs"] = ids, vals - lse[:, None]
+
+def _logsumexp(x: Tensor, peak: Tensor | None) -> Tensor:
+    """log sum_v exp x[r, v] per row; ``peak``: the row maxima [rows, 1] when already known."""
+    if peak is None:
+        peak = x.amax(-1, keepdim=True)
+    return peak[:, 0] + (x - peak).exp_().sum(-1).log_()
 
 
 class _Collector:
@@ -134,15 +150,20 @@ class _Collector:
 
 
 def effect_logits(effect: str, scorer: Scorer, proj: dict[str, Tensor], b_U: Tensor | None, direct: Tensor,
-                  p_dot_dla: Tensor) -> tuple[Tensor, Tensor]:
+                  p_dot_dla: Tensor, memo: dict) -> tuple[Tensor, Tensor]:
     """Frozen-LN logits of an ablation effect and sum_v p_clean (l_clean - l) for its KL.
 
-    direct: clean - DLA. both: the re-run residual projected (plus b_U). indirect: both + DLA."""
+    direct: clean - DLA. both: the re-run residual projected (plus b_U). indirect: both + DLA, whose dot product
+    with p_clean is the sum of the two already known. ``memo`` holds "both" for "indirect"."""
     if effect == "direct":
         return direct, p_dot_dla
-    both = proj["both"] if b_U is None else proj["both"] + b_U
-    frozen = both if effect == "both" else both + proj["dla"]
-    return frozen, scorer.p_dot_clean - torch.linalg.vecdot(scorer.clean_p, frozen)
+    if "both" not in memo:
+        both = proj["both"] if b_U is None else proj["both"] + b_U
+        memo["both"] = both, torch.linalg.vecdot(scorer.clean_p, both)
+    both, p_dot_both = memo["both"]
+    if effect == "both":
+        return both, scorer.p_dot_clean - p_dot_both
+    return both + proj["dla"], scorer.p_dot_clean - p_dot_both - p_dot_dla
 
 
 def vocab_stage(W_U: Tensor, b_U: Tensor, tokens: Int[Tensor, "batch seq"], inputs: VocabInputs,
@@ -194,19 +215,19 @@ def vocab_stage(W_U: Tensor, b_U: Tensor, tokens: Int[Tensor, "batch seq"], inpu
         # 4. ablation variants
         p_dot_dla = torch.linalg.vecdot(scorer.clean_p, dla)
         direct = clean - dla
+        memo = {}
         for effect in effects:
-            frozen, kl_dot = effect_logits(effect, scorer, proj, bias, direct, p_dot_dla)
-            frozen_rank = None
+            frozen, kl_dot = effect_logits(effect, scorer, proj, bias, direct, p_dot_dla, memo)
+            keep = {}
             for ln in schema.LN_MODES:
                 v = f"{effect}_{ln}"
                 if v not in variants:
                     continue
                 want_topk = topk_groups is None or v in topk_groups
                 if ln == "frozen":
-                    res = scorer.score(frozen, kl_dot=kl_dot, topk=want_topk)
-                    frozen_rank = res["correct_rank"]
+                    res = scorer.score(frozen, kl_dot=kl_dot, topk=want_topk, keep=keep)
                 elif bias is None:
-                    res = scorer.score_rescaled(frozen, ratios[effect][sl], kl_dot, frozen_rank, want_topk)
+                    res = scorer.score_rescaled(frozen, ratios[effect][sl], kl_dot, keep, want_topk)
                 else:
                     res = scorer.score(ratios[effect][sl] * (frozen - bias) + bias, topk=want_topk)
                 acc.add_scores(v, res)
