@@ -52,6 +52,7 @@ class LoadedModel:
     model: Any  # transformer_lens.TransformerBridge
     name: str
     provenance: dict = field(default_factory=dict)
+    weights_from_cache: bool = False  # memory-mapped from the processed-weight cache (``weight_cache``)
 
     @property
     def synthetic(self) -> bool:
@@ -151,6 +152,33 @@ def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
 
 
+def _cached(identity: dict | None, skeleton, tokenizer, label: str, device: str, full):
+    """The processed model from the weight cache when it holds this identity (``weight_cache``), else ``full()``,
+    whose processed weights are then saved. Returns (bridge, whether it came from the cache)."""
+    from . import weight_cache
+
+    if identity is None or device != "cpu" or not weight_cache.enabled():
+        return full(), False
+    identity = {**identity, "weight_processing": WEIGHT_PROCESSING, **_versions()}
+    key = weight_cache.entry_key(identity)
+    bridge = weight_cache.load(key, identity, skeleton(), tokenizer(), label, device)
+    if bridge is not None:
+        return bridge, True
+    with weight_cache.capture() as state:
+        bridge = full()
+    if state:
+        weight_cache.save(key, identity, state, bridge)
+    return bridge, False
+
+
+def _hub_snapshot(repo_id: str) -> str | None:
+    """The commit of ``repo_id`` in the local HF cache (None if it is not there)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(repo_id, "config.json")
+    return Path(found).parent.name if isinstance(found, str) else None
+
+
 def _load_from_hub(repo_id: str, device: str, label: str | None = None):
     """A Hub model. Offline without a cache, fail at once with one actionable message."""
     from transformer_lens import TransformerBridge
@@ -215,7 +243,9 @@ def load_model(name: str, device: str = "cpu") -> LoadedModel:
 
     from ..data.function_words import function_word_ids
     from .tokenizers import load_local_tokenizer
+    from .weight_cache import skeleton_of
 
+    cached = False
     if not isinstance(name, str) or not name.strip():
         raise InvalidInputError(f"model must be a name, a Hugging Face id or a folder; got {name!r}")
     device = _resolve_device(device)
@@ -225,15 +255,28 @@ def load_model(name: str, device: str = "cpu") -> LoadedModel:
         tune_allocator()  # the CPU analysis's temporaries are reused instead of page-faulted anew (memory.py)
     prov: dict = {"model_name": name, "device": device, **_versions()}
     if name == "gpt2-small":
-        bridge = _load_from_hub("gpt2", device, label="GPT-2 small")
+        from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+
+        snapshot = _hub_snapshot("gpt2")
+        bridge, cached = _cached(
+            None if snapshot is None else {"spec": name, "hub_snapshot": snapshot},
+            lambda: skeleton_of(GPT2Config.from_pretrained("gpt2"), GPT2LMHeadModel),
+            lambda: AutoTokenizer.from_pretrained("gpt2"), "gpt2", device,
+            lambda: _load_from_hub("gpt2", device, label="GPT-2 small"))
         prov.update(synthetic=False, weights="huggingface:gpt2", tokenizer="huggingface:gpt2")
     elif name == "gpt2-small-random":
         from transformers import GPT2Config, GPT2LMHeadModel
 
         tokenizer = load_local_tokenizer("gpt2")
-        torch.manual_seed(RANDOM_SEED)
-        hf_model = GPT2LMHeadModel(GPT2Config(vocab_size=50257, n_positions=1024)).eval()
-        bridge = _boot(hf_model, tokenizer, "gpt2-small-random", device)
+        config = GPT2Config(vocab_size=50257, n_positions=1024)
+
+        def full():
+            torch.manual_seed(RANDOM_SEED)
+            return _boot(GPT2LMHeadModel(config).eval(), tokenizer, "gpt2-small-random", device)
+
+        bridge, cached = _cached({"spec": name, "seed": RANDOM_SEED, "config": config.to_json_string()},
+                                 lambda: skeleton_of(config, GPT2LMHeadModel), lambda: tokenizer,
+                                 "gpt2-small-random", device, full)
         prov.update(synthetic=True, weights=f"random (GPT2Config defaults, torch seed {RANDOM_SEED})",
                     tokenizer="GPT-2's real tokenizer (vocabulary files shipped in precompute/data/gpt2_tokenizer)")
     elif name == "toy":
@@ -268,4 +311,4 @@ def load_model(name: str, device: str = "cpu") -> LoadedModel:
     prov.update(weight_processing=weight_processing(cfg), **describe(bridge))
     prov.update(n_layers=cfg.n_layers, n_heads=cfg.n_heads, d_model=cfg.d_model, d_head=cfg.d_head,
                 d_vocab=cfg.d_vocab, n_ctx=cfg.n_ctx)
-    return LoadedModel(model=bridge, name=name, provenance=prov)
+    return LoadedModel(model=bridge, name=name, provenance=prov, weights_from_cache=cached)

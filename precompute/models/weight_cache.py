@@ -1,0 +1,147 @@
+"""Processed weights, cached: a GPT-2-shaped model's weights are processed once and then memory-mapped.
+
+Processing GPT-2 small's weights (TransformerBridge's fold_ln, centring, untying W_U from W_E…) peaks at 2.5 GB
+for a model whose processed tensors are 622 MiB. The first load of a model saves the processed tensors, exactly
+as TransformerLens hands them to the model's components, to ``<cache>/processed/<key>.safetensors`` (safetensors
+only: nothing is unpickled). Later loads build the model's skeleton with uninitialised weights, give the
+components the memory-mapped tensors instead of processing (no copy: every parameter is a view of the file), and
+check a probe: the logits of a fixed token sequence must equal, bit for bit, those the full load gave. Anything
+else (a missing or damaged file, other versions, a different probe) falls back to the full load, which rewrites
+the entry. The cache can always be deleted.
+
+Two savings: loading peaks at the final size, and pages of the file that are never read (most of the token
+embedding W_E: only the rows of tokens seen) never become resident (BENCHMARKS.md §4).
+
+Keys hold everything the processed values depend on: the model spec, its weights' identity (the random model's
+seed, the Hub snapshot), the weight processing and the versions of TransformerLens, transformers and torch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import torch
+
+FORMAT = "1"
+PROBE_LEN = 16
+
+
+def cache_dir() -> Path:
+    from .tokenizers import cache_root
+
+    return cache_root() / "processed"
+
+
+def enabled() -> bool:
+    """``CSE_WEIGHT_CACHE=0`` turns the cache off (every load processes the weights)."""
+    return os.environ.get("CSE_WEIGHT_CACHE", "1") not in ("0", "false", "no")
+
+
+def entry_key(identity: dict) -> str:
+    """A file name for this exact set of processed weights."""
+    blob = json.dumps({"format": FORMAT, **identity}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+def probe_tokens(d_vocab: int) -> torch.Tensor:
+    """A fixed [1, PROBE_LEN] sequence spread over the vocabulary."""
+    return (torch.arange(PROBE_LEN) * 7919 % d_vocab)[None]
+
+
+@contextlib.contextmanager
+def capture():
+    """While active, the first processed state dict TransformerLens distributes to a model's components is kept
+    in the yielded dict (the full load's processing runs as usual)."""
+    from transformer_lens.weight_processing import ProcessWeights
+
+    grabbed: dict = {}
+    original = ProcessWeights.distribute_weights_to_components
+
+    def distribute(state_dict, component_mapping, verbose=False):
+        if not grabbed:
+            grabbed.update(state_dict)
+        return original(state_dict, component_mapping, verbose)
+
+    ProcessWeights.distribute_weights_to_components = staticmethod(distribute)
+    try:
+        yield grabbed
+    finally:
+        ProcessWeights.distribute_weights_to_components = staticmethod(original)
+
+
+def save(key: str, identity: dict, state: dict, bridge) -> Path | None:
+    """Write the entry (atomically: a temporary file renamed into place). None if it cannot be written."""
+    from safetensors.torch import save_file
+
+    folder = cache_dir()
+    path = folder / f"{key}.safetensors"
+    with torch.inference_mode():
+        probe = bridge(probe_tokens(bridge.cfg.d_vocab).to(bridge.cfg.device)).float().cpu()
+    tensors = {name: t.detach().to("cpu").contiguous() for name, t in state.items()}
+    tensors["__probe_logits__"] = probe
+    meta = {"format": FORMAT, "identity": json.dumps(identity, sort_keys=True)}
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        save_file(tensors, str(tmp), metadata=meta)
+        os.replace(tmp, path)
+    except OSError:
+        return None
+    return path
+
+
+def load(key: str, identity: dict, skeleton, tokenizer, label: str, device: str):
+    """The bridge built from the cache entry, or None (no entry, another identity, a damaged file, a probe that
+    differs). ``skeleton``: the Hugging Face model with uninitialised weights."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+    from transformer_lens import TransformerBridge
+    from transformer_lens.weight_processing import ProcessWeights
+
+    path = cache_dir() / f"{key}.safetensors"
+    if device != "cpu" or not path.is_file():
+        return None
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            meta = fh.metadata() or {}
+        if meta.get("format") != FORMAT or meta.get("identity") != json.dumps(identity, sort_keys=True):
+            return None
+        state = load_file(str(path))  # memory-mapped: no copy
+    except Exception:  # noqa: BLE001 - a damaged or truncated file (SafetensorError, OSError…): process instead
+        return None
+    probe = state.pop("__probe_logits__", None)
+    if probe is None:
+        return None
+    bridge = TransformerBridge.boot_transformers(label, hf_model=skeleton, tokenizer=tokenizer, device=device)
+
+    def process_weights(verbose=False, fold_ln=True, **_):  # what TransformerBridge.process_weights does after
+        bridge._weights_processed = True  # computing the state dict, with the cached one
+        ProcessWeights.distribute_weights_to_components(state_dict=state, component_mapping=bridge.real_components)
+        if fold_ln:
+            bridge._fold_layer_norms_into_batched_experts()
+        if bridge.adapter is not None:
+            bridge.adapter.postprocess_weights(bridge)
+
+    bridge.process_weights = process_weights
+    try:
+        from .loading import _process
+
+        bridge = _process(bridge)
+        with torch.inference_mode():
+            same = torch.equal(bridge(probe_tokens(bridge.cfg.d_vocab)).float(), probe)
+    except Exception:  # noqa: BLE001 - entry and model do not fit together: process instead
+        return None
+    finally:
+        bridge.__dict__.pop("process_weights", None)
+    return bridge if same else None
+
+
+def skeleton_of(config, model_class):
+    """``model_class(config)`` with uninitialised weights (no random init: nothing is computed or touched)."""
+    with torch.device("meta"):
+        model = model_class(config)
+    return model.to_empty(device="cpu").eval()
