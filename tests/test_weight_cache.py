@@ -136,3 +136,21 @@ def test_gpt2_small_random_cached_load_gives_identical_analysis(cache_dir):
     assert a.fields() == b.fields()
     for name in a.fields():
         assert torch.equal(a[name], b[name]), name
+
+
+def test_page_out_only_touches_the_files_own_mapping(cache_dir):
+    """The embedding's pages are let go and read back from the file unchanged; memory that is not the file's
+    mapping (where MADV_DONTNEED would zero it) is refused."""
+    first, _ = _load()
+    second, hit = _load()
+    assert hit
+    path = next(cache_dir.glob("*.safetensors"))
+    before = first.W_E.clone()
+    assert weight_cache.page_out(second.W_E, path)  # the tiny W_E spans whole pages of the file
+    assert torch.equal(second.W_E, before)  # read back from the file
+    anon = torch.randn(64, 1024)
+    kept = anon.clone()
+    assert not weight_cache.page_out(anon, path)
+    assert torch.equal(anon, kept)
+    assert not weight_cache.page_out(first.W_E, path)  # the processed (not memory-mapped) model's own tensor
+    assert torch.equal(first.W_E, before)

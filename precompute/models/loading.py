@@ -105,7 +105,9 @@ def _boot(hf_model, tokenizer, label: str, device: str):
     return _process(bridge)
 
 
-def _process(bridge):
+def _process(bridge, before_forward=None):
+    """Check, process (as ``architecture.weight_processing`` decides) and freeze a booted bridge.
+    ``before_forward(bridge)``: called once the weights are in place, before the first forward pass."""
     from .architecture import check_supported, weight_processing
 
     check_supported(bridge)
@@ -117,6 +119,11 @@ def _process(bridge):
     bridge.eval()
     for p in bridge.parameters():
         p.requires_grad_(False)
+    from .memory import release
+
+    release()  # processing leaves copies in reference cycles: gone before the forward passes add their own
+    if before_forward is not None:
+        before_forward(bridge)
     _drop_unused_fused_qkv(bridge)
     return bridge
 

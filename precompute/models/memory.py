@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import gc
@@ -43,6 +44,19 @@ def tune_allocator() -> bool:
         return False
     return bool(lib.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(lib.mallopt(M_TRIM_THRESHOLD,
                                                                                     TRIM_THRESHOLD))
+
+
+@contextlib.contextmanager
+def fresh_pages():
+    """While active, every block above 128 KB is its own fresh ``mmap`` (glibc's default before tuning): memory
+    that is allocated but never written costs no resident pages. The tuned threshold comes back afterwards."""
+    lib = _libc()
+    tuned = lib is not None and hasattr(lib, "mallopt") and bool(lib.mallopt(M_MMAP_THRESHOLD, 128 * 1024))
+    try:
+        yield
+    finally:
+        if tuned:
+            lib.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
 
 
 def release() -> bool:

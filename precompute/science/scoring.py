@@ -64,12 +64,16 @@ class Scorer:
         e = (clean - peak).exp_()
         total = e.sum(-1, keepdim=True)
         self.clean_lse = (peak + total.log())[:, 0]
-        self.clean_p = e.div_(total)
+        self._e, self._inv_total = e, total[:, 0].reciprocal()  # p_clean = e / total, never materialised
+
+    def p_dot(self, x: Tensor) -> Tensor:
+        """sum_v p_clean[r, v] x[r, v] per row (one pass over x; p_clean itself is never divided out)."""
+        return torch.linalg.vecdot(self._e, x) * self._inv_total
 
     @cached_property
     def p_dot_clean(self) -> Tensor:
         """sum_v p_clean l_clean per row (only the variants beyond the paper's need it)."""
-        return torch.linalg.vecdot(self.clean_p, self.clean)
+        return self.p_dot(self.clean)
 
     def correct(self, logits: Tensor) -> Tensor:
         return logits.gather(-1, self.targets[:, None])[:, 0]
@@ -91,7 +95,7 @@ class Scorer:
             out["topk_ids"], out["topk_logprobs"] = top[1], top[0] - lse[:, None]
         if with_kl:
             if kl_dot is None:
-                kl_dot = self.p_dot_clean - torch.linalg.vecdot(self.clean_p, logits)
+                kl_dot = self.p_dot_clean - self.p_dot(logits)
             out["kl"] = kl_dot - self.clean_lse + lse
         if keep is not None:
             keep.update(rank=out["correct_rank"], top=top, peak=None if top is None else top[0][:, :1])
@@ -159,7 +163,7 @@ def effect_logits(effect: str, scorer: Scorer, proj: dict[str, Tensor], b_U: Ten
         return direct, p_dot_dla
     if "both" not in memo:
         both = proj["both"] if b_U is None else proj["both"] + b_U
-        memo["both"] = both, torch.linalg.vecdot(scorer.clean_p, both)
+        memo["both"] = both, scorer.p_dot(both)
     both, p_dot_both = memo["both"]
     if effect == "both":
         return both, scorer.p_dot_clean - p_dot_both
@@ -213,7 +217,7 @@ def vocab_stage(W_U: Tensor, b_U: Tensor, tokens: Int[Tensor, "batch seq"], inpu
         # 3. logit lens before the head
         acc.add_scores(schema.LENS, scorer.score(with_bias(proj["lens"]), with_kl=False))
         # 4. ablation variants
-        p_dot_dla = torch.linalg.vecdot(scorer.clean_p, dla)
+        p_dot_dla = scorer.p_dot(dla)
         direct = clean - dla
         memo = {}
         for effect in effects:
@@ -237,7 +241,7 @@ def vocab_stage(W_U: Tensor, b_U: Tensor, tokens: Int[Tensor, "batch seq"], inpu
                 cd = sparse_w[sl] @ sparse
             else:
                 cd = proj["cspa_dla"]
-            res = scorer.score(direct + cd, kl_dot=p_dot_dla - torch.linalg.vecdot(scorer.clean_p, cd))
+            res = scorer.score(direct + cd, kl_dot=p_dot_dla - scorer.p_dot(cd))
             acc.add_scores(schema.CSPA, res)
             _dla_topk(acc, cd, schema.CSPA_DLA_GROUPS, k)
 
