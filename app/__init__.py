@@ -1,0 +1,5 @@
+"""The Streamlit app: pages over the artifacts, and the live model (the only package that imports Streamlit)."""
+
+from precompute.models.memory import prepare_environment
+
+prepare_environment()  # before anything here imports torch: no MKL buffer cache in the long-running server

@@ -5,6 +5,10 @@
   55 MB per projection GEMM for GPT-2) page-fault anew every time: about 20 ms of the 140 ms vocabulary stage at
   128 tokens here (BENCHMARKS.md §1). Tuned, blocks up to 256 MB come from the heap and are reused; the heap is
   not trimmed on every free. Called by ``load_model`` for CPU models.
+* ``prepare_environment()``: for long-running processes (the app server), before torch is imported: MKL's own
+  buffer cache off (``MKL_DISABLE_FAST_MM=1``, read when torch loads MKL). It kept ≈ 50 MiB of GEMM buffers
+  after each analysis that ``release`` cannot return; the tuned heap makes MKL's allocations as cheap (the
+  analysis's time did not change, measured).
 * ``release()``: loading and processing GPT-2 weights peaks at several times the final size, and the heap keeps
   freed pages; this returns them (every free page, not only the top). Used after loading a model and after each
   live analysis, where the app's memory budget matters.
@@ -16,6 +20,8 @@ import contextlib
 import ctypes
 import ctypes.util
 import gc
+import os
+import sys
 from functools import lru_cache
 
 
@@ -44,6 +50,18 @@ def tune_allocator() -> bool:
         return False
     return bool(lib.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(lib.mallopt(M_TRIM_THRESHOLD,
                                                                                     TRIM_THRESHOLD))
+
+
+PROCESS_ENV = {"MKL_DISABLE_FAST_MM": "1"}
+
+
+def prepare_environment() -> bool:
+    """Set ``PROCESS_ENV`` (unless already set) if torch is not imported yet; True if it took effect."""
+    if "torch" in sys.modules:
+        return False
+    for name, value in PROCESS_ENV.items():
+        os.environ.setdefault(name, value)
+    return True
 
 
 @contextlib.contextmanager
