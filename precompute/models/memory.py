@@ -4,7 +4,8 @@
   fresh ``mmap`` and unmaps it on free, so the analysis's vocabulary-sized temporaries (3 MB per sub-chunk,
   55 MB per projection GEMM for GPT-2) page-fault anew every time: about 20 ms of the 140 ms vocabulary stage at
   128 tokens here (BENCHMARKS.md §1). Tuned, blocks up to 256 MB come from the heap and are reused; the heap is
-  not trimmed on every free. Called by ``load_model`` for CPU models.
+  not trimmed on every free; all threads share the main arena. Called by ``load_model`` for CPU models and by the app at
+  start.
 * ``prepare_environment()``: for long-running processes (the app server), before torch is imported: MKL's own
   buffer cache off (``MKL_DISABLE_FAST_MM=1``, read when torch loads MKL). It kept ≈ 50 MiB of GEMM buffers
   after each analysis that ``release`` cannot return; the tuned heap makes MKL's allocations as cheap (the
@@ -37,19 +38,22 @@ def _libc():
         return None
 
 
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt parameters (malloc.h)
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8  # mallopt parameters (malloc.h)
 MMAP_THRESHOLD = 256 * 2**20
 TRIM_THRESHOLD = 512 * 2**20
+ARENA_MAX = 1
 
 
 def tune_allocator() -> bool:
-    """Serve blocks up to 256 MB from the reusable heap and trim it only past 512 MB free (or on ``release``).
-    True if glibc took both settings."""
+    """Serve blocks up to 256 MB from the reusable heap, trim it only past 512 MB free (or on ``release``), and
+    keep one arena: each new thread (each Streamlit script run) otherwise gets an arena of its own, and
+    ``malloc_trim`` never shrinks the top of those, so an analysis run there kept 12-57 MiB (measured). True if
+    glibc took every setting."""
     lib = _libc()
     if lib is None or not hasattr(lib, "mallopt"):
         return False
-    return bool(lib.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(lib.mallopt(M_TRIM_THRESHOLD,
-                                                                                    TRIM_THRESHOLD))
+    return all(bool(lib.mallopt(param, value)) for param, value in
+               ((M_MMAP_THRESHOLD, MMAP_THRESHOLD), (M_TRIM_THRESHOLD, TRIM_THRESHOLD), (M_ARENA_MAX, ARENA_MAX)))
 
 
 PROCESS_ENV = {"MKL_DISABLE_FAST_MM": "1"}

@@ -94,9 +94,10 @@ def save(key: str, identity: dict, state: dict, bridge) -> Path | None:
     return path
 
 
-def load(key: str, identity: dict, skeleton, tokenizer, label: str, device: str):
+def load(key: str, identity: dict, skeleton, tokenizer, label: str, device: str, process):
     """The bridge built from the cache entry, or None (no entry, another identity, a damaged file, a probe that
-    differs). ``skeleton``: the Hugging Face model with uninitialised weights."""
+    differs). ``skeleton``: the Hugging Face model with uninitialised weights; ``process(bridge, before_forward)``:
+    what a full load does after booting (``loading._process``), run here with the cached weights."""
     from safetensors import safe_open
     from safetensors.torch import load_file
     from transformer_lens import TransformerBridge
@@ -128,9 +129,7 @@ def load(key: str, identity: dict, skeleton, tokenizer, label: str, device: str)
 
     bridge.process_weights = process_weights
     try:
-        from .loading import _process
-
-        bridge = _process(bridge, before_forward=lambda b: page_out(b.W_E, path))
+        bridge = process(bridge, before_forward=lambda b: page_out(b.W_E, path))
         with torch.inference_mode():
             same = torch.equal(bridge(probe_tokens(bridge.cfg.d_vocab)).float(), probe)
     except Exception:  # noqa: BLE001 - entry and model do not fit together: process instead
