@@ -18,7 +18,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from benchmarks.common import emit, peak_rss_mb, rss_mb
+from benchmarks.common import emit, peak_rss_mb, rss_mb, rss_parts_mb
 
 ROOT = Path(__file__).resolve().parents[1]
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
@@ -72,7 +72,7 @@ def main(argv=None):
                 time.sleep(1)
 
             browse_20()
-            browse_only = rss_mb(proc.pid)
+            browse_only, browse_parts = rss_mb(proc.pid), rss_parts_mb(proc.pid)
             page.goto(url + "/test-your-own")
             expect(page.get_by_role("heading", name="Test Your Own Examples")).to_be_visible(timeout=120_000)
             page.get_by_role("textbox", name="Prompt").fill("All's fair in love and war. " * 8)
@@ -81,7 +81,7 @@ def main(argv=None):
             expect(page.locator(".cse-strip").first).to_be_visible(timeout=300_000)
             live_s = time.time() - t
             time.sleep(1)
-            after_live, peak_live = rss_mb(proc.pid), peak_rss_mb(proc.pid)
+            after_live, peak_live, parts_live = rss_mb(proc.pid), peak_rss_mb(proc.pid), rss_parts_mb(proc.pid)
             browse_20()
             after_browse, peak_all = rss_mb(proc.pid), peak_rss_mb(proc.pid)
             browser.close()
@@ -92,6 +92,8 @@ def main(argv=None):
         "idle_after_start": idle, "after_browsing_20_examples_no_model": browse_only,
         "after_model_load_and_one_live_analysis": after_live,
         "peak_until_then": peak_live, "after_browsing_20_more_examples": after_browse, "peak_overall": peak_all},
+        "split_after_model_load_and_one_live_analysis": parts_live,
+        "browse_only_split": browse_parts,
         "first_live_analysis_s_incl_model_load": live_s, "target_mb": 1000, "target_peak_mb": 1600})
 
 

@@ -57,6 +57,12 @@ def peak_rss_mb(pid: int | str = "self") -> float:
     return _status_mb("VmHWM", pid)
 
 
+def rss_parts_mb(pid: int | str = "self") -> dict:
+    """Resident memory now (MiB), split into anonymous (heap, tensors the process made) and file-backed pages
+    (shared libraries' code, memory-mapped files such as the processed-weight cache)."""
+    return {"anon": round(_status_mb("RssAnon", pid), 1), "file": round(_status_mb("RssFile", pid), 1)}
+
+
 def reset_peak() -> None:
     """Reset the process's RSS high-water mark (Linux: write 5 to clear_refs)."""
     with open("/proc/self/clear_refs", "w") as fh:
