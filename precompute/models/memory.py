@@ -70,8 +70,11 @@ def prepare_environment() -> bool:
 
 @contextlib.contextmanager
 def fresh_pages():
-    """While active, every block above 128 KB is its own fresh ``mmap`` (glibc's default before tuning): memory
-    that is allocated but never written costs no resident pages. The tuned threshold comes back afterwards."""
+    """While active, memory that is allocated but never written costs no resident pages: a block above 128 KB
+    that the heap cannot serve is its own fresh ``mmap`` (glibc's default before tuning), and what the heap can
+    serve was just given back to the kernel (``release``), so it reads as zero pages until written. The tuned
+    threshold comes back afterwards."""
+    release()
     lib = _libc()
     tuned = lib is not None and hasattr(lib, "mallopt") and bool(lib.mallopt(M_MMAP_THRESHOLD, 128 * 1024))
     try:
