@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from jaxtyping import Float
 from torch import Tensor
 
@@ -41,3 +42,18 @@ def head_weights(m, layer: int, h: int) -> dict[str, Float[Tensor, "..."]]:
 
     return {"W_Q": layer_weight(m, "W_Q", layer)[h], "W_K": layer_weight(m, "W_K", layer)[kv],
             "W_V": layer_weight(m, "W_V", layer)[kv], "W_O": layer_weight(m, "W_O", layer)[h]}
+
+
+def mean_coefficients(mu: Float[Tensor, "seq d_model"], W_O_h: Float[Tensor, "d_head d_model"], rtol: float = 1e-5
+                      ) -> Float[Tensor, "seq d_head"] | None:
+    """z̄ with z̄ W_O_h = mu, when ``mu`` is a head's mean output (``mean_result`` averages z W_O_h, so it lies in
+    W_O_h's row space up to float32 rounding); None when no z̄ reproduces ``mu`` to ``rtol`` of its largest entry
+    (a mean made another way), so callers fall back to working in d_model."""
+    W = W_O_h.double()
+    target = mu.double()
+    # SVD-based least squares: a head's W_O can be rank-deficient (the toy's planted head is)
+    coeffs = torch.linalg.lstsq(W.T, target.T, driver="gelsd").solution.T
+    scale = float(target.abs().max())
+    if float((coeffs @ W - target).abs().max()) > rtol * max(scale, 1e-30) and scale > 0:
+        return None
+    return coeffs.to(mu.dtype)

@@ -32,7 +32,7 @@ from torch import Tensor
 from .. import schema
 from ..errors import InvalidInputError
 from ..models import blocks
-from ..models.heads import check_head, head_output
+from ..models.heads import check_head, head_output, mean_coefficients
 from ..models.architecture import centring, kv_head
 from ..models.loading import LoadedModel, unwrap
 from ..models.norm import centre, eps_of, rms_scale
@@ -217,6 +217,9 @@ class _Forward:
     mu: Tensor  # the mean result cut to the sequence [s, d]
     eps: float
     both_c: Tensor | None  # centred final residual with the head mean-ablated everywhere (re-run), or None
+    # Delta = (z - z̄) W_O_h: the DLA rows as d_head coefficients and the head's centred W_O (None: mu is not
+    # the mean of z W_O_h, so the DLA is projected from d_model)
+    dla_factors: tuple[Tensor, Tensor] | None = None
 
 
 def _rerun_generic(m, tokens, layer: int, r: Tensor, mu: Tensor) -> Tensor:
@@ -256,7 +259,10 @@ def _forward(m, tokens, layer: int, h: int, mean_result: Tensor, rerun: bool) ->
         both_c = centre(blocks.run_from_mid(m, layer, cache[hook_mid] - r + mu))
     elif rerun:
         both_c = cen(_rerun_generic(m, tokens, layer, r, mu))
-    return _Forward(clean_logits=clean_logits.float(), sigma_f=sigma_f,
+    W_O_h = layer_weight(m, "W_O", layer)[h].float()
+    z_bar = mean_coefficients(mu, W_O_h)
+    dla_factors = None if z_bar is None else ((cache[hook_z][:, :, h] - z_bar) / sigma_f, cen(W_O_h))
+    return _Forward(clean_logits=clean_logits.float(), sigma_f=sigma_f, dla_factors=dla_factors,
                     x_c=cache["ln_final.hook_normalized"] * sigma_f, delta_c=cen(r - mu),
                     pre_c=cen(cache[hook_pre]), attn=cache[hook_pat][:, h], src_out=src_out,
                     out_norm_rel=out_norm / out_norm.max(-1, keepdim=True).values.clamp_min(1e-30), mu=mu,
@@ -265,7 +271,12 @@ def _forward(m, tokens, layer: int, h: int, mean_result: Tensor, rerun: bool) ->
 
 def _vocab_inputs(m, fwd: _Forward, effects, ln_modes) -> VocabInputs:
     """The rows to project onto the vocabulary (divided by sigma_f) and the LN-scale ratios of unfrozen variants."""
-    rows = {"dla": fwd.delta_c / fwd.sigma_f, "lens": fwd.pre_c / rms_scale(fwd.pre_c, fwd.eps)}
+    rows = {"lens": fwd.pre_c / rms_scale(fwd.pre_c, fwd.eps)}
+    factored = {}
+    if fwd.dla_factors is not None:  # a d_head-sized projection instead of a d_model-sized one
+        factored["dla"] = fwd.dla_factors
+    else:
+        rows["dla"] = fwd.delta_c / fwd.sigma_f
     ratios = {}
     if "direct" in effects and "unfrozen" in ln_modes:
         ratios["direct"] = fwd.sigma_f / rms_scale(fwd.x_c - fwd.delta_c, fwd.eps)
@@ -273,4 +284,4 @@ def _vocab_inputs(m, fwd: _Forward, effects, ln_modes) -> VocabInputs:
         rows["both"] = fwd.both_c / fwd.sigma_f
         ratios["both"] = fwd.sigma_f / rms_scale(fwd.both_c, fwd.eps)
         ratios["indirect"] = fwd.sigma_f / rms_scale(fwd.both_c + fwd.delta_c, fwd.eps)
-    return VocabInputs(clean_logits=fwd.clean_logits, rows=rows, ratios=ratios)
+    return VocabInputs(clean_logits=fwd.clean_logits, rows=rows, ratios=ratios, factored=factored)

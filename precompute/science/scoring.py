@@ -50,6 +50,9 @@ class VocabInputs:
     rows: dict[str, Float[Tensor, "batch seq d_model"]]  # "dla", "lens", optionally "both", "cspa_dla"
     ratios: dict[str, Float[Tensor, "batch seq 1"]] = field(default_factory=dict)  # effect -> sigma_f / sigma'
     cspa_sparse: SparseCSPA | None = None
+    # rows given as coefficients on a few d_model directions (the DLA as (z - z̄)/sigma_f on the head's W_O):
+    # projected as coefficients @ (directions @ W_U), d_head instead of d_model multiply-adds per entry
+    factored: dict[str, tuple[Float[Tensor, "batch seq r"], Float[Tensor, "r d_model"]]] = field(default_factory=dict)
 
 
 class Scorer:
@@ -184,6 +187,7 @@ def vocab_stage(W_U: Tensor, b_U: Tensor, tokens: Int[Tensor, "batch seq"], inpu
     names = list(inputs.rows)
     flat = {name: t.reshape(n, -1) for name, t in inputs.rows.items()}
     ratios = {name: t.reshape(n, 1) for name, t in inputs.ratios.items()}
+    factored = {name: (c.reshape(n, -1), directions @ W_U) for name, (c, directions) in inputs.factored.items()}
     clean_flat = inputs.clean_logits.reshape(n, d_vocab)
     targets = torch.cat([tokens[:, 1:], tokens[:, :1]], dim=1).reshape(n)  # last column is a dummy
     # sparse CSPA: DLA = [weights, -mean] @ [W_U[:, ids]^T W_U; 1^T W_U]; those T + 1 rows ride along in the first
@@ -260,7 +264,10 @@ def vocab_stage(W_U: Tensor, b_U: Tensor, tokens: Int[Tensor, "batch seq"], inpu
             proj = dict(zip(names, stacked[: len(names) * c].split(c, dim=0)))
         for sub in range(0, c, sub_rows):
             end = min(c, sub + sub_rows)
-            reduce_rows(slice(start + sub, start + end), {name: t[sub:end] for name, t in proj.items()})
+            sl = slice(start + sub, start + end)
+            rows = {name: t[sub:end] for name, t in proj.items()}
+            rows.update({name: coeffs[sl] @ basis for name, (coeffs, basis) in factored.items()})
+            reduce_rows(sl, rows)
 
     out = acc.finish(b, s)
     for g in schema.groups("ablations", variants, cspa=schema.kl(schema.CSPA) in out):
