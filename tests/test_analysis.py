@@ -282,3 +282,32 @@ def test_dla_through_the_heads_d_head_space_equals_the_d_model_projection(reques
         vals = _values_of(dense, field)
         assert (factored[field] == dense[field]).float().mean() > 0.9, field
         torch.testing.assert_close(_values_of(factored, field), vals, atol=1e-4, rtol=0, msg=field)
+
+
+def test_head_unembedding_is_reused_and_follows_weight_changes(tiny, monkeypatch):
+    """W_O_h W_U is kept for the last head analysed on a model, and never used once the weights change."""
+    import precompute.science.analysis as analysis_module
+    from precompute.models.weights import layer_weight
+
+    m = unwrap(tiny)
+    tokens = doc_tokens(tiny.tokenizer, 2, 20, seed=24)
+    mu = mean_result(tiny, doc_tokens(tiny.tokenizer, 3, 20, seed=25), (1, 2))
+    analyze(tiny, tokens, (1, 2), mu, k=4, cspa=None)
+    kept = analysis_module._UNEMBEDDINGS[m][1]
+    analyze(tiny, tokens, (1, 2), mu, k=4, cspa=None)
+    assert analysis_module._UNEMBEDDINGS[m][1] is kept  # reused
+    W_O = layer_weight(m, "W_O", 1)
+    with torch.no_grad():
+        W_O.mul_(2.0)  # in place: a new version of the same storage
+    try:
+        changed = analyze(tiny, tokens, (1, 2), mu, k=4, cspa=None)
+        assert analysis_module._UNEMBEDDINGS[m][1] is not kept
+        monkeypatch.setattr(analysis_module, "mean_coefficients", lambda mu, W: None)
+        dense = analyze(tiny, tokens, (1, 2), mu, k=4, cspa=None)
+        torch.testing.assert_close(changed.dla_neg_values, dense.dla_neg_values, atol=1e-4, rtol=0)
+    finally:
+        with torch.no_grad():
+            W_O.mul_(0.5)  # exact: the session's model is as it was
+    monkeypatch.undo()
+    other = analyze(tiny, tokens, (2, 1), mean_result(tiny, tokens, (2, 1)), k=4, cspa=None)
+    assert analysis_module._UNEMBEDDINGS[m][0][:2] == (2, 1) and other.dla_neg_values.shape[-1] == 4

@@ -7,7 +7,10 @@ computation in row chunks, keeping only per-token numbers and top-k lists. Defin
 
 * r = the head's output (z_h W_O, no bias), mu = per-position mean of r, Delta = r - mu (centred).
 * direct / frozen LN: logits - (Delta / sigma_final) W_U; no second forward pass. The same projection is the
-  head's direct logit attribution (DLA).
+  head's direct logit attribution (DLA). Since mu is the mean of z_h W_O, Delta = (z_h - z̄) W_O with z̄ the
+  mean in d_head space (``heads.mean_coefficients``), so the DLA is ((z_h - z̄) / sigma_final) (W_O W_U): d_head
+  instead of d_model multiply-adds per vocabulary entry. A mean that no z̄ reproduces (made some other way) is
+  projected from d_model as written above.
 * unfrozen LN: the final LayerNorm scale recomputed from the intervened residual. Because LN is a rescaling of
   the centred residual, every unfrozen variant is ``(sigma_f / sigma') (frozen logits - b_U) + b_U``.
 * both: the head's output is replaced by mu and only the blocks after it are re-run (``models.blocks``, from the
@@ -23,6 +26,7 @@ computation in row chunks, keeping only per-token numbers and top-k lists. Defin
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
 
 import torch
@@ -217,9 +221,25 @@ class _Forward:
     mu: Tensor  # the mean result cut to the sequence [s, d]
     eps: float
     both_c: Tensor | None  # centred final residual with the head mean-ablated everywhere (re-run), or None
-    # Delta = (z - z̄) W_O_h: the DLA rows as d_head coefficients and the head's centred W_O (None: mu is not
-    # the mean of z W_O_h, so the DLA is projected from d_model)
+    # Delta = (z - z̄) W_O_h: the DLA rows as d_head coefficients and W_O_h W_U (None: mu is not the mean of
+    # z W_O_h, so the DLA is projected from d_model)
     dla_factors: tuple[Tensor, Tensor] | None = None
+
+
+_UNEMBEDDINGS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # model -> (key, W_O_h W_U), one head
+
+
+def _head_unembedding(m, layer: int, h: int, W_O_h: Tensor) -> Float[Tensor, "d_head d_vocab"]:
+    """W_O_h W_U (W_O_h already centred as the analysis centres), kept for the last head analysed on each model:
+    the live page and the precompute job analyse one head many times (15 ms for GPT-2 small each time)."""
+    W_U, W_O = m.W_U, layer_weight(m, "W_O", layer)
+    key = (layer, h, W_U.data_ptr(), W_U._version, W_O.data_ptr(), W_O._version, tuple(W_U.shape))
+    hit = _UNEMBEDDINGS.get(m)
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    basis = W_O_h @ W_U.float()
+    _UNEMBEDDINGS[m] = (key, basis)
+    return basis
 
 
 def _rerun_generic(m, tokens, layer: int, r: Tensor, mu: Tensor) -> Tensor:
@@ -261,7 +281,8 @@ def _forward(m, tokens, layer: int, h: int, mean_result: Tensor, rerun: bool) ->
         both_c = cen(_rerun_generic(m, tokens, layer, r, mu))
     W_O_h = layer_weight(m, "W_O", layer)[h].float()
     z_bar = mean_coefficients(mu, W_O_h)
-    dla_factors = None if z_bar is None else ((cache[hook_z][:, :, h] - z_bar) / sigma_f, cen(W_O_h))
+    dla_factors = None if z_bar is None else ((cache[hook_z][:, :, h] - z_bar) / sigma_f,
+                                              _head_unembedding(m, layer, h, cen(W_O_h)))
     return _Forward(clean_logits=clean_logits.float(), sigma_f=sigma_f, dla_factors=dla_factors,
                     x_c=cache["ln_final.hook_normalized"] * sigma_f, delta_c=cen(r - mu),
                     pre_c=cen(cache[hook_pre]), attn=cache[hook_pat][:, h], src_out=src_out,

@@ -50,9 +50,9 @@ class VocabInputs:
     rows: dict[str, Float[Tensor, "batch seq d_model"]]  # "dla", "lens", optionally "both", "cspa_dla"
     ratios: dict[str, Float[Tensor, "batch seq 1"]] = field(default_factory=dict)  # effect -> sigma_f / sigma'
     cspa_sparse: SparseCSPA | None = None
-    # rows given as coefficients on a few d_model directions (the DLA as (z - z̄)/sigma_f on the head's W_O):
-    # projected as coefficients @ (directions @ W_U), d_head instead of d_model multiply-adds per entry
-    factored: dict[str, tuple[Float[Tensor, "batch seq r"], Float[Tensor, "r d_model"]]] = field(default_factory=dict)
+    # rows given as coefficients on a few directions already projected on the vocabulary (the DLA as
+    # (z - z̄)/sigma_f and W_O_h W_U): d_head instead of d_model multiply-adds per entry
+    factored: dict[str, tuple[Float[Tensor, "batch seq r"], Float[Tensor, "r d_vocab"]]] = field(default_factory=dict)
 
 
 class Scorer:
@@ -187,7 +187,7 @@ def vocab_stage(W_U: Tensor, b_U: Tensor, tokens: Int[Tensor, "batch seq"], inpu
     names = list(inputs.rows)
     flat = {name: t.reshape(n, -1) for name, t in inputs.rows.items()}
     ratios = {name: t.reshape(n, 1) for name, t in inputs.ratios.items()}
-    factored = {name: (c.reshape(n, -1), directions @ W_U) for name, (c, directions) in inputs.factored.items()}
+    factored = {name: (c.reshape(n, -1), basis) for name, (c, basis) in inputs.factored.items()}
     clean_flat = inputs.clean_logits.reshape(n, d_vocab)
     targets = torch.cat([tokens[:, 1:], tokens[:, :1]], dim=1).reshape(n)  # last column is a dummy
     # sparse CSPA: DLA = [weights, -mean] @ [W_U[:, ids]^T W_U; 1^T W_U]; those T + 1 rows ride along in the first
