@@ -2,7 +2,7 @@
 batches (median of three passes), for the toy model and the GPT-2-small-shaped random model, at 128 tokens and
 (GPT-2 shape, paper set) at 768, near the job's default 1000.
 
-    python -m benchmarks.bench_precompute [--gpt2-seqs 16] [--toy-seqs 256]
+    python -m benchmarks.bench_precompute [--gpt2-seqs 64] [--toy-seqs 256]
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def measure(model_name: str, head, n_seqs: int, seq_len: int, batch_size: int, n
 
 def main(argv=None):
     p = argparse.ArgumentParser()
-    p.add_argument("--gpt2-seqs", type=int, default=16)
+    p.add_argument("--gpt2-seqs", type=int, default=64)  # 8 batches: one-time costs (first allocations, W_O W_U) amortised
     p.add_argument("--toy-seqs", type=int, default=256)
     args = p.parse_args(argv)
     paper = dict(effects=("direct",), ln_modes=("frozen",))
