@@ -168,7 +168,7 @@ def _cached(identity: dict | None, skeleton, tokenizer, label: str, device: str,
         return full(), False
     identity = {**identity, "weight_processing": WEIGHT_PROCESSING, **_versions()}
     key = weight_cache.entry_key(identity)
-    bridge = weight_cache.load(key, identity, skeleton(), tokenizer(), label, device, _process)
+    bridge = weight_cache.load(key, identity, skeleton, tokenizer, label, device, _process)
     if bridge is not None:
         return bridge, True
     with weight_cache.capture() as state:

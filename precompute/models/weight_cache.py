@@ -96,8 +96,9 @@ def save(key: str, identity: dict, state: dict, bridge) -> Path | None:
 
 def load(key: str, identity: dict, skeleton, tokenizer, label: str, device: str, process):
     """The bridge built from the cache entry, or None (no entry, another identity, a damaged file, a probe that
-    differs). ``skeleton``: the Hugging Face model with uninitialised weights; ``process(bridge, before_forward)``:
-    what a full load does after booting (``loading._process``), run here with the cached weights."""
+    differs). ``skeleton()``: the Hugging Face model with uninitialised weights and ``tokenizer()``, built only
+    once the entry is found; ``process(bridge, before_forward)``: what a full load does after booting
+    (``loading._process``), run here with the cached weights."""
     from safetensors import safe_open
     from safetensors.torch import load_file
     from transformer_lens import TransformerBridge
@@ -117,7 +118,7 @@ def load(key: str, identity: dict, skeleton, tokenizer, label: str, device: str,
     probe = state.pop("__probe_logits__", None)
     if probe is None:
         return None
-    bridge = TransformerBridge.boot_transformers(label, hf_model=skeleton, tokenizer=tokenizer, device=device)
+    bridge = TransformerBridge.boot_transformers(label, hf_model=skeleton(), tokenizer=tokenizer(), device=device)
 
     def process_weights(verbose=False, fold_ln=True, **_):  # what TransformerBridge.process_weights does after
         bridge._weights_processed = True  # computing the state dict, with the cached one
