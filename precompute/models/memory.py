@@ -27,7 +27,8 @@ from functools import lru_cache
 
 
 @lru_cache(maxsize=1)
-def _libc():
+def libc():
+    """The C library when it has glibc's malloc_trim (Linux), else None; loaded once."""
     name = ctypes.util.find_library("c")
     if not name:
         return None
@@ -49,7 +50,7 @@ def tune_allocator() -> bool:
     keep one arena: each new thread (each Streamlit script run) otherwise gets an arena of its own, and
     ``malloc_trim`` never shrinks the top of those, so an analysis run there kept 12-57 MiB (measured). True if
     glibc took every setting."""
-    lib = _libc()
+    lib = libc()
     if lib is None or not hasattr(lib, "mallopt"):
         return False
     return all(bool(lib.mallopt(param, value)) for param, value in
@@ -75,7 +76,7 @@ def fresh_pages():
     serve was just given back to the kernel (``release``), so it reads as zero pages until written. The tuned
     threshold comes back afterwards."""
     release()
-    lib = _libc()
+    lib = libc()
     tuned = lib is not None and hasattr(lib, "mallopt") and bool(lib.mallopt(M_MMAP_THRESHOLD, 128 * 1024))
     try:
         yield
@@ -87,7 +88,7 @@ def fresh_pages():
 def release() -> bool:
     """Collect garbage and trim the C heap; True if the heap was trimmed."""
     gc.collect()
-    lib = _libc()
+    lib = libc()
     if lib is None:
         return False
     return bool(lib.malloc_trim(0))

@@ -147,9 +147,9 @@ def page_out(tensor: torch.Tensor, path: Path) -> bool:
     neighbours). Measured: 120 random tokens bring back 1 MiB of GPT-2's 147 MiB W_E instead of 98 MiB."""
     import ctypes
 
-    from .memory import _libc
+    from .memory import libc
 
-    lib = _libc()
+    lib = libc()
     if lib is None or not hasattr(lib, "madvise") or not hasattr(os, "posix_fadvise"):
         return False
     page = os.sysconf("SC_PAGE_SIZE")

@@ -271,7 +271,8 @@ def _forward(m, tokens, layer: int, h: int, mean_result: Tensor, rerun: bool) ->
     mu = mean_result[: tokens.shape[1]].to(device=tokens.device, dtype=torch.float32)
     sigma_f = cache["ln_final.hook_scale"]
     r = head_output(m, cache[hook_z], layer, h)
-    src_out = cache[hook_v][:, :, kv_head(m, h)] @ layer_weight(m, "W_O", layer)[h].float()
+    W_O_h = layer_weight(m, "W_O", layer)[h].float()
+    src_out = cache[hook_v][:, :, kv_head(m, h)] @ W_O_h
     out_norm = src_out.norm(dim=-1)
     cen = centring(m)
     both_c = None
@@ -279,7 +280,6 @@ def _forward(m, tokens, layer: int, h: int, mean_result: Tensor, rerun: bool) ->
         both_c = centre(blocks.run_from_mid(m, layer, cache[hook_mid] - r + mu))
     elif rerun:
         both_c = cen(_rerun_generic(m, tokens, layer, r, mu))
-    W_O_h = layer_weight(m, "W_O", layer)[h].float()
     z_bar = mean_coefficients(mu, W_O_h)
     dla_factors = None if z_bar is None else ((cache[hook_z][:, :, h] - z_bar) / sigma_f,
                                               _head_unembedding(m, layer, h, cen(W_O_h)))
