@@ -22,6 +22,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from precompute.models.memory import server_environment  # noqa: E402 - needs ROOT on the path
+
 GPT2_DEMO = dict(model="gpt2-small", heads=((10, 7), (11, 10)), dataset="stas/openwebtext-10k", n_seqs=200,
                  seq_len=128, n_mean=50, batch_size=8, shard_size=50, seed=6)
 TOY_DEMO = dict(model="toy", heads=((1, 2),), dataset="synthetic", n_seqs=300, seq_len=128, n_mean=100,
@@ -162,7 +164,7 @@ def main(argv=None) -> int:
         cmd += ["--", "--artifacts", args.artifacts]
     print(f"Starting the app on http://{args.address}:{args.port}", flush=True)
     try:
-        return subprocess.call(cmd, cwd=ROOT)
+        return subprocess.call(cmd, cwd=ROOT, env=server_environment(os.environ))
     finally:
         if builder is not None and builder.poll() is None:
             builder.terminate()

@@ -307,15 +307,20 @@ def test_app_binds_where_it_is_told(monkeypatch, toy_artifacts):
     import app.launch as launch
 
     seen = {}
-    def fake_call(cmd, cwd=None):
-        seen["cmd"] = cmd
+    def fake_call(cmd, cwd=None, env=None):
+        seen["cmd"], seen["env"] = cmd, env
         return 0
 
     monkeypatch.setattr(launch.subprocess, "call", fake_call)
+    monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
+    monkeypatch.setenv("MKL_DISABLE_FAST_MM", "0")  # a user's own setting wins
     launch.main(["--port", "8765", "--artifacts", str(toy_artifacts)])
     cmd = seen["cmd"]
     assert cmd[cmd.index("--server.address") + 1] == "127.0.0.1"
     assert cmd[cmd.index("--server.port") + 1] == "8765"
+    # the server starts with one malloc arena from its first allocation on (models/memory.py)
+    assert seen["env"]["MALLOC_ARENA_MAX"] == "1" and seen["env"]["MKL_DISABLE_FAST_MM"] == "0"
+    assert seen["env"]["PATH"] == os.environ["PATH"]
     launch.main(["--port", "8765", "--address", "0.0.0.0", "--artifacts", str(toy_artifacts)])
     assert seen["cmd"][seen["cmd"].index("--server.address") + 1] == "0.0.0.0"
 

@@ -10,6 +10,10 @@
   buffer cache off (``MKL_DISABLE_FAST_MM=1``, read when torch loads MKL). It kept ≈ 50 MiB of GEMM buffers
   after each analysis that ``release`` cannot return; the tuned heap makes MKL's allocations as cheap (the
   analysis's time did not change, measured).
+* ``server_environment()``: the environment ``python -m app.launch`` starts the server with: the above, and
+  glibc's one-arena setting from the first allocation on (``MALLOC_ARENA_MAX=1``; ``tune_allocator`` in the
+  app only reaches threads made after it). Server RSS after a live analysis −13 MiB, −20 MiB after browsing
+  on (three runs each, BENCHMARKS.md §4).
 * ``release()``: loading and processing GPT-2 weights peaks at several times the final size, and the heap keeps
   freed pages; this returns them (every free page, not only the top). Used after loading a model and after each
   live analysis, where the app's memory budget matters.
@@ -58,6 +62,12 @@ def tune_allocator() -> bool:
 
 
 PROCESS_ENV = {"MKL_DISABLE_FAST_MM": "1"}
+SERVER_ENV = {**PROCESS_ENV, "MALLOC_ARENA_MAX": str(ARENA_MAX)}
+
+
+def server_environment(environ) -> dict[str, str]:
+    """``environ`` with ``SERVER_ENV``'s settings added where it has none (a value set by the user is kept)."""
+    return {**SERVER_ENV, **environ}
 
 
 def prepare_environment() -> bool:
