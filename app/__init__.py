@@ -3,4 +3,6 @@
 from precompute.models.memory import prepare_environment, tune_allocator
 
 prepare_environment()  # before anything here imports torch: no MKL buffer cache in the long-running server
-tune_allocator()  # before the server's threads make arenas of their own (models/memory.py)
+# one arena for threads made from here on; `python -m app.launch` sets it for the whole process
+# (memory.server_environment)
+tune_allocator()
