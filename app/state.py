@@ -14,8 +14,9 @@ from precompute.store.reader import Artifacts, open_artifacts
 from precompute.errors import ExplorerError
 from precompute.schema import parse_head
 
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DIR = ROOT / "artifacts"
+from app import discovery
+
+DEFAULT_DIR = discovery.DEFAULT_DIR
 ENV_VAR = "CSE_ARTIFACTS"
 
 
@@ -31,14 +32,8 @@ def configured_source() -> str | None:
 
 
 def candidate_runs(base: Path | None = None) -> list[str]:
-    """Local run folders under ``base`` (default: ``artifacts/``; folders holding a manifest.json), newest first."""
-    base = DEFAULT_DIR if base is None else base
-    if not base.exists():
-        return []
-    runs = [p for p in base.iterdir() if (p / "manifest.json").exists()]
-    if (base / "manifest.json").exists():
-        runs.append(base)
-    return [str(p) for p in sorted(runs, key=lambda p: (p / "manifest.json").stat().st_mtime, reverse=True)]
+    """``discovery.candidate_runs`` under ``base``, by default this app's artifacts folder."""
+    return discovery.candidate_runs(DEFAULT_DIR if base is None else base)
 
 
 @st.cache_resource(max_entries=4, show_spinner="Opening artifacts…")
@@ -93,7 +88,7 @@ def sidebar_info(arts: Artifacts) -> None:
 @st.fragment(run_every=2)
 def _build_progress() -> None:
     """While ``make run`` builds the demo set in the background: what it builds; the app opens it when done."""
-    from app.launch import builder_alive, read_status
+    from app.discovery import builder_alive, read_status
 
     status = read_status(DEFAULT_DIR) or {}
     if status.get("state") == "done" or candidate_runs():
@@ -110,7 +105,7 @@ def _build_progress() -> None:
 
 def empty_state(error: str | None = None) -> None:
     """What to show when no artifacts can be opened: the build's progress, or the commands that make some."""
-    from app.launch import read_status
+    from app.discovery import read_status
 
     if error:
         st.error(error)  # already literal (see current())

@@ -84,6 +84,14 @@ def doc_tokens(tokenizer, n: int, length: int, seed: int = 0) -> torch.Tensor:
     return torch.tensor(rows)
 
 
+def real_tokens(tokenizer, n: int, length: int) -> torch.Tensor:
+    """[n, length] token ids of real English (``python-docs``: CPython's reference manual), start token first."""
+    from precompute.data.selection import select_sequences
+    from precompute.data.sources import load_documents
+
+    return torch.tensor(select_sequences(load_documents("python-docs"), tokenizer, n, length))
+
+
 @pytest.fixture(scope="session")
 def toy_tokens(toy):
     return doc_tokens(toy.tokenizer, 3, 40, seed=5)

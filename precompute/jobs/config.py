@@ -66,11 +66,13 @@ def option(default, help: str, **meta):
 class RunConfig:
     """Settings of one precompute run (every field is recorded in the manifest)."""
 
-    model: str = option("gpt2-small", "model: gpt2-small, gpt2-small-random, toy, a Hugging Face id or a local folder")
+    model: str = option("gpt2-small", "model: gpt2-small, gpt2-small-random, toy, smollm2-135m, a .gguf file, a Hugging "
+                                 "Face id or a local folder")
     heads: tuple[tuple[int, int], ...] | None = option(
         None, "heads, e.g. 10.7,11.10 (default: the model's head)", parse=parse_heads,
         show=lambda v: ",".join(schema.head_key(h) for h in v))
-    dataset: str = option("stas/openwebtext-10k", "Hub dataset, a local .txt/.jsonl file or folder, or 'synthetic'")
+    dataset: str = option("stas/openwebtext-10k", "Hub dataset, a local .txt/.jsonl file or folder, 'python-docs' (real English, offline) or "
+                                   "'synthetic'")
     split: str = option("train", "dataset split")
     seed: int = option(6, "document shuffle seed (paper: 6)")
     n_seqs: int = option(500, "sequences to analyse")

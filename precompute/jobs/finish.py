@@ -9,6 +9,7 @@ import torch
 
 from .. import schema
 from ..data.selection import RULE as SELECTION_RULE
+from ..data.sources import provenance as dataset_provenance
 from ..science.circuits import DEFAULT_EMBEDDING, circuit_factors, rank_summary, ranks_from_factors
 from ..science.cspa import summary_metrics
 from ..science.semantic import semantic_neighbours
@@ -74,7 +75,8 @@ def finish(cfg: RunConfig, lm, heads, out: Path, n_shards: int, n_seqs: int, cfg
         "schema_version": schema.SCHEMA_VERSION,
         "model": {"model_name": lm.name, **lm.provenance},
         "heads": [schema.head_key(h) for h in heads],
-        "dataset": {"name": cfg.dataset, "split": cfg.split, "seed": cfg.seed, "selection": SELECTION_RULE},
+        "dataset": {"name": cfg.dataset, "split": cfg.split, "seed": cfg.seed, "selection": SELECTION_RULE,
+                    "provenance": dataset_provenance(cfg.dataset)},
         "counts": {"n_sequences": n_seqs, "seq_len": cfg.seq_len, "shard_size": cfg.shard_size,
                    "n_shards": n_shards},
         "hyperparameters": {

@@ -30,8 +30,10 @@ def _rows(text: str) -> int | None:
 class SurveyConfig:
     """Settings of one survey (every field but out/device/overwrite is recorded with it)."""
 
-    model: str = option("gpt2-small", "model: gpt2-small, gpt2-small-random, toy, a Hugging Face id or a local folder")
-    dataset: str = option("stas/openwebtext-10k", "Hub dataset, a local .txt/.jsonl file or folder, or 'synthetic'")
+    model: str = option("gpt2-small", "model: gpt2-small, gpt2-small-random, toy, smollm2-135m, a .gguf file, a Hugging "
+                                 "Face id or a local folder")
+    dataset: str = option("stas/openwebtext-10k", "Hub dataset, a local .txt/.jsonl file or folder, 'python-docs' (real English, offline) or "
+                                   "'synthetic'")
     split: str = option("train", "dataset split")
     seed: int = option(6, "document shuffle seed; also seeds the random tokens and the IOI names")
     n_seqs: int = option(64, "sequences for the ablation and CSPA columns")
@@ -68,7 +70,7 @@ def run_survey(cfg: SurveyConfig, loaded=None, log=print) -> Path:
 
     from .. import schema
     from ..data.selection import select_sequences
-    from ..data.sources import load_documents, shuffled
+    from ..data.sources import load_documents, provenance, shuffled
     from ..models.loading import load_model
     from ..science.survey import SurveySettings, survey_heads
     from ..store.survey import write_survey
@@ -91,7 +93,7 @@ def run_survey(cfg: SurveyConfig, loaded=None, log=print) -> Path:
     if (out / schema.SURVEY_MANIFEST).exists():
         (out / schema.SURVEY_MANIFEST).unlink()
     dataset = {"name": cfg.dataset, "split": cfg.split, "seed": cfg.seed, "n_sequences": len(tokens),
-               "seq_len": cfg.seq_len}
+               "seq_len": cfg.seq_len, "provenance": provenance(cfg.dataset)}
     write_survey(df, out, dataset)
     log(f"survey of {len(df)} heads written to {out} in {time.perf_counter() - t0:.1f} s")
     return out

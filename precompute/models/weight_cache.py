@@ -190,10 +190,20 @@ def _file_offset(path: Path, first: int, last: int) -> int | None:
 def skeleton_of(config, model_class):
     """``model_class(config)`` with uninitialised weights (no random init: nothing is computed or touched). The
     weights are fresh anonymous mappings, so what TransformerBridge's boot reads of them before the cached tensors
-    replace them is the kernel's shared zero page, not resident memory."""
+    replace them is the kernel's shared zero page, not resident memory. Buffers are built for real (accelerate's
+    ``init_empty_weights`` leaves them alone): a rotary model's frequencies are in no state dict."""
+    from accelerate import init_empty_weights
+
     from .memory import fresh_pages
 
-    with torch.device("meta"):
+    with init_empty_weights(include_buffers=False):
         model = model_class(config)
+    made: dict[int, torch.nn.Parameter] = {}  # tied weights stay one tensor
     with fresh_pages():
-        return model.to_empty(device="cpu").eval()
+        for module in model.modules():
+            for name, p in list(module._parameters.items()):
+                if p is not None and p.is_meta:
+                    if id(p) not in made:
+                        made[id(p)] = torch.nn.Parameter(torch.empty_like(p, device="cpu"), p.requires_grad)
+                    module._parameters[name] = made[id(p)]
+    return model.eval()

