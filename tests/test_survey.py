@@ -211,3 +211,26 @@ def test_cli_survey_writes_a_verified_folder_side_by_side(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(args[:-2] + ["--circuit-rows", "x", "--out", str(tmp_path / "c")])
     assert "--circuit-rows must be a whole number" in capsys.readouterr().err
+
+
+def test_copy_suppression_ranking_by_mean_percentile():
+    """Hand-computed: three heads, percentiles (average ties) over ov_top10, ioi and anti-induction."""
+    import math
+
+    import pandas as pd
+
+    from precompute.science.survey import copy_suppression_ranking, strongest_copy_suppressor
+
+    df = pd.DataFrame({"layer": [0, 1, 2], "head": [0, 0, 1], "ov_top10": [0.1, 0.9, 0.5],
+                       "ioi_copy_suppression": [0.0, 2.0, 3.0], "anti_induction": [1.0, 0.5, 2.0],
+                       "induction": [9.0, 0.0, 0.0]})
+    ranked = copy_suppression_ranking(df)
+    # head 2.1: (2/3 + 3/3 + 3/3) / 3; head 1.0: (3/3 + 2/3 + 1/3) / 3; head 0.0: (1/3 + 1/3 + 2/3) / 3
+    assert list(zip(ranked["layer"], ranked["head"])) == [(2, 1), (1, 0), (0, 0)]
+    assert math.isclose(ranked["copy_suppression_score"][0], (2 / 3 + 1 + 1) / 3)
+    assert strongest_copy_suppressor(df) == (2, 1)
+    # a column NaN for every head (IOI on a tokenizer without names) is left out; a NaN entry ranks lowest
+    df["ioi_copy_suppression"] = float("nan")
+    assert strongest_copy_suppressor(df) == (2, 1)  # (2/3 + 1) / 2 against (1 + 1/3) / 2
+    df.loc[2, "ov_top10"] = float("nan")  # head 2.1: (0 + 1) / 2; head 1.0: (1 + 1/3) / 2
+    assert strongest_copy_suppressor(df) == (1, 0)

@@ -3,6 +3,7 @@
 import streamlit as st
 
 from app import state
+from app.render.text import literal
 from precompute.jobs.report import rows
 
 DIAGRAM = """
@@ -55,6 +56,8 @@ else:
     if arts.manifest["model"].get("synthetic"):
         st.warning("The loaded artifacts come from a synthetic model: their numbers show the tool working, "
                    "not GPT-2's behaviour.")
+    elif (what := state.what_these_are(arts)) is not None:
+        st.info(literal(what))
     def fmt(label: str, x) -> str:
         if x is None:
             return "n/a"

