@@ -300,3 +300,25 @@ def test_start_token_rules():
     all_chat = PreTrainedTokenizerFast(tokenizer_object=no_sep, bos_token="<|im_start|>", eos_token="<|im_end|>")
     with pytest.raises(ModelUnavailableError, match="chat-turn marker"):
         _ensure_bos(all_chat, {})
+
+
+def test_llama_layers_resume_bit_for_bit(tmp_path):
+    """``blocks.run_from_pre`` / ``run_from_mid`` on Llama-style layers give exactly the forward pass's final
+    residual stream, from every layer; other architectures without such layers are not resumable."""
+    from precompute.models import blocks
+
+    lm = load_model(str(make_model_folder("llama", tmp_path / "llama")))
+    m = lm.model
+    tokens = doc_tokens(lm.tokenizer, 2, 18, seed=4)
+    names = [f"blocks.{layer}.{h}" for layer in range(m.cfg.n_layers) for h in ("hook_resid_pre", "hook_resid_mid")]
+    with torch.inference_mode():
+        _, cache = m.run_with_cache(tokens, names_filter=names + ["ln_final.hook_in"])
+        final = cache["ln_final.hook_in"]
+        for layer in range(m.cfg.n_layers):
+            assert torch.equal(blocks.run_from_pre(m, layer, cache[f"blocks.{layer}.hook_resid_pre"]), final)
+            assert torch.equal(blocks.run_from_mid(m, layer, cache[f"blocks.{layer}.hook_resid_mid"]), final)
+        # a changed residual changes what follows (the layers really ran)
+        bumped = blocks.run_from_mid(m, 0, cache["blocks.0.hook_resid_mid"] * 1.5)
+        assert not torch.allclose(bumped, final)
+    neox = load_model(str(make_model_folder("neox", tmp_path / "neox")))
+    assert not blocks.resumable(neox.model)

@@ -14,8 +14,8 @@ computation in row chunks, keeping only per-token numbers and top-k lists. Defin
 * unfrozen LN: the final LayerNorm scale recomputed from the intervened residual. Because LN is a rescaling of
   the centred residual, every unfrozen variant is ``(sigma_f / sigma') (frozen logits - b_U) + b_U``.
 * both: the head's output is replaced by mu and only the blocks after it are re-run (``models.blocks``, from the
-  cached resid_mid of the head's layer, for GPT-2-style blocks; other architectures get one forward pass with the
-  head's output replaced at ``hook_attn_out``);
+  cached resid_mid of the head's layer, for GPT-2-style and Llama-style blocks; other architectures get one
+  forward pass with the head's output replaced at ``hook_attn_out``);
   indirect: both + Delta (only the direct path restored).
 * Architectures (``models.architecture``): under RMSNorm nothing is centred (the norms are divisions by the RMS);
   with grouped-query attention a head's values come from its shared key/value head.
@@ -39,7 +39,7 @@ from ..models import blocks
 from ..models.heads import check_head, head_output, mean_coefficients
 from ..models.architecture import centring, kv_head
 from ..models.loading import LoadedModel, unwrap
-from ..models.norm import centre, eps_of, rms_scale
+from ..models.norm import eps_of, rms_scale
 from ..models.weights import layer_weight
 from ..schema import EFFECTS, LN_MODES, VARIANTS
 from .cspa import CSPAConfig, cspa_for_batch
@@ -263,7 +263,7 @@ def _forward(m, tokens, layer: int, h: int, mean_result: Tensor, rerun: bool) ->
     hook_pat, hook_v, hook_mid = (f"blocks.{layer}.attn.hook_pattern", f"blocks.{layer}.attn.hook_v",
                                   f"blocks.{layer}.hook_resid_mid")
     names = [hook_pre, hook_z, hook_pat, hook_v, "ln_final.hook_scale", "ln_final.hook_normalized"]
-    fast = rerun and blocks.supported(m)
+    fast = rerun and blocks.resumable(m)
     names += [hook_mid] if fast else []
     # TransformerBridge computes the unembedding even with stop_at_layer, so its logits are kept
     clean_logits, cache = m.run_with_cache(tokens, names_filter=names)
@@ -277,7 +277,7 @@ def _forward(m, tokens, layer: int, h: int, mean_result: Tensor, rerun: bool) ->
     cen = centring(m)
     both_c = None
     if fast:
-        both_c = centre(blocks.run_from_mid(m, layer, cache[hook_mid] - r + mu))
+        both_c = cen(blocks.run_from_mid(m, layer, cache[hook_mid] - r + mu))
     elif rerun:
         both_c = cen(_rerun_generic(m, tokens, layer, r, mu))
     z_bar = mean_coefficients(mu, W_O_h)

@@ -167,7 +167,7 @@ def compare_prompts(model, clean, corrupted, answers, patching: bool = True, att
     out = PairAnalysis(inp, ld_clean.cpu(), ld_corr.cpu(), lens.cpu(), layer_dla.cpu(), head_dla.cpu(),
                        token_strings(m.tokenizer, inp.clean[0].tolist()), lens_labels, layer_labels)
     if patching:
-        if blocks.supported(m):  # resume each patch at its layer (same numbers, ~3x faster on CPU)
+        if blocks.resumable(m):  # resume each patch at its layer (same numbers, ~3x faster on CPU)
             from .patching_fast import activation_patching_fast
 
             out.patch = activation_patching_fast(m, inp, out.ld_clean, out.ld_corrupted, max_batch, progress, grids)

@@ -1,15 +1,16 @@
-"""Activation patching for GPT-2-style blocks without re-running what a patch cannot change.
+"""Activation patching for GPT-2-style and Llama-style blocks without re-running what a patch cannot change.
 
 A patch at layer l leaves layers < l as in the corrupted run, so each cell starts from the corrupted run's cached
 residual stream at its layer (before the attention for ``resid_pre``, after it for attention-level patches, after
 the MLP for ``mlp_out``), the patch is applied there, and only the blocks from that point on are re-run by hand
 (``models.blocks``, checked against hooked forward passes). Only the final position is normalised and projected,
 and only on the two answer directions. Same numbers as ``patching.activation_patching`` (tested); used when
-``blocks.supported(m)``.
+``blocks.resumable(m)``.
 
 Head-level patches are written through the head's output: z_h' W_O − z_h W_O added after the attention, with
 z_h' = the clean z (``head_z``), clean pattern × corrupted values (``head_pattern``) or corrupted pattern × clean
-values (``head_v``).
+values (``head_v``; with grouped-query attention the values belong to a key/value head, so every query head that
+reads it changes).
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import torch
 from torch import Tensor
 
 from ..models import blocks
-from ..models.norm import centre, eps_of, rms_scale
+from ..models.architecture import centring, kv_head
+from ..models.norm import eps_of, rms_scale
 from ..models.weights import layer_weight
 from .logit_diff import ld_directions
 from .patching import grid_shape, to_grids
@@ -59,15 +61,19 @@ def _start(m, grid: str, layer: int, j: int, clean: dict, corr: dict) -> tuple[s
         x = c("hook_resid_post", corr).clone()
         x[:, j] += c("hook_mlp_out", clean)[:, j] - c("hook_mlp_out", corr)[:, j]
         return ("pre", layer + 1, x) if layer + 1 < m.cfg.n_layers else ("final", layer, x)
-    z = c("attn.hook_z", corr)[:, :, j]
+    z = c("attn.hook_z", corr)
+    kv = kv_head(m, j)  # grouped-query attention: the key/value head query head j reads
+    w_o = layer_weight(m, "W_O", layer).float()
+    if grid == "head_v":  # the values of key/value head kv: every query head reading it changes
+        sharing = [h for h in range(m.cfg.n_heads) if kv_head(m, h) == kv]
+        pattern, v = c("attn.hook_pattern", corr), c("attn.hook_v", clean)[:, :, kv]
+        delta = sum((torch.einsum("bqk,bke->bqe", pattern[:, h], v) - z[:, :, h]) @ w_o[h] for h in sharing)
+        return "mid", layer, c("hook_resid_mid", corr) + delta
     if grid == "head_z":
         new = c("attn.hook_z", clean)[:, :, j]
-    elif grid == "head_pattern":
-        new = torch.einsum("bqk,bke->bqe", c("attn.hook_pattern", clean)[:, j], c("attn.hook_v", corr)[:, :, j])
     else:
-        new = torch.einsum("bqk,bke->bqe", c("attn.hook_pattern", corr)[:, j], c("attn.hook_v", clean)[:, :, j])
-    w_o = layer_weight(m, "W_O", layer)[j].float()
-    return "mid", layer, c("hook_resid_mid", corr) + (new - z) @ w_o
+        new = torch.einsum("bqk,bke->bqe", c("attn.hook_pattern", clean)[:, j], c("attn.hook_v", corr)[:, :, kv])
+    return "mid", layer, c("hook_resid_mid", corr) + (new - z[:, :, j]) @ w_o[j]
 
 
 def activation_patching_fast(m, inp, ld_clean: float, ld_corr: float, max_batch: int = 64, progress=None,
@@ -75,6 +81,7 @@ def activation_patching_fast(m, inp, ld_clean: float, ld_corr: float, max_batch:
     n, seq = inp.corrupted.shape
     dev = m.W_U.device
     eps = eps_of(m)
+    cen = centring(m)
     with torch.inference_mode():
         clean, corr = _cache(m, inp.clean.to(dev)), _cache(m, inp.corrupted.to(dev))
         answers = inp.answers.to(dev)
@@ -97,7 +104,7 @@ def activation_patching_fast(m, inp, ld_clean: float, ld_corr: float, max_batch:
                     x = blocks.run_from_pre(m, layer, x)
                 elif kind == "mid":
                     x = blocks.run_from_mid(m, layer, x)
-                last = centre(x[:, -1])  # GPT-2-style blocks: LayerNorm
+                last = cen(x[:, -1])  # centred for LayerNorm models, as is for RMSNorm ones
                 normed = (last / rms_scale(last, eps)).view(len(part), n, -1)
                 values[part] = ((normed * dirs).sum(-1) + bias).mean(-1).cpu()
                 done += len(part)
