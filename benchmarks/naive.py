@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from precompute.models.architecture import centring, kv_head
 from precompute.science.cspa import select_kept
 
 
@@ -23,27 +24,25 @@ def materialised_cspa(attn, src_out, mu, directions, keep, negative_only: bool):
 
 
 def naive_analysis(m, tokens, head, mu, cspa_inputs):
-    """run_with_cache of everything, a second full forward with an ablation hook, a third with CSPA's output."""
+    """run_with_cache of everything, a second full forward with an ablation hook, a third with CSPA's output
+    (the head's output replaced inside the layer's attention output, which every architecture's bridge has)."""
     layer, h = head
     s = tokens.shape[1]
     with torch.inference_mode():
         logits, cache = m.run_with_cache(tokens)
+        r = cache[f"blocks.{layer}.attn.hook_z"][:, :, h] @ m.W_O[layer, h]
 
         def ablate(x, hook):
-            x = x.clone()
-            x[:, :, h] = mu[:s]
-            return x
+            return x + (mu[:s] - r)
 
-        ablated = m.run_with_hooks(tokens, fwd_hooks=[(f"blocks.{layer}.attn.hook_result", ablate)])
+        ablated = m.run_with_hooks(tokens, fwd_hooks=[(f"blocks.{layer}.hook_attn_out", ablate)])
         attn, src_out, directions, keep = cspa_inputs(cache)
         cspa_out = materialised_cspa(attn, src_out, mu[:s], directions, keep, True) + mu[:s]
 
         def cspa_hook(x, hook):
-            x = x.clone()
-            x[:, :, h] = cspa_out
-            return x
+            return x + (cspa_out - r)
 
-        cspa_logits = m.run_with_hooks(tokens, fwd_hooks=[(f"blocks.{layer}.attn.hook_result", cspa_hook)])
+        cspa_logits = m.run_with_hooks(tokens, fwd_hooks=[(f"blocks.{layer}.hook_attn_out", cspa_hook)])
         for lg in (logits, ablated, cspa_logits):
             lg.log_softmax(-1).topk(10, -1)
     return logits, ablated, cspa_logits
@@ -55,9 +54,8 @@ def cspa_inputs_from_cache(m, tokens, head, excluded_ids):
 
     def get(cache):
         attn = cache[f"blocks.{layer}.attn.hook_pattern"][:, h]
-        src_out = cache[f"blocks.{layer}.attn.hook_v"][:, :, h] @ m.W_O[layer, h]
-        pre = cache[f"blocks.{layer}.hook_resid_pre"]
-        pre = pre - pre.mean(-1, keepdim=True)
+        src_out = cache[f"blocks.{layer}.attn.hook_v"][:, :, kv_head(m, h)] @ m.W_O[layer, h]
+        pre = centring(m)(cache[f"blocks.{layer}.hook_resid_pre"])
         lens_scaled = pre / cache["ln_final.hook_scale"]
         excl = torch.zeros(m.cfg.d_vocab, dtype=torch.bool)
         excl[list(excluded_ids)] = True

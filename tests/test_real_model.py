@@ -82,58 +82,6 @@ def test_next_token_log_probs_equal_transformers_own_gguf_load(loads):
     assert 1.0 < float(loss) < 4.0
 
 
-def test_precompute_run_verify_and_read_on_real_text(loads, tmp_path):
-    from precompute import RunConfig, open_artifacts, run
-    from precompute.data.tokenization import encode
-    from precompute.store.verify import verify
-
-    lm = loads["model"]
-    out = tmp_path / "smol"
-    run(RunConfig(model="smollm2-135m", heads=((24, 4),), dataset="python-docs", n_seqs=4, seq_len=48, batch_size=2,
-                  shard_size=2, n_mean=4, effects=("direct",), ln_modes=("frozen",), device="cpu", out=str(out)),
-        loaded=lm, log=lambda *_: None)
-    assert verify(out) == []
-    arts = open_artifacts(out)
-    manifest = arts.manifest
-    assert manifest["dataset"]["provenance"]["real_text"] is True
-    assert "pydoc_data.topics" in manifest["dataset"]["provenance"]["source"]
-    assert manifest["model"]["gguf"]["quantisation"] == "Q4_1"
-    rec = arts.sequence(1)
-    tokens = torch.tensor(rec["tokens"]).long()
-    assert int(tokens[0]) == 0  # the start token
-    # the stored per-token loss is the model's own cross-entropy (stored as float16)
-    with torch.inference_mode():
-        logp = torch.log_softmax(lm.model(tokens[None]).float(), -1)[0]
-    want = -logp[:-1].gather(-1, tokens[1:, None])[:, 0]
-    got = torch.tensor(rec["loss"]).float()[: len(want)]
-    assert torch.allclose(got, want, atol=2e-2, rtol=2e-3)
-    # the sequences are the real text's first documents in the seeded order
-    from precompute.data.selection import select_sequences
-    from precompute.data.sources import load_documents, shuffled
-
-    first = select_sequences(shuffled(load_documents("python-docs"), 6), lm.tokenizer, 4, 48)
-    assert first[1] == tokens.tolist()
-    assert encode(lm.tokenizer, "x")[0] == manifest["model"]["start_token"]["id"] == 0
-
-
-def test_survey_columns_on_the_real_model(loads):
-    from precompute.science.survey import survey_heads
-    from precompute import schema
-
-    from .conftest import real_tokens
-
-    lm = loads["model"]
-    df = survey_heads(lm, real_tokens(lm.tokenizer, 2, 24), n_mean=2, batch_size=2, circuit_rows=64, n_repeat=4,
-                      repeat_len=8, n_ioi=8)
-    assert tuple(df.columns) == schema.SURVEY_COLUMNS and len(df) == 30 * 9
-    assert df["ioi_copy_suppression"].notna().all()  # SmolLM2's tokenizer has single-token English names
-    for col in ("ov_top10", "qk_top10", "induction"):
-        assert df[col].between(0, 1).all()
-    assert (df["kl_direct"] >= -1e-6).all()
-    # a trained model has induction heads: some head attends mostly to the token after the first occurrence
-    assert df["induction"].max() > 0.3
-
-
 @pytest.fixture(scope="module")
 def smol_env(loads, tmp_path_factory):
     """What the offline demo builds for SmolLM2 (``launch.build_smollm2``, at tiny sizes), beside a toy survey:
@@ -146,8 +94,8 @@ def smol_env(loads, tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(launch, "SMOLLM2_SURVEY", {**launch.SMOLLM2_SURVEY, "n_seqs": 2, "seq_len": 24, "n_mean": 2,
                                               "n_repeat": 4, "repeat_len": 8, "n_ioi": 8, "circuit_rows": 64})
-        mp.setattr(launch, "SMOLLM2_DEMO", {**launch.SMOLLM2_DEMO, "n_seqs": 6, "seq_len": 40, "n_mean": 6,
-                                            "batch_size": 3, "shard_size": 3})
+        mp.setattr(launch, "SMOLLM2_DEMO", {**launch.SMOLLM2_DEMO, "n_seqs": 4, "seq_len": 40, "n_mean": 4,
+                                            "batch_size": 2, "shard_size": 2})
         mp.setattr(loading, "load_model", lambda name, device="cpu": loads["model"])
         path = launch.build_smollm2(base, log=lambda *_: None)
     assert path is not None
@@ -174,6 +122,52 @@ def test_offline_demo_builds_smollm2_for_the_head_its_survey_ranks_first(smol_en
         (tmp_path / name).mkdir()
         (tmp_path / name / "manifest.json").write_text("{}")
     assert [p.rsplit("/", 1)[-1] for p in discovery.candidate_runs(tmp_path)] == ["toy-demo", "smollm2-demo"]
+
+
+def test_precompute_run_verify_and_read_on_real_text(smol_env, loads):
+    """The demo's run (the pipeline, all six variants) verifies, reads back, and stores the model's own numbers."""
+    from precompute import open_artifacts
+    from precompute.data.selection import select_sequences
+    from precompute.data.sources import load_documents, shuffled
+    from precompute.data.tokenization import encode
+    from precompute.store.verify import verify
+
+    lm = loads["model"]
+    out = smol_env / "smollm2-demo"
+    assert verify(out) == []
+    arts = open_artifacts(out)
+    manifest = arts.manifest
+    assert manifest["dataset"]["provenance"]["real_text"] is True
+    assert "pydoc_data.topics" in manifest["dataset"]["provenance"]["source"]
+    assert manifest["model"]["gguf"]["quantisation"] == "Q4_1"
+    assert (arts.n_sequences, arts.seq_len) == (4, 40)
+    rec = arts.sequence(1)
+    tokens = torch.tensor(rec["tokens"]).long()
+    # the sequences are the real text's documents in the paper's seeded order, after the start token
+    first = select_sequences(shuffled(load_documents("python-docs"), 6), lm.tokenizer, 4, 40)
+    assert first[1] == tokens.tolist()
+    assert int(tokens[0]) == encode(lm.tokenizer, "x")[0] == manifest["model"]["start_token"]["id"] == 0
+    # the stored per-token loss is the model's own cross-entropy (stored as float16)
+    with torch.inference_mode():
+        logp = torch.log_softmax(lm.model(tokens[None]).float(), -1)[0]
+    want = -logp[:-1].gather(-1, tokens[1:, None])[:, 0]
+    got = torch.tensor(rec["loss"]).float()[: len(want)]
+    assert torch.allclose(got, want, atol=2e-2, rtol=2e-3)
+
+
+def test_survey_columns_on_the_real_model(smol_env):
+    from precompute import schema
+    from precompute.store.survey import read_survey
+
+    df, manifest = read_survey(smol_env / "survey-smollm2")
+    assert tuple(df.columns[1:]) == schema.SURVEY_COLUMNS and len(df) == 30 * 9
+    assert manifest["model"]["model_name"] == "smollm2-135m" and not manifest["reasons"]
+    assert df["ioi_copy_suppression"].notna().all()  # SmolLM2's tokenizer has single-token English names
+    for col in ("ov_top10", "qk_top10", "induction"):
+        assert df[col].between(0, 1).all()
+    assert (df["kl_direct"] >= -1e-6).all()
+    # a trained model has induction heads: some head attends mostly to the token after the first occurrence
+    assert df["induction"].max() > 0.3
 
 
 # ---- every page on the real model (AppTest) ----
@@ -248,3 +242,52 @@ def test_survey_page_shows_toy_and_smollm2_side_by_side(smol_app):
     at = _page("views/survey.py")
     families = at.multiselect(key="survey_families").options
     assert "Llama" in families and any("toy" in f for f in families)
+
+
+# ---- every page on the real model, in Chromium ----
+
+PAGES = {"overview": "Copy Suppression Explorer", "circuits": "OV and QK circuits", "browse": "Browse Examples",
+         "test-your-own": "Test Your Own Examples", "cspa": "CSPA", "semantic": "Semantic similarity",
+         "pairs": "Prompt pairs", "survey": "Head survey"}
+
+
+@pytest.fixture
+def smol_server(smol_env, loads, monkeypatch):
+    from .test_browser import CHROMIUM, _serve
+
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian chromium is not installed")
+    monkeypatch.setenv("CSE_CACHE_DIR", loads["cache_dir"])
+    yield from _serve(smol_env)
+
+
+def test_every_page_on_smollm2_in_chromium(smol_server, tmp_path):
+    import os
+
+    from playwright.sync_api import expect, sync_playwright
+
+    from .test_browser import ARGS, CHROMIUM
+
+    shots = Path(os.environ.get("CSE_SCREENSHOTS", tmp_path))
+    shots.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1600})
+        for path, title in PAGES.items():
+            page.goto(f"{smol_server}/{path}")
+            expect(page.get_by_role("heading", name=title).first).to_be_visible(timeout=60_000)
+            page.wait_for_timeout(1500)
+            if path == "test-your-own":
+                page.get_by_role("textbox", name="Prompt").fill("The cat sat on the mat. The dog sat on the mat.")
+                page.get_by_role("button", name="Analyse").click()
+                expect(page.locator(".cse-strip").first).to_be_visible(timeout=120_000)
+            if path == "pairs":
+                page.get_by_text("Activation patching", exact=True).click()  # off: minutes on a 30-layer model
+                page.wait_for_timeout(1000)
+                page.get_by_role("button", name="Analyse").click()
+                expect(page.get_by_role("heading", name="Heads").first).to_be_visible(timeout=300_000)
+            assert page.locator('[data-testid="stException"]').count() == 0, path
+            page.screenshot(path=str(shots / f"smollm2-{path}.png"), full_page=True)
+        body = page.content()
+        browser.close()
+    assert "Traceback" not in body
