@@ -41,4 +41,5 @@ st.session_state["cse_arts"] = arts
 st.session_state["cse_arts_error"] = error
 if arts is not None:
     state.sidebar_info(arts)
+state.sidebar_build_note()
 nav.run()

@@ -138,13 +138,44 @@ def _build_progress() -> None:
             "are ready" + (f" (status updated {max(0, int(time.time() - started))} s ago)." if started else "."))
 
 
+def building() -> dict | None:
+    """The demo build's status while it is still running (another set or survey is on its way), else None. Only
+    for the default artifacts folder, which the launcher builds into (not for a configured source)."""
+    from app.discovery import builder_alive, read_status
+
+    if configured_source():
+        return None
+    status = read_status(DEFAULT_DIR) or {}
+    return status if status.get("state") == "building" and builder_alive(status) else None
+
+
+def sidebar_build_note() -> None:
+    """While the demo build still runs, one line in the sidebar saying what it is making."""
+    status = building()
+    if status is not None:
+        st.sidebar.info(f"Still building: {literal(status.get('what', 'more demo artifacts'))}. New sets appear "
+                        "in the picker when they are ready.")
+
+
+@st.fragment(run_every=3)
+def wait_for(count, current: int, what: str) -> None:
+    """While the demo build runs: rerun the page once ``count()`` differs from ``current`` (something new was
+    written), saying meanwhile that ``what`` is being built."""
+    status = building()
+    if count() != current or status is None:
+        st.rerun()
+    st.info(f"{what} The demo build is making it now: {literal(status.get('what', '…'))}. This page opens it as "
+            "soon as it is ready.")
+
+
 def empty_state(error: str | None = None) -> None:
     """What to show when no artifacts can be opened: the build's progress, or the commands that make some."""
     from app.discovery import read_status
 
     if error:
         st.error(error)  # already literal (see current())
-    if (read_status(DEFAULT_DIR) or {}).get("state") in ("building", "failed"):
+    # the launcher's build concerns the default folder only; a configured source that is empty is just empty
+    if not configured_source() and (read_status(DEFAULT_DIR) or {}).get("state") in ("building", "failed"):
         _build_progress()
         return
     st.info("No artifacts found. Make a small set offline with the synthetic toy model (about a minute):")

@@ -201,6 +201,28 @@ def test_survey_page_without_surveys_shows_the_command(tmp_path, monkeypatch):
     assert "python -m precompute survey --model toy" in "\n".join(c.value for c in at.code)
 
 
+def test_survey_page_during_the_demo_build_waits_for_the_survey(tmp_path, monkeypatch, toy_artifacts):
+    """While the demo build runs, the page says the survey is on its way (not "No survey found") and opens it
+    once it is written; the sidebar says what is being built."""
+    import os
+    import shutil
+
+    from app import discovery, state
+
+    shutil.copytree(toy_artifacts, tmp_path / "toy-demo")
+    monkeypatch.delenv("CSE_ARTIFACTS", raising=False)
+    monkeypatch.setattr(state, "DEFAULT_DIR", tmp_path)
+    discovery.write_status(tmp_path, state="building", what="SmolLM2-135M's head survey", pid=os.getpid())
+    at = _run("views/survey.py")
+    assert not at.exception
+    text = _text(at)
+    assert "No survey yet" in text and "SmolLM2-135M's head survey" in text and "No survey found" not in text
+    assert any("Still building" in i.value for i in at.sidebar.info)
+    discovery.write_status(tmp_path, state="done", path=str(tmp_path / "toy-demo"))
+    at.run()
+    assert "No survey found" in _text(at) and not at.sidebar.info
+
+
 def test_survey_click_targets(survey_env):
     from app.survey_data import run_command, runs_with_head
     from precompute.store.survey import read_survey

@@ -169,3 +169,52 @@ def test_wheel_builds_and_imports_from_another_folder(tmp_path):
                          timeout=120, check=True).stdout
     assert str(target) in out.splitlines()[0]
     assert "AnalysisResult" in out
+
+
+def _app_modules() -> dict[str, Path]:
+    app = ROOT / "app"
+    return {".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__"): p
+            for p in app.rglob("*.py") if "views" not in p.parts and p.name != "Home.py"}
+
+
+def _app_graph() -> dict[str, set[str]]:
+    mods = _app_modules()
+    graph = {}
+    for name, path in mods.items():
+        deps = set()
+        for imp in _imports(name, path):
+            parts = imp.split(".")
+            for i in range(len(parts), 0, -1):  # "app.render.text" or "from app import state" -> a module
+                if ".".join(parts[:i]) in mods:
+                    deps.add(".".join(parts[:i]))
+                    break
+        graph[name] = deps - {name, "app"}
+    return graph
+
+
+def test_no_import_cycle_in_the_app():
+    """``app/`` too (pages excluded: nothing imports them): e.g. the launcher and the state layer once imported
+    each other; both now read ``app.discovery``."""
+    graph = _app_graph()
+    state: dict[str, int] = {}
+
+    def visit(node, stack):
+        state[node] = 1
+        for nxt in graph.get(node, ()):
+            if state.get(nxt) == 1:
+                raise AssertionError("import cycle: " + " -> ".join(stack + [node, nxt]))
+            if nxt not in state:
+                visit(nxt, stack + [node])
+        state[node] = 2
+
+    for node in graph:
+        if node not in state:
+            visit(node, [])
+    assert "app.discovery" in graph["app.state"] and "app.discovery" in graph["app.launch"]
+    assert "app.state" not in graph["app.launch"]
+
+
+def test_launcher_and_discovery_do_not_import_streamlit():
+    for name in ("app.launch", "app.discovery"):
+        path = _app_modules()[name]
+        assert not [i for i in _imports(name, path) if i.split(".")[0] == "streamlit"], name

@@ -14,11 +14,13 @@ pytestmark = [pytest.mark.real_model,
 
 @pytest.fixture(scope="module")
 def loads(tmp_path_factory):
-    """The first load of SmolLM2 into an empty cache (dequantised from GGUF, processed, saved) and a second load
-    from that cache (memory-mapped), with their logits on one real-text sequence."""
+    """transformers' own model of the GGUF file, untouched (its logits on one real-text sequence), the first load
+    of SmolLM2 into an empty cache (those weights copied into a plain model, processed, saved) and a second load
+    from that cache (memory-mapped), with their logits on the same sequence."""
     import os
 
     from precompute import load_model
+    from precompute.models import gguf
 
     from .conftest import real_tokens
 
@@ -26,8 +28,15 @@ def loads(tmp_path_factory):
     cache_dir = str(tmp_path_factory.mktemp("smol-cache"))
     os.environ["CSE_CACHE_DIR"] = cache_dir
     try:
-        first = load_model("smollm2-135m")
+        reference = gguf.transformers_model(gguf.packaged_file(gguf.SMOLLM2))
+        with pytest.MonkeyPatch.context() as mp:  # the first load reads the file through that same load
+            mp.setattr(gguf, "transformers_model", lambda path: reference)
+            first = load_model("smollm2-135m")
+        assert not first.weights_from_cache
         tokens = real_tokens(first.tokenizer, 1, 96)
+        with torch.inference_mode():
+            ref_logits = reference(tokens).logits.float()
+        del reference
         with torch.inference_mode():
             first_logits = first.model(tokens)
         del first
@@ -40,7 +49,7 @@ def loads(tmp_path_factory):
         else:
             os.environ["CSE_CACHE_DIR"] = old
     return {"tokens": tokens, "first": first_logits, "second": second_logits, "model": second,
-            "cache_dir": cache_dir}
+            "cache_dir": cache_dir, "reference": ref_logits}
 
 
 def test_offline_load_records_the_file_and_its_processing(loads):
@@ -66,14 +75,7 @@ def test_cached_load_reproduces_the_first_bit_for_bit(loads):
 
 def test_next_token_log_probs_equal_transformers_own_gguf_load(loads):
     """The processed TransformerLens model against transformers' own dequantised GGUF model, untouched."""
-    from transformers import AutoModelForCausalLM
-
-    from precompute.models.gguf import SMOLLM2, packaged_file
-
-    path = packaged_file(SMOLLM2)
-    hf = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32).eval()
-    with torch.inference_mode():
-        ref = torch.log_softmax(hf(loads["tokens"]).logits.float(), -1)
+    ref = torch.log_softmax(loads["reference"], -1)
     ours = torch.log_softmax(loads["second"].float(), -1)
     assert (ours - ref).abs().max() < 2e-3
     # and it is a working language model on real English: mean loss of the next token

@@ -15,9 +15,14 @@ from app.survey_data import (LABELS, filtered, hover_text, load, run_command, ru
 st.title("Head survey")
 st.caption("Which heads copy-suppress, in which models? Each point is one head, scored by "
            "`python -m precompute survey`. Larger values mean more of the behaviour.")
-table, manifests, problems = load(survey_folders(survey_bases(state.configured_source(), state.DEFAULT_DIR)))
+bases = survey_bases(state.configured_source(), state.DEFAULT_DIR)
+folders = survey_folders(bases)
+table, manifests, problems = load(folders)
 for problem in problems:
     st.warning(f"Skipped a survey that cannot be read: {literal(problem)}")
+if table.empty and state.building() is not None:
+    state.wait_for(lambda: len(survey_folders(bases)), len(folders), "No survey yet.")
+    st.stop()
 if table.empty:
     st.info("No survey found. Score every head of a model (a few seconds for the toy model, minutes for GPT-2 on "
             "a GPU) into a folder next to the artifacts:")

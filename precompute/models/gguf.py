@@ -190,22 +190,30 @@ def model_class(config):
     return getattr(transformers, config.architectures[0])
 
 
-def dequantised(path: Path, config):
-    """The file's weights dequantised to float32 in a plain model of the folder's config (no quantisation record
-    left, so nothing downstream treats it as a quantised model)."""
+def transformers_model(path: Path):
+    """transformers' own model of the GGUF file, dequantised to float32 (still marked as a GGUF-quantised model)."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    from .weight_cache import skeleton_of
-
     _need_gguf()
     try:
-        quantised = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
+        return AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32).eval()
     except (ValueError, KeyError, OSError, RuntimeError) as err:
         raise ModelUnavailableError(f"transformers cannot dequantise the GGUF file {path}: {type(err).__name__}: "
                                     f"{str(err)[:300]}") from None
+
+
+def dequantised(path: Path, config):
+    """The file's weights dequantised to float32 in a plain model of the folder's config (no quantisation record
+    left, so nothing downstream treats it as a quantised model)."""
+    from .weight_cache import skeleton_of
+
+    quantised = transformers_model(path)
     plain = skeleton_of(config, model_class(config))
-    plain.load_state_dict(quantised.state_dict(), strict=False)
+    missing, unexpected = plain.load_state_dict(quantised.state_dict(), strict=False)
+    if [k for k in missing if "lm_head" not in k] or unexpected:  # a tied unembedding may be absent
+        raise ModelUnavailableError(f"the GGUF file {path} does not fit its own config: missing {missing[:3]}, "
+                                    f"unexpected {unexpected[:3]}")
     plain.tie_weights()
     del quantised
     return plain.eval()
