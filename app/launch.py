@@ -36,7 +36,7 @@ TOY_SURVEY = dict(model="toy", dataset="synthetic", n_seqs=32, seq_len=64, n_mea
                   circuit_rows=None)
 # the real trained model offline: its survey picks the head, then a set for that head on real English
 SMOLLM2_SURVEY = dict(model="smollm2-135m", dataset="python-docs", n_seqs=8, seq_len=128, n_mean=8, n_repeat=50,
-                      n_ioi=50, seed=6)
+                      n_ioi=50, circuit_rows=512, seed=6)
 SMOLLM2_DEMO = dict(model="smollm2-135m", dataset="python-docs", n_seqs=96, seq_len=128, n_mean=48, batch_size=8,
                     shard_size=48, seed=6)
 HUB = ("huggingface.co", 443)

@@ -82,9 +82,8 @@ def model_label(model: dict) -> str:
 
 def dataset_label(dataset: dict) -> str:
     name = str(dataset.get("name", "?"))
-    prov = dataset.get("provenance") if isinstance(dataset.get("provenance"), dict) else {}
     if name == "python-docs":
-        return f"CPython's reference manual ({name}: {prov.get('source', 'pydoc_data.topics')}, {prov.get('licence', 'PSF')})"
+        return f"CPython's reference manual ({name}, from pydoc_data.topics; PSF licence)"
     if name == "synthetic":
         return "the project's synthetic language (synthetic)"
     return name

@@ -1,5 +1,5 @@
-"""Resident memory of a running Streamlit server: GPT-2-small-shaped model loaded and one live analysis done,
-then after browsing 20 examples. Drives the real app in Debian's Chromium (Playwright). The server gets the
+"""Resident memory of a running Streamlit server: the artifacts' model (by default GPT-2-small-shaped; any set,
+e.g. ``--artifacts artifacts/smollm2-demo``) loaded and one live analysis done, then after browsing 20 examples. Drives the real app in Debian's Chromium (Playwright). The server gets the
 environment ``python -m app.launch`` gives it (``memory.server_environment``).
 
     python -m benchmarks.bench_app_memory [--artifacts /tmp/cse-gpt2-random] [--limit-mib 1000]
@@ -65,6 +65,10 @@ def main(argv=None):
 
 
 def _measure(art: Path, env: dict, limit: MemoryLimit | None) -> dict:
+    import json
+
+    manifest = json.loads((art / "manifest.json").read_text())
+    head, model = manifest["heads"][0], manifest["model"]["model_name"]  # gpt2-small-random 10.7, or e.g. SmolLM2's
     port = _free_port()
     proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "app" / "Home.py"),
                              "--server.headless", "true", "--server.port", str(port), "--server.address",
@@ -89,7 +93,7 @@ def _measure(art: Path, env: dict, limit: MemoryLimit | None) -> dict:
 
             def browse_20():
                 for i in range(20):
-                    page.goto(f"{url}/browse?seq={i}&pos=5&head=10.7")
+                    page.goto(f"{url}/browse?seq={i}&pos=5&head={head}")
                     expect(page.locator(".cse-strip").first).to_be_visible(timeout=120_000)
                 time.sleep(1)
 
@@ -115,7 +119,7 @@ def _measure(art: Path, env: dict, limit: MemoryLimit | None) -> dict:
     finally:
         proc.terminate()
         proc.wait(10)
-    return {"model": "gpt2-small-random (GPT-2 small shape)", "server_rss_mb": {
+    return {"model": model, "head": head, "server_rss_mb": {
         "idle_after_start": idle, "after_browsing_20_examples_no_model": browse_only,
         "after_model_load_and_one_live_analysis": after_live,
         "peak_until_then": peak_live, "after_browsing_20_more_examples": after_browse, "peak_overall": peak_all},

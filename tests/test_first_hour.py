@@ -93,7 +93,7 @@ def test_8_after_ablation_column_says_which_variant(app_env):
 # 9, 10. live tokens are not links (the caption says so); a new prompt starts at its own last prediction
 def test_9_10_live_caption_and_position_reset(app_env):
     at = _live(_run("views/live.py"), "The kape of the ripe is kape.")
-    assert "choose the position with the box below" in _text(at) and "click it to select" not in _text(at)
+    assert "choose the position with the box above" in _text(at) and "click it to select" not in _text(at)
     first = [n for n in at.number_input if n.key.startswith("live_pos_")][0]
     first.set_value(0).run()
     at = _live(at, "The kape is")

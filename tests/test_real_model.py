@@ -248,7 +248,7 @@ def test_survey_page_shows_toy_and_smollm2_side_by_side(smol_app):
 
 # ---- every page on the real model, in Chromium ----
 
-PAGES = {"overview": "Copy Suppression Explorer", "circuits": "OV and QK circuits", "browse": "Browse Examples",
+PAGES = {"": "Copy Suppression Explorer", "circuits": "OV and QK circuits", "browse": "Browse Examples",
          "test-your-own": "Test Your Own Examples", "cspa": "CSPA", "semantic": "Semantic similarity",
          "pairs": "Prompt pairs", "survey": "Head survey"}
 
@@ -289,7 +289,8 @@ def test_every_page_on_smollm2_in_chromium(smol_server, tmp_path):
                 page.get_by_role("button", name="Analyse").click()
                 expect(page.get_by_role("heading", name="Heads").first).to_be_visible(timeout=300_000)
             assert page.locator('[data-testid="stException"]').count() == 0, path
-            page.screenshot(path=str(shots / f"smollm2-{path}.png"), full_page=True)
+            assert page.get_by_text("Page not found").count() == 0, path
+            page.screenshot(path=str(shots / f"smollm2-{path or 'home'}.png"), full_page=True)
         body = page.content()
         browser.close()
     assert "Traceback" not in body

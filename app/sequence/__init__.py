@@ -26,7 +26,7 @@ def show(rec: dict, tokenizer, opts: dict, pos: int, key: str, link_params: dict
     strings = token_strings(tokenizer, rec[F.TOKENS].tolist())
     links = None if link_params is None else {**link_state(opts), **link_params}
     st.markdown(strip_html(rec, strings, opts, pos, links), unsafe_allow_html=True)
-    how = "click it to select it" if link_params is not None else "choose the position with the box below"
+    how = "click it to select it" if link_params is not None else "choose the position with the box above"
     st.caption(f"Hover a token for its value; {how}. Blue = the head helps (loss rises when it is ablated), red = "
                "it hurts.")
     tabs = st.tabs(["Token details", "As a source", "Attention", "Download"])

@@ -156,8 +156,14 @@ def ranks_from_factors(rows: Tensor, cols: Tensor, circuit: str, chunk: int = 20
             block = (rows[start:start + chunk] if cut else rows[idx]) @ cols.T  # [c, d_vocab]
             diag = block[torch.arange(len(idx)), idx][:, None]
             # ties count against the diagonal (the token itself excluded): a constant row shows no preference
-            better = block <= diag if circuit == "ov" else block >= diag
-            ranks[start:start + chunk] = (better.sum(-1, dtype=torch.int32) - 1).cpu()
+            compare = torch.le if circuit == "ov" else torch.ge
+            if block.device.type == "cpu" and block.dtype == torch.float32 and block.shape[1] < 2**24:
+                better = torch.empty_like(block)  # summing a float buffer beats converting a bool one (exact)
+                compare(block, diag, out=better)
+            else:
+                better = compare(block, diag)
+            ranks[start:start + chunk] = (better.sum(-1, dtype=torch.float32 if better.is_floating_point() else
+                                                     torch.int32).long() - 1).cpu()
     return ranks
 
 

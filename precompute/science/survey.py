@@ -226,10 +226,13 @@ def _circuits(m, st: SurveySettings, progress) -> tuple[Tensor, Tensor, int]:
     ee_rows = w_ee[ids.to(w_ee.device)]  # sampled sources of OV
     ov, qk = torch.empty(L, H), torch.empty(L, H)
     for layer in range(L):
+        keys: dict[int, Tensor] = {}  # the key side over every token, once per key/value head (grouped-query)
         for h in range(H):
             w = head_weights(m, layer, h)
             ov_rows, ov_cols = ee_rows @ w["W_V"].float(), (w["W_O"].float() @ W_U).T
-            qk_rows, qk_cols = ln_u_rows @ w["W_Q"].float(), ln_ee @ w["W_K"].float()
+            if kv_head(m, h) not in keys:
+                keys[kv_head(m, h)] = ln_ee @ w["W_K"].float()
+            qk_rows, qk_cols = ln_u_rows @ w["W_Q"].float(), keys[kv_head(m, h)]
             ov[layer, h] = (ranks_from_factors(ov_rows, ov_cols, "ov", 512, ids) < 10).double().mean()
             qk[layer, h] = (ranks_from_factors(qk_rows, qk_cols, "qk", 512, ids) < 10).double().mean()
         if progress:
