@@ -287,3 +287,26 @@ def test_prompt_sets():
         assert len({len(encode(tok, x)) for x in c + k}) == 1, name
         prepare_pairs_ok = [len(tok(x, add_special_tokens=False)["input_ids"]) for pair in a for x in pair]
         assert set(prepare_pairs_ok) == {1}, name
+        assert preset_pairs(name, tok) == (c, k, a)  # GPT-2's tokenizer keeps every row
+
+
+def test_presets_built_for_a_tokenizer_keep_the_rows_that_fit(monkeypatch):
+    """Hand-made preset on GPT-2's tokenizer: two rows of one length, one row a token longer, one row with a
+    multi-token answer: the two fitting rows are kept; a set with fewer than two fitting rows is refused."""
+    import precompute.data.prompts as prompts
+    from precompute.models.tokenizers import load_local_tokenizer
+
+    tok = load_local_tokenizer("gpt2")
+    rows = [("John is tall. Mary is", "John is short. Mary is", " short", " tall"),
+            ("Tom is old. Anna is", "Tom is young. Anna is", " young", " old"),
+            ("Tom is old. Anna really is", "Tom is young. Anna really is", " young", " old"),  # one token longer
+            ("Bob is fast. Sue is", "Bob is slow. Sue is", " lethargic", " fast")]  # ' lethargic': three tokens
+    assert len(tok(" lethargic", add_special_tokens=False)["input_ids"]) == 3
+    monkeypatch.setitem(prompts.PRESETS, "handmade", rows)
+    c, k, a = preset_pairs("handmade", tok)
+    assert c == [rows[0][0], rows[1][0]] and k == [rows[0][1], rows[1][1]] and a == [(" short", " tall"),
+                                                                                  (" young", " old")]
+    assert preset_pairs("handmade") == ([r[0] for r in rows], [r[1] for r in rows], [(r[2], r[3]) for r in rows])
+    monkeypatch.setitem(prompts.PRESETS, "handmade", rows[2:])
+    with pytest.raises(InvalidInputError, match="cannot be built with this tokenizer"):
+        preset_pairs("handmade", tok)

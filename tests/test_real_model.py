@@ -240,6 +240,19 @@ def test_prompt_pairs_ioi_on_smollm2_has_a_positive_logit_difference(smol_app, l
     assert [s.value for s in at.subheader][:2] == ["Prompts", "Heads"]
 
 
+def test_every_prompt_set_builds_with_smollm2s_tokenizer(loads):
+    from precompute.data.prompts import PRESETS, ioi_pairs, preset_pairs, repeat_pairs
+    from precompute.science.pairs import prepare_pairs
+
+    lm = loads["model"]
+    sets = {"ioi": ioi_pairs(lm.tokenizer, 8)[:3], "repeat": repeat_pairs(lm.tokenizer, 8)}
+    sets.update({name: preset_pairs(name, lm.tokenizer) for name in PRESETS})
+    for name, (clean, corrupted, answers) in sets.items():
+        inp = prepare_pairs(lm, clean, corrupted, answers)
+        assert inp.clean.shape == inp.corrupted.shape and inp.clean.shape[0] >= 2, name
+        assert int(inp.clean[0, 0]) == 0, name  # the start token
+
+
 def test_survey_page_shows_toy_and_smollm2_side_by_side(smol_app):
     at = _page("views/survey.py")
     families = at.multiselect(key="survey_families").options

@@ -74,7 +74,7 @@ if go_button:
         elif which == SETS[-1]:
             clean, corrupted, answers = _own_pairs(own)
         else:
-            clean, corrupted, answers = preset_pairs(which.split(": ", 1)[1])
+            clean, corrupted, answers = preset_pairs(which.split(": ", 1)[1], lm.tokenizer)
         bar = st.progress(0.0, text="Running the prompts…")
         with analyzer.model_lock:
             res = compare_prompts(lm, clean, corrupted, answers, patching=do_patch, attribution=do_attr,

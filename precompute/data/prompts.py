@@ -125,11 +125,25 @@ def ioi_pairs(tokenizer, n: int = 8, seed: int = 0):
     raise InvalidInputError(f"could not make {n} IOI prompts of one length with this tokenizer")
 
 
-def preset_pairs(name: str) -> tuple[list[str], list[str], list[tuple[str, str]]]:
-    """(clean prompts, corrupted prompts, (right, wrong) answers) of a preset task of the seed notebooks."""
+def preset_pairs(name: str, tokenizer=None) -> tuple[list[str], list[str], list[tuple[str, str]]]:
+    """(clean prompts, corrupted prompts, (right, wrong) answers) of a preset task of the seed notebooks. With a
+    ``tokenizer``, the set is built for it: only the rows whose answers are one token each and whose prompts have
+    the length most of the rows share (a logit difference compares equal-length prompts), at least two."""
     if name not in PRESETS:
         raise InvalidInputError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
     rows = PRESETS[name]
+    if tokenizer is not None:
+        by_length: dict[int, list] = {}
+        for row in rows:
+            n = len(_encode(tokenizer, row[0]))
+            if n == len(_encode(tokenizer, row[1])) and all(
+                    len(tokenizer(a, add_special_tokens=False)["input_ids"]) == 1 for a in row[2:]):
+                by_length.setdefault(n, []).append(row)
+        best = max(by_length.values(), key=len, default=[])
+        if len(best) < 2:
+            raise InvalidInputError(f"the preset {name!r} cannot be built with this tokenizer: fewer than two of its "
+                                    "pairs have one-token answers and prompts of one length")
+        rows = best
     return [r[0] for r in rows], [r[1] for r in rows], [(r[2], r[3]) for r in rows]
 
 
