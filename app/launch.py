@@ -25,8 +25,7 @@ if str(ROOT) not in sys.path:
 
 from precompute.models.memory import server_environment  # noqa: E402 - needs ROOT on the path
 
-from app.discovery import (DEFAULT_DIR, STATUS, builder_alive, candidate_runs, read_status,  # noqa: E402,F401
-                           status_path, write_status)
+from app.discovery import DEFAULT_DIR, candidate_runs, write_status  # noqa: E402
 
 GPT2_DEMO = dict(model="gpt2-small", heads=((10, 7), (11, 10)), dataset="stas/openwebtext-10k", n_seqs=200,
                  seq_len=128, n_mean=50, batch_size=8, shard_size=50, seed=6)

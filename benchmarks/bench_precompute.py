@@ -23,15 +23,18 @@ from precompute.data.sources import load_documents, shuffled
 
 
 def measure(model_name: str, head, n_seqs: int, seq_len: int, batch_size: int, n_mean: int,
-            effects=("direct", "both", "indirect"), ln_modes=("frozen", "unfrozen")) -> dict:
-    lm = load_model(model_name)
+            effects=("direct", "both", "indirect"), ln_modes=("frozen", "unfrozen"), dataset: str = "synthetic",
+            seed: int = 1, loaded=None) -> dict:
+    """The pipeline's shard loop against plain forward passes on the same batches (``loaded``: a model already
+    loaded for ``model_name``)."""
+    lm = loaded if loaded is not None else load_model(model_name)
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = RunConfig(model=model_name, heads=(head,), dataset="synthetic", n_seqs=n_seqs, seq_len=seq_len,
-                        batch_size=batch_size, shard_size=max(batch_size, n_seqs // 4), n_mean=n_mean, seed=1,
+        cfg = RunConfig(model=model_name, heads=(head,), dataset=dataset, n_seqs=n_seqs, seq_len=seq_len,
+                        batch_size=batch_size, shard_size=max(batch_size, n_seqs // 4), n_mean=n_mean, seed=seed,
                         out=tmp, device="cpu", effects=effects, ln_modes=ln_modes)
         stats = {}
         run(cfg, loaded=lm, log=lambda *_: None, stats=stats)
-    seqs = select_sequences(shuffled(load_documents("synthetic"), 1), lm.tokenizer, n_seqs, seq_len)
+    seqs = select_sequences(shuffled(load_documents(dataset), seed), lm.tokenizer, n_seqs, seq_len)
     def plain_pass() -> float:
         t = time.perf_counter()
         with torch.inference_mode():

@@ -89,31 +89,10 @@ def live(lm, head, lengths, reps: int) -> dict:
 
 
 def throughput(lm, head, n_seqs: int) -> dict:
-    from precompute.data.selection import select_sequences
-    from precompute.data.sources import load_documents, shuffled
-    from precompute.jobs.config import RunConfig
-    from precompute.jobs.pipeline import run
+    from benchmarks.bench_precompute import measure
 
-    seq_len, batch = 128, 8
-    with tempfile.TemporaryDirectory() as tmp:
-        stats: dict = {}
-        run(RunConfig(model="smollm2-135m", heads=(head,), dataset="python-docs", n_seqs=n_seqs, seq_len=seq_len,
-                      batch_size=batch, shard_size=n_seqs // 2, n_mean=8, seed=6, out=tmp, device="cpu"),
-            loaded=lm, log=lambda *_: None, stats=stats)
-    seqs = select_sequences(shuffled(load_documents("python-docs"), 6), lm.tokenizer, n_seqs, seq_len)
-
-    def plain_pass() -> float:
-        t = time.perf_counter()
-        with torch.inference_mode():
-            for s0 in range(0, n_seqs, batch):
-                lm.model(torch.tensor(seqs[s0:s0 + batch]))
-        return time.perf_counter() - t
-
-    plain_s = statistics.median(plain_pass() for _ in range(3))
-    tokens = n_seqs * seq_len
-    return {"n_seqs": n_seqs, "seq_len": seq_len, "batch_size": batch, "variants": "all six",
-            "pipeline_tokens_per_s": tokens / stats["shard_seconds"], "plain_forward_tokens_per_s": tokens / plain_s,
-            "ratio": plain_s / stats["shard_seconds"], "pipeline_total_s": stats["total_seconds"]}
+    return {**measure("smollm2-135m", head, n_seqs, 128, 8, 8, dataset="python-docs", seed=6, loaded=lm),
+            "variants": "all six"}
 
 
 def survey(lm) -> dict:

