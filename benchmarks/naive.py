@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from precompute.models.architecture import centring, kv_head
+from precompute.models.architecture import of
 from precompute.science.cspa import select_kept
 
 
@@ -54,8 +54,8 @@ def cspa_inputs_from_cache(m, tokens, head, excluded_ids):
 
     def get(cache):
         attn = cache[f"blocks.{layer}.attn.hook_pattern"][:, h]
-        src_out = cache[f"blocks.{layer}.attn.hook_v"][:, :, kv_head(m, h)] @ m.W_O[layer, h]
-        pre = centring(m)(cache[f"blocks.{layer}.hook_resid_pre"])
+        src_out = cache[f"blocks.{layer}.attn.hook_v"][:, :, of(m).kv_head(h)] @ m.W_O[layer, h]
+        pre = of(m).centre(cache[f"blocks.{layer}.hook_resid_pre"])
         lens_scaled = pre / cache["ln_final.hook_scale"]
         excl = torch.zeros(m.cfg.d_vocab, dtype=torch.bool)
         excl[list(excluded_ids)] = True

@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from precompute import CSPAConfig, InvalidInputError, analyze, load_model, mean_result
-from precompute.models.architecture import centres, kv_head, weight_processing
-from precompute.science.circuits import EMBEDDINGS, circuit_ranks, effective_embedding
+from precompute.models import architecture
+from precompute.models.architecture import weight_processing
+from precompute.science.circuits import circuit_ranks, effective_embedding
 
 from .conftest import doc_tokens
 from .test_cspa import _ce, _kl, reference_cspa
@@ -60,7 +61,7 @@ def arch(request, tmp_path_factory):
 
 
 def _frozen(m, resid, scale):
-    c = resid - resid.mean(-1, keepdim=True) if centres(m) else resid
+    c = resid - resid.mean(-1, keepdim=True) if architecture.of(m).centres else resid
     return (c / scale) @ m.W_U + m.b_U
 
 
@@ -133,18 +134,18 @@ def test_dla_lens_and_attention_explicit(arch):
     with torch.inference_mode():
         _, cache = m.run_with_cache(tokens)
     diff = cache[f"blocks.{layer}.attn.hook_z"][:, :, h] @ m.W_O[layer, h] - mu[: tokens.shape[1]]
-    if centres(m):
+    if architecture.of(m).centres:
         diff = diff - diff.mean(-1, keepdim=True)
     dla = (diff / cache["ln_final.hook_scale"]) @ m.W_U
     torch.testing.assert_close(res.dla_neg_values, dla.topk(5, -1, largest=False).values, atol=TOL, rtol=0)
     pre = cache[f"blocks.{layer}.hook_resid_pre"]
-    if centres(m):
+    if architecture.of(m).centres:
         pre = pre - pre.mean(-1, keepdim=True)
     eps = float(m.cfg.eps)
     lens = (pre / (pre.pow(2).mean(-1, keepdim=True) + eps).sqrt()) @ m.W_U + m.b_U
     torch.testing.assert_close(res.lens_topk_logprobs, lens.log_softmax(-1).topk(5, -1).values, atol=TOL, rtol=0)
     torch.testing.assert_close(res.attention, cache[f"blocks.{layer}.attn.hook_pattern"][:, h], atol=TOL, rtol=0)
-    src = cache[f"blocks.{layer}.attn.hook_v"][:, :, kv_head(m, h)] @ m.W_O[layer, h]
+    src = cache[f"blocks.{layer}.attn.hook_v"][:, :, architecture.of(m).kv_head(h)] @ m.W_O[layer, h]
     norms = src.norm(dim=-1)
     torch.testing.assert_close(res.out_norm_rel, norms / norms.max(-1, keepdim=True).values, atol=TOL, rtol=0)
 
@@ -167,7 +168,7 @@ def test_circuit_ranks_brute_force(arch, embedding):
     kind, lm, _, _ = arch
     m = lm.model
     layer, h = HEAD
-    kv = kv_head(m, h)
+    kv = architecture.of(m).kv_head(h)
     w_ee = effective_embedding(lm, embedding)
     if kind != "gpt2":  # block 0 on each token alone equals the forward pass of a one-token sequence
         tokens = torch.tensor([[7], [40]])
@@ -180,7 +181,7 @@ def test_circuit_ranks_brute_force(arch, embedding):
         torch.testing.assert_close(w_ee[tokens[:, 0]], cache[site][:, 0], atol=TOL, rtol=0)
 
     def ln(x):
-        x = x - x.mean(-1, keepdim=True) if centres(m) else x
+        x = x - x.mean(-1, keepdim=True) if architecture.of(m).centres else x
         return x / (x.pow(2).mean(-1, keepdim=True) + float(m.cfg.eps)).sqrt()
 
     ov_full = w_ee @ m.W_V[layer, kv] @ m.W_O[layer, h] @ m.W_U
@@ -197,7 +198,7 @@ def test_circuit_ranks_brute_force(arch, embedding):
 def test_grouped_query_head_reads_its_shared_value_head(arch):
     kind, lm, _, _ = arch
     expected = [0, 0, 1, 1] if kind == "llama" else [0, 1, 2, 3]
-    assert [kv_head(lm.model, h) for h in range(4)] == expected
+    assert [architecture.of(lm.model).kv_head(h) for h in range(4)] == expected
 
 
 def test_bad_head_names_the_models_ranges(arch):
@@ -321,4 +322,44 @@ def test_llama_layers_resume_bit_for_bit(tmp_path):
         bumped = blocks.run_from_mid(m, 0, cache["blocks.0.hook_resid_mid"] * 1.5)
         assert not torch.allclose(bumped, final)
     neox = load_model(str(make_model_folder("neox", tmp_path / "neox")))
-    assert not blocks.resumable(neox.model)
+    assert not architecture.of(neox.model).resumable
+
+
+def test_hook_registry_spells_transformer_lens_names():
+    """Every name ``models.hooks`` gives equals TransformerLens's own ``utils.get_act_name``."""
+    from transformer_lens.utilities import get_act_name
+
+    from precompute.models import hooks
+
+    for layer in (0, 3, 11):
+        assert hooks.resid_pre(layer) == get_act_name("resid_pre", layer)
+        assert hooks.resid_mid(layer) == get_act_name("resid_mid", layer)
+        assert hooks.resid_post(layer) == get_act_name("resid_post", layer)
+        assert hooks.attn_out(layer) == get_act_name("attn_out", layer)
+        assert hooks.mlp_out(layer) == get_act_name("mlp_out", layer)
+        assert hooks.z(layer) == get_act_name("z", layer)
+        assert hooks.v(layer) == get_act_name("v", layer)
+        assert hooks.pattern(layer) == get_act_name("pattern", layer)
+    assert hooks.EMBED == get_act_name("embed") and hooks.POS_EMBED == get_act_name("pos_embed")
+    assert hooks.FINAL_SCALE == get_act_name("scale") and hooks.FINAL_NORMALIZED == get_act_name("normalized")
+    assert hooks.every_layer(2, hooks.Z, hooks.V) == ["blocks.0.attn.hook_z", "blocks.0.attn.hook_v",
+                                                      "blocks.1.attn.hook_z", "blocks.1.attn.hook_v"]
+
+
+def test_architecture_record_per_family(tmp_path):
+    """The record ``load_model`` writes: GPT-2 centres and re-runs its blocks by hand; Llama (grouped-query, RMSNorm,
+    rotary) reads key/value head h // 2 and re-runs its own decoder layers; NeoX runs full forward passes."""
+    gpt2 = architecture.of(load_model("toy").model)
+    assert (gpt2.centres, gpt2.rerun, gpt2.rotary, gpt2.kv_head(3)) == (True, architecture.RERUN_GPT2, False, 3)
+    llama = load_model(str(make_model_folder("llama", tmp_path / "llama")))
+    rec = architecture.of(llama.model)
+    assert (rec.centres, rec.rerun, rec.rotary) == (False, architecture.RERUN_LAYERS, True)
+    assert [rec.kv_head(h) for h in range(rec.n_heads)] == [h // (rec.n_heads // rec.n_kv_heads)
+                                                           for h in range(rec.n_heads)]
+    assert llama.provenance["rerun"] == architecture.RERUN_LAYERS
+    x = torch.randn(3, llama.model.cfg.d_model)
+    torch.testing.assert_close(rec.centre(x), x)  # RMSNorm: no centring
+    torch.testing.assert_close(rec.normalise(x), x / (x.pow(2).mean(-1, keepdim=True) + rec.eps).sqrt())
+    torch.testing.assert_close(gpt2.centre(x), x - x.mean(-1, keepdim=True))
+    neox = architecture.of(load_model(str(make_model_folder("neox", tmp_path / "neox"))).model)
+    assert neox.rerun is None and not neox.resumable

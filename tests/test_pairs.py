@@ -175,11 +175,11 @@ def test_gqa_value_patching_on_llama(tmp_path):
     torch.testing.assert_close(res.patch["head_v"][:, 0], res.patch["head_v"][:, 1])
     # Llama-style layers resume from the cached corrupted run (patching_fast) like GPT-2's: equal to the hooked
     # batches that run the whole model for every cell
-    from precompute.models import blocks
+    from precompute.models import architecture
     from precompute.science.pairs import clean_hooks
 
     m = lm.model
-    assert blocks.resumable(m) and not blocks.supported(m)
+    assert architecture.of(m).rerun == architecture.RERUN_LAYERS
     _, cache = m.run_with_cache(res.inputs.clean, names_filter=clean_hooks(m.cfg.n_layers))
     generic = P.activation_patching(m, res.inputs, cache, res.ld_clean, res.ld_corrupted, max_batch=8)
     for grid in GRIDS:

@@ -7,18 +7,29 @@ analysis relies on those names (``blocks.L.attn.hook_z`` / ``hook_v`` / ``hook_p
 
 * **Normalisation.** LayerNorm models get the paper's processing (fold_ln, centred writing weights, centred
   unembedding): every LayerNorm is then centring + division by the RMS. RMSNorm models get fold_ln only: centring
-  would change the model. ``centres(m)`` tells the analysis which of the two it is.
+  would change the model. ``of(m).centres`` tells the analysis which of the two it is; ``of(m).centre`` and
+  ``of(m).normalise`` apply it.
 * **Grouped-query attention.** ``W_K``/``W_V`` and ``hook_v`` have ``n_key_value_heads`` heads; query head h reads
-  key/value head ``h // (n_heads // n_key_value_heads)`` (``kv_head``).
+  key/value head ``h // (n_heads // n_key_value_heads)`` (``of(m).kv_head``).
 * **Per-head results.** Taken as ``hook_z @ W_O`` everywhere (OPT's bridge cannot produce ``hook_result``).
-* **Re-running blocks** for the "both"/"indirect" effects: GPT-2-style blocks are re-run by hand from the cached
-  resid_mid (``blocks``); every other architecture gets one full forward pass with the head's output replaced at
+* **Re-running blocks** for the "both"/"indirect" effects and patching (``of(m).rerun``): GPT-2-style blocks are
+  re-run by hand from the cached resid_mid, Llama-style decoder layers by calling the model's own layers
+  (``blocks``); every other architecture gets one full forward pass with the head's output replaced at
   ``hook_attn_out`` (right for sequential and parallel residual blocks alike).
+
+``of(m)`` computes the record once per model (``load_model`` does it at load time and writes it into the
+provenance); nothing else reads a model's config to take these decisions.
 """
 
 from __future__ import annotations
 
+import weakref
+from dataclasses import dataclass
+
+from torch import Tensor
+
 from ..errors import ModelUnavailableError
+from . import hooks, norm
 
 # Hugging Face architecture class -> family shown in the app (anything else shows its class name)
 FAMILIES = {
@@ -35,9 +46,9 @@ FAMILIES = {
 }
 
 # the hooks (layer 0 stands for every layer) and weights the analysis reads
-REQUIRED_HOOKS = ("hook_embed", "blocks.0.hook_resid_pre", "blocks.0.attn.hook_z", "blocks.0.attn.hook_v",
-                  "blocks.0.attn.hook_pattern", "blocks.0.hook_attn_out", "blocks.0.hook_resid_post",
-                  "ln_final.hook_in", "ln_final.hook_scale", "ln_final.hook_normalized")
+REQUIRED_HOOKS = (hooks.EMBED, *hooks.every_layer(1, hooks.RESID_PRE, hooks.Z, hooks.V, hooks.PATTERN, hooks.ATTN_OUT,
+                                                 hooks.RESID_POST), hooks.FINAL_IN, hooks.FINAL_SCALE,
+                  hooks.FINAL_NORMALIZED)
 REQUIRED_WEIGHTS = ("W_E", "W_Q", "W_K", "W_V", "W_O", "W_U", "b_U")
 
 
@@ -59,43 +70,104 @@ def weight_processing(cfg) -> dict:
     }
 
 
-def centres(m) -> bool:
-    """Whether the model's norms centre (LayerNorm) or not (RMSNorm)."""
-    return not is_rms(m.cfg)
+# Hugging Face model types whose decoder layer is input norm -> attention -> residual -> post-attention norm ->
+# MLP -> residual, called as the model's forward calls it (``blocks``)
+HF_LAYER_MODELS = ("llama", "mistral", "qwen2")
+RERUN_GPT2, RERUN_LAYERS = "gpt2-blocks", "decoder-layers"
 
 
-def centring(m):
-    """``norm.centre`` for LayerNorm models; the identity for RMSNorm ones (their norms do not centre)."""
-    from .norm import centre
+def _gpt2_blocks(cfg) -> bool:
+    """GPT-2-style blocks, which ``blocks`` re-runs with hand-written maths."""
+    return (getattr(cfg, "architecture", None) == "GPT2LMHeadModel" and getattr(cfg, "act_fn", None) == "gelu_new"
+            and getattr(cfg, "positional_embedding_type", "standard") == "standard"
+            and not getattr(cfg, "parallel_attn_mlp", False))
 
-    return centre if centres(m) else (lambda x: x)
+
+def hf_decoder(m):
+    """The Hugging Face inner model whose decoder layers can be called one by one (Llama-style), or None."""
+    inner = getattr(getattr(m, "original_model", None), "model", None)
+    config = getattr(inner, "config", None)
+    if getattr(config, "model_type", None) not in HF_LAYER_MODELS or getattr(m.cfg, "parallel_attn_mlp", False):
+        return None
+    layers = getattr(inner, "layers", None)
+    if layers is None or not hasattr(inner, "rotary_emb") or len(layers) != m.cfg.n_layers:
+        return None
+    if not all(hasattr(layer, "mlp") and hasattr(layer, "post_attention_layernorm") for layer in layers):
+        return None
+    return inner
 
 
-def n_kv_heads(m) -> int:
+@dataclass(frozen=True)
+class Architecture:
+    """The decisions the analysis makes per architecture, computed once per model (``of``) and read everywhere:
+    whether its norms centre, which key/value head each query head reads, and which fast paths apply."""
+
+    name: str  # the Hugging Face architecture class
+    family: str
+    centres: bool  # LayerNorm (centring + RMS) rather than RMSNorm (RMS only)
+    eps: float
+    n_heads: int
+    n_kv_heads: int
+    rerun: str | None  # how the last blocks are re-run: RERUN_GPT2, RERUN_LAYERS, or None (full forward passes)
+    rotary: bool
+
+    def kv_head(self, h: int) -> int:
+        """The key/value head that query head ``h`` reads (itself without grouped-query attention)."""
+        return h // (self.n_heads // self.n_kv_heads)
+
+    def centre(self, x: Tensor) -> Tensor:
+        """``x`` centred as this model's norms centre it: mean removed for LayerNorm, unchanged for RMSNorm."""
+        return norm.centre(x) if self.centres else x
+
+    def normalise(self, x: Tensor) -> Tensor:
+        """This model's (folded) norm of ``x``: centring where it centres, then division by the RMS."""
+        x = self.centre(x)
+        return x / norm.rms_scale(x, self.eps)
+
+    @property
+    def resumable(self) -> bool:
+        """Whether ``blocks.run_from_mid`` / ``run_from_pre`` can re-run this model's last blocks."""
+        return self.rerun is not None
+
+
+_RECORDS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def of(m) -> Architecture:
+    """The architecture record of model ``m`` (computed on first use, at load time for loaded models)."""
+    try:
+        return _RECORDS[m]
+    except (KeyError, TypeError):
+        pass
     cfg = m.cfg
-    return int(getattr(cfg, "n_key_value_heads", None) or cfg.n_heads)
-
-
-def kv_head(m, h: int) -> int:
-    """The key/value head that query head ``h`` reads (itself without grouped-query attention)."""
-    return h // (m.cfg.n_heads // n_kv_heads(m))
+    name = str(getattr(cfg, "architecture", None) or type(m).__name__)
+    rerun = RERUN_GPT2 if _gpt2_blocks(cfg) else RERUN_LAYERS if hf_decoder(m) is not None else None
+    record = Architecture(
+        name=name, family=FAMILIES.get(name, name), centres=not is_rms(cfg), eps=norm.eps_of(m),
+        n_heads=int(cfg.n_heads), n_kv_heads=int(getattr(cfg, "n_key_value_heads", None) or cfg.n_heads),
+        rerun=rerun, rotary=str(getattr(cfg, "positional_embedding_type", "standard")) == "rotary")
+    try:
+        _RECORDS[m] = record
+    except TypeError:  # an object that cannot be weakly referenced: computed again next time
+        pass
+    return record
 
 
 def describe(m) -> dict:
     """The architecture facts recorded in the provenance."""
-    cfg = m.cfg
-    arch = str(getattr(cfg, "architecture", None) or type(m).__name__)
+    cfg, arch = m.cfg, of(m)
     return {
-        "architecture": arch,
-        "family": FAMILIES.get(arch, arch),
-        "normalization": "RMSNorm" if is_rms(cfg) else "LayerNorm",
+        "architecture": arch.name,
+        "family": arch.family,
+        "normalization": "LayerNorm" if arch.centres else "RMSNorm",
         "positional_embedding": str(getattr(cfg, "positional_embedding_type", "standard")),
         "parallel_attn_mlp": bool(getattr(cfg, "parallel_attn_mlp", False)),
-        "n_key_value_heads": n_kv_heads(m),
+        "n_key_value_heads": arch.n_kv_heads,
         "gated_mlp": bool(getattr(cfg, "gated_mlp", False)),
         "act_fn": str(getattr(cfg, "act_fn", "")),
         "d_mlp": int(getattr(cfg, "d_mlp", 0) or 0),
         "n_params": count_parameters(m),
+        "rerun": arch.rerun or "full forward passes",
     }
 
 
@@ -104,7 +176,7 @@ def count_parameters(m) -> int:
     biases left out), so sizes come from configs rather than a hand-kept table."""
     cfg = m.cfg
     d, n_layers, d_vocab = cfg.d_model, cfg.n_layers, cfg.d_vocab
-    d_head, n_heads, kv = cfg.d_head, cfg.n_heads, n_kv_heads(m)
+    d_head, n_heads, kv = cfg.d_head, cfg.n_heads, of(m).n_kv_heads
     attn = d * d_head * (2 * n_heads + 2 * kv)
     d_mlp = int(getattr(cfg, "d_mlp", 0) or 0)
     mlp = d * d_mlp * (3 if getattr(cfg, "gated_mlp", False) else 2)
@@ -113,8 +185,8 @@ def count_parameters(m) -> int:
 
 def check_supported(m) -> None:
     """ModelUnavailableError naming every hook or weight the analysis needs that this model lacks."""
-    hooks = getattr(m, "hook_dict", {})
-    missing = [h for h in REQUIRED_HOOKS if h not in hooks]
+    present = getattr(m, "hook_dict", {})
+    missing = [h for h in REQUIRED_HOOKS if h not in present]
     for w in REQUIRED_WEIGHTS:
         try:
             getattr(m, w)

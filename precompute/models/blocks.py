@@ -2,13 +2,13 @@
 "both"/"indirect" effects and activation patching cost only the blocks after the intervention.
 
 TransformerBridge's ``start_at_layer`` (TransformerLens 4.3) still runs blocks 0..k-1 and discards their output,
-so it saves nothing. Two ways instead (``resumable(m)`` says whether either applies):
+so it saves nothing. Two ways instead (``architecture.of(m).rerun`` says which applies):
 
-* GPT-2-style blocks (``supported``): these few lines do the same maths as the model's blocks (checked against
+* GPT-2-style blocks (``RERUN_GPT2``): these few lines do the same maths as the model's blocks (checked against
   full forward passes with hooks in tests/test_analysis.py). With ``fold_ln`` every LayerNorm is centring and
   division by the RMS. The maths runs in float32 whatever the model's dtype (a bf16/fp16 forward is an option on
   GPUs).
-* Llama-style decoder layers (``HF_LAYER_MODELS``: Llama, Mistral, Qwen2; SmolLM2 is a Llama): the model's own
+* Llama-style decoder layers (``RERUN_LAYERS``, ``architecture.HF_LAYER_MODELS``: Llama, Mistral, Qwen2; SmolLM2 is a Llama): the model's own
   layers are called in turn (TransformerBridge's blocks, the very modules its forward pass runs), with the
   rotary embedding and causal mask built as the Hugging Face model builds them; bit for bit the forward pass's
   residual stream (tested).
@@ -22,40 +22,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from . import architecture
 from .norm import eps_of, layer_norm
 from .weights import layer_weight
 
 
-# Hugging Face model types whose decoder layer is input norm -> attention -> residual -> post-attention norm ->
-# MLP -> residual, called as the model's forward calls it
-HF_LAYER_MODELS = ("llama", "mistral", "qwen2")
-
-
-def supported(m) -> bool:
-    """GPT-2-style blocks, re-run by the hand-written maths below."""
-    c = m.cfg
-    return (getattr(c, "architecture", None) == "GPT2LMHeadModel" and c.act_fn == "gelu_new"
-            and getattr(c, "positional_embedding_type", "standard") == "standard"
-            and not getattr(c, "parallel_attn_mlp", False))
-
-
-def _hf_decoder(m):
-    """The Hugging Face inner model whose layers can be called one by one, or None."""
-    inner = getattr(getattr(m, "original_model", None), "model", None)
-    config = getattr(inner, "config", None)
-    if getattr(config, "model_type", None) not in HF_LAYER_MODELS or getattr(m.cfg, "parallel_attn_mlp", False):
-        return None
-    layers = getattr(inner, "layers", None)
-    if layers is None or not hasattr(inner, "rotary_emb") or len(layers) != m.cfg.n_layers:
-        return None
-    if not all(hasattr(layer, "mlp") and hasattr(layer, "post_attention_layernorm") for layer in layers):
-        return None
-    return inner
-
-
-def resumable(m) -> bool:
-    """Whether ``run_from_mid`` / ``run_from_pre`` can re-run this model's last blocks."""
-    return supported(m) or _hf_decoder(m) is not None
+def _layers(m):
+    """The Hugging Face inner model whose layers are re-run, or None for GPT-2-style blocks re-run by hand."""
+    return architecture.hf_decoder(m) if architecture.of(m).rerun == architecture.RERUN_LAYERS else None
 
 
 def _hf_run(inner, first: int, x: Tensor) -> Tensor:
@@ -98,7 +72,7 @@ def mlp(m, layer: int, x: Tensor, eps: float) -> Tensor:
 
 def run_from_mid(m, layer: int, resid_mid: Tensor) -> Tensor:
     """The final residual stream (before ln_final), starting from ``resid_mid`` of block ``layer``."""
-    inner = None if supported(m) else _hf_decoder(m)
+    inner = _layers(m)
     if inner is not None:
         block = inner.layers[layer]
         dtype = next(block.parameters()).dtype
@@ -115,7 +89,7 @@ def run_from_mid(m, layer: int, resid_mid: Tensor) -> Tensor:
 
 def run_from_pre(m, layer: int, resid_pre: Tensor) -> Tensor:
     """The final residual stream (before ln_final), starting from ``resid_pre`` of block ``layer``."""
-    inner = None if supported(m) else _hf_decoder(m)
+    inner = _layers(m)
     if inner is not None:
         return _hf_run(inner, layer, resid_pre.to(next(inner.layers[layer].parameters()).dtype)).float()
     eps = eps_of(m)

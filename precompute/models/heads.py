@@ -35,11 +35,10 @@ def head_output(m, z: Float[Tensor, "batch seq n_heads d_head"], layer: int, h: 
 def head_weights(m, layer: int, h: int) -> dict[str, Float[Tensor, "..."]]:
     """W_Q, W_K, W_V [d_model, d_head] and W_O [d_head, d_model] of one head (K and V from the key/value head it
     shares under grouped-query attention)."""
-    from .architecture import kv_head
-
-    kv = kv_head(m, h)
+    from .architecture import of
     from .weights import layer_weight
 
+    kv = of(m).kv_head(h)
     return {"W_Q": layer_weight(m, "W_Q", layer)[h], "W_K": layer_weight(m, "W_K", layer)[kv],
             "W_V": layer_weight(m, "W_V", layer)[kv], "W_O": layer_weight(m, "W_O", layer)[h]}
 

@@ -24,8 +24,8 @@ def rms_scale(x_centred: Tensor, eps: float) -> Tensor:
     return (x_centred.pow(2).mean(-1, keepdim=True) + eps).sqrt()
 
 
-def layer_norm(x: Tensor, eps: float, centred: bool = True) -> Tensor:
-    """Centre, then divide by the RMS (a folded LayerNorm); ``centred=False``: divide only (a folded RMSNorm)."""
-    if centred:
-        x = centre(x)
+def layer_norm(x: Tensor, eps: float) -> Tensor:
+    """Centre, then divide by the RMS: a folded LayerNorm. (A model's own norm, LayerNorm or RMSNorm, is
+    ``architecture.of(m).normalise``.)"""
+    x = centre(x)
     return x / rms_scale(x, eps)

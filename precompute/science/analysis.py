@@ -35,9 +35,9 @@ from torch import Tensor
 
 from .. import schema
 from ..errors import InvalidInputError
-from ..models import blocks
+from ..models import architecture, blocks
+from ..models import hooks
 from ..models.heads import check_head, head_output, mean_coefficients
-from ..models.architecture import centring, kv_head
 from ..models.loading import LoadedModel, unwrap
 from ..models.norm import eps_of, rms_scale
 from ..models.weights import layer_weight
@@ -148,7 +148,7 @@ def mean_result(model, tokens: Int[Tensor, "batch seq"], head: tuple[int, int], 
 
 def head_outputs(m, tokens: Int[Tensor, "batch seq"], layer: int, h: int) -> Float[Tensor, "batch seq d_model"]:
     """The head's output for a batch (forward only up to the head's layer), float32 on the model's device."""
-    hook = f"blocks.{layer}.attn.hook_z"
+    hook = hooks.z(layer)
     _, cache = m.run_with_cache(tokens.to(m.cfg.device), names_filter=[hook], stop_at_layer=layer + 1)
     return head_output(m, cache[hook], layer, h)
 
@@ -191,7 +191,7 @@ def analyze(
             if batch.sparse is not None:
                 inputs.cspa_sparse = batch.sparse
             else:
-                inputs.rows["cspa_dla"] = centring(m)(batch.dense) / fwd.sigma_f
+                inputs.rows["cspa_dla"] = architecture.of(m).centre(batch.dense) / fwd.sigma_f
             kept = batch.kept
         out = vocab_stage(m.W_U, m.b_U, tokens, inputs, variants, k, chunk_rows, topk_groups=topk_groups)
     out[schema.TOKENS] = tokens
@@ -253,28 +253,27 @@ def _rerun_generic(m, tokens, layer: int, r: Tensor, mu: Tensor) -> Tensor:
     def grab(x, hook):
         grabbed["x"] = x.float()
 
-    m.run_with_hooks(tokens, fwd_hooks=[(f"blocks.{layer}.hook_attn_out", replace), ("ln_final.hook_in", grab)])
+    m.run_with_hooks(tokens, fwd_hooks=[(hooks.attn_out(layer), replace), (hooks.FINAL_IN, grab)])
     return grabbed["x"]
 
 
 def _forward(m, tokens, layer: int, h: int, mean_result: Tensor, rerun: bool) -> _Forward:
     """One forward pass caching only what we need, then (for both/indirect) the blocks after the head re-run."""
-    hook_pre, hook_z = f"blocks.{layer}.hook_resid_pre", f"blocks.{layer}.attn.hook_z"
-    hook_pat, hook_v, hook_mid = (f"blocks.{layer}.attn.hook_pattern", f"blocks.{layer}.attn.hook_v",
-                                  f"blocks.{layer}.hook_resid_mid")
-    names = [hook_pre, hook_z, hook_pat, hook_v, "ln_final.hook_scale", "ln_final.hook_normalized"]
-    fast = rerun and blocks.resumable(m)
+    hook_pre, hook_z, hook_pat = hooks.resid_pre(layer), hooks.z(layer), hooks.pattern(layer)
+    hook_v, hook_mid = hooks.v(layer), hooks.resid_mid(layer)
+    names = [hook_pre, hook_z, hook_pat, hook_v, hooks.FINAL_SCALE, hooks.FINAL_NORMALIZED]
+    fast = rerun and architecture.of(m).resumable
     names += [hook_mid] if fast else []
     # TransformerBridge computes the unembedding even with stop_at_layer, so its logits are kept
     clean_logits, cache = m.run_with_cache(tokens, names_filter=names)
     cache = {name: cache[name].float() for name in names}
     mu = mean_result[: tokens.shape[1]].to(device=tokens.device, dtype=torch.float32)
-    sigma_f = cache["ln_final.hook_scale"]
+    sigma_f = cache[hooks.FINAL_SCALE]
     r = head_output(m, cache[hook_z], layer, h)
     W_O_h = layer_weight(m, "W_O", layer)[h].float()
-    src_out = cache[hook_v][:, :, kv_head(m, h)] @ W_O_h
+    src_out = cache[hook_v][:, :, architecture.of(m).kv_head(h)] @ W_O_h
     out_norm = src_out.norm(dim=-1)
-    cen = centring(m)
+    cen = architecture.of(m).centre
     both_c = None
     if fast:
         both_c = cen(blocks.run_from_mid(m, layer, cache[hook_mid] - r + mu))
@@ -284,7 +283,7 @@ def _forward(m, tokens, layer: int, h: int, mean_result: Tensor, rerun: bool) ->
     dla_factors = None if z_bar is None else ((cache[hook_z][:, :, h] - z_bar) / sigma_f,
                                               _head_unembedding(m, layer, h, cen(W_O_h)))
     return _Forward(clean_logits=clean_logits.float(), sigma_f=sigma_f, dla_factors=dla_factors,
-                    x_c=cache["ln_final.hook_normalized"] * sigma_f, delta_c=cen(r - mu),
+                    x_c=cache[hooks.FINAL_NORMALIZED] * sigma_f, delta_c=cen(r - mu),
                     pre_c=cen(cache[hook_pre]), attn=cache[hook_pat][:, h], src_out=src_out,
                     out_norm_rel=out_norm / out_norm.max(-1, keepdim=True).values.clamp_min(1e-30), mu=mu,
                     eps=eps_of(m), both_c=both_c)

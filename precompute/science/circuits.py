@@ -33,8 +33,7 @@ from torch import Tensor
 
 from .. import schema
 from ..errors import InvalidInputError
-from ..models import blocks
-from ..models.architecture import centres
+from ..models import architecture, hooks
 from ..models.heads import check_head, head_weights
 from ..models.loading import unwrap
 from ..models.norm import eps_of, layer_norm
@@ -65,7 +64,7 @@ def effective_embedding(model, embedding: str = DEFAULT_EMBEDDING, chunk: int = 
     W_E = m.W_E
     if embedding == "W_E":
         return W_E.clone()
-    if not blocks.supported(m):
+    if architecture.of(m).rerun != architecture.RERUN_GPT2:
         return _block0_embedding(m, embedding, chunk=min(chunk, 1024))
     eps = eps_of(m)
     act = _act(m.cfg.act_fn)
@@ -88,12 +87,12 @@ def effective_embedding(model, embedding: str = DEFAULT_EMBEDDING, chunk: int = 
 def _block0_embedding(m, embedding: str, chunk: int) -> Float[Tensor, "d_vocab d_model"]:
     """The effective embedding from the model's own block 0, run on every token alone (see the module docstring)."""
     d_vocab = m.cfg.d_vocab
-    grab = "blocks.0.hook_mlp_out" if embedding.startswith("mlp0") else "blocks.0.hook_resid_post"
-    hooks = []
-    if "hook_pos_embed" in m.hook_dict:
-        hooks.append(("hook_pos_embed", lambda x, hook: torch.zeros_like(x)))
+    grab = hooks.mlp_out(0) if embedding.startswith("mlp0") else hooks.resid_post(0)
+    fwd = []
+    if hooks.POS_EMBED in m.hook_dict:
+        fwd.append((hooks.POS_EMBED, lambda x, hook: torch.zeros_like(x)))
     if embedding.endswith("_noattn"):
-        hooks.append(("blocks.0.hook_attn_out", lambda x, hook: torch.zeros_like(x)))
+        fwd.append((hooks.attn_out(0), lambda x, hook: torch.zeros_like(x)))
     out = torch.empty(d_vocab, m.cfg.d_model)
     got = {}
 
@@ -103,7 +102,7 @@ def _block0_embedding(m, embedding: str, chunk: int) -> Float[Tensor, "d_vocab d
     with torch.inference_mode():
         for start in range(0, d_vocab, chunk):
             ids = torch.arange(start, min(d_vocab, start + chunk), device=m.W_E.device)[:, None]
-            m.run_with_hooks(ids, fwd_hooks=hooks + [(grab, keep)], stop_at_layer=1)
+            m.run_with_hooks(ids, fwd_hooks=fwd + [(grab, keep)], stop_at_layer=1)
             out[start:start + len(ids)] = got["x"].cpu()
     return out.to(m.W_E.device)
 
@@ -121,8 +120,7 @@ def circuit_factors(model, head: tuple[int, int], embedding: str = DEFAULT_EMBED
     """
     m = unwrap(model)
     layer, h = check_head(m, head)
-    eps = eps_of(m)
-    cen = centres(m)
+    arch = architecture.of(m)
     w = head_weights(m, layer, h)
     with torch.inference_mode():
         if w_ee is None:
@@ -132,14 +130,14 @@ def circuit_factors(model, head: tuple[int, int], embedding: str = DEFAULT_EMBED
         ov_src = ov_src / out_rms
         ov_dst = (w["W_O"] @ m.W_U).T
         quarter = float(m.cfg.d_head) ** 0.25
-        qk_dst = layer_norm(m.W_U.T, eps, cen) @ w["W_Q"] / quarter
-        qk_src = layer_norm(w_ee, eps, cen) @ w["W_K"] / quarter
+        qk_dst = arch.normalise(m.W_U.T) @ w["W_Q"] / quarter
+        qk_src = arch.normalise(w_ee) @ w["W_K"] / quarter
     return dict(zip(schema.CIRCUIT_FACTORS, (ov_src.contiguous(), ov_dst.contiguous(), qk_dst.contiguous(),
                                              qk_src.contiguous())))
 
 
 def ranks_from_factors(rows: Tensor, cols: Tensor, circuit: str, chunk: int = 2048,
-                       ids: Tensor | None = None) -> Int[Tensor, "n"]:
+                       ids: Tensor | None = None) -> Int[Tensor, " n"]:
     """Diagonal rank of every row of ``rows @ cols.T``, in row chunks (OV: most negative = 0; QK: largest = 0).
 
     ``ids``: only these rows (token ids), e.g. a sample of a large vocabulary; ranks are still among all columns.
@@ -168,7 +166,7 @@ def ranks_from_factors(rows: Tensor, cols: Tensor, circuit: str, chunk: int = 20
 
 
 def circuit_ranks(model, head: tuple[int, int], circuit: str = "ov", embedding: str = DEFAULT_EMBEDDING,
-                  factors: dict[str, Tensor] | None = None) -> Int[Tensor, "d_vocab"]:
+                  factors: dict[str, Tensor] | None = None) -> Int[Tensor, " d_vocab"]:
     """Rank of the diagonal in each row of the full OV or QK circuit of ``head``; LongTensor [d_vocab]."""
     if circuit not in CIRCUITS:
         raise InvalidInputError(f"unknown circuit {circuit!r}; choose 'ov' or 'qk'")

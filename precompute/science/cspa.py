@@ -81,7 +81,7 @@ class CSPAConfig:
         return d
 
 
-def keep_counts(k_u: float | int, seq_len: int) -> Int[Tensor, "seq"]:
+def keep_counts(k_u: float | int, seq_len: int) -> Int[Tensor, " seq"]:
     """K per destination position: ceil(k_u * (q + 1)) for a fraction, k_u for a count."""
     q = torch.arange(seq_len)
     if isinstance(k_u, int):
@@ -283,7 +283,7 @@ def _kept_pairs(scores: Tensor, cand: Tensor, keep: Tensor, cfg: CSPAConfig) -> 
 
 
 def token_weights(w: Float[Tensor, "batch q k ks"], cand: Int[Tensor, "batch k ks"], keep: Bool[Tensor, "batch q k ks"]
-                  ) -> tuple[Float[Tensor, "batch q T"], Int[Tensor, "T"]]:
+                  ) -> tuple[Float[Tensor, "batch q T"], Int[Tensor, " T"]]:
     """CSPA's output as weights on distinct unembedding directions: (weights [b, q, T], token ids [T]).
 
     sum_t weights[q, t] W_U[:, t] equals the CSPA output minus the mean; T is the number of distinct tokens kept

@@ -6,7 +6,7 @@ from __future__ import annotations
 from jaxtyping import Float
 from torch import Tensor
 
-from ..models.architecture import centres
+from ..models import architecture
 
 
 def logit_diff(logits: Tensor, answers: Tensor) -> Tensor:
@@ -22,6 +22,5 @@ def ld_directions(m, answers: Tensor) -> Float[Tensor, "n d_model"]:
 
 def project(m, x: Tensor, scale: Tensor, dirs: Tensor) -> Tensor:
     """Mean over prompts of the final-position vectors ``x`` [..., n, d] as they reach the logit difference."""
-    if centres(m):
-        x = x - x.mean(-1, keepdim=True)
+    x = architecture.of(m).centre(x)
     return ((x / scale) * dirs).sum(-1).mean(-1)

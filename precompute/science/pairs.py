@@ -27,7 +27,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from ..errors import InvalidInputError
-from ..models import blocks
+from ..models import architecture, hooks
 from ..models.loading import unwrap
 from .logit_diff import ld_directions, logit_diff, project
 
@@ -49,10 +49,10 @@ class PairAnalysis:
     the names of the lens points and the layer components."""
 
     inputs: PairInputs
-    logit_diff_clean: Float[Tensor, "n"]
-    logit_diff_corrupted: Float[Tensor, "n"]
-    lens_logit_diff: Float[Tensor, "points"]
-    layer_dla: Float[Tensor, "components"]
+    logit_diff_clean: Float[Tensor, " n"]
+    logit_diff_corrupted: Float[Tensor, " n"]
+    lens_logit_diff: Float[Tensor, " points"]
+    layer_dla: Float[Tensor, " components"]
     head_dla: Float[Tensor, "layer head"]
     labels: list[str]
     lens_labels: list[str]
@@ -119,12 +119,8 @@ def prepare_pairs(model, clean, corrupted, answers) -> PairInputs:
 
 
 def clean_hooks(L: int) -> list[str]:
-    names = ["ln_final.hook_scale"]
-    for layer in range(L):
-        names += [f"blocks.{layer}.hook_resid_pre", f"blocks.{layer}.hook_attn_out", f"blocks.{layer}.hook_mlp_out",
-                  f"blocks.{layer}.hook_resid_post", f"blocks.{layer}.attn.hook_z",
-                  f"blocks.{layer}.attn.hook_pattern", f"blocks.{layer}.attn.hook_v"]
-    return names
+    return [hooks.FINAL_SCALE] + hooks.every_layer(L, hooks.RESID_PRE, hooks.ATTN_OUT, hooks.MLP_OUT, hooks.RESID_POST,
+                                                   hooks.Z, hooks.PATTERN, hooks.V)
 
 
 def compare_prompts(model, clean, corrupted, answers, patching: bool = True, attribution: bool = True,
@@ -146,28 +142,28 @@ def compare_prompts(model, clean, corrupted, answers, patching: bool = True, att
         ld_clean = logit_diff(logits, inp.answers.to(dev))
         ld_corr = logit_diff(m(inp.corrupted.to(dev)), inp.answers.to(dev))
         dirs = ld_directions(m, inp.answers.to(dev))
-        scale = cache["ln_final.hook_scale"][:, -1]
+        scale = cache[hooks.FINAL_SCALE][:, -1]
 
         def last(name):
             return cache[name][:, -1]
 
-        points = [last("blocks.0.hook_resid_pre")]
+        points = [last(hooks.resid_pre(0))]
         lens_labels, layer_labels, comps = ["embed"], [], []
         for layer in range(L):
-            points += [last(f"blocks.{layer}.hook_resid_pre") + last(f"blocks.{layer}.hook_attn_out"),
-                       last(f"blocks.{layer}.hook_resid_post")]
+            points += [last(hooks.resid_pre(layer)) + last(hooks.attn_out(layer)),
+                       last(hooks.resid_post(layer))]
             lens_labels += [f"{layer}_attn", f"{layer}_mlp"]
-            comps += [last(f"blocks.{layer}.hook_attn_out"), last(f"blocks.{layer}.hook_mlp_out")]
+            comps += [last(hooks.attn_out(layer)), last(hooks.mlp_out(layer))]
             layer_labels += [f"attn {layer}", f"mlp {layer}"]
         lens = project(m, torch.stack(points), scale, dirs)
         layer_dla = project(m, torch.stack(comps), scale, dirs)
-        z = torch.stack([last(f"blocks.{layer}.attn.hook_z") for layer in range(L)])  # [L, n, H, dh]
+        z = torch.stack([last(hooks.z(layer)) for layer in range(L)])  # [L, n, H, dh]
         results = torch.einsum("lnhe,lhed->lhnd", z, m.W_O.float())
         head_dla = project(m, results, scale, dirs)
     out = PairAnalysis(inp, ld_clean.cpu(), ld_corr.cpu(), lens.cpu(), layer_dla.cpu(), head_dla.cpu(),
                        token_strings(m.tokenizer, inp.clean[0].tolist()), lens_labels, layer_labels)
     if patching:
-        if blocks.resumable(m):  # resume each patch at its layer (same numbers, ~3x faster on CPU)
+        if architecture.of(m).resumable:  # resume each patch at its layer (same numbers, ~3x faster on CPU)
             from .patching_fast import activation_patching_fast
 
             out.patch = activation_patching_fast(m, inp, out.ld_clean, out.ld_corrupted, max_batch, progress, grids)

@@ -19,11 +19,11 @@ import torch
 from torch import Tensor
 
 from ..errors import InvalidInputError
-from ..models.architecture import kv_head
+from ..models import architecture, hooks
 from .logit_diff import logit_diff
 
-HOOKS = {"resid_pre": "hook_resid_pre", "attn_out": "hook_attn_out", "mlp_out": "hook_mlp_out",
-         "head_z": "attn.hook_z", "head_pattern": "attn.hook_pattern", "head_v": "attn.hook_v"}
+HOOKS = {"resid_pre": hooks.RESID_PRE, "attn_out": hooks.ATTN_OUT, "mlp_out": hooks.MLP_OUT, "head_z": hooks.Z,
+         "head_pattern": hooks.PATTERN, "head_v": hooks.V}
 
 
 def cells(m, grid: str, seq: int) -> list[tuple[str, tuple]]:
@@ -31,7 +31,7 @@ def cells(m, grid: str, seq: int) -> list[tuple[str, tuple]]:
     L, H = m.cfg.n_layers, m.cfg.n_heads
     out = []
     for layer in range(L):
-        hook = f"blocks.{layer}.{HOOKS[grid]}"
+        hook = hooks.block(layer, HOOKS[grid])
         if grid in ("resid_pre", "attn_out", "mlp_out"):
             out += [(hook, (p,)) for p in range(seq)]
         elif grid == "head_z":
@@ -39,7 +39,7 @@ def cells(m, grid: str, seq: int) -> list[tuple[str, tuple]]:
         elif grid == "head_pattern":
             out += [(hook, (h,)) for h in range(H)]
         else:
-            out += [(hook, (slice(None), kv_head(m, h))) for h in range(H)]
+            out += [(hook, (slice(None), architecture.of(m).kv_head(h))) for h in range(H)]
     return out
 
 
@@ -141,7 +141,7 @@ def attribution_patching(m, inp, cache: dict, ld_clean: float, ld_corr: float,
         return keep
 
     with torch.inference_mode(False), torch.enable_grad():
-        logits = m.run_with_hooks(inp.corrupted.to(dev), fwd_hooks=[("hook_embed", leaf)]
+        logits = m.run_with_hooks(inp.corrupted.to(dev), fwd_hooks=[(hooks.EMBED, leaf)]
                                   + [(name, keeper(name)) for name in names])
         metric = _mean_ld(logits, inp.answers.to(dev), 1)[0]
         metric.backward()

@@ -5,7 +5,7 @@ residual stream at its layer (before the attention for ``resid_pre``, after it f
 the MLP for ``mlp_out``), the patch is applied there, and only the blocks from that point on are re-run by hand
 (``models.blocks``, checked against hooked forward passes). Only the final position is normalised and projected,
 and only on the two answer directions. Same numbers as ``patching.activation_patching`` (tested); used when
-``blocks.resumable(m)``.
+``architecture.of(m).resumable``.
 
 Head-level patches are written through the head's output: z_h' W_O − z_h W_O added after the attention, with
 z_h' = the clean z (``head_z``), clean pattern × corrupted values (``head_pattern``) or corrupted pattern × clean
@@ -19,18 +19,18 @@ import torch
 from torch import Tensor
 
 from ..models import blocks
-from ..models.architecture import centring, kv_head
+from ..models import architecture, hooks
 from ..models.norm import eps_of, rms_scale
 from ..models.weights import layer_weight
 from .logit_diff import ld_directions
 from .patching import grid_shape, to_grids
 
-CACHED = ("hook_resid_pre", "hook_resid_mid", "hook_resid_post", "hook_attn_out", "hook_mlp_out", "attn.hook_z",
-          "attn.hook_pattern", "attn.hook_v")
+CACHED = (hooks.RESID_PRE, hooks.RESID_MID, hooks.RESID_POST, hooks.ATTN_OUT, hooks.MLP_OUT, hooks.Z, hooks.PATTERN,
+          hooks.V)
 
 
 def _cache(m, tokens: Tensor) -> dict[str, Tensor]:
-    names = [f"blocks.{layer}.{h}" for layer in range(m.cfg.n_layers) for h in CACHED]
+    names = hooks.every_layer(m.cfg.n_layers, *CACHED)
     _, cache = m.run_with_cache(tokens, names_filter=names)
     return {k: v.float() for k, v in cache.items()}
 
@@ -47,33 +47,33 @@ def _resumes_at(m, grid: str, layer: int) -> tuple[str, int]:
 def _start(m, grid: str, layer: int, j: int, clean: dict, corr: dict) -> tuple[str, int, Tensor]:
     """(where the run resumes: 'pre' | 'mid' | 'final', layer, the patched residual stream there)."""
     def c(name, src):
-        return src[f"blocks.{layer}.{name}"]
+        return src[hooks.block(layer, name)]
 
     if grid == "resid_pre":
-        x = c("hook_resid_pre", corr).clone()
-        x[:, j] = c("hook_resid_pre", clean)[:, j]
+        x = c(hooks.RESID_PRE, corr).clone()
+        x[:, j] = c(hooks.RESID_PRE, clean)[:, j]
         return "pre", layer, x
     if grid == "attn_out":
-        x = c("hook_resid_mid", corr).clone()
-        x[:, j] += c("hook_attn_out", clean)[:, j] - c("hook_attn_out", corr)[:, j]
+        x = c(hooks.RESID_MID, corr).clone()
+        x[:, j] += c(hooks.ATTN_OUT, clean)[:, j] - c(hooks.ATTN_OUT, corr)[:, j]
         return "mid", layer, x
     if grid == "mlp_out":
-        x = c("hook_resid_post", corr).clone()
-        x[:, j] += c("hook_mlp_out", clean)[:, j] - c("hook_mlp_out", corr)[:, j]
+        x = c(hooks.RESID_POST, corr).clone()
+        x[:, j] += c(hooks.MLP_OUT, clean)[:, j] - c(hooks.MLP_OUT, corr)[:, j]
         return ("pre", layer + 1, x) if layer + 1 < m.cfg.n_layers else ("final", layer, x)
-    z = c("attn.hook_z", corr)
-    kv = kv_head(m, j)  # grouped-query attention: the key/value head query head j reads
+    z = c(hooks.Z, corr)
+    kv = architecture.of(m).kv_head(j)  # grouped-query attention: the key/value head query head j reads
     w_o = layer_weight(m, "W_O", layer).float()
     if grid == "head_v":  # the values of key/value head kv: every query head reading it changes
-        sharing = [h for h in range(m.cfg.n_heads) if kv_head(m, h) == kv]
-        pattern, v = c("attn.hook_pattern", corr), c("attn.hook_v", clean)[:, :, kv]
+        sharing = [h for h in range(m.cfg.n_heads) if architecture.of(m).kv_head(h) == kv]
+        pattern, v = c(hooks.PATTERN, corr), c(hooks.V, clean)[:, :, kv]
         delta = sum((torch.einsum("bqk,bke->bqe", pattern[:, h], v) - z[:, :, h]) @ w_o[h] for h in sharing)
-        return "mid", layer, c("hook_resid_mid", corr) + delta
+        return "mid", layer, c(hooks.RESID_MID, corr) + delta
     if grid == "head_z":
-        new = c("attn.hook_z", clean)[:, :, j]
+        new = c(hooks.Z, clean)[:, :, j]
     else:
-        new = torch.einsum("bqk,bke->bqe", c("attn.hook_pattern", clean)[:, j], c("attn.hook_v", corr)[:, :, kv])
-    return "mid", layer, c("hook_resid_mid", corr) + (new - z[:, :, j]) @ w_o[j]
+        new = torch.einsum("bqk,bke->bqe", c(hooks.PATTERN, clean)[:, j], c(hooks.V, corr)[:, :, kv])
+    return "mid", layer, c(hooks.RESID_MID, corr) + (new - z[:, :, j]) @ w_o[j]
 
 
 def activation_patching_fast(m, inp, ld_clean: float, ld_corr: float, max_batch: int = 64, progress=None,
@@ -81,7 +81,7 @@ def activation_patching_fast(m, inp, ld_clean: float, ld_corr: float, max_batch:
     n, seq = inp.corrupted.shape
     dev = m.W_U.device
     eps = eps_of(m)
-    cen = centring(m)
+    cen = architecture.of(m).centre
     with torch.inference_mode():
         clean, corr = _cache(m, inp.clean.to(dev)), _cache(m, inp.corrupted.to(dev))
         answers = inp.answers.to(dev)

@@ -40,7 +40,7 @@ class SparseCSPA:
     its DLA is ``weights @ (W_U[:, ids]^T W_U) - mean * colsum(W_U)``, cheaper than a projection when T is small."""
 
     weights: Float[Tensor, "batch seq T"]
-    token_ids: Int[Tensor, "T"]
+    token_ids: Int[Tensor, " T"]
     mean: Float[Tensor, "batch seq 1"]
 
 

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from ..errors import InvalidInputError
+from ..models import hooks
 from ..models.heads import check_head
 from ..models.loading import unwrap
 from .logit_diff import ld_directions, logit_diff, project
@@ -47,7 +48,7 @@ def default_heads(model) -> tuple[tuple[int, int], ...]:
     return ()
 
 
-def _run(m, tokens: Tensor, hooks: list) -> tuple[Tensor, dict[str, Tensor]]:
+def _run(m, tokens: Tensor, fwd: list) -> tuple[Tensor, dict[str, Tensor]]:
     L = m.cfg.n_layers
     keep: dict[str, Tensor] = {}
 
@@ -56,18 +57,17 @@ def _run(m, tokens: Tensor, hooks: list) -> tuple[Tensor, dict[str, Tensor]]:
             keep[name] = x.detach().float()
         return fn
 
-    names = ["ln_final.hook_scale"] + [f"blocks.{layer}.{h}" for layer in range(L)
-                                       for h in ("attn.hook_z", "hook_mlp_out")]
-    logits = m.run_with_hooks(tokens, fwd_hooks=hooks + [(n, keeper(n)) for n in names])
+    names = [hooks.FINAL_SCALE] + hooks.every_layer(L, hooks.Z, hooks.MLP_OUT)
+    logits = m.run_with_hooks(tokens, fwd_hooks=fwd + [(n, keeper(n)) for n in names])
     return logits, keep
 
 
 def _contributions(m, cache: dict, dirs: Tensor) -> tuple[Tensor, Tensor]:
     L = m.cfg.n_layers
-    scale = cache["ln_final.hook_scale"][:, -1]
-    z = torch.stack([cache[f"blocks.{layer}.attn.hook_z"][:, -1] for layer in range(L)])
+    scale = cache[hooks.FINAL_SCALE][:, -1]
+    z = torch.stack([cache[hooks.z(layer)][:, -1] for layer in range(L)])
     heads = project(m, torch.einsum("lnhe,lhed->lhnd", z, m.W_O.float()), scale, dirs)
-    mlps = project(m, torch.stack([cache[f"blocks.{layer}.hook_mlp_out"][:, -1] for layer in range(L)]), scale, dirs)
+    mlps = project(m, torch.stack([cache[hooks.mlp_out(layer)][:, -1] for layer in range(L)]), scale, dirs)
     return heads, mlps
 
 
@@ -94,7 +94,7 @@ def self_repair(model, prompts, answers, heads=None, method: str = "mean") -> Se
             by_layer.setdefault(layer, []).append(h)
 
         def ablater(layer):
-            z_clean = clean[f"blocks.{layer}.attn.hook_z"]
+            z_clean = clean[hooks.z(layer)]
             source = (z_clean.mean(0, keepdim=True).expand_as(z_clean) if method == "mean"
                       else z_clean.roll(1, dims=0))
 
@@ -105,7 +105,7 @@ def self_repair(model, prompts, answers, heads=None, method: str = "mean") -> Se
                 return x
             return fn
 
-        ablated_logits, ablated = _run(m, tokens, [(f"blocks.{layer}.attn.hook_z", ablater(layer))
+        ablated_logits, ablated = _run(m, tokens, [(hooks.z(layer), ablater(layer))
                                                    for layer in by_layer])
         y_heads, y_mlps = _contributions(m, ablated, dirs)
     first = min(layer for layer, _ in heads)

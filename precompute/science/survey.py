@@ -30,10 +30,9 @@ from torch import Tensor
 
 from .. import schema
 from ..errors import InvalidInputError
-from ..models.architecture import centres, centring, kv_head
+from ..models import architecture, hooks
 from ..models.loading import LoadedModel, unwrap
 from ..models.heads import head_weights
-from ..models.norm import eps_of, layer_norm
 from ..models.weights import layer_weight
 from .circuits import effective_embedding, ranks_from_factors
 from .cspa import CSPAConfig, cspa_for_batch, explained
@@ -69,7 +68,7 @@ def _all_heads_cache(m, tokens: Tensor, names: list[str]):
 def _mean_results(m, tokens: Tensor, batch_size: int) -> Float[Tensor, "layer seq head d_model"]:
     """μ for every head at once: per-position mean of z_h, times W_O."""
     L = m.cfg.n_layers
-    names = [f"blocks.{layer}.attn.hook_z" for layer in range(L)]
+    names = hooks.every_layer(L, hooks.Z)
     total = None
     for start in range(0, tokens.shape[0], batch_size):
         _, cache = _all_heads_cache(m, tokens[start:start + batch_size], names)
@@ -83,11 +82,10 @@ def _ablation_sums(m, tokens: Tensor, mu: Tensor, st: SurveySettings, progress) 
     """Per head: sums over predicted tokens of Δloss and KL of the direct ablation, and of CSPA's KL."""
     L, H = m.cfg.n_layers, m.cfg.n_heads
     W_U = m.W_U.float()
-    cen = centring(m)
+    cen = architecture.of(m).centre
     sums = {k: torch.zeros(L, H, dtype=torch.float64) for k in ("abl_dl", "abl_kl", "cspa_kl")}
     n_tok = 0
-    names = ["ln_final.hook_scale"] + [f"blocks.{layer}.{hook}" for layer in range(L) for hook in (
-        "attn.hook_z", "attn.hook_pattern", "attn.hook_v", "hook_resid_pre")]
+    names = [hooks.FINAL_SCALE] + hooks.every_layer(L, hooks.Z, hooks.PATTERN, hooks.V, hooks.RESID_PRE)
     # every layer's patterns are cached at once: keep them within PATTERN_BYTES
     s_len = tokens.shape[1]
     batch_size = max(1, min(st.batch_size, PATTERN_BYTES // (4 * L * H * s_len * s_len)))
@@ -96,7 +94,7 @@ def _ablation_sums(m, tokens: Tensor, mu: Tensor, st: SurveySettings, progress) 
         toks = tokens[start:start + batch_size].to(W_U.device)
         b, s = toks.shape
         logits, cache = _all_heads_cache(m, toks, names)
-        sigma = cache["ln_final.hook_scale"]  # [b, s, 1]
+        sigma = cache[hooks.FINAL_SCALE]  # [b, s, 1]
         flat = logits[:, :-1].reshape(-1, logits.shape[-1])  # predicted positions only
         targets = toks[:, 1:].reshape(-1)
         n = flat.shape[0]
@@ -105,16 +103,16 @@ def _ablation_sums(m, tokens: Tensor, mu: Tensor, st: SurveySettings, progress) 
         u_bar = torch.softmax(flat, -1) @ W_U.T  # [n, d]: Σ_v p_v W_U[:, v]
         w_target = W_U.T[targets]  # [n, d]
         for layer in range(L):
-            z, v = cache[f"blocks.{layer}.attn.hook_z"], cache[f"blocks.{layer}.attn.hook_v"]
-            pattern = cache[f"blocks.{layer}.attn.hook_pattern"]
-            pre_scaled = cen(cache[f"blocks.{layer}.hook_resid_pre"]) / sigma
+            z, v = cache[hooks.z(layer)], cache[hooks.v(layer)]
+            pattern = cache[hooks.pattern(layer)]
+            pre_scaled = cen(cache[hooks.resid_pre(layer)]) / sigma
             rows = []
             W_O = layer_weight(m, "W_O", layer).float()
             for h in range(H):
                 r = z[:, :, h] @ W_O[h]
                 mu_h = mu[layer, :s, h]
                 dla_row = cen(r - mu_h) / sigma  # clean − ablated logits = dla_row W_U
-                src_out = v[:, :, kv_head(m, h)] @ W_O[h]
+                src_out = v[:, :, architecture.of(m).kv_head(h)] @ W_O[h]
                 batch = cspa_for_batch(m, toks, pattern[:, h], src_out, mu_h, pre_scaled, sigma, st.cspa, None)
                 if batch.sparse is not None:
                     sp = batch.sparse
@@ -152,8 +150,7 @@ def repeated_tokens(tokenizer, d_vocab: int, n: int, length: int, seed: int) -> 
 
 
 def _probe_cache(m, tokens: Tensor) -> dict[str, Tensor]:
-    names = ["ln_final.hook_scale"] + [f"blocks.{layer}.attn.{k}" for layer in range(m.cfg.n_layers)
-                                       for k in ("hook_pattern", "hook_v")]
+    names = [hooks.FINAL_SCALE] + hooks.every_layer(m.cfg.n_layers, hooks.PATTERN, hooks.V)
     return _all_heads_cache(m, tokens, names)[1]
 
 
@@ -162,20 +159,20 @@ def _probe_scores(m, cache: dict, src: Tensor, dst: Tensor, answer: Tensor) -> t
 
     ``src``, ``dst``, ``answer``: [n, m] positions and token ids per sequence."""
     L, H = m.cfg.n_layers, m.cfg.n_heads
-    cen = centring(m)
+    cen = architecture.of(m).centre
     dev = m.W_U.device
     src, dst, answer = src.to(dev), dst.to(dev), answer.to(dev)
-    sigma = cache["ln_final.hook_scale"].gather(1, dst[..., None])  # [n, m, 1]
+    sigma = cache[hooks.FINAL_SCALE].gather(1, dst[..., None])  # [n, m, 1]
     w_ans = m.W_U.float().T[answer]  # [n, m, d]
     att_mean = torch.empty(L, H)
     effect = torch.empty(L, H)
     rows = torch.arange(src.shape[0], device=dev)[:, None]
     for layer in range(L):
-        pattern, v = cache[f"blocks.{layer}.attn.hook_pattern"], cache[f"blocks.{layer}.attn.hook_v"]
+        pattern, v = cache[hooks.pattern(layer)], cache[hooks.v(layer)]
         W_O = layer_weight(m, "W_O", layer).float()
         for h in range(H):
             a = pattern[:, h][rows, dst, src]  # [n, m]
-            out = cen(v[:, :, kv_head(m, h)][rows, src] @ W_O[h])  # [n, m, d]
+            out = cen(v[:, :, architecture.of(m).kv_head(h)][rows, src] @ W_O[h])  # [n, m, d]
             att_mean[layer, h] = a.mean()
             effect[layer, h] = -(a * ((out / sigma) * w_ans).sum(-1)).mean()
     return att_mean, effect
@@ -218,11 +215,11 @@ def _circuits(m, st: SurveySettings, progress) -> tuple[Tensor, Tensor, int]:
     if st.circuit_rows is not None and st.circuit_rows < V:
         g = torch.Generator().manual_seed(st.seed)
         ids = torch.randperm(V, generator=g)[: st.circuit_rows].sort().values
-    eps, cen = eps_of(m), centres(m)
+    arch = architecture.of(m)
     W_U = m.W_U.float()
     w_ee = effective_embedding(m).float()
-    ln_ee = layer_norm(w_ee, eps, cen)  # keys of QK
-    ln_u_rows = layer_norm(W_U.T[ids.to(W_U.device)], eps, cen)  # sampled queries of QK
+    ln_ee = arch.normalise(w_ee)  # keys of QK
+    ln_u_rows = arch.normalise(W_U.T[ids.to(W_U.device)])  # sampled queries of QK
     ee_rows = w_ee[ids.to(w_ee.device)]  # sampled sources of OV
     ov, qk = torch.empty(L, H), torch.empty(L, H)
     for layer in range(L):
@@ -230,9 +227,10 @@ def _circuits(m, st: SurveySettings, progress) -> tuple[Tensor, Tensor, int]:
         for h in range(H):
             w = head_weights(m, layer, h)
             ov_rows, ov_cols = ee_rows @ w["W_V"].float(), (w["W_O"].float() @ W_U).T
-            if kv_head(m, h) not in keys:
-                keys[kv_head(m, h)] = ln_ee @ w["W_K"].float()
-            qk_rows, qk_cols = ln_u_rows @ w["W_Q"].float(), keys[kv_head(m, h)]
+            kv = arch.kv_head(h)
+            if kv not in keys:
+                keys[kv] = ln_ee @ w["W_K"].float()
+            qk_rows, qk_cols = ln_u_rows @ w["W_Q"].float(), keys[kv]
             ov[layer, h] = (ranks_from_factors(ov_rows, ov_cols, "ov", 512, ids) < 10).double().mean()
             qk[layer, h] = (ranks_from_factors(qk_rows, qk_cols, "qk", 512, ids) < 10).double().mean()
         if progress:
