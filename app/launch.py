@@ -23,11 +23,12 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from precompute.models.memory import server_environment  # noqa: E402 - needs ROOT on the path
+from precompute import paper  # noqa: E402 - needs ROOT on the path
+from precompute.models.memory import server_environment  # noqa: E402
 
 from app.discovery import DEFAULT_DIR, candidate_runs, write_status  # noqa: E402
 
-GPT2_DEMO = dict(model="gpt2-small", heads=((10, 7), (11, 10)), dataset="stas/openwebtext-10k", n_seqs=200,
+GPT2_DEMO = dict(model="gpt2-small", heads=paper.NEGATIVE_HEADS, dataset="stas/openwebtext-10k", n_seqs=200,
                  seq_len=128, n_mean=50, batch_size=8, shard_size=50, seed=6)
 TOY_DEMO = dict(model="toy", heads=((1, 2),), dataset="synthetic", n_seqs=300, seq_len=128, n_mean=100,
                 batch_size=16, shard_size=100, seed=6)

@@ -198,6 +198,19 @@ def parse_head(text: str) -> tuple[int, int]:
     return int(m.group(1)), int(m.group(2))
 
 
+def parse_heads(text: str) -> tuple[tuple[int, int], ...]:
+    """'10.7,11.10' -> ((10, 7), (11, 10)); empty entries, nothing at all and duplicates are errors."""
+    parts = [p.strip() for p in str(text).split(",")]
+    if not any(parts):
+        raise InvalidInputError(f"heads {text!r} names no head; give e.g. 10.7,11.10")
+    if any(not p for p in parts):
+        raise InvalidInputError(f"heads {text!r} has an empty entry; give e.g. 10.7,11.10")
+    heads = tuple(parse_head(p) for p in parts)
+    if len(set(heads)) != len(heads):
+        raise InvalidInputError(f"heads {text!r} names a head twice")
+    return heads
+
+
 def tensor_name(head: tuple[int, int], name: str) -> str:
     """A per-head field's tensor name inside a shard: ``L.H/<field>``."""
     return f"{head_key(head)}/{name}"

@@ -218,7 +218,8 @@ def test_data_selection_and_mu_are_the_papers(toy, tmp_path):
 
 
 def test_report_names_every_setting_that_differs(toy_artifacts):
-    from precompute.jobs.report import PAPER_RUN, differences, format_report
+    from precompute import paper
+    from precompute.jobs.report import SETTINGS, differences, format_report
     from precompute.store.reader import Artifacts
 
     arts = open_artifacts(toy_artifacts)
@@ -234,7 +235,7 @@ def test_report_names_every_setting_that_differs(toy_artifacts):
     paper_like = Artifacts.__new__(Artifacts)
     paper_like.manifest, paper_like.n_sequences, paper_like.seq_len = m, 500, 1000
     assert differences(paper_like, "10.7") == []
-    assert len(PAPER_RUN) >= 12
+    assert len(SETTINGS) >= 12 and set(SETTINGS) == set(paper.RUN)
 
 
 def test_low_precision_is_limited_to_the_direct_effect():

@@ -10,7 +10,7 @@ from app.circuit_views import bar_chart, page_tables, similar_tokens, token_box
 from app.render.text import literal
 from precompute import schema as F
 from precompute.errors import ExplorerError
-from precompute.jobs.report import PAPER
+from precompute import paper
 
 arts = state.page_artifacts()
 st.title("OV and QK circuits")
@@ -61,8 +61,7 @@ if token is not None:
 
 st.subheader("Over the whole vocabulary")
 summary = arts.summary(head_name)
-paper = {"ov": (PAPER["OV: token suppressed most (rank 0)"][1], PAPER["OV: token in its own 10 most suppressed"][1]),
-         "qk": (PAPER["QK: token is the top key (argmax)"][1], PAPER["QK: token among the top 10 keys"][1])}
+
 cols = st.columns(2)
 for col, circuit in zip(cols, ("ov", "qk")):
     s = summary.get(circuit, {})
@@ -71,8 +70,8 @@ for col, circuit in zip(cols, ("ov", "qk")):
     fig.update_layout(title=f"{circuit.upper()}: rank of the token itself (log10(rank + 1))", height=320,
                       xaxis_title="log10(rank + 1)", yaxis_title="tokens", margin=dict(l=10, r=10, t=50, b=10))
     col.plotly_chart(fig, key=f"hist_{circuit}")
-    col.markdown(f"- rank 0: **{100 * s.get('frac_rank0', float('nan')):.2f}%** (paper {100 * paper[circuit][0]:.2f}%)"
-                 f"\n- top 10: **{100 * s.get('frac_top10', float('nan')):.2f}%** (paper {100 * paper[circuit][1]:.2f}%)"
+    col.markdown(f"- rank 0: **{100 * s.get('frac_rank0', float('nan')):.2f}%** (paper {paper.FIGURE[circuit + '_rank0'].text})"
+                 f"\n- top 10: **{100 * s.get('frac_top10', float('nan')):.2f}%** (paper {paper.FIGURE[circuit + '_top10'].text})"
                  f"\n- median rank {s.get('median_rank', 'n/a')}, mean {s.get('mean_rank', float('nan')):.1f}")
     worst = s.get("worst_token_ids", [])[:10]
     if worst:

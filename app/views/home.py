@@ -4,7 +4,7 @@ import streamlit as st
 
 from app import state
 from app.render.text import literal
-from precompute.jobs.report import rows
+from precompute import paper
 
 DIAGRAM = """
 <svg viewBox="0 0 820 170" xmlns="http://www.w3.org/2000/svg" role="img" aria-label="Copy suppression diagram"
@@ -58,13 +58,9 @@ else:
                    "not GPT-2's behaviour.")
     elif (what := state.what_these_are(arts)) is not None:
         st.info(literal(what))
-    def fmt(label: str, x) -> str:
-        if x is None:
-            return "n/a"
-        return f"{x:.4f}" if "nats" in label else f"{100 * x:.2f}%"
-
-    table = [{"quantity": label, "paper (GPT-2 small, 10.7)": fmt(label, paper),
-              "loaded artifacts": fmt(label, value)} for label, paper, value in rows(arts, head_name)]
+    got = arts.paper_figures(head_name)
+    table = [{"quantity": f.label, "paper (GPT-2 small, 10.7)": f.text,
+              "loaded artifacts": f.format(got.get(f.key))} for f in paper.FIGURES]
     st.dataframe(table, hide_index=True)
 st.subheader("Pages")
 cols = st.columns(5)

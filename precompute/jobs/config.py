@@ -15,26 +15,14 @@ from dataclasses import dataclass, field
 
 from .. import schema
 from ..errors import InvalidInputError
-from ..schema import EFFECTS, LN_MODES, parse_head
+from ..validate import whole_number
+from ..schema import EFFECTS, LN_MODES, parse_heads
 from ..science.cspa import CSPAConfig
 from ..store.records import DEFAULT_K_ATTN
 
 # upper bounds that keep a run inside a machine (each also checked against the model where that matters)
 LIMITS = {"n_seqs": 10_000_000, "batch_size": 4096, "shard_size": 1_000_000, "n_mean": 10_000_000, "k": 1000,
           "k_attn": 1024, "cspa_k_s": 32, "seed": 2**32 - 1}
-
-
-def parse_heads(text: str) -> tuple[tuple[int, int], ...]:
-    """'10.7,11.10' -> ((10, 7), (11, 10)); empty entries, nothing at all and duplicates are errors."""
-    parts = [p.strip() for p in str(text).split(",")]
-    if not any(parts):
-        raise InvalidInputError(f"--heads {text!r} names no head; give e.g. --heads 10.7,11.10")
-    if any(not p for p in parts):
-        raise InvalidInputError(f"--heads {text!r} has an empty entry; give e.g. --heads 10.7,11.10")
-    heads = tuple(parse_head(p) for p in parts)
-    if len(set(heads)) != len(heads):
-        raise InvalidInputError(f"--heads {text!r} names a head twice")
-    return heads
 
 
 def parse_k_u(text: str) -> float | int:
@@ -103,11 +91,7 @@ class RunConfig:
 
     def validate(self) -> None:
         for name in ("n_seqs", "batch_size", "shard_size", "n_mean", "k", "k_attn", "cspa_k_s"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InvalidInputError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
-            if value > LIMITS[name]:
-                raise InvalidInputError(f"--{name.replace('_', '-')} {value} is above the limit {LIMITS[name]}")
+            whole_number(f"--{name.replace('_', '-')}", getattr(self, name), LIMITS[name])
         if not isinstance(self.seed, int) or not 0 <= self.seed <= LIMITS["seed"]:
             raise InvalidInputError(f"--seed must be an integer in [0, {LIMITS['seed']}], got {self.seed!r}")
         if self.n_mean > self.n_seqs:

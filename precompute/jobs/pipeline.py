@@ -21,7 +21,7 @@ from ..data.sources import load_documents, shuffled
 from ..data.selection import select_sequences
 from ..errors import InvalidInputError
 from ..models.heads import check_head
-from ..models.loading import DEFAULT_HEADS, load_model
+from ..models.loading import load_model
 from ..science.analysis import analyze, mean_result
 from ..science.semantic import neighbour_table, semantic_neighbours
 from ..store.files import read_metadata, save_tensors
@@ -90,7 +90,7 @@ def run(cfg: RunConfig, loaded=None, log=print, stats: dict | None = None) -> Pa
     lm = loaded if loaded is not None else load_model(cfg.model, device=cfg.device)
     m = lm.model
     if cfg.heads is None:
-        cfg = dataclasses.replace(cfg, heads=(DEFAULT_HEADS.get(lm.name, (0, 0)),))
+        cfg = dataclasses.replace(cfg, heads=(lm.default_head,))
     n_ctx = m.cfg.n_ctx
     if cfg.seq_len > n_ctx:
         raise InvalidInputError(f"--seq-len {cfg.seq_len} is above the model's context n_ctx = {n_ctx}")

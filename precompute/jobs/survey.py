@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InvalidInputError
+from ..validate import whole_number
 from .config import option
 
 LIMITS = {"n_seqs": 1_000_000, "seq_len": 1 << 16, "batch_size": 4096, "n_mean": 1_000_000, "n_repeat": 100_000,
@@ -53,9 +54,7 @@ class SurveyConfig:
             value = getattr(self, name)
             if name == "circuit_rows" and value is None:
                 continue
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1 or value > limit:
-                raise InvalidInputError(f"--{name.replace('_', '-')} must be a whole number in [1, {limit}], "
-                                        f"got {value!r}")
+            whole_number(f"--{name.replace('_', '-')}", value, limit)
         if self.seq_len < 2:
             raise InvalidInputError("--seq-len must be at least 2")
         if self.n_mean > self.n_seqs:

@@ -32,7 +32,6 @@ from typing import Any
 from ..errors import InvalidInputError, ModelUnavailableError
 
 MODEL_NAMES = ("gpt2-small", "gpt2-small-random", "toy", "smollm2-135m")
-DEFAULT_HEADS = {"gpt2-small": (10, 7), "gpt2-small-random": (10, 7), "toy": (1, 2)}
 RANDOM_SEED = 0
 
 # The weight processing of the paper (TransformerLens HookedTransformer.from_pretrained defaults) for LayerNorm
@@ -63,15 +62,27 @@ class LoadedModel:
 
     @property
     def default_head(self) -> tuple[int, int]:
-        """The head a run analyses when none is named: the paper's for GPT-2, the planted one for the toy, else
-        head 0 of the second-to-last layer (where GPT-2's copy suppressors sit)."""
-        if self.name in DEFAULT_HEADS:
-            return DEFAULT_HEADS[self.name]
-        return (max(0, self.model.cfg.n_layers - 2), 0)
+        """The head a run analyses when none is named (``default_head``)."""
+        return default_head(self.name, self.model.cfg.n_layers)
 
     @property
     def tokenizer(self):
         return self.model.tokenizer
+
+
+def default_head(name: str, n_layers: int) -> tuple[int, int]:
+    """The head a run analyses when none is named, the one rule for it: the paper's for GPT-2 small (and its
+    random-weight twin), the planted one for the toy, else head 0 of the second-to-last layer (where GPT-2's copy
+    suppressors sit)."""
+    from .. import paper
+
+    if name in ("gpt2-small", "gpt2-small-random"):
+        return paper.HEAD
+    if name == "toy":
+        from .toy import TOY_PLANTED_HEAD
+
+        return TOY_PLANTED_HEAD
+    return (max(0, n_layers - 2), 0)
 
 
 def unwrap(model) -> Any:

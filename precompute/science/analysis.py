@@ -35,6 +35,7 @@ from torch import Tensor
 
 from .. import schema
 from ..errors import InvalidInputError
+from ..validate import token_ids, whole_number
 from ..models import architecture, blocks
 from ..models import hooks
 from ..models.heads import check_head, head_output, mean_coefficients
@@ -96,20 +97,8 @@ class AnalysisResult:
 
 def _validate(m, tokens: Tensor, head, mu: Tensor | None, k: int) -> tuple[int, int]:
     cfg = m.cfg
-    if not isinstance(tokens, Tensor) or tokens.dtype not in (torch.int64, torch.int32):
-        raise InvalidInputError("tokens must be an integer tensor of token ids, shape [batch, seq]")
-    if tokens.ndim != 2:
-        raise InvalidInputError(f"tokens must have shape [batch, seq]; got {tuple(tokens.shape)}")
-    b, s = tokens.shape
-    if b == 0 or s == 0:
-        raise InvalidInputError(f"empty batch: tokens has shape {tuple(tokens.shape)}; need at least one token")
-    if s < 2:
-        raise InvalidInputError("need at least 2 tokens per sequence (BOS plus one) to measure a next-token loss")
-    if s > cfg.n_ctx:
-        raise InvalidInputError(f"sequence of {s} tokens is longer than the model's context n_ctx = {cfg.n_ctx}")
-    if int(tokens.min()) < 0 or int(tokens.max()) >= cfg.d_vocab:
-        raise InvalidInputError(f"token ids must be in [0, {cfg.d_vocab}); got [{int(tokens.min())}, "
-                                f"{int(tokens.max())}]")
+    token_ids(tokens, cfg.d_vocab, cfg.n_ctx, min_len=2)
+    s = tokens.shape[1]
     layer, h = check_head(m, head)
     if mu is not None:
         if mu.ndim != 2 or mu.shape[1] != cfg.d_model:
@@ -118,8 +107,7 @@ def _validate(m, tokens: Tensor, head, mu: Tensor | None, k: int) -> tuple[int, 
         if mu.shape[0] < s:
             raise InvalidInputError(f"mean_result covers {mu.shape[0]} positions but the sequence has {s} tokens; "
                                     "compute the mean over sequences at least as long")
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1 or k > cfg.d_vocab:
-        raise InvalidInputError(f"k must be an integer in [1, {cfg.d_vocab}]; got {k!r}")
+    whole_number("k", k, limit=cfg.d_vocab)
     return layer, h
 
 

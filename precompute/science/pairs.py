@@ -27,6 +27,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from ..errors import InvalidInputError
+from ..validate import token_ids
 from ..models import architecture, hooks
 from ..models.loading import unwrap
 from .logit_diff import ld_directions, logit_diff, project
@@ -110,11 +111,9 @@ def prepare_pairs(model, clean, corrupted, answers) -> PairInputs:
     if a.shape != (c.shape[0], 2):
         raise InvalidInputError(f"answers must be [n, 2] (right, wrong) for n = {c.shape[0]} pairs; got "
                                 f"{tuple(a.shape)}")
-    for t in (c, k, a):
-        if int(t.min()) < 0 or int(t.max()) >= m.cfg.d_vocab:
-            raise InvalidInputError(f"token ids must be in [0, {m.cfg.d_vocab})")
-    if c.shape[1] > m.cfg.n_ctx:
-        raise InvalidInputError(f"prompts of {c.shape[1]} tokens are longer than the context ({m.cfg.n_ctx})")
+    for t in (c, k):
+        token_ids(t, m.cfg.d_vocab, m.cfg.n_ctx)
+    token_ids(a, m.cfg.d_vocab)
     return PairInputs(c, k, a)
 
 
@@ -134,7 +133,7 @@ def compare_prompts(model, clean, corrupted, answers, patching: bool = True, att
     if not grids or any(g not in GRIDS for g in grids):
         raise InvalidInputError(f"grids must be drawn from {', '.join(GRIDS)}")
     inp = prepare_pairs(m, clean, corrupted, answers)
-    L, H = m.cfg.n_layers, m.cfg.n_heads
+    L = m.cfg.n_layers
     dev = m.W_U.device
     with torch.inference_mode():
         logits, cache = m.run_with_cache(inp.clean.to(dev), names_filter=clean_hooks(L))

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .. import paper
 from ..errors import InvalidInputError
 from ..models import hooks
 from ..models.heads import check_head
@@ -23,7 +24,6 @@ from ..models.loading import unwrap
 from .logit_diff import ld_directions, logit_diff, project
 from .pairs import prepare_pairs
 
-NAME_MOVERS_GPT2 = ((9, 9), (9, 6), (10, 0))
 METHODS = ("mean", "resample")
 
 
@@ -42,9 +42,11 @@ class SelfRepair:
 
 
 def default_heads(model) -> tuple[tuple[int, int], ...]:
+    """The heads to ablate by default: GPT-2 small's name movers (``paper.NAME_MOVERS``) on a model of its shape,
+    else none (the caller chooses)."""
     m = unwrap(model)
     if m.cfg.n_layers == 12 and m.cfg.n_heads == 12 and m.cfg.d_vocab == 50257:
-        return NAME_MOVERS_GPT2
+        return paper.NAME_MOVERS
     return ()
 
 

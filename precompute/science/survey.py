@@ -30,6 +30,7 @@ from torch import Tensor
 
 from .. import schema
 from ..errors import InvalidInputError
+from ..validate import token_ids, whole_number
 from ..models import architecture, hooks
 from ..models.loading import LoadedModel, unwrap
 from ..models.heads import head_weights
@@ -99,7 +100,6 @@ def _ablation_sums(m, tokens: Tensor, mu: Tensor, st: SurveySettings, progress) 
         targets = toks[:, 1:].reshape(-1)
         n = flat.shape[0]
         lse = torch.logsumexp(flat, -1)
-        correct = flat.gather(-1, targets[:, None])[:, 0]
         u_bar = torch.softmax(flat, -1) @ W_U.T  # [n, d]: Σ_v p_v W_U[:, v]
         w_target = W_U.T[targets]  # [n, d]
         for layer in range(L):
@@ -250,16 +250,12 @@ def survey_heads(model, tokens: Int[Tensor, "batch seq"], settings: SurveySettin
     if overrides:
         st = SurveySettings(**{**st.__dict__, **overrides})
     m = unwrap(model)
-    if not isinstance(tokens, Tensor) or tokens.ndim != 2 or tokens.shape[0] < 1 or tokens.shape[1] < 2:
-        raise InvalidInputError("tokens must be an integer tensor [batch, seq] with seq >= 2")
-    if tokens.shape[1] > m.cfg.n_ctx or 1 + 2 * st.repeat_len > m.cfg.n_ctx:
-        raise InvalidInputError(f"sequences longer than the model's context n_ctx = {m.cfg.n_ctx}")
-    if int(tokens.min()) < 0 or int(tokens.max()) >= m.cfg.d_vocab:
-        raise InvalidInputError(f"token ids must be in [0, {m.cfg.d_vocab})")
+    token_ids(tokens, m.cfg.d_vocab, m.cfg.n_ctx, min_len=2)
     for name in ("n_mean", "batch_size", "repeat_len", "n_repeat", "n_ioi"):
-        value = getattr(st, name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
+        whole_number(name, getattr(st, name))
+    if 1 + 2 * st.repeat_len > m.cfg.n_ctx:
+        raise InvalidInputError(f"repeated sequences of 1 + 2 x {st.repeat_len} tokens are longer than the "
+                                f"model's context n_ctx = {m.cfg.n_ctx}")
     if st.cspa.k_s != 1:
         raise InvalidInputError("the survey runs CSPA with k_s = 1 (the paper's setting)")
     L, H = m.cfg.n_layers, m.cfg.n_heads

@@ -180,6 +180,16 @@ class Artifacts:
     def summary(self, head=None) -> dict:
         return self.manifest.get("summary", {}).get(head_key(self._head(head)), {})
 
+    def paper_figures(self, head=None) -> dict[str, float | None]:
+        """This run's value of each of the paper's figures (``paper.FIGURES``, by key), None where not stored."""
+        s = self.summary(head)
+        cspa, ov, qk = s.get("cspa", {}), s.get("ov", {}), s.get("qk", {})
+        return {
+            "explained_kl": cspa.get("explained_kl"), "ov_top10": ov.get("frac_top10"),
+            "ov_rank0": ov.get("frac_rank0"), "qk_rank0": qk.get("frac_rank0"), "qk_top10": qk.get("frac_top10"),
+            "delta_loss": cspa.get("mean_delta_loss_ablation"), "clean_loss": cspa.get("mean_clean_loss"),
+        }
+
 
 def read_field(root: Path, n_shards: int, tensor: str) -> np.ndarray:
     """One stored tensor concatenated over the shards the precompute job has just written (no manifest yet)."""

@@ -1,0 +1,62 @@
+"""The paper's published figures, its run's settings and its heads, each keyed by name (McDougall, Conmy, Rushing
+et al., *Copy Suppression: Comprehensively Understanding an Attention Head*, arXiv 2310.04625; the reference
+notes' §3-4). ``jobs.report`` prints them beside a run's numbers and the app shows them; both look them up by key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+HEAD = (10, 7)  # the head the paper studies, in GPT-2 small
+NEGATIVE_HEADS = ((10, 7), (11, 10))  # GPT-2 small's two copy-suppression (negative name-mover) heads
+NAME_MOVERS = ((9, 9), (9, 6), (10, 0))  # the IOI name movers the paper ablates to measure self-repair
+
+
+@dataclass(frozen=True)
+class Figure:
+    key: str  # the name ``jobs.report.measured`` gives the run's value
+    label: str
+    value: float
+    unit: str  # "share" (printed as a percentage) or "nats"
+
+    def format(self, x: float | None) -> str:
+        if x is None:
+            return "n/a"
+        return f"{100 * x:.2f}%" if self.unit == "share" else f"{x:.4f}"
+
+    @property
+    def text(self) -> str:
+        """The paper's value as printed."""
+        return self.format(self.value)
+
+
+FIGURES = (
+    Figure("explained_kl", "CSPA effect explained (KL)", 0.769, "share"),
+    Figure("ov_top10", "OV: token in its own 10 most suppressed", 0.8470, "share"),
+    Figure("ov_rank0", "OV: token suppressed most (rank 0)", 0.5726, "share"),
+    Figure("qk_rank0", "QK: token is the top key (argmax)", 0.7124, "share"),
+    Figure("qk_top10", "QK: token among the top 10 keys", 0.9572, "share"),
+    Figure("delta_loss", "Direct-effect mean ablation: Δloss (nats/token)", 0.0102, "nats"),
+    Figure("clean_loss", "Clean loss (nats/token)", 3.03, "nats"),
+)
+FIGURE = {f.key: f for f in FIGURES}
+# share of self-repair that 10.7 and 11.10 do together when the name movers are ablated (IOI)
+SELF_REPAIR_NEGATIVE_SHARE = 0.39
+
+SELECTION = "paper's rule (np.random seed, curly quotes, longer than seq_len)"
+# the paper's run: what ``report`` compares an artifact folder's settings with
+RUN = {
+    "model": "gpt2-small",
+    "head": f"{HEAD[0]}.{HEAD[1]}",
+    "dataset": "stas/openwebtext-10k",
+    "seed": 6,
+    "n_seqs": 500,
+    "seq_len": 1000,
+    "n_mean": 100,
+    "cspa_k_u": 0.05,
+    "cspa_k_s": 1,
+    "cspa_negative_only": True,
+    "cspa_exclusions": "paper",
+    "dtype": "float32",
+    "selection": SELECTION,
+}
