@@ -17,9 +17,8 @@ import torch
 from benchmarks.common import emit
 from precompute import load_model
 from precompute.jobs.config import RunConfig
-from precompute.data.selection import select_sequences
+from precompute.data.selection import load_sequences
 from precompute.jobs.pipeline import run
-from precompute.data.sources import load_documents, shuffled
 
 
 def measure(model_name: str, head, n_seqs: int, seq_len: int, batch_size: int, n_mean: int,
@@ -34,7 +33,7 @@ def measure(model_name: str, head, n_seqs: int, seq_len: int, batch_size: int, n
                         out=tmp, device="cpu", effects=effects, ln_modes=ln_modes)
         stats = {}
         run(cfg, loaded=lm, log=lambda *_: None, stats=stats)
-    seqs = select_sequences(shuffled(load_documents(dataset), seed), lm.tokenizer, n_seqs, seq_len)
+    seqs = load_sequences(dataset, "train", seed, lm.tokenizer, n_seqs, seq_len)
     def plain_pass() -> float:
         t = time.perf_counter()
         with torch.inference_mode():

@@ -234,3 +234,20 @@ def test_copy_suppression_ranking_by_mean_percentile():
     assert strongest_copy_suppressor(df) == (2, 1)  # (2/3 + 1) / 2 against (1 + 1/3) / 2
     df.loc[2, "ov_top10"] = float("nan")  # head 2.1: (0 + 1) / 2; head 1.0: (1 + 1/3) / 2
     assert strongest_copy_suppressor(df) == (1, 0)
+
+
+def test_survey_config_hands_every_shared_setting_to_the_survey():
+    """``SurveyConfig.settings()`` copies every field the CLI config shares with ``SurveySettings`` by name, so a
+    setting added to both cannot be dropped on the way."""
+    import dataclasses
+
+    from precompute.jobs.survey import SurveyConfig
+    from precompute.science.survey import SurveySettings
+
+    cfg = SurveyConfig(model="toy", n_mean=3, batch_size=5, circuit_rows=None, repeat_len=7, n_repeat=9, n_ioi=11,
+                       seed=13)
+    st = cfg.settings()
+    shared = {f.name for f in dataclasses.fields(SurveySettings)} - {"cspa"}
+    assert shared <= {f.name for f in dataclasses.fields(SurveyConfig)}
+    assert {n: getattr(st, n) for n in shared} == dict(n_mean=3, batch_size=5, circuit_rows=None, repeat_len=7,
+                                                       n_repeat=9, n_ioi=11, seed=13)

@@ -30,3 +30,14 @@ def select_sequences(docs: list[str], tokenizer, n: int, length: int) -> list[li
                 return out
     raise InvalidInputError(f"only {len(out)} documents have more than {length} tokens; asked for {n}. Use a "
                             "shorter --seq-len, fewer --n-seqs, or a larger dataset")
+
+
+def load_sequences(dataset: str, split: str, seed: int, tokenizer, n: int, length: int,
+                   n_ctx: int | None = None) -> list[list[int]]:
+    """The sequences a run or a survey analyses, the one way both get them: the dataset's documents
+    (``sources.load_documents``), shuffled by ``seed``, then the paper's selection (``select_sequences``)."""
+    from .sources import load_documents, shuffled
+
+    if n_ctx is not None and length > n_ctx:
+        raise InvalidInputError(f"--seq-len {length} is above the model's context n_ctx = {n_ctx}")
+    return select_sequences(shuffled(load_documents(dataset, split), seed), tokenizer, n, length)

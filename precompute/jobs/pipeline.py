@@ -17,8 +17,7 @@ from pathlib import Path
 import torch
 
 from .. import schema
-from ..data.sources import load_documents, shuffled
-from ..data.selection import select_sequences
+from ..data.selection import load_sequences
 from ..errors import InvalidInputError
 from ..models.heads import check_head
 from ..models.loading import load_model
@@ -88,48 +87,76 @@ def run(cfg: RunConfig, loaded=None, log=print, stats: dict | None = None) -> Pa
     out = prepare_out(cfg) if rank == 0 else Path(cfg.out).expanduser()
     _barrier(world)
     lm = loaded if loaded is not None else load_model(cfg.model, device=cfg.device)
+    cfg, heads = _settle(cfg, lm)
+    if rank == 0:
+        (out / schema.MANIFEST).unlink(missing_ok=True)  # no manifest may point at shards being rewritten
+    seqs = load_sequences(cfg.dataset, cfg.split, cfg.seed, lm.tokenizer, cfg.n_seqs, cfg.seq_len)
+    cfg_hash = cfg.hash()
+    means = _mean_results(cfg, lm, heads, seqs, out if rank == 0 else None, cfg_hash)
+    fault_point("after_mean")
+    _check_cspa_memory(cfg)
+    n_shards = (len(seqs) + cfg.shard_size - 1) // cfg.shard_size
+    if rank == 0:
+        _remove_stale_shards(out, n_shards)
+    t_shards = time.perf_counter()
+    done_tokens = _analyse_shards(cfg, lm, heads, means, seqs, out, [i for i in range(n_shards) if i % world == rank],
+                                  rank, cfg_hash)
+    shard_seconds = time.perf_counter() - t_shards
+    _barrier(world)
+    if rank == 0:
+        finish(cfg, lm, heads, out, n_shards, len(seqs), cfg_hash, log)
+    _barrier(world)
+    if done_tokens:
+        log(f"rank {rank}: analysed {done_tokens} tokens in {shard_seconds:.1f} s "
+            f"({done_tokens / max(shard_seconds, 1e-9):.0f} tokens/s)")
+    if stats is not None:
+        stats.update(shard_seconds=shard_seconds, tokens=done_tokens, total_seconds=time.perf_counter() - t_start)
+    return out
+
+
+def _settle(cfg: RunConfig, lm) -> tuple[RunConfig, list[tuple[int, int]]]:
+    """The config with its default head filled in, checked against the loaded model (which is cast to the
+    config's dtype), and its heads."""
     m = lm.model
     if cfg.heads is None:
         cfg = dataclasses.replace(cfg, heads=(lm.default_head,))
-    n_ctx = m.cfg.n_ctx
-    if cfg.seq_len > n_ctx:
-        raise InvalidInputError(f"--seq-len {cfg.seq_len} is above the model's context n_ctx = {n_ctx}")
+    if cfg.seq_len > m.cfg.n_ctx:
+        raise InvalidInputError(f"--seq-len {cfg.seq_len} is above the model's context n_ctx = {m.cfg.n_ctx}")
     if cfg.k > m.cfg.d_vocab:
         raise InvalidInputError(f"--k {cfg.k} is above the vocabulary size {m.cfg.d_vocab}")
     heads = [check_head(m, h) for h in cfg.heads]
     if cfg.dtype != "float32":
         m.to(getattr(torch, cfg.dtype))
-    if rank == 0:
-        (out / schema.MANIFEST).unlink(missing_ok=True)  # no manifest may point at shards being rewritten
-    docs = shuffled(load_documents(cfg.dataset, cfg.split), cfg.seed)
-    seqs = select_sequences(docs, m.tokenizer, cfg.n_seqs, cfg.seq_len)
-    cfg_hash = cfg.hash()
+    return cfg, heads
+
+
+def _mean_results(cfg: RunConfig, lm, heads, seqs, out: Path | None, cfg_hash: str) -> dict:
+    """The paper's μ of each head: per position, the mean over the first n_mean analysed sequences (full
+    length); written to ``out`` (rank 0) with the config hash that ``--resume`` checks."""
     means = {}
     mean_tokens = torch.tensor(seqs[: cfg.n_mean])
     for head in heads:
-        # the paper's mu: per position, the mean over the first n_mean analysed sequences (full length)
         mu = mean_result(lm, mean_tokens, head, batch_size=cfg.batch_size)
         count = torch.full((mu.shape[0],), len(mean_tokens), dtype=torch.int32)
         means[head] = mu
-        if rank == 0:
+        if out is not None:
             save_tensors(out / schema.head_file("mean", head),
                          {schema.MEAN_RESULT: mu.contiguous(), schema.MEAN_COUNT: count.to(torch.int32)},
                          {"config_hash": cfg_hash})
-    fault_point("after_mean")
-    cspa = cfg.cspa()
-    _check_cspa_memory(cfg)
-    neighbours = None
-    if cspa.k_s > 1:
-        neighbours = neighbour_table(semantic_neighbours(m.tokenizer), cspa.k_s)
-    n_shards = (len(seqs) + cfg.shard_size - 1) // cfg.shard_size
-    if rank == 0:
-        _remove_stale_shards(out, n_shards)
-    mine = [i for i in range(n_shards) if i % world == rank]
-    n_tokens = sum(min(cfg.shard_size, len(seqs) - i * cfg.shard_size) for i in mine) * cfg.seq_len
+    return means
+
+
+def _analyse_shards(cfg: RunConfig, lm, heads, means: dict, seqs, out: Path, mine: list[int], rank: int,
+                    cfg_hash: str) -> int:
+    """Analyse and write shards ``mine`` (those of a finished earlier run with this config hash are kept under
+    ``--resume``); returns the tokens analysed."""
     from tqdm import tqdm
 
+    cspa = cfg.cspa()
+    neighbours = neighbour_table(semantic_neighbours(lm.tokenizer), cspa.k_s) if cspa.k_s > 1 else None
+    n_tokens = sum(min(cfg.shard_size, len(seqs) - i * cfg.shard_size) for i in mine) * cfg.seq_len
     bar = tqdm(total=n_tokens, unit="tok", unit_scale=True, desc=f"rank {rank}", disable=None, file=sys.stderr)
-    t_shards, done_tokens = time.perf_counter(), 0
+    done_tokens = 0
     for i in mine:
         path = out / schema.shard_path(i)
         block = seqs[i * cfg.shard_size:(i + 1) * cfg.shard_size]
@@ -151,17 +178,7 @@ def run(cfg: RunConfig, loaded=None, log=print, stats: dict | None = None) -> Pa
         fault_point(f"after_shard:{i}")
         done_tokens += len(block) * cfg.seq_len
     bar.close()
-    shard_seconds = time.perf_counter() - t_shards
-    _barrier(world)
-    if rank == 0:
-        finish(cfg, lm, heads, out, n_shards, len(seqs), cfg_hash, log)
-    _barrier(world)
-    if done_tokens:
-        log(f"rank {rank}: analysed {done_tokens} tokens in {shard_seconds:.1f} s "
-            f"({done_tokens / max(shard_seconds, 1e-9):.0f} tokens/s)")
-    if stats is not None:
-        stats.update(shard_seconds=shard_seconds, tokens=done_tokens, total_seconds=time.perf_counter() - t_start)
-    return out
+    return done_tokens
 
 
 def _check_cspa_memory(cfg: RunConfig) -> None:

@@ -49,6 +49,13 @@ class SurveyConfig:
     out: str = option("artifacts/survey", "output folder")
     overwrite: bool = option(False, "replace a survey already in --out")
 
+    def settings(self):
+        """The ``SurveySettings`` of this run: every field the two share, copied by name."""
+        from ..science.survey import SurveySettings
+
+        shared = {f.name for f in dataclasses.fields(SurveySettings)} & {f.name for f in dataclasses.fields(self)}
+        return SurveySettings(**{name: getattr(self, name) for name in shared})
+
     def validate(self) -> None:
         for name, limit in LIMITS.items():
             value = getattr(self, name)
@@ -68,10 +75,10 @@ def run_survey(cfg: SurveyConfig, loaded=None, log=print) -> Path:
     import torch
 
     from .. import schema
-    from ..data.selection import select_sequences
-    from ..data.sources import load_documents, provenance, shuffled
+    from ..data.selection import load_sequences
+    from ..data.sources import provenance
     from ..models.loading import load_model
-    from ..science.survey import SurveySettings, survey_heads
+    from ..science.survey import survey_heads
     from ..store.survey import write_survey
 
     cfg.validate()
@@ -82,13 +89,9 @@ def run_survey(cfg: SurveyConfig, loaded=None, log=print) -> Path:
         raise InvalidInputError(f"--out {out} already holds a survey; pass --overwrite or choose a new folder")
     t0 = time.perf_counter()
     lm = loaded if loaded is not None else load_model(cfg.model, device=cfg.device)
-    if cfg.seq_len > lm.model.cfg.n_ctx:
-        raise InvalidInputError(f"--seq-len {cfg.seq_len} is above the model's context n_ctx = {lm.model.cfg.n_ctx}")
-    docs = shuffled(load_documents(cfg.dataset, cfg.split), cfg.seed)
-    tokens = torch.tensor(select_sequences(docs, lm.tokenizer, cfg.n_seqs, cfg.seq_len))
-    settings = SurveySettings(n_mean=cfg.n_mean, batch_size=cfg.batch_size, circuit_rows=cfg.circuit_rows,
-                              repeat_len=cfg.repeat_len, n_repeat=cfg.n_repeat, n_ioi=cfg.n_ioi, seed=cfg.seed)
-    df = survey_heads(lm, tokens, settings, progress=lambda text, frac: log(f"survey: {text}"))
+    tokens = torch.tensor(load_sequences(cfg.dataset, cfg.split, cfg.seed, lm.tokenizer, cfg.n_seqs, cfg.seq_len,
+                                         n_ctx=lm.model.cfg.n_ctx))
+    df = survey_heads(lm, tokens, cfg.settings(), progress=lambda text, frac: log(f"survey: {text}"))
     if (out / schema.SURVEY_MANIFEST).exists():
         (out / schema.SURVEY_MANIFEST).unlink()
     dataset = {"name": cfg.dataset, "split": cfg.split, "seed": cfg.seed, "n_sequences": len(tokens),

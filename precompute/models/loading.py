@@ -284,78 +284,105 @@ def _is_folder_spec(name: str) -> bool:
             or "\\" in name)
 
 
-def load_model(name: str, device: str = "cpu") -> LoadedModel:
-    """Load the model ``name`` names (see the module docstring) with its architecture's weight processing."""
-    import torch
+def _load_gpt2_small(name: str, device: str, prov: dict):
+    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
-    from ..data.function_words import function_word_ids
-    from .gguf import is_gguf_spec
+    from .weight_cache import skeleton_of
+
+    snapshot = _hub_snapshot("gpt2")
+    bridge, cached = _cached(
+        None if snapshot is None else {"spec": name, "hub_snapshot": snapshot},
+        lambda: skeleton_of(GPT2Config.from_pretrained("gpt2"), GPT2LMHeadModel),
+        lambda: AutoTokenizer.from_pretrained("gpt2"), "gpt2", device,
+        lambda: _load_from_hub("gpt2", device, label="GPT-2 small"))
+    prov.update(synthetic=False, weights="huggingface:gpt2", tokenizer="huggingface:gpt2")
+    return bridge, cached
+
+
+def _load_gpt2_random(name: str, device: str, prov: dict):
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
     from .tokenizers import load_local_tokenizer
     from .weight_cache import skeleton_of
 
-    cached = False
+    tokenizer = load_local_tokenizer("gpt2")
+    config = GPT2Config(vocab_size=50257, n_positions=1024)
+
+    def full():
+        torch.manual_seed(RANDOM_SEED)
+        return _boot(GPT2LMHeadModel(config).eval(), tokenizer, name, device)
+
+    bridge, cached = _cached({"spec": name, "seed": RANDOM_SEED, "config": config.to_json_string()},
+                             lambda: skeleton_of(config, GPT2LMHeadModel), lambda: tokenizer, name, device, full)
+    prov.update(synthetic=True, weights=f"random (GPT2Config defaults, torch seed {RANDOM_SEED})",
+                tokenizer="GPT-2's real tokenizer (vocabulary files shipped in precompute/data/gpt2_tokenizer)")
+    return bridge, cached
+
+
+def _load_toy(name: str, device: str, prov: dict):
+    from ..data.function_words import function_word_ids
+    from .tokenizers import load_local_tokenizer
+    from .toy import TOY_PLANTED_HEAD, TOY_SEED, build_toy_hf_model, unigram_log_prior
+
+    tokenizer = load_local_tokenizer("toy")
+    hf_model = build_toy_hf_model(len(tokenizer), tokenizer.bos_token_id, unigram_log_prior(tokenizer),
+                                  function_word_ids(tokenizer), seed=TOY_SEED)
+    prov.update(synthetic=True, weights=f"hand-planted (precompute.models.toy, seed {TOY_SEED})",
+                tokenizer="locally built BPE on the project's synthetic text",
+                planted_head=f"{TOY_PLANTED_HEAD[0]}.{TOY_PLANTED_HEAD[1]}")
+    return _boot(hf_model, tokenizer, "toy", device), False
+
+
+def _load_local_folder(name: str, device: str, prov: dict):
+    folder = Path(name).expanduser()
+    if not folder.is_dir():
+        raise InvalidInputError(f"model folder {name!r} does not exist; give one of {', '.join(MODEL_NAMES)}, "
+                                "a Hugging Face id, a .gguf file, or a folder holding a Hugging Face causal LM")
+    prov.update(synthetic=False, weights=f"local folder {folder.resolve()}", tokenizer="the folder's")
+    return _load_folder(folder, device), False
+
+
+def _load_hub_id(name: str, device: str, prov: dict):
+    bridge = _load_from_hub(name, device)
+    prov.update(synthetic=False, weights=f"huggingface:{name}", tokenizer=f"huggingface:{name}")
+    return bridge, False
+
+
+def _loader(name: str):
+    """The loader for spec ``name`` (see the module docstring), or InvalidInputError for no spec at all."""
+    from .gguf import is_gguf_spec
+
+    named = {"gpt2-small": _load_gpt2_small, "gpt2-small-random": _load_gpt2_random, "toy": _load_toy}
+    if name in named:
+        return named[name]
+    if is_gguf_spec(name):
+        return _load_gguf
+    if _is_folder_spec(name):
+        return _load_local_folder
+    if HUB_ID.fullmatch(name):
+        return _load_hub_id
+    raise InvalidInputError(f"unknown model {name!r}; give one of {', '.join(MODEL_NAMES)}, a Hugging Face id "
+                            "(owner/name) or a folder holding a Hugging Face causal LM")
+
+
+def load_model(name: str, device: str = "cpu") -> LoadedModel:
+    """Load the model ``name`` names (see the module docstring) with its architecture's weight processing; its
+    architecture record (``architecture.of``) is computed here and written into the provenance."""
+    from .architecture import describe, weight_processing
+    from .memory import release
+
     if not isinstance(name, str) or not name.strip():
         raise InvalidInputError(f"model must be a name, a Hugging Face id or a folder; got {name!r}")
+    load = _loader(name)
     device = _resolve_device(device)
     if device == "cpu":
         from .memory import tune_allocator
 
         tune_allocator()  # the CPU analysis's temporaries are reused instead of page-faulted anew (memory.py)
     prov: dict = {"model_name": name, "device": device, **_versions()}
-    if name == "gpt2-small":
-        from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
-
-        snapshot = _hub_snapshot("gpt2")
-        bridge, cached = _cached(
-            None if snapshot is None else {"spec": name, "hub_snapshot": snapshot},
-            lambda: skeleton_of(GPT2Config.from_pretrained("gpt2"), GPT2LMHeadModel),
-            lambda: AutoTokenizer.from_pretrained("gpt2"), "gpt2", device,
-            lambda: _load_from_hub("gpt2", device, label="GPT-2 small"))
-        prov.update(synthetic=False, weights="huggingface:gpt2", tokenizer="huggingface:gpt2")
-    elif name == "gpt2-small-random":
-        from transformers import GPT2Config, GPT2LMHeadModel
-
-        tokenizer = load_local_tokenizer("gpt2")
-        config = GPT2Config(vocab_size=50257, n_positions=1024)
-
-        def full():
-            torch.manual_seed(RANDOM_SEED)
-            return _boot(GPT2LMHeadModel(config).eval(), tokenizer, "gpt2-small-random", device)
-
-        bridge, cached = _cached({"spec": name, "seed": RANDOM_SEED, "config": config.to_json_string()},
-                                 lambda: skeleton_of(config, GPT2LMHeadModel), lambda: tokenizer,
-                                 "gpt2-small-random", device, full)
-        prov.update(synthetic=True, weights=f"random (GPT2Config defaults, torch seed {RANDOM_SEED})",
-                    tokenizer="GPT-2's real tokenizer (vocabulary files shipped in precompute/data/gpt2_tokenizer)")
-    elif name == "toy":
-        from .toy import TOY_PLANTED_HEAD, TOY_SEED, build_toy_hf_model, unigram_log_prior
-
-        tokenizer = load_local_tokenizer("toy")
-        hf_model = build_toy_hf_model(len(tokenizer), tokenizer.bos_token_id, unigram_log_prior(tokenizer),
-                                      function_word_ids(tokenizer), seed=TOY_SEED)
-        bridge = _boot(hf_model, tokenizer, "toy", device)
-        prov.update(synthetic=True, weights=f"hand-planted (precompute.models.toy, seed {TOY_SEED})",
-                    tokenizer="locally built BPE on the project's synthetic text",
-                    planted_head=f"{TOY_PLANTED_HEAD[0]}.{TOY_PLANTED_HEAD[1]}")
-    elif is_gguf_spec(name):
-        bridge, cached = _load_gguf(name, device, prov)
-    elif _is_folder_spec(name):
-        folder = Path(name).expanduser()
-        if not folder.is_dir():
-            raise InvalidInputError(f"model folder {name!r} does not exist; give one of {', '.join(MODEL_NAMES)}, "
-                                    "a Hugging Face id, a .gguf file, or a folder holding a Hugging Face causal LM")
-        bridge = _load_folder(folder, device)
-        prov.update(synthetic=False, weights=f"local folder {folder.resolve()}", tokenizer="the folder's")
-    elif HUB_ID.fullmatch(name):
-        bridge = _load_from_hub(name, device)
-        prov.update(synthetic=False, weights=f"huggingface:{name}", tokenizer=f"huggingface:{name}")
-    else:
-        raise InvalidInputError(f"unknown model {name!r}; give one of {', '.join(MODEL_NAMES)}, a Hugging Face id "
-                                "(owner/name) or a folder holding a Hugging Face causal LM")
+    bridge, cached = load(name, device, prov)
     _set_start_token(bridge.tokenizer, prov)
-    from .architecture import describe, weight_processing
-    from .memory import release
-
     release()  # processing weights peaks far above the final size; give the freed pages back
     cfg = bridge.cfg
     prov.update(weight_processing=weight_processing(cfg), **describe(bridge))

@@ -77,74 +77,89 @@ def build_toy_hf_model(vocab_size: int, bos_id: int, log_prior: torch.Tensor, fu
     )
     torch.manual_seed(seed)
     model = GPT2LMHeadModel(cfg).eval()
-    gen = torch.Generator().manual_seed(seed + 1)
-    t_idx, p_idx = torch.tensor(list(T_DIMS)), torch.tensor(list(P_DIMS))
-    n_t = len(T_DIMS)
-
     with torch.no_grad():
+        _plant_embeddings(model, bos_id, log_prior, function_ids, torch.Generator().manual_seed(seed + 1))
         tr = model.transformer
-        # Embeddings: e_t random unit vectors in T; BOS only on its own dimension; no positional signal.
-        emb = torch.zeros(vocab_size, D_MODEL)
-        e = torch.randn(vocab_size, n_t, generator=gen)
-        emb[:, t_idx] = e / e.norm(dim=-1, keepdim=True)
-        # Function words and punctuation carry little token identity, so neither the copying head nor the
-        # planted head moves them (as in GPT-2, where 10.7 does not suppress function words).
-        emb[torch.tensor(function_ids, dtype=torch.long)] *= FUNCTION_WORD_NORM
-        emb[bos_id] = 0.0
-        emb[bos_id, BOS_DIM] = 1.0
-        emb[:, PRIOR_DIM] = 1.0
-        tr.wte.weight.copy_(emb)
-        tr.wpe.weight.zero_()
-        # Unembedding reads the prediction subspace: logit_t = UNEMBED_GAIN * (resid . M e_t).
-        unemb = torch.zeros(vocab_size, D_MODEL)
-        unemb[:, p_idx] = UNEMBED_GAIN * emb[:, t_idx]
-        unemb[:, PRIOR_DIM] = PRIOR_GAIN * log_prior
-        model.lm_head.weight.copy_(unemb)
-
-        def head_cols(kind: int, head: int, dims: range) -> torch.Tensor:
-            # c_attn is a Conv1D with weight [d_model, 3 * d_model]: Q | K | V, heads contiguous within each.
-            return kind * D_MODEL + head * D_HEAD + torch.tensor(list(dims))
-
-        def plant_head(layer: int, head: int) -> None:
-            attn = tr.h[layer].attn
-            for kind in range(3):
-                cols = head_cols(kind, head, range(D_HEAD))
-                attn.c_attn.weight[:, cols] = 0.0
-                attn.c_attn.bias[cols] = 0.0
-            attn.c_proj.weight[head * D_HEAD:(head + 1) * D_HEAD, :] = 0.0
-
-        # L0H0: uniform attention (Q = K = 0), V reads T, O writes into P.
-        plant_head(*TOY_COPY_HEAD)
-        a0 = tr.h[0].attn
-        v_cols = head_cols(2, TOY_COPY_HEAD[1], range(n_t))
-        a0.c_attn.weight[t_idx, v_cols] = 1.0
-        a0.c_proj.weight[TOY_COPY_HEAD[1] * D_HEAD + torch.arange(n_t), p_idx] = COPY_GAIN
-
-        # MLP0: copies T onto T.
-        mlp0 = tr.h[0].mlp
-        mlp0.c_fc.weight.zero_()
-        mlp0.c_fc.bias.zero_()
-        mlp0.c_proj.weight.zero_()
-        mlp0.c_proj.bias.zero_()
-        mlp0.c_fc.weight[t_idx, torch.arange(n_t)] = 1.0
-        mlp0.c_fc.weight[t_idx, n_t + torch.arange(n_t)] = -1.0
-        mlp0.c_proj.weight[torch.arange(n_t), t_idx] = MLP_GAIN
-        mlp0.c_proj.weight[n_t + torch.arange(n_t), t_idx] = -MLP_GAIN
-        for layer in range(1, N_LAYERS):
-            tr.h[layer].mlp.c_proj.weight.mul_(RANDOM_MLP_SCALE)
-            tr.h[layer].mlp.c_proj.bias.zero_()
-
-        # The planted copy-suppression head.
-        layer, head = TOY_PLANTED_HEAD
-        plant_head(layer, head)
-        a1 = tr.h[layer].attn
-        q_cols = head_cols(0, head, range(n_t))
-        k_cols = head_cols(1, head, range(n_t))
-        v_cols = head_cols(2, head, range(n_t))
-        a1.c_attn.weight[p_idx, q_cols] = QK_GAIN
-        a1.c_attn.weight[t_idx, k_cols] = 1.0
-        a1.c_attn.bias[head_cols(0, head, range(_BOS_HEAD_DIM, _BOS_HEAD_DIM + 1))] = BOS_QUERY_BIAS
-        a1.c_attn.weight[BOS_DIM, head_cols(1, head, range(_BOS_HEAD_DIM, _BOS_HEAD_DIM + 1))] = 1.0
-        a1.c_attn.weight[t_idx, v_cols] = 1.0
-        a1.c_proj.weight[head * D_HEAD + torch.arange(n_t), p_idx] = -OV_GAIN
+        _plant_copy_head(tr)
+        _plant_mlps(tr)
+        _plant_suppressor(tr)
     return model
+
+
+_T, _P = torch.tensor(list(T_DIMS)), torch.tensor(list(P_DIMS))
+_N_T = len(T_DIMS)
+
+
+def _head_cols(kind: int, head: int, dims: range) -> torch.Tensor:
+    """Columns of a head's Q (kind 0), K (1) or V (2) in c_attn, a Conv1D with weight [d_model, 3 d_model]: Q | K | V,
+    heads contiguous within each."""
+    return kind * D_MODEL + head * D_HEAD + torch.tensor(list(dims))
+
+
+def _clear_head(tr, layer: int, head: int) -> None:
+    attn = tr.h[layer].attn
+    for kind in range(3):
+        cols = _head_cols(kind, head, range(D_HEAD))
+        attn.c_attn.weight[:, cols] = 0.0
+        attn.c_attn.bias[cols] = 0.0
+    attn.c_proj.weight[head * D_HEAD:(head + 1) * D_HEAD, :] = 0.0
+
+
+def _plant_embeddings(model, bos_id: int, log_prior: torch.Tensor, function_ids: list[int], gen) -> None:
+    """Embeddings: e_t random unit vectors in T; BOS only on its own dimension; no positional signal. The
+    unembedding reads the prediction subspace: logit_t = UNEMBED_GAIN (resid . M e_t), plus the prior."""
+    vocab_size = model.transformer.wte.weight.shape[0]
+    emb = torch.zeros(vocab_size, D_MODEL)
+    e = torch.randn(vocab_size, _N_T, generator=gen)
+    emb[:, _T] = e / e.norm(dim=-1, keepdim=True)
+    # Function words and punctuation carry little token identity, so neither the copying head nor the planted
+    # head moves them (as in GPT-2, where 10.7 does not suppress function words).
+    emb[torch.tensor(function_ids, dtype=torch.long)] *= FUNCTION_WORD_NORM
+    emb[bos_id] = 0.0
+    emb[bos_id, BOS_DIM] = 1.0
+    emb[:, PRIOR_DIM] = 1.0
+    model.transformer.wte.weight.copy_(emb)
+    model.transformer.wpe.weight.zero_()
+    unemb = torch.zeros(vocab_size, D_MODEL)
+    unemb[:, _P] = UNEMBED_GAIN * emb[:, _T]
+    unemb[:, PRIOR_DIM] = PRIOR_GAIN * log_prior
+    model.lm_head.weight.copy_(unemb)
+
+
+def _plant_copy_head(tr) -> None:
+    """L0H0: uniform attention (Q = K = 0), V reads T, O writes into P."""
+    layer, head = TOY_COPY_HEAD
+    _clear_head(tr, layer, head)
+    attn = tr.h[layer].attn
+    attn.c_attn.weight[_T, _head_cols(2, head, range(_N_T))] = 1.0
+    attn.c_proj.weight[head * D_HEAD + torch.arange(_N_T), _P] = COPY_GAIN
+
+
+def _plant_mlps(tr) -> None:
+    """MLP0 copies T onto T; the other MLPs keep small random weights."""
+    mlp0 = tr.h[0].mlp
+    mlp0.c_fc.weight.zero_()
+    mlp0.c_fc.bias.zero_()
+    mlp0.c_proj.weight.zero_()
+    mlp0.c_proj.bias.zero_()
+    mlp0.c_fc.weight[_T, torch.arange(_N_T)] = 1.0
+    mlp0.c_fc.weight[_T, _N_T + torch.arange(_N_T)] = -1.0
+    mlp0.c_proj.weight[torch.arange(_N_T), _T] = MLP_GAIN
+    mlp0.c_proj.weight[_N_T + torch.arange(_N_T), _T] = -MLP_GAIN
+    for layer in range(1, N_LAYERS):
+        tr.h[layer].mlp.c_proj.weight.mul_(RANDOM_MLP_SCALE)
+        tr.h[layer].mlp.c_proj.bias.zero_()
+
+
+def _plant_suppressor(tr) -> None:
+    """The planted copy-suppression head: queries read P (predictions), keys T (tokens), a BOS default, and the
+    output writes minus the token's prediction direction."""
+    layer, head = TOY_PLANTED_HEAD
+    _clear_head(tr, layer, head)
+    attn = tr.h[layer].attn
+    attn.c_attn.weight[_P, _head_cols(0, head, range(_N_T))] = QK_GAIN
+    attn.c_attn.weight[_T, _head_cols(1, head, range(_N_T))] = 1.0
+    attn.c_attn.bias[_head_cols(0, head, range(_BOS_HEAD_DIM, _BOS_HEAD_DIM + 1))] = BOS_QUERY_BIAS
+    attn.c_attn.weight[BOS_DIM, _head_cols(1, head, range(_BOS_HEAD_DIM, _BOS_HEAD_DIM + 1))] = 1.0
+    attn.c_attn.weight[_T, _head_cols(2, head, range(_N_T))] = 1.0
+    attn.c_proj.weight[head * D_HEAD + torch.arange(_N_T), _P] = -OV_GAIN

@@ -173,16 +173,74 @@ def effect_logits(effect: str, scorer: Scorer, proj: dict[str, Tensor], b_U: Ten
     return both + proj["dla"], scorer.p_dot_clean - p_dot_both - p_dot_dla
 
 
+@dataclass
+class _RowReducer:
+    """What one block of rows of a batch contributes to the fields (``vocab_stage`` steps 1-5), for blocks of
+    projected rows handed over one by one."""
+
+    acc: _Collector
+    k: int
+    bias: Tensor | None  # b_U, or None where it is zero
+    variants: tuple[str, ...]
+    topk_groups: tuple[str, ...] | None
+
+    def with_bias(self, x: Tensor) -> Tensor:
+        return x if self.bias is None else x + self.bias
+
+    def reduce(self, clean: Tensor, targets: Tensor, proj: dict[str, Tensor], ratios: dict[str, Tensor],
+               cspa_dla: Tensor | None) -> None:
+        acc, k = self.acc, self.k
+        scorer = Scorer(clean, targets, k)
+        # 1. clean
+        res = scorer.score(clean, with_kl=False)
+        acc.add(schema.LOSS, None, -res["correct_logprob"])
+        acc.add_scores(schema.CLEAN, res)
+        # 2. the head's DLA
+        dla = proj["dla"]
+        _dla_topk(acc, dla, schema.DLA_GROUPS, k)
+        # 3. logit lens before the head
+        acc.add_scores(schema.LENS, scorer.score(self.with_bias(proj["lens"]), with_kl=False))
+        # 4. ablation variants
+        p_dot_dla = scorer.p_dot(dla)
+        direct = clean - dla
+        memo: dict = {}
+        for effect in dict.fromkeys(v.split("_")[0] for v in self.variants):
+            self._ablation(scorer, effect, effect_logits(effect, scorer, proj, self.bias, direct, p_dot_dla, memo),
+                           ratios.get(effect))
+        # 5. CSPA
+        if cspa_dla is not None:
+            res = scorer.score(direct + cspa_dla, kl_dot=p_dot_dla - scorer.p_dot(cspa_dla))
+            acc.add_scores(schema.CSPA, res)
+            _dla_topk(acc, cspa_dla, schema.CSPA_DLA_GROUPS, k)
+
+    def _ablation(self, scorer: Scorer, effect: str, logits: tuple[Tensor, Tensor], ratio: Tensor | None) -> None:
+        """The scores of one effect under every LN mode asked for (frozen first: the others reuse its pieces)."""
+        frozen, kl_dot = logits
+        keep: dict = {}
+        for ln in schema.LN_MODES:
+            v = f"{effect}_{ln}"
+            if v not in self.variants:
+                continue
+            want_topk = self.topk_groups is None or v in self.topk_groups
+            if ln == "frozen":
+                res = scorer.score(frozen, kl_dot=kl_dot, topk=want_topk, keep=keep)
+            elif self.bias is None:
+                res = scorer.score_rescaled(frozen, ratio, kl_dot, keep, want_topk)
+            else:
+                res = scorer.score(ratio * (frozen - self.bias) + self.bias, topk=want_topk)
+            self.acc.add_scores(v, res)
+
+
 def vocab_stage(W_U: Tensor, b_U: Tensor, tokens: Int[Tensor, "batch seq"], inputs: VocabInputs,
                 variants: tuple[str, ...], k: int, chunk_rows: int | None = None, sub_rows: int | None = None,
                 topk_groups: tuple[str, ...] | None = None) -> dict[str, Tensor]:
     """Every per-token field of the analysis that needs the vocabulary; see the module docstring.
 
-    ``topk_groups``: the ablation variants that get top-k lists (None = all)."""
+    ``topk_groups``: the ablation variants that get top-k lists (None = all). Big chunks of rows go through the
+    GEMM (W_U is streamed once per chunk); small sub-chunks through the reductions (``_RowReducer``)."""
     b, s = tokens.shape
     n = b * s
     W_U, b_U = W_U.float(), b_U.float()
-    bias = None if bool((b_U == 0).all()) else b_U
     d_vocab = W_U.shape[1]
     names = list(inputs.rows)
     flat = {name: t.reshape(n, -1) for name, t in inputs.rows.items()}
@@ -202,54 +260,7 @@ def vocab_stage(W_U: Tensor, b_U: Tensor, tokens: Int[Tensor, "batch seq"], inpu
         chunk_rows = max(1, CHUNK_BYTES // (4 * d_vocab * (len(names) + 4)))
     if sub_rows is None:
         sub_rows = min(chunk_rows, SUB_ROWS_CPU) if W_U.device.type == "cpu" else chunk_rows
-    effects = tuple(dict.fromkeys(v.split("_")[0] for v in variants))
-    acc = _Collector()
-
-    def with_bias(x: Tensor) -> Tensor:
-        return x if bias is None else x + bias
-
-    def reduce_rows(sl: slice, proj: dict[str, Tensor]) -> None:
-        clean = clean_flat[sl]
-        scorer = Scorer(clean, targets[sl], k)
-        # 1. clean
-        res = scorer.score(clean, with_kl=False)
-        acc.add(schema.LOSS, None, -res["correct_logprob"])
-        acc.add_scores(schema.CLEAN, res)
-        # 2. the head's DLA
-        dla = proj["dla"]
-        _dla_topk(acc, dla, schema.DLA_GROUPS, k)
-        # 3. logit lens before the head
-        acc.add_scores(schema.LENS, scorer.score(with_bias(proj["lens"]), with_kl=False))
-        # 4. ablation variants
-        p_dot_dla = scorer.p_dot(dla)
-        direct = clean - dla
-        memo = {}
-        for effect in effects:
-            frozen, kl_dot = effect_logits(effect, scorer, proj, bias, direct, p_dot_dla, memo)
-            keep = {}
-            for ln in schema.LN_MODES:
-                v = f"{effect}_{ln}"
-                if v not in variants:
-                    continue
-                want_topk = topk_groups is None or v in topk_groups
-                if ln == "frozen":
-                    res = scorer.score(frozen, kl_dot=kl_dot, topk=want_topk, keep=keep)
-                elif bias is None:
-                    res = scorer.score_rescaled(frozen, ratios[effect][sl], kl_dot, keep, want_topk)
-                else:
-                    res = scorer.score(ratios[effect][sl] * (frozen - bias) + bias, topk=want_topk)
-                acc.add_scores(v, res)
-        # 5. CSPA
-        if "cspa_dla" in proj or sparse_w is not None:
-            if sparse is not None:
-                cd = sparse_w[sl] @ sparse
-            else:
-                cd = proj["cspa_dla"]
-            res = scorer.score(direct + cd, kl_dot=p_dot_dla - scorer.p_dot(cd))
-            acc.add_scores(schema.CSPA, res)
-            _dla_topk(acc, cd, schema.CSPA_DLA_GROUPS, k)
-
-    # Big chunks for the GEMM (W_U is streamed once per chunk); small sub-chunks for the reductions.
+    reducer = _RowReducer(_Collector(), k, None if bool((b_U == 0).all()) else b_U, variants, topk_groups)
     for start in range(0, n, chunk_rows):
         stop = min(n, start + chunk_rows)
         c = stop - start
@@ -267,9 +278,9 @@ def vocab_stage(W_U: Tensor, b_U: Tensor, tokens: Int[Tensor, "batch seq"], inpu
             sl = slice(start + sub, start + end)
             rows = {name: t[sub:end] for name, t in proj.items()}
             rows.update({name: coeffs[sl] @ basis for name, (coeffs, basis) in factored.items()})
-            reduce_rows(sl, rows)
-
-    out = acc.finish(b, s)
+            cspa_dla = sparse_w[sl] @ sparse if sparse is not None else rows.get("cspa_dla")
+            reducer.reduce(clean_flat[sl], targets[sl], rows, {e: r[sl] for e, r in ratios.items()}, cspa_dla)
+    out = reducer.acc.finish(b, s)
     for g in schema.groups("ablations", variants, cspa=schema.kl(schema.CSPA) in out):
         out[schema.delta_loss(g)] = -out[schema.correct_logprob(g)] - out[schema.LOSS]
     return out
