@@ -19,6 +19,7 @@ TITLES = {("ov", "source"): "OV: which predictions does this source suppress?",
           ("qk", "source"): "QK: which predicted tokens attend most to this source?",
           ("qk", "destination"): "QK: which sources does this prediction attend to?"}
 OWN, SIMILAR, OTHER = "#f5a623", "#f8d49a", "#4c78a8"
+TOKEN_CHARS = 200  # the longest token text a link may carry
 
 
 @st.cache_resource(max_entries=4, show_spinner="Loading circuit tables…")
@@ -64,9 +65,12 @@ def strip_quotes(text: str) -> str:
 
 
 def token_box(tok, vocab: list[str], key: str, default: str | None = None) -> int | None:
-    """The token box: a single token's id, or None after saying why (with pieces and suggestions to pick)."""
-    raw = st.text_input("Token (include its leading space, e.g. ` token`; quotes are optional)",
-                        value=default or default_token(vocab), key=key)
+    """The token box (kept in the URL as ``?token=``): a single token's id, or None after saying why (with pieces
+    and suggestions to pick)."""
+    state.url.restore("token", key, state.url.text(TOKEN_CHARS))
+    st.session_state.setdefault(key, default or default_token(vocab))
+    raw = st.text_input("Token (include its leading space, e.g. ` token`; quotes are optional)", key=key)
+    state.url.publish({"token": (key, raw)})
     text = strip_quotes(raw)
     if not text:
         st.warning("Type a token to see its bars.")

@@ -1,8 +1,13 @@
-"""Live analysis of typed text: the same ``analyze`` + ``compact`` the precompute job uses, made safe to share.
+"""The one boundary between the app and a model: ``LiveModel`` (as the LLM Transparency Tool's ``TransparentLlm``).
 
-TransformerLens hooks live on the model object, so one model shared by many app sessions is used under a lock.
-Results are cached per (head, text) in a bounded LRU, so memory stays bounded however many prompts are typed; a
-cached prompt gains the other ablation variants only when they are asked for (the paper's set comes first).
+A ``LiveModel`` holds one loaded model and offers what the pages need of it (compare prompt pairs, self-repair, a
+head's attention on a prompt, and ``analyzer(arts)`` for typed text), each through the same science functions
+the precompute job calls. TransformerLens hooks live on the model object, so the model runs under a lock the
+``LiveModel`` holds inside; callers never see it, nor a hook name.
+
+``LiveAnalyzer`` analyses typed text for one artifact set with the same ``analyze`` + ``compact`` the precompute
+job uses. Results are cached per (head, text) in a bounded LRU, so memory stays bounded however many prompts are
+typed; a cached prompt gains the other ablation variants only when they are asked for (the paper's set first).
 """
 
 from __future__ import annotations
@@ -49,12 +54,73 @@ def clean_prompt(text: str) -> str:
     return text
 
 
+class LiveModel:
+    """One loaded model, shared by every session of the app: what the pages ask of a model, run under the lock
+    it holds inside (hooks are model state)."""
+
+    def __init__(self, loaded):
+        self.loaded = loaded
+        self._lock = threading.Lock()
+
+    @property
+    def name(self) -> str:
+        return self.loaded.name
+
+    @property
+    def tokenizer(self):
+        return self.loaded.tokenizer
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(n_layers, n_heads)."""
+        cfg = self.loaded.model.cfg
+        return int(cfg.n_layers), int(cfg.n_heads)
+
+    def analyzer(self, arts, **kwargs) -> "LiveAnalyzer":
+        """Live analysis of typed text for the artifact set ``arts`` (its mean results and hyperparameters), on
+        this model and under its lock."""
+        return LiveAnalyzer.for_artifacts(self.loaded, arts, lock=self._lock, **kwargs)
+
+    def compare_prompts(self, clean, corrupted, answers, patching: bool = True, attribution: bool = True,
+                        progress=None):
+        """``science.pairs.compare_prompts`` on this model: logit difference, lens, attribution, patching."""
+        from .science.pairs import compare_prompts
+
+        with self._lock:
+            return compare_prompts(self.loaded, clean, corrupted, answers, patching=patching,
+                                   attribution=attribution, progress=progress)
+
+    def self_repair(self, prompts, answers, heads, method: str = "mean"):
+        """``science.self_repair.self_repair`` on this model."""
+        from .science.self_repair import self_repair
+
+        with self._lock:
+            return self_repair(self.loaded, prompts, answers, heads, method)
+
+    def default_ablation_heads(self) -> tuple[tuple[int, int], ...]:
+        """The heads self-repair ablates by default here (GPT-2's name movers), or () where the caller chooses."""
+        from .science.self_repair import default_heads
+
+        return default_heads(self.loaded)
+
+    def attention(self, tokens, head) -> Tensor:
+        """Head ``head``'s attention pattern [query, key] (float32) on one prompt's token ids."""
+        from .models.heads import check_head
+        from .science.analysis import attention_pattern
+
+        layer, h = check_head(self.loaded.model, head)
+        ids = torch.as_tensor(tokens).long().reshape(1, -1)
+        with self._lock:
+            return attention_pattern(self.loaded, ids, layer, h)[0]
+
+
 class LiveAnalyzer:
     """Thread-safe live analysis for one loaded model and its artifacts' mean results."""
 
     def __init__(self, loaded, mean_results: dict[tuple[int, int], Tensor], cspa: CSPAConfig | None = None,
                  k: int = 10, k_attn: int = 8, max_cached: int = 32, neighbours: Tensor | None = None,
-                 effects: tuple[str, ...] = EFFECTS, ln_modes: tuple[str, ...] = LN_MODES):
+                 effects: tuple[str, ...] = EFFECTS, ln_modes: tuple[str, ...] = LN_MODES,
+                 lock: threading.Lock | None = None):
         self.loaded = loaded
         self.effects, self.ln_modes = effects, ln_modes
         self.neighbours = neighbours
@@ -62,7 +128,7 @@ class LiveAnalyzer:
         self.cspa = cspa if cspa is not None else CSPAConfig()
         self.k, self.k_attn = k, k_attn
         self.max_cached = max_cached
-        self._lock = threading.Lock()  # guards the model (hooks are model state)
+        self._lock = lock if lock is not None else threading.Lock()  # guards the model (hooks are model state)
         self._cache_lock = threading.Lock()
         self._cache: OrderedDict[tuple, LiveResult] = OrderedDict()
 
@@ -92,9 +158,8 @@ class LiveAnalyzer:
                    effects=tuple(hp.get("effects", EFFECTS)), ln_modes=tuple(hp.get("ln_modes", LN_MODES)), **kwargs)
 
     @property
-    def model_lock(self) -> threading.Lock:
-        """Held while the model runs: hooks are model state, so other analyses of this model take it too."""
-        return self._lock
+    def tokenizer(self):
+        return self.loaded.tokenizer
 
     @property
     def max_tokens(self) -> int:
@@ -109,7 +174,7 @@ class LiveAnalyzer:
     def variants(self) -> tuple[str, ...]:
         return tuple(f"{e}_{ln}" for e in self.effects for ln in self.ln_modes)
 
-    def analyse(self, text: str, head: tuple[int, int], variants: tuple[str, ...] | None = None) -> LiveResult:
+    def analyze(self, text: str, head: tuple[int, int], variants: tuple[str, ...] | None = None) -> LiveResult:
         """The record of ``text`` for ``head``. ``variants``: the ablation variants the caller needs (default: all
         the artifacts hold). The paper's variant and CSPA come first; any other variant is computed when first
         asked for and then kept with the prompt's cached record, so the first answer costs the paper set only."""

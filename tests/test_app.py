@@ -17,12 +17,15 @@ def app_env(toy_artifacts, monkeypatch):
 
 
 def _run(page=None, query=None):
+    """The app at ``page`` opened by a link with ``query`` (AppTest runs the default page first; the link's
+    parameters arrive with the switch, as a page link's do)."""
     at = AppTest.from_file(APP, default_timeout=TIMEOUT)
-    if query:
-        for k, v in query.items():
-            at.query_params[k] = v
+    if query and not page:
+        at.query_params.update(query)
     at.run()
     if page:
+        at.query_params.clear()
+        at.query_params.update(query or {})
         at.switch_page(page)
         at.run()
     return at
@@ -159,7 +162,7 @@ def test_browse_pages_do_not_import_torch_or_transformer_lens():
     import subprocess
     import sys
 
-    code = ("import sys; import app.state, app.sequence, app.params, app.render.tokens, "
+    code = ("import sys; import app.state, app.sequence, app.state.url, app.render.tokens, precompute.paper, "
             "precompute.store.record_arrays, precompute.science.circuit_bars, precompute.jobs.report, precompute.data.tokenization; "
             "print('transformer_lens' in sys.modules, 'torch' in sys.modules)")
     root = Path(__file__).resolve().parents[1]
@@ -211,7 +214,7 @@ def test_survey_page_during_the_demo_build_waits_for_the_survey(tmp_path, monkey
 
     shutil.copytree(toy_artifacts, tmp_path / "toy-demo")
     monkeypatch.delenv("CSE_ARTIFACTS", raising=False)
-    monkeypatch.setattr(state, "DEFAULT_DIR", tmp_path)
+    monkeypatch.setattr(state.artifacts, "DEFAULT_DIR", tmp_path)
     discovery.write_status(tmp_path, state="building", what="SmolLM2-135M's head survey", pid=os.getpid())
     at = _run("views/survey.py")
     assert not at.exception

@@ -91,7 +91,7 @@ def test_live_equals_stored_for_the_same_text(toy, toy_artifacts):
         text = tok.decode(rec[F.TOKENS][1:].tolist())
         if encode(tok, text) != rec[F.TOKENS].tolist():
             continue  # only texts that tokenise back to the same ids
-        got = live.analyse(text, (1, 2)).record
+        got = live.analyze(text, (1, 2)).record
         assert got.keys() == rec.keys()
         for name in rec:
             a, b = np.asarray(got[name]), np.asarray(rec[name])

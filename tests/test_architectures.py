@@ -241,7 +241,7 @@ def test_pipeline_artifacts_and_live_mode_on_a_llama_folder(tmp_path):
     live = LiveAnalyzer.for_artifacts(load_model(model["model_name"]), arts)
     tokens = arts.sequence(0, "1.1")["tokens"]
     text = live.loaded.tokenizer.decode(tokens[1:].tolist())
-    res = live.analyse(text, HEAD)
+    res = live.analyze(text, HEAD)
     stored = arts.sequence(0, "1.1")
     assert res.record[schema.TOKENS].tolist() == stored[schema.TOKENS].tolist()  # decode/encode round trip
     for name in (schema.LOSS, schema.kl("direct_frozen"), schema.kl("cspa"), schema.delta_loss("both_unfrozen")):

@@ -180,7 +180,7 @@ def test_page_shows_the_build_progress_then_a_dead_build(tmp_path, monkeypatch):
     from app import discovery, state
 
     monkeypatch.delenv("CSE_ARTIFACTS", raising=False)
-    monkeypatch.setattr(state, "DEFAULT_DIR", tmp_path)
+    monkeypatch.setattr(state.artifacts, "DEFAULT_DIR", tmp_path)
     discovery.write_status(tmp_path, state="building", what="the SYNTHETIC toy model")
     at = AppTest.from_file(APP, default_timeout=TIMEOUT)
     at.run()

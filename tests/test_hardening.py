@@ -45,7 +45,7 @@ HOSTILE = {
 
 @pytest.mark.parametrize("name", sorted(HOSTILE))
 def test_hostile_prompts_are_analysed(live, name):
-    res = live.analyse(HOSTILE[name], (1, 2))
+    res = live.analyze(HOSTILE[name], (1, 2))
     rec = res.record
     n = int(rec["tokens"].shape[0])
     assert n >= 3 and rec["loss"].shape == (n - 1,)
@@ -59,13 +59,13 @@ def test_control_characters_are_removed_but_newlines_kept():
 @pytest.mark.parametrize("prompt", ["", "   \n\t  ", "\x00\x01\x02"])
 def test_empty_prompts_are_refused(live, prompt):
     with pytest.raises(InvalidInputError, match="prompt is empty"):
-        live.analyse(prompt, (1, 2))
+        live.analyze(prompt, (1, 2))
 
 
 def test_very_long_prompt_is_cut_to_the_context(live, toy):
     text = "The kanosa of the teri is kanosa. " * 700  # ~24,000 characters, far more tokens than n_ctx
     assert len(text) > 20_000
-    res = live.analyse(text, (1, 2))
+    res = live.analyze(text, (1, 2))
     assert res.cut_to == live.max_tokens <= toy.model.cfg.n_ctx
     assert res.n_tokens_in > res.cut_to
     assert int(res.record["tokens"].shape[0]) == res.cut_to
@@ -73,7 +73,7 @@ def test_very_long_prompt_is_cut_to_the_context(live, toy):
 
 def test_unknown_head_for_live(live):
     with pytest.raises(InvalidInputError, match="no mean result"):
-        live.analyse("The kanosa", (0, 1))
+        live.analyze("The kanosa", (0, 1))
 
 
 def test_html_in_tokens_is_escaped_in_the_strip():
@@ -261,7 +261,7 @@ def test_eight_threads_equal_one_by_one_and_cache_is_bounded(toy, toy_artifacts)
     prompts = [f"The kanosa of the teri is {w}. A {w} was in the ruko with a kanosa." for w in
                ("zuda", "teri", "ruko", "risupo", "konori", "lide", "mili", "lisa")]
     sequential = LiveAnalyzer.for_artifacts(toy, arts, max_cached=3)
-    expected = [sequential.analyse(p, (1, 2)).record for p in prompts]
+    expected = [sequential.analyze(p, (1, 2)).record for p in prompts]
     shared = LiveAnalyzer.for_artifacts(toy, arts, max_cached=3)
     results: dict[int, dict] = {}
     errors = []
@@ -270,7 +270,7 @@ def test_eight_threads_equal_one_by_one_and_cache_is_bounded(toy, toy_artifacts)
     def work(i):
         try:
             barrier.wait()
-            results[i] = shared.analyse(prompts[i], (1, 2)).record
+            results[i] = shared.analyze(prompts[i], (1, 2)).record
         except Exception as err:  # noqa: BLE001
             errors.append(err)
 
@@ -339,17 +339,17 @@ def test_live_paper_set_first_other_variants_on_demand(toy, toy_artifacts, monke
     monkeypatch.setattr(live_module, "analyze", lambda *a, **k: calls.append(k["effects"]) or real(*a, **k))
     lazy = LiveAnalyzer.for_artifacts(toy, arts)
     text = "The kanosa of the teri is kanosa. A kanosa was in the teri."
-    first = lazy.analyse(text, (1, 2), variants=("direct_frozen",))
+    first = lazy.analyze(text, (1, 2), variants=("direct_frozen",))
     assert first.computed == {"direct_frozen"} and "kl_both_frozen" not in first.record
     assert "kl_cspa" in first.record and calls == [("direct",)]
-    second = lazy.analyse(text, (1, 2), variants=("both_unfrozen",))
+    second = lazy.analyze(text, (1, 2), variants=("both_unfrozen",))
     assert calls == [("direct",), ("both",)] and {"direct_frozen", "both_unfrozen"} <= second.computed
-    again = lazy.analyse(text, (1, 2), variants=("both_unfrozen", "direct_frozen"))
+    again = lazy.analyze(text, (1, 2), variants=("both_unfrozen", "direct_frozen"))
     assert len(calls) == 2 and again is second  # cached
-    full = LiveAnalyzer.for_artifacts(toy, arts).analyse(text, (1, 2))
+    full = LiveAnalyzer.for_artifacts(toy, arts).analyze(text, (1, 2))
     for name in ("kl_both_unfrozen", "delta_loss_both_unfrozen", "both_unfrozen_correct_rank", "kl_cspa",
                  "delta_loss_direct_frozen", "direct_frozen_topk_ids"):
         np.testing.assert_allclose(second.record[name].astype(np.float64), full.record[name].astype(np.float64),
                                    atol=2e-3, rtol=0, err_msg=name)
     with pytest.raises(InvalidInputError, match="not among"):
-        lazy.analyse(text, (1, 2), variants=("sideways_frozen",))
+        lazy.analyze(text, (1, 2), variants=("sideways_frozen",))

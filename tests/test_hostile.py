@@ -255,10 +255,9 @@ def test_7_url_parameters_are_shown_as_text(toy_artifacts, monkeypatch):
     from streamlit.testing.v1 import AppTest
 
     monkeypatch.setenv("CSE_ARTIFACTS", str(toy_artifacts))
-    at = AppTest.from_file(str(ROOT / "app" / "Home.py"), default_timeout=60)
+    at = AppTest.from_file(str(ROOT / "app" / "Home.py"), default_timeout=60).run()
     at.query_params["head"] = "[click me](http://evil.example) ![x](http://evil.example/pixel.png) <b>x</b>"
     at.query_params["seq"] = "**bold** :red[x]"
-    at.run()
     at.switch_page("views/browse.py").run()
     assert not at.exception
     warnings = [w.value for w in at.warning if "Ignored the link" in w.value]
@@ -291,10 +290,10 @@ def test_10_lone_surrogate_and_head_none(toy, toy_artifacts):
     from precompute.live import LiveAnalyzer
 
     live = LiveAnalyzer.for_artifacts(toy, open_artifacts(toy_artifacts))
-    res = live.analyse("The kanosa \ud800 of the teri", (1, 2))
+    res = live.analyze("The kanosa \ud800 of the teri", (1, 2))
     assert int(res.record["tokens"].shape[0]) > 3
     with pytest.raises(InvalidInputError, match="head must be a"):
-        live.analyse("The kanosa", None)
+        live.analyze("The kanosa", None)
     with pytest.raises(InvalidInputError, match="head must be a"):
         analyze(toy, torch.tensor([[0, 5, 6]]), None, torch.zeros(8, toy.model.cfg.d_model))
 

@@ -183,28 +183,73 @@ def _app_modules() -> dict[str, Path]:
             for p in app.rglob("*.py") if "views" not in p.parts and p.name != "Home.py"}
 
 
+def _app_imports(path: Path, mods) -> set[str]:
+    """The app modules ``path`` imports ("from app import state" and "from app.state import url" included)."""
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            names = [f"{node.module}.{a.name}" for a in node.names] + [node.module]
+        else:
+            continue
+        for imp in names:
+            parts = imp.split(".")
+            for i in range(len(parts), 0, -1):
+                if ".".join(parts[:i]) in mods:
+                    out.add(".".join(parts[:i]))
+                    break
+    return out
+
+
 def _app_graph() -> dict[str, set[str]]:
     mods = _app_modules()
-    graph = {}
-    for name, path in mods.items():
-        deps = set()
-        for imp in _imports(name, path):
-            parts = imp.split(".")
-            for i in range(len(parts), 0, -1):  # "app.render.text" or "from app import state" -> a module
-                if ".".join(parts[:i]) in mods:
-                    deps.add(".".join(parts[:i]))
-                    break
-        graph[name] = deps - {name, "app"}
-    return graph
+    return {name: _app_imports(path, mods) - {name, "app"} for name, path in mods.items()}
 
 
-def test_no_import_cycle_in_the_app():
-    """``app/`` too (pages excluded: nothing imports them): e.g. the launcher and the state layer once imported
-    each other; both now read ``app.discovery``."""
+# app/'s layers, bottom first; each may import only itself and the layers below (the pages, app/views, sit on top)
+APP_LAYERS = [("app.render", "app.discovery"), ("app.state",),
+              ("app.sequence", "app.circuit_views", "app.pairs_view", "app.survey_data", "app.live_model"),
+              ("app.launch",)]
+
+
+def _app_layer(mod: str) -> int:
+    for i, names in enumerate(APP_LAYERS):
+        if any(mod == n or mod.startswith(n + ".") for n in names):
+            return i
+    raise AssertionError(f"{mod} belongs to no app layer; add it to APP_LAYERS")
+
+
+def test_no_import_cycle_in_the_app_and_its_layers_point_down():
+    """``app/`` too (pages excluded: nothing imports them): no cycle (the launcher and the state layer once
+    imported each other; both now read ``app.discovery``), and each module imports only its layer and below."""
     graph = _app_graph()
     assert_acyclic(graph)
-    assert "app.discovery" in graph["app.state"] and "app.discovery" in graph["app.launch"]
-    assert "app.state" not in graph["app.launch"]
+    assert "app.discovery" in graph["app.state.artifacts"] and "app.discovery" in graph["app.launch"]
+    assert not any(m.startswith("app.state") for m in graph["app.launch"])
+    upward = [f"{a} imports {b}" for a, deps in graph.items() for b in deps
+              if a != "app" and _app_layer(b) > _app_layer(a)]
+    assert upward == []
+
+
+def test_pages_name_no_hook_lock_or_session_key_and_link_by_name():
+    """The pages talk to the model only through ``app.live_model`` (no TransformerLens, hook name or lock), to
+    shared state only through ``app.state`` (no raw session key of the frame, no query parameters by hand), and
+    link to other pages by name (``state.pages.link``), never by script path."""
+    problems = []
+    for path in sorted((ROOT / "app" / "views").glob("*.py")):
+        text = path.read_text()
+        tree = ast.parse(text)
+        mods = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        mods |= {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        for bad in ("transformer_lens", "threading", "precompute.models", "precompute.jobs", "precompute.live"):
+            if any(m == bad or m.startswith(bad + ".") for m in mods):
+                problems.append(f"{path.name} imports {bad}")
+        for needle in ("hook_", "run_with_cache", "run_with_hooks", "model_lock", "_lock", "cse_arts",
+                       "st.query_params", "st.page_link", '"views/'):
+            if needle in text:
+                problems.append(f"{path.name} contains {needle!r}")
+    assert problems == []
 
 
 def test_launcher_and_discovery_do_not_import_streamlit():

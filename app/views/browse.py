@@ -4,7 +4,6 @@ import pandas as pd
 import streamlit as st
 
 from app import sequence as sequence_view, state
-from app.params import int_param, head_param
 from app.render.text import literal
 from precompute import schema as F
 from precompute.errors import ExplorerError
@@ -13,20 +12,11 @@ from precompute.data.tokenization import token_strings
 arts = state.page_artifacts()
 st.title("Browse Examples")
 tokenizer = state.page_tokenizer(arts)
-qp_head, head_problem = head_param(arts)
-head = state.head_picker(arts, key="browse_head", default=qp_head)
+head = state.head_picker(arts, key="browse_head")
 head_name = f"{head[0]}.{head[1]}"
-seq_q, seq_problem = int_param("seq", 0, arts.n_sequences - 1)
-pos_q, pos_problem = int_param("pos", 0, arts.seq_len - 1)
-for problem in (head_problem, seq_problem, pos_problem):
-    if problem:
-        st.warning(problem)
-if seq_q is not None and st.session_state.get("_browse_qp_seq") != seq_q:
-    st.session_state["browse_seq"] = seq_q
-    st.session_state["_browse_qp_seq"] = seq_q
-if pos_q is not None and st.session_state.get("_browse_qp_pos") != pos_q:
-    st.session_state["browse_pos"] = pos_q
-    st.session_state["_browse_qp_pos"] = pos_q
+deep_link = state.url.given("seq")
+state.url.restore("seq", "browse_seq", state.url.whole(0, arts.n_sequences - 1))
+state.url.restore("pos", "browse_pos", state.url.whole(0, arts.seq_len - 1))
 opts = sequence_view.controls("browse", arts.manifest["hyperparameters"])
 
 
@@ -47,7 +37,7 @@ def top_tokens(source: str, head_name: str, metric: str, n: int) -> pd.DataFrame
 
 
 # the panel's state is fixed for the session, so it never collapses under the user's first interaction
-search_open = st.session_state.setdefault("_browse_search_open", seq_q is None)
+search_open = st.session_state.setdefault("_browse_search_open", not deep_link)
 with st.expander("Search: where does the head matter most?", expanded=search_open):
     c1, c2 = st.columns([1, 2])
     metric_label = c1.selectbox("Rank tokens by", ["Δloss (head helps most)", "Δloss (head hurts most)",
@@ -87,8 +77,7 @@ compare = st.sidebar.selectbox("Compare with head", ["(none)"] + others, key="br
 c1, c2 = st.columns(2)
 seq = c1.number_input("Sequence", 0, arts.n_sequences - 1, key="browse_seq", step=1)
 pos = c2.number_input("Token position", 0, arts.seq_len - 1, key="browse_pos", step=1)
-st.query_params.update({"seq": str(seq), "pos": str(pos), "head": head_name})
-st.session_state["_browse_qp_seq"], st.session_state["_browse_qp_pos"] = int(seq), int(pos)
+state.url.publish({"seq": ("browse_seq", int(seq)), "pos": ("browse_pos", int(pos))})
 try:
     rec = arts.sequence(int(seq), head_name)
 except ExplorerError as err:

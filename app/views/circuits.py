@@ -12,6 +12,7 @@ from precompute import schema as F
 from precompute.errors import ExplorerError
 from precompute import paper
 
+FOCUS = ["source", "destination"]
 arts = state.page_artifacts()
 st.title("OV and QK circuits")
 head = state.head_picker(arts, key="circ_head")
@@ -21,8 +22,10 @@ tok = state.page_tokenizer(arts)
 
 vocab, f = page_tables(arts.source, head_name)
 c1, c2, c3 = st.columns([2, 1, 1])
-focus = c2.radio("Focus on the token as", ["source", "destination"], key="circ_focus",
+state.url.restore("focus", "circ_focus", state.url.choice(FOCUS))
+focus = c2.radio("Focus on the token as", FOCUS, key="circ_focus",
                  help="source: the token attended to; destination: the token being predicted")
+state.url.publish({"focus": ("circ_focus", focus)}, {"focus": FOCUS[0]})
 k = c3.slider("Number of top tokens", 5, 30, 15, key="circ_k")
 with c1:
     token = token_box(tok, vocab, "circ_token")

@@ -76,8 +76,8 @@ if sel:
     # the point's row in the plotted frame (point_index), not customdata: Scattergl selections do not return it
     row = df.iloc[int(sel[0].get("point_index", sel[0].get("point_number", 0)))]
     s, q = int(row["seq"]), int(row["pos"])
-    st.page_link("views/browse.py", label=f"Open sequence {s}, position {q} in Browse Examples",
-                 query_params={"seq": str(s), "pos": str(q), "head": head_name}, icon=":material/open_in_new:")
+    state.pages.link("browse", f"Open sequence {s}, position {q} in Browse Examples",
+                     {"seq": s, "pos": q, "head": head_name}, icon=":material/open_in_new:")
     st.caption(f"Δloss {row['ablation']:+.3f} under mean ablation, {row['cspa']:+.3f} under CSPA: "
                f"{literal(row['text'])}")
 else:

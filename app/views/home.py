@@ -46,9 +46,9 @@ st.markdown(
     "else; the share of the head's effect it keeps measures how much of the head is copy suppression."
 )
 
-arts = st.session_state.get("cse_arts")
+arts, error = state.chosen()
 if arts is None:
-    state.empty_state(st.session_state.get("cse_arts_error"))
+    state.empty_state(error)
 else:
     head = state.head_picker(arts, key="home_head")
     head_name = f"{head[0]}.{head[1]}"
@@ -63,15 +63,10 @@ else:
               "loaded artifacts": f.format(got.get(f.key))} for f in paper.FIGURES]
     st.dataframe(table, hide_index=True)
 st.subheader("Pages")
-cols = st.columns(5)
-cols[0].page_link("views/circuits.py", label="OV and QK circuits", icon=":material/hub:")
-cols[1].page_link("views/browse.py", label="Browse Examples", icon=":material/search:")
-cols[2].page_link("views/live.py", label="Test Your Own Examples", icon=":material/edit:")
-cols[3].page_link("views/cspa.py", label="CSPA", icon=":material/scatter_plot:")
-cols[4].page_link("views/semantic.py", label="Semantic similarity", icon=":material/join:")
-cols = st.columns(5)
-cols[0].page_link("views/pairs.py", label="Prompt pairs", icon=":material/compare_arrows:")
-cols[1].page_link("views/survey.py", label="Head survey", icon=":material/grid_view:")
+names = [name for name in state.pages.PAGES if name != "home"]
+for row in range(0, len(names), 5):
+    for col, name in zip(st.columns(5), names[row:row + 5]):
+        state.pages.link(name, container=col)
 st.caption("Prompt pairs: logit difference, attribution, activation patching and self-repair on IOI and other "
            "tasks, the analysis that found the negative heads. Head survey: which heads copy-suppress or do "
            "(anti-)induction, in every model surveyed.")

@@ -47,7 +47,7 @@ if error:
     st.stop()
 try:
     with st.spinner("Analysing…"):
-        result = analyzer.analyse(prompt, head, variants=(opts["variant"],))
+        result = analyzer.analyze(prompt, head, variants=(opts["variant"],))
 except ExplorerError as err:
     st.error(literal(err))
     st.stop()
@@ -64,11 +64,11 @@ compare = st.sidebar.selectbox("Compare with head", ["(none)"] + others, key="li
                                help="Show a second head's strip beside this one", disabled=not others)
 if compare != "(none)":
     try:
-        other = analyzer.analyse(prompt, schema.parse_head(compare), variants=(opts["variant"],))
+        other = analyzer.analyze(prompt, schema.parse_head(compare), variants=(opts["variant"],))
     except ExplorerError as err:
         st.error(f"Head {literal(compare)} cannot be shown: {literal(err)}")
     else:
-        sequence_view.compare_strip(other.record, analyzer.loaded.tokenizer, opts, int(pos), compare, None)
+        sequence_view.compare_strip(other.record, analyzer.tokenizer, opts, int(pos), compare, None)
         st.markdown(f"**Head {literal(head_name)}** (details below)")
-sequence_view.show(result.record, analyzer.loaded.tokenizer, opts, int(pos), key="live", name="prompt",
+sequence_view.show(result.record, analyzer.tokenizer, opts, int(pos), key="live", name="prompt",
                    head_name=head_name)

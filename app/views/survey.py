@@ -15,7 +15,7 @@ from app.survey_data import (LABELS, filtered, hover_text, load, run_command, ru
 st.title("Head survey")
 st.caption("Which heads copy-suppress, in which models? Each point is one head, scored by "
            "`python -m precompute survey`. Larger values mean more of the behaviour.")
-bases = survey_bases(state.configured_source(), state.DEFAULT_DIR)
+bases = survey_bases(state.configured_source(), state.default_dir())
 folders = survey_folders(bases)
 table, manifests, problems = load(folders)
 for problem in problems:
@@ -33,10 +33,15 @@ if table.empty:
 metrics = list(LABELS)
 has_ioi = bool(table["ioi_copy_suppression"].notna().any())
 c1, c2, c3 = st.columns(3)
-x = c1.selectbox("x axis", metrics, index=metrics.index("ioi_copy_suppression" if has_ioi else "ov_top10"),
-                 format_func=LABELS.get, key="survey_x")
-y = c2.selectbox("y axis", metrics, index=metrics.index("anti_induction"), format_func=LABELS.get, key="survey_y")
-colour = c3.radio("Colour by", ["model", "depth (layer / n_layers)"], horizontal=True, key="survey_colour")
+COLOURS = ["model", "depth (layer / n_layers)"]
+defaults = {"x": "ioi_copy_suppression" if has_ioi else "ov_top10", "y": "anti_induction", "colour": COLOURS[0]}
+for name, options in (("x", metrics), ("y", metrics), ("colour", COLOURS)):
+    state.url.restore(name, f"survey_{name}", state.url.choice(options))
+    st.session_state.setdefault(f"survey_{name}", defaults[name])
+x = c1.selectbox("x axis", metrics, format_func=LABELS.get, key="survey_x")
+y = c2.selectbox("y axis", metrics, format_func=LABELS.get, key="survey_y")
+colour = c3.radio("Colour by", COLOURS, horizontal=True, key="survey_colour")
+state.url.publish({"x": ("survey_x", x), "y": ("survey_y", y), "colour": ("survey_colour", colour)}, defaults)
 families = sorted(table["family"].unique())
 c4, c5, c6 = st.columns([2, 2, 1])
 chosen = c4.multiselect("Model family", families, default=families, key="survey_families")
@@ -89,13 +94,11 @@ manifest = manifests[row["survey"]]
 model_name = manifest["model"]["model_name"]
 st.subheader(f"{literal(model_name)} · head {head}")
 st.dataframe(row[list(LABELS)].rename(LABELS).to_frame("value"), width="stretch")
-arts = st.session_state.get("cse_arts")
+arts, _ = state.chosen()
 here = arts is not None and arts.manifest["model"]["model_name"] == model_name and head in arts.manifest["heads"]
 if here:
-    st.page_link("views/browse.py", label=f"Open head {head} in Browse Examples", query_params={"head": head},
-                 icon=":material/open_in_new:")
-    st.page_link("views/cspa.py", label=f"Open head {head} on the CSPA page", query_params={"head": head},
-                 icon=":material/open_in_new:")
+    state.pages.link("browse", f"Open head {head} in Browse Examples", {"head": head}, icon=":material/open_in_new:")
+    state.pages.link("cspa", f"Open head {head} on the CSPA page", {"head": head}, icon=":material/open_in_new:")
 else:
     others = runs_with_head(model_name, head, state.sources())
     if others:

@@ -141,6 +141,17 @@ def head_outputs(m, tokens: Int[Tensor, "batch seq"], layer: int, h: int) -> Flo
     return head_output(m, cache[hook], layer, h)
 
 
+def attention_pattern(model, tokens: Int[Tensor, "batch seq"], layer: int, h: int) -> Float[Tensor, "batch q k"]:
+    """Head (layer, h)'s attention pattern on ``tokens`` (forward only up to its layer), float32 on the CPU."""
+    m = unwrap(model)
+    token_ids(tokens, m.cfg.d_vocab, m.cfg.n_ctx)
+    layer, h = check_head(m, (layer, h))
+    hook = hooks.pattern(layer)
+    with torch.inference_mode():
+        _, cache = m.run_with_cache(tokens.to(m.cfg.device), names_filter=[hook], stop_at_layer=layer + 1)
+    return cache[hook][:, h].float().cpu()
+
+
 def analyze(
     model,
     tokens: Int[Tensor, "batch seq"],

@@ -1,4 +1,6 @@
-"""Which artifacts the app shows: a local folder (picker if several) or hf://user/repo@rev; opened once."""
+"""Which artifacts the app shows: a local folder (picker if several) or hf://user/repo@rev, opened once per
+process; the frame puts the chosen set in the session (``choose``) and every page reads it from here
+(``page_artifacts`` / ``chosen``), never by a session key of its own."""
 
 from __future__ import annotations
 
@@ -12,12 +14,13 @@ from app.render.text import literal
 
 from precompute.store.reader import Artifacts, open_artifacts
 from precompute.errors import ExplorerError
-from precompute.schema import parse_head
 
 from app import discovery
+from app.state.labels import dataset_label, model_label
 
 DEFAULT_DIR = discovery.DEFAULT_DIR
 ENV_VAR = "CSE_ARTIFACTS"
+_ARTS, _ARTS_ERROR = "cse_arts", "cse_arts_error"  # session keys: the set the frame chose, or why it failed
 
 
 def configured_source() -> str | None:
@@ -29,6 +32,11 @@ def configured_source() -> str | None:
         if arg.startswith("--artifacts="):
             return arg.split("=", 1)[1]
     return os.environ.get(ENV_VAR) or None
+
+
+def default_dir() -> Path:
+    """The app's own artifacts folder (where the launcher builds the demo sets)."""
+    return DEFAULT_DIR
 
 
 def candidate_runs(base: Path | None = None) -> list[str]:
@@ -66,40 +74,6 @@ def current() -> tuple[Artifacts | None, str | None]:
         return open_source(source), None
     except ExplorerError as err:
         return None, f"Could not open the artifacts at {literal(source)}: {literal(err)}"
-
-
-def model_label(model: dict) -> str:
-    """A reader's name for the artifacts' model: the spec, what it is, and "SYNTHETIC" where it is."""
-    name = str(model.get("model_name", "?"))
-    if model.get("synthetic"):
-        return f"{name} (SYNTHETIC)"
-    gguf = model.get("gguf")
-    if isinstance(gguf, dict):
-        return (f"{name} ({model.get('family', '?')} family, real trained weights from the GGUF file "
-                f"{gguf.get('file', '?')}, {gguf.get('quantisation', '?')} dequantised to float32)")
-    return name
-
-
-def dataset_label(dataset: dict) -> str:
-    name = str(dataset.get("name", "?"))
-    if name == "python-docs":
-        return f"CPython's reference manual ({name}, from pydoc_data.topics; PSF licence)"
-    if name == "synthetic":
-        return "the project's synthetic language (synthetic)"
-    return name
-
-
-def what_these_are(arts: Artifacts) -> str | None:
-    """For artifacts of a model that is neither GPT-2 small nor synthetic: one sentence saying which model, heads
-    and text they are (literal text), else None."""
-    m = arts.manifest
-    model = m["model"]
-    if model.get("synthetic") or model.get("model_name") == "gpt2-small":
-        return None
-    heads = ", ".join(m["heads"])
-    not_owt = "" if m["dataset"].get("name") == "stas/openwebtext-10k" else ", not OpenWebText"
-    return (f"These artifacts are {model_label(model)}, not GPT-2 small; head {heads}; text: "
-            f"{dataset_label(m['dataset'])}{not_owt}; {arts.n_sequences} sequences of {arts.seq_len} tokens.")
 
 
 def sidebar_info(arts: Artifacts) -> None:
@@ -186,11 +160,24 @@ def empty_state(error: str | None = None) -> None:
     st.markdown("Then reload this page, or start the app with `CSE_ARTIFACTS=PATH_OR_hf://user/repo@rev`.")
 
 
+def choose() -> Artifacts | None:
+    """The frame's part (``Home.py``, every run): open the chosen set (drawing the picker where there are several)
+    and keep it, or why it failed, for this run's page."""
+    arts, error = current()
+    st.session_state[_ARTS], st.session_state[_ARTS_ERROR] = arts, error
+    return arts
+
+
+def chosen() -> tuple[Artifacts | None, str | None]:
+    """(the artifacts the frame chose, or None; why they could not be opened, or None)."""
+    return st.session_state.get(_ARTS), st.session_state.get(_ARTS_ERROR)
+
+
 def page_artifacts() -> Artifacts:
     """The artifacts chosen in the frame, or the empty state and a stop."""
-    arts = st.session_state.get("cse_arts")
+    arts, error = chosen()
     if arts is None:
-        empty_state(st.session_state.get("cse_arts_error"))
+        empty_state(error)
         st.stop()
     return arts
 
@@ -202,9 +189,3 @@ def page_tokenizer(arts: Artifacts):
     except ExplorerError as err:
         st.error(f"The artifacts' tokenizer cannot be used: {literal(err)}")
         st.stop()
-
-
-def head_picker(arts: Artifacts, key: str, default: str | None = None) -> tuple[int, int]:
-    heads = arts.manifest["heads"]
-    index = heads.index(default) if default in heads else 0
-    return parse_head(st.sidebar.selectbox("Head", heads, index=index, key=key))
