@@ -130,6 +130,18 @@ def toy_artifacts(tmp_path_factory, toy):
 
 
 @pytest.fixture(scope="session")
+def two_head_artifacts(tmp_path_factory, toy):
+    """A toy run of two heads (the planted 1.2 and 0.1), for pages whose head comes from the URL."""
+    from precompute import RunConfig, run
+
+    root = tmp_path_factory.mktemp("arts2")
+    out = root / "run"
+    cfg = {**SMALL_RUN, "heads": ((1, 2), (0, 1)), "n_seqs": 8, "n_mean": 8, "shard_size": 8}
+    run(RunConfig(dataset="synthetic", out=str(out), **cfg), loaded=toy, log=lambda *_: None)
+    return out
+
+
+@pytest.fixture(scope="session")
 def survey_env(tmp_path_factory, toy_artifacts, toy):
     """A folder of runs holding the toy run and two surveys (toy and a tiny random Llama), side by side."""
     import shutil

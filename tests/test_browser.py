@@ -34,6 +34,11 @@ def survey_server(survey_env):
     yield from _serve(survey_env)
 
 
+@pytest.fixture
+def two_head_server(two_head_artifacts):
+    yield from _serve(two_head_artifacts)
+
+
 def _serve(artifacts):
     port = _free_port()
     env = {**os.environ, "CSE_ARTIFACTS": str(artifacts), "HF_HUB_OFFLINE": "1"}
@@ -194,4 +199,57 @@ def test_prompt_pairs_page_renders_heatmaps_in_chromium(server, tmp_path):
         expect(page.get_by_role("heading", name="Patching")).to_be_visible(timeout=60_000)
         page.wait_for_timeout(1500)
         page.screenshot(path=str(tmp_path / "pairs.png"), full_page=True)
+        browser.close()
+
+
+def _sidebar_head(page) -> str:
+    """The head the sidebar's Head box shows."""
+    return page.locator('[data-testid="stSidebar"] input[aria-label="Head"]').first.input_value()
+
+
+def test_pages_restore_from_their_url_in_chromium(two_head_server, survey_server, tmp_path):
+    """Browse, CSPA and the circuits page open on the head, sequence, position, token and controls a link names
+    (the second head, not the default first), and write a changed value back into the URL; the survey opens on
+    its link's axes."""
+    from urllib.parse import parse_qs, urlparse
+
+    from playwright.sync_api import expect, sync_playwright
+
+    def query(page) -> dict:
+        return {k: v[0] for k, v in parse_qs(urlparse(page.url).query).items()}
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1400})
+        server = two_head_server
+        page.goto(server + "/browse?seq=3&pos=7&head=0.1&browse_effect=both")
+        expect(page.get_by_text("Position 7").first).to_be_visible(timeout=60_000)
+        assert _sidebar_head(page) == "0.1"
+        expect(page.get_by_role("radio", name="both")).to_be_checked(timeout=30_000)
+        expect(page.get_by_role("spinbutton", name="Sequence")).to_have_value("3", timeout=30_000)
+        page.get_by_role("spinbutton", name="Token position").fill("9")
+        page.get_by_role("spinbutton", name="Token position").press("Enter")
+        expect(page.get_by_text("Position 9").first).to_be_visible(timeout=30_000)
+        page.wait_for_timeout(500)
+        assert query(page) | {"seq": "3", "pos": "9", "head": "0.1", "browse_effect": "both"} == query(page)
+
+        page.goto(server + "/cspa?head=0.1")
+        expect(page.get_by_role("heading", name="Copy-suppression-preserving ablation (CSPA)")).to_be_visible(
+            timeout=60_000)
+        page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
+        assert _sidebar_head(page) == "0.1" and query(page)["head"] == "0.1"
+
+        page.goto(server + "/circuits?head=0.1&token=%20kanosa&focus=destination")
+        expect(page.get_by_text("' kanosa' itself is number").first).to_be_visible(timeout=60_000)
+        assert _sidebar_head(page) == "0.1"
+        assert page.get_by_role("textbox", name="Token (include").input_value() == " kanosa"
+        expect(page.get_by_role("radio", name="destination")).to_be_checked(timeout=30_000)
+        page.screenshot(path=str(tmp_path / "circuits.png"), full_page=True)
+
+        page.goto(survey_server + "/survey?x=qk_top10&y=induction")
+        page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
+        titles = page.evaluate("() => { const l = document.querySelector('.js-plotly-plot')._fullLayout; "
+                               "return [l.xaxis.title.text, l.yaxis.title.text]; }")
+        assert titles == ["QK: own token in top 10", "induction"]
+        assert query(page)["x"] == "qk_top10" and query(page)["y"] == "induction"
         browser.close()
