@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 PORT ?= 8501
 
-.PHONY: install install-dev run test clean
+.PHONY: install install-dev run test test-fast lint format clean
 
 $(VENV)/.installed: requirements.txt requirements-models.txt constraints.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,20 @@ run: install
 
 test: install-dev
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q tests
+
+# the quick loop: the tests that load no model (tiers: fast, model, browser, real_model; see tests/conftest.py)
+test-fast: install-dev
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q tests -m fast
+
+# ruff (lint and format check, line length 120) on everything, mypy on precompute/ (settings in pyproject.toml)
+lint: install-dev
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+format: install-dev
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
 
 clean:
 	rm -rf $(VENV) .cache

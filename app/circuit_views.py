@@ -14,18 +14,22 @@ from precompute import schema as F
 from precompute.data.tokenization import token_strings
 from precompute.science.circuit_bars import circuit_bars
 
-TITLES = {("ov", "source"): "OV: which predictions does this source suppress?",
-          ("ov", "destination"): "OV: which sources suppress this prediction?",
-          ("qk", "source"): "QK: which predicted tokens attend most to this source?",
-          ("qk", "destination"): "QK: which sources does this prediction attend to?"}
+TITLES = {
+    ("ov", "source"): "OV: which predictions does this source suppress?",
+    ("ov", "destination"): "OV: which sources suppress this prediction?",
+    ("qk", "source"): "QK: which predicted tokens attend most to this source?",
+    ("qk", "destination"): "QK: which sources does this prediction attend to?",
+}
 OWN, SIMILAR, OTHER = "#f5a623", "#f8d49a", "#4c78a8"
 TOKEN_CHARS = 200  # the longest token text a link may carry
 
 
 @st.cache_resource(max_entries=4, show_spinner="Loading circuit tables…")
 def factors(source: str, head_name: str):
-    return {k: (v.astype("float32") if v.dtype.kind == "f" else v) for k, v in
-            state.open_source(source).circuits(head_name).items()}
+    return {
+        k: (v.astype("float32") if v.dtype.kind == "f" else v)
+        for k, v in state.open_source(source).circuits(head_name).items()
+    }
 
 
 @st.cache_resource(max_entries=2, show_spinner=False)
@@ -82,8 +86,10 @@ def token_box(tok, vocab: list[str], key: str, default: str | None = None) -> in
         return ids[0]
     needle = text.strip().lower()
     suggestions = [s for s in vocab if needle and s.strip().lower().startswith(needle)][:12]
-    st.error(f"{literal(repr(text))} is {len(ids)} tokens, not one. Circuits are per token: pick one of its pieces "
-             "or a single-token suggestion.")
+    st.error(
+        f"{literal(repr(text))} is {len(ids)} tokens, not one. Circuits are per token: pick one of its pieces "
+        "or a single-token suggestion."
+    )
     options = list(dict.fromkeys(pieces + suggestions))
     pick = st.selectbox("Use instead", options, key=f"{key}_suggest")
     return vocab.index(pick) if pick in vocab else None
@@ -107,14 +113,15 @@ def similar_tokens(source: str, token: int, limit: int | None = None) -> dict[st
     if limit is not None:
         flat, left = [], limit
         for kind in F.SEMANTIC_KINDS:
-            out[kind] = out[kind][:max(0, left)]
+            out[kind] = out[kind][: max(0, left)]
             left -= len(out[kind])
             flat += out[kind]
     return out
 
 
-def bar_chart(col, f: dict, tok, vocab: list[str], token: int, circuit: str, focus: str, k: int,
-              highlight: set[int], key: str) -> None:
+def bar_chart(
+    col, f: dict, tok, vocab: list[str], token: int, circuit: str, focus: str, k: int, highlight: set[int], key: str
+) -> None:
     """One circuit's top-k bars for ``token``; the token orange, its neighbours light orange."""
     ids_, vals, own, rank = circuit_bars(f, token, circuit, focus, k)
     # numbered labels stay unique even when two tokens decode to the same text; plotly renders some HTML
@@ -125,11 +132,25 @@ def bar_chart(col, f: dict, tok, vocab: list[str], token: int, circuit: str, foc
         labels.append(html.escape(f"{rank + 1}. {vocab[token]!r}"))
         values.append(own)
         colours.append(OWN)
-    fig = go.Figure(go.Bar(x=values[::-1], y=labels[::-1], orientation="h", marker_color=colours[::-1],
-                           text=[f"{v:.2f}" for v in values[::-1]], textposition="auto"))
-    fig.update_layout(title=TITLES[(circuit, focus)], height=30 * len(labels) + 120,
-                      margin=dict(l=10, r=10, t=50, b=10))
+    fig = go.Figure(
+        go.Bar(
+            x=values[::-1],
+            y=labels[::-1],
+            orientation="h",
+            marker_color=colours[::-1],
+            text=[f"{v:.2f}" for v in values[::-1]],
+            textposition="auto",
+        )
+    )
+    fig.update_layout(
+        title=TITLES[(circuit, focus)], height=30 * len(labels) + 120, margin=dict(l=10, r=10, t=50, b=10)
+    )
     col.plotly_chart(fig, key=key)
-    col.caption(f"{literal(repr(vocab[token]))} itself is number {rank + 1} (rank {rank}, orange). Values: "
-                + ("logit change (OV, output normalised to unit RMS)" if circuit == "ov" else
-                   "attention score (QK, LayerNorm-scaled inputs, no biases)"))
+    col.caption(
+        f"{literal(repr(vocab[token]))} itself is number {rank + 1} (rank {rank}, orange). Values: "
+        + (
+            "logit change (OV, output normalised to unit RMS)"
+            if circuit == "ov"
+            else "attention score (QK, LayerNorm-scaled inputs, no biases)"
+        )
+    )

@@ -23,22 +23,50 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from app.discovery import DEFAULT_DIR, candidate_runs, write_status  # noqa: E402
 from precompute import paper  # noqa: E402 - needs ROOT on the path
 from precompute.models.memory import server_environment  # noqa: E402
 
-from app.discovery import DEFAULT_DIR, candidate_runs, write_status  # noqa: E402
-
-GPT2_DEMO = dict(model="gpt2-small", heads=paper.NEGATIVE_HEADS, dataset="stas/openwebtext-10k", n_seqs=200,
-                 seq_len=128, n_mean=50, batch_size=8, shard_size=50, seed=6)
-TOY_DEMO = dict(model="toy", heads=((1, 2),), dataset="synthetic", n_seqs=300, seq_len=128, n_mean=100,
-                batch_size=16, shard_size=100, seed=6)
-TOY_SURVEY = dict(model="toy", dataset="synthetic", n_seqs=32, seq_len=64, n_mean=16, n_repeat=50, n_ioi=20,
-                  circuit_rows=None)
+GPT2_DEMO = dict(
+    model="gpt2-small",
+    heads=paper.NEGATIVE_HEADS,
+    dataset="stas/openwebtext-10k",
+    n_seqs=200,
+    seq_len=128,
+    n_mean=50,
+    batch_size=8,
+    shard_size=50,
+    seed=6,
+)
+TOY_DEMO = dict(
+    model="toy",
+    heads=((1, 2),),
+    dataset="synthetic",
+    n_seqs=300,
+    seq_len=128,
+    n_mean=100,
+    batch_size=16,
+    shard_size=100,
+    seed=6,
+)
+TOY_SURVEY = dict(
+    model="toy", dataset="synthetic", n_seqs=32, seq_len=64, n_mean=16, n_repeat=50, n_ioi=20, circuit_rows=None
+)
 # the real trained model offline: its survey picks the head, then a set for that head on real English
-SMOLLM2_SURVEY = dict(model="smollm2-135m", dataset="python-docs", n_seqs=8, seq_len=128, n_mean=8, n_repeat=50,
-                      n_ioi=50, circuit_rows=512, seed=6)
-SMOLLM2_DEMO = dict(model="smollm2-135m", dataset="python-docs", n_seqs=96, seq_len=128, n_mean=48, batch_size=8,
-                    shard_size=48, seed=6)
+SMOLLM2_SURVEY = dict(
+    model="smollm2-135m",
+    dataset="python-docs",
+    n_seqs=8,
+    seq_len=128,
+    n_mean=8,
+    n_repeat=50,
+    n_ioi=50,
+    circuit_rows=512,
+    seed=6,
+)
+SMOLLM2_DEMO = dict(
+    model="smollm2-135m", dataset="python-docs", n_seqs=96, seq_len=128, n_mean=48, batch_size=8, shard_size=48, seed=6
+)
 HUB = ("huggingface.co", 443)
 
 
@@ -85,8 +113,10 @@ def build_demo(out_dir: Path, prefer_real: bool = True, real_model: bool = True)
     else:
         os.environ["HF_HUB_OFFLINE"] = "1"  # nothing below may wait on the network
         log("The Hugging Face Hub is not reachable (checked in about a second): building the offline demo.")
-    what = (f"the SYNTHETIC toy model on its own synthetic text, {TOY_DEMO['n_seqs']} sequences x "
-            f"{TOY_DEMO['seq_len']} tokens")
+    what = (
+        f"the SYNTHETIC toy model on its own synthetic text, {TOY_DEMO['n_seqs']} sequences x "
+        f"{TOY_DEMO['seq_len']} tokens"
+    )
     write_status(out_dir, state="building", what=what)
     log(f"Building {what}…")
     start = time.time()
@@ -111,8 +141,9 @@ def build_toy_survey(out_dir: Path, log=print) -> Path | None:
 
     write_status(out_dir, state="building", what="the toy model's head survey")
     try:
-        return run_survey(SurveyConfig(out=str(out_dir / "survey-toy"), overwrite=True, device="cpu", **TOY_SURVEY),
-                          log=log)
+        return run_survey(
+            SurveyConfig(out=str(out_dir / "survey-toy"), overwrite=True, device="cpu", **TOY_SURVEY), log=log
+        )
     except ExplorerError as err:
         log(f"The toy survey could not be built: {err}")
         return None
@@ -131,20 +162,38 @@ def build_smollm2(out_dir: Path, log=print) -> Path | None:
     from precompute.store.survey import read_survey
 
     try:
-        write_status(out_dir, state="building", what="SmolLM2-135M (a real trained model): loading it from its GGUF "
-                                                     "file", ready=True)
+        write_status(
+            out_dir,
+            state="building",
+            what="SmolLM2-135M (a real trained model): loading it from its GGUF file",
+            ready=True,
+        )
         start = time.time()
         lm = load_model("smollm2-135m", device="cpu")
-        write_status(out_dir, state="building", ready=True,
-                     what="SmolLM2-135M's head survey on CPython's documentation (a few minutes)")
-        survey = run_survey(SurveyConfig(out=str(out_dir / "survey-smollm2"), overwrite=True, device="cpu",
-                                         **SMOLLM2_SURVEY), loaded=lm, log=log)
+        write_status(
+            out_dir,
+            state="building",
+            ready=True,
+            what="SmolLM2-135M's head survey on CPython's documentation (a few minutes)",
+        )
+        survey = run_survey(
+            SurveyConfig(out=str(out_dir / "survey-smollm2"), overwrite=True, device="cpu", **SMOLLM2_SURVEY),
+            loaded=lm,
+            log=log,
+        )
         head = strongest_copy_suppressor(read_survey(survey)[0])
-        write_status(out_dir, state="building", ready=True,
-                     what=f"SmolLM2-135M head {head[0]}.{head[1]} (the survey's strongest copy suppressor) on "
-                          f"{SMOLLM2_DEMO['n_seqs']} sequences of CPython's documentation")
-        path = run(RunConfig(out=str(out_dir / "smollm2-demo"), device="cpu", overwrite=True, heads=(head,),
-                             **SMOLLM2_DEMO), loaded=lm, log=log)
+        write_status(
+            out_dir,
+            state="building",
+            ready=True,
+            what=f"SmolLM2-135M head {head[0]}.{head[1]} (the survey's strongest copy suppressor) on "
+            f"{SMOLLM2_DEMO['n_seqs']} sequences of CPython's documentation",
+        )
+        path = run(
+            RunConfig(out=str(out_dir / "smollm2-demo"), device="cpu", overwrite=True, heads=(head,), **SMOLLM2_DEMO),
+            loaded=lm,
+            log=log,
+        )
         log(f"Built {path} (head {head[0]}.{head[1]}) and its survey in {time.time() - start:.0f} s.")
         return path
     except ExplorerError as err:
@@ -156,8 +205,11 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m app.launch", description=__doc__.splitlines()[0])
     p.add_argument("--port", type=int, default=int(os.environ.get("PORT", 8501)))
     p.add_argument("--address", default=os.environ.get("CSE_ADDRESS", "127.0.0.1"))
-    p.add_argument("--artifacts", default=os.environ.get("CSE_ARTIFACTS"),
-                   help="artifact folder, folder of runs, or hf://user/repo@revision")
+    p.add_argument(
+        "--artifacts",
+        default=os.environ.get("CSE_ARTIFACTS"),
+        help="artifact folder, folder of runs, or hf://user/repo@revision",
+    )
     p.add_argument("--offline-demo", action="store_true", help="build the toy demo without trying GPT-2 small")
     p.add_argument("--build-only", action="store_true", help="build the demo set (if none) and exit")
     p.add_argument("--toy-only", action="store_true", help="offline, build the toy demo only (no SmolLM2 set)")
@@ -175,8 +227,21 @@ def main(argv=None) -> int:
         print("No artifacts yet: building a demo set in the background; the app shows its progress.", flush=True)
     elif args.build_only:
         return 0
-    cmd = [sys.executable, "-m", "streamlit", "run", str(ROOT / "app" / "Home.py"), "--server.port", str(args.port),
-           "--server.address", args.address, "--server.headless", "true", "--browser.gatherUsageStats", "false"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(ROOT / "app" / "Home.py"),
+        "--server.port",
+        str(args.port),
+        "--server.address",
+        args.address,
+        "--server.headless",
+        "true",
+        "--browser.gatherUsageStats",
+        "false",
+    ]
     if args.artifacts:
         cmd += ["--", "--artifacts", args.artifacts]
     print(f"Starting the app on http://{args.address}:{args.port}", flush=True)

@@ -10,9 +10,14 @@ import torch
 
 from precompute.science.pairs import PairAnalysis
 
-GRID_TITLES = {"resid_pre": "residual stream (before each layer)", "attn_out": "attention output",
-               "mlp_out": "MLP output", "head_z": "head output (z)", "head_pattern": "head attention pattern",
-               "head_v": "head values (v)"}
+GRID_TITLES = {
+    "resid_pre": "residual stream (before each layer)",
+    "attn_out": "attention output",
+    "mlp_out": "MLP output",
+    "head_z": "head output (z)",
+    "head_pattern": "head attention pattern",
+    "head_v": "head values (v)",
+}
 
 
 def position_labels(res: PairAnalysis) -> list[str]:
@@ -21,31 +26,61 @@ def position_labels(res: PairAnalysis) -> list[str]:
 
 
 def lens_figure(res: PairAnalysis) -> go.Figure:
-    fig = go.Figure(go.Scatter(x=res.lens_labels, y=res.lens_logit_diff.tolist(), mode="lines+markers",
-                               hovertemplate="%{x}: %{y:.3f}<extra></extra>"))
+    fig = go.Figure(
+        go.Scatter(
+            x=res.lens_labels,
+            y=res.lens_logit_diff.tolist(),
+            mode="lines+markers",
+            hovertemplate="%{x}: %{y:.3f}<extra></extra>",
+        )
+    )
     fig.add_hline(y=0, line=dict(color="grey", width=1))
-    fig.update_layout(xaxis_title="residual stream before each attention / MLP, and the final one",
-                      yaxis_title="logit difference", height=360, margin=dict(l=10, r=10, t=30, b=10))
+    fig.update_layout(
+        xaxis_title="residual stream before each attention / MLP, and the final one",
+        yaxis_title="logit difference",
+        height=360,
+        margin=dict(l=10, r=10, t=30, b=10),
+    )
     return fig
 
 
 def layer_figure(res: PairAnalysis) -> go.Figure:
     values = res.layer_dla.tolist()
-    fig = go.Figure(go.Bar(x=res.layer_labels, y=values, marker_color=["#2166ac" if v >= 0 else "#b2182b"
-                                                                          for v in values],
-                           hovertemplate="%{x}: %{y:.3f}<extra></extra>"))
-    fig.update_layout(yaxis_title="direct contribution to the logit difference", height=360,
-                      margin=dict(l=10, r=10, t=30, b=10))
+    fig = go.Figure(
+        go.Bar(
+            x=res.layer_labels,
+            y=values,
+            marker_color=["#2166ac" if v >= 0 else "#b2182b" for v in values],
+            hovertemplate="%{x}: %{y:.3f}<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        yaxis_title="direct contribution to the logit difference", height=360, margin=dict(l=10, r=10, t=30, b=10)
+    )
     return fig
 
 
 def _heatmap(z: torch.Tensor, x: list, y: list, title: str, hover: str, zmax: float | None = None) -> go.Figure:
     values = z.float()
     bound = zmax if zmax is not None else float(values.nan_to_num().abs().max()) or 1.0
-    fig = go.Figure(go.Heatmap(z=values.tolist(), x=x, y=y, colorscale="RdBu", zmid=0, zmin=-bound, zmax=bound,
-                               hovertemplate=hover + "<extra></extra>"))
-    fig.update_layout(title=title, height=max(320, 22 * len(y) + 120), margin=dict(l=10, r=10, t=40, b=10),
-                      yaxis=dict(autorange="reversed", title="layer", dtick=1))
+    fig = go.Figure(
+        go.Heatmap(
+            z=values.tolist(),
+            x=x,
+            y=y,
+            colorscale="RdBu",
+            zmid=0,
+            zmin=-bound,
+            zmax=bound,
+            hovertemplate=hover + "<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        title=title,
+        height=max(320, 22 * len(y) + 120),
+        margin=dict(l=10, r=10, t=40, b=10),
+        yaxis=dict(autorange="reversed", title="layer", dtick=1),
+    )
     return fig
 
 
@@ -58,8 +93,13 @@ def head_figure(values: torch.Tensor, title: str) -> go.Figure:
 
 def grid_figure(res: PairAnalysis, values: torch.Tensor, grid: str, kind: str) -> go.Figure:
     if values.shape[1] == len(res.labels):
-        fig = _heatmap(values, position_labels(res), list(range(values.shape[0])), f"{kind}: {GRID_TITLES[grid]}",
-                       "layer %{y}, position %{x}: %{z:.3f}")
+        fig = _heatmap(
+            values,
+            position_labels(res),
+            list(range(values.shape[0])),
+            f"{kind}: {GRID_TITLES[grid]}",
+            "layer %{y}, position %{x}: %{z:.3f}",
+        )
         fig.update_xaxes(title="position", tickangle=-45)
         return fig
     return head_figure(values, f"{kind}: {GRID_TITLES[grid]}")
@@ -73,22 +113,45 @@ def agreement_figure(res: PairAnalysis) -> tuple[go.Figure, dict[str, float]]:
             continue
         a, b = act.flatten().float(), res.attr[grid].flatten().float()
         corr[grid] = float(torch.corrcoef(torch.stack([a, b]))[0, 1]) if len(a) > 1 else float("nan")
-        fig.add_trace(go.Scatter(x=a.tolist(), y=b.tolist(), mode="markers", name=GRID_TITLES[grid],
-                                 hovertemplate="activation %{x:.3f}, attribution %{y:.3f}<extra></extra>"))
+        fig.add_trace(
+            go.Scatter(
+                x=a.tolist(),
+                y=b.tolist(),
+                mode="markers",
+                name=GRID_TITLES[grid],
+                hovertemplate="activation %{x:.3f}, attribution %{y:.3f}<extra></extra>",
+            )
+        )
     lo = min([float(t.min()) for t in res.patch.values()] + [0.0])
     hi = max([float(t.max()) for t in res.patch.values()] + [1.0])
-    fig.add_trace(go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", line=dict(dash="dash", color="grey"),
-                             name="y = x"))
-    fig.update_layout(xaxis_title="activation patching", yaxis_title="attribution patching", height=420,
-                      margin=dict(l=10, r=10, t=30, b=10))
+    fig.add_trace(go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", line=dict(dash="dash", color="grey"), name="y = x"))
+    fig.update_layout(
+        xaxis_title="activation patching",
+        yaxis_title="attribution patching",
+        height=420,
+        margin=dict(l=10, r=10, t=30, b=10),
+    )
     return fig, corr
 
 
 def pattern_figure(pattern: torch.Tensor, labels: list[str], title: str) -> go.Figure:
     ticks = [f"{i}: {html.escape(t)}" for i, t in enumerate(labels)]
-    fig = go.Figure(go.Heatmap(z=pattern.tolist(), x=ticks, y=ticks, colorscale="Blues", zmin=0, zmax=1,
-                               hovertemplate="query %{y}<br>key %{x}<br>attention %{z:.3f}<extra></extra>"))
-    fig.update_layout(title=title, height=460, margin=dict(l=10, r=10, t=40, b=10),
-                      yaxis=dict(autorange="reversed", title="query (destination)"),
-                      xaxis=dict(title="key (source)", tickangle=-45))
+    fig = go.Figure(
+        go.Heatmap(
+            z=pattern.tolist(),
+            x=ticks,
+            y=ticks,
+            colorscale="Blues",
+            zmin=0,
+            zmax=1,
+            hovertemplate="query %{y}<br>key %{x}<br>attention %{z:.3f}<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        title=title,
+        height=460,
+        margin=dict(l=10, r=10, t=40, b=10),
+        yaxis=dict(autorange="reversed", title="query (destination)"),
+        xaxis=dict(title="key (source)", tickangle=-45),
+    )
     return fig

@@ -102,8 +102,12 @@ def runs_with_head(model_name: str, head: str, run_folders: list[str]) -> list[s
             manifest = json.loads((Path(folder) / schema.MANIFEST).read_text())
         except (OSError, ValueError):
             continue
-        if isinstance(manifest, dict) and isinstance(manifest.get("model"), dict) \
-                and manifest["model"].get("model_name") == model_name and head in (manifest.get("heads") or []):
+        if (
+            isinstance(manifest, dict)
+            and isinstance(manifest.get("model"), dict)
+            and manifest["model"].get("model_name") == model_name
+            and head in (manifest.get("heads") or [])
+        ):
             out.append(folder)
     return out
 
@@ -115,5 +119,7 @@ def run_command(manifest: dict, head: str) -> str:
     model = manifest["model"]["model_name"]
     dataset = manifest.get("dataset", {}).get("name", "stas/openwebtext-10k")
     slug = "".join(c if c.isalnum() else "-" for c in Path(model).name)[:40].strip("-") or "model"
-    return (f"python -m precompute run --model {shlex.quote(model)} --heads {head} --dataset {shlex.quote(dataset)} "
-            f"--out artifacts/{slug}-{head.replace('.', '_')}")
+    return (
+        f"python -m precompute run --model {shlex.quote(model)} --heads {head} --dataset {shlex.quote(dataset)} "
+        f"--out artifacts/{slug}-{head.replace('.', '_')}"
+    )

@@ -1,5 +1,6 @@
 """Resident memory of a running Streamlit server: the artifacts' model (by default GPT-2-small-shaped; any set,
-e.g. ``--artifacts artifacts/smollm2-demo``) loaded and one live analysis done, then after browsing 20 examples. Drives the real app in Debian's Chromium (Playwright). The server gets the
+e.g. ``--artifacts artifacts/smollm2-demo``) loaded and one live analysis done, then after browsing 20 examples.
+Drives the real app in Debian's Chromium (Playwright). The server gets the
 environment ``python -m app.launch`` gives it (``memory.server_environment``).
 
     python -m benchmarks.bench_app_memory [--artifacts /tmp/cse-gpt2-random] [--limit-mib 1000]
@@ -29,8 +30,16 @@ from precompute.models.memory import server_environment
 
 ROOT = Path(__file__).resolve().parents[1]
 UNLIMITED_MIB = 2**20  # 1 TiB: a cgroup that only measures (its counters, its own page cache)
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
 
 
 def _free_port() -> int:
@@ -48,10 +57,37 @@ def main(argv=None):
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     if not (art / "manifest.json").exists():
         t = time.time()
-        subprocess.run([sys.executable, "-m", "precompute", "run", "--model", "gpt2-small-random", "--heads", "10.7",
-                        "--dataset", "synthetic", "--n-seqs", "40", "--seq-len", "256", "--n-mean", "2",
-                        "--batch-size", "4", "--shard-size", "10", "--device", "cpu", "--out", str(art)],
-                       cwd=ROOT, env=env, check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "precompute",
+                "run",
+                "--model",
+                "gpt2-small-random",
+                "--heads",
+                "10.7",
+                "--dataset",
+                "synthetic",
+                "--n-seqs",
+                "40",
+                "--seq-len",
+                "256",
+                "--n-mean",
+                "2",
+                "--batch-size",
+                "4",
+                "--shard-size",
+                "10",
+                "--device",
+                "cpu",
+                "--out",
+                str(art),
+            ],
+            cwd=ROOT,
+            env=env,
+            check=True,
+        )
         print(f"built artifacts in {time.time() - t:.0f} s", flush=True)
     if args.limit_mib is None:
         emit("app_memory", _measure(art, env, None))
@@ -70,12 +106,28 @@ def _measure(art: Path, env: dict, limit: MemoryLimit | None) -> dict:
     manifest = json.loads((art / "manifest.json").read_text())
     head, model = manifest["heads"][0], manifest["model"]["model_name"]  # gpt2-small-random 10.7, or e.g. SmolLM2's
     port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "app" / "Home.py"),
-                             "--server.headless", "true", "--server.port", str(port), "--server.address",
-                             "127.0.0.1", "--browser.gatherUsageStats", "false"], cwd=ROOT,
-                            env=server_environment({**env, "CSE_ARTIFACTS": str(art)}), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL,
-                            preexec_fn=limit.enter if limit else None)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            str(ROOT / "app" / "Home.py"),
+            "--server.headless",
+            "true",
+            "--server.port",
+            str(port),
+            "--server.address",
+            "127.0.0.1",
+            "--browser.gatherUsageStats",
+            "false",
+        ],
+        cwd=ROOT,
+        env=server_environment({**env, "CSE_ARTIFACTS": str(art)}),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        preexec_fn=limit.enter if limit else None,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(200):
@@ -119,14 +171,25 @@ def _measure(art: Path, env: dict, limit: MemoryLimit | None) -> dict:
     finally:
         proc.terminate()
         proc.wait(10)
-    return {"model": model, "head": head, "server_rss_mb": {
-        "idle_after_start": idle, "after_browsing_20_examples_no_model": browse_only,
-        "after_model_load_and_one_live_analysis": after_live,
-        "peak_until_then": peak_live, "after_browsing_20_more_examples": after_browse, "peak_overall": peak_all},
+    return {
+        "model": model,
+        "head": head,
+        "server_rss_mb": {
+            "idle_after_start": idle,
+            "after_browsing_20_examples_no_model": browse_only,
+            "after_model_load_and_one_live_analysis": after_live,
+            "peak_until_then": peak_live,
+            "after_browsing_20_more_examples": after_browse,
+            "peak_overall": peak_all,
+        },
         "split_after_model_load_and_one_live_analysis": parts_live,
         "browse_only_split": browse_parts,
-        "first_live_analysis_s_incl_model_load": live_s, "second_live_analysis_s": second_s,
-        "target_mb": 1000, "target_peak_mb": 1600, "memory_limit": limit.report() if limit else None}
+        "first_live_analysis_s_incl_model_load": live_s,
+        "second_live_analysis_s": second_s,
+        "target_mb": 1000,
+        "target_peak_mb": 1600,
+        "memory_limit": limit.report() if limit else None,
+    }
 
 
 if __name__ == "__main__":

@@ -18,8 +18,7 @@ from benchmarks.common import emit, rss_mb
 
 def _stats(ts: list[float]) -> dict:
     ts = sorted(ts)
-    return {"median_s": statistics.median(ts), "p95_s": ts[int(0.95 * (len(ts) - 1))], "max_s": ts[-1],
-            "n": len(ts)}
+    return {"median_s": statistics.median(ts), "p95_s": ts[int(0.95 * (len(ts) - 1))], "max_s": ts[-1], "n": len(ts)}
 
 
 def main(argv=None):
@@ -48,8 +47,13 @@ def main(argv=None):
     tok = arts.tokenizer
     from app.sequence import strip_html
 
-    opts = {"variant": "direct_frozen", "metric": "delta_loss", "metric_label": "Δloss", "extreme": False,
-            "newlines": True}
+    opts = {
+        "variant": "direct_frozen",
+        "metric": "delta_loss",
+        "metric_label": "Δloss",
+        "extreme": False,
+        "newlines": True,
+    }
     rng = random.Random(0)
 
     def switch(i: int) -> float:
@@ -84,7 +88,7 @@ def main(argv=None):
     index_s = time.perf_counter() - t
     t = time.perf_counter()
     for s, q in rows[:50]:
-        token_strings(tok, arts.sequence(s)["tokens"][max(0, q - 8):q + 2].tolist())
+        token_strings(tok, arts.sequence(s)["tokens"][max(0, q - 8) : q + 2].tolist())
     table_s = time.perf_counter() - t
 
     # the real page, server-side, through Streamlit's AppTest
@@ -104,18 +108,32 @@ def main(argv=None):
         at.run()
         page_switch.append(time.perf_counter() - t)
         assert not at.exception, at.exception
-    emit("browse", {"artifact_set": {"n_sequences": arts.n_sequences, "seq_len": arts.seq_len,
-                                     "n_shards": arts.manifest["counts"]["n_shards"], "size_gb": size_gb,
-                                     "values": "SYNTHETIC random (benchmarks/synthetic_artifacts.py)"},
-                    "open_s": open_s, "switch_example_reader_plus_strip": _stats(switches),
-                    "switch_first_visit_of_a_shard (hash checked)": _stats(first_visit) if first_visit else None,
-                    "switch_shard_already_seen": _stats(seen) if seen else None,
-                    "sha256_one_shard": {"bytes": shard0.stat().st_size, "seconds": hash_s},
-                    "index_query_s": index_s, "search_table_50_rows_s": table_s,
-                    "browse_page_first_run_s (incl. search table, cached after)": first_page_s,
-                    "browse_page_switch_sequence_apptest": _stats(page_switch),
-                    "rss_mb": {"before_open": rss0, f"after_{args.switches}_switches": rss_after_few,
-                               f"after_{args.switches + 300}_switches": rss_after_many}})
+    emit(
+        "browse",
+        {
+            "artifact_set": {
+                "n_sequences": arts.n_sequences,
+                "seq_len": arts.seq_len,
+                "n_shards": arts.manifest["counts"]["n_shards"],
+                "size_gb": size_gb,
+                "values": "SYNTHETIC random (benchmarks/synthetic_artifacts.py)",
+            },
+            "open_s": open_s,
+            "switch_example_reader_plus_strip": _stats(switches),
+            "switch_first_visit_of_a_shard (hash checked)": _stats(first_visit) if first_visit else None,
+            "switch_shard_already_seen": _stats(seen) if seen else None,
+            "sha256_one_shard": {"bytes": shard0.stat().st_size, "seconds": hash_s},
+            "index_query_s": index_s,
+            "search_table_50_rows_s": table_s,
+            "browse_page_first_run_s (incl. search table, cached after)": first_page_s,
+            "browse_page_switch_sequence_apptest": _stats(page_switch),
+            "rss_mb": {
+                "before_open": rss0,
+                f"after_{args.switches}_switches": rss_after_few,
+                f"after_{args.switches + 300}_switches": rss_after_many,
+            },
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ def _worker(impl: str, s: int, reps: int) -> dict:
     attn = torch.softmax(torch.randn(1, s, s).masked_fill(~torch.ones(s, s, dtype=torch.bool).tril(), -1e9), -1)
     src_out = torch.randn(1, s, d)
     mu = torch.randn(s, d) * 0.1
-    w_u = torch.randn(d, v) / d ** 0.5
+    w_u = torch.randn(d, v) / d**0.5
     tokens = torch.randint(0, v, (1, s))
     lens_scaled = torch.randn(1, s, d)
     cand = tokens[:, :, None]
@@ -55,8 +55,13 @@ def _worker(impl: str, s: int, reps: int) -> dict:
             once()
             times.append(time.perf_counter() - t)
         peak = peak_rss_mb() - base
-    return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times),
-            "peak_extra_mb": peak, "checksum": float(out.double().abs().sum())}
+    return {
+        "median_s": statistics.median(times),
+        "min_s": min(times),
+        "max_s": max(times),
+        "peak_extra_mb": peak,
+        "checksum": float(out.double().abs().sum()),
+    }
 
 
 def main(argv=None):
@@ -72,16 +77,25 @@ def main(argv=None):
     for s in [int(x) for x in args.lengths.split(",")]:
         row = {}
         for impl in ("factorised", "materialised"):
-            out = subprocess.run([sys.executable, "-m", "benchmarks.bench_cspa", "--worker", impl, str(s), "--reps",
-                                  str(args.reps)], capture_output=True, text=True, check=True)
+            out = subprocess.run(
+                [sys.executable, "-m", "benchmarks.bench_cspa", "--worker", impl, str(s), "--reps", str(args.reps)],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             row[impl] = json.loads(out.stdout.strip().splitlines()[-1])
         f, m = row["factorised"], row["materialised"]
         row["speedup"] = m["median_s"] / f["median_s"]
         row["memory_ratio"] = m["peak_extra_mb"] / max(f["peak_extra_mb"], 0.1)
         row["outputs_agree"] = abs(f["checksum"] - m["checksum"]) <= 1e-3 * max(1.0, m["checksum"])
         results[str(s)] = row
-    emit("cspa", {"results": results, "note": "peak_extra_mb: VmHWM during the timed calls minus RSS before; "
-                                               "floored at 0.1 MB for the ratio"})
+    emit(
+        "cspa",
+        {
+            "results": results,
+            "note": "peak_extra_mb: VmHWM during the timed calls minus RSS before; floored at 0.1 MB for the ratio",
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Live analysis vs one plain forward pass (and vs the naive way), GPT-2-small-shaped random model.
 
-    python -m benchmarks.bench_live [--lengths 128,1024] [--reps 5]
+python -m benchmarks.bench_live [--lengths 128,1024] [--reps 5]
 """
 
 from __future__ import annotations
@@ -31,8 +31,11 @@ def main(argv=None):
     from precompute.data.synthetic import corpus
     from precompute.data.tokenization import encode
 
-    text_ids = [i for doc in corpus(n_docs=40, seed=3, min_sentences=60, max_sentences=80)
-                for i in encode(lm.tokenizer, doc)[1:]]
+    text_ids = [
+        i
+        for doc in corpus(n_docs=40, seed=3, min_sentences=60, max_sentences=80)
+        for i in encode(lm.tokenizer, doc)[1:]
+    ]
     results = {}
     for source, s in [(src, s) for s in lengths for src in ("synthetic_text", "random_tokens")]:
         if source == "random_tokens":  # worst case for CSPA's sparse DLA: almost no repeated tokens
@@ -60,9 +63,12 @@ def main(argv=None):
             fns.pop("naive")
         t = interleaved(fns, reps=reps)
         base = t["plain_forward"]["median_s"]
-        results[f"{source}_{s}"] = {**t, "ratio_analysis": t["analysis"]["median_s"] / base,
-                           "ratio_analysis_all_variants": t["analysis_all_variants"]["median_s"] / base,
-                           **({"ratio_naive": t["naive"]["median_s"] / base} if "naive" in t else {})}
+        results[f"{source}_{s}"] = {
+            **t,
+            "ratio_analysis": t["analysis"]["median_s"] / base,
+            "ratio_analysis_all_variants": t["analysis_all_variants"]["median_s"] / base,
+            **({"ratio_naive": t["naive"]["median_s"] / base} if "naive" in t else {}),
+        }
     emit("live", {"model": "gpt2-small-random", "head": "10.7", "results": results})
 
 

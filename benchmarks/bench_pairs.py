@@ -68,23 +68,37 @@ def main(argv=None):
     for g in GRIDS:
         a, b = res_act.patch[g].flatten(), res.attr[g].flatten()
         corr[g] = float(torch.corrcoef(torch.stack([a, b]))[0, 1])
-    emit("pairs", {
-        "model": "gpt2-small-random (GPT-2 small shape)", "pairs": args.pairs, "tokens": list(clean.shape),
-        "cells": len(all_cells), "plain_forward_s": forward,
-        "seconds": {"lens_and_attribution": t_base, "attribution_patching": t_attr,
-                    "activation_patching_batched": t_act, "activation_patching_hooked_batched": t_hooked,
-                    "self_repair": t_repair,
-                    "activation_patching_one_forward_per_cell_estimated": per_cell * len(all_cells)},
-        "ratio_to_forward": {"lens_and_attribution": t_base / forward, "attribution_patching": t_attr / forward,
-                             "activation_patching_batched": t_act / forward,
-                             "activation_patching_hooked_batched": t_hooked / forward,
-                             "self_repair": t_repair / forward,
-                             "whole_analysis": (t_base + t_attr + t_act) / forward},
-        "batched_vs_one_per_cell_speedup": per_cell * len(all_cells) / t_act,
-        "hooked_batched_vs_one_per_cell_speedup": per_cell * len(all_cells) / t_hooked,
-        "attribution_vs_activation_correlation": corr,
-        "ld_clean": base.ld_clean, "ld_corrupted": base.ld_corrupted,
-    })
+    emit(
+        "pairs",
+        {
+            "model": "gpt2-small-random (GPT-2 small shape)",
+            "pairs": args.pairs,
+            "tokens": list(clean.shape),
+            "cells": len(all_cells),
+            "plain_forward_s": forward,
+            "seconds": {
+                "lens_and_attribution": t_base,
+                "attribution_patching": t_attr,
+                "activation_patching_batched": t_act,
+                "activation_patching_hooked_batched": t_hooked,
+                "self_repair": t_repair,
+                "activation_patching_one_forward_per_cell_estimated": per_cell * len(all_cells),
+            },
+            "ratio_to_forward": {
+                "lens_and_attribution": t_base / forward,
+                "attribution_patching": t_attr / forward,
+                "activation_patching_batched": t_act / forward,
+                "activation_patching_hooked_batched": t_hooked / forward,
+                "self_repair": t_repair / forward,
+                "whole_analysis": (t_base + t_attr + t_act) / forward,
+            },
+            "batched_vs_one_per_cell_speedup": per_cell * len(all_cells) / t_act,
+            "hooked_batched_vs_one_per_cell_speedup": per_cell * len(all_cells) / t_hooked,
+            "attribution_vs_activation_correlation": corr,
+            "ld_clean": base.ld_clean,
+            "ld_corrupted": base.ld_corrupted,
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -28,10 +28,12 @@ import torch
 from benchmarks.common import emit, interleaved
 from benchmarks.naive import cspa_inputs_from_cache, naive_analysis
 
-LOAD = ("import json, resource, time; t = time.perf_counter(); from precompute import load_model; "
-        "lm = load_model('smollm2-135m'); print(json.dumps({'seconds': time.perf_counter() - t, "
-        "'from_cache': lm.weights_from_cache, 'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss "
-        "/ 1024}))")
+LOAD = (
+    "import json, resource, time; t = time.perf_counter(); from precompute import load_model; "
+    "lm = load_model('smollm2-135m'); print(json.dumps({'seconds': time.perf_counter() - t, "
+    "'from_cache': lm.weights_from_cache, 'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss "
+    "/ 1024}))"
+)
 
 
 def loads(cached_reps: int = 3) -> dict:
@@ -47,8 +49,12 @@ def loads(cached_reps: int = 3) -> dict:
 
         first = one()
         cached = [one() for _ in range(cached_reps)]
-    return {"first_load": first, "cached_load_median_s": statistics.median(c["seconds"] for c in cached),
-            "cached_load_peak_rss_mb": max(c["peak_rss_mb"] for c in cached), "cached_loads": cached}
+    return {
+        "first_load": first,
+        "cached_load_median_s": statistics.median(c["seconds"] for c in cached),
+        "cached_load_peak_rss_mb": max(c["peak_rss_mb"] for c in cached),
+        "cached_loads": cached,
+    }
 
 
 def live(lm, head, lengths, reps: int) -> dict:
@@ -61,11 +67,11 @@ def live(lm, head, lengths, reps: int) -> dict:
     m = lm.model
     ids = [i for doc in load_documents("python-docs") for i in encode(lm.tokenizer, doc)[1:]]
     start = lm.tokenizer.bos_token_id
-    mu = mean_result(lm, torch.tensor([[start] + ids[k * 600:k * 600 + max(lengths) - 1] for k in range(4)]), head)
+    mu = mean_result(lm, torch.tensor([[start] + ids[k * 600 : k * 600 + max(lengths) - 1] for k in range(4)]), head)
     excluded = function_word_ids(lm.tokenizer)
     out = {}
     for s in lengths:
-        tokens = torch.tensor([[start] + ids[5000:5000 + s - 1]])
+        tokens = torch.tensor([[start] + ids[5000 : 5000 + s - 1]])
 
         def plain(tokens=tokens):
             with torch.inference_mode():
@@ -80,19 +86,25 @@ def live(lm, head, lengths, reps: int) -> dict:
         def naive(tokens=tokens):
             naive_analysis(m, tokens, head, mu, cspa_inputs_from_cache(m, tokens, head, excluded))
 
-        t = interleaved({"plain_forward": plain, "analysis": paper, "analysis_all_variants": everything,
-                         "naive": naive}, reps=reps if s <= 128 else max(3, reps // 2))
+        t = interleaved(
+            {"plain_forward": plain, "analysis": paper, "analysis_all_variants": everything, "naive": naive},
+            reps=reps if s <= 128 else max(3, reps // 2),
+        )
         base = t["plain_forward"]["median_s"]
-        out[f"real_text_{s}"] = {**t, **{f"ratio_{k}": t[k]["median_s"] / base
-                                         for k in ("analysis", "analysis_all_variants", "naive")}}
+        out[f"real_text_{s}"] = {
+            **t,
+            **{f"ratio_{k}": t[k]["median_s"] / base for k in ("analysis", "analysis_all_variants", "naive")},
+        }
     return out
 
 
 def throughput(lm, head, n_seqs: int) -> dict:
     from benchmarks.bench_precompute import measure
 
-    return {**measure("smollm2-135m", head, n_seqs, 128, 8, 8, dataset="python-docs", seed=6, loaded=lm),
-            "variants": "all six"}
+    return {
+        **measure("smollm2-135m", head, n_seqs, 128, 8, 8, dataset="python-docs", seed=6, loaded=lm),
+        "variants": "all six",
+    }
 
 
 def survey(lm) -> dict:
@@ -101,8 +113,9 @@ def survey(lm) -> dict:
 
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
-        run_survey(SurveyConfig(out=tmp, overwrite=True, device="cpu", **SMOLLM2_SURVEY), loaded=lm,
-                   log=lambda *_: None)
+        run_survey(
+            SurveyConfig(out=tmp, overwrite=True, device="cpu", **SMOLLM2_SURVEY), loaded=lm, log=lambda *_: None
+        )
         return {"settings": SMOLLM2_SURVEY, "seconds": time.perf_counter() - t}
 
 

@@ -27,11 +27,16 @@ def main(argv=None):
     from precompute.data.synthetic import corpus
     from precompute.data.tokenization import encode
 
-    ids = [i for doc in corpus(n_docs=40, seed=3, min_sentences=60, max_sentences=80) for i in encode(lm.tokenizer, doc)[1:]]
+    ids = [
+        i
+        for doc in corpus(n_docs=40, seed=3, min_sentences=60, max_sentences=80)
+        for i in encode(lm.tokenizer, doc)[1:]
+    ]
     tokens = torch.tensor(ids[: args.n_seqs * args.seq_len]).reshape(args.n_seqs, args.seq_len)
     tokens[:, 0] = lm.tokenizer.bos_token_id
-    st = S.SurveySettings(n_mean=args.n_seqs, batch_size=args.n_seqs, circuit_rows=args.circuit_rows, n_repeat=20,
-                          n_ioi=20)
+    st = S.SurveySettings(
+        n_mean=args.n_seqs, batch_size=args.n_seqs, circuit_rows=args.circuit_rows, n_repeat=20, n_ioi=20
+    )
     n_heads = m.cfg.n_layers * m.cfg.n_heads
 
     def plain():
@@ -58,17 +63,26 @@ def main(argv=None):
         parts["ov_qk_circuits"] = time.perf_counter() - t
     peak = peak_rss_mb()
     total = sum(parts.values())
-    emit("survey", {
-        "model": "gpt2-small-random (GPT-2 small shape, 144 heads)",
-        "tokens": list(tokens.shape), "circuit_rows": args.circuit_rows, "n_repeat": 20, "n_ioi": 20,
-        "plain_forward_s": forward,
-        "seconds": parts, "total_s": total,
-        "ratio_to_forward": {k: v / forward for k, v in parts.items()},
-        "total_ratio_to_forward": total / forward,
-        "per_head_ratio_to_forward": total / forward / n_heads,
-        "ablation_and_cspa_per_head_ratio": parts["ablation_and_cspa"] / forward / n_heads,
-        "rss_before_mb": base_rss, "peak_rss_mb": peak, "peak_above_model_mb": peak - base_rss,
-    })
+    emit(
+        "survey",
+        {
+            "model": "gpt2-small-random (GPT-2 small shape, 144 heads)",
+            "tokens": list(tokens.shape),
+            "circuit_rows": args.circuit_rows,
+            "n_repeat": 20,
+            "n_ioi": 20,
+            "plain_forward_s": forward,
+            "seconds": parts,
+            "total_s": total,
+            "ratio_to_forward": {k: v / forward for k, v in parts.items()},
+            "total_ratio_to_forward": total / forward,
+            "per_head_ratio_to_forward": total / forward / n_heads,
+            "ablation_and_cspa_per_head_ratio": parts["ablation_and_cspa"] / forward / n_heads,
+            "rss_before_mb": base_rss,
+            "peak_rss_mb": peak,
+            "peak_above_model_mb": peak - base_rss,
+        },
+    )
 
 
 if __name__ == "__main__":

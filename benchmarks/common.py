@@ -35,8 +35,10 @@ def interleaved(fns: dict, reps: int = 5, warmup: int = 1) -> dict:
             t = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - t)
-    return {name: {"median_s": statistics.median(ts), "min_s": min(ts), "max_s": max(ts), "reps": reps}
-            for name, ts in times.items()}
+    return {
+        name: {"median_s": statistics.median(ts), "min_s": min(ts), "max_s": max(ts), "reps": reps}
+        for name, ts in times.items()
+    }
 
 
 def _status_mb(key: str, pid: int | str) -> float:
@@ -83,9 +85,14 @@ def cpu_model() -> str:
 def machine() -> dict:
     import torch
 
-    return {"cpu": cpu_model(), "cores": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(), "python": sys.version.split()[0], "torch": torch.__version__,
-            "maxrss_mb_at_start": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    return {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "maxrss_mb_at_start": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
 
 
 def emit(name: str, result: dict) -> None:

@@ -53,7 +53,7 @@ class MemoryLimit:
         self.page_cache_dropped = False
         self.dir: Path | None = None
 
-    def __enter__(self) -> "MemoryLimit":
+    def __enter__(self) -> MemoryLimit:
         parent = self.root if self.v2 else self.root / "memory"
         self.dir = parent / f"cse-bench-{uuid.uuid4().hex[:8]}"
         try:
@@ -63,8 +63,10 @@ class MemoryLimit:
         except OSError as err:
             self._remove()
             self.dir = None
-            raise LimitUnavailable(f"cannot make a memory cgroup under {parent} ({err.strerror or err}); run as "
-                                   "root, or in a container that delegates its cgroup tree") from None
+            raise LimitUnavailable(
+                f"cannot make a memory cgroup under {parent} ({err.strerror or err}); run as "
+                "root, or in a container that delegates its cgroup tree"
+            ) from None
         if self.drop_page_cache:
             try:
                 os.sync()
@@ -86,9 +88,14 @@ class MemoryLimit:
         else:
             peak, hits = _read_int(d / "memory.max_usage_in_bytes"), _read_int(d / "memory.failcnt")
             ooms = _counters(d / "memory.oom_control").get("oom_kill")
-        return {"limit_mib": self.limit_mib, "cgroup": "v2" if self.v2 else "v1",
-                "max_usage_mib": None if peak is None else round(peak / 2**20, 1),
-                "hit_limit_times": hits, "oom_kills": ooms, "page_cache_dropped": self.page_cache_dropped}
+        return {
+            "limit_mib": self.limit_mib,
+            "cgroup": "v2" if self.v2 else "v1",
+            "max_usage_mib": None if peak is None else round(peak / 2**20, 1),
+            "hit_limit_times": hits,
+            "oom_kills": ooms,
+            "page_cache_dropped": self.page_cache_dropped,
+        }
 
     def _remove(self) -> None:
         if self.dir is not None:

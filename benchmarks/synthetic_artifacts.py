@@ -16,10 +16,10 @@ from pathlib import Path
 
 import torch
 
+from precompute.jobs.finish import INDEX_SIZE
 from precompute.schema import INDEX_METRICS, MANIFEST, SCHEMA_VERSION
 from precompute.store.files import save_tensors, write_json
 from precompute.store.manifest import file_entry
-from precompute.jobs.finish import INDEX_SIZE
 
 D_VOCAB, D_MODEL, D_HEAD = 50257, 768, 64
 
@@ -33,8 +33,9 @@ def field_template(k: int = 10, k_attn: int = 8) -> dict[str, tuple[torch.dtype,
     lm = load_model("toy")
     tokens = torch.randint(2, 400, (1, 12))
     tokens[0, 0] = lm.tokenizer.bos_token_id
-    rec = compact(analyze(lm, tokens, (1, 2), mean_result(lm, tokens, (1, 2)), k=k,
-                          topk_groups=STORED_TOPK_VARIANTS), k_attn)
+    rec = compact(
+        analyze(lm, tokens, (1, 2), mean_result(lm, tokens, (1, 2)), k=k, topk_groups=STORED_TOPK_VARIANTS), k_attn
+    )
     out = {}
     for name, t in rec.items():
         axis = "S" if t.shape[1] == 12 else "P"
@@ -75,28 +76,46 @@ def generate(out: Path, n_seqs: int, seq_len: int, shard_size: int, head: str = 
         index[f"{metric}_pos"] = torch.randint(0, seq_len - 1, (INDEX_SIZE,), generator=g, dtype=torch.int32)
         index[f"{metric}_value"] = torch.sort(torch.rand(INDEX_SIZE, generator=g), descending=True).values
     save_tensors(out / "index" / f"{head}.safetensors", index)
-    save_tensors(out / "mean" / f"{head}.safetensors", {"mean_result": torch.randn(1024, D_MODEL, generator=g),
-                                                         "count": torch.full((1024,), 100, dtype=torch.int32)})
-    circuits = {n: (torch.randn(D_VOCAB, D_HEAD, generator=g) * 0.1).half() for n in ("ov_src", "ov_dst",
-                                                                                          "qk_dst", "qk_src")}
-    circuits.update(ov_rank=torch.randint(0, 100, (D_VOCAB,), dtype=torch.int32, generator=g),
-                    qk_rank=torch.randint(0, 100, (D_VOCAB,), dtype=torch.int32, generator=g))
+    save_tensors(
+        out / "mean" / f"{head}.safetensors",
+        {"mean_result": torch.randn(1024, D_MODEL, generator=g), "count": torch.full((1024,), 100, dtype=torch.int32)},
+    )
+    circuits = {
+        n: (torch.randn(D_VOCAB, D_HEAD, generator=g) * 0.1).half() for n in ("ov_src", "ov_dst", "qk_dst", "qk_src")
+    }
+    circuits.update(
+        ov_rank=torch.randint(0, 100, (D_VOCAB,), dtype=torch.int32, generator=g),
+        qk_rank=torch.randint(0, 100, (D_VOCAB,), dtype=torch.int32, generator=g),
+    )
     save_tensors(out / "circuits" / f"{head}.safetensors", circuits)
-    save_tensors(out / "semantic.safetensors", {n: torch.full((D_VOCAB, 1), -1, dtype=torch.int32)
-                                                for n in ("equivalents", "superstrings", "substrings")})
+    save_tensors(
+        out / "semantic.safetensors",
+        {n: torch.full((D_VOCAB, 1), -1, dtype=torch.int32) for n in ("equivalents", "superstrings", "substrings")},
+    )
     from precompute.models.tokenizers import load_local_tokenizer
 
     load_local_tokenizer("gpt2").save_pretrained(str(out / "tokenizer"))
-    files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() and not p.name.startswith(".")
-                   and p.name != MANIFEST)
+    files = sorted(
+        str(p.relative_to(out))
+        for p in out.rglob("*")
+        if p.is_file() and not p.name.startswith(".") and p.name != MANIFEST
+    )
     manifest = {
-        "schema_version": SCHEMA_VERSION, "synthetic_artifacts": True,
+        "schema_version": SCHEMA_VERSION,
+        "synthetic_artifacts": True,
         "model": {"model_name": "gpt2-small-random", "synthetic": True, "weight_processing": {}},
         "heads": [head],
         "dataset": {"name": "SYNTHETIC random values (benchmarks/synthetic_artifacts.py)", "split": "-", "seed": 0},
         "counts": {"n_sequences": n_seqs, "seq_len": seq_len, "shard_size": shard_size, "n_shards": n_shards},
-        "hyperparameters": {"k": 10, "k_attn": 8, "cspa_k_u": 0.05, "cspa_k_s": 1, "cspa_negative_only": True,
-                            "effects": ["direct", "both", "indirect"], "ln_modes": ["frozen", "unfrozen"]},
+        "hyperparameters": {
+            "k": 10,
+            "k_attn": 8,
+            "cspa_k_u": 0.05,
+            "cspa_k_s": 1,
+            "cspa_negative_only": True,
+            "effects": ["direct", "both", "indirect"],
+            "ln_modes": ["frozen", "unfrozen"],
+        },
         "summary": {head: {}},
         "files": {rel: file_entry(out, rel) for rel in files},
     }

@@ -76,19 +76,21 @@ class LiveModel:
         cfg = self.loaded.model.cfg
         return int(cfg.n_layers), int(cfg.n_heads)
 
-    def analyzer(self, arts, **kwargs) -> "LiveAnalyzer":
+    def analyzer(self, arts, **kwargs) -> LiveAnalyzer:
         """Live analysis of typed text for the artifact set ``arts`` (its mean results and hyperparameters), on
         this model and under its lock."""
         return LiveAnalyzer.for_artifacts(self.loaded, arts, lock=self._lock, **kwargs)
 
-    def compare_prompts(self, clean, corrupted, answers, patching: bool = True, attribution: bool = True,
-                        progress=None):
+    def compare_prompts(
+        self, clean, corrupted, answers, patching: bool = True, attribution: bool = True, progress=None
+    ):
         """``science.pairs.compare_prompts`` on this model: logit difference, lens, attribution, patching."""
         from .science.pairs import compare_prompts
 
         with self._lock:
-            return compare_prompts(self.loaded, clean, corrupted, answers, patching=patching,
-                                   attribution=attribution, progress=progress)
+            return compare_prompts(
+                self.loaded, clean, corrupted, answers, patching=patching, attribution=attribution, progress=progress
+            )
 
     def self_repair(self, prompts, answers, heads, method: str = "mean"):
         """``science.self_repair.self_repair`` on this model."""
@@ -117,10 +119,19 @@ class LiveModel:
 class LiveAnalyzer:
     """Thread-safe live analysis for one loaded model and its artifacts' mean results."""
 
-    def __init__(self, loaded, mean_results: dict[tuple[int, int], Tensor], cspa: CSPAConfig | None = None,
-                 k: int = 10, k_attn: int = 8, max_cached: int = 32, neighbours: Tensor | None = None,
-                 effects: tuple[str, ...] = EFFECTS, ln_modes: tuple[str, ...] = LN_MODES,
-                 lock: threading.Lock | None = None):
+    def __init__(
+        self,
+        loaded,
+        mean_results: dict[tuple[int, int], Tensor],
+        cspa: CSPAConfig | None = None,
+        k: int = 10,
+        k_attn: int = 8,
+        max_cached: int = 32,
+        neighbours: Tensor | None = None,
+        effects: tuple[str, ...] = EFFECTS,
+        ln_modes: tuple[str, ...] = LN_MODES,
+        lock: threading.Lock | None = None,
+    ):
         self.loaded = loaded
         self.effects, self.ln_modes = effects, ln_modes
         self.neighbours = neighbours
@@ -133,12 +144,16 @@ class LiveAnalyzer:
         self._cache: OrderedDict[tuple, LiveResult] = OrderedDict()
 
     @classmethod
-    def for_artifacts(cls, loaded, arts, **kwargs) -> "LiveAnalyzer":
+    def for_artifacts(cls, loaded, arts, **kwargs) -> LiveAnalyzer:
         """An analyzer with the artifacts' mean results and the hyperparameters they were made with."""
         hp = arts.manifest["hyperparameters"]
         # artifacts made before the paper's list became the default used the extended one
-        cspa = CSPAConfig(k_u=hp["cspa_k_u"], k_s=hp["cspa_k_s"], negative_only=hp["cspa_negative_only"],
-                          exclusions=hp.get("cspa_exclusions", "extended"))
+        cspa = CSPAConfig(
+            k_u=hp["cspa_k_u"],
+            k_s=hp["cspa_k_s"],
+            negative_only=hp["cspa_negative_only"],
+            exclusions=hp.get("cspa_exclusions", "extended"),
+        )
         neighbours = None
         if cspa.k_s > 1:
             from .science.semantic import neighbour_table
@@ -146,16 +161,29 @@ class LiveAnalyzer:
             neighbours = neighbour_table({k: torch.from_numpy(v) for k, v in arts.semantic().items()}, cspa.k_s)
         model_name = arts.manifest["model"]["model_name"]
         if getattr(loaded, "name", model_name) != model_name:
-            raise InvalidInputError(f"the artifacts were made with {model_name!r} but the live model is "
-                                    f"{loaded.name!r}; live results would not be comparable")
+            raise InvalidInputError(
+                f"the artifacts were made with {model_name!r} but the live model is "
+                f"{loaded.name!r}; live results would not be comparable"
+            )
         means = {h: torch.from_numpy(arts.mean_result(h)) for h in arts.heads}
         d_model = loaded.model.cfg.d_model
         for h, mu in means.items():
             if mu.ndim != 2 or mu.shape[1] != d_model:
-                raise InvalidInputError(f"the artifacts' mean result for head {h[0]}.{h[1]} has shape "
-                                        f"{tuple(mu.shape)}, which does not fit the live model (d_model {d_model})")
-        return cls(loaded, means, cspa=cspa, k=hp["k"], k_attn=hp["k_attn"], neighbours=neighbours,
-                   effects=tuple(hp.get("effects", EFFECTS)), ln_modes=tuple(hp.get("ln_modes", LN_MODES)), **kwargs)
+                raise InvalidInputError(
+                    f"the artifacts' mean result for head {h[0]}.{h[1]} has shape "
+                    f"{tuple(mu.shape)}, which does not fit the live model (d_model {d_model})"
+                )
+        return cls(
+            loaded,
+            means,
+            cspa=cspa,
+            k=hp["k"],
+            k_attn=hp["k_attn"],
+            neighbours=neighbours,
+            effects=tuple(hp.get("effects", EFFECTS)),
+            ln_modes=tuple(hp.get("ln_modes", LN_MODES)),
+            **kwargs,
+        )
 
     @property
     def tokenizer(self):
@@ -179,7 +207,8 @@ class LiveAnalyzer:
         the artifacts hold). The paper's variant and CSPA come first; any other variant is computed when first
         asked for and then kept with the prompt's cached record, so the first answer costs the paper set only."""
         try:
-            head = tuple(int(x) for x in head)
+            layer, h = (int(x) for x in head)
+            head = (layer, h)
         except (TypeError, ValueError):
             raise InvalidInputError(f"head must be a (layer, head) pair, got {head!r:.40}") from None
         if head not in self.mean_results:
@@ -212,8 +241,12 @@ class LiveAnalyzer:
             tokens = torch.from_numpy(cached.record[schema.TOKENS]).long()[None]
             extra = self._record(tokens, head, missing, None)
             record = {**extra, **cached.record}  # only the new variants' fields are added
-            out = LiveResult(record=record, n_tokens_in=cached.n_tokens_in, cut_to=cached.cut_to,
-                             computed=cached.computed | frozenset(_cross(missing)))
+            out = LiveResult(
+                record=record,
+                n_tokens_in=cached.n_tokens_in,
+                cut_to=cached.cut_to,
+                computed=cached.computed | frozenset(_cross(missing)),
+            )
         release()  # vocabulary-sized temporaries of a long prompt run to hundreds of MB
         with self._cache_lock:
             self._cache[key] = out
@@ -226,9 +259,18 @@ class LiveAnalyzer:
         effects = tuple(dict.fromkeys(v.split("_")[0] for v in variants))
         ln_modes = tuple(dict.fromkeys(v.split("_")[1] for v in variants))
         with self._lock:
-            res = analyze(self.loaded, tokens, head, self.mean_results[head], k=self.k, cspa=cspa,
-                          neighbours=self.neighbours, topk_groups=STORED_TOPK_VARIANTS, effects=effects,
-                          ln_modes=ln_modes)
+            res = analyze(
+                self.loaded,
+                tokens,
+                head,
+                self.mean_results[head],
+                k=self.k,
+                cspa=cspa,
+                neighbours=self.neighbours,
+                topk_groups=STORED_TOPK_VARIANTS,
+                effects=effects,
+                ln_modes=ln_modes,
+            )
         return as_arrays({name: t[0] for name, t in compact(res, self.k_attn).items()})
 
 

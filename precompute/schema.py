@@ -53,41 +53,77 @@ class Spec:
 
 SPECS: dict[str, Spec] = {
     "loss": Spec("loss", PRED, F16, None, "clean cross-entropy of the next token"),
-    "delta_loss": Spec("delta_loss_{g}", PRED, F16, "ablations",
-                       "loss change under the intervention g (mean ablation variants effect_lnmode, or cspa)"),
+    "delta_loss": Spec(
+        "delta_loss_{g}",
+        PRED,
+        F16,
+        "ablations",
+        "loss change under the intervention g (mean ablation variants effect_lnmode, or cspa)",
+    ),
     "kl": Spec("kl_{g}", PRED, F16, "ablations", "KL(clean ‖ intervened) under g"),
-    "correct_logprob": Spec("{g}_correct_logprob", PRED, F16, "scored",
-                            "log-prob of the true next token (clean, logit lens, or after intervention g)"),
+    "correct_logprob": Spec(
+        "{g}_correct_logprob",
+        PRED,
+        F16,
+        "scored",
+        "log-prob of the true next token (clean, logit lens, or after intervention g)",
+    ),
     "correct_rank": Spec("{g}_correct_rank", PRED, I32, "scored", "rank of the true next token (0 = top)"),
     "topk_ids": Spec("{g}_topk_ids", TOPK, I32, "topk", "top-k predicted token ids"),
     "topk_logprobs": Spec("{g}_topk_logprobs", TOPK, F16, "topk", "their log-probs"),
-    "dla_ids": Spec("{g}_ids", TOPK, I32, "dla",
-                    "tokens with the most negative / positive direct logit attribution (frozen final LN, "
-                    "relative to the mean); cspa_dla_* for CSPA's output"),
+    "dla_ids": Spec(
+        "{g}_ids",
+        TOPK,
+        I32,
+        "dla",
+        "tokens with the most negative / positive direct logit attribution (frozen final LN, "
+        "relative to the mean); cspa_dla_* for CSPA's output",
+    ),
     "dla_values": Spec("{g}_values", TOPK, F16, "dla", "their logit changes"),
-    "cspa_kept_pos": Spec("cspa_kept_pos", KEPT, I32, None,
-                          "source positions of the (source, neighbour) pairs CSPA kept, best first; -1 = none",
-                          cspa_only=True),
-    "cspa_kept_token": Spec("cspa_kept_token", KEPT, I32, None, "the kept neighbour tokens; -1 = none",
-                            cspa_only=True),
+    "cspa_kept_pos": Spec(
+        "cspa_kept_pos",
+        KEPT,
+        I32,
+        None,
+        "source positions of the (source, neighbour) pairs CSPA kept, best first; -1 = none",
+        cspa_only=True,
+    ),
+    "cspa_kept_token": Spec("cspa_kept_token", KEPT, I32, None, "the kept neighbour tokens; -1 = none", cspa_only=True),
     "cspa_kept_score": Spec("cspa_kept_score", KEPT, F16, None, "their logit-lens scores", cspa_only=True),
-    "cspa_n_kept": Spec("cspa_n_kept", SEQ, I32, None, "number of kept (source, neighbour) entries",
-                        cspa_only=True),
+    "cspa_n_kept": Spec("cspa_n_kept", SEQ, I32, None, "number of kept (source, neighbour) entries", cspa_only=True),
     "attn_topk_pos": Spec("attn_topk_pos", ATTN, I32, None, "the a non-BOS sources with most attention"),
     "attn_topk_weight": Spec("attn_topk_weight", ATTN, F16, None, "their attention weights"),
     "attn_bos": Spec("attn_bos", SEQ, F16, None, "attention to position 0 (BOS)"),
-    "out_norm_rel": Spec("out_norm_rel", SEQ, F16, None,
-                         "‖v_k W_O‖ / max_s ‖v_s W_O‖ per source; info-weighted attention = A[q,k]·out_norm_rel[k]"),
+    "out_norm_rel": Spec(
+        "out_norm_rel",
+        SEQ,
+        F16,
+        None,
+        "‖v_k W_O‖ / max_s ‖v_s W_O‖ per source; info-weighted attention = A[q,k]·out_norm_rel[k]",
+    ),
 }
 
 # the fields without a group, by name (quantity id = field name)
 LOSS = "loss"
 CSPA_KEPT_POS, CSPA_KEPT_TOKEN, CSPA_KEPT_SCORE, CSPA_N_KEPT = (
-    "cspa_kept_pos", "cspa_kept_token", "cspa_kept_score", "cspa_n_kept")
+    "cspa_kept_pos",
+    "cspa_kept_token",
+    "cspa_kept_score",
+    "cspa_n_kept",
+)
 ATTN_TOPK_POS, ATTN_TOPK_WEIGHT, ATTN_BOS = "attn_topk_pos", "attn_topk_weight", "attn_bos"
 OUT_NORM_REL = "out_norm_rel"
-assert {LOSS, CSPA_KEPT_POS, CSPA_KEPT_TOKEN, CSPA_KEPT_SCORE, CSPA_N_KEPT, ATTN_TOPK_POS, ATTN_TOPK_WEIGHT,
-        ATTN_BOS, OUT_NORM_REL} == {q for q, spec in SPECS.items() if spec.groups is None}
+assert {
+    LOSS,
+    CSPA_KEPT_POS,
+    CSPA_KEPT_TOKEN,
+    CSPA_KEPT_SCORE,
+    CSPA_N_KEPT,
+    ATTN_TOPK_POS,
+    ATTN_TOPK_WEIGHT,
+    ATTN_BOS,
+    OUT_NORM_REL,
+} == {q for q, spec in SPECS.items() if spec.groups is None}
 
 # shard-level and analysis-only tensors (not per head / not stored)
 TOKENS = "tokens"
@@ -241,7 +277,7 @@ SURVEY_METRICS = {  # float32; larger = more of the behaviour; NaN where the mod
     "kl_direct": "mean KL(clean ‖ ablated) of that ablation",
     "cspa_kl_explained": "CSPA's share of the head's KL: 1 − mean KL(CSPA) / mean KL(ablation) (paper settings)",
     "anti_induction": "−(direct effect on the correct token via attention to the induction source), repeated "
-                      "random tokens",
+    "random tokens",
     "ioi_copy_suppression": "−(direct effect on the IO name's logit via END→IO attention), IOI prompts",
     "induction": "mean attention from a token to the one after its previous occurrence, repeated random tokens",
 }
@@ -250,10 +286,12 @@ SURVEY_COLUMNS = SURVEY_INDEX + tuple(SURVEY_METRICS)
 
 def readme_table() -> str:
     """The field table of ``artifacts/README.md``, generated from SPECS."""
-    family_text = {"ablations": "g ∈ the run's ablation variants and `cspa`",
-                   "scored": "g ∈ `clean`, `lens`, the variants, `cspa`",
-                   "topk": "g ∈ " + ", ".join(f"`{g}`" for g in TOPK_GROUPS),
-                   "dla": "g ∈ " + ", ".join(f"`{g}`" for g in DLA_GROUPS + CSPA_DLA_GROUPS)}
+    family_text = {
+        "ablations": "g ∈ the run's ablation variants and `cspa`",
+        "scored": "g ∈ `clean`, `lens`, the variants, `cspa`",
+        "topk": "g ∈ " + ", ".join(f"`{g}`" for g in TOPK_GROUPS),
+        "dla": "g ∈ " + ", ".join(f"`{g}`" for g in DLA_GROUPS + CSPA_DLA_GROUPS),
+    }
     lines = ["| field | shape | dtype | meaning |", "|---|---|---|---|"]
     for spec in SPECS.values():
         where = f" ({family_text[spec.groups]})" if spec.groups else ""

@@ -29,8 +29,9 @@ def token_ids(tokens, d_vocab: int, n_ctx: int | None = None, min_len: int = 1):
     if b == 0 or s == 0:
         raise InvalidInputError(f"empty batch: tokens has shape {tuple(tokens.shape)}; need at least one token")
     if s < min_len:
-        raise InvalidInputError(f"need at least {min_len} tokens per sequence (BOS plus one) to measure a "
-                                "next-token loss")
+        raise InvalidInputError(
+            f"need at least {min_len} tokens per sequence (BOS plus one) to measure a next-token loss"
+        )
     if n_ctx is not None and s > n_ctx:
         raise InvalidInputError(f"sequence of {s} tokens is longer than the model's context n_ctx = {n_ctx}")
     lo, hi = int(tokens.min()), int(tokens.max())

@@ -1,4 +1,7 @@
-"""Shared fixtures: offline, deterministic models and token batches built by the project's own code."""
+"""Shared fixtures: offline, deterministic models and token batches built by the project's own code; and the test
+tiers (markers): ``fast`` (no model), ``model`` (a model built here: the toy, tiny random Hugging Face folders),
+``browser`` (Debian's Chromium against a running app), ``real_model`` (the trained SmolLM2-135M). ``make test``
+runs them all; ``pytest -m fast`` is the quick loop."""
 
 import os
 
@@ -22,13 +25,15 @@ def tiny():
     """A tiny GPT-2 with random weights (HF init), the toy tokenizer, and the paper's weight processing."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
+    from precompute.models.bridge import boot as _boot
+    from precompute.models.loading import LoadedModel
     from precompute.models.tokenizers import load_local_tokenizer
-    from precompute.models.loading import LoadedModel, _boot
 
     tok = load_local_tokenizer("toy")
     torch.manual_seed(1)
-    hf = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_positions=64, n_embd=64, n_layer=3, n_head=4,
-                                    n_inner=128)).eval()
+    hf = GPT2LMHeadModel(
+        GPT2Config(vocab_size=len(tok), n_positions=64, n_embd=64, n_layer=3, n_head=4, n_inner=128)
+    ).eval()
     return LoadedModel(model=_boot(hf, tok, "tiny", "cpu"), name="toy", provenance={"synthetic": True})
 
 
@@ -37,13 +42,15 @@ def tiny_bias():
     """Like ``tiny`` but with untied embeddings and an unembedding bias, so code paths for b_U != 0 are tested."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
+    from precompute.models.bridge import boot as _boot
+    from precompute.models.loading import LoadedModel
     from precompute.models.tokenizers import load_local_tokenizer
-    from precompute.models.loading import LoadedModel, _boot
 
     tok = load_local_tokenizer("toy")
     torch.manual_seed(2)
-    cfg = GPT2Config(vocab_size=len(tok), n_positions=64, n_embd=64, n_layer=3, n_head=4, n_inner=128,
-                     tie_word_embeddings=False)
+    cfg = GPT2Config(
+        vocab_size=len(tok), n_positions=64, n_embd=64, n_layer=3, n_head=4, n_inner=128, tie_word_embeddings=False
+    )
     hf = GPT2LMHeadModel(cfg).eval()
     hf.lm_head = torch.nn.Linear(64, len(tok), bias=True)
     with torch.no_grad():
@@ -59,13 +66,15 @@ def wide():
     the real model's, so the CPU row reductions (``science.row_reductions``) take their grouped path."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
+    from precompute.models.bridge import boot as _boot
+    from precompute.models.loading import LoadedModel
     from precompute.models.tokenizers import load_local_tokenizer
-    from precompute.models.loading import LoadedModel, _boot
 
     tok = load_local_tokenizer("gpt2")
     torch.manual_seed(3)
-    hf = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_positions=64, n_embd=64, n_layer=3, n_head=4,
-                                    n_inner=128)).eval()
+    hf = GPT2LMHeadModel(
+        GPT2Config(vocab_size=len(tok), n_positions=64, n_embd=64, n_layer=3, n_head=4, n_inner=128)
+    ).eval()
     return LoadedModel(model=_boot(hf, tok, "wide", "cpu"), name="wide", provenance={"synthetic": True})
 
 
@@ -113,8 +122,9 @@ def write_text_dataset(folder, n_docs: int = 60, seed: int = 3, fmt: str = "txt"
     return path
 
 
-SMALL_RUN = dict(model="toy", heads=((1, 2),), n_seqs=20, seq_len=48, batch_size=4, shard_size=8, n_mean=12, k=5,
-                 seed=1)
+SMALL_RUN = dict(
+    model="toy", heads=((1, 2),), n_seqs=20, seq_len=48, batch_size=4, shard_size=8, n_mean=12, k=5, seed=1
+)
 
 
 @pytest.fixture(scope="session")
@@ -152,9 +162,65 @@ def survey_env(tmp_path_factory, toy_artifacts, toy):
 
     base = tmp_path_factory.mktemp("survey-app")
     shutil.copytree(toy_artifacts, base / "run")
-    small = dict(dataset="synthetic", n_seqs=4, seq_len=24, n_mean=2, n_repeat=4, repeat_len=6, n_ioi=4,
-                 circuit_rows=None, device="cpu")
+    small = dict(
+        dataset="synthetic",
+        n_seqs=4,
+        seq_len=24,
+        n_mean=2,
+        n_repeat=4,
+        repeat_len=6,
+        n_ioi=4,
+        circuit_rows=None,
+        device="cpu",
+    )
     run_survey(SurveyConfig(model="toy", out=str(base / "survey-toy"), **small), loaded=toy, log=lambda *_: None)
     llama = make_model_folder("llama", tmp_path_factory.mktemp("llama"))
     run_survey(SurveyConfig(model=str(llama), out=str(base / "survey-llama"), **small), log=lambda *_: None)
     return base
+
+
+# a test that asks for one of these fixtures, or lives in one of these files, runs a model
+MODEL_FIXTURES = {
+    "toy",
+    "tiny",
+    "tiny_bias",
+    "wide",
+    "toy_tokens",
+    "toy_artifacts",
+    "two_head_artifacts",
+    "survey_env",
+    "live",
+    "fuzz_base",
+}
+MODEL_FILES = {
+    "test_analysis.py",
+    "test_architectures.py",
+    "test_circuits.py",
+    "test_cli_options.py",
+    "test_cspa.py",
+    "test_fidelity.py",
+    "test_models.py",
+    "test_pairs.py",
+    "test_parity.py",
+    "test_pipeline.py",
+    "test_stored_fields.py",
+    "test_survey.py",
+    "test_toy_model.py",
+    "test_weight_cache.py",
+    "test_launch.py",
+}
+TIERS = ("fast", "model", "browser", "real_model")
+
+
+def pytest_collection_modifyitems(items):
+    """Each test gets exactly one tier marker (see the module docstring)."""
+    for item in items:
+        own = {m.name for m in item.iter_markers()} & set(TIERS)
+        if own:
+            continue
+        if item.path.name == "test_browser.py" or "chromium" in item.name:
+            item.add_marker(pytest.mark.browser)
+        elif MODEL_FIXTURES & set(item.fixturenames) or item.path.name in MODEL_FILES:
+            item.add_marker(pytest.mark.model)
+        else:
+            item.add_marker(pytest.mark.fast)

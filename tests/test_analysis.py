@@ -86,8 +86,9 @@ def test_direct_effect_both_ln_modes(setup):
     with torch.inference_mode():  # unfrozen: let the model's own final LN see the ablated residual
         unfrozen = m.run_with_hooks(tokens, fwd_hooks=[("ln_final.hook_in", lambda x, hook: x - r + mu[: x.shape[1]])])
     for variant, ref in (("direct_frozen", frozen), ("direct_unfrozen", unfrozen)):
-        torch.testing.assert_close(res[f"delta_loss_{variant}"], _ce(ref, tokens) - _ce(logits, tokens),
-                                   atol=TOL, rtol=0)
+        torch.testing.assert_close(
+            res[f"delta_loss_{variant}"], _ce(ref, tokens) - _ce(logits, tokens), atol=TOL, rtol=0
+        )
         torch.testing.assert_close(res[f"kl_{variant}"], _kl(logits, ref), atol=TOL, rtol=0)
         vals, _ = ref.log_softmax(-1).topk(7, -1)
         torch.testing.assert_close(res[f"{variant}_topk_logprobs"], vals, atol=TOL, rtol=0)
@@ -112,10 +113,16 @@ def test_both_and_indirect_effects_by_full_forward(setup):
         grabbed["resid"] = x.clone()
 
     with torch.inference_mode():
-        both_unfrozen = m.run_with_hooks(tokens, fwd_hooks=[(f"blocks.{layer}.attn.hook_result", ablate_result),
-                                                            ("ln_final.hook_in", grab)])
-        indirect_unfrozen = m.run_with_hooks(tokens, fwd_hooks=[
-            (f"blocks.{layer}.attn.hook_result", ablate_result), ("ln_final.hook_in", lambda x, hook: x + r - mu_s)])
+        both_unfrozen = m.run_with_hooks(
+            tokens, fwd_hooks=[(f"blocks.{layer}.attn.hook_result", ablate_result), ("ln_final.hook_in", grab)]
+        )
+        indirect_unfrozen = m.run_with_hooks(
+            tokens,
+            fwd_hooks=[
+                (f"blocks.{layer}.attn.hook_result", ablate_result),
+                ("ln_final.hook_in", lambda x, hook: x + r - mu_s),
+            ],
+        )
     both_resid = grabbed["resid"]
     scale = cache["ln_final.hook_scale"]
     refs = {
@@ -125,8 +132,9 @@ def test_both_and_indirect_effects_by_full_forward(setup):
         "indirect_frozen": _frozen_logits(m, both_resid + r - mu_s, scale),
     }
     for variant, ref in refs.items():
-        torch.testing.assert_close(res[f"delta_loss_{variant}"], _ce(ref, tokens) - _ce(logits, tokens),
-                                   atol=TOL, rtol=0, msg=variant)
+        torch.testing.assert_close(
+            res[f"delta_loss_{variant}"], _ce(ref, tokens) - _ce(logits, tokens), atol=TOL, rtol=0, msg=variant
+        )
         torch.testing.assert_close(res[f"kl_{variant}"], _kl(logits, ref), atol=TOL, rtol=0, msg=variant)
         correct = ref.log_softmax(-1)[:, :-1].gather(-1, tokens[:, 1:, None])[..., 0]
         torch.testing.assert_close(res[f"{variant}_correct_logprob"], correct, atol=TOL, rtol=0)
@@ -198,7 +206,7 @@ def test_batch_equals_one_by_one(toy, toy_tokens):
     mu = mean_result(toy, toy_tokens, (1, 2))
     batch = analyze(toy, toy_tokens, (1, 2), mu, k=5)
     for i in range(toy_tokens.shape[0]):
-        single = analyze(toy, toy_tokens[i:i + 1], (1, 2), mu, k=5)
+        single = analyze(toy, toy_tokens[i : i + 1], (1, 2), mu, k=5)
         for name in ("loss", "delta_loss_direct_frozen", "kl_cspa", "delta_loss_both_unfrozen", "cspa_kept_pos"):
             torch.testing.assert_close(single[name][0], batch[name][i], atol=1e-5, rtol=0, msg=name)
 
@@ -235,8 +243,9 @@ def test_bad_input_is_explained(toy, kwargs, message):
     args = dict(tokens=torch.zeros(1, 5, dtype=torch.long), head=(1, 2), mu=torch.zeros(8, 512), k=3)
     args.update(kwargs)
     extra = {"effects": args.pop("effects")} if "effects" in args else {}
-    with pytest.raises(InvalidInputError, match=message.replace("[", r"\[").replace("]", r"\]").replace(
-            "(", r"\(").replace(")", r"\)")):
+    with pytest.raises(
+        InvalidInputError, match=message.replace("[", r"\[").replace("]", r"\]").replace("(", r"\(").replace(")", r"\)")
+    ):
         analyze(toy, args["tokens"], args["head"], args["mu"], k=args["k"], **extra)
 
 

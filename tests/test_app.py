@@ -1,10 +1,10 @@
 """Every page under streamlit.testing.v1.AppTest against toy artifacts made by the test suite."""
 
 import re
+from pathlib import Path
+
 import pytest
 from streamlit.testing.v1 import AppTest
-
-from pathlib import Path
 
 APP = str(Path(__file__).resolve().parents[1] / "app" / "Home.py")
 TIMEOUT = 120
@@ -93,8 +93,12 @@ def test_browse_deep_link_and_bad_links(app_env):
     assert not at.exception
     assert at.number_input(key="browse_seq").value == 3
     assert "Position 11" in _text(at)
-    for query, message in (({"seq": "abc"}, "not a whole number"), ({"seq": "-4"}, "between 0 and 19"),
-                           ({"pos": "9999"}, "between 0 and 47"), ({"head": "10.7"}, "these artifacts have 1.2")):
+    for query, message in (
+        ({"seq": "abc"}, "not a whole number"),
+        ({"seq": "-4"}, "between 0 and 19"),
+        ({"pos": "9999"}, "between 0 and 47"),
+        ({"head": "10.7"}, "these artifacts have 1.2"),
+    ):
         at = _run("views/browse.py", query=query)
         assert not at.exception
         assert message in _text(at), query
@@ -162,9 +166,12 @@ def test_browse_pages_do_not_import_torch_or_transformer_lens():
     import subprocess
     import sys
 
-    code = ("import sys; import app.state, app.sequence, app.state.url, app.render.tokens, precompute.paper, "
-            "precompute.store.record_arrays, precompute.science.circuit_bars, precompute.jobs.report, precompute.data.tokenization; "
-            "print('transformer_lens' in sys.modules, 'torch' in sys.modules)")
+    code = (
+        "import sys; import app.state, app.sequence, app.state.url, app.render.tokens, precompute.paper, "
+        "precompute.store.record_arrays, precompute.science.circuit_bars, precompute.jobs.report, "
+        "precompute.data.tokenization; "
+        "print('transformer_lens' in sys.modules, 'torch' in sys.modules)"
+    )
     root = Path(__file__).resolve().parents[1]
     out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False False"
@@ -233,8 +240,9 @@ def test_survey_click_targets(survey_env):
     _, manifest = read_survey(survey_env / "survey-toy")
     assert runs_with_head("toy", "1.2", [str(survey_env / "run")]) == [str(survey_env / "run")]
     assert runs_with_head("toy", "0.1", [str(survey_env / "run")]) == []
-    assert run_command(manifest, "0.1") == ("python -m precompute run --model toy --heads 0.1 --dataset synthetic "
-                                            "--out artifacts/toy-0_1")
+    assert run_command(manifest, "0.1") == (
+        "python -m precompute run --model toy --heads 0.1 --dataset synthetic --out artifacts/toy-0_1"
+    )
     _, llama = read_survey(survey_env / "survey-llama")
     cmd = run_command(llama, "2.3")
     assert cmd.startswith(f"python -m precompute run --model {llama['model']['model_name']} --heads 2.3")

@@ -74,7 +74,8 @@ def test_downloads_equal_export(toy_artifacts, capsys):
     for p in (0, 7, 20):
         assert float(rows[p][F.LOSS]) == pytest.approx(exported[F.LOSS][p], abs=1e-4)
         assert float(rows[p][F.delta_loss("direct_frozen")]) == pytest.approx(
-            exported[F.delta_loss("direct_frozen")][p], abs=1e-4)
+            exported[F.delta_loss("direct_frozen")][p], abs=1e-4
+        )
     assert rows[-1][F.LOSS] == ""  # the last token has no next token
 
 
@@ -96,8 +97,9 @@ def test_live_equals_stored_for_the_same_text(toy, toy_artifacts):
         for name in rec:
             a, b = np.asarray(got[name]), np.asarray(rec[name])
             if np.issubdtype(b.dtype, np.floating):
-                np.testing.assert_allclose(a.astype(np.float64), b.astype(np.float64), atol=2e-3, rtol=2e-3,
-                                           err_msg=name)
+                np.testing.assert_allclose(
+                    a.astype(np.float64), b.astype(np.float64), atol=2e-3, rtol=2e-3, err_msg=name
+                )
             elif name.endswith("_rank") or name in (F.ATTN_TOPK_POS,) or "_ids" in name or "kept" in name:
                 assert np.mean(a != b) <= 0.02, name  # float ties may reorder equal entries
             else:
@@ -108,7 +110,8 @@ def test_live_equals_stored_for_the_same_text(toy, toy_artifacts):
     assert compared == 3
 
 
-@pytest.mark.parametrize("dtype, eps", [(torch.bfloat16, 2.0 ** -8), (torch.float16, 2.0 ** -11)])
+@pytest.mark.model  # loads a model in the test
+@pytest.mark.parametrize("dtype, eps", [(torch.bfloat16, 2.0**-8), (torch.float16, 2.0**-11)])
 def test_low_precision_forward_within_its_bound(dtype, eps, tmp_path):
     """Δloss and KL of every low-precision variant (direct effect, both LN modes, CSPA) against float32, per
     token. The bound comes from the precision: the low-precision logits carry a relative rounding error of about

@@ -24,12 +24,33 @@ def _configs(vocab: int):
 
     return {
         "gpt2": GPT2Config(vocab_size=vocab, n_embd=64, n_layer=3, n_head=4, n_positions=64, n_inner=128),
-        "neox": GPTNeoXConfig(vocab_size=vocab, hidden_size=64, num_hidden_layers=3, num_attention_heads=4,
-                              intermediate_size=128, max_position_embeddings=64, rotary_pct=0.25),
-        "llama": LlamaConfig(vocab_size=vocab, hidden_size=64, num_hidden_layers=3, num_attention_heads=4,
-                             num_key_value_heads=2, intermediate_size=96, max_position_embeddings=64),
-        "opt": OPTConfig(vocab_size=vocab, hidden_size=64, num_hidden_layers=3, num_attention_heads=4, ffn_dim=128,
-                         max_position_embeddings=64, word_embed_proj_dim=64),
+        "neox": GPTNeoXConfig(
+            vocab_size=vocab,
+            hidden_size=64,
+            num_hidden_layers=3,
+            num_attention_heads=4,
+            intermediate_size=128,
+            max_position_embeddings=64,
+            rotary_pct=0.25,
+        ),
+        "llama": LlamaConfig(
+            vocab_size=vocab,
+            hidden_size=64,
+            num_hidden_layers=3,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            intermediate_size=96,
+            max_position_embeddings=64,
+        ),
+        "opt": OPTConfig(
+            vocab_size=vocab,
+            hidden_size=64,
+            num_hidden_layers=3,
+            num_attention_heads=4,
+            ffn_dim=128,
+            max_position_embeddings=64,
+            word_embed_proj_dim=64,
+        ),
     }
 
 
@@ -68,8 +89,12 @@ def _frozen(m, resid, scale):
 def test_provenance_records_architecture_and_processing(arch):
     kind, lm, _, _ = arch
     p = lm.provenance
-    expected = {"gpt2": "GPT2LMHeadModel", "neox": "GPTNeoXForCausalLM", "llama": "LlamaForCausalLM",
-                "opt": "OPTForCausalLM"}[kind]
+    expected = {
+        "gpt2": "GPT2LMHeadModel",
+        "neox": "GPTNeoXForCausalLM",
+        "llama": "LlamaForCausalLM",
+        "opt": "OPTForCausalLM",
+    }[kind]
     assert p["architecture"] == expected
     assert p["normalization"] == ("RMSNorm" if kind == "llama" else "LayerNorm")
     assert p["weight_processing"] == weight_processing(lm.model.cfg)
@@ -96,19 +121,24 @@ def test_every_variant_against_hooked_forward(arch):
 
     # the head's output replaced by its mean, inside the model: through its result where the bridge has one
     if f"blocks.{layer}.attn.hook_result" in m.hook_dict and kind != "opt":
+
         def ablate(x, hook):
             x = x.clone()
             x[:, :, h] = mu_s
             return x
+
         site = f"blocks.{layer}.attn.hook_result"
     else:
+
         def ablate(x, hook):
             return x - r + mu_s
+
         site = f"blocks.{layer}.hook_attn_out"
     with torch.inference_mode():
         both_unfrozen = m.run_with_hooks(tokens, fwd_hooks=[(site, ablate), ("ln_final.hook_in", grab)])
-        indirect_unfrozen = m.run_with_hooks(tokens, fwd_hooks=[(site, ablate),
-                                                                ("ln_final.hook_in", lambda x, hook: x + r - mu_s)])
+        indirect_unfrozen = m.run_with_hooks(
+            tokens, fwd_hooks=[(site, ablate), ("ln_final.hook_in", lambda x, hook: x + r - mu_s)]
+        )
         direct_unfrozen = m.run_with_hooks(tokens, fwd_hooks=[("ln_final.hook_in", lambda x, hook: x - r + mu_s)])
     refs = {
         "direct_frozen": _frozen(m, resid - r + mu_s, scale),
@@ -121,8 +151,13 @@ def test_every_variant_against_hooked_forward(arch):
     torch.testing.assert_close(res.loss, _ce(logits, tokens), atol=TOL, rtol=0)
     assert float(res.kl_both_frozen.abs().max()) > 1e-4, "the ablation must change something for the test to bite"
     for variant, ref in refs.items():
-        torch.testing.assert_close(res[f"delta_loss_{variant}"], _ce(ref, tokens) - _ce(logits, tokens),
-                                   atol=TOL, rtol=0, msg=f"{kind} {variant}")
+        torch.testing.assert_close(
+            res[f"delta_loss_{variant}"],
+            _ce(ref, tokens) - _ce(logits, tokens),
+            atol=TOL,
+            rtol=0,
+            msg=f"{kind} {variant}",
+        )
         torch.testing.assert_close(res[f"kl_{variant}"], _kl(logits, ref), atol=TOL, rtol=0, msg=f"{kind} {variant}")
 
 
@@ -228,12 +263,24 @@ def test_pipeline_artifacts_and_live_mode_on_a_llama_folder(tmp_path):
     analyzer (loading the artifacts' model by its spec) gives what the run stored."""
     import numpy as np
 
-    from precompute import LiveAnalyzer, RunConfig, open_artifacts, run, verify
-    from precompute import schema
+    from precompute import LiveAnalyzer, RunConfig, open_artifacts, run, schema, verify
 
     folder = make_model_folder("llama", tmp_path / "llama")
-    out = run(RunConfig(model=str(folder), heads=(HEAD,), dataset="synthetic", n_seqs=4, seq_len=24, batch_size=2,
-                        shard_size=4, n_mean=2, k=5, out=str(tmp_path / "run")), log=lambda *_: None)
+    out = run(
+        RunConfig(
+            model=str(folder),
+            heads=(HEAD,),
+            dataset="synthetic",
+            n_seqs=4,
+            seq_len=24,
+            batch_size=2,
+            shard_size=4,
+            n_mean=2,
+            k=5,
+            out=str(tmp_path / "run"),
+        ),
+        log=lambda *_: None,
+    )
     assert verify(out) == []
     arts = open_artifacts(out)
     model = arts.manifest["model"]
@@ -285,8 +332,9 @@ def test_start_token_rules():
     with pytest.raises(ModelUnavailableError, match="without a tokenizer"):
         _ensure_bos(None, {})
     # a chat-turn marker as BOS: the document separator when the vocabulary has it, else a plain end-of-text token
-    chat = PreTrainedTokenizerFast(tokenizer_object=base.backend_tokenizer, bos_token="<|im_start|>",
-                                   eos_token="<|endoftext|>")
+    chat = PreTrainedTokenizerFast(
+        tokenizer_object=base.backend_tokenizer, bos_token="<|im_start|>", eos_token="<|endoftext|>"
+    )
     chat.add_special_tokens({"additional_special_tokens": ["<|im_start|>"]})
     prov = {}
     _ensure_bos(chat, prov)
@@ -342,8 +390,12 @@ def test_hook_registry_spells_transformer_lens_names():
         assert hooks.pattern(layer) == get_act_name("pattern", layer)
     assert hooks.EMBED == get_act_name("embed") and hooks.POS_EMBED == get_act_name("pos_embed")
     assert hooks.FINAL_SCALE == get_act_name("scale") and hooks.FINAL_NORMALIZED == get_act_name("normalized")
-    assert hooks.every_layer(2, hooks.Z, hooks.V) == ["blocks.0.attn.hook_z", "blocks.0.attn.hook_v",
-                                                      "blocks.1.attn.hook_z", "blocks.1.attn.hook_v"]
+    assert hooks.every_layer(2, hooks.Z, hooks.V) == [
+        "blocks.0.attn.hook_z",
+        "blocks.0.attn.hook_v",
+        "blocks.1.attn.hook_z",
+        "blocks.1.attn.hook_v",
+    ]
 
 
 def test_architecture_record_per_family(tmp_path):
@@ -354,8 +406,9 @@ def test_architecture_record_per_family(tmp_path):
     llama = load_model(str(make_model_folder("llama", tmp_path / "llama")))
     rec = architecture.of(llama.model)
     assert (rec.centres, rec.rerun, rec.rotary) == (False, architecture.RERUN_LAYERS, True)
-    assert [rec.kv_head(h) for h in range(rec.n_heads)] == [h // (rec.n_heads // rec.n_kv_heads)
-                                                           for h in range(rec.n_heads)]
+    assert [rec.kv_head(h) for h in range(rec.n_heads)] == [
+        h // (rec.n_heads // rec.n_kv_heads) for h in range(rec.n_heads)
+    ]
     assert llama.provenance["rerun"] == architecture.RERUN_LAYERS
     x = torch.randn(3, llama.model.cfg.d_model)
     torch.testing.assert_close(rec.centre(x), x)  # RMSNorm: no centring

@@ -12,8 +12,16 @@ import pytest
 
 CHROMIUM = "/usr/bin/chromium"
 ROOT = Path(__file__).resolve().parents[1]
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
 
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is not installed")
 
@@ -42,10 +50,27 @@ def two_head_server(two_head_artifacts):
 def _serve(artifacts):
     port = _free_port()
     env = {**os.environ, "CSE_ARTIFACTS": str(artifacts), "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "app" / "Home.py"),
-                             "--server.headless", "true", "--server.port", str(port), "--server.address",
-                             "127.0.0.1", "--browser.gatherUsageStats", "false"], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            str(ROOT / "app" / "Home.py"),
+            "--server.headless",
+            "true",
+            "--server.port",
+            str(port),
+            "--server.address",
+            "127.0.0.1",
+            "--browser.gatherUsageStats",
+            "false",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 60
     while time.time() < deadline:
@@ -126,7 +151,8 @@ def test_click_flows_in_chromium(server, tmp_path):
         seq, pos = re.search(r"seq (\d+), pos (\d+)", hover).groups()
         page.mouse.click(x, y)
         expect(page.get_by_text(f"Open sequence {seq}, position {pos} in Browse Examples")).to_be_visible(
-            timeout=30_000)
+            timeout=30_000
+        )
 
         # clicking a token keeps the sidebar's choices
         page.goto(server + "/browse?seq=2&pos=10&head=1.2")
@@ -235,7 +261,8 @@ def test_pages_restore_from_their_url_in_chromium(two_head_server, survey_server
 
         page.goto(server + "/cspa?head=0.1")
         expect(page.get_by_role("heading", name="Copy-suppression-preserving ablation (CSPA)")).to_be_visible(
-            timeout=60_000)
+            timeout=60_000
+        )
         page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
         assert _sidebar_head(page) == "0.1" and query(page)["head"] == "0.1"
 
@@ -248,8 +275,10 @@ def test_pages_restore_from_their_url_in_chromium(two_head_server, survey_server
 
         page.goto(survey_server + "/survey?x=qk_top10&y=induction")
         page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
-        titles = page.evaluate("() => { const l = document.querySelector('.js-plotly-plot')._fullLayout; "
-                               "return [l.xaxis.title.text, l.yaxis.title.text]; }")
+        titles = page.evaluate(
+            "() => { const l = document.querySelector('.js-plotly-plot')._fullLayout; "
+            "return [l.xaxis.title.text, l.yaxis.title.text]; }"
+        )
         assert titles == ["QK: own token in top 10", "induction"]
         assert query(page)["x"] == "qk_top10" and query(page)["y"] == "induction"
         browser.close()

@@ -4,9 +4,15 @@ import pytest
 import torch
 
 from precompute import InvalidInputError
-from precompute.science.circuits import (EMBEDDINGS, circuit_factors, circuit_ranks, effective_embedding, rank_summary,
-                                 ranks_from_factors)
 from precompute.models.loading import unwrap
+from precompute.science.circuits import (
+    EMBEDDINGS,
+    circuit_factors,
+    circuit_ranks,
+    effective_embedding,
+    rank_summary,
+    ranks_from_factors,
+)
 
 
 def _ln(x):
@@ -78,8 +84,9 @@ def test_chunked_ranks_equal_unchunked():
     g = torch.Generator().manual_seed(0)
     rows, cols = torch.randn(300, 8, generator=g), torch.randn(300, 8, generator=g)
     for circuit in ("ov", "qk"):
-        assert torch.equal(ranks_from_factors(rows, cols, circuit, chunk=7),
-                           ranks_from_factors(rows, cols, circuit, chunk=1000))
+        assert torch.equal(
+            ranks_from_factors(rows, cols, circuit, chunk=7), ranks_from_factors(rows, cols, circuit, chunk=1000)
+        )
 
 
 def test_planted_head_scores_near_100_and_random_head_near_chance(toy):

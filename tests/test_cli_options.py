@@ -14,8 +14,28 @@ from precompute.store.reader import open_artifacts
 
 from .conftest import write_text_dataset
 
-BASE = ["--model", "toy", "--heads", "1.2", "--n-seqs", "6", "--n-mean", "6", "--seq-len", "32", "--batch-size",
-        "3", "--shard-size", "3", "--k", "5", "--seed", "1", "--device", "cpu"]
+BASE = [
+    "--model",
+    "toy",
+    "--heads",
+    "1.2",
+    "--n-seqs",
+    "6",
+    "--n-mean",
+    "6",
+    "--seq-len",
+    "32",
+    "--batch-size",
+    "3",
+    "--shard-size",
+    "3",
+    "--k",
+    "5",
+    "--seed",
+    "1",
+    "--device",
+    "cpu",
+]
 
 
 @pytest.fixture(scope="module")
@@ -32,13 +52,19 @@ def _run(tmp_path: Path, data, *extra, name="out"):
 def test_run_options_take_effect(tmp_path, data):
     base = _run(tmp_path, data, name="base")
     hp = base.hyperparameters
-    assert (hp["k"], hp["cspa_k_u"], hp["cspa_k_s"], hp["cspa_negative_only"], hp["dtype"]) == (5, 0.05, 1, True,
-                                                                                                  "float32")
+    assert (hp["k"], hp["cspa_k_u"], hp["cspa_k_s"], hp["cspa_negative_only"], hp["dtype"]) == (
+        5,
+        0.05,
+        1,
+        True,
+        "float32",
+    )
     rec = base.sequence(0)
     assert rec[F.topk_ids(F.CLEAN)].shape == (32, 5) and rec[F.ATTN_TOPK_POS].shape == (32, 8)
 
-    small = _run(tmp_path, data, "--k", "4", "--k-attn", "3", "--effects", "direct", "--ln-modes", "frozen",
-                 name="small")
+    small = _run(
+        tmp_path, data, "--k", "4", "--k-attn", "3", "--effects", "direct", "--ln-modes", "frozen", name="small"
+    )
     rec = small.sequence(0)
     assert rec[F.topk_ids(F.CLEAN)].shape == (32, 4) and rec[F.ATTN_TOPK_POS].shape == (32, 3)
     assert F.kl("both_frozen") not in rec and F.kl("direct_unfrozen") not in rec and F.kl("direct_frozen") in rec
@@ -51,14 +77,20 @@ def test_run_options_take_effect(tmp_path, data):
         assert len({int(t) for t in row if t >= 0}) <= 1
 
     signs = _run(tmp_path, data, "--cspa-both-signs", name="signs")
-    assert signs.hyperparameters["cspa_negative_only"] is False and signs.hyperparameters["cspa"]["negative_only"] is False
+    assert (
+        signs.hyperparameters["cspa_negative_only"] is False and signs.hyperparameters["cspa"]["negative_only"] is False
+    )
 
     ks = _run(tmp_path, data, "--cspa-k-s", "3", name="ks")
     assert ks.hyperparameters["cspa_k_s"] == 3
     tokens, kept_tok, kept_pos = ks.field(F.TOKENS), ks.field(F.CSPA_KEPT_TOKEN), ks.field(F.CSPA_KEPT_POS)
-    neighbours = [(b, q, j) for b in range(tokens.shape[0]) for q in range(tokens.shape[1])
-                  for j in range(kept_tok.shape[-1])
-                  if kept_pos[b, q, j] >= 0 and kept_tok[b, q, j] != tokens[b, kept_pos[b, q, j]]]
+    neighbours = [
+        (b, q, j)
+        for b in range(tokens.shape[0])
+        for q in range(tokens.shape[1])
+        for j in range(kept_tok.shape[-1])
+        if kept_pos[b, q, j] >= 0 and kept_tok[b, q, j] != tokens[b, kept_pos[b, q, j]]
+    ]
     assert neighbours  # with K_s > 1, semantic neighbours of a source are kept too
 
     ext = _run(tmp_path, data, "--cspa-exclusions", "extended", name="ext")
@@ -80,8 +112,9 @@ def test_both_signs_option_changes_cspa_on_a_random_model(tmp_path, data, tiny):
 
     results = {}
     for name, extra in (("neg", []), ("both", ["--cspa-both-signs"])):
-        args = build_parser().parse_args(["run", *BASE, "--dataset", str(data), "--out", str(tmp_path / name),
-                                          "--cspa-k-u", "1.0", *extra])
+        args = build_parser().parse_args(
+            ["run", *BASE, "--dataset", str(data), "--out", str(tmp_path / name), "--cspa-k-u", "1.0", *extra]
+        )
         run(config_from_args(args), loaded=tiny, log=lambda *_: None)
         results[name] = open_artifacts(tmp_path / name).field(F.delta_loss(F.CSPA))
     assert not np.array_equal(results["neg"], results["both"])
@@ -95,12 +128,12 @@ def test_report_values_are_the_summary_and_the_summary_is_the_stored_fields(toy_
     kl_a, kl_c = arts.field(F.kl("direct_frozen")).astype(np.float64), arts.field(F.kl(F.CSPA)).astype(np.float64)
     by_hand = 1 - kl_c.mean() / kl_a.mean()
     assert abs(s["cspa"]["explained_kl"] - by_hand) < 1e-6
-    line = next(l for l in out.splitlines() if l.startswith("CSPA effect explained (KL)"))
+    line = next(x for x in out.splitlines() if x.startswith("CSPA effect explained (KL)"))
     assert line.split()[-1] == f"{100 * by_hand:.2f}%"
     ranks = arts.circuits("1.2")["ov_rank"]
-    line = next(l for l in out.splitlines() if l.startswith("OV: token in its own 10 most suppressed"))
+    line = next(x for x in out.splitlines() if x.startswith("OV: token in its own 10 most suppressed"))
     assert line.split()[-1] == f"{100 * float((ranks < 10).mean()):.2f}%"
-    loss_line = next(l for l in out.splitlines() if l.startswith("Clean loss"))
+    loss_line = next(x for x in out.splitlines() if x.startswith("Clean loss"))
     assert loss_line.split()[-1] == f"{arts.field(F.LOSS).astype(np.float64).mean():.4f}"
     assert "SYNTHETIC" in out and "Settings that differ" in out
 
@@ -134,8 +167,9 @@ def test_push_and_pull_through_the_cli_with_a_hub_stub(toy_artifacts, tmp_path, 
             uploads["branch"] = kw["branch"]
 
         def upload_folder(self, **kw):
-            uploads["files"] = sorted(str(p.relative_to(kw["folder_path"])) for p in Path(kw["folder_path"]).rglob("*")
-                                      if p.is_file())
+            uploads["files"] = sorted(
+                str(p.relative_to(kw["folder_path"])) for p in Path(kw["folder_path"]).rglob("*") if p.is_file()
+            )
             return type("Info", (), {"oid": "abc123"})()
 
     monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
@@ -163,16 +197,19 @@ def test_split_and_batch_size_options(tmp_path, data, monkeypatch):
         return [{"text": t} for t in Path(data).read_text().split("\n\n") if t.strip()]
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load)
-    args = build_parser().parse_args(["run", *BASE, "--dataset", "someone/texts", "--split", "validation",
-                                      "--out", str(tmp_path / "hub")])
+    args = build_parser().parse_args(
+        ["run", *BASE, "--dataset", "someone/texts", "--split", "validation", "--out", str(tmp_path / "hub")]
+    )
     assert config_from_args(args).split == "validation"
-    assert main(["run", *BASE, "--dataset", "someone/texts", "--split", "validation", "--out",
-                 str(tmp_path / "hub")]) == 0
+    assert (
+        main(["run", *BASE, "--dataset", "someone/texts", "--split", "validation", "--out", str(tmp_path / "hub")]) == 0
+    )
     assert seen == {"name": "someone/texts", "split": "validation"}
     assert open_artifacts(tmp_path / "hub").manifest["dataset"]["split"] == "validation"
     one = _run(tmp_path, data, "--batch-size", "1", name="b1")
     three = _run(tmp_path, data, "--batch-size", "3", name="b3")
     assert one.hyperparameters["batch_size"] == 1 and three.hyperparameters["batch_size"] == 3
     for name in (F.LOSS, F.delta_loss("direct_frozen"), F.kl(F.CSPA)):
-        np.testing.assert_allclose(one.field(name).astype(np.float64), three.field(name).astype(np.float64),
-                                   atol=2e-3, err_msg=name)
+        np.testing.assert_allclose(
+            one.field(name).astype(np.float64), three.field(name).astype(np.float64), atol=2e-3, err_msg=name
+        )

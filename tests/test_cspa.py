@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from precompute import CSPAConfig, InvalidInputError, analyze, mean_result, summary_metrics
-from precompute.science.cspa import first_occurrence, keep_counts
 from precompute.models.loading import unwrap
+from precompute.science.cspa import first_occurrence, keep_counts
 from precompute.science.semantic import neighbour_table, semantic_neighbours
 
 from .conftest import doc_tokens
@@ -52,8 +52,11 @@ def reference_cspa(m, tokens, head, mu, cfg: CSPAConfig, table=None):
             for k in range(q + 1):
                 if int(tokens[b, k]) in excluded:
                     continue
-                neigh = [int(tokens[b, k])] if table is None else [int(tokens[b, k])] + [
-                    int(t) for t in table[int(tokens[b, k])][1:cfg.k_s] if t >= 0]
+                neigh = (
+                    [int(tokens[b, k])]
+                    if table is None
+                    else [int(tokens[b, k])] + [int(t) for t in table[int(tokens[b, k])][1 : cfg.k_s] if t >= 0]
+                )
                 for j, t in enumerate(neigh):
                     entries.append((k, j, t))
             score = {t: float((pre[b, q] / sigma[b, q]) @ W_U[:, t]) for _, _, t in entries}
@@ -112,8 +115,9 @@ CONFIGS = [
 CASES = [(name, p) for name in ("tiny", "toy") for p in CONFIGS] + [("wide", p) for p in CONFIGS if p["k_s"] == 1]
 
 
-@pytest.mark.parametrize("model_name,params", CASES,
-                         ids=lambda p: p if isinstance(p, str) else "-".join(f"{k}={v}" for k, v in p.items()))
+@pytest.mark.parametrize(
+    "model_name,params", CASES, ids=lambda p: p if isinstance(p, str) else "-".join(f"{k}={v}" for k, v in p.items())
+)
 def test_factorised_cspa_matches_materialised_reference(request, model_name, params):
     lm = request.getfixturevalue(model_name)
     m = unwrap(lm)
@@ -122,8 +126,11 @@ def test_factorised_cspa_matches_materialised_reference(request, model_name, par
     head = (1, 2)
     mu = mean_result(lm, doc_tokens(tok, 3, 24, seed=8), head)
     # exclude BOS and two frequent function-word tokens
-    excluded = (tok.bos_token_id, tok(" the", add_special_tokens=False)["input_ids"][0],
-                tok(".", add_special_tokens=False)["input_ids"][0])
+    excluded = (
+        tok.bos_token_id,
+        tok(" the", add_special_tokens=False)["input_ids"][0],
+        tok(".", add_special_tokens=False)["input_ids"][0],
+    )
     cfg = CSPAConfig(excluded_token_ids=excluded, max_kept_shown=64, **params)
     table = None
     if cfg.k_s > 1:
@@ -132,8 +139,7 @@ def test_factorised_cspa_matches_materialised_reference(request, model_name, par
         assert (table[tokens.flatten()][:, 1] >= 0).any()
     res = analyze(lm, tokens, head, mu, k=5, cspa=cfg, neighbours=table, effects=("direct",), ln_modes=("frozen",))
     clean, ref_logits, kept_ref = reference_cspa(m, tokens, head, mu, cfg, table)
-    torch.testing.assert_close(res.delta_loss_cspa, _ce(ref_logits, tokens) - _ce(clean, tokens), atol=1e-4,
-                               rtol=0)
+    torch.testing.assert_close(res.delta_loss_cspa, _ce(ref_logits, tokens) - _ce(clean, tokens), atol=1e-4, rtol=0)
     torch.testing.assert_close(res.kl_cspa, _kl(clean, ref_logits), atol=1e-4, rtol=0)
     for (b, q), positions in kept_ref.items():
         got = sorted({p for p in res.cspa_kept_pos[b, q].tolist() if p >= 0})
@@ -145,11 +151,19 @@ def test_selection_never_keeps_excluded_or_future_sources(toy):
     tokens = doc_tokens(tok, 2, 40, seed=9)
     mu = mean_result(toy, tokens, (1, 2))
     # the excluded ids are chosen here (BOS and the test's own function words), not taken from the code under test
-    excluded = {tok.bos_token_id} | {tok(w, add_special_tokens=False)["input_ids"][0]
-                                     for w in (" the", " of", " and", " is", ".", ",")}
-    res = analyze(toy, tokens, (1, 2), mu, k=3, cspa=CSPAConfig(k_u=1.0, max_kept_shown=40,
-                                                                excluded_token_ids=tuple(sorted(excluded))),
-                  effects=("direct",), ln_modes=("frozen",))
+    excluded = {tok.bos_token_id} | {
+        tok(w, add_special_tokens=False)["input_ids"][0] for w in (" the", " of", " and", " is", ".", ",")
+    }
+    res = analyze(
+        toy,
+        tokens,
+        (1, 2),
+        mu,
+        k=3,
+        cspa=CSPAConfig(k_u=1.0, max_kept_shown=40, excluded_token_ids=tuple(sorted(excluded))),
+        effects=("direct",),
+        ln_modes=("frozen",),
+    )
     assert any(int(t) in excluded for t in tokens[0, 1:])  # the documents do contain excluded tokens
     for b in range(2):
         for q in range(40):
@@ -182,10 +196,17 @@ def test_cspa_with_k_u_one_and_no_exclusions_keeps_every_source(tiny):
     assert res.cspa_n_kept[0].tolist() == [q + 1 for q in range(12)]
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(k_u=0.0), "in \\(0, 1\\]"), (dict(k_u=1.5), "in \\(0, 1\\]"), (dict(k_u=0), ">= 1"),
-    (dict(k_u="5%"), "fraction"), (dict(k_s=0), "k_s"), (dict(max_kept_shown=0), "max_kept_shown"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(k_u=0.0), "in \\(0, 1\\]"),
+        (dict(k_u=1.5), "in \\(0, 1\\]"),
+        (dict(k_u=0), ">= 1"),
+        (dict(k_u="5%"), "fraction"),
+        (dict(k_s=0), "k_s"),
+        (dict(max_kept_shown=0), "max_kept_shown"),
+    ],
+)
 def test_bad_cspa_config(kwargs, message):
     with pytest.raises(InvalidInputError, match=message):
         CSPAConfig(**kwargs)

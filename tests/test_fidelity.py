@@ -30,8 +30,10 @@ def gpt2_tok():
 
 def test_gpt2_tokenizer_files_are_the_published_ones(gpt2_tok):
     sums = {name: hashlib.sha256((GPT2_DIR / name).read_bytes()).hexdigest() for name in ("vocab.json", "merges.txt")}
-    assert sums == {"vocab.json": "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783",
-                    "merges.txt": "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5"}
+    assert sums == {
+        "vocab.json": "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783",
+        "merges.txt": "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5",
+    }
     assert len(gpt2_tok) == 50257 and gpt2_tok.bos_token_id == 50256
     assert gpt2_tok("Hello world")["input_ids"] == [15496, 995]
     assert gpt2_tok(" token")["input_ids"] == [11241]
@@ -51,6 +53,7 @@ def test_altered_tokenizer_file_is_refused(tmp_path, monkeypatch):
 
 
 # ---------------------------------------------------------------- exclusions
+
 
 @lru_cache(maxsize=1)
 def _byte_encoder() -> dict[int, str]:
@@ -77,8 +80,11 @@ def _reference_single_token(text: str) -> int | None:
 def test_paper_exclusions_on_gpt2_equal_an_independent_mapping(gpt2_tok):
     from precompute.data.function_words import exclusion_ids, paper_function_ids
 
-    strings = json.loads((ROOT.parent / "shared" / "reference" / "paper-function-tokens.json").read_text()) \
-        if (ROOT.parent / "shared").exists() else None
+    strings = (
+        json.loads((ROOT.parent / "shared" / "reference" / "paper-function-tokens.json").read_text())
+        if (ROOT.parent / "shared").exists()
+        else None
+    )
     data = json.loads((ROOT / "precompute" / "data" / "paper_function_tokens.json").read_text())["strings"]
     if strings is not None:
         assert data == strings  # the shipped copy is verbatim
@@ -116,15 +122,25 @@ def test_cspa_keeps_no_paper_excluded_source(toy):
     from .conftest import doc_tokens
 
     tokens = doc_tokens(toy.tokenizer, 2, 40, seed=9)
-    res = analyze(toy, tokens, (1, 2), mean_result(toy, tokens, (1, 2)), k=3,
-                  cspa=CSPAConfig(k_u=1.0, max_kept_shown=40), effects=("direct",), ln_modes=("frozen",))
+    res = analyze(
+        toy,
+        tokens,
+        (1, 2),
+        mean_result(toy, tokens, (1, 2)),
+        k=3,
+        cspa=CSPAConfig(k_u=1.0, max_kept_shown=40),
+        effects=("direct",),
+        ln_modes=("frozen",),
+    )
     excluded = set(paper_function_ids(toy.tokenizer)[0])
-    kept_tokens = {int(tokens[b, p]) for b in range(2) for q in range(40) for p in res.cspa_kept_pos[b, q].tolist()
-                   if p >= 0}
+    kept_tokens = {
+        int(tokens[b, p]) for b in range(2) for q in range(40) for p in res.cspa_kept_pos[b, q].tolist() if p >= 0
+    }
     assert kept_tokens and not kept_tokens & excluded
 
 
 # ---------------------------------------------------------------- semantic neighbours
+
 
 @pytest.fixture(scope="module")
 def gpt2_neighbours(gpt2_tok):
@@ -167,8 +183,7 @@ def test_neighbour_rules_hold_on_the_whole_vocabulary(gpt2_tok, gpt2_neighbours)
         if index.get(space) is not None and index.get(s) == i and s.strip():
             assert row[1] == index[space], (s, [vocab[j] for j in row])
         pieces = [j for j in sub[i] if j >= 0]
-        assert [len(vocab[j].strip()) for j in pieces] == sorted((len(vocab[j].strip()) for j in pieces),
-                                                                 reverse=True)
+        assert [len(vocab[j].strip()) for j in pieces] == sorted((len(vocab[j].strip()) for j in pieces), reverse=True)
         for j in pieces:
             assert len(vocab[j].strip()) >= 3 and vocab[j].strip() in s
             assert i in sup[j]
@@ -177,6 +192,7 @@ def test_neighbour_rules_hold_on_the_whole_vocabulary(gpt2_tok, gpt2_neighbours)
 
 
 # ---------------------------------------------------------------- μ and data selection
+
 
 def _paper_selection(texts: list[str], seed: int, n: int, seq_len: int, tok) -> list[list[int]]:
     """Independent re-implementation of the paper's process_webtext (upstream-app.md §4)."""
@@ -195,7 +211,7 @@ def _paper_selection(texts: list[str], seed: int, n: int, seq_len: int, tok) -> 
 
 
 def test_data_selection_and_mu_are_the_papers(toy, tmp_path):
-    from precompute import RunConfig, run, mean_result
+    from precompute import RunConfig, mean_result, run
     from precompute.data.synthetic import corpus
 
     docs = corpus(n_docs=60, seed=5, min_sentences=2, max_sentences=30)

@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 
 from precompute import ArtifactError, InvalidInputError
+from precompute.live import LiveAnalyzer, clean_prompt
 from precompute.schema import MANIFEST
 from precompute.store.reader import open_artifacts
 from precompute.store.verify import verify
-from precompute.live import LiveAnalyzer, clean_prompt
 
 from .conftest import SMALL_RUN, write_text_dataset
 
@@ -80,8 +80,13 @@ def test_html_in_tokens_is_escaped_in_the_strip():
     from app.render.tokens import token_strip
 
     tokens = ["<script>alert(1)</script>", '" onmouseover="x', "&amp;", "\n"]
-    html = token_strip(tokens, ["rgb(1,2,3)"] * 4, ["<b>tip</b>", "'", '"', "x"], selected=0,
-                       link_params={"seq": 1, "head": "1.2\"><script>"})
+    html = token_strip(
+        tokens,
+        ["rgb(1,2,3)"] * 4,
+        ["<b>tip</b>", "'", '"', "x"],
+        selected=0,
+        link_params={"seq": 1, "head": '1.2"><script>'},
+    )
     assert "<script>" not in html and "&lt;script&gt;" in html
     assert 'onmouseover="x' not in html and "&lt;b&gt;tip&lt;/b&gt;" in html
     assert "&amp;amp;" in html
@@ -107,6 +112,7 @@ def test_hostile_prompt_through_the_app_is_shown_as_text(toy_artifacts, monkeypa
 
 
 # ---------------------------------------------------------------- artifacts and models
+
 
 def test_model_mismatch_between_artifacts_and_live_mode(tiny, toy_artifacts):
     arts = open_artifacts(toy_artifacts)
@@ -149,8 +155,11 @@ def test_app_pages_survive_missing_files(toy_artifacts, tmp_path, monkeypatch):
     at = AppTest.from_file(str(ROOT / "app" / "Home.py"), default_timeout=120)
     at.run()
     assert not at.exception  # Home works
-    for page, message in (("views/circuits.py", "circuit tables cannot be read"),
-                          ("views/browse.py", "cannot be shown"), ("views/cspa.py", "cannot be read")):
+    for page, message in (
+        ("views/circuits.py", "circuit tables cannot be read"),
+        ("views/browse.py", "cannot be shown"),
+        ("views/cspa.py", "cannot be read"),
+    ):
         at.switch_page(page)
         at.run()
         assert not at.exception, page
@@ -159,19 +168,47 @@ def test_app_pages_survive_missing_files(toy_artifacts, tmp_path, monkeypatch):
 
 # ---------------------------------------------------------------- faults in the precompute job
 
+
 def _cli_args(data, out, **over):
     cfg = {**SMALL_RUN, **over}
-    return ["run", "--model", "toy", "--heads", "1.2", "--dataset", str(data), "--n-seqs", str(cfg["n_seqs"]),
-            "--seq-len", str(cfg["seq_len"]), "--batch-size", str(cfg["batch_size"]), "--shard-size",
-            str(cfg["shard_size"]), "--n-mean", str(cfg["n_mean"]), "--k", str(cfg["k"]), "--seed",
-            str(cfg["seed"]), "--out", str(out), "--device", "cpu"]
+    return [
+        "run",
+        "--model",
+        "toy",
+        "--heads",
+        "1.2",
+        "--dataset",
+        str(data),
+        "--n-seqs",
+        str(cfg["n_seqs"]),
+        "--seq-len",
+        str(cfg["seq_len"]),
+        "--batch-size",
+        str(cfg["batch_size"]),
+        "--shard-size",
+        str(cfg["shard_size"]),
+        "--n-mean",
+        str(cfg["n_mean"]),
+        "--k",
+        str(cfg["k"]),
+        "--seed",
+        str(cfg["seed"]),
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+    ]
 
 
 def _tree(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
-            if p.is_file() and not p.name.startswith(".")}
+    return {
+        str(p.relative_to(folder)): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and not p.name.startswith(".")
+    }
 
 
+@pytest.mark.model  # runs the toy pipeline in subprocesses
 @pytest.mark.parametrize("points", [("after_mean", "after_shard:0", "after_shard:5", "before_manifest")])
 def test_sigkill_at_named_points_always_resumes_identically(tmp_path, points):
     """SIGKILL at each named point of the job (a test-only hook, no sleeps), resuming after each: a manifest,
@@ -181,19 +218,33 @@ def test_sigkill_at_named_points_always_resumes_identically(tmp_path, points):
     data = write_text_dataset(tmp_path)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     clean = tmp_path / "clean"
-    subprocess.run([sys.executable, "-m", "precompute", *_cli_args(data, clean, n_seqs=24, shard_size=3)],
-                   cwd=ROOT, env=env, check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "precompute", *_cli_args(data, clean, n_seqs=24, shard_size=3)],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
     killed = tmp_path / "killed"
     for point in points:
-        r = subprocess.run([sys.executable, "-m", "precompute", *_cli_args(data, killed, n_seqs=24, shard_size=3),
-                            "--resume"], cwd=ROOT, env={**env, FAULT_ENV: point}, capture_output=True)
+        r = subprocess.run(
+            [sys.executable, "-m", "precompute", *_cli_args(data, killed, n_seqs=24, shard_size=3), "--resume"],
+            cwd=ROOT,
+            env={**env, FAULT_ENV: point},
+            capture_output=True,
+        )
         assert r.returncode == -signal.SIGKILL, (point, r.returncode)
         assert not (killed / MANIFEST).exists()  # every named point lies before the manifest
         if point.startswith("after_shard:"):
             k = int(point.split(":")[1])
             assert (killed / "shards" / f"shard_{k:05d}.safetensors").exists()
-    r = subprocess.run([sys.executable, "-m", "precompute", *_cli_args(data, killed, n_seqs=24, shard_size=3),
-                        "--resume"], cwd=ROOT, env=env, capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "precompute", *_cli_args(data, killed, n_seqs=24, shard_size=3), "--resume"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
     assert verify(killed) == []
     tk, tc = _tree(killed), _tree(clean)
@@ -208,6 +259,7 @@ def test_disk_full_never_leaves_a_manifest_pointing_at_a_bad_shard(toy, tmp_path
     out = tmp_path / "out"
     cfg = dict(SMALL_RUN, dataset=str(data), out=str(out))
     real = artifacts.atomic_write_bytes
+
     def failing(path, payload):
         if path.name == "shard_00001.safetensors":  # the second shard
             # simulate a partial write: bytes land in a temp file, then the disk is full
@@ -228,8 +280,8 @@ def test_disk_full_never_leaves_a_manifest_pointing_at_a_bad_shard(toy, tmp_path
 
 def test_failure_mid_run_keeps_completed_shards_and_resumes(toy, tmp_path, monkeypatch):
     import precompute.jobs.pipeline as pipeline
-    from precompute.errors import HubUnavailableError
     from precompute import RunConfig, run
+    from precompute.errors import HubUnavailableError
 
     data = write_text_dataset(tmp_path)
     out = tmp_path / "out"
@@ -256,10 +308,13 @@ def test_failure_mid_run_keeps_completed_shards_and_resumes(toy, tmp_path, monke
 
 # ---------------------------------------------------------------- concurrency
 
+
 def test_eight_threads_equal_one_by_one_and_cache_is_bounded(toy, toy_artifacts):
     arts = open_artifacts(toy_artifacts)
-    prompts = [f"The kanosa of the teri is {w}. A {w} was in the ruko with a kanosa." for w in
-               ("zuda", "teri", "ruko", "risupo", "konori", "lide", "mili", "lisa")]
+    prompts = [
+        f"The kanosa of the teri is {w}. A {w} was in the ruko with a kanosa."
+        for w in ("zuda", "teri", "ruko", "risupo", "konori", "lide", "mili", "lisa")
+    ]
     sequential = LiveAnalyzer.for_artifacts(toy, arts, max_cached=3)
     expected = [sequential.analyze(p, (1, 2)).record for p in prompts]
     shared = LiveAnalyzer.for_artifacts(toy, arts, max_cached=3)
@@ -289,17 +344,24 @@ def test_eight_threads_equal_one_by_one_and_cache_is_bounded(toy, toy_artifacts)
 
 # ---------------------------------------------------------------- security
 
+
 def test_no_unpickling_and_no_remote_code_anywhere():
     code = [p for p in ROOT.rglob("*.py") if ".venv" not in p.parts and "tests" not in p.parts]
-    pattern = re.compile(r"pickle\.loads?\(|torch\.load\(|trust_remote_code\s*=\s*True|(?<![.\w])eval\(|(?<![.\w])exec\(")
+    pattern = re.compile(
+        r"pickle\.loads?\(|torch\.load\(|trust_remote_code\s*=\s*True|(?<![.\w])eval\(|(?<![.\w])exec\("
+    )
     offenders = [str(p) for p in code if pattern.search(p.read_text())]
     assert offenders == []
 
 
 def test_streamlit_only_inside_app():
-    leaks = [str(p) for p in ROOT.rglob("*.py") if ".venv" not in p.parts and p.parts[len(ROOT.parts)] not in
-             ("app", "tests", "benchmarks") and re.search(r"^\s*(import streamlit|from streamlit)",
-                                                         p.read_text(), re.M)]
+    leaks = [
+        str(p)
+        for p in ROOT.rglob("*.py")
+        if ".venv" not in p.parts
+        and p.parts[len(ROOT.parts)] not in ("app", "tests", "benchmarks")
+        and re.search(r"^\s*(import streamlit|from streamlit)", p.read_text(), re.M)
+    ]
     assert leaks == []
 
 
@@ -307,6 +369,7 @@ def test_app_binds_where_it_is_told(monkeypatch, toy_artifacts):
     import app.launch as launch
 
     seen = {}
+
     def fake_call(cmd, cwd=None, env=None):
         seen["cmd"], seen["env"] = cmd, env
         return 0
@@ -347,9 +410,20 @@ def test_live_paper_set_first_other_variants_on_demand(toy, toy_artifacts, monke
     again = lazy.analyze(text, (1, 2), variants=("both_unfrozen", "direct_frozen"))
     assert len(calls) == 2 and again is second  # cached
     full = LiveAnalyzer.for_artifacts(toy, arts).analyze(text, (1, 2))
-    for name in ("kl_both_unfrozen", "delta_loss_both_unfrozen", "both_unfrozen_correct_rank", "kl_cspa",
-                 "delta_loss_direct_frozen", "direct_frozen_topk_ids"):
-        np.testing.assert_allclose(second.record[name].astype(np.float64), full.record[name].astype(np.float64),
-                                   atol=2e-3, rtol=0, err_msg=name)
+    for name in (
+        "kl_both_unfrozen",
+        "delta_loss_both_unfrozen",
+        "both_unfrozen_correct_rank",
+        "kl_cspa",
+        "delta_loss_direct_frozen",
+        "direct_frozen_topk_ids",
+    ):
+        np.testing.assert_allclose(
+            second.record[name].astype(np.float64),
+            full.record[name].astype(np.float64),
+            atol=2e-3,
+            rtol=0,
+            err_msg=name,
+        )
     with pytest.raises(InvalidInputError, match="not among"):
         lazy.analyze(text, (1, 2), variants=("sideways_frozen",))

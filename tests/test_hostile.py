@@ -30,8 +30,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _cli(*args, timeout=120):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "precompute", *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "precompute", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def _copy(src: Path, dst: Path) -> Path:
@@ -53,11 +54,27 @@ def _entry(folder: Path, rel: str) -> dict:
 
 # ---------------------------------------------------------------- 1. duplicate heads
 
-def test_1_duplicate_heads_are_refused_and_misaligned_shards_fail_verify(toy_artifacts, tmp_path):
+
+def test_duplicate_heads_are_refused_and_misaligned_shards_fail_verify(toy_artifacts, tmp_path):
     from precompute import RunConfig
 
-    r = _cli("run", "--model", "toy", "--dataset", "synthetic", "--n-seqs", "4", "--seq-len", "32", "--shard-size",
-             "2", "--heads", "1.2,1.2", "--out", str(tmp_path / "x"))
+    r = _cli(
+        "run",
+        "--model",
+        "toy",
+        "--dataset",
+        "synthetic",
+        "--n-seqs",
+        "4",
+        "--seq-len",
+        "32",
+        "--shard-size",
+        "2",
+        "--heads",
+        "1.2,1.2",
+        "--out",
+        str(tmp_path / "x"),
+    )
     assert r.returncode == 2 and "twice" in r.stderr and "Traceback" not in r.stderr
     with pytest.raises(InvalidInputError, match="twice"):
         RunConfig(model="toy", heads=((1, 2), (1, 2))).validate()
@@ -71,16 +88,20 @@ def test_1_duplicate_heads_are_refused_and_misaligned_shards_fail_verify(toy_art
     tensors = load_file(shard)
     tensors["1.2/loss"] = torch.cat([tensors["1.2/loss"]] * 2)
     save_file(tensors, shard)
-    _edit_manifest(c, lambda m: m["files"].__setitem__("shards/shard_00000.safetensors",
-                                                       _entry(c, "shards/shard_00000.safetensors")))
+    _edit_manifest(
+        c,
+        lambda m: m["files"].__setitem__("shards/shard_00000.safetensors", _entry(c, "shards/shard_00000.safetensors")),
+    )
     assert any("rows" in p and "1.2/loss" in p for p in verify(c))
 
 
 # ---------------------------------------------------------------- 2. paths out of the folder, bounded time
 
-@pytest.mark.parametrize("rel", ["../../../../dev/zero", "/root/.ssh/id_rsa", "/etc/passwd", "shards/../../x",
-                                 "tokenizer/../../etc/passwd"])
-def test_2_manifest_paths_outside_the_folder_are_refused_without_reading(toy_artifacts, tmp_path, rel):
+
+@pytest.mark.parametrize(
+    "rel", ["../../../../dev/zero", "/root/.ssh/id_rsa", "/etc/passwd", "shards/../../x", "tokenizer/../../etc/passwd"]
+)
+def test_manifest_paths_outside_the_folder_are_refused_without_reading(toy_artifacts, tmp_path, rel):
     c = _copy(toy_artifacts, tmp_path / "c")
     _edit_manifest(c, lambda m: m["files"].__setitem__(rel, {"sha256": "0" * 64, "bytes": 0}))
     problems = verify(c)
@@ -88,7 +109,7 @@ def test_2_manifest_paths_outside_the_folder_are_refused_without_reading(toy_art
     assert "missing" not in problems[0] and "sha256" not in problems[0]  # says nothing about the outside file
 
 
-def test_2_fifo_and_device_symlinks_never_block(toy_artifacts, tmp_path):
+def test_fifo_and_device_symlinks_never_block(toy_artifacts, tmp_path):
     c = _copy(toy_artifacts, tmp_path / "c")
     fifo = c / "shards" / "shard_00000.safetensors"
     fifo.unlink()
@@ -125,7 +146,7 @@ BAD_MANIFESTS = {
 
 
 @pytest.mark.parametrize("name", sorted(BAD_MANIFESTS))
-def test_3_bad_manifest_is_named_by_verify_reader_and_app(toy_artifacts, tmp_path, name):
+def test_bad_manifest_is_named_by_verify_reader_and_app(toy_artifacts, tmp_path, name):
     change, key = BAD_MANIFESTS[name]
     c = _copy(toy_artifacts, tmp_path / "c")
     _edit_manifest(c, change)
@@ -135,25 +156,28 @@ def test_3_bad_manifest_is_named_by_verify_reader_and_app(toy_artifacts, tmp_pat
         open_artifacts(c)
 
 
-@pytest.mark.parametrize("text, what", [
-    ('{"schema_version": 1, "counts": {"n_sequences": NaN}}', "not valid JSON"),
-    ("[" * 200_000 + "]" * 200_000, "nested too deeply"),
-    ("\xff\xfe", "not valid JSON"),
-])
-def test_3_unparseable_manifests(toy_artifacts, tmp_path, text, what):
+@pytest.mark.parametrize(
+    "text, what",
+    [
+        ('{"schema_version": 1, "counts": {"n_sequences": NaN}}', "not valid JSON"),
+        ("[" * 200_000 + "]" * 200_000, "nested too deeply"),
+        ("\xff\xfe", "not valid JSON"),
+    ],
+)
+def test_unparseable_manifests(toy_artifacts, tmp_path, text, what):
     c = _copy(toy_artifacts, tmp_path / "c")
     (c / MANIFEST).write_bytes(text.encode("utf-8", "surrogateescape") if text != "\xff\xfe" else b"\xff\xfe")
     assert what in verify(c)[0]
 
 
-def test_3_manifest_that_is_a_directory(toy_artifacts, tmp_path):
+def test_manifest_that_is_a_directory(toy_artifacts, tmp_path):
     c = _copy(toy_artifacts, tmp_path / "c")
     (c / MANIFEST).unlink()
     (c / MANIFEST).mkdir()
     assert "not a regular file" in verify(c)[0]
 
 
-def test_3_bad_manifest_in_the_app_is_a_message(toy_artifacts, tmp_path, monkeypatch):
+def test_bad_manifest_in_the_app_is_a_message(toy_artifacts, tmp_path, monkeypatch):
     from streamlit.testing.v1 import AppTest
 
     c = _copy(toy_artifacts, tmp_path / "c")
@@ -166,40 +190,59 @@ def test_3_bad_manifest_in_the_app_is_a_message(toy_artifacts, tmp_path, monkeyp
 
 # ---------------------------------------------------------------- 4, 8, 9. CLI values
 
-@pytest.mark.parametrize("args, message", [
-    (["--cspa-k-s", "100000"], "--cspa-k-s 100000 is above the limit"),
-    (["--cspa-k-u", "inf"], "finite"),
-    (["--cspa-k-u", "1e400"], "finite"),
-    (["--cspa-k-u", "nan"], "finite"),
-    (["--heads", ","], "names no head"),
-    (["--heads", "1.2,"], "empty entry"),
-    (["--n-mean", "50", "--n-seqs", "10"], "--n-mean 50 is above --n-seqs"),
-    (["--k", "5000"], "above the limit"),
-])
-def test_4_8_9_numeric_flags_are_bounded(tmp_path, args, message):
-    r = _cli("run", "--model", "toy", "--dataset", "synthetic", "--seq-len", "32", "--n-seqs", "10", "--n-mean",
-             "5", *args, "--out", str(tmp_path / "o"))
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--cspa-k-s", "100000"], "--cspa-k-s 100000 is above the limit"),
+        (["--cspa-k-u", "inf"], "finite"),
+        (["--cspa-k-u", "1e400"], "finite"),
+        (["--cspa-k-u", "nan"], "finite"),
+        (["--heads", ","], "names no head"),
+        (["--heads", "1.2,"], "empty entry"),
+        (["--n-mean", "50", "--n-seqs", "10"], "--n-mean 50 is above --n-seqs"),
+        (["--k", "5000"], "above the limit"),
+    ],
+)
+def test_numeric_flags_are_bounded(tmp_path, args, message):
+    r = _cli(
+        "run",
+        "--model",
+        "toy",
+        "--dataset",
+        "synthetic",
+        "--seq-len",
+        "32",
+        "--n-seqs",
+        "10",
+        "--n-mean",
+        "5",
+        *args,
+        "--out",
+        str(tmp_path / "o"),
+    )
     assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, r.stderr[-500:]
 
 
 # ---------------------------------------------------------------- 5. tokenizer
 
-def test_5_missing_or_corrupt_tokenizer_is_an_artifact_error(toy_artifacts, tmp_path):
+
+def test_missing_or_corrupt_tokenizer_is_an_artifact_error(toy_artifacts, tmp_path):
     a = _copy(toy_artifacts, tmp_path / "a")
     (a / "tokenizer" / "tokenizer.json").unlink()
     with pytest.raises(ArtifactError, match="tokenizer/tokenizer.json is missing"):
-        open_artifacts(a).tokenizer
+        _ = open_artifacts(a).tokenizer
     b = _copy(toy_artifacts, tmp_path / "b")
     (b / "tokenizer" / "tokenizer.json").write_text("{not json")
     with pytest.raises(ArtifactError, match="tokenizer"):
-        open_artifacts(b).tokenizer
+        _ = open_artifacts(b).tokenizer
     c = _copy(toy_artifacts, tmp_path / "c")
     (c / "tokenizer" / "added_tokens.json").write_text("{}")  # unlisted file
     with pytest.raises(ArtifactError, match="does not list"):
-        open_artifacts(c).tokenizer
+        _ = open_artifacts(c).tokenizer
 
 
-def test_5_browse_with_a_corrupt_tokenizer_shows_a_message(toy_artifacts, tmp_path, monkeypatch):
+def test_browse_with_a_corrupt_tokenizer_shows_a_message(toy_artifacts, tmp_path, monkeypatch):
     from streamlit.testing.v1 import AppTest
 
     c = _copy(toy_artifacts, tmp_path / "c")
@@ -213,17 +256,38 @@ def test_5_browse_with_a_corrupt_tokenizer_shows_a_message(toy_artifacts, tmp_pa
 
 # ---------------------------------------------------------------- 6, 12. output folders
 
-def test_6_empty_out_is_refused_and_nothing_is_deleted(tmp_path):
+
+def test_empty_out_is_refused_and_nothing_is_deleted(tmp_path):
     (tmp_path / MANIFEST).write_text("{}")
-    r = subprocess.run([sys.executable, "-m", "precompute", "run", "--model", "toy", "--dataset", "synthetic",
-                        "--n-seqs", "4", "--n-mean", "4", "--seq-len", "32", "--out="], cwd=tmp_path,
-                       env={**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}, capture_output=True,
-                       text=True, timeout=120)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "precompute",
+            "run",
+            "--model",
+            "toy",
+            "--dataset",
+            "synthetic",
+            "--n-seqs",
+            "4",
+            "--n-mean",
+            "4",
+            "--seq-len",
+            "32",
+            "--out=",
+        ],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 2 and "--out must name an output folder" in r.stderr
     assert (tmp_path / MANIFEST).read_text() == "{}"
 
 
-def test_12_existing_run_needs_resume_or_overwrite_and_stale_shards_go(toy, tmp_path):
+def test_existing_run_needs_resume_or_overwrite_and_stale_shards_go(toy, tmp_path):
     from precompute import RunConfig, run
 
     data = write_text_dataset(tmp_path)
@@ -236,13 +300,16 @@ def test_12_existing_run_needs_resume_or_overwrite_and_stale_shards_go(toy, tmp_
     run(RunConfig(**{**cfg, "n_seqs": 12}, overwrite=True), loaded=toy, log=lambda *_: None)
     assert sorted(p.name for p in (out / "shards").iterdir()) == ["shard_00000.safetensors", "shard_00001.safetensors"]
     assert sorted(r for r in read_manifest(out)["files"] if r.startswith("shards/")) == [
-        "shards/shard_00000.safetensors", "shards/shard_00001.safetensors"]
+        "shards/shard_00000.safetensors",
+        "shards/shard_00001.safetensors",
+    ]
     (out / "shards" / "shard_00007.safetensors").write_bytes(b"stale")
     run(RunConfig(**{**cfg, "n_seqs": 12}, resume=True), loaded=toy, log=lambda *_: None)
     assert not (out / "shards" / "shard_00007.safetensors").exists() and verify(out) == []
 
 
 # ---------------------------------------------------------------- 7. URL parameters as literal text
+
 
 def _tags(markdown_source: str) -> set[str]:
     from markdown_it import MarkdownIt
@@ -251,7 +318,7 @@ def _tags(markdown_source: str) -> set[str]:
     return set(re.findall(r"<([a-z0-9]+)", rendered))
 
 
-def test_7_url_parameters_are_shown_as_text(toy_artifacts, monkeypatch):
+def test_url_parameters_are_shown_as_text(toy_artifacts, monkeypatch):
     from streamlit.testing.v1 import AppTest
 
     monkeypatch.setenv("CSE_ARTIFACTS", str(toy_artifacts))
@@ -269,7 +336,7 @@ def test_7_url_parameters_are_shown_as_text(toy_artifacts, monkeypatch):
 
 @settings(max_examples=200, deadline=None)
 @given(st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=80))
-def test_7_literal_renders_any_text_as_itself(text):
+def test_literal_renders_any_text_as_itself(text):
     from app.render.text import literal
 
     source = literal(text)
@@ -283,7 +350,8 @@ def test_7_literal_renders_any_text_as_itself(text):
 
 # ---------------------------------------------------------------- 10, 11. the Python API
 
-def test_10_lone_surrogate_and_head_none(toy, toy_artifacts):
+
+def test_lone_surrogate_and_head_none(toy, toy_artifacts):
     import torch
 
     from precompute import analyze
@@ -298,7 +366,7 @@ def test_10_lone_surrogate_and_head_none(toy, toy_artifacts):
         analyze(toy, torch.tensor([[0, 5, 6]]), None, torch.zeros(8, toy.model.cfg.d_model))
 
 
-def test_11_typed_endoftext_is_text_not_bos(toy):
+def test_typed_endoftext_is_text_not_bos(toy):
     from precompute.data.tokenization import encode
 
     tok = toy.tokenizer
@@ -309,7 +377,8 @@ def test_11_typed_endoftext_is_text_not_bos(toy):
 
 # ---------------------------------------------------------------- 13. the reader checks hashes
 
-def test_13_reader_refuses_tampered_swapped_and_outside_data(toy_artifacts, tmp_path):
+
+def test_reader_refuses_tampered_swapped_and_outside_data(toy_artifacts, tmp_path):
     a = _copy(toy_artifacts, tmp_path / "a")
     shard = a / "shards" / "shard_00001.safetensors"
     data = bytearray(shard.read_bytes())
@@ -336,6 +405,7 @@ def test_13_reader_refuses_tampered_swapped_and_outside_data(toy_artifacts, tmp_
 
 # ---------------------------------------------------------------- fuzzing
 
+
 def _paths(obj, prefix=()):
     yield prefix
     if isinstance(obj, dict):
@@ -346,9 +416,11 @@ def _paths(obj, prefix=()):
             yield from _paths(v, prefix + (i,))
 
 
-JSON_VALUES = st.recursive(st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats(allow_nan=False) |
-                           st.text(max_size=20), lambda c: st.lists(c, max_size=3) |
-                           st.dictionaries(st.text(max_size=8), c, max_size=3), max_leaves=6)
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=8), c, max_size=3),
+    max_leaves=6,
+)
 
 
 @pytest.fixture(scope="module")
@@ -388,8 +460,7 @@ def test_fuzz_manifest_mutations_give_clean_answers(fuzz_base, tmp_path, data):
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(offsets=st.lists(st.integers(0, 10**9), min_size=1, max_size=4), xor=st.integers(1, 255),
-       seq=st.integers(0, 19))
+@given(offsets=st.lists(st.integers(0, 10**9), min_size=1, max_size=4), xor=st.integers(1, 255), seq=st.integers(0, 19))
 def test_fuzz_shard_bytes_are_refused_or_untampered(fuzz_base, tmp_path_factory, offsets, xor, seq):
     import numpy as np
 
@@ -411,6 +482,7 @@ def test_fuzz_shard_bytes_are_refused_or_untampered(fuzz_base, tmp_path_factory,
 
 # ---------------------------------------------------------------- the validator, case by case (mutation testing)
 
+
 def _valid_manifest(toy_artifacts) -> dict:
     return json.loads((toy_artifacts / MANIFEST).read_text())
 
@@ -424,35 +496,46 @@ def test_a_valid_manifest_passes_and_boundaries_hold(toy_artifacts):
     assert validate(m) is m  # the smallest run there can be
     m["counts"]["seq_len"] = 1 << 20
     assert validate(m) is m
-    for key, value, message in (("seq_len", 1, "counts.seq_len must be between 2 and 1048576, got 1"),
-                                ("seq_len", (1 << 20) + 1, "must be between 2 and 1048576"),
-                                ("n_sequences", 0, "counts.n_sequences must be between 1 and"),
-                                ("n_sequences", "abc", "counts.n_sequences must be a whole number, got 'abc'")):
+    for key, value, message in (
+        ("seq_len", 1, "counts.seq_len must be between 2 and 1048576, got 1"),
+        ("seq_len", (1 << 20) + 1, "must be between 2 and 1048576"),
+        ("n_sequences", 0, "counts.n_sequences must be between 1 and"),
+        ("n_sequences", "abc", "counts.n_sequences must be a whole number, got 'abc'"),
+    ):
         bad = json.loads(json.dumps(m))
         bad["counts"][key] = value
         with pytest.raises(ArtifactError, match=re.escape(message)):
             validate(bad)
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda m: m["heads"].append(m["heads"][0]), "manifest.json: heads lists a head twice"),
-    (lambda m: m.__setitem__("heads", ["x"]), "manifest.json: heads holds 'x', which is not of the form LAYER.HEAD"),
-    (lambda m: m.__setitem__("heads", []), 'heads must be a non-empty list of heads like "10.7"'),
-    (lambda m: m["model"].pop("model_name"), "manifest.json: model.model_name must be a non-empty string"),
-    (lambda m: m.pop("schema_version"), "manifest.json has no schema_version"),
-    (lambda m: m.__setitem__("schema_version", "1"), "schema version '1'"),
-    (lambda m: m.__setitem__("schema_version", 2), "reads version 1 only"),
-    (lambda m: m["dataset"].pop("name"), "manifest.json: dataset.name must be a non-empty string"),
-    (lambda m: m["counts"].__setitem__("n_shards", 2), "counts.n_shards is 2 but n_sequences / shard_size needs 3"),
-    (lambda m: m["hyperparameters"].__setitem__("cspa_negative_only", 1), "cspa_negative_only must be true or false"),
-    (lambda m: m["hyperparameters"].__setitem__("effects", ["sideways"]), "effects must be a list drawn from"),
-    (lambda m: m["hyperparameters"].__setitem__("cspa_exclusions", "mine"), "cspa_exclusions must be 'paper'"),
-    (lambda m: m["hyperparameters"].__setitem__("k", 0), "hyperparameters.k must be between 1 and"),
-    (lambda m: m["summary"]["1.2"].__setitem__("ov", 3), "summary.1.2.ov must be an object"),
-    (lambda m: m["files"]["semantic.safetensors"].__setitem__("sha256", "0" * 63), "needs a sha256 of 64 hex"),
-    (lambda m: m["files"]["semantic.safetensors"].__setitem__("tensors", {"x": [1.5]}), "must map tensor names"),
-    (lambda m: m["files"]["semantic.safetensors"].__setitem__("bytes", -1), "bytes must be between 0 and"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda m: m["heads"].append(m["heads"][0]), "manifest.json: heads lists a head twice"),
+        (
+            lambda m: m.__setitem__("heads", ["x"]),
+            "manifest.json: heads holds 'x', which is not of the form LAYER.HEAD",
+        ),
+        (lambda m: m.__setitem__("heads", []), 'heads must be a non-empty list of heads like "10.7"'),
+        (lambda m: m["model"].pop("model_name"), "manifest.json: model.model_name must be a non-empty string"),
+        (lambda m: m.pop("schema_version"), "manifest.json has no schema_version"),
+        (lambda m: m.__setitem__("schema_version", "1"), "schema version '1'"),
+        (lambda m: m.__setitem__("schema_version", 2), "reads version 1 only"),
+        (lambda m: m["dataset"].pop("name"), "manifest.json: dataset.name must be a non-empty string"),
+        (lambda m: m["counts"].__setitem__("n_shards", 2), "counts.n_shards is 2 but n_sequences / shard_size needs 3"),
+        (
+            lambda m: m["hyperparameters"].__setitem__("cspa_negative_only", 1),
+            "cspa_negative_only must be true or false",
+        ),
+        (lambda m: m["hyperparameters"].__setitem__("effects", ["sideways"]), "effects must be a list drawn from"),
+        (lambda m: m["hyperparameters"].__setitem__("cspa_exclusions", "mine"), "cspa_exclusions must be 'paper'"),
+        (lambda m: m["hyperparameters"].__setitem__("k", 0), "hyperparameters.k must be between 1 and"),
+        (lambda m: m["summary"]["1.2"].__setitem__("ov", 3), "summary.1.2.ov must be an object"),
+        (lambda m: m["files"]["semantic.safetensors"].__setitem__("sha256", "0" * 63), "needs a sha256 of 64 hex"),
+        (lambda m: m["files"]["semantic.safetensors"].__setitem__("tensors", {"x": [1.5]}), "must map tensor names"),
+        (lambda m: m["files"]["semantic.safetensors"].__setitem__("bytes", -1), "bytes must be between 0 and"),
+    ],
+)
 def test_each_rule_of_the_validator_with_its_message(toy_artifacts, change, message):
     from precompute.store.manifest import validate
 
@@ -469,12 +552,23 @@ def test_not_an_object_is_not_a_manifest():
         validate([1, 2])
 
 
-@pytest.mark.parametrize("rel, ok", [
-    ("shards/shard_00000.safetensors", True), ("mean/10.7.safetensors", True), ("tokenizer/tokenizer.json", True),
-    ("semantic.safetensors", True), ("shards/shard_1.safetensors", False), ("tokenizer/../x", False),
-    ("../x", False), ("/etc/passwd", False), ("tokenizer/.hidden", False), ("index/a.b.safetensors", False),
-    (5, False), ("semantic.safetensors\n", False),
-])
+@pytest.mark.parametrize(
+    "rel, ok",
+    [
+        ("shards/shard_00000.safetensors", True),
+        ("mean/10.7.safetensors", True),
+        ("tokenizer/tokenizer.json", True),
+        ("semantic.safetensors", True),
+        ("shards/shard_1.safetensors", False),
+        ("tokenizer/../x", False),
+        ("../x", False),
+        ("/etc/passwd", False),
+        ("tokenizer/.hidden", False),
+        ("index/a.b.safetensors", False),
+        (5, False),
+        ("semantic.safetensors\n", False),
+    ],
+)
 def test_allowed_paths(rel, ok):
     from precompute.store.manifest import valid_rel_path
 

@@ -3,8 +3,8 @@
 import pytest
 
 from precompute import HubUnavailableError, InvalidInputError
-from precompute.store.reader import open_artifacts
 from precompute.store.hub import pull, push, validate_repo
+from precompute.store.reader import open_artifacts
 
 
 @pytest.mark.parametrize("repo", ["no-slash", "a/b/c", "../etc", "user/../x", "user/na me", "/x", "u/" + "x" * 200])

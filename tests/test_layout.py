@@ -14,12 +14,18 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "precompute"
 # each layer may import only itself and the layers before it
-LAYERS = [("errors", "schema", "paper", "validate"), ("data",), ("models",), ("science",), ("store",), ("jobs", "live", "__main__")]
+LAYERS = [
+    ("errors", "schema", "paper", "validate"),
+    ("data",),
+    ("models",),
+    ("science",),
+    ("store",),
+    ("jobs", "live", "__main__"),
+]
 
 
 def _modules() -> dict[str, Path]:
-    return {".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__"): p
-            for p in PKG.rglob("*.py")}
+    return {".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__"): p for p in PKG.rglob("*.py")}
 
 
 def _imports(name: str, path: Path) -> set[str]:
@@ -86,8 +92,13 @@ def assert_acyclic(graph: dict[str, set[str]]) -> None:
 
 
 def test_no_import_cycle():
-    assert_acyclic({name: {i for i in _imports(name, path) if i in _MODULES and i != "precompute"}
-                    for name, path in _MODULES.items() if name != "precompute"})
+    assert_acyclic(
+        {
+            name: {i for i in _imports(name, path) if i in _MODULES and i != "precompute"}
+            for name, path in _MODULES.items()
+            if name != "precompute"
+        }
+    )
     with pytest.raises(AssertionError, match="import cycle: a -> b -> a"):  # the checker can fail
         assert_acyclic({"a": {"b"}, "b": {"a"}})
 
@@ -105,8 +116,11 @@ def _write(folder: Path, text: str) -> Path:
 
 
 def test_no_module_over_400_lines():
-    big = [f"{p.relative_to(ROOT)} ({n})" for p in list(PKG.rglob("*.py")) + list((ROOT / "app").rglob("*.py"))
-           if (n := len(p.read_text().splitlines())) > 400]
+    big = [
+        f"{p.relative_to(ROOT)} ({n})"
+        for p in list(PKG.rglob("*.py")) + list((ROOT / "app").rglob("*.py"))
+        if (n := len(p.read_text().splitlines())) > 400
+    ]
     assert big == []
 
 
@@ -163,24 +177,49 @@ def test_wheel_builds_and_imports_from_another_folder(tmp_path):
         shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, src / name)
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-                    str(wheel_dir), str(src)], check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(wheel_dir),
+            str(src),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     (wheel,) = wheel_dir.glob("copy_suppression_explorer-*.whl")
-    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
-                   check=True, capture_output=True, timeout=300)
-    code = ("import precompute, precompute.science.analysis as a, precompute.store.reader as r; "
-            "print(precompute.__file__); print(sorted(precompute.__all__)[:3])")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    code = (
+        "import precompute, precompute.science.analysis as a, precompute.store.reader as r; "
+        "print(precompute.__file__); print(sorted(precompute.__all__)[:3])"
+    )
     env = {**os.environ, "PYTHONPATH": str(target)}
-    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
-                         timeout=120, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=True
+    ).stdout
     assert str(target) in out.splitlines()[0]
     assert "AnalysisResult" in out
 
 
 def _app_modules() -> dict[str, Path]:
     app = ROOT / "app"
-    return {".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__"): p
-            for p in app.rglob("*.py") if "views" not in p.parts and p.name != "Home.py"}
+    return {
+        ".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__"): p
+        for p in app.rglob("*.py")
+        if "views" not in p.parts and p.name != "Home.py"
+    }
 
 
 def _app_imports(path: Path, mods) -> set[str]:
@@ -208,9 +247,12 @@ def _app_graph() -> dict[str, set[str]]:
 
 
 # app/'s layers, bottom first; each may import only itself and the layers below (the pages, app/views, sit on top)
-APP_LAYERS = [("app.render", "app.discovery"), ("app.state",),
-              ("app.sequence", "app.circuit_views", "app.pairs_view", "app.survey_data", "app.live_model"),
-              ("app.launch",)]
+APP_LAYERS = [
+    ("app.render", "app.discovery"),
+    ("app.state",),
+    ("app.sequence", "app.circuit_views", "app.pairs_view", "app.survey_data", "app.live_model"),
+    ("app.launch",),
+]
 
 
 def _app_layer(mod: str) -> int:
@@ -227,8 +269,9 @@ def test_no_import_cycle_in_the_app_and_its_layers_point_down():
     assert_acyclic(graph)
     assert "app.discovery" in graph["app.state.artifacts"] and "app.discovery" in graph["app.launch"]
     assert not any(m.startswith("app.state") for m in graph["app.launch"])
-    upward = [f"{a} imports {b}" for a, deps in graph.items() for b in deps
-              if a != "app" and _app_layer(b) > _app_layer(a)]
+    upward = [
+        f"{a} imports {b}" for a, deps in graph.items() for b in deps if a != "app" and _app_layer(b) > _app_layer(a)
+    ]
     assert upward == []
 
 
@@ -245,8 +288,17 @@ def test_pages_name_no_hook_lock_or_session_key_and_link_by_name():
         for bad in ("transformer_lens", "threading", "precompute.models", "precompute.jobs", "precompute.live"):
             if any(m == bad or m.startswith(bad + ".") for m in mods):
                 problems.append(f"{path.name} imports {bad}")
-        for needle in ("hook_", "run_with_cache", "run_with_hooks", "model_lock", "_lock", "cse_arts",
-                       "st.query_params", "st.page_link", '"views/'):
+        for needle in (
+            "hook_",
+            "run_with_cache",
+            "run_with_hooks",
+            "model_lock",
+            "_lock",
+            "cse_arts",
+            "st.query_params",
+            "st.page_link",
+            '"views/',
+        ):
             if needle in text:
                 problems.append(f"{path.name} contains {needle!r}")
     assert problems == []

@@ -10,19 +10,33 @@ from precompute.models import memory
 def test_prepare_environment_only_before_torch():
     assert "torch" in sys.modules
     assert memory.prepare_environment() is False  # too late in this process: nothing is changed
-    code = ("import os, sys; from precompute.models import memory; ok = memory.prepare_environment(); "
-            "import torch; print(ok, os.environ.get('MKL_DISABLE_FAST_MM'))")
+    code = (
+        "import os, sys; from precompute.models import memory; ok = memory.prepare_environment(); "
+        "import torch; print(ok, os.environ.get('MKL_DISABLE_FAST_MM'))"
+    )
     env = {k: v for k, v in os.environ.items() if k != "MKL_DISABLE_FAST_MM"}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True,
-                         cwd=os.path.dirname(os.path.dirname(__file__)))
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+        cwd=os.path.dirname(os.path.dirname(__file__)),
+    )
     assert out.stdout.split() == ["True", "1"]
 
 
 def test_the_app_package_prepares_the_environment():
     code = "import os, app, sys; print('torch' in sys.modules, os.environ.get('MKL_DISABLE_FAST_MM'))"
     env = {k: v for k, v in os.environ.items() if k != "MKL_DISABLE_FAST_MM"}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True,
-                         cwd=os.path.dirname(os.path.dirname(__file__)))
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+        cwd=os.path.dirname(os.path.dirname(__file__)),
+    )
     assert out.stdout.split() == ["False", "1"]  # set, and importing the app did not import torch
 
 
@@ -46,7 +60,12 @@ print(in_heap(tuned), in_heap(fresh), in_heap(again), float(tuned.sum() + fresh.
 
 def test_tuned_heap_serves_big_blocks_and_fresh_pages_maps_them():
     """In a fresh process (a long-lived one may serve any block from free heap it already has)."""
-    out = subprocess.run([sys.executable, "-c", TUNING], capture_output=True, text=True, check=True,
-                         cwd=os.path.dirname(os.path.dirname(__file__)))
+    out = subprocess.run(
+        [sys.executable, "-c", TUNING],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=os.path.dirname(os.path.dirname(__file__)),
+    )
     assert out.stdout.split() == ["True", "False", "True", "True"]
     assert isinstance(memory.release(), bool)

@@ -18,8 +18,14 @@ def test_v1_limit_written_and_counters_read(tmp_path):
         (d / "memory.max_usage_in_bytes").write_text("734003200\n")  # 700 MiB
         (d / "memory.failcnt").write_text("3\n")
         (d / "memory.oom_control").write_text("oom_kill_disable 0\nunder_oom 0\noom_kill 1\n")
-        assert limit.report() == {"limit_mib": 500, "cgroup": "v1", "max_usage_mib": 700.0, "hit_limit_times": 3,
-                                  "oom_kills": 1, "page_cache_dropped": False}
+        assert limit.report() == {
+            "limit_mib": 500,
+            "cgroup": "v1",
+            "max_usage_mib": 700.0,
+            "hit_limit_times": 3,
+            "oom_kills": 1,
+            "page_cache_dropped": False,
+        }
 
 
 def test_v2_limit_written_and_counters_read(tmp_path):
@@ -30,8 +36,14 @@ def test_v2_limit_written_and_counters_read(tmp_path):
         assert (d / "memory.max").read_text() == str(1000 * 2**20)
         (d / "memory.peak").write_text(str(1000 * 2**20 - 2**19))
         (d / "memory.events").write_text("low 0\nhigh 0\nmax 12\noom 0\noom_kill 0\n")
-        assert limit.report() == {"limit_mib": 1000, "cgroup": "v2", "max_usage_mib": 999.5, "hit_limit_times": 12,
-                                  "oom_kills": 0, "page_cache_dropped": False}
+        assert limit.report() == {
+            "limit_mib": 1000,
+            "cgroup": "v2",
+            "max_usage_mib": 999.5,
+            "hit_limit_times": 12,
+            "oom_kills": 0,
+            "page_cache_dropped": False,
+        }
 
 
 def test_missing_or_malformed_counters_read_as_unknown(tmp_path):

@@ -1,6 +1,5 @@
 """load_model: the three names, their provenance, and clear failures."""
 
-
 import pytest
 import torch
 
@@ -18,8 +17,11 @@ def test_hub_id_offline_fails_at_once(spec, tmp_path, monkeypatch):
     import transformer_lens
 
     monkeypatch.setenv("HF_HOME", str(tmp_path))
-    monkeypatch.setattr(transformer_lens.TransformerBridge, "boot_transformers",
-                        lambda *a, **k: (_ for _ in ()).throw(AssertionError("must not reach the Hub")))
+    monkeypatch.setattr(
+        transformer_lens.TransformerBridge,
+        "boot_transformers",
+        lambda *a, **k: (_ for _ in ()).throw(AssertionError("must not reach the Hub")),
+    )
     with pytest.raises(ModelUnavailableError, match=f"{spec}.*not in the cache"):
         load_model(spec)
 
@@ -86,6 +88,7 @@ def test_gpt2_small_random_has_gpt2_small_shape():
 
 
 # ---- GGUF files and the packaged SmolLM2 (bad input; the real model's tier is tests/test_real_model.py) ----
+
 
 def test_gguf_spec_without_its_package_says_how_to_install(monkeypatch):
     from precompute.models import gguf

@@ -60,8 +60,8 @@ def _repeat_pair(lm):
             if nxt in fw or nxt not in row[1:p]:
                 continue
             first = row.index(nxt, 1)
-            wrong = next(t for t in range(20, 500) if t not in row[:p + 1] and t not in fw)
-            clean = row[:p + 1]
+            wrong = next(t for t in range(20, 500) if t not in row[: p + 1] and t not in fw)
+            clean = row[: p + 1]
             corrupted = list(clean)
             corrupted[first] = wrong
             return torch.tensor([clean]), torch.tensor([corrupted]), torch.tensor([[nxt, wrong]])
@@ -97,16 +97,21 @@ def test_logit_diff_lens_and_dla_explicit(toy_pair):
     L = m.cfg.n_layers
     want = [proj(cache["blocks.0.hook_resid_pre"][:, -1])]
     for layer in range(L):
-        want += [proj(cache[f"blocks.{layer}.hook_resid_mid"][:, -1]), proj(cache[f"blocks.{layer}.hook_resid_post"][:, -1])]
+        want += [
+            proj(cache[f"blocks.{layer}.hook_resid_mid"][:, -1]),
+            proj(cache[f"blocks.{layer}.hook_resid_post"][:, -1]),
+        ]
     torch.testing.assert_close(res.lens_logit_diff, torch.tensor(want), atol=TOL, rtol=0)
     bias = float((m.b_U[answers[:, 0]] - m.b_U[answers[:, 1]]).mean())
     assert float(res.lens_logit_diff[-1]) + bias == pytest.approx(float(res.logit_diff_clean.mean()), abs=1e-3)
     for layer in range(L):
-        assert float(res.layer_dla[2 * layer + 1]) == pytest.approx(proj(cache[f"blocks.{layer}.hook_mlp_out"][:, -1]),
-                                                                    abs=TOL)
+        assert float(res.layer_dla[2 * layer + 1]) == pytest.approx(
+            proj(cache[f"blocks.{layer}.hook_mlp_out"][:, -1]), abs=TOL
+        )
         for h in range(m.cfg.n_heads):
             assert float(res.head_dla[layer, h]) == pytest.approx(
-                proj(cache[f"blocks.{layer}.attn.hook_result"][:, -1, h]), abs=TOL)
+                proj(cache[f"blocks.{layer}.attn.hook_result"][:, -1, h]), abs=TOL
+            )
 
 
 def _check_patching(m, inp, res, cells_per_grid=None, seed=0):
@@ -190,8 +195,13 @@ def _numerical_attribution(m, inp, grid, layer, j, eps=1e-2):
     name = f"blocks.{layer}.{HOOK[grid]}"
     _, clean = m.run_with_cache(inp.clean, names_filter=[name])
     _, corr = m.run_with_cache(inp.corrupted, names_filter=[name])
-    sel = {"resid_pre": (slice(None), j), "attn_out": (slice(None), j), "mlp_out": (slice(None), j),
-           "head_z": (slice(None), slice(None), j), "head_pattern": (slice(None), j)}[grid]
+    sel = {
+        "resid_pre": (slice(None), j),
+        "attn_out": (slice(None), j),
+        "mlp_out": (slice(None), j),
+        "head_z": (slice(None), slice(None), j),
+        "head_pattern": (slice(None), j),
+    }[grid]
     delta = (clean[name] - corr[name])[sel]
 
     def f(t):
@@ -199,6 +209,7 @@ def _numerical_attribution(m, inp, grid, layer, j, eps=1e-2):
             x = x.clone()
             x[sel] = x[sel] + t * delta
             return x
+
         return float(_ld(m.run_with_hooks(inp.corrupted, fwd_hooks=[(name, patch)]), inp.answers).double().mean())
 
     return (f(eps) - f(-eps)) / (2 * eps)
@@ -208,8 +219,14 @@ def test_attribution_patching_is_the_derivative(toy_pair):
     lm, _, _, _, res = toy_pair
     m = lm.model
     denom = res.ld_clean - res.ld_corrupted
-    for grid, layer, j in [("resid_pre", 1, 5), ("attn_out", 1, 12), ("mlp_out", 0, 3), ("head_z", 1, 2),
-                           ("head_pattern", 1, 2), ("head_z", 2, 0)]:
+    for grid, layer, j in [
+        ("resid_pre", 1, 5),
+        ("attn_out", 1, 12),
+        ("mlp_out", 0, 3),
+        ("head_z", 1, 2),
+        ("head_pattern", 1, 2),
+        ("head_z", 2, 0),
+    ]:
         want = _numerical_attribution(m, res.inputs, grid, layer, j) / denom
         assert float(res.attr[grid][layer, j]) == pytest.approx(want, abs=2e-2 * max(1.0, abs(want))), (grid, layer, j)
 
@@ -244,8 +261,9 @@ def test_self_repair_against_explicit_contributions():
         return float(((r / c["ln_final.hook_scale"][:, -1]) * d).sum(-1).mean())
 
     for layer, h in [(10, 7), (11, 10), (10, 3)]:
-        assert float(rep.head_change[layer, h]) == pytest.approx(contrib(ab, layer, h) - contrib(cache, layer, h),
-                                                                 abs=1e-3)
+        assert float(rep.head_change[layer, h]) == pytest.approx(
+            contrib(ab, layer, h) - contrib(cache, layer, h), abs=1e-3
+        )
     assert torch.isnan(rep.head_change[9, 9]) and torch.isnan(rep.head_change[5, 0])
     assert float(rep.head_share.nan_to_num().sum() + rep.mlp_share.nan_to_num().sum()) == pytest.approx(1.0, abs=1e-4)
     assert rep.ld_ablated == pytest.approx(float(_ld(logits, answers).mean()), abs=1e-3)
@@ -260,8 +278,12 @@ def test_bad_pairs_are_explained(toy):
     with pytest.raises(InvalidInputError, match="different lengths"):
         prepare_pairs(toy, ["the teri", "the teri and the zuda"], ["a", "b"], [(" the", " a")] * 2)
     with pytest.raises(InvalidInputError, match="same number of tokens"):
-        prepare_pairs(toy, torch.zeros(1, 5, dtype=torch.long), torch.zeros(1, 6, dtype=torch.long),
-                      torch.zeros(1, 2, dtype=torch.long))
+        prepare_pairs(
+            toy,
+            torch.zeros(1, 5, dtype=torch.long),
+            torch.zeros(1, 6, dtype=torch.long),
+            torch.zeros(1, 2, dtype=torch.long),
+        )
     with pytest.raises(InvalidInputError, match="nothing to restore"):
         compare_prompts(toy, torch.tensor([[0, 5, 6, 7]]), torch.tensor([[0, 5, 6, 7]]), torch.tensor([[8, 9]]))
     with pytest.raises(InvalidInputError, match="heads to ablate"):
@@ -297,15 +319,20 @@ def test_presets_built_for_a_tokenizer_keep_the_rows_that_fit(monkeypatch):
     from precompute.models.tokenizers import load_local_tokenizer
 
     tok = load_local_tokenizer("gpt2")
-    rows = [("John is tall. Mary is", "John is short. Mary is", " short", " tall"),
-            ("Tom is old. Anna is", "Tom is young. Anna is", " young", " old"),
-            ("Tom is old. Anna really is", "Tom is young. Anna really is", " young", " old"),  # one token longer
-            ("Bob is fast. Sue is", "Bob is slow. Sue is", " lethargic", " fast")]  # ' lethargic': three tokens
+    rows = [
+        ("John is tall. Mary is", "John is short. Mary is", " short", " tall"),
+        ("Tom is old. Anna is", "Tom is young. Anna is", " young", " old"),
+        ("Tom is old. Anna really is", "Tom is young. Anna really is", " young", " old"),  # one token longer
+        ("Bob is fast. Sue is", "Bob is slow. Sue is", " lethargic", " fast"),
+    ]  # ' lethargic': three tokens
     assert len(tok(" lethargic", add_special_tokens=False)["input_ids"]) == 3
     monkeypatch.setitem(prompts.PRESETS, "handmade", rows)
     c, k, a = preset_pairs("handmade", tok)
-    assert c == [rows[0][0], rows[1][0]] and k == [rows[0][1], rows[1][1]] and a == [(" short", " tall"),
-                                                                                  (" young", " old")]
+    assert (
+        c == [rows[0][0], rows[1][0]]
+        and k == [rows[0][1], rows[1][1]]
+        and a == [(" short", " tall"), (" young", " old")]
+    )
     assert preset_pairs("handmade") == ([r[0] for r in rows], [r[1] for r in rows], [(r[2], r[3]) for r in rows])
     monkeypatch.setitem(prompts.PRESETS, "handmade", rows[2:])
     with pytest.raises(InvalidInputError, match="cannot be built with this tokenizer"):

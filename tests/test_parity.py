@@ -29,8 +29,9 @@ def test_toy_model_equals_its_hugging_face_original(toy):
     from precompute.models.toy import TOY_SEED, build_toy_hf_model, unigram_log_prior
 
     tok = toy.tokenizer
-    hf = build_toy_hf_model(len(tok), tok.bos_token_id, unigram_log_prior(tok), function_word_ids(tok),
-                            seed=TOY_SEED).eval()
+    hf = build_toy_hf_model(
+        len(tok), tok.bos_token_id, unigram_log_prior(tok), function_word_ids(tok), seed=TOY_SEED
+    ).eval()
     tokens = doc_tokens(tok, 3, 64, seed=21)
     diff = (_bridge_logprobs(toy, tokens) - _hf_logprobs(hf, tokens)).abs().max()
     assert float(diff) < TOL
@@ -40,13 +41,17 @@ def test_toy_model_equals_its_hugging_face_original(toy):
 def test_random_gpt2_equals_its_hugging_face_original(tied, bias):
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from precompute.models.loading import LoadedModel, _boot
+    from precompute.models.bridge import boot as _boot
+    from precompute.models.loading import LoadedModel
     from precompute.models.tokenizers import load_local_tokenizer
 
     tok = load_local_tokenizer("toy")
     torch.manual_seed(7)
-    hf = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_positions=64, n_embd=64, n_layer=3, n_head=4,
-                                    n_inner=128, tie_word_embeddings=tied)).eval()
+    hf = GPT2LMHeadModel(
+        GPT2Config(
+            vocab_size=len(tok), n_positions=64, n_embd=64, n_layer=3, n_head=4, n_inner=128, tie_word_embeddings=tied
+        )
+    ).eval()
     if bias:
         hf.lm_head = torch.nn.Linear(64, len(tok), bias=True)
         with torch.no_grad():
@@ -67,13 +72,15 @@ def test_parity_check_can_fail():
     """The comparison notices a wrong weight: perturb one processed matrix and the difference exceeds TOL."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from precompute.models.loading import LoadedModel, _boot
+    from precompute.models.bridge import boot as _boot
+    from precompute.models.loading import LoadedModel
     from precompute.models.tokenizers import load_local_tokenizer
 
     tok = load_local_tokenizer("toy")
     torch.manual_seed(8)
-    hf = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_positions=64, n_embd=64, n_layer=2, n_head=4,
-                                    n_inner=128)).eval()
+    hf = GPT2LMHeadModel(
+        GPT2Config(vocab_size=len(tok), n_positions=64, n_embd=64, n_layer=2, n_head=4, n_inner=128)
+    ).eval()
     original = copy.deepcopy(hf)
     lm = LoadedModel(model=_boot(hf, tok, "parity-bad", "cpu"), name="parity-bad", provenance={})
     with torch.no_grad():

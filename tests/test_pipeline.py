@@ -14,9 +14,9 @@ import torch
 from precompute import ArtifactError, analyze
 from precompute.schema import MANIFEST, SCHEMA_VERSION
 from precompute.store.reader import open_artifacts
-from precompute.store.verify import verify
 from precompute.store.record_arrays import dense_attention
 from precompute.store.records import compact
+from precompute.store.verify import verify
 
 from .conftest import SMALL_RUN, write_text_dataset
 
@@ -25,17 +25,40 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _cli(*args, env_extra=None, timeout=600):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", **(env_extra or {})}
-    return subprocess.run([sys.executable, "-m", "precompute", *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "precompute", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def _run_args(data, out, **over):
     cfg = {**SMALL_RUN, **over}
-    args = ["run", "--model", cfg["model"], "--heads", ",".join(f"{l}.{h}" for l, h in cfg["heads"]),
-            "--dataset", str(data), "--n-seqs", str(cfg["n_seqs"]), "--seq-len", str(cfg["seq_len"]),
-            "--batch-size", str(cfg["batch_size"]), "--shard-size", str(cfg["shard_size"]),
-            "--n-mean", str(cfg["n_mean"]), "--k", str(cfg["k"]), "--seed", str(cfg["seed"]), "--out", str(out),
-            "--device", "cpu"]
+    args = [
+        "run",
+        "--model",
+        cfg["model"],
+        "--heads",
+        ",".join(f"{layer}.{h}" for layer, h in cfg["heads"]),
+        "--dataset",
+        str(data),
+        "--n-seqs",
+        str(cfg["n_seqs"]),
+        "--seq-len",
+        str(cfg["seq_len"]),
+        "--batch-size",
+        str(cfg["batch_size"]),
+        "--shard-size",
+        str(cfg["shard_size"]),
+        "--n-mean",
+        str(cfg["n_mean"]),
+        "--k",
+        str(cfg["k"]),
+        "--seed",
+        str(cfg["seed"]),
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+    ]
     return args
 
 
@@ -50,8 +73,15 @@ def test_folder_layout_and_manifest(toy_artifacts):
     assert m["model"]["weight_processing"]["fold_ln"] is True
     assert m["heads"] == ["1.2"] and m["counts"] == {"n_sequences": 20, "seq_len": 48, "shard_size": 8, "n_shards": 3}
     assert m["hyperparameters"]["cspa"]["k_u"] == 0.05 and m["hyperparameters"]["seed"] == 1
-    for rel in ("shards/shard_00000.safetensors", "shards/shard_00002.safetensors", "mean/1.2.safetensors",
-                "circuits/1.2.safetensors", "index/1.2.safetensors", "semantic.safetensors", "tokenizer/tokenizer.json"):
+    for rel in (
+        "shards/shard_00000.safetensors",
+        "shards/shard_00002.safetensors",
+        "mean/1.2.safetensors",
+        "circuits/1.2.safetensors",
+        "index/1.2.safetensors",
+        "semantic.safetensors",
+        "tokenizer/tokenizer.json",
+    ):
         assert rel in m["files"] and len(m["files"][rel]["sha256"]) == 64
     assert verify(toy_artifacts) == []
     summary = m["summary"]["1.2"]
@@ -101,7 +131,8 @@ def test_reader_and_export_agree_with_analyze_on_stored_mean(toy, toy_artifacts)
     assert exported["tokens"] == rec["tokens"].tolist()
     assert len(exported["token_strings"]) == 48
     assert exported["delta_loss_direct_frozen"] == pytest.approx(
-        rec["delta_loss_direct_frozen"].astype("float64").tolist(), abs=1e-4)
+        rec["delta_loss_direct_frozen"].astype("float64").tolist(), abs=1e-4
+    )
     assert set(exported) >= {"loss", "kl_cspa", "dla_neg_ids", "lens_topk_ids", "cspa_kept_pos", "attn_topk_pos"}
 
 
@@ -143,8 +174,9 @@ def test_cli_end_to_end_jsonl_resume_after_kill_is_identical(tmp_path):
 
     killed = tmp_path / "killed"
     for k in (0, 2, 4):
-        r = _cli(*_run_args(data, killed, n_seqs=24, shard_size=4), "--resume",
-                 env_extra={FAULT_ENV: f"after_shard:{k}"})
+        r = _cli(
+            *_run_args(data, killed, n_seqs=24, shard_size=4), "--resume", env_extra={FAULT_ENV: f"after_shard:{k}"}
+        )
         assert r.returncode == -signal.SIGKILL and not (killed / MANIFEST).exists()
         assert len(list((killed / "shards").glob("shard_*.safetensors"))) == k + 1
     r = _cli(*_run_args(data, killed, n_seqs=24, shard_size=4), "--resume")
@@ -195,22 +227,41 @@ def test_two_processes_equal_one(tmp_path):
     assert r.returncode == 0, r.stderr
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     args = _run_args(data, two, n_seqs=16, shard_size=4)
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                        "29517", "-m", "precompute", *args], cwd=ROOT, env=env, capture_output=True, text=True,
-                       timeout=600)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            "29517",
+            "-m",
+            "precompute",
+            *args,
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     assert _tree(two) == _tree(one)
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--heads", "10.12"], "does not exist"),
-    (["--heads", "1,2"], "LAYER.HEAD"),
-    (["--n-seqs", "0"], "--n-seqs must be a positive integer"),
-    (["--batch-size", "-3"], "--batch-size must be a positive integer"),
-    (["--seq-len", "5000"], "above the model's context"),
-    (["--dataset", "/nonexistent/docs.txt"], "does not exist"),
-    (["--n-seqs", "5000"], "documents have more than"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--heads", "10.12"], "does not exist"),
+        (["--heads", "1,2"], "LAYER.HEAD"),
+        (["--n-seqs", "0"], "--n-seqs must be a positive integer"),
+        (["--batch-size", "-3"], "--batch-size must be a positive integer"),
+        (["--seq-len", "5000"], "above the model's context"),
+        (["--dataset", "/nonexistent/docs.txt"], "does not exist"),
+        (["--n-seqs", "5000"], "documents have more than"),
+    ],
+)
 def test_cli_bad_arguments(tmp_path, args, message):
     data = write_text_dataset(tmp_path, n_docs=20)
     base = _run_args(data, tmp_path / "out")
@@ -243,14 +294,12 @@ def test_bare_cli_prints_help():
 
 def test_bfloat16_forward_runs_and_stays_close(toy, tmp_path):
     """--dtype bfloat16 (meant for GPUs) works end to end; numbers stay near the float32 run."""
-    from precompute import load_model
-    from precompute import RunConfig, run
+    from precompute import RunConfig, load_model, run
 
     data = write_text_dataset(tmp_path)
     cfg = dict(SMALL_RUN, dataset=str(data), n_seqs=8, shard_size=8, n_mean=8, effects=("direct",))
     run(RunConfig(out=str(tmp_path / "f32"), **cfg), loaded=toy, log=lambda *_: None)
-    run(RunConfig(out=str(tmp_path / "bf16"), dtype="bfloat16", **cfg), loaded=load_model("toy"),
-        log=lambda *_: None)
+    run(RunConfig(out=str(tmp_path / "bf16"), dtype="bfloat16", **cfg), loaded=load_model("toy"), log=lambda *_: None)
     a, b = open_artifacts(tmp_path / "f32"), open_artifacts(tmp_path / "bf16")
     assert b.manifest["hyperparameters"]["dtype"] == "bfloat16" and verify(tmp_path / "bf16") == []
     la, lb = a.field("loss").astype("float32"), b.field("loss").astype("float32")

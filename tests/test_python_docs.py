@@ -25,11 +25,17 @@ def test_documents_are_prose_paragraphs_of_the_topics():
 
 
 def test_paragraph_rules_on_a_hand_made_topic():
-    text = ("Heading\n*******\n\nA sentence that is\nwrapped here.\n\n   x = f(1)\n   y = 2\n\n"
-            "   Note: an indented sentence.\n\n+---+---+\n| a | b |\n+---+---+\n\n>>> 1 + 1\n2\n\n"
-            "* a bullet\n  continues.\n")
-    assert python_docs._paragraphs(text) == ["Heading", "A sentence that is wrapped here.",
-                                            "Note: an indented sentence.", "* a bullet continues."]
+    text = (
+        "Heading\n*******\n\nA sentence that is\nwrapped here.\n\n   x = f(1)\n   y = 2\n\n"
+        "   Note: an indented sentence.\n\n+---+---+\n| a | b |\n+---+---+\n\n>>> 1 + 1\n2\n\n"
+        "* a bullet\n  continues.\n"
+    )
+    assert python_docs._paragraphs(text) == [
+        "Heading",
+        "A sentence that is wrapped here.",
+        "Note: an indented sentence.",
+        "* a bullet continues.",
+    ]
 
 
 def test_provenance_names_source_licence_and_a_hash_of_the_text():

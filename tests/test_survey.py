@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from precompute import CSPAConfig, analyze, mean_result
-from precompute import schema
+from precompute import CSPAConfig, analyze, mean_result, schema
 from precompute.errors import ArtifactError
 from precompute.jobs.cli import main
 from precompute.science.circuits import circuit_ranks
@@ -33,13 +32,15 @@ def gpt2_vocab_model():
     """A tiny random GPT-2 with GPT-2's real tokenizer (so IOI names are single tokens)."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from precompute.models.loading import LoadedModel, _boot
+    from precompute.models.bridge import boot as _boot
+    from precompute.models.loading import LoadedModel
     from precompute.models.tokenizers import load_local_tokenizer
 
     tok = load_local_tokenizer("gpt2")
     torch.manual_seed(5)
-    hf = GPT2LMHeadModel(GPT2Config(vocab_size=50257, n_positions=64, n_embd=32, n_layer=2, n_head=2,
-                                    n_inner=64)).eval()
+    hf = GPT2LMHeadModel(
+        GPT2Config(vocab_size=50257, n_positions=64, n_embd=32, n_layer=2, n_head=2, n_inner=64)
+    ).eval()
     with torch.no_grad():
         for p in hf.parameters():
             if p.ndim == 2:
@@ -52,7 +53,9 @@ def test_one_row_per_head_with_every_column(toy, toy_survey):
     cfg = toy.model.cfg
     assert list(df.columns) == list(schema.SURVEY_COLUMNS)
     assert len(df) == cfg.n_layers * cfg.n_heads
-    assert df[["layer", "head"]].values.tolist() == [[l, h] for l in range(cfg.n_layers) for h in range(cfg.n_heads)]
+    assert df[["layer", "head"]].values.tolist() == [
+        [layer, h] for layer in range(cfg.n_layers) for h in range(cfg.n_heads)
+    ]
 
 
 def test_planted_head_first_on_circuits_and_random_heads_near_chance(toy_survey):
@@ -145,8 +148,9 @@ def test_ioi_copy_suppression_against_loops(gpt2_vocab_model):
                     a = float(cache[f"blocks.{layer}.attn.hook_pattern"][i, h, end, io])
                     out = cache[f"blocks.{layer}.attn.hook_v"][i, io, h] @ m.W_O[layer, h]
                     out = out - out.mean()
-                    ref[layer, h] -= a * float(out @ m.W_U[:, g.io_ids[i]]) / float(
-                        cache["ln_final.hook_scale"][i, end, 0])
+                    ref[layer, h] -= (
+                        a * float(out @ m.W_U[:, g.io_ids[i]]) / float(cache["ln_final.hook_scale"][i, end, 0])
+                    )
             n += 1
     np.testing.assert_allclose(df.ioi_copy_suppression.values, (ref / n).reshape(-1), atol=1e-5)
     assert df.attrs["settings"]["circuit_rows_used"] == 64
@@ -182,8 +186,12 @@ def test_folder_round_trip_verify_and_tampering(toy_survey, tmp_path):
     write_survey(df, tmp_path / "t", {"name": "synthetic"})
     path = tmp_path / "t" / schema.SURVEY_MANIFEST
     good = json.loads(path.read_text())
-    for key, value, message in (("n_heads_total", 5, "n_heads_total"), ("kind", "run", "kind"),
-                                ("files", {"../x": {}}, "files"), ("reasons", {"nope": "x"}, "reasons")):
+    for key, value, message in (
+        ("n_heads_total", 5, "n_heads_total"),
+        ("kind", "run", "kind"),
+        ("files", {"../x": {}}, "files"),
+        ("reasons", {"nope": "x"}, "reasons"),
+    ):
         m = dict(good)
         m[key] = value
         path.write_text(json.dumps(m))
@@ -195,8 +203,27 @@ def test_folder_round_trip_verify_and_tampering(toy_survey, tmp_path):
 
 
 def test_cli_survey_writes_a_verified_folder_side_by_side(tmp_path, capsys):
-    args = ["survey", "--model", "toy", "--dataset", "synthetic", "--n-seqs", "4", "--seq-len", "24", "--n-mean", "2",
-            "--n-repeat", "4", "--repeat-len", "6", "--n-ioi", "4", "--circuit-rows", "64"]
+    args = [
+        "survey",
+        "--model",
+        "toy",
+        "--dataset",
+        "synthetic",
+        "--n-seqs",
+        "4",
+        "--seq-len",
+        "24",
+        "--n-mean",
+        "2",
+        "--n-repeat",
+        "4",
+        "--repeat-len",
+        "6",
+        "--n-ioi",
+        "4",
+        "--circuit-rows",
+        "64",
+    ]
     assert main(args + ["--out", str(tmp_path / "a")]) == 0
     assert main(["verify", str(tmp_path / "a")]) == 0
     assert main(args + ["--out", str(tmp_path / "a")]) == 2
@@ -221,9 +248,16 @@ def test_copy_suppression_ranking_by_mean_percentile():
 
     from precompute.science.survey import copy_suppression_ranking, strongest_copy_suppressor
 
-    df = pd.DataFrame({"layer": [0, 1, 2], "head": [0, 0, 1], "ov_top10": [0.1, 0.9, 0.5],
-                       "ioi_copy_suppression": [0.0, 2.0, 3.0], "anti_induction": [1.0, 0.5, 2.0],
-                       "induction": [9.0, 0.0, 0.0]})
+    df = pd.DataFrame(
+        {
+            "layer": [0, 1, 2],
+            "head": [0, 0, 1],
+            "ov_top10": [0.1, 0.9, 0.5],
+            "ioi_copy_suppression": [0.0, 2.0, 3.0],
+            "anti_induction": [1.0, 0.5, 2.0],
+            "induction": [9.0, 0.0, 0.0],
+        }
+    )
     ranked = copy_suppression_ranking(df)
     # head 2.1: (2/3 + 3/3 + 3/3) / 3; head 1.0: (3/3 + 2/3 + 1/3) / 3; head 0.0: (1/3 + 1/3 + 2/3) / 3
     assert list(zip(ranked["layer"], ranked["head"])) == [(2, 1), (1, 0), (0, 0)]
@@ -244,10 +278,12 @@ def test_survey_config_hands_every_shared_setting_to_the_survey():
     from precompute.jobs.survey import SurveyConfig
     from precompute.science.survey import SurveySettings
 
-    cfg = SurveyConfig(model="toy", n_mean=3, batch_size=5, circuit_rows=None, repeat_len=7, n_repeat=9, n_ioi=11,
-                       seed=13)
+    cfg = SurveyConfig(
+        model="toy", n_mean=3, batch_size=5, circuit_rows=None, repeat_len=7, n_repeat=9, n_ioi=11, seed=13
+    )
     st = cfg.settings()
     shared = {f.name for f in dataclasses.fields(SurveySettings)} - {"cspa"}
     assert shared <= {f.name for f in dataclasses.fields(SurveyConfig)}
-    assert {n: getattr(st, n) for n in shared} == dict(n_mean=3, batch_size=5, circuit_rows=None, repeat_len=7,
-                                                       n_repeat=9, n_ioi=11, seed=13)
+    assert {n: getattr(st, n) for n in shared} == dict(
+        n_mean=3, batch_size=5, circuit_rows=None, repeat_len=7, n_repeat=9, n_ioi=11, seed=13
+    )

@@ -1,6 +1,5 @@
 """The toy model's planted head does what it was built to do (synthetic model, known behaviour)."""
 
-
 from precompute import analyze, mean_result
 from precompute.models.toy import TOY_PLANTED_HEAD
 
@@ -14,7 +13,7 @@ def test_planted_head_attends_to_predicted_tokens_and_suppresses_them(toy):
     strong = 0
     for b in range(tokens.shape[0]):
         for q in range(1, tokens.shape[1]):
-            row = res.attention[b, q, 1:q + 1]
+            row = res.attention[b, q, 1 : q + 1]
             k = int(row.argmax()) + 1
             if float(res.attention[b, q, k]) < 0.3:
                 continue

@@ -8,7 +8,8 @@ from safetensors.torch import load_file, save_file
 
 from precompute import analyze, load_model, mean_result
 from precompute.models import weight_cache
-from precompute.models.loading import _boot, _cached
+from precompute.models.bridge import boot as _boot
+from precompute.models.bridge import cached_or_full as _cached
 
 from .conftest import doc_tokens
 

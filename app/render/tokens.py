@@ -10,7 +10,8 @@ from .colors import text_colour
 CSS = """
 <style>
 .cse-strip{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:14px;line-height:2.1;word-wrap:break-word}
-.cse-tok{position:relative;padding:2px 1px;border-radius:3px;margin:0 1px;white-space:pre;text-decoration:none !important}
+.cse-tok{position:relative;padding:2px 1px;border-radius:3px;margin:0 1px;white-space:pre;
+text-decoration:none !important}
 .cse-tok:hover{outline:2px solid #444}
 .cse-sel{outline:3px solid #f5a623 !important}
 .cse-tok .cse-tip{visibility:hidden;position:absolute;z-index:10;left:0;top:1.9em;background:#222;color:#fff;
@@ -28,8 +29,14 @@ def display_token(text: str, show_newlines: bool = True) -> str:
     return text
 
 
-def token_strip(tokens: list[str], colours: list[str], tooltips: list[str], selected: int | None = None,
-                link_params: dict | None = None, show_newlines: bool = True) -> str:
+def token_strip(
+    tokens: list[str],
+    colours: list[str],
+    tooltips: list[str],
+    selected: int | None = None,
+    link_params: dict | None = None,
+    show_newlines: bool = True,
+) -> str:
     """HTML for a strip of tokens. ``link_params`` (e.g. {"seq": 3, "head": "10.7"}) makes each token a link
     to ``?...&pos=i`` so clicking selects it (deep link). All token text and tooltips are HTML-escaped."""
     parts = [CSS, '<div class="cse-strip">']
@@ -40,8 +47,9 @@ def token_strip(tokens: list[str], colours: list[str], tooltips: list[str], sele
         tip_html = f'<span class="cse-tip">{html.escape(tip)}</span>'
         if link_params is not None:
             href = "?" + urlencode({**link_params, "pos": i})
-            parts.append(f'<a class="{cls}" style="{style}" href="{html.escape(href)}" target="_self">{body}'
-                         f"{tip_html}</a>")
+            parts.append(
+                f'<a class="{cls}" style="{style}" href="{html.escape(href)}" target="_self">{body}{tip_html}</a>'
+            )
         else:
             parts.append(f'<span class="{cls}" style="{style}">{body}{tip_html}</span>')
         if show_newlines is False and "\n" in tok:

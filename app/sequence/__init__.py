@@ -20,15 +20,24 @@ from precompute.data.tokenization import token_strings
 __all__ = ["controls", "show", "strip_html", "compare_strip"]
 
 
-def show(rec: dict, tokenizer, opts: dict, pos: int, key: str, link_params: dict | None = None,
-         name: str = "sequence", head_name: str = "") -> None:
+def show(
+    rec: dict,
+    tokenizer,
+    opts: dict,
+    pos: int,
+    key: str,
+    link_params: dict | None = None,
+    name: str = "sequence",
+    head_name: str = "",
+) -> None:
     """The whole sequence view for one record."""
     strings = token_strings(tokenizer, rec[F.TOKENS].tolist())
     links = None if link_params is None else {**link_state(opts), **link_params}
     st.markdown(strip_html(rec, strings, opts, pos, links), unsafe_allow_html=True)
     how = "click it to select it" if link_params is not None else "choose the position with the box above"
-    st.caption(f"Hover a token for its value; {how}. Blue = the head helps (loss rises when it is ablated), red = "
-               "it hurts.")
+    st.caption(
+        f"Hover a token for its value; {how}. Blue = the head helps (loss rises when it is ablated), red = it hurts."
+    )
     tabs = st.tabs(["Token details", "As a source", "Attention", "Download"])
     with tabs[0]:
         details(rec, strings, pos, opts, tokenizer)

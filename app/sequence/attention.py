@@ -23,8 +23,12 @@ def window_bounds(s: int, pos: int, window: int) -> tuple[int, int]:
 def attention_view(rec: dict, strings: list[str], pos: int, key: str, head_name: str) -> None:
     s = len(strings)
     c1, c2 = st.columns(2)
-    info = c1.toggle("Info-weighted attention", value=True, key=f"{key}_info",
-                     help="A[q,k]·‖v_k W_O‖ / max_s ‖v_s W_O‖: attention scaled by how much the source writes.")
+    info = c1.toggle(
+        "Info-weighted attention",
+        value=True,
+        key=f"{key}_info",
+        help="A[q,k]·‖v_k W_O‖ / max_s ‖v_s W_O‖: attention scaled by how much the source writes.",
+    )
     window = 48
     if s > 9:  # a slider needs a range: short sequences are shown whole
         window = c2.slider("Window (tokens)", 8, min(160, s - 1), min(48, s - 1), key=f"{key}_win")
@@ -33,15 +37,32 @@ def attention_view(rec: dict, strings: list[str], pos: int, key: str, head_name:
     att = dense_attention(rec, info_weighted=info)
     z = att[rows][:, cols]
     label = lambda i: html.escape(f"{i} {display_token(strings[i])!r}")  # noqa: E731 - plotly renders some HTML
-    fig = go.Figure(go.Heatmap(z=z, x=[label(i) for i in cols], y=[label(i) for i in rows], colorscale="Blues",
-                               zmin=0, zmax=max(float(z.max()), 1e-6),
-                               hovertemplate="query %{y}<br>source %{x}<br>attention %{z:.3f}<extra></extra>"))
-    fig.update_layout(title=f"Head {head_name}: attention" + (" (info-weighted)" if info else ""),
-                      height=max(320, 18 * len(rows) + 160), yaxis=dict(autorange="reversed"),
-                      xaxis=dict(tickangle=-60), margin=dict(l=10, r=10, t=50, b=10))
+    fig = go.Figure(
+        go.Heatmap(
+            z=z,
+            x=[label(i) for i in cols],
+            y=[label(i) for i in rows],
+            colorscale="Blues",
+            zmin=0,
+            zmax=max(float(z.max()), 1e-6),
+            hovertemplate="query %{y}<br>source %{x}<br>attention %{z:.3f}<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        title=f"Head {head_name}: attention" + (" (info-weighted)" if info else ""),
+        height=max(320, 18 * len(rows) + 160),
+        yaxis=dict(autorange="reversed"),
+        xaxis=dict(tickangle=-60),
+        margin=dict(l=10, r=10, t=50, b=10),
+    )
     st.plotly_chart(fig, key=f"{key}_attn_fig")
-    top = [(int(p), float(w)) for p, w in zip(rec[F.ATTN_TOPK_POS][pos].tolist(),
-                                              floats(rec[F.ATTN_TOPK_WEIGHT][pos])) if p <= pos]
-    st.caption(f"Position {pos} attends to BOS with {float(rec[F.ATTN_BOS][pos]):.2f}; top sources: " +
-               ", ".join(f"{p} {literal(repr(strings[p]))} ({w:.2f})" for p, w in sorted(top, key=lambda x: -x[1])[:5])
-               + ". Only the stored top sources per query are non-zero.")
+    top = [
+        (int(p), float(w))
+        for p, w in zip(rec[F.ATTN_TOPK_POS][pos].tolist(), floats(rec[F.ATTN_TOPK_WEIGHT][pos]))
+        if p <= pos
+    ]
+    st.caption(
+        f"Position {pos} attends to BOS with {float(rec[F.ATTN_BOS][pos]):.2f}; top sources: "
+        + ", ".join(f"{p} {literal(repr(strings[p]))} ({w:.2f})" for p, w in sorted(top, key=lambda x: -x[1])[:5])
+        + ". Only the stored top sources per query are non-zero."
+    )

@@ -7,11 +7,15 @@ import streamlit as st
 
 from app.state import url
 
-EFFECT_HELP = ("**direct**: only the head's direct path to the logits is mean-ablated (the paper's main measure). "
-               "**both**: the head's output is mean-ablated everywhere (later layers re-run). **indirect**: "
-               "everything except the direct path.")
-LN_HELP = ("**frozen**: the final LayerNorm scale stays at its clean value (linear, the paper's choice). "
-           "**unfrozen**: it is recomputed from the ablated residual stream.")
+EFFECT_HELP = (
+    "**direct**: only the head's direct path to the logits is mean-ablated (the paper's main measure). "
+    "**both**: the head's output is mean-ablated everywhere (later layers re-run). **indirect**: "
+    "everything except the direct path."
+)
+LN_HELP = (
+    "**frozen**: the final LayerNorm scale stays at its clean value (linear, the paper's choice). "
+    "**unfrozen**: it is recomputed from the ablated residual stream."
+)
 METRICS = {
     "Δloss from ablating the head": "delta_loss",
     "KL(clean ‖ ablated)": "kl",
@@ -28,23 +32,42 @@ def controls(key: str, hyperparameters: dict) -> dict:
     sb = st.sidebar
     effects = list(hyperparameters.get("effects", ["direct", "both", "indirect"]))
     ln_modes = list(hyperparameters.get("ln_modes", ["frozen", "unfrozen"]))
-    parsers = {"effect": url.choice(effects), "ln": url.choice(ln_modes), "metric": url.choice(METRICS),
-               "extreme": url.flag, "nl": url.flag}
+    parsers = {
+        "effect": url.choice(effects),
+        "ln": url.choice(ln_modes),
+        "metric": url.choice(METRICS),
+        "extreme": url.flag,
+        "nl": url.flag,
+    }
     for name in BOUND:  # each control's URL parameter is its key, e.g. browse_effect
         url.restore(f"{key}_{name}", f"{key}_{name}", parsers[name])
     st.session_state.setdefault(f"{key}_nl", True)
     effect = sb.radio("Intervention effect", effects, key=f"{key}_effect", help=EFFECT_HELP)
     ln = sb.radio("Final LayerNorm", ln_modes, key=f"{key}_ln", help=LN_HELP)
     metric = sb.selectbox("Colour tokens by", list(METRICS), key=f"{key}_metric")
-    extreme = sb.toggle("Scale colours to this sequence's extreme", key=f"{key}_extreme",
-                        help="Off: a fixed scale (±2.5 nats for Δloss, ±1 for KL and DLA).")
+    extreme = sb.toggle(
+        "Scale colours to this sequence's extreme",
+        key=f"{key}_extreme",
+        help="Off: a fixed scale (±2.5 nats for Δloss, ±1 for KL and DLA).",
+    )
     newlines = sb.toggle("Show line breaks as \\n", key=f"{key}_nl")
     bound = {f"{key}_{name}": st.session_state.get(f"{key}_{name}") for name in BOUND}
-    defaults = {f"{key}_effect": effects[0], f"{key}_ln": ln_modes[0], f"{key}_metric": next(iter(METRICS)),
-                f"{key}_extreme": False, f"{key}_nl": True}
+    defaults = {
+        f"{key}_effect": effects[0],
+        f"{key}_ln": ln_modes[0],
+        f"{key}_metric": next(iter(METRICS)),
+        f"{key}_extreme": False,
+        f"{key}_nl": True,
+    }
     url.publish({name: (name, value) for name, value in bound.items() if value is not None}, defaults)
-    return {"variant": f"{effect}_{ln}", "metric": METRICS[metric], "metric_label": metric, "extreme": extreme,
-            "newlines": newlines, "bound": bound}
+    return {
+        "variant": f"{effect}_{ln}",
+        "metric": METRICS[metric],
+        "metric_label": metric,
+        "extreme": extreme,
+        "newlines": newlines,
+        "bound": bound,
+    }
 
 
 def link_state(opts: dict) -> dict:

@@ -35,16 +35,19 @@ def details(rec: dict, strings: list[str], pos: int, opts: dict, tokenizer) -> N
 
     s = len(strings)
     variant = opts["variant"]
-    st.markdown(f"#### Position {pos}: {literal(repr(strings[pos]))}" +
-                (f" → next {literal(repr(strings[pos + 1]))}" if pos + 1 < s else " (last token)"))
+    st.markdown(
+        f"#### Position {pos}: {literal(repr(strings[pos]))}"
+        + (f" → next {literal(repr(strings[pos + 1]))}" if pos + 1 < s else " (last token)")
+    )
     if pos + 1 < s:
         c = st.columns(5)
         c[0].metric("Clean loss", f"{float(rec[F.LOSS][pos]):.3f}")
         c[1].metric(f"Δloss ({variant})", f"{float(rec[F.delta_loss(variant)][pos]):+.4f}")
         c[2].metric(f"KL ({variant})", f"{float(rec[F.kl(variant)][pos]):.4f}")
         c[3].metric("Δloss (CSPA)", f"{float(rec[F.delta_loss(F.CSPA)][pos]):+.4f}")
-        c[4].metric("Rank of next token", f"{int(rec[F.correct_rank(F.CLEAN)][pos])} → "
-                                          f"{int(rec[F.correct_rank(variant)][pos])}")
+        c[4].metric(
+            "Rank of next token", f"{int(rec[F.correct_rank(F.CLEAN)][pos])} → {int(rec[F.correct_rank(variant)][pos])}"
+        )
     shown = variant if F.topk_ids(variant) in rec else F.PAPER_VARIANT
     effect, ln = shown.split("_")
     cols = st.columns(3)
@@ -53,28 +56,51 @@ def details(rec: dict, strings: list[str], pos: int, opts: dict, tokenizer) -> N
         col.markdown(f"**{title}: top predictions**")
         df = _table(rec[F.topk_ids(g)][pos], rec[F.topk_logprobs(g)][pos], names, "prob", math.exp)
         if pos + 1 < s and F.correct_logprob(g) in rec:
-            df = pd.concat([pd.DataFrame({"token": [f"next {strings[pos + 1]!r} (rank {int(rec[F.correct_rank(g)][pos])})"],
-                                          "prob": [math.exp(float(rec[F.correct_logprob(g)][pos]))]}), df],
-                           ignore_index=True)
+            df = pd.concat(
+                [
+                    pd.DataFrame(
+                        {
+                            "token": [f"next {strings[pos + 1]!r} (rank {int(rec[F.correct_rank(g)][pos])})"],
+                            "prob": [math.exp(float(rec[F.correct_logprob(g)][pos]))],
+                        }
+                    ),
+                    df,
+                ],
+                ignore_index=True,
+            )
         _show(col, df)
     if shown != variant:
-        cols[1].caption(f"Top-k lists are stored for the paper's variant only; the cards above show "
-                        f"{variant.replace('_', ', ')}.")
+        cols[1].caption(
+            f"Top-k lists are stored for the paper's variant only; the cards above show {variant.replace('_', ', ')}."
+        )
     cols = st.columns(3)
     for col, title, g in ((cols[0], "Head DLA: most negative", NEG), (cols[1], "Head DLA: most positive", POS)):
         col.markdown(f"**{title}**")
         _show(col, _table(rec[F.dla_ids(g)][pos], rec[F.dla_values(g)][pos], names, "logit change"))
     cols[2].markdown("**Logit lens before the head**")
     _show(cols[2], _table(rec[F.topk_ids(F.LENS)][pos], rec[F.topk_logprobs(F.LENS)][pos], names, "prob", math.exp))
-    kept = [(int(p), int(t), float(v)) for p, t, v in zip(rec[F.CSPA_KEPT_POS][pos].tolist(),
-                                                          rec[F.CSPA_KEPT_TOKEN][pos].tolist(),
-                                                          floats(rec[F.CSPA_KEPT_SCORE][pos])) if p >= 0]
+    kept = [
+        (int(p), int(t), float(v))
+        for p, t, v in zip(
+            rec[F.CSPA_KEPT_POS][pos].tolist(),
+            rec[F.CSPA_KEPT_TOKEN][pos].tolist(),
+            floats(rec[F.CSPA_KEPT_SCORE][pos]),
+        )
+        if p >= 0
+    ]
     st.markdown(f"**CSPA: information kept at this position** ({int(rec[F.CSPA_N_KEPT][pos])} source entries)")
     if kept:
-        st.dataframe(pd.DataFrame({"source position": [p for p, _, _ in kept],
-                                   "source token": [repr(strings[p]) for p, _, _ in kept],
-                                   "suppressed token": [repr(n) for n in names([t for _, t, _ in kept])],
-                                   "logit-lens score": [v for _, _, v in kept]}), hide_index=True)
+        st.dataframe(
+            pd.DataFrame(
+                {
+                    "source position": [p for p, _, _ in kept],
+                    "source token": [repr(strings[p]) for p, _, _ in kept],
+                    "suppressed token": [repr(n) for n in names([t for _, t, _ in kept])],
+                    "logit-lens score": [v for _, _, v in kept],
+                }
+            ),
+            hide_index=True,
+        )
     else:
         st.caption("Nothing kept: CSPA mean-ablates every source here.")
 
@@ -88,29 +114,45 @@ def as_source(rec: dict, strings: list[str], pos: int, tokenizer) -> pd.DataFram
         if pos == 0:
             weight = float(rec[F.ATTN_BOS][q])
         else:
-            hits = [float(w) for p, w in zip(rec[F.ATTN_TOPK_POS][q].tolist(), floats(rec[F.ATTN_TOPK_WEIGHT][q]))
-                    if p == pos]
+            hits = [
+                float(w)
+                for p, w in zip(rec[F.ATTN_TOPK_POS][q].tolist(), floats(rec[F.ATTN_TOPK_WEIGHT][q]))
+                if p == pos
+            ]
             if not hits:
                 continue
             weight = hits[0]
-        kept = [int(t) for p, t in zip(rec[F.CSPA_KEPT_POS][q].tolist(), rec[F.CSPA_KEPT_TOKEN][q].tolist())
-                if p == pos]
-        dla = [float(v) for i, v in zip(rec[F.dla_ids(NEG)][q].tolist(), floats(rec[F.dla_values(NEG)][q]))
-               if i == tok_id]
-        rows.append({"destination": q, "token there": repr(strings[q]), "attention": weight,
-                     "CSPA keeps (suppressed)": ", ".join(repr(n) for n in token_strings(tokenizer, kept)) or "",
-                     f"DLA on {strings[pos]!r}": dla[0] if dla else None})
-    return pd.DataFrame(rows, columns=["destination", "token there", "attention", "CSPA keeps (suppressed)",
-                                       f"DLA on {strings[pos]!r}"])
+        kept = [
+            int(t) for p, t in zip(rec[F.CSPA_KEPT_POS][q].tolist(), rec[F.CSPA_KEPT_TOKEN][q].tolist()) if p == pos
+        ]
+        dla = [
+            float(v) for i, v in zip(rec[F.dla_ids(NEG)][q].tolist(), floats(rec[F.dla_values(NEG)][q])) if i == tok_id
+        ]
+        rows.append(
+            {
+                "destination": q,
+                "token there": repr(strings[q]),
+                "attention": weight,
+                "CSPA keeps (suppressed)": ", ".join(repr(n) for n in token_strings(tokenizer, kept)) or "",
+                f"DLA on {strings[pos]!r}": dla[0] if dla else None,
+            }
+        )
+    return pd.DataFrame(
+        rows, columns=["destination", "token there", "attention", "CSPA keeps (suppressed)", f"DLA on {strings[pos]!r}"]
+    )
 
 
 def source_view(rec: dict, strings: list[str], pos: int, tokenizer) -> None:
-    st.markdown(f"**Position {pos} ({literal(repr(strings[pos]))}) as a source: who attends to it, and what is "
-                "suppressed there**")
+    st.markdown(
+        f"**Position {pos} ({literal(repr(strings[pos]))}) as a source: who attends to it, and what is "
+        "suppressed there**"
+    )
     df = as_source(rec, strings, pos, tokenizer)
     if df.empty:
         st.caption("No later position has this token among its most-attended sources.")
     else:
         st.dataframe(df.sort_values("attention", ascending=False), hide_index=True)
-        st.caption("DLA on the source token: its logit change at that destination when it is among the head's "
-                   "most negative DLA there (blank otherwise).")
+        st.caption(
+            "DLA on the source token: its logit change at that destination when it is among the head's "
+            "most negative DLA there (blank otherwise)."
+        )

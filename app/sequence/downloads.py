@@ -31,7 +31,9 @@ def json_text(rec: dict, strings: list[str]) -> str:
 
 def downloads(rec: dict, strings: list[str], name: str, key: str) -> None:
     c1, c2 = st.columns(2)
-    c1.download_button("Download CSV", csv_text(rec, strings), file_name=f"{name}.csv", mime="text/csv",
-                       key=f"{key}_csv")
-    c2.download_button("Download JSON", json_text(rec, strings), file_name=f"{name}.json", mime="application/json",
-                       key=f"{key}_json")
+    c1.download_button(
+        "Download CSV", csv_text(rec, strings), file_name=f"{name}.csv", mime="text/csv", key=f"{key}_csv"
+    )
+    c2.download_button(
+        "Download JSON", json_text(rec, strings), file_name=f"{name}.json", mime="application/json", key=f"{key}_json"
+    )

@@ -50,5 +50,11 @@ def strip_html(rec: dict, strings: list[str], opts: dict, selected: int | None, 
         nxt = repr(strings[i + 1]) if i + 1 < n else "(next token unknown)"
         value = "" if math.isnan(vals[i]) else f"\n{opts['metric_label']}: {vals[i]:+.4f}"
         tips.append(f"({i}) {tok!r} → {nxt}{value}")
-    return token_strip(strings, colours(vals, metric, opts["extreme"]), tips, selected=selected,
-                       link_params=link_params, show_newlines=opts["newlines"])
+    return token_strip(
+        strings,
+        colours(vals, metric, opts["extreme"]),
+        tips,
+        selected=selected,
+        link_params=link_params,
+        show_newlines=opts["newlines"],
+    )

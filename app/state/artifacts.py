@@ -10,13 +10,12 @@ import time
 from pathlib import Path
 
 import streamlit as st
-from app.render.text import literal
-
-from precompute.store.reader import Artifacts, open_artifacts
-from precompute.errors import ExplorerError
 
 from app import discovery
+from app.render.text import literal
 from app.state.labels import dataset_label, model_label
+from precompute.errors import ExplorerError
+from precompute.store.reader import Artifacts, open_artifacts
 
 DEFAULT_DIR = discovery.DEFAULT_DIR
 ENV_VAR = "CSE_ARTIFACTS"
@@ -66,8 +65,12 @@ def current() -> tuple[Artifacts | None, str | None]:
     if not options:
         return None, None
     if len(options) > 1:
-        source = st.sidebar.selectbox("Artifact set", options, key="artifact_source",
-                                      format_func=lambda s: Path(s).name if not s.startswith("hf://") else s)
+        source = st.sidebar.selectbox(
+            "Artifact set",
+            options,
+            key="artifact_source",
+            format_func=lambda s: Path(s).name if not s.startswith("hf://") else s,
+        )
     else:
         source = options[0]
     try:
@@ -89,8 +92,10 @@ def sidebar_info(arts: Artifacts) -> None:
             f"TransformerLens {literal(model.get('transformer_lens_version', '?'))}"
         )
     if model.get("synthetic"):
-        st.sidebar.warning("These artifacts come from a **synthetic** model, not GPT-2. They demonstrate the tool; "
-                           "their numbers say nothing about GPT-2.")
+        st.sidebar.warning(
+            "These artifacts come from a **synthetic** model, not GPT-2. They demonstrate the tool; "
+            "their numbers say nothing about GPT-2."
+        )
 
 
 @st.fragment(run_every=2)
@@ -107,8 +112,10 @@ def _build_progress() -> None:
         st.error(f"Building the demo artifacts failed: {literal(status.get('error', '?'))}")
         return
     started = status.get("time")
-    st.info(f"Building {literal(status.get('what', 'the demo artifacts'))}… This page opens them as soon as they "
-            "are ready" + (f" (status updated {max(0, int(time.time() - started))} s ago)." if started else "."))
+    st.info(
+        f"Building {literal(status.get('what', 'the demo artifacts'))}… This page opens them as soon as they "
+        "are ready" + (f" (status updated {max(0, int(time.time() - started))} s ago)." if started else ".")
+    )
 
 
 def building() -> dict | None:
@@ -126,8 +133,10 @@ def sidebar_build_note() -> None:
     """While the demo build still runs, one line in the sidebar saying what it is making."""
     status = building()
     if status is not None:
-        st.sidebar.info(f"Still building: {literal(status.get('what', 'more demo artifacts'))}. New sets appear "
-                        "in the picker when they are ready.")
+        st.sidebar.info(
+            f"Still building: {literal(status.get('what', 'more demo artifacts'))}. New sets appear "
+            "in the picker when they are ready."
+        )
 
 
 @st.fragment(run_every=3)
@@ -137,8 +146,10 @@ def wait_for(count, current: int, what: str) -> None:
     status = building()
     if count() != current or status is None:
         st.rerun()
-    st.info(f"{what} The demo build is making it now: {literal(status.get('what', '…'))}. This page opens it as "
-            "soon as it is ready.")
+    st.info(
+        f"{what} The demo build is making it now: {literal(status.get('what', '…'))}. This page opens it as "
+        "soon as it is ready."
+    )
 
 
 def empty_state(error: str | None = None) -> None:
@@ -152,11 +163,16 @@ def empty_state(error: str | None = None) -> None:
         _build_progress()
         return
     st.info("No artifacts found. Make a small set offline with the synthetic toy model (about a minute):")
-    st.code("python -m precompute run --model toy --dataset synthetic --n-seqs 200 --seq-len 128 "
-            "--out artifacts/toy", language="bash")
+    st.code(
+        "python -m precompute run --model toy --dataset synthetic --n-seqs 200 --seq-len 128 --out artifacts/toy",
+        language="bash",
+    )
     st.markdown("Or, where the Hugging Face Hub is reachable (GPU recommended), the paper's setting:")
-    st.code("python -m precompute run --model gpt2-small --heads 10.7,11.10 --n-seqs 500 --seq-len 1000 "
-            "--out artifacts/gpt2", language="bash")
+    st.code(
+        "python -m precompute run --model gpt2-small --heads 10.7,11.10 --n-seqs 500 --seq-len 1000 "
+        "--out artifacts/gpt2",
+        language="bash",
+    )
     st.markdown("Then reload this page, or start the app with `CSE_ARTIFACTS=PATH_OR_hf://user/repo@rev`.")
 
 

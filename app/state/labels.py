@@ -10,8 +10,10 @@ def model_label(model: dict) -> str:
         return f"{name} (SYNTHETIC)"
     gguf = model.get("gguf")
     if isinstance(gguf, dict):
-        return (f"{name} ({model.get('family', '?')} family, real trained weights from the GGUF file "
-                f"{gguf.get('file', '?')}, {gguf.get('quantisation', '?')} dequantised to float32)")
+        return (
+            f"{name} ({model.get('family', '?')} family, real trained weights from the GGUF file "
+            f"{gguf.get('file', '?')}, {gguf.get('quantisation', '?')} dequantised to float32)"
+        )
     return name
 
 
@@ -33,5 +35,7 @@ def what_these_are(arts) -> str | None:
         return None
     heads = ", ".join(m["heads"])
     not_owt = "" if m["dataset"].get("name") == "stas/openwebtext-10k" else ", not OpenWebText"
-    return (f"These artifacts are {model_label(model)}, not GPT-2 small; head {heads}; text: "
-            f"{dataset_label(m['dataset'])}{not_owt}; {arts.n_sequences} sequences of {arts.seq_len} tokens.")
+    return (
+        f"These artifacts are {model_label(model)}, not GPT-2 small; head {heads}; text: "
+        f"{dataset_label(m['dataset'])}{not_owt}; {arts.n_sequences} sequences of {arts.seq_len} tokens."
+    )

@@ -36,8 +36,9 @@ def build() -> list:
     """The ``st.Page`` objects of every page, home first (the default page, at /); kept for ``link``."""
     out = []
     for name, spec in PAGES.items():
-        page = st.Page(VIEWS / spec.script, title=spec.title, icon=spec.icon, url_path=spec.url_path,
-                       default=name == "home")
+        page = st.Page(
+            VIEWS / spec.script, title=spec.title, icon=spec.icon, url_path=spec.url_path, default=name == "home"
+        )
         _BUILT[name] = page
         out.append(page)
     return out
@@ -52,5 +53,9 @@ def link(name: str, label: str | None = None, params: dict | None = None, contai
     """A link to page ``name`` (with query parameters ``params``), in ``container`` (default: the page)."""
     where = container if container is not None else st
     spec = PAGES[name]
-    where.page_link(page(name), label=label or spec.title, icon=icon or spec.icon,
-                    query_params={k: str(v) for k, v in (params or {}).items()} or None)
+    where.page_link(
+        page(name),
+        label=label or spec.title,
+        icon=icon or spec.icon,
+        query_params={k: str(v) for k, v in (params or {}).items()} or None,
+    )

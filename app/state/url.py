@@ -6,7 +6,7 @@ from a deep link and a shared or reloaded URL shows what the reader saw. A bad v
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import streamlit as st
 
@@ -27,6 +27,7 @@ def _quoted(name: str, raw: str) -> str:
 
 def whole(lo: int, hi: int) -> Callable[[str, str], Parsed]:
     """A parser for a whole number in [lo, hi]."""
+
     def parse(name: str, raw: str) -> Parsed:
         try:
             value = int(raw.strip())
@@ -35,6 +36,7 @@ def whole(lo: int, hi: int) -> Callable[[str, str], Parsed]:
         if not lo <= value <= hi:
             return None, f"Ignored the link's {name}={value}: it must be between {lo} and {hi}."
         return value, None
+
     return parse
 
 
@@ -47,6 +49,7 @@ def choice(options) -> Callable[[str, str], Parsed]:
             return by_text[raw], None
         shown = ", ".join(list(by_text)[:8]) + (", …" if len(by_text) > 8 else "")
         return None, f"{_quoted(name, raw)}: choose one of {literal(shown)}."
+
     return parse
 
 
@@ -60,10 +63,12 @@ def flag(name: str, raw: str) -> Parsed:
 
 def text(limit: int) -> Callable[[str, str], Parsed]:
     """A parser for free text of at most ``limit`` characters (shown as literal text wherever it is shown)."""
+
     def parse(name: str, raw: str) -> Parsed:
         if len(raw) > limit:
             return None, f"{_quoted(name, raw)}: longer than {limit} characters."
         return raw, None
+
     return parse
 
 
@@ -125,4 +130,5 @@ def _head_in(heads: list[str]) -> Callable[[str, str], Parsed]:
         if key in heads:
             return key, None
         return None, f"{_quoted(name, raw)}: these artifacts have {literal(', '.join(heads))}."
+
     return parse

@@ -3,11 +3,12 @@
 import pandas as pd
 import streamlit as st
 
-from app import sequence as sequence_view, state
+from app import sequence as sequence_view
+from app import state
 from app.render.text import literal
 from precompute import schema as F
-from precompute.errors import ExplorerError
 from precompute.data.tokenization import token_strings
+from precompute.errors import ExplorerError
 
 arts = state.page_artifacts()
 st.title("Browse Examples")
@@ -31,7 +32,7 @@ def top_tokens(source: str, head_name: str, metric: str, n: int) -> pd.DataFrame
     for s, p, v in zip(seqs, poss, vals.tolist()):
         ids = a.tokens(s).tolist()
         strings = token_strings(tok, ids)
-        ctx = "".join(strings[max(1, p - 8):p + 1])
+        ctx = "".join(strings[max(1, p - 8) : p + 1])
         rows.append({"seq": s, "pos": p, "token": strings[p], "next": strings[p + 1], "context": ctx, "value": v})
     return pd.DataFrame(rows)
 
@@ -40,10 +41,16 @@ def top_tokens(source: str, head_name: str, metric: str, n: int) -> pd.DataFrame
 search_open = st.session_state.setdefault("_browse_search_open", not deep_link)
 with st.expander("Search: where does the head matter most?", expanded=search_open):
     c1, c2 = st.columns([1, 2])
-    metric_label = c1.selectbox("Rank tokens by", ["Δloss (head helps most)", "Δloss (head hurts most)",
-                                                     "KL from ablation", "CSPA failure (|Δloss under CSPA|)"])
-    metric = {"Δloss (head helps most)": "delta_loss", "Δloss (head hurts most)": "neg_delta_loss",
-              "KL from ablation": "kl", "CSPA failure (|Δloss under CSPA|)": "cspa_failure"}[metric_label]
+    metric_label = c1.selectbox(
+        "Rank tokens by",
+        ["Δloss (head helps most)", "Δloss (head hurts most)", "KL from ablation", "CSPA failure (|Δloss under CSPA|)"],
+    )
+    metric = {
+        "Δloss (head helps most)": "delta_loss",
+        "Δloss (head hurts most)": "neg_delta_loss",
+        "KL from ablation": "kl",
+        "CSPA failure (|Δloss under CSPA|)": "cspa_failure",
+    }[metric_label]
     text_filter = c2.text_input("Filter by token text (current or next token)", key="browse_filter")
     try:
         table = top_tokens(arts.source, head_name, metric, 500)
@@ -51,15 +58,17 @@ with st.expander("Search: where does the head matter most?", expanded=search_ope
         st.error(f"The search index cannot be read: {literal(err)}")
         table = pd.DataFrame(columns=["seq", "pos", "token", "next", "context", "value"])
     if text_filter:
-        mask = table["token"].str.contains(text_filter, regex=False) | table["next"].str.contains(text_filter,
-                                                                                                  regex=False)
+        mask = table["token"].str.contains(text_filter, regex=False) | table["next"].str.contains(
+            text_filter, regex=False
+        )
         table = table[mask]
     st.caption("Select a row to open that token. Values use the direct effect with frozen LayerNorm.")
     if table.empty:
         st.info("No token matches this filter.")
     else:
-        event = st.dataframe(table.head(200), hide_index=True, on_select="rerun", selection_mode="single-row",
-                             key="browse_table")
+        event = st.dataframe(
+            table.head(200), hide_index=True, on_select="rerun", selection_mode="single-row", key="browse_table"
+        )
         picked = event.selection.rows if event is not None else []
         if picked:
             row = table.head(200).iloc[picked[0]]
@@ -70,10 +79,18 @@ with st.expander("Search: where does the head matter most?", expanded=search_ope
 
 if "browse_seq" not in st.session_state and not table.empty:
     # a first visit without a deep link opens on the highest-ranked example of the search table
-    st.session_state["browse_seq"], st.session_state["browse_pos"] = int(table.iloc[0]["seq"]), int(table.iloc[0]["pos"])
+    st.session_state["browse_seq"], st.session_state["browse_pos"] = (
+        int(table.iloc[0]["seq"]),
+        int(table.iloc[0]["pos"]),
+    )
 others = [h for h in arts.manifest["heads"] if h != head_name]
-compare = st.sidebar.selectbox("Compare with head", ["(none)"] + others, key="browse_compare",
-                               help="Show a second head's strip beside this one", disabled=not others)
+compare = st.sidebar.selectbox(
+    "Compare with head",
+    ["(none)"] + others,
+    key="browse_compare",
+    help="Show a second head's strip beside this one",
+    disabled=not others,
+)
 c1, c2 = st.columns(2)
 seq = c1.number_input("Sequence", 0, arts.n_sequences - 1, key="browse_seq", step=1)
 pos = c2.number_input("Token position", 0, arts.seq_len - 1, key="browse_pos", step=1)
@@ -92,5 +109,13 @@ if compare != "(none)":
     else:
         sequence_view.compare_strip(other, tokenizer, opts, int(pos), compare, links)
         st.markdown(f"**Head {literal(head_name)}** (details below)")
-sequence_view.show(rec, tokenizer, opts, int(pos), key="browse", link_params=links,
-                   name=f"seq{seq}_head{head_name}", head_name=head_name)
+sequence_view.show(
+    rec,
+    tokenizer,
+    opts,
+    int(pos),
+    key="browse",
+    link_params=links,
+    name=f"seq{seq}_head{head_name}",
+    head_name=head_name,
+)

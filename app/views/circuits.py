@@ -8,9 +8,9 @@ import streamlit as st
 from app import state
 from app.circuit_views import bar_chart, page_tables, similar_tokens, token_box
 from app.render.text import literal
+from precompute import paper
 from precompute import schema as F
 from precompute.errors import ExplorerError
-from precompute import paper
 
 FOCUS = ["source", "destination"]
 arts = state.page_artifacts()
@@ -23,8 +23,12 @@ tok = state.page_tokenizer(arts)
 vocab, f = page_tables(arts.source, head_name)
 c1, c2, c3 = st.columns([2, 1, 1])
 state.url.restore("focus", "circ_focus", state.url.choice(FOCUS))
-focus = c2.radio("Focus on the token as", FOCUS, key="circ_focus",
-                 help="source: the token attended to; destination: the token being predicted")
+focus = c2.radio(
+    "Focus on the token as",
+    FOCUS,
+    key="circ_focus",
+    help="source: the token attended to; destination: the token being predicted",
+)
 state.url.publish({"focus": ("circ_focus", focus)}, {"focus": FOCUS[0]})
 k = c3.slider("Number of top tokens", 5, 30, 15, key="circ_k")
 with c1:
@@ -43,8 +47,14 @@ with st.expander("Search the vocabulary", expanded=bool(st.session_state.get("ci
     if needle:
         hits = [s for s in vocab if needle.lower() in s.lower()][:50]
         if hits:
-            st.pills("Click a token to open it", hits, format_func=repr, key="circ_hit", on_change=_open_token,
-                     args=("circ_hit",))
+            st.pills(
+                "Click a token to open it",
+                hits,
+                format_func=repr,
+                key="circ_hit",
+                on_change=_open_token,
+                args=("circ_hit",),
+            )
         else:
             st.caption("No token contains that text.")
 
@@ -56,8 +66,10 @@ if token is not None:
         near = {}
     similar = {i for ids in near.values() for i in ids}
     if similar:
-        st.caption("Semantically similar tokens (CSPA's neighbours; highlighted in the bars; more on the Semantic "
-                   "similarity page): " + ", ".join(literal(repr(vocab[i])) for ids in near.values() for i in ids[:8]))
+        st.caption(
+            "Semantically similar tokens (CSPA's neighbours; highlighted in the bars; more on the Semantic "
+            "similarity page): " + ", ".join(literal(repr(vocab[i])) for ids in near.values() for i in ids[:8])
+        )
     cols = st.columns(2)
     for col, circuit in zip(cols, ("ov", "qk")):
         bar_chart(col, f, tok, vocab, token, circuit, focus, k, similar, key=f"circ_{circuit}")
@@ -70,12 +82,20 @@ for col, circuit in zip(cols, ("ov", "qk")):
     s = summary.get(circuit, {})
     ranks = f[F.CIRCUIT_RANKS[circuit]]
     fig = go.Figure(go.Histogram(x=[math.log10(r + 1) for r in ranks.tolist()], nbinsx=40))
-    fig.update_layout(title=f"{circuit.upper()}: rank of the token itself (log10(rank + 1))", height=320,
-                      xaxis_title="log10(rank + 1)", yaxis_title="tokens", margin=dict(l=10, r=10, t=50, b=10))
+    fig.update_layout(
+        title=f"{circuit.upper()}: rank of the token itself (log10(rank + 1))",
+        height=320,
+        xaxis_title="log10(rank + 1)",
+        yaxis_title="tokens",
+        margin=dict(l=10, r=10, t=50, b=10),
+    )
     col.plotly_chart(fig, key=f"hist_{circuit}")
-    col.markdown(f"- rank 0: **{100 * s.get('frac_rank0', float('nan')):.2f}%** (paper {paper.FIGURE[circuit + '_rank0'].text})"
-                 f"\n- top 10: **{100 * s.get('frac_top10', float('nan')):.2f}%** (paper {paper.FIGURE[circuit + '_top10'].text})"
-                 f"\n- median rank {s.get('median_rank', 'n/a')}, mean {s.get('mean_rank', float('nan')):.1f}")
+    rank0, top10 = paper.FIGURE[f"{circuit}_rank0"], paper.FIGURE[f"{circuit}_top10"]
+    col.markdown(
+        f"- rank 0: **{100 * s.get('frac_rank0', float('nan')):.2f}%** (paper {rank0.text})"
+        f"\n- top 10: **{100 * s.get('frac_top10', float('nan')):.2f}%** (paper {top10.text})"
+        f"\n- median rank {s.get('median_rank', 'n/a')}, mean {s.get('mean_rank', float('nan')):.1f}"
+    )
     worst = s.get("worst_token_ids", [])[:10]
     if worst:
         col.caption("Worst tokens: " + ", ".join(literal(repr(vocab[i])) for i in worst))

@@ -9,8 +9,8 @@ import streamlit as st
 from app import state
 from app.render.text import literal
 from precompute import schema as F
-from precompute.errors import ExplorerError
 from precompute.data.tokenization import token_strings
+from precompute.errors import ExplorerError
 
 arts = state.page_artifacts()
 st.title("Copy-suppression-preserving ablation (CSPA)")
@@ -22,15 +22,18 @@ st.markdown(
     "CSPA keeps, at each destination, only the head's suppression of tokens the residual stream predicts "
     "(among the top K_u of source tokens by logit lens, projected on their unembeddings) and mean-ablates the "
     "rest. Points near the diagonal are tokens where the head's effect *is* copy suppression; points near "
-    "y = 0 are tokens where CSPA keeps nothing of an effect.")
+    "y = 0 are tokens where CSPA keeps nothing of an effect."
+)
 c = st.columns(4)
 c[0].metric("Effect explained (KL)", f"{100 * summary.get('explained_kl', float('nan')):.1f}%", help="paper: 76.9%")
 c[1].metric("Explained (net loss)", f"{100 * summary.get('explained_loss_net', float('nan')):.1f}%")
 c[2].metric("Explained (|Δloss|)", f"{100 * summary.get('explained_loss_abs', float('nan')):.1f}%")
 c[3].metric("Tokens", f"{summary.get('n_tokens', 0):,}")
-st.caption(f"Hyperparameters: K_u = {literal(hp['cspa_k_u'])}, K_s = {literal(hp['cspa_k_s'])}, "
-           f"{'negative components only' if hp['cspa_negative_only'] else 'both signs'}, mean ablation of the "
-           "direct effect with frozen LayerNorm.")
+st.caption(
+    f"Hyperparameters: K_u = {literal(hp['cspa_k_u'])}, K_s = {literal(hp['cspa_k_s'])}, "
+    f"{'negative components only' if hp['cspa_negative_only'] else 'both signs'}, mean ablation of the "
+    "direct effect with frozen LayerNorm."
+)
 
 MAX_POINTS = 20_000
 
@@ -41,17 +44,23 @@ def points(source: str, head_name: str) -> pd.DataFrame:
     x = a.field(F.delta_loss(F.PAPER_VARIANT), head_name).astype("float32")
     y = a.field(F.delta_loss(F.CSPA), head_name).astype("float32")
     n, p = x.shape
-    flat = pd.DataFrame({"seq": [i for i in range(n) for _ in range(p)], "pos": list(range(p)) * n,
-                         "ablation": x.reshape(-1).tolist(), "cspa": y.reshape(-1).tolist()})
+    flat = pd.DataFrame(
+        {
+            "seq": [i for i in range(n) for _ in range(p)],
+            "pos": list(range(p)) * n,
+            "ablation": x.reshape(-1).tolist(),
+            "cspa": y.reshape(-1).tolist(),
+        }
+    )
     if len(flat) > MAX_POINTS:  # keep every extreme point, sample the bulk
-        extreme = flat.reindex(flat["ablation"].abs().sort_values(ascending=False).index[:MAX_POINTS // 4])
+        extreme = flat.reindex(flat["ablation"].abs().sort_values(ascending=False).index[: MAX_POINTS // 4])
         rest = flat.drop(extreme.index).sample(MAX_POINTS - len(extreme), random_state=0)
         flat = pd.concat([extreme, rest])
     tok = a.tokenizer
     all_tokens = a.field(F.TOKENS)  # [n, S] int32, read once
     labels = []
     for s, q in zip(flat["seq"].tolist(), flat["pos"].tolist()):
-        strings = token_strings(tok, all_tokens[int(s), max(0, q - 6):q + 2].tolist())
+        strings = token_strings(tok, all_tokens[int(s), max(0, q - 6) : q + 2].tolist())
         labels.append(html.escape("".join(strings[:-1]) + " → " + strings[-1]))
     flat["text"] = labels
     return flat.reset_index(drop=True)
@@ -62,37 +71,57 @@ try:
 except ExplorerError as err:
     st.error(f"The per-token values cannot be read: {literal(err)}")
     st.stop()
-fig = go.Figure(go.Scattergl(x=df["ablation"], y=df["cspa"], mode="markers", marker=dict(size=4, opacity=0.5),
-                             customdata=df[["seq", "pos"]].values, hovertext=df["text"],
-                             hovertemplate="seq %{customdata[0]}, pos %{customdata[1]}<br>%{hovertext}<br>"
-                                           "Δloss ablation %{x:.3f}, CSPA %{y:.3f}<extra></extra>"))
+fig = go.Figure(
+    go.Scattergl(
+        x=df["ablation"],
+        y=df["cspa"],
+        mode="markers",
+        marker=dict(size=4, opacity=0.5),
+        customdata=df[["seq", "pos"]].values,
+        hovertext=df["text"],
+        hovertemplate="seq %{customdata[0]}, pos %{customdata[1]}<br>%{hovertext}<br>"
+        "Δloss ablation %{x:.3f}, CSPA %{y:.3f}<extra></extra>",
+    )
+)
 lim = float(max(df["ablation"].abs().max(), df["cspa"].abs().max(), 0.1))
 fig.add_shape(type="line", x0=-lim, y0=-lim, x1=lim, y1=lim, line=dict(dash="dash", color="grey"))
-fig.update_layout(xaxis_title="Δloss, mean ablation of the direct effect", yaxis_title="Δloss, CSPA",
-                  height=560, margin=dict(l=10, r=10, t=30, b=10))
+fig.update_layout(
+    xaxis_title="Δloss, mean ablation of the direct effect",
+    yaxis_title="Δloss, CSPA",
+    height=560,
+    margin=dict(l=10, r=10, t=30, b=10),
+)
 event = st.plotly_chart(fig, key="cspa_scatter", on_select="rerun", selection_mode="points")
 sel = event.selection.points if event is not None else []
 if sel:
     # the point's row in the plotted frame (point_index), not customdata: Scattergl selections do not return it
     row = df.iloc[int(sel[0].get("point_index", sel[0].get("point_number", 0)))]
     s, q = int(row["seq"]), int(row["pos"])
-    state.pages.link("browse", f"Open sequence {s}, position {q} in Browse Examples",
-                     {"seq": s, "pos": q, "head": head_name}, icon=":material/open_in_new:")
-    st.caption(f"Δloss {row['ablation']:+.3f} under mean ablation, {row['cspa']:+.3f} under CSPA: "
-               f"{literal(row['text'])}")
+    state.pages.link(
+        "browse",
+        f"Open sequence {s}, position {q} in Browse Examples",
+        {"seq": s, "pos": q, "head": head_name},
+        icon=":material/open_in_new:",
+    )
+    st.caption(
+        f"Δloss {row['ablation']:+.3f} under mean ablation, {row['cspa']:+.3f} under CSPA: {literal(row['text'])}"
+    )
 else:
     st.caption("Click a point to get a link to it in Browse Examples.")
 
 st.subheader("Percentile curve")
-curve = pd.DataFrame({"mean Δloss, ablation": summary.get("curve_ablation", []),
-                      "mean Δloss, CSPA": summary.get("curve_cspa", [])})
+curve = pd.DataFrame(
+    {"mean Δloss, ablation": summary.get("curve_ablation", []), "mean Δloss, CSPA": summary.get("curve_cspa", [])}
+)
 if not curve.empty:
     fig2 = go.Figure()
-    fig2.add_trace(go.Scatter(x=curve["mean Δloss, ablation"], y=curve["mean Δloss, CSPA"], mode="lines+markers",
-                              name="buckets"))
+    fig2.add_trace(
+        go.Scatter(x=curve["mean Δloss, ablation"], y=curve["mean Δloss, CSPA"], mode="lines+markers", name="buckets")
+    )
     lo, hi = float(curve.min().min()), float(curve.max().max())
     fig2.add_trace(go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", line=dict(dash="dash"), name="y = x"))
-    fig2.update_layout(xaxis_title="mean Δloss under mean ablation (bucket)",
-                       yaxis_title="mean Δloss under CSPA (bucket)", height=420)
+    fig2.update_layout(
+        xaxis_title="mean Δloss under mean ablation (bucket)", yaxis_title="mean Δloss under CSPA (bucket)", height=420
+    )
     st.plotly_chart(fig2, key="cspa_curve")
     st.caption("Tokens sorted by Δloss under mean ablation into 100 equal-count buckets.")

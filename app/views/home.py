@@ -54,19 +54,25 @@ else:
     head_name = f"{head[0]}.{head[1]}"
     st.subheader(f"The paper's numbers and these artifacts' (head {head_name})")
     if arts.manifest["model"].get("synthetic"):
-        st.warning("The loaded artifacts come from a synthetic model: their numbers show the tool working, "
-                   "not GPT-2's behaviour.")
+        st.warning(
+            "The loaded artifacts come from a synthetic model: their numbers show the tool working, "
+            "not GPT-2's behaviour."
+        )
     elif (what := state.what_these_are(arts)) is not None:
         st.info(literal(what))
     got = arts.paper_figures(head_name)
-    table = [{"quantity": f.label, "paper (GPT-2 small, 10.7)": f.text,
-              "loaded artifacts": f.format(got.get(f.key))} for f in paper.FIGURES]
+    table = [
+        {"quantity": f.label, "paper (GPT-2 small, 10.7)": f.text, "loaded artifacts": f.format(got.get(f.key))}
+        for f in paper.FIGURES
+    ]
     st.dataframe(table, hide_index=True)
 st.subheader("Pages")
 names = [name for name in state.pages.PAGES if name != "home"]
 for row in range(0, len(names), 5):
-    for col, name in zip(st.columns(5), names[row:row + 5]):
+    for col, name in zip(st.columns(5), names[row : row + 5]):
         state.pages.link(name, container=col)
-st.caption("Prompt pairs: logit difference, attribution, activation patching and self-repair on IOI and other "
-           "tasks, the analysis that found the negative heads. Head survey: which heads copy-suppress or do "
-           "(anti-)induction, in every model surveyed.")
+st.caption(
+    "Prompt pairs: logit difference, attribution, activation patching and self-repair on IOI and other "
+    "tasks, the analysis that found the negative heads. Head survey: which heads copy-suppress or do "
+    "(anti-)induction, in every model surveyed."
+)

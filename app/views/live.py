@@ -4,7 +4,8 @@ import hashlib
 
 import streamlit as st
 
-from app import live_model, sequence as sequence_view, state
+from app import live_model, state
+from app import sequence as sequence_view
 from app.render.text import literal
 from precompute import schema
 from precompute.errors import ExplorerError
@@ -27,9 +28,11 @@ head = state.head_picker(arts, key="live_head")
 opts = sequence_view.controls("live", arts.manifest["hyperparameters"])
 model_name = arts.manifest["model"]["model_name"]
 examples = EXAMPLES["toy" if model_name == "toy" else "GPT-2 style"]
-st.caption(f"Runs {literal(model_name)} live on the CPU with the same analysis code and mean ablation (μ from the "
-           "artifacts) as the precomputed examples." + (" The toy model only knows its synthetic language." if
-                                                        model_name == "toy" else ""))
+st.caption(
+    f"Runs {literal(model_name)} live on the CPU with the same analysis code and mean ablation (μ from the "
+    "artifacts) as the precomputed examples."
+    + (" The toy model only knows its synthetic language." if model_name == "toy" else "")
+)
 choice = st.selectbox("Example prompts", ["(type your own)"] + examples, key="live_example")
 default = "" if choice == "(type your own)" else choice
 with st.form("live_form"):
@@ -52,16 +55,23 @@ except ExplorerError as err:
     st.error(literal(err))
     st.stop()
 if result.cut_to is not None:
-    st.warning(f"The prompt has {result.n_tokens_in} tokens; only the first {result.cut_to} (the model's context "
-               "and the mean ablation's length) were analysed.")
+    st.warning(
+        f"The prompt has {result.n_tokens_in} tokens; only the first {result.cut_to} (the model's context "
+        "and the mean ablation's length) were analysed."
+    )
 n = int(result.record[schema.TOKENS].shape[0])
 # a new prompt starts at its own last prediction: the position box is keyed by the prompt
 pos_key = f"live_pos_{hashlib.sha256(prompt.encode('utf-8', 'surrogatepass')).hexdigest()[:12]}"
 pos = st.number_input("Token position", 0, n - 1, value=max(0, n - 2), key=pos_key)
 head_name = schema.head_key(head)
 others = [h for h in arts.manifest["heads"] if h != head_name]
-compare = st.sidebar.selectbox("Compare with head", ["(none)"] + others, key="live_compare",
-                               help="Show a second head's strip beside this one", disabled=not others)
+compare = st.sidebar.selectbox(
+    "Compare with head",
+    ["(none)"] + others,
+    key="live_compare",
+    help="Show a second head's strip beside this one",
+    disabled=not others,
+)
 if compare != "(none)":
     try:
         other = analyzer.analyze(prompt, schema.parse_head(compare), variants=(opts["variant"],))
@@ -70,5 +80,4 @@ if compare != "(none)":
     else:
         sequence_view.compare_strip(other.record, analyzer.tokenizer, opts, int(pos), compare, None)
         st.markdown(f"**Head {literal(head_name)}** (details below)")
-sequence_view.show(result.record, analyzer.tokenizer, opts, int(pos), key="live", name="prompt",
-                   head_name=head_name)
+sequence_view.show(result.record, analyzer.tokenizer, opts, int(pos), key="live", name="prompt", head_name=head_name)

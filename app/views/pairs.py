@@ -5,7 +5,8 @@ head attribution, activation and attribution patching, self-repair — live on t
 import pandas as pd
 import streamlit as st
 
-from app import live_model, pairs_view as V, state
+from app import live_model, state
+from app import pairs_view as V
 from app.render.text import literal
 from precompute import paper
 from precompute.data.prompts import MIN_NAMES, PRESETS, ioi_pairs, preset_pairs, repeat_pairs, single_token_names
@@ -14,10 +15,15 @@ from precompute.schema import head_key, parse_head, parse_heads
 from precompute.science.pairs import GRIDS
 from precompute.science.self_repair import METHODS
 
-SETS = (["IOI (generated)", "repeated tokens (synthetic text)"] + [f"preset: {name}" for name in PRESETS]
-        + ["your own pairs"])
-OWN_HELP = ("One pair per line: clean prompt | corrupted prompt | right answer | wrong answer. Answers get a "
-            "leading space (start one with _ for none). Every prompt must have the same number of tokens.")
+SETS = (
+    ["IOI (generated)", "repeated tokens (synthetic text)"]
+    + [f"preset: {name}" for name in PRESETS]
+    + ["your own pairs"]
+)
+OWN_HELP = (
+    "One pair per line: clean prompt | corrupted prompt | right answer | wrong answer. Answers get a "
+    "leading space (start one with _ for none). Every prompt must have the same number of tokens."
+)
 NEGATIVE = [head_key(h) for h in paper.NEGATIVE_HEADS]
 
 
@@ -35,8 +41,11 @@ def own_pairs(text: str):
     bad = [i + 1 for i, p in enumerate(parts) if len(p) != 4]
     if bad:
         raise ExplorerError(f"line {bad[0]} does not have four fields separated by |")
-    return ([p[0].strip() for p in parts], [p[1].strip() for p in parts],
-            [(_answer(p[2]), _answer(p[3])) for p in parts])
+    return (
+        [p[0].strip() for p in parts],
+        [p[1].strip() for p in parts],
+        [(_answer(p[2]), _answer(p[3])) for p in parts],
+    )
 
 
 def build_pairs(which: str, tokenizer, n: int, own: str):
@@ -58,19 +67,39 @@ def analysis_form(model) -> None:
     n, own = 8, ""
     with st.form("pairs_form"):
         if which in SETS[:2]:
-            n = st.slider("Pairs", 2, 16, 8, key="pairs_n", help="IOI: ABBA and BABA orders, the corrupted prompt "
-                          "swaps the second subject so the right answer flips. Repeated tokens: the next token "
-                          "already appeared (what copy suppression acts on); the corrupted prompt replaces that "
-                          "occurrence")
+            n = st.slider(
+                "Pairs",
+                2,
+                16,
+                8,
+                key="pairs_n",
+                help="IOI: ABBA and BABA orders, the corrupted prompt "
+                "swaps the second subject so the right answer flips. Repeated tokens: the next token "
+                "already appeared (what copy suppression acts on); the corrupted prompt replaces that "
+                "occurrence",
+            )
         elif which == SETS[-1]:
-            own = st.text_area("Pairs", key="pairs_text", height=140, help=OWN_HELP,
-                               placeholder="When Mary and John went to the store, John gave a drink to | When Mary "
-                                           "and John went to the store, Mary gave a drink to | Mary | John")
+            own = st.text_area(
+                "Pairs",
+                key="pairs_text",
+                height=140,
+                help=OWN_HELP,
+                placeholder="When Mary and John went to the store, John gave a drink to | When Mary "
+                "and John went to the store, Mary gave a drink to | Mary | John",
+            )
         o1, o2 = st.columns(2)
-        do_patch = o1.checkbox("Activation patching", value=True, key="pairs_patch",
-                               help="every cell of every grid; batched, many patches per forward pass")
-        do_attr = o2.checkbox("Attribution patching", value=True, key="pairs_attr",
-                              help="the gradient approximation: one forward and one backward pass")
+        do_patch = o1.checkbox(
+            "Activation patching",
+            value=True,
+            key="pairs_patch",
+            help="every cell of every grid; batched, many patches per forward pass",
+        )
+        do_attr = o2.checkbox(
+            "Attribution patching",
+            value=True,
+            key="pairs_attr",
+            help="the gradient approximation: one forward and one backward pass",
+        )
         go_button = st.form_submit_button("Analyse", type="primary")
     if not go_button:
         return
@@ -79,8 +108,14 @@ def analysis_form(model) -> None:
     try:
         clean, corrupted, answers = build_pairs(which, model.tokenizer, n, own)
         bar = st.progress(0.0, text="Running the prompts…")
-        res = model.compare_prompts(clean, corrupted, answers, patching=do_patch, attribution=do_attr,
-                                    progress=lambda text, frac: bar.progress(min(1.0, frac), text=text))
+        res = model.compare_prompts(
+            clean,
+            corrupted,
+            answers,
+            patching=do_patch,
+            attribution=do_attr,
+            progress=lambda text, frac: bar.progress(min(1.0, frac), text=text),
+        )
         bar.empty()
         st.session_state["pairs_result"] = res
     except ExplorerError as err:
@@ -89,13 +124,16 @@ def analysis_form(model) -> None:
 
 def prompts_table(res, tok) -> pd.DataFrame:
     inp = res.inputs
-    table = pd.DataFrame({
-        "clean": [tok.decode(r[1:]) for r in inp.clean.tolist()],
-        "corrupted": [tok.decode(r[1:]) for r in inp.corrupted.tolist()],
-        "right": [tok.decode([a]) for a in inp.answers[:, 0].tolist()],
-        "wrong": [tok.decode([a]) for a in inp.answers[:, 1].tolist()],
-        "LD clean": res.logit_diff_clean.numpy(), "LD corrupted": res.logit_diff_corrupted.numpy(),
-    })
+    table = pd.DataFrame(
+        {
+            "clean": [tok.decode(r[1:]) for r in inp.clean.tolist()],
+            "corrupted": [tok.decode(r[1:]) for r in inp.corrupted.tolist()],
+            "right": [tok.decode([a]) for a in inp.answers[:, 0].tolist()],
+            "wrong": [tok.decode([a]) for a in inp.answers[:, 1].tolist()],
+            "LD clean": res.logit_diff_clean.numpy(),
+            "LD corrupted": res.logit_diff_corrupted.numpy(),
+        }
+    )
     st.subheader("Prompts")
     st.dataframe(table, hide_index=True, width="stretch")
     st.caption(f"Mean logit difference: clean {res.ld_clean:+.3f}, corrupted {res.ld_corrupted:+.3f}.")
@@ -111,8 +149,12 @@ def head_section(res, model, arts, table: pd.DataFrame) -> list[str]:
     """The heads' direct contributions, one head's attention (click a cell, or pick); returns the heads sorted by
     contribution, most negative first."""
     st.subheader("Heads")
-    event = st.plotly_chart(V.head_figure(res.head_dla, "direct contribution of each head to the logit difference"),
-                            key="pairs_heads", on_select="rerun", selection_mode="points")
+    event = st.plotly_chart(
+        V.head_figure(res.head_dla, "direct contribution of each head to the logit difference"),
+        key="pairs_heads",
+        on_select="rerun",
+        selection_mode="points",
+    )
     points = event.selection.points if event is not None else []
     L, H = res.head_dla.shape
     heads = [f"{layer}.{h}" for layer in range(L) for h in range(H)]
@@ -126,8 +168,13 @@ def head_section(res, model, arts, table: pd.DataFrame) -> list[str]:
         current = f"{int(points[0]['y'])}.{int(points[0]['x'])}"
     if current not in heads:
         current = order[0]  # the most negative head
-    head = st.selectbox("Head to inspect (click one in the heatmap, or pick)", heads, index=heads.index(current),
-                        key=f"pairs_head_{current}", format_func=lambda k: f"{k} ({dla(k):+.3f})")
+    head = st.selectbox(
+        "Head to inspect (click one in the heatmap, or pick)",
+        heads,
+        index=heads.index(current),
+        key=f"pairs_head_{current}",
+        format_func=lambda k: f"{k} ({dla(k):+.3f})",
+    )
     st.session_state["pairs_current_head"] = head
     tok = model.tokenizer
     p = st.selectbox("Prompt", list(range(len(table))), format_func=lambda i: table["clean"][i], key="pairs_prompt")
@@ -136,11 +183,14 @@ def head_section(res, model, arts, table: pd.DataFrame) -> list[str]:
     labels = res.labels if p == 0 else [tok.decode([t]) for t in ids.tolist()]
     st.plotly_chart(V.pattern_figure(pattern, labels, f"head {head}: attention"), key="pairs_pattern")
     if head in arts.manifest["heads"]:
-        state.pages.link("browse", f"Open head {head} in Browse Examples", {"head": head},
-                         icon=":material/open_in_new:")
+        state.pages.link(
+            "browse", f"Open head {head} in Browse Examples", {"head": head}, icon=":material/open_in_new:"
+        )
     else:
-        st.caption(f"Head {head} has no artifacts here; `python -m precompute run --model "
-                   f"{literal(model.name)} --heads {head}` makes them.")
+        st.caption(
+            f"Head {head} has no artifacts here; `python -m precompute run --model "
+            f"{literal(model.name)} --heads {head}` makes them."
+        )
     return order
 
 
@@ -160,8 +210,10 @@ def patching_section(res) -> None:
         with tabs[-1]:
             fig, corr = V.agreement_figure(res)
             st.plotly_chart(fig, key="pairs_agreement")
-            st.caption("Correlation of attribution with activation patching: " + ", ".join(
-                f"{V.GRID_TITLES[g]} {c:.2f}" for g, c in corr.items()))
+            st.caption(
+                "Correlation of attribution with activation patching: "
+                + ", ".join(f"{V.GRID_TITLES[g]} {c:.2f}" for g, c in corr.items())
+            )
 
 
 def self_repair_section(res, model, order: list[str]) -> None:
@@ -169,47 +221,64 @@ def self_repair_section(res, model, order: list[str]) -> None:
     defaults = model.default_ablation_heads() or tuple(parse_head(k) for k in reversed(order[-3:]))
     with st.form("repair_form"):
         r1, r2 = st.columns([2, 1])
-        text = r1.text_input("Heads to ablate", value=", ".join(head_key(h) for h in defaults), key="repair_heads",
-                             help="GPT-2's default: the name movers " + ", ".join(head_key(h) for h in paper.NAME_MOVERS)
-                             + "; elsewhere the three heads with the largest direct contribution")
+        text = r1.text_input(
+            "Heads to ablate",
+            value=", ".join(head_key(h) for h in defaults),
+            key="repair_heads",
+            help="GPT-2's default: the name movers "
+            + ", ".join(head_key(h) for h in paper.NAME_MOVERS)
+            + "; elsewhere the three heads with the largest direct contribution",
+        )
         method = r2.radio("Ablation", METHODS, horizontal=True, key="repair_method")
         run_repair = st.form_submit_button("Measure self-repair")
     if run_repair:
         st.session_state.pop("pairs_repair", None)
         try:
-            st.session_state["pairs_repair"] = model.self_repair(res.inputs.clean, res.inputs.answers,
-                                                                 parse_heads(text), method)
+            st.session_state["pairs_repair"] = model.self_repair(
+                res.inputs.clean, res.inputs.answers, parse_heads(text), method
+            )
         except ExplorerError as err:
             st.error(f"Cannot measure self-repair: {literal(err)}")
     rep = st.session_state.get("pairs_repair")
     if rep is None:
         return
-    st.caption(f"Ablating {', '.join(head_key(h) for h in rep.heads)} ({rep.method}): their direct effect was "
-               f"{rep.direct_effect:+.3f}; the logit difference went from {rep.ld_clean:+.3f} to "
-               f"{rep.ld_ablated:+.3f}; downstream components changed their direct contributions by "
-               f"{rep.total:+.3f} in all.")
-    st.plotly_chart(V.head_figure(rep.head_change, "change of each downstream head's direct contribution"),
-                    key="pairs_repair_heads")
+    st.caption(
+        f"Ablating {', '.join(head_key(h) for h in rep.heads)} ({rep.method}): their direct effect was "
+        f"{rep.direct_effect:+.3f}; the logit difference went from {rep.ld_clean:+.3f} to "
+        f"{rep.ld_ablated:+.3f}; downstream components changed their direct contributions by "
+        f"{rep.total:+.3f} in all."
+    )
+    st.plotly_chart(
+        V.head_figure(rep.head_change, "change of each downstream head's direct contribution"), key="pairs_repair_heads"
+    )
     L, H = rep.head_share.shape
-    shares = [(f"{a}.{b}", float(rep.head_share[a, b])) for a in range(L) for b in range(H)
-              if not bool(rep.head_share[a, b].isnan())]
+    shares = [
+        (f"{a}.{b}", float(rep.head_share[a, b]))
+        for a in range(L)
+        for b in range(H)
+        if not bool(rep.head_share[a, b].isnan())
+    ]
     shares += [(f"MLP {a}", float(rep.mlp_share[a])) for a in range(L) if not bool(rep.mlp_share[a].isnan())]
     top = pd.DataFrame(sorted(shares, key=lambda kv: -abs(kv[1]))[:15], columns=["component", "share"])
     st.dataframe(top, hide_index=True)
     share = dict(shares)
     neg = [k for k in NEGATIVE if k in share]
     if neg:
-        st.caption(f"Share of {' and '.join(neg)} together: {sum(share[k] for k in neg):.1%} (the paper: "
-                   f"{paper.SELF_REPAIR_NEGATIVE_SHARE:.0%} under name-mover ablation).")
+        st.caption(
+            f"Share of {' and '.join(neg)} together: {sum(share[k] for k in neg):.1%} (the paper: "
+            f"{paper.SELF_REPAIR_NEGATIVE_SHARE:.0%} under name-mover ablation)."
+        )
 
 
 def main() -> None:
     arts = state.page_artifacts()
     st.title("Prompt pairs")
     model_name = arts.manifest["model"]["model_name"]
-    st.caption(f"Runs {literal(model_name)} live on the CPU. Logit difference = logit(right) − logit(wrong) at the "
-               "final position; patching is denoising: the corrupted run with one clean activation, as a fraction "
-               "of the way from the corrupted to the clean logit difference.")
+    st.caption(
+        f"Runs {literal(model_name)} live on the CPU. Logit difference = logit(right) − logit(wrong) at the "
+        "final position; patching is denoising: the corrupted run with one clean activation, as a fraction "
+        "of the way from the corrupted to the clean logit difference."
+    )
     model, error = live_model.get_model(arts)
     if model is None:
         st.error(f"The model cannot be loaded here: {literal(error)}")

@@ -13,10 +13,12 @@ st.title("Semantic similarity")
 head = state.head_picker(arts, key="sem_head")
 head_name = f"{head[0]}.{head[1]}"
 tok = state.page_tokenizer(arts)
-st.markdown("CSPA with K_s > 1 lets the head suppress a token's *semantic neighbours* too. The neighbours come "
-            "from the paper's string rules: **equivalents** (space, case, plural and other inflections, suffixes), "
-            "**superstrings** and **substrings** (pieces of at least 3 characters). Below, the head's OV and QK "
-            "bars for the token, with its neighbours in light orange.")
+st.markdown(
+    "CSPA with K_s > 1 lets the head suppress a token's *semantic neighbours* too. The neighbours come "
+    "from the paper's string rules: **equivalents** (space, case, plural and other inflections, suffixes), "
+    "**superstrings** and **substrings** (pieces of at least 3 characters). Below, the head's OV and QK "
+    "bars for the token, with its neighbours in light orange."
+)
 vocab, f = page_tables(arts.source, head_name)
 c1, c2, c3 = st.columns([2, 1, 1])
 k = c2.slider("Number of top tokens", 5, 30, 20, key="sem_k")
@@ -31,14 +33,17 @@ except ExplorerError as err:
     st.error(f"The semantic-neighbour table cannot be read: {literal(err)}")
     st.stop()
 cols = st.columns(3)
-for col, (kind, title) in zip(cols, (("equivalents", "Equivalents"), ("superstrings", "Superstrings"),
-                                     ("substrings", "Substrings"))):
+for col, (kind, title) in zip(
+    cols, (("equivalents", "Equivalents"), ("superstrings", "Superstrings"), ("substrings", "Substrings"))
+):
     col.markdown(f"**{title}**")
     ids = near[kind]
     col.code("\n".join(repr(vocab[i]) for i in ids) if ids else "(none)", language=None)
 highlight = {i for ids in near.values() for i in ids}
-st.caption(f"{len(highlight)} neighbours shown (the token itself excluded); CSPA uses the token, then these in "
-           "order, cut to K_s.")
+st.caption(
+    f"{len(highlight)} neighbours shown (the token itself excluded); CSPA uses the token, then these in "
+    "order, cut to K_s."
+)
 for circuit in ("ov", "qk"):
     left, right = st.columns(2)
     for col, focus in ((left, "source"), (right, "destination")):

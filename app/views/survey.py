@@ -9,12 +9,22 @@ import streamlit as st
 
 from app import state
 from app.render.text import literal
-from app.survey_data import (LABELS, filtered, hover_text, load, run_command, runs_with_head, survey_bases,
-                             survey_folders)
+from app.survey_data import (
+    LABELS,
+    filtered,
+    hover_text,
+    load,
+    run_command,
+    runs_with_head,
+    survey_bases,
+    survey_folders,
+)
 
 st.title("Head survey")
-st.caption("Which heads copy-suppress, in which models? Each point is one head, scored by "
-           "`python -m precompute survey`. Larger values mean more of the behaviour.")
+st.caption(
+    "Which heads copy-suppress, in which models? Each point is one head, scored by "
+    "`python -m precompute survey`. Larger values mean more of the behaviour."
+)
 bases = survey_bases(state.configured_source(), state.default_dir())
 folders = survey_folders(bases)
 table, manifests, problems = load(folders)
@@ -24,10 +34,15 @@ if table.empty and state.building() is not None:
     state.wait_for(lambda: len(survey_folders(bases)), len(folders), "No survey yet.")
     st.stop()
 if table.empty:
-    st.info("No survey found. Score every head of a model (a few seconds for the toy model, minutes for GPT-2 on "
-            "a GPU) into a folder next to the artifacts:")
-    st.code("python -m precompute survey --model toy --dataset synthetic --n-seqs 32 --seq-len 64 "
-            "--out artifacts/survey-toy", language="bash")
+    st.info(
+        "No survey found. Score every head of a model (a few seconds for the toy model, minutes for GPT-2 on "
+        "a GPU) into a folder next to the artifacts:"
+    )
+    st.code(
+        "python -m precompute survey --model toy --dataset synthetic --n-seqs 32 --seq-len 64 "
+        "--out artifacts/survey-toy",
+        language="bash",
+    )
     st.stop()
 
 metrics = list(LABELS)
@@ -46,8 +61,11 @@ families = sorted(table["family"].unique())
 c4, c5, c6 = st.columns([2, 2, 1])
 chosen = c4.multiselect("Model family", families, default=families, key="survey_families")
 lo, hi = float(table["params_m"].min()), float(table["params_m"].max())
-size = (lo, hi) if lo == hi else c5.slider("Parameters (millions, from each config)", lo, hi, (lo, hi),
-                                          key="survey_params")
+size = (
+    (lo, hi)
+    if lo == hi
+    else c5.slider("Parameters (millions, from each config)", lo, hi, (lo, hi), key="survey_params")
+)
 names = c6.checkbox("Head names", key="survey_names")
 view = filtered(table, chosen, size)
 if view.empty:
@@ -58,20 +76,45 @@ fig = go.Figure()
 text_mode = "markers+text" if names else "markers"
 if colour == "model":
     for model, part in view.groupby("survey", sort=True):
-        fig.add_trace(go.Scatter(x=part[x].tolist(), y=part[y].tolist(), mode=text_mode, text=part["name"],
-                                 name=html.escape(str(model)), textposition="top center",
-                                 hovertext=part.apply(hover_text, axis=1), hoverinfo="text", customdata=part.index.tolist(), marker=dict(size=9)))
+        fig.add_trace(
+            go.Scatter(
+                x=part[x].tolist(),
+                y=part[y].tolist(),
+                mode=text_mode,
+                text=part["name"],
+                name=html.escape(str(model)),
+                textposition="top center",
+                hovertext=part.apply(hover_text, axis=1),
+                hoverinfo="text",
+                customdata=part.index.tolist(),
+                marker=dict(size=9),
+            )
+        )
 else:
-    fig.add_trace(go.Scatter(x=view[x].tolist(), y=view[y].tolist(), mode=text_mode, text=view["name"],
-                             textposition="top center",
-                             hovertext=view.apply(hover_text, axis=1), hoverinfo="text",
-                             customdata=view.index.tolist(),
-                             marker=dict(size=9, color=view["depth"].tolist(), colorscale="Rainbow", cmin=0, cmax=1,
-                                         colorbar=dict(title="depth"))))
+    fig.add_trace(
+        go.Scatter(
+            x=view[x].tolist(),
+            y=view[y].tolist(),
+            mode=text_mode,
+            text=view["name"],
+            textposition="top center",
+            hovertext=view.apply(hover_text, axis=1),
+            hoverinfo="text",
+            customdata=view.index.tolist(),
+            marker=dict(
+                size=9, color=view["depth"].tolist(), colorscale="Rainbow", cmin=0, cmax=1, colorbar=dict(title="depth")
+            ),
+        )
+    )
 fig.add_hline(y=0, line=dict(color="grey", width=1))
 fig.add_vline(x=0, line=dict(color="grey", width=1))
-fig.update_layout(xaxis_title=LABELS[x], yaxis_title=LABELS[y], height=600, margin=dict(l=10, r=10, t=30, b=10),
-                  legend_title_text="survey")
+fig.update_layout(
+    xaxis_title=LABELS[x],
+    yaxis_title=LABELS[y],
+    height=600,
+    margin=dict(l=10, r=10, t=30, b=10),
+    legend_title_text="survey",
+)
 event = st.plotly_chart(fig, key="survey_scatter", on_select="rerun", selection_mode="points")
 nan = {col: view[col].isna().mean() for col in (x, y)}
 for col, frac in nan.items():
@@ -102,8 +145,10 @@ if here:
 else:
     others = runs_with_head(model_name, head, state.sources())
     if others:
-        st.info(f"Its artifacts are in {literal(others[0])}: choose that set in the sidebar's Artifact set, then "
-                "open Browse Examples.")
+        st.info(
+            f"Its artifacts are in {literal(others[0])}: choose that set in the sidebar's Artifact set, then "
+            "open Browse Examples."
+        )
     else:
         st.markdown("No artifacts for this head here yet. This command makes them:")
     st.code(run_command(manifest, head), language="bash")

@@ -17,10 +17,48 @@ from dataclasses import dataclass
 
 from ..errors import InvalidInputError
 
-NAMES = ("Mary", "John", "Alice", "Bob", "Tom", "James", "Anna", "Paul", "Mark", "Sarah", "David", "Laura", "Mike",
-         "Emma", "Jack", "Kate", "Peter", "Lisa", "George", "Jane", "Daniel", "Amy", "Chris", "Rachel", "Steve",
-         "Karen", "Brian", "Helen", "Eric", "Linda", "Adam", "Susan", "Frank", "Grace", "Henry", "Ruth", "Sam",
-         "Joe", "Ben", "Luke")
+NAMES = (
+    "Mary",
+    "John",
+    "Alice",
+    "Bob",
+    "Tom",
+    "James",
+    "Anna",
+    "Paul",
+    "Mark",
+    "Sarah",
+    "David",
+    "Laura",
+    "Mike",
+    "Emma",
+    "Jack",
+    "Kate",
+    "Peter",
+    "Lisa",
+    "George",
+    "Jane",
+    "Daniel",
+    "Amy",
+    "Chris",
+    "Rachel",
+    "Steve",
+    "Karen",
+    "Brian",
+    "Helen",
+    "Eric",
+    "Linda",
+    "Adam",
+    "Susan",
+    "Frank",
+    "Grace",
+    "Henry",
+    "Ruth",
+    "Sam",
+    "Joe",
+    "Ben",
+    "Luke",
+)
 PLACES = ("store", "park", "office", "school", "station", "market")
 OBJECTS = ("drink", "book", "ball", "key", "letter", "gift")
 IOI_TEMPLATES = (
@@ -33,18 +71,24 @@ MIN_NAMES = 4
 
 # other tasks of the seed notebooks: (clean prompt, corrupted prompt, right answer, wrong answer)
 PRESETS = {
-    "pronouns": [("John is such a great friend, isn't", "Mary is such a great friend, isn't", " he", " she"),
-                 ("Mary is such a good neighbour, isn't", "John is such a good neighbour, isn't", " she", " he"),
-                 ("Tom is such a kind teacher, isn't", "Anna is such a kind teacher, isn't", " he", " she"),
-                 ("Anna is such a smart student, isn't", "Tom is such a smart student, isn't", " she", " he")],
-    "antonyms": [("John is tall. Mary is", "John is short. Mary is", " short", " tall"),
-                 ("Tom is old. Anna is", "Tom is young. Anna is", " young", " old"),
-                 ("Bob is fast. Sue is", "Bob is slow. Sue is", " slow", " fast"),
-                 ("Kate is rich. Paul is", "Kate is poor. Paul is", " poor", " rich")],
-    "sizes": [("An elephant is bigger than a", "A mouse is bigger than an", " mouse", " elephant"),
-              ("A whale is larger than a", "A fish is larger than a", " fish", " whale"),
-              ("A mountain is taller than a", "A hill is taller than a", " hill", " mountain"),
-              ("A car is faster than a", "A bike is faster than a", " bike", " car")],
+    "pronouns": [
+        ("John is such a great friend, isn't", "Mary is such a great friend, isn't", " he", " she"),
+        ("Mary is such a good neighbour, isn't", "John is such a good neighbour, isn't", " she", " he"),
+        ("Tom is such a kind teacher, isn't", "Anna is such a kind teacher, isn't", " he", " she"),
+        ("Anna is such a smart student, isn't", "Tom is such a smart student, isn't", " she", " he"),
+    ],
+    "antonyms": [
+        ("John is tall. Mary is", "John is short. Mary is", " short", " tall"),
+        ("Tom is old. Anna is", "Tom is young. Anna is", " young", " old"),
+        ("Bob is fast. Sue is", "Bob is slow. Sue is", " slow", " fast"),
+        ("Kate is rich. Paul is", "Kate is poor. Paul is", " poor", " rich"),
+    ],
+    "sizes": [
+        ("An elephant is bigger than a", "A mouse is bigger than an", " mouse", " elephant"),
+        ("A whale is larger than a", "A fish is larger than a", " fish", " whale"),
+        ("A mountain is taller than a", "A hill is taller than a", " hill", " mountain"),
+        ("A car is faster than a", "A bike is faster than a", " bike", " car"),
+    ],
 }
 
 
@@ -82,8 +126,10 @@ def ioi_groups(tokenizer, n: int, seed: int = 0) -> list[IOIGroup]:
     """``n`` IOI prompt pairs (ABBA and BABA alternating, templates in turn), grouped by template."""
     names = single_token_names(tokenizer)
     if len(names) < MIN_NAMES:
-        raise InvalidInputError(f"this tokenizer has {len(names)} single-token English first names (of {len(NAMES)} "
-                                f"tried); IOI prompts need at least {MIN_NAMES}")
+        raise InvalidInputError(
+            f"this tokenizer has {len(names)} single-token English first names (of {len(NAMES)} "
+            f"tried); IOI prompts need at least {MIN_NAMES}"
+        )
     if n < 1:
         raise InvalidInputError(f"need at least one IOI prompt, got n = {n}")
     rng = random.Random(seed)
@@ -94,10 +140,12 @@ def ioi_groups(tokenizer, n: int, seed: int = 0) -> list[IOIGroup]:
         place, obj = PLACES[(i // len(IOI_TEMPLATES)) % len(PLACES)], OBJECTS[i % len(OBJECTS)]
         first, second = (io, s) if (i // len(IOI_TEMPLATES)) % 2 == 0 else (s, io)  # ABBA, then BABA
         clause = template.split("{B}", 2)  # the first {B} is the second name listed, the second the subject
-        clean_text = (clause[0].format(A=first) + second + clause[1].format(place=place) + s
-                      + clause[2].format(object=obj))
-        corrupt_text = (clause[0].format(A=first) + second + clause[1].format(place=place) + io
-                        + clause[2].format(object=obj))
+        clean_text = (
+            clause[0].format(A=first) + second + clause[1].format(place=place) + s + clause[2].format(object=obj)
+        )
+        corrupt_text = (
+            clause[0].format(A=first) + second + clause[1].format(place=place) + io + clause[2].format(object=obj)
+        )
         clean, corrupted = _encode(tokenizer, clean_text), _encode(tokenizer, corrupt_text)
         key = f"{template}|{len(clean)}"
         g = groups.setdefault(key, IOIGroup(template, [], [], [], [], [], [], []))
@@ -137,12 +185,15 @@ def preset_pairs(name: str, tokenizer=None) -> tuple[list[str], list[str], list[
         for row in rows:
             n = len(_encode(tokenizer, row[0]))
             if n == len(_encode(tokenizer, row[1])) and all(
-                    len(tokenizer(a, add_special_tokens=False)["input_ids"]) == 1 for a in row[2:]):
+                len(tokenizer(a, add_special_tokens=False)["input_ids"]) == 1 for a in row[2:]
+            ):
                 by_length.setdefault(n, []).append(row)
         best = max(by_length.values(), key=len, default=[])
         if len(best) < 2:
-            raise InvalidInputError(f"the preset {name!r} cannot be built with this tokenizer: fewer than two of its "
-                                    "pairs have one-token answers and prompts of one length")
+            raise InvalidInputError(
+                f"the preset {name!r} cannot be built with this tokenizer: fewer than two of its "
+                "pairs have one-token answers and prompts of one length"
+            )
         rows = best
     return [r[0] for r in rows], [r[1] for r in rows], [(r[2], r[3]) for r in rows]
 
@@ -162,7 +213,7 @@ def repeat_pairs(tokenizer, n: int = 8, length: int = 16, seed: int = 0):
     for doc in corpus(n_docs=60 * n, seed=seed, min_sentences=6, max_sentences=12):
         ids = _encode(tokenizer, doc)
         for start in range(1, len(ids) - length, length):
-            row = [ids[0]] + ids[start:start + length - 1]
+            row = [ids[0]] + ids[start : start + length - 1]
             nxt = ids[start + length - 1]
             content = [t for t in row[1:] if t not in skip]
             if nxt in skip or nxt not in row[1:]:

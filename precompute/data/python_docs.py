@@ -86,5 +86,5 @@ def provenance() -> dict:
         "n_characters": sum(map(len, docs)),
         "sha256": hashlib.sha256("\x00".join(docs).encode()).hexdigest(),
         "splitting": f"prose paragraphs (code, grammar and tables left out, lines unwrapped) gathered per topic into "
-                     f"documents of at least {MIN_CHARS} characters",
+        f"documents of at least {MIN_CHARS} characters",
     }

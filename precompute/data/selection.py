@@ -11,8 +11,10 @@ from ..errors import InvalidInputError
 from .tokenization import encode
 
 QUOTES = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"'})
-RULE = ("documents shuffled with np.random.seed(seed); curly quotes normalised; the first n_seqs whose "
-        "tokenisation with BOS is longer than seq_len; each cut to seq_len (BOS included)")
+RULE = (
+    "documents shuffled with np.random.seed(seed); curly quotes normalised; the first n_seqs whose "
+    "tokenisation with BOS is longer than seq_len; each cut to seq_len (BOS included)"
+)
 
 
 def normalise_quotes(text: str) -> str:
@@ -28,12 +30,15 @@ def select_sequences(docs: list[str], tokenizer, n: int, length: int) -> list[li
             out.append(ids[:length])
             if len(out) == n:
                 return out
-    raise InvalidInputError(f"only {len(out)} documents have more than {length} tokens; asked for {n}. Use a "
-                            "shorter --seq-len, fewer --n-seqs, or a larger dataset")
+    raise InvalidInputError(
+        f"only {len(out)} documents have more than {length} tokens; asked for {n}. Use a "
+        "shorter --seq-len, fewer --n-seqs, or a larger dataset"
+    )
 
 
-def load_sequences(dataset: str, split: str, seed: int, tokenizer, n: int, length: int,
-                   n_ctx: int | None = None) -> list[list[int]]:
+def load_sequences(
+    dataset: str, split: str, seed: int, tokenizer, n: int, length: int, n_ctx: int | None = None
+) -> list[list[int]]:
     """The sequences a run or a survey analyses, the one way both get them: the dataset's documents
     (``sources.load_documents``), shuffled by ``seed``, then the paper's selection (``select_sequences``)."""
     from .sources import load_documents, shuffled

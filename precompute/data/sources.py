@@ -34,7 +34,7 @@ def _read_jsonl(path: Path) -> list[str]:
             except json.JSONDecodeError as err:
                 raise InvalidInputError(f"{path}: line {n} is not valid JSON ({err.msg})") from None
             if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
-                raise InvalidInputError(f"{path}: line {n} has no string field \"text\"")
+                raise InvalidInputError(f'{path}: line {n} has no string field "text"')
             docs.append(obj["text"])
     return docs
 
@@ -66,7 +66,7 @@ def _from_hub(name: str, split: str) -> list[str]:
             if "script" not in str(err).lower():
                 raise
             ds = datasets.load_dataset(name, split=split, revision=PARQUET_REVISION)
-    except Exception as err:  # datasets raises many types for "unreachable / not cached"
+    except Exception as err:  # noqa: BLE001 - datasets raises many types for "unreachable / not cached"
         raise HubUnavailableError(
             f"could not load the dataset {name!r} (split {split!r}) from the Hugging Face Hub or the local cache: "
             f"{type(err).__name__}: {str(err)[:200]}. To work offline, pass --dataset PATH (a .txt or .jsonl file "

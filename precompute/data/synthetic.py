@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import random
 
-SYLLABLES = (
-    "ka lo mi ru te sa no vi de po zu fe ga hi ba ne to ri su ma ko li pe da"
-).split()
+SYLLABLES = ("ka lo mi ru te sa no vi de po zu fe ga hi ba ne to ri su ma ko li pe da").split()
 
 # Function words of the synthetic language (a subset of English ones, so the same exclusion list applies).
 TOY_FUNCTION_WORDS = ("the", "of", "and", "a", "to", "in", "is", "with", "for", "on", "was", "that")

@@ -7,10 +7,18 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
-
 # chat-turn markers: some instruction-tuned tokenizers name one as their BOS, but plain text never starts with one
-CHAT_MARKERS = ("<|im_start|>", "<|im_end|>", "<start_of_turn>", "<end_of_turn>", "<|start_header_id|>",
-                "<|user|>", "<|system|>", "<|assistant|>", "[INST]")
+CHAT_MARKERS = (
+    "<|im_start|>",
+    "<|im_end|>",
+    "<start_of_turn>",
+    "<end_of_turn>",
+    "<|start_header_id|>",
+    "<|user|>",
+    "<|system|>",
+    "<|assistant|>",
+    "[INST]",
+)
 DOCUMENT_SEPARATOR = "<|endoftext|>"
 
 
@@ -33,12 +41,15 @@ def start_token(tokenizer) -> tuple[str, str]:
     if bos is not None:
         sep = tokenizer.convert_tokens_to_ids(DOCUMENT_SEPARATOR)
         if isinstance(sep, int) and tokenizer.convert_ids_to_tokens(sep) == DOCUMENT_SEPARATOR:
-            return DOCUMENT_SEPARATOR, (f"the tokenizer's BOS {bos} is a chat-turn marker; plain text starts with "
-                                        f"the document separator {DOCUMENT_SEPARATOR} (id {sep}) instead")
+            return DOCUMENT_SEPARATOR, (
+                f"the tokenizer's BOS {bos} is a chat-turn marker; plain text starts with "
+                f"the document separator {DOCUMENT_SEPARATOR} (id {sep}) instead"
+            )
         if eos is not None and str(eos) not in CHAT_MARKERS:
             return str(eos), f"the tokenizer's BOS {bos} is a chat-turn marker; its end-of-text token instead"
-        raise ModelUnavailableError(f"the tokenizer's BOS {bos} is a chat-turn marker and it has no document "
-                                    "separator to start plain text with")
+        raise ModelUnavailableError(
+            f"the tokenizer's BOS {bos} is a chat-turn marker and it has no document separator to start plain text with"
+        )
     if eos is None:
         raise ModelUnavailableError("the tokenizer has neither a BOS nor an end-of-text token to start sequences with")
     return str(eos), "the tokenizer has no BOS; its end-of-text token instead"
@@ -70,8 +81,8 @@ def token_strings(tokenizer, ids) -> list[str]:
         if "\ufffd" in text:
             raw = _token_bytes(tokenizer, int(i))
             if raw is not None:
-                text = re.sub(r"\\x([0-9a-f]{2})", lambda m: f"<0x{m.group(1).upper()}>",
-                              raw.decode("utf-8", errors="backslashreplace"))
+                escaped: str = raw.decode("utf-8", errors="backslashreplace")
+                text = re.sub(r"\\x([0-9a-f]{2})", _byte_name, escaped)
         out.append(text)
     return out
 
@@ -88,6 +99,11 @@ def _byte_decoder() -> dict[str, int]:
             cs.append(256 + n)
             n += 1
     return {chr(c): b for b, c in zip(bs, cs)}
+
+
+def _byte_name(match: re.Match[str]) -> str:
+    """``\\xe2`` (a byte that is not UTF-8 on its own) as ``<0xE2>``."""
+    return f"<0x{match.group(1).upper()}>"
 
 
 def _token_bytes(tokenizer, i: int) -> bytes | None:

@@ -23,6 +23,7 @@ def _argtype(parse):
             return parse(text)
         except ExplorerError as err:
             raise argparse.ArgumentTypeError(str(err)) from None
+
     convert.__name__ = getattr(parse, "__name__", "value")
     return convert
 
@@ -40,8 +41,11 @@ def add_dataclass_options(parser: argparse.ArgumentParser, cls) -> None:
             parser.add_argument(flag, dest=f.name, action=action, default=f.default, help=help_text)
             continue
         shown = f.default if f.default is None or "show" not in meta else meta["show"](f.default)
-        kwargs = {"dest": f.name, "default": f.default,
-                  "help": help_text if f.default is None else f"{help_text} (default: {shown})"}
+        kwargs: dict[str, typing.Any] = {
+            "dest": f.name,
+            "default": f.default,
+            "help": help_text if f.default is None else f"{help_text} (default: {shown})",
+        }
         if "choices" in meta:
             kwargs["choices"] = meta["choices"]
         kwargs["type"] = _argtype(meta["parse"]) if "parse" in meta else hints[f.name]
@@ -52,8 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
     from .config import RunConfig
     from .survey import SurveyConfig
 
-    p = argparse.ArgumentParser(prog="python -m precompute", description="Copy Suppression Explorer: precompute "
-                                "per-token analyses of attention heads into artifact folders.")
+    p = argparse.ArgumentParser(
+        prog="python -m precompute",
+        description="Copy Suppression Explorer: precompute "
+        "per-token analyses of attention heads into artifact folders.",
+    )
     sub = p.add_subparsers(dest="command")
     r = sub.add_parser("run", help="analyse a dataset and write an artifact folder")
     add_dataclass_options(r, RunConfig)
@@ -99,8 +106,12 @@ def _export(args) -> None:
     arts = open_artifacts(args.dir)
     rec = arts.sequence(args.seq, head=args.head)
     head = schema.head_key(arts._head(args.head))
-    out = {"sequence": args.seq, "head": head,
-           "token_strings": token_strings(arts.tokenizer, rec[schema.TOKENS].tolist()), **to_jsonable(rec)}
+    out = {
+        "sequence": args.seq,
+        "head": head,
+        "token_strings": token_strings(arts.tokenizer, rec[schema.TOKENS].tolist()),
+        **to_jsonable(rec),
+    }
     json.dump(out, sys.stdout)
     sys.stdout.write("\n")
 

@@ -15,14 +15,22 @@ from dataclasses import dataclass, field
 
 from .. import schema
 from ..errors import InvalidInputError
-from ..validate import whole_number
 from ..schema import EFFECTS, LN_MODES, parse_heads
 from ..science.cspa import CSPAConfig
 from ..store.records import DEFAULT_K_ATTN
+from ..validate import whole_number
 
 # upper bounds that keep a run inside a machine (each also checked against the model where that matters)
-LIMITS = {"n_seqs": 10_000_000, "batch_size": 4096, "shard_size": 1_000_000, "n_mean": 10_000_000, "k": 1000,
-          "k_attn": 1024, "cspa_k_s": 32, "seed": 2**32 - 1}
+LIMITS = {
+    "n_seqs": 10_000_000,
+    "batch_size": 4096,
+    "shard_size": 1_000_000,
+    "n_mean": 10_000_000,
+    "k": 1000,
+    "k_attn": 1024,
+    "cspa_k_s": 32,
+    "seed": 2**32 - 1,
+}
 
 
 def parse_k_u(text: str) -> float | int:
@@ -41,6 +49,7 @@ def parse_k_u(text: str) -> float | int:
 def parse_names(allowed: tuple[str, ...]):
     def parse(text: str) -> tuple[str, ...]:
         return tuple(x.strip() for x in str(text).split(",") if x.strip())
+
     parse.__doc__ = f"comma list of {', '.join(allowed)}"
     return parse
 
@@ -54,13 +63,20 @@ def option(default, help: str, **meta):
 class RunConfig:
     """Settings of one precompute run (every field is recorded in the manifest)."""
 
-    model: str = option("gpt2-small", "model: gpt2-small, gpt2-small-random, toy, smollm2-135m, a .gguf file, a Hugging "
-                                 "Face id or a local folder")
+    model: str = option(
+        "gpt2-small",
+        "model: gpt2-small, gpt2-small-random, toy, smollm2-135m, a .gguf file, a Hugging Face id or a local folder",
+    )
     heads: tuple[tuple[int, int], ...] | None = option(
-        None, "heads, e.g. 10.7,11.10 (default: the model's head)", parse=parse_heads,
-        show=lambda v: ",".join(schema.head_key(h) for h in v))
-    dataset: str = option("stas/openwebtext-10k", "Hub dataset, a local .txt/.jsonl file or folder, 'python-docs' (real English, offline) or "
-                                   "'synthetic'")
+        None,
+        "heads, e.g. 10.7,11.10 (default: the model's head)",
+        parse=parse_heads,
+        show=lambda v: ",".join(schema.head_key(h) for h in v),
+    )
+    dataset: str = option(
+        "stas/openwebtext-10k",
+        "Hub dataset, a local .txt/.jsonl file or folder, 'python-docs' (real English, offline) or 'synthetic'",
+    )
     split: str = option("train", "dataset split")
     seed: int = option(6, "document shuffle seed (paper: 6)")
     n_seqs: int = option(500, "sequences to analyse")
@@ -73,12 +89,20 @@ class RunConfig:
     cspa_k_u: float | int = option(0.05, "CSPA K_u: fraction (0.05) or count (5)", parse=parse_k_u)
     cspa_k_s: int = option(1, "CSPA K_s: semantic neighbours per source, the token itself included")
     cspa_negative_only: bool = option(True, "keep positive components too", flag="--cspa-both-signs")
-    cspa_exclusions: str = option("paper", "source tokens CSPA never keeps: the paper's list or the project's "
-                                "extended one", choices=("paper", "extended"))
-    effects: tuple[str, ...] = option(EFFECTS, "ablation effects: direct,both,indirect (direct is the paper's)",
-                                    parse=parse_names(EFFECTS), show=",".join)
-    ln_modes: tuple[str, ...] = option(LN_MODES, "final LayerNorm modes: frozen,unfrozen", parse=parse_names(LN_MODES),
-                                     show=",".join)
+    cspa_exclusions: str = option(
+        "paper",
+        "source tokens CSPA never keeps: the paper's list or the project's extended one",
+        choices=("paper", "extended"),
+    )
+    effects: tuple[str, ...] = option(
+        EFFECTS,
+        "ablation effects: direct,both,indirect (direct is the paper's)",
+        parse=parse_names(EFFECTS),
+        show=",".join,
+    )
+    ln_modes: tuple[str, ...] = option(
+        LN_MODES, "final LayerNorm modes: frozen,unfrozen", parse=parse_names(LN_MODES), show=",".join
+    )
     device: str = option("auto", "auto, cpu or cuda", record=False)
     dtype: str = option("float32", "forward precision", choices=("float32", "bfloat16", "float16"))
     out: str = option("artifacts/run", "output folder", record=False)
@@ -86,8 +110,9 @@ class RunConfig:
     overwrite: bool = option(False, "replace a run already in --out (its files are removed first)", record=False)
 
     def cspa(self) -> CSPAConfig:
-        return CSPAConfig(k_u=self.cspa_k_u, k_s=self.cspa_k_s, negative_only=self.cspa_negative_only,
-                          exclusions=self.cspa_exclusions)
+        return CSPAConfig(
+            k_u=self.cspa_k_u, k_s=self.cspa_k_s, negative_only=self.cspa_negative_only, exclusions=self.cspa_exclusions
+        )
 
     def validate(self) -> None:
         for name in ("n_seqs", "batch_size", "shard_size", "n_mean", "k", "k_attn", "cspa_k_s"):
@@ -95,8 +120,10 @@ class RunConfig:
         if not isinstance(self.seed, int) or not 0 <= self.seed <= LIMITS["seed"]:
             raise InvalidInputError(f"--seed must be an integer in [0, {LIMITS['seed']}], got {self.seed!r}")
         if self.n_mean > self.n_seqs:
-            raise InvalidInputError(f"--n-mean {self.n_mean} is above --n-seqs {self.n_seqs}: the mean is taken over "
-                                    "the first n_mean analysed sequences")
+            raise InvalidInputError(
+                f"--n-mean {self.n_mean} is above --n-seqs {self.n_seqs}: the mean is taken over "
+                "the first n_mean analysed sequences"
+            )
         if not isinstance(self.seq_len, int) or self.seq_len < 2:
             raise InvalidInputError(f"--seq-len must be at least 2 (BOS plus one token), got {self.seq_len}")
         if self.heads is not None:
@@ -105,17 +132,23 @@ class RunConfig:
             if len(set(self.heads)) != len(self.heads):
                 raise InvalidInputError("--heads names a head twice")
         if not self.effects or any(e not in EFFECTS for e in self.effects) or "direct" not in self.effects:
-            raise InvalidInputError(f"--effects must be a comma list of {', '.join(EFFECTS)} including 'direct'; "
-                                    f"got {','.join(self.effects) or 'nothing'}")
+            raise InvalidInputError(
+                f"--effects must be a comma list of {', '.join(EFFECTS)} including 'direct'; "
+                f"got {','.join(self.effects) or 'nothing'}"
+            )
         if not self.ln_modes or any(x not in LN_MODES for x in self.ln_modes) or "frozen" not in self.ln_modes:
-            raise InvalidInputError(f"--ln-modes must be a comma list of {', '.join(LN_MODES)} including 'frozen'; "
-                                    f"got {','.join(self.ln_modes) or 'nothing'}")
+            raise InvalidInputError(
+                f"--ln-modes must be a comma list of {', '.join(LN_MODES)} including 'frozen'; "
+                f"got {','.join(self.ln_modes) or 'nothing'}"
+            )
         if self.dtype not in ("float32", "bfloat16", "float16"):
             raise InvalidInputError(f"--dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
         if self.dtype != "float32" and set(self.effects) != {"direct"}:
-            raise InvalidInputError(f"--dtype {self.dtype} computes the direct effect only: the 'both'/'indirect' "
-                                    "effects would subtract a float32 re-run from low-precision clean logits, so "
-                                    "rounding would not cancel. Add --effects direct, or use --dtype float32")
+            raise InvalidInputError(
+                f"--dtype {self.dtype} computes the direct effect only: the 'both'/'indirect' "
+                "effects would subtract a float32 re-run from low-precision clean logits, so "
+                "rounding would not cancel. Add --effects direct, or use --dtype float32"
+            )
         if not isinstance(self.out, str) or not self.out.strip():
             raise InvalidInputError("--out must name an output folder (it is empty)")
         if self.resume and self.overwrite:
@@ -129,8 +162,11 @@ class RunConfig:
 
     def recorded(self) -> dict:
         """The fields written into the manifest's hyperparameters (heads, device, out and the flags are not)."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-                if f.metadata.get("record", True) and f.name != "heads"}
+        return {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if f.metadata.get("record", True) and f.name != "heads"
+        }
 
     def hash(self) -> str:
         keys = {k: v for k, v in dataclasses.asdict(self).items() if k not in ("device", "out", "resume", "overwrite")}

@@ -25,17 +25,24 @@ INDEX_SIZE = 2000
 def write_circuits(lm, head, out: Path) -> dict:
     """OV/QK factors and diagonal ranks of ``head``; returns their rank summaries."""
     f = circuit_factors(lm, head, DEFAULT_EMBEDDING)
-    ranks = {"ov": ranks_from_factors(f["ov_src"], f["ov_dst"], "ov"),
-             "qk": ranks_from_factors(f["qk_dst"], f["qk_src"], "qk")}
-    save_tensors(out / schema.head_file("circuits", head),
-                 {**{k: v.to(torch.float16).cpu() for k, v in f.items()},
-                  **{schema.CIRCUIT_RANKS[c]: r.to(torch.int32) for c, r in ranks.items()}},
-                 {"embedding": DEFAULT_EMBEDDING})
+    ranks = {
+        "ov": ranks_from_factors(f["ov_src"], f["ov_dst"], "ov"),
+        "qk": ranks_from_factors(f["qk_dst"], f["qk_src"], "qk"),
+    }
+    save_tensors(
+        out / schema.head_file("circuits", head),
+        {
+            **{k: v.to(torch.float16).cpu() for k, v in f.items()},
+            **{schema.CIRCUIT_RANKS[c]: r.to(torch.int32) for c, r in ranks.items()},
+        },
+        {"embedding": DEFAULT_EMBEDDING},
+    )
     return {c: rank_summary(r) for c, r in ranks.items()}
 
 
 def write_index(out: Path, head, n_shards: int) -> dict:
     """The search index (top tokens by each metric) and the CSPA summary of ``head``."""
+
     def read(quantity: str, group: str | None = None) -> torch.Tensor:
         return torch.from_numpy(read_field(out, n_shards, schema.tensor_name(head, schema.key(quantity, group))))
 
@@ -50,8 +57,9 @@ def write_index(out: Path, head, n_shards: int) -> dict:
         tensors[schema.index_key(metric, "value")] = vals.reshape(-1)[top].to(torch.float32)
     save_tensors(out / schema.head_file("index", head), tensors)
     v, c = schema.PAPER_VARIANT, schema.CSPA
-    s = summary_metrics(read("kl", v).float(), read("kl", c).float(), read("delta_loss", v).float(),
-                        read("delta_loss", c).float())
+    s = summary_metrics(
+        read("kl", v).float(), read("kl", c).float(), read("delta_loss", v).float(), read("delta_loss", c).float()
+    )
     s["mean_clean_loss"] = float(read(schema.LOSS).double().mean())
     return s
 
@@ -75,15 +83,19 @@ def finish(cfg: RunConfig, lm, heads, out: Path, n_shards: int, n_seqs: int, cfg
         "schema_version": schema.SCHEMA_VERSION,
         "model": {"model_name": lm.name, **lm.provenance},
         "heads": [schema.head_key(h) for h in heads],
-        "dataset": {"name": cfg.dataset, "split": cfg.split, "seed": cfg.seed, "selection": SELECTION_RULE,
-                    "provenance": dataset_provenance(cfg.dataset)},
-        "counts": {"n_sequences": n_seqs, "seq_len": cfg.seq_len, "shard_size": cfg.shard_size,
-                   "n_shards": n_shards},
+        "dataset": {
+            "name": cfg.dataset,
+            "split": cfg.split,
+            "seed": cfg.seed,
+            "selection": SELECTION_RULE,
+            "provenance": dataset_provenance(cfg.dataset),
+        },
+        "counts": {"n_sequences": n_seqs, "seq_len": cfg.seq_len, "shard_size": cfg.shard_size, "n_shards": n_shards},
         "hyperparameters": {
             **cfg.recorded(),
             "cspa": {**cfg.cspa().as_metadata(), **_exclusions(cfg, m.tokenizer)},
             "mean": f"per-position mean of the head output over the first {cfg.n_mean} analysed sequences "
-                    f"(all {cfg.seq_len} tokens long), as the paper",
+            f"(all {cfg.seq_len} tokens long), as the paper",
             "ablation": "mean ablation; effects direct/both/indirect x final LN frozen/unfrozen",
             "circuit_embedding": DEFAULT_EMBEDDING,
             "stored_dtypes": "floats float16, ids int32",

@@ -59,8 +59,10 @@ def prepare_out(cfg: RunConfig) -> Path:
         raise InvalidInputError(f"--out {out} exists and is not a folder")
     existing = sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) if out.exists() else []
     if existing and not (cfg.resume or cfg.overwrite):
-        raise InvalidInputError(f"--out {out} is not empty ({', '.join(existing[:3])}…); pass --resume to continue "
-                                "the run there, --overwrite to replace it, or choose a new folder")
+        raise InvalidInputError(
+            f"--out {out} is not empty ({', '.join(existing[:3])}…); pass --resume to continue "
+            "the run there, --overwrite to replace it, or choose a new folder"
+        )
     if cfg.overwrite:
         for name in LAYOUT:
             path = out / name
@@ -99,16 +101,19 @@ def run(cfg: RunConfig, loaded=None, log=print, stats: dict | None = None) -> Pa
     if rank == 0:
         _remove_stale_shards(out, n_shards)
     t_shards = time.perf_counter()
-    done_tokens = _analyse_shards(cfg, lm, heads, means, seqs, out, [i for i in range(n_shards) if i % world == rank],
-                                  rank, cfg_hash)
+    done_tokens = _analyse_shards(
+        cfg, lm, heads, means, seqs, out, [i for i in range(n_shards) if i % world == rank], rank, cfg_hash
+    )
     shard_seconds = time.perf_counter() - t_shards
     _barrier(world)
     if rank == 0:
         finish(cfg, lm, heads, out, n_shards, len(seqs), cfg_hash, log)
     _barrier(world)
     if done_tokens:
-        log(f"rank {rank}: analysed {done_tokens} tokens in {shard_seconds:.1f} s "
-            f"({done_tokens / max(shard_seconds, 1e-9):.0f} tokens/s)")
+        log(
+            f"rank {rank}: analysed {done_tokens} tokens in {shard_seconds:.1f} s "
+            f"({done_tokens / max(shard_seconds, 1e-9):.0f} tokens/s)"
+        )
     if stats is not None:
         stats.update(shard_seconds=shard_seconds, tokens=done_tokens, total_seconds=time.perf_counter() - t_start)
     return out
@@ -124,7 +129,7 @@ def _settle(cfg: RunConfig, lm) -> tuple[RunConfig, list[tuple[int, int]]]:
         raise InvalidInputError(f"--seq-len {cfg.seq_len} is above the model's context n_ctx = {m.cfg.n_ctx}")
     if cfg.k > m.cfg.d_vocab:
         raise InvalidInputError(f"--k {cfg.k} is above the vocabulary size {m.cfg.d_vocab}")
-    heads = [check_head(m, h) for h in cfg.heads]
+    heads = [check_head(m, h) for h in cfg.heads or ()]
     if cfg.dtype != "float32":
         m.to(getattr(torch, cfg.dtype))
     return cfg, heads
@@ -140,14 +145,17 @@ def _mean_results(cfg: RunConfig, lm, heads, seqs, out: Path | None, cfg_hash: s
         count = torch.full((mu.shape[0],), len(mean_tokens), dtype=torch.int32)
         means[head] = mu
         if out is not None:
-            save_tensors(out / schema.head_file("mean", head),
-                         {schema.MEAN_RESULT: mu.contiguous(), schema.MEAN_COUNT: count.to(torch.int32)},
-                         {"config_hash": cfg_hash})
+            save_tensors(
+                out / schema.head_file("mean", head),
+                {schema.MEAN_RESULT: mu.contiguous(), schema.MEAN_COUNT: count.to(torch.int32)},
+                {"config_hash": cfg_hash},
+            )
     return means
 
 
-def _analyse_shards(cfg: RunConfig, lm, heads, means: dict, seqs, out: Path, mine: list[int], rank: int,
-                    cfg_hash: str) -> int:
+def _analyse_shards(
+    cfg: RunConfig, lm, heads, means: dict, seqs, out: Path, mine: list[int], rank: int, cfg_hash: str
+) -> int:
     """Analyse and write shards ``mine`` (those of a finished earlier run with this config hash are kept under
     ``--resume``); returns the tokens analysed."""
     from tqdm import tqdm
@@ -159,17 +167,26 @@ def _analyse_shards(cfg: RunConfig, lm, heads, means: dict, seqs, out: Path, min
     done_tokens = 0
     for i in mine:
         path = out / schema.shard_path(i)
-        block = seqs[i * cfg.shard_size:(i + 1) * cfg.shard_size]
+        block = seqs[i * cfg.shard_size : (i + 1) * cfg.shard_size]
         if cfg.resume and _shard_ok(path, cfg_hash):
             bar.update(len(block) * cfg.seq_len)
             continue
         parts: dict[str, list[torch.Tensor]] = {}
         for start in range(0, len(block), cfg.batch_size):
-            toks = torch.tensor(block[start:start + cfg.batch_size])
+            toks = torch.tensor(block[start : start + cfg.batch_size])
             for head in heads:
-                res = analyze(lm, toks, head, means[head], k=cfg.k, cspa=cspa, neighbours=neighbours,
-                              effects=tuple(cfg.effects), ln_modes=tuple(cfg.ln_modes),
-                              topk_groups=schema.STORED_TOPK_VARIANTS)
+                res = analyze(
+                    lm,
+                    toks,
+                    head,
+                    means[head],
+                    k=cfg.k,
+                    cspa=cspa,
+                    neighbours=neighbours,
+                    effects=tuple(cfg.effects),
+                    ln_modes=tuple(cfg.ln_modes),
+                    topk_groups=schema.STORED_TOPK_VARIANTS,
+                )
                 for name, t in compact(res, cfg.k_attn).items():
                     parts.setdefault(schema.tensor_name(head, name), []).append(t)
             parts.setdefault(schema.TOKENS, []).append(toks.to(torch.int32))
@@ -183,15 +200,17 @@ def _analyse_shards(cfg: RunConfig, lm, heads, means: dict, seqs, out: Path, min
 
 def _check_cspa_memory(cfg: RunConfig) -> None:
     """CSPA with k_s > 1 holds a few [batch, seq, seq, k_s, k_s] tensors: refuse settings that cannot fit."""
-    need = 4 * 4 * cfg.batch_size * cfg.seq_len ** 2 * cfg.cspa_k_s ** 2
+    need = 4 * 4 * cfg.batch_size * cfg.seq_len**2 * cfg.cspa_k_s**2
     try:
         have = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
         return
     if cfg.cspa_k_s > 1 and need > have:
-        raise InvalidInputError(f"--cspa-k-s {cfg.cspa_k_s} with --batch-size {cfg.batch_size} and --seq-len "
-                                f"{cfg.seq_len} needs about {need / 2**30:.1f} GiB for CSPA; {have / 2**30:.1f} GiB "
-                                "are free. Lower --batch-size or --cspa-k-s")
+        raise InvalidInputError(
+            f"--cspa-k-s {cfg.cspa_k_s} with --batch-size {cfg.batch_size} and --seq-len "
+            f"{cfg.seq_len} needs about {need / 2**30:.1f} GiB for CSPA; {have / 2**30:.1f} GiB "
+            "are free. Lower --batch-size or --cspa-k-s"
+        )
 
 
 def _remove_stale_shards(out: Path, n_shards: int) -> None:

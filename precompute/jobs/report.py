@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from .. import paper
 
-
 # how each of the paper's settings (``paper.RUN``) is read from an artifact folder, with its label
 SETTINGS = {
     "model": ("model", lambda a, h: a.manifest["model"].get("model_name")),
@@ -19,8 +18,12 @@ SETTINGS = {
     "cspa_negative_only": ("negative components only", lambda a, h: a.hyperparameters.get("cspa_negative_only")),
     "cspa_exclusions": ("CSPA exclusions", lambda a, h: a.hyperparameters.get("cspa_exclusions", "extended")),
     "dtype": ("forward dtype", lambda a, h: a.hyperparameters.get("dtype")),
-    "selection": ("data selection", lambda a, h: paper.SELECTION
-                  if "np.random" in str(a.manifest["dataset"].get("selection", "")) else "older rule"),
+    "selection": (
+        "data selection",
+        lambda a, h: paper.SELECTION
+        if "np.random" in str(a.manifest["dataset"].get("selection", ""))
+        else "older rule",
+    ),
 }
 
 
@@ -44,11 +47,15 @@ def rows(arts, head=None) -> list[tuple[paper.Figure, float | None]]:
 def format_report(arts, head=None) -> str:
     model = arts.manifest["model"]
     head_name = head or arts.manifest["heads"][0]
-    lines = [f"Model {model['model_name']}, head {head_name}, {arts.n_sequences} x {arts.seq_len} tokens of "
-             f"{arts.manifest['dataset']['name']}"]
+    lines = [
+        f"Model {model['model_name']}, head {head_name}, {arts.n_sequences} x {arts.seq_len} tokens of "
+        f"{arts.manifest['dataset']['name']}"
+    ]
     if model.get("synthetic"):
-        lines.append("NOTE: this is a SYNTHETIC model (offline); its numbers are not comparable to the paper's. "
-                     "Run with --model gpt2-small where the Hub is reachable to reproduce them.")
+        lines.append(
+            "NOTE: this is a SYNTHETIC model (offline); its numbers are not comparable to the paper's. "
+            "Run with --model gpt2-small where the Hub is reachable to reproduce them."
+        )
     lines.append(f"{'quantity':52s} {'paper (GPT-2 10.7)':>18s} {'measured':>10s}")
     for figure, value in rows(arts, head):
         lines.append(f"{figure.label:52s} {figure.text:>18s} {figure.format(value):>10s}")

@@ -14,8 +14,16 @@ from ..errors import InvalidInputError
 from ..validate import whole_number
 from .config import option
 
-LIMITS = {"n_seqs": 1_000_000, "seq_len": 1 << 16, "batch_size": 4096, "n_mean": 1_000_000, "n_repeat": 100_000,
-          "n_ioi": 100_000, "repeat_len": 4096, "circuit_rows": 1 << 24}
+LIMITS = {
+    "n_seqs": 1_000_000,
+    "seq_len": 1 << 16,
+    "batch_size": 4096,
+    "n_mean": 1_000_000,
+    "n_repeat": 100_000,
+    "n_ioi": 100_000,
+    "repeat_len": 4096,
+    "circuit_rows": 1 << 24,
+}
 
 
 def _rows(text: str) -> int | None:
@@ -31,10 +39,14 @@ def _rows(text: str) -> int | None:
 class SurveyConfig:
     """Settings of one survey (every field but out/device/overwrite is recorded with it)."""
 
-    model: str = option("gpt2-small", "model: gpt2-small, gpt2-small-random, toy, smollm2-135m, a .gguf file, a Hugging "
-                                 "Face id or a local folder")
-    dataset: str = option("stas/openwebtext-10k", "Hub dataset, a local .txt/.jsonl file or folder, 'python-docs' (real English, offline) or "
-                                   "'synthetic'")
+    model: str = option(
+        "gpt2-small",
+        "model: gpt2-small, gpt2-small-random, toy, smollm2-135m, a .gguf file, a Hugging Face id or a local folder",
+    )
+    dataset: str = option(
+        "stas/openwebtext-10k",
+        "Hub dataset, a local .txt/.jsonl file or folder, 'python-docs' (real English, offline) or 'synthetic'",
+    )
     split: str = option("train", "dataset split")
     seed: int = option(6, "document shuffle seed; also seeds the random tokens and the IOI names")
     n_seqs: int = option(64, "sequences for the ablation and CSPA columns")
@@ -89,13 +101,22 @@ def run_survey(cfg: SurveyConfig, loaded=None, log=print) -> Path:
         raise InvalidInputError(f"--out {out} already holds a survey; pass --overwrite or choose a new folder")
     t0 = time.perf_counter()
     lm = loaded if loaded is not None else load_model(cfg.model, device=cfg.device)
-    tokens = torch.tensor(load_sequences(cfg.dataset, cfg.split, cfg.seed, lm.tokenizer, cfg.n_seqs, cfg.seq_len,
-                                         n_ctx=lm.model.cfg.n_ctx))
+    tokens = torch.tensor(
+        load_sequences(
+            cfg.dataset, cfg.split, cfg.seed, lm.tokenizer, cfg.n_seqs, cfg.seq_len, n_ctx=lm.model.cfg.n_ctx
+        )
+    )
     df = survey_heads(lm, tokens, cfg.settings(), progress=lambda text, frac: log(f"survey: {text}"))
     if (out / schema.SURVEY_MANIFEST).exists():
         (out / schema.SURVEY_MANIFEST).unlink()
-    dataset = {"name": cfg.dataset, "split": cfg.split, "seed": cfg.seed, "n_sequences": len(tokens),
-               "seq_len": cfg.seq_len, "provenance": provenance(cfg.dataset)}
+    dataset = {
+        "name": cfg.dataset,
+        "split": cfg.split,
+        "seed": cfg.seed,
+        "n_sequences": len(tokens),
+        "seq_len": cfg.seq_len,
+        "provenance": provenance(cfg.dataset),
+    }
     write_survey(df, out, dataset)
     log(f"survey of {len(df)} heads written to {out} in {time.perf_counter() - t0:.1f} s")
     return out

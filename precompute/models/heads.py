@@ -19,32 +19,40 @@ def check_head(m, head) -> tuple[int, int]:
     except (TypeError, ValueError):
         raise InvalidInputError(f"head must be a (layer, head) pair, got {head!r}") from None
     if not (0 <= layer < cfg.n_layers and 0 <= h < cfg.n_heads):
-        raise InvalidInputError(f"head {layer}.{h} does not exist: the model has layers 0-{cfg.n_layers - 1} and "
-                                f"heads 0-{cfg.n_heads - 1} per layer")
+        raise InvalidInputError(
+            f"head {layer}.{h} does not exist: the model has layers 0-{cfg.n_layers - 1} and "
+            f"heads 0-{cfg.n_heads - 1} per layer"
+        )
     return layer, h
 
 
-def head_output(m, z: Float[Tensor, "batch seq n_heads d_head"], layer: int, h: int
-                ) -> Float[Tensor, "batch seq d_model"]:
+def head_output(
+    m, z: Float[Tensor, "batch seq n_heads d_head"], layer: int, h: int
+) -> Float[Tensor, "batch seq d_model"]:
     """The head's contribution to the residual stream (no bias): z_h W_O[layer, h], in float32."""
     from .weights import layer_weight
 
     return z[:, :, h].float() @ layer_weight(m, "W_O", layer)[h].float()
 
 
-def head_weights(m, layer: int, h: int) -> dict[str, Float[Tensor, "..."]]:
+def head_weights(m, layer: int, h: int) -> dict[str, Float[Tensor, ...]]:
     """W_Q, W_K, W_V [d_model, d_head] and W_O [d_head, d_model] of one head (K and V from the key/value head it
     shares under grouped-query attention)."""
     from .architecture import of
     from .weights import layer_weight
 
     kv = of(m).kv_head(h)
-    return {"W_Q": layer_weight(m, "W_Q", layer)[h], "W_K": layer_weight(m, "W_K", layer)[kv],
-            "W_V": layer_weight(m, "W_V", layer)[kv], "W_O": layer_weight(m, "W_O", layer)[h]}
+    return {
+        "W_Q": layer_weight(m, "W_Q", layer)[h],
+        "W_K": layer_weight(m, "W_K", layer)[kv],
+        "W_V": layer_weight(m, "W_V", layer)[kv],
+        "W_O": layer_weight(m, "W_O", layer)[h],
+    }
 
 
-def mean_coefficients(mu: Float[Tensor, "seq d_model"], W_O_h: Float[Tensor, "d_head d_model"], rtol: float = 1e-5
-                      ) -> Float[Tensor, "seq d_head"] | None:
+def mean_coefficients(
+    mu: Float[Tensor, "seq d_model"], W_O_h: Float[Tensor, "d_head d_model"], rtol: float = 1e-5
+) -> Float[Tensor, "seq d_head"] | None:
     """z̄ with z̄ W_O_h = mu, when ``mu`` is a head's mean output (``mean_result`` averages z W_O_h, so it lies in
     W_O_h's row space up to float32 rounding); None when no z̄ reproduces ``mu`` to ``rtol`` of its largest entry
     (a mean made another way), so callers fall back to working in d_model."""

@@ -22,27 +22,18 @@ Specs:
 
 from __future__ import annotations
 
-import importlib.metadata
 import os
 import re
-from pathlib import Path
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidInputError, ModelUnavailableError
+from .bridge import boot, cached_or_full, process, versions
 
 MODEL_NAMES = ("gpt2-small", "gpt2-small-random", "toy", "smollm2-135m")
 RANDOM_SEED = 0
 
-# The weight processing of the paper (TransformerLens HookedTransformer.from_pretrained defaults) for LayerNorm
-# models; ``architecture.weight_processing`` decides it per model and every artifact records it.
-WEIGHT_PROCESSING = {
-    "fold_ln": True,
-    "center_writing_weights": True,
-    "center_unembed": True,
-    "fold_value_biases": True,
-    "refactor_factored_attn_matrices": False,
-}
 # a Hugging Face model id: "name" or "owner/name"
 HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?")
 
@@ -90,16 +81,6 @@ def unwrap(model) -> Any:
     return model.model if isinstance(model, LoadedModel) else model
 
 
-def _versions() -> dict:
-    out = {}
-    for pkg in ("transformer-lens", "transformers", "torch"):
-        try:
-            out[pkg.replace("-", "_") + "_version"] = importlib.metadata.version(pkg)
-        except importlib.metadata.PackageNotFoundError:  # pragma: no cover - always installed with the project
-            out[pkg.replace("-", "_") + "_version"] = "unknown"
-    return out
-
-
 def _resolve_device(device: str) -> str:
     import torch
 
@@ -112,84 +93,8 @@ def _resolve_device(device: str) -> str:
     return device
 
 
-def _boot(hf_model, tokenizer, label: str, device: str):
-    from transformer_lens import TransformerBridge
-
-    bridge = TransformerBridge.boot_transformers(label, hf_model=hf_model, tokenizer=tokenizer, device=device)
-    return _process(bridge)
-
-
-def _process(bridge, before_forward=None):
-    """Check, process (as ``architecture.weight_processing`` decides) and freeze a booted bridge.
-    ``before_forward(bridge)``: called once the weights are in place, before the first forward pass."""
-    from .architecture import check_supported, weight_processing
-
-    check_supported(bridge)
-    try:
-        bridge.set_use_attn_result(True)  # per-head hook_result where it can (not OPT); the analysis uses hook_z
-    except NotImplementedError:
-        pass
-    bridge.enable_compatibility_mode(disable_warnings=True, **weight_processing(bridge.cfg))
-    bridge.eval()
-    for p in bridge.parameters():
-        p.requires_grad_(False)
-    from .memory import release
-
-    release()  # processing leaves copies in reference cycles: gone before the forward passes add their own
-    if before_forward is not None:
-        before_forward(bridge)
-    _drop_unused_fused_qkv(bridge)
-    return bridge
-
-
-def _drop_unused_fused_qkv(bridge) -> None:
-    """Free the fused q/k/v weights that TransformerBridge keeps next to the split (processed) ones it uses.
-
-    About 85 MB for GPT-2 small. Only kept if a forward pass gives bit-identical logits without them; otherwise
-    they are restored (a future TransformerLens that does use them loses nothing but the saving).
-    """
-    import torch
-
-    fused = [(n, p) for n, p in bridge.named_parameters() if ".attn.qkv." in n]
-    if not fused:
-        return
-    probe = torch.arange(min(4, bridge.cfg.d_vocab), device=fused[0][1].device)[None]
-    with torch.inference_mode():
-        ref = bridge(probe)
-    saved = [(p, p.data) for _, p in fused]
-    for p, data in saved:
-        p.data = torch.empty(0, dtype=data.dtype, device=data.device)
-    try:
-        with torch.inference_mode():
-            ok = torch.equal(bridge(probe), ref)
-    except Exception:  # noqa: BLE001 - the fused weights are in use after all
-        ok = False
-    if not ok:
-        for p, data in saved:
-            p.data = data
-
-
 def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
-
-
-def _cached(identity: dict | None, skeleton, tokenizer, label: str, device: str, full):
-    """The processed model from the weight cache when it holds this identity (``weight_cache``), else ``full()``,
-    whose processed weights are then saved. Returns (bridge, whether it came from the cache)."""
-    from . import weight_cache
-
-    if identity is None or device != "cpu" or not weight_cache.enabled():
-        return full(), False
-    identity = {**identity, "weight_processing": WEIGHT_PROCESSING, **_versions()}
-    key = weight_cache.entry_key(identity)
-    bridge = weight_cache.load(key, identity, skeleton, tokenizer, label, device, _process)
-    if bridge is not None:
-        return bridge, True
-    with weight_cache.capture() as state:
-        bridge = full()
-    if state:
-        weight_cache.save(key, identity, state, bridge)
-    return bridge, False
 
 
 def _hub_snapshot(repo_id: str) -> str | None:
@@ -220,7 +125,7 @@ def _load_from_hub(repo_id: str, device: str, label: str | None = None):
         bridge = TransformerBridge.boot_transformers(repo_id, device=device)
     except (OSError, ValueError, ConnectionError) as err:
         raise ModelUnavailableError(f"{hint} Underlying error: {type(err).__name__}: {str(err)[:300]}") from None
-    return _process(bridge)
+    return process(bridge)
 
 
 def _load_folder(folder: Path, device: str):
@@ -228,14 +133,17 @@ def _load_folder(folder: Path, device: str):
     from transformer_lens import TransformerBridge
 
     if not (folder / "config.json").is_file():
-        raise InvalidInputError(f"{folder} has no config.json: not a Hugging Face model folder (save one with "
-                                "model.save_pretrained(folder) and tokenizer.save_pretrained(folder))")
+        raise InvalidInputError(
+            f"{folder} has no config.json: not a Hugging Face model folder (save one with "
+            "model.save_pretrained(folder) and tokenizer.save_pretrained(folder))"
+        )
     try:
         bridge = TransformerBridge.boot_transformers(str(folder), device=device)
     except (OSError, ValueError, KeyError) as err:
-        raise ModelUnavailableError(f"the model in {folder} could not be loaded: {type(err).__name__}: "
-                                    f"{str(err)[:300]}") from None
-    return _process(bridge)
+        raise ModelUnavailableError(
+            f"the model in {folder} could not be loaded: {type(err).__name__}: {str(err)[:300]}"
+        ) from None
+    return process(bridge)
 
 
 def _set_start_token(tokenizer, prov: dict) -> None:
@@ -245,7 +153,9 @@ def _set_start_token(tokenizer, prov: dict) -> None:
     from ..data.tokenization import start_token
 
     if tokenizer is None:
-        raise ModelUnavailableError("the model came without a tokenizer; save one next to it (tokenizer.save_pretrained)")
+        raise ModelUnavailableError(
+            "the model came without a tokenizer; save one next to it (tokenizer.save_pretrained)"
+        )
     token, why = start_token(tokenizer)
     if token != tokenizer.bos_token:
         tokenizer.bos_token = token
@@ -266,22 +176,31 @@ def _load_gguf(name: str, device: str, prov: dict):
     config = AutoConfig.from_pretrained(str(folder))
     tokenizer = AutoTokenizer.from_pretrained(str(folder))
     label = name if name in gguf.PACKAGED else path.stem
-    bridge, cached = _cached(
+    bridge, cached = cached_or_full(
         {"spec": "gguf", "sha256": sha, "conversion": gguf.CONVERSION_VERSION},
-        lambda: skeleton_of(config, gguf.model_class(config)), lambda: tokenizer, label, device,
-        lambda: _boot(gguf.dequantised(path, config), tokenizer, label, device))
+        lambda: skeleton_of(config, gguf.model_class(config)),
+        lambda: tokenizer,
+        label,
+        device,
+        lambda: boot(gguf.dequantised(path, config), tokenizer, label, device),
+    )
     record = gguf.provenance(folder, path)
     record["gguf"].update(extra)
-    prov.update(synthetic=False, weights=f"GGUF file {path.name} (sha256 {sha[:16]}…), dequantised to float32",
-                tokenizer="the GGUF file's", **record)
+    prov.update(
+        synthetic=False,
+        weights=f"GGUF file {path.name} (sha256 {sha[:16]}…), dequantised to float32",
+        tokenizer="the GGUF file's",
+        **record,
+    )
     return bridge, cached
 
 
 def _is_folder_spec(name: str) -> bool:
     """A path rather than a Hub id: an existing folder, or a name only a path can have ('./x', '/x', '~/x',
     'a/b/c'); 'owner/name' that is not a folder here is a Hub id."""
-    return (Path(name).expanduser().is_dir() or name.startswith((".", "~", os.sep)) or name.count("/") > 1
-            or "\\" in name)
+    return (
+        Path(name).expanduser().is_dir() or name.startswith((".", "~", os.sep)) or name.count("/") > 1 or "\\" in name
+    )
 
 
 def _load_gpt2_small(name: str, device: str, prov: dict):
@@ -290,11 +209,14 @@ def _load_gpt2_small(name: str, device: str, prov: dict):
     from .weight_cache import skeleton_of
 
     snapshot = _hub_snapshot("gpt2")
-    bridge, cached = _cached(
+    bridge, cached = cached_or_full(
         None if snapshot is None else {"spec": name, "hub_snapshot": snapshot},
         lambda: skeleton_of(GPT2Config.from_pretrained("gpt2"), GPT2LMHeadModel),
-        lambda: AutoTokenizer.from_pretrained("gpt2"), "gpt2", device,
-        lambda: _load_from_hub("gpt2", device, label="GPT-2 small"))
+        lambda: AutoTokenizer.from_pretrained("gpt2"),
+        "gpt2",
+        device,
+        lambda: _load_from_hub("gpt2", device, label="GPT-2 small"),
+    )
     prov.update(synthetic=False, weights="huggingface:gpt2", tokenizer="huggingface:gpt2")
     return bridge, cached
 
@@ -311,12 +233,21 @@ def _load_gpt2_random(name: str, device: str, prov: dict):
 
     def full():
         torch.manual_seed(RANDOM_SEED)
-        return _boot(GPT2LMHeadModel(config).eval(), tokenizer, name, device)
+        return boot(GPT2LMHeadModel(config).eval(), tokenizer, name, device)
 
-    bridge, cached = _cached({"spec": name, "seed": RANDOM_SEED, "config": config.to_json_string()},
-                             lambda: skeleton_of(config, GPT2LMHeadModel), lambda: tokenizer, name, device, full)
-    prov.update(synthetic=True, weights=f"random (GPT2Config defaults, torch seed {RANDOM_SEED})",
-                tokenizer="GPT-2's real tokenizer (vocabulary files shipped in precompute/data/gpt2_tokenizer)")
+    bridge, cached = cached_or_full(
+        {"spec": name, "seed": RANDOM_SEED, "config": config.to_json_string()},
+        lambda: skeleton_of(config, GPT2LMHeadModel),
+        lambda: tokenizer,
+        name,
+        device,
+        full,
+    )
+    prov.update(
+        synthetic=True,
+        weights=f"random (GPT2Config defaults, torch seed {RANDOM_SEED})",
+        tokenizer="GPT-2's real tokenizer (vocabulary files shipped in precompute/data/gpt2_tokenizer)",
+    )
     return bridge, cached
 
 
@@ -326,19 +257,29 @@ def _load_toy(name: str, device: str, prov: dict):
     from .toy import TOY_PLANTED_HEAD, TOY_SEED, build_toy_hf_model, unigram_log_prior
 
     tokenizer = load_local_tokenizer("toy")
-    hf_model = build_toy_hf_model(len(tokenizer), tokenizer.bos_token_id, unigram_log_prior(tokenizer),
-                                  function_word_ids(tokenizer), seed=TOY_SEED)
-    prov.update(synthetic=True, weights=f"hand-planted (precompute.models.toy, seed {TOY_SEED})",
-                tokenizer="locally built BPE on the project's synthetic text",
-                planted_head=f"{TOY_PLANTED_HEAD[0]}.{TOY_PLANTED_HEAD[1]}")
-    return _boot(hf_model, tokenizer, "toy", device), False
+    hf_model = build_toy_hf_model(
+        len(tokenizer),
+        tokenizer.bos_token_id,
+        unigram_log_prior(tokenizer),
+        function_word_ids(tokenizer),
+        seed=TOY_SEED,
+    )
+    prov.update(
+        synthetic=True,
+        weights=f"hand-planted (precompute.models.toy, seed {TOY_SEED})",
+        tokenizer="locally built BPE on the project's synthetic text",
+        planted_head=f"{TOY_PLANTED_HEAD[0]}.{TOY_PLANTED_HEAD[1]}",
+    )
+    return boot(hf_model, tokenizer, "toy", device), False
 
 
 def _load_local_folder(name: str, device: str, prov: dict):
     folder = Path(name).expanduser()
     if not folder.is_dir():
-        raise InvalidInputError(f"model folder {name!r} does not exist; give one of {', '.join(MODEL_NAMES)}, "
-                                "a Hugging Face id, a .gguf file, or a folder holding a Hugging Face causal LM")
+        raise InvalidInputError(
+            f"model folder {name!r} does not exist; give one of {', '.join(MODEL_NAMES)}, "
+            "a Hugging Face id, a .gguf file, or a folder holding a Hugging Face causal LM"
+        )
     prov.update(synthetic=False, weights=f"local folder {folder.resolve()}", tokenizer="the folder's")
     return _load_folder(folder, device), False
 
@@ -362,8 +303,10 @@ def _loader(name: str):
         return _load_local_folder
     if HUB_ID.fullmatch(name):
         return _load_hub_id
-    raise InvalidInputError(f"unknown model {name!r}; give one of {', '.join(MODEL_NAMES)}, a Hugging Face id "
-                            "(owner/name) or a folder holding a Hugging Face causal LM")
+    raise InvalidInputError(
+        f"unknown model {name!r}; give one of {', '.join(MODEL_NAMES)}, a Hugging Face id "
+        "(owner/name) or a folder holding a Hugging Face causal LM"
+    )
 
 
 def load_model(name: str, device: str = "cpu") -> LoadedModel:
@@ -380,12 +323,18 @@ def load_model(name: str, device: str = "cpu") -> LoadedModel:
         from .memory import tune_allocator
 
         tune_allocator()  # the CPU analysis's temporaries are reused instead of page-faulted anew (memory.py)
-    prov: dict = {"model_name": name, "device": device, **_versions()}
+    prov: dict = {"model_name": name, "device": device, **versions()}
     bridge, cached = load(name, device, prov)
     _set_start_token(bridge.tokenizer, prov)
     release()  # processing weights peaks far above the final size; give the freed pages back
     cfg = bridge.cfg
     prov.update(weight_processing=weight_processing(cfg), **describe(bridge))
-    prov.update(n_layers=cfg.n_layers, n_heads=cfg.n_heads, d_model=cfg.d_model, d_head=cfg.d_head,
-                d_vocab=cfg.d_vocab, n_ctx=cfg.n_ctx)
+    prov.update(
+        n_layers=cfg.n_layers,
+        n_heads=cfg.n_heads,
+        d_model=cfg.d_model,
+        d_head=cfg.d_head,
+        d_vocab=cfg.d_vocab,
+        n_ctx=cfg.n_ctx,
+    )
     return LoadedModel(model=bridge, name=name, provenance=prov, weights_from_cache=cached)

@@ -57,8 +57,14 @@ def tune_allocator() -> bool:
     lib = libc()
     if lib is None or not hasattr(lib, "mallopt"):
         return False
-    return all(bool(lib.mallopt(param, value)) for param, value in
-               ((M_MMAP_THRESHOLD, MMAP_THRESHOLD), (M_TRIM_THRESHOLD, TRIM_THRESHOLD), (M_ARENA_MAX, ARENA_MAX)))
+    return all(
+        bool(lib.mallopt(param, value))
+        for param, value in (
+            (M_MMAP_THRESHOLD, MMAP_THRESHOLD),
+            (M_TRIM_THRESHOLD, TRIM_THRESHOLD),
+            (M_ARENA_MAX, ARENA_MAX),
+        )
+    )
 
 
 PROCESS_ENV = {"MKL_DISABLE_FAST_MM": "1"}

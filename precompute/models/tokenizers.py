@@ -48,8 +48,10 @@ def _build_toy(folder: Path) -> None:
 
 
 GPT2_FILES = Path(__file__).resolve().parents[1] / "data" / "gpt2_tokenizer"
-GPT2_SHA256 = {"vocab.json": "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783",
-               "merges.txt": "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5"}
+GPT2_SHA256 = {
+    "vocab.json": "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783",
+    "merges.txt": "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5",
+}
 
 
 def _build_gpt2(folder: Path) -> None:
@@ -64,8 +66,10 @@ def _build_gpt2(folder: Path) -> None:
         path = GPT2_FILES / name
         got = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "missing"
         if got != want:
-            raise ModelUnavailableError(f"GPT-2's tokenizer file {path} is {got if got == 'missing' else 'altered'} "
-                                        f"(sha256 {got[:12]}…, expected {want[:12]}…); restore it from the repository")
+            raise ModelUnavailableError(
+                f"GPT-2's tokenizer file {path} is {got if got == 'missing' else 'altered'} "
+                f"(sha256 {got[:12]}…, expected {want[:12]}…); restore it from the repository"
+            )
     bpe = models.BPE.from_file(str(GPT2_FILES / "vocab.json"), str(GPT2_FILES / "merges.txt"))
     tok = Tokenizer(bpe)
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)

@@ -65,15 +65,24 @@ def unigram_log_prior(tokenizer, n_docs: int = 60) -> torch.Tensor:
     return (counts / counts.sum()).log()
 
 
-def build_toy_hf_model(vocab_size: int, bos_id: int, log_prior: torch.Tensor, function_ids: list[int],
-                       seed: int = TOY_SEED):
+def build_toy_hf_model(
+    vocab_size: int, bos_id: int, log_prior: torch.Tensor, function_ids: list[int], seed: int = TOY_SEED
+):
     """A ``GPT2LMHeadModel`` with the planted weights above; deterministic in ``seed``."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
     cfg = GPT2Config(
-        vocab_size=vocab_size, n_positions=N_CTX, n_embd=D_MODEL, n_layer=N_LAYERS, n_head=N_HEADS,
-        n_inner=D_MLP, activation_function="gelu_new", tie_word_embeddings=False, layer_norm_epsilon=1e-5,
-        bos_token_id=bos_id, eos_token_id=bos_id,
+        vocab_size=vocab_size,
+        n_positions=N_CTX,
+        n_embd=D_MODEL,
+        n_layer=N_LAYERS,
+        n_head=N_HEADS,
+        n_inner=D_MLP,
+        activation_function="gelu_new",
+        tie_word_embeddings=False,
+        layer_norm_epsilon=1e-5,
+        bos_token_id=bos_id,
+        eos_token_id=bos_id,
     )
     torch.manual_seed(seed)
     model = GPT2LMHeadModel(cfg).eval()
@@ -102,7 +111,7 @@ def _clear_head(tr, layer: int, head: int) -> None:
         cols = _head_cols(kind, head, range(D_HEAD))
         attn.c_attn.weight[:, cols] = 0.0
         attn.c_attn.bias[cols] = 0.0
-    attn.c_proj.weight[head * D_HEAD:(head + 1) * D_HEAD, :] = 0.0
+    attn.c_proj.weight[head * D_HEAD : (head + 1) * D_HEAD, :] = 0.0
 
 
 def _plant_embeddings(model, bos_id: int, log_prior: torch.Tensor, function_ids: list[int], gen) -> None:

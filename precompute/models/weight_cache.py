@@ -98,7 +98,7 @@ def load(key: str, identity: dict, skeleton, tokenizer, label: str, device: str,
     """The bridge built from the cache entry, or None (no entry, another identity, a damaged file, a probe that
     differs). ``skeleton()``: the Hugging Face model with uninitialised weights and ``tokenizer()``, built only
     once the entry is found; ``process(bridge, before_forward)``: what a full load does after booting
-    (``loading._process``), run here with the cached weights."""
+    (``bridge.process``), run here with the cached weights."""
     from safetensors import safe_open
     from safetensors.torch import load_file
     from transformer_lens import TransformerBridge

@@ -35,14 +35,13 @@ from torch import Tensor
 
 from .. import schema
 from ..errors import InvalidInputError
-from ..validate import token_ids, whole_number
-from ..models import architecture, blocks
-from ..models import hooks
+from ..models import architecture, blocks, hooks
 from ..models.heads import check_head, head_output, mean_coefficients
 from ..models.loading import LoadedModel, unwrap
 from ..models.norm import eps_of, rms_scale
 from ..models.weights import layer_weight
 from ..schema import EFFECTS, LN_MODES, VARIANTS
+from ..validate import token_ids, whole_number
 from .cspa import CSPAConfig, cspa_for_batch
 from .scoring import VocabInputs, vocab_stage
 
@@ -102,11 +101,14 @@ def _validate(m, tokens: Tensor, head, mu: Tensor | None, k: int) -> tuple[int, 
     layer, h = check_head(m, head)
     if mu is not None:
         if mu.ndim != 2 or mu.shape[1] != cfg.d_model:
-            raise InvalidInputError(f"mean_result must have shape [positions, d_model={cfg.d_model}]; got "
-                                    f"{tuple(mu.shape)}")
+            raise InvalidInputError(
+                f"mean_result must have shape [positions, d_model={cfg.d_model}]; got {tuple(mu.shape)}"
+            )
         if mu.shape[0] < s:
-            raise InvalidInputError(f"mean_result covers {mu.shape[0]} positions but the sequence has {s} tokens; "
-                                    "compute the mean over sequences at least as long")
+            raise InvalidInputError(
+                f"mean_result covers {mu.shape[0]} positions but the sequence has {s} tokens; "
+                "compute the mean over sequences at least as long"
+            )
     whole_number("k", k, limit=cfg.d_vocab)
     return layer, h
 
@@ -121,15 +123,16 @@ def _check_variants(m, effects, ln_modes, cspa, neighbours) -> None:
         raise InvalidInputError("CSPA with k_s > 1 needs a semantic-neighbour table (semantic.neighbour_table)")
 
 
-def mean_result(model, tokens: Int[Tensor, "batch seq"], head: tuple[int, int], batch_size: int = 8
-                ) -> Float[Tensor, "seq d_model"]:
+def mean_result(
+    model, tokens: Int[Tensor, "batch seq"], head: tuple[int, int], batch_size: int = 8
+) -> Float[Tensor, "seq d_model"]:
     """Per-position mean of the head's output over a batch, shape [seq, d_model] (runs only up to the layer)."""
     m = unwrap(model)
     layer, h = _validate(m, tokens, head, None, 1)
     total = None
     with torch.inference_mode():
         for start in range(0, tokens.shape[0], batch_size):
-            r = head_outputs(m, tokens[start:start + batch_size], layer, h).sum(0)
+            r = head_outputs(m, tokens[start : start + batch_size], layer, h).sum(0)
             total = r if total is None else total + r
     return (total / tokens.shape[0]).cpu()
 
@@ -185,8 +188,9 @@ def analyze(
         inputs = _vocab_inputs(m, fwd, effects, ln_modes)
         kept = {}
         if cspa is not None:
-            batch = cspa_for_batch(m, tokens, fwd.attn, fwd.src_out, fwd.mu, fwd.pre_c / fwd.sigma_f, fwd.sigma_f,
-                                   cspa, neighbours)
+            batch = cspa_for_batch(
+                m, tokens, fwd.attn, fwd.src_out, fwd.mu, fwd.pre_c / fwd.sigma_f, fwd.sigma_f, cspa, neighbours
+            )
             if batch.sparse is not None:
                 inputs.cspa_sparse = batch.sparse
             else:
@@ -201,8 +205,9 @@ def analyze(
     meta = {"layer": layer, "head": h, "n_ctx": m.cfg.n_ctx, "d_vocab": m.cfg.d_vocab}
     if isinstance(model, LoadedModel):
         meta["model"] = model.name
-    return AnalysisResult(tensors={n: t.detach() for n, t in out.items()}, head=(layer, h), k=k,
-                          variants=variants, cspa=cspa, meta=meta)
+    return AnalysisResult(
+        tensors={n: t.detach() for n, t in out.items()}, head=(layer, h), k=k, variants=variants, cspa=cspa, meta=meta
+    )
 
 
 @dataclass
@@ -225,7 +230,7 @@ class _Forward:
     dla_factors: tuple[Tensor, Tensor] | None = None
 
 
-_UNEMBEDDINGS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # model -> (key, W_O_h W_U), one head
+_UNEMBEDDINGS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> (key, W_O_h W_U), one head
 
 
 def _head_unembedding(m, layer: int, h: int, W_O_h: Tensor) -> Float[Tensor, "d_head d_vocab"]:
@@ -279,13 +284,25 @@ def _forward(m, tokens, layer: int, h: int, mean_result: Tensor, rerun: bool) ->
     elif rerun:
         both_c = cen(_rerun_generic(m, tokens, layer, r, mu))
     z_bar = mean_coefficients(mu, W_O_h)
-    dla_factors = None if z_bar is None else ((cache[hook_z][:, :, h] - z_bar) / sigma_f,
-                                              _head_unembedding(m, layer, h, cen(W_O_h)))
-    return _Forward(clean_logits=clean_logits.float(), sigma_f=sigma_f, dla_factors=dla_factors,
-                    x_c=cache[hooks.FINAL_NORMALIZED] * sigma_f, delta_c=cen(r - mu),
-                    pre_c=cen(cache[hook_pre]), attn=cache[hook_pat][:, h], src_out=src_out,
-                    out_norm_rel=out_norm / out_norm.max(-1, keepdim=True).values.clamp_min(1e-30), mu=mu,
-                    eps=eps_of(m), both_c=both_c)
+    dla_factors = (
+        None
+        if z_bar is None
+        else ((cache[hook_z][:, :, h] - z_bar) / sigma_f, _head_unembedding(m, layer, h, cen(W_O_h)))
+    )
+    return _Forward(
+        clean_logits=clean_logits.float(),
+        sigma_f=sigma_f,
+        dla_factors=dla_factors,
+        x_c=cache[hooks.FINAL_NORMALIZED] * sigma_f,
+        delta_c=cen(r - mu),
+        pre_c=cen(cache[hook_pre]),
+        attn=cache[hook_pat][:, h],
+        src_out=src_out,
+        out_norm_rel=out_norm / out_norm.max(-1, keepdim=True).values.clamp_min(1e-30),
+        mu=mu,
+        eps=eps_of(m),
+        both_c=both_c,
+    )
 
 
 def _vocab_inputs(m, fwd: _Forward, effects, ln_modes) -> VocabInputs:

@@ -11,8 +11,9 @@ import numpy as np
 from ..errors import InvalidInputError
 
 
-def circuit_bars(factors: dict, token: int, circuit: str, focus: str, k: int
-                 ) -> tuple[np.ndarray, np.ndarray, float, int]:
+def circuit_bars(
+    factors: dict, token: int, circuit: str, focus: str, k: int
+) -> tuple[np.ndarray, np.ndarray, float, int]:
     """Top-k bars for one token: (ids, values, the token's own value, its rank).
 
     ``focus="source"``: the token is the source (OV: which predictions it suppresses; QK: which predicted

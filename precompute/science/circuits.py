@@ -56,7 +56,9 @@ def _act(name: str):
     raise InvalidInputError(f"unsupported MLP activation {name!r} for the effective embedding")
 
 
-def effective_embedding(model, embedding: str = DEFAULT_EMBEDDING, chunk: int = 8192) -> Float[Tensor, "d_vocab d_model"]:
+def effective_embedding(
+    model, embedding: str = DEFAULT_EMBEDDING, chunk: int = 8192
+) -> Float[Tensor, "d_vocab d_model"]:
     """The effective embedding ``embedding`` (one of EMBEDDINGS) for every token."""
     m = unwrap(model)
     if embedding not in EMBEDDINGS:
@@ -73,14 +75,14 @@ def effective_embedding(model, embedding: str = DEFAULT_EMBEDDING, chunk: int = 
     out = torch.empty_like(W_E)
     with torch.inference_mode():
         for start in range(0, W_E.shape[0], chunk):
-            e = W_E[start:start + chunk]
+            e = W_E[start : start + chunk]
             mid = e
             if with_attn:  # every layer-0 head attends only to the token itself
                 v = torch.einsum("nd,hde->nhe", layer_norm(e, eps), layer_weight(m, "W_V", 0))
                 mid = e + torch.einsum("nhe,hed->nd", v, layer_weight(m, "W_O", 0))
             pre = layer_norm(mid, eps) @ layer_weight(m, "W_in", 0) + layer_weight(m, "b_in", 0)
             mlp = act(pre) @ layer_weight(m, "W_out", 0) + layer_weight(m, "b_out", 0)
-            out[start:start + chunk] = mid + mlp if include_we else mlp
+            out[start : start + chunk] = mid + mlp if include_we else mlp
     return out
 
 
@@ -103,12 +105,13 @@ def _block0_embedding(m, embedding: str, chunk: int) -> Float[Tensor, "d_vocab d
         for start in range(0, d_vocab, chunk):
             ids = torch.arange(start, min(d_vocab, start + chunk), device=m.W_E.device)[:, None]
             m.run_with_hooks(ids, fwd_hooks=fwd + [(grab, keep)], stop_at_layer=1)
-            out[start:start + len(ids)] = got["x"].cpu()
+            out[start : start + len(ids)] = got["x"].cpu()
     return out.to(m.W_E.device)
 
 
-def circuit_factors(model, head: tuple[int, int], embedding: str = DEFAULT_EMBEDDING,
-                    w_ee: Tensor | None = None) -> dict[str, Float[Tensor, "d_vocab d_head"]]:
+def circuit_factors(
+    model, head: tuple[int, int], embedding: str = DEFAULT_EMBEDDING, w_ee: Tensor | None = None
+) -> dict[str, Float[Tensor, "d_vocab d_head"]]:
     """The four [d_vocab, d_head] factor matrices the app uses to draw any token's bars in milliseconds.
 
     * ``ov_src`` = W_EE W_V (rows scaled so the OV output W_EE W_V W_O has unit RMS), ``ov_dst`` = (W_O W_U)^T:
@@ -132,12 +135,16 @@ def circuit_factors(model, head: tuple[int, int], embedding: str = DEFAULT_EMBED
         quarter = float(m.cfg.d_head) ** 0.25
         qk_dst = arch.normalise(m.W_U.T) @ w["W_Q"] / quarter
         qk_src = arch.normalise(w_ee) @ w["W_K"] / quarter
-    return dict(zip(schema.CIRCUIT_FACTORS, (ov_src.contiguous(), ov_dst.contiguous(), qk_dst.contiguous(),
-                                             qk_src.contiguous())))
+    return dict(
+        zip(
+            schema.CIRCUIT_FACTORS, (ov_src.contiguous(), ov_dst.contiguous(), qk_dst.contiguous(), qk_src.contiguous())
+        )
+    )
 
 
-def ranks_from_factors(rows: Tensor, cols: Tensor, circuit: str, chunk: int = 2048,
-                       ids: Tensor | None = None) -> Int[Tensor, " n"]:
+def ranks_from_factors(
+    rows: Tensor, cols: Tensor, circuit: str, chunk: int = 2048, ids: Tensor | None = None
+) -> Int[Tensor, " n"]:
     """Diagonal rank of every row of ``rows @ cols.T``, in row chunks (OV: most negative = 0; QK: largest = 0).
 
     ``ids``: only these rows (token ids), e.g. a sample of a large vocabulary; ranks are still among all columns.
@@ -150,8 +157,8 @@ def ranks_from_factors(rows: Tensor, cols: Tensor, circuit: str, chunk: int = 20
     ranks = torch.empty(n, dtype=torch.long)
     with torch.inference_mode():
         for start in range(0, n, chunk):
-            idx = ids[start:start + chunk].to(rows.device)
-            block = (rows[start:start + chunk] if cut else rows[idx]) @ cols.T  # [c, d_vocab]
+            idx = ids[start : start + chunk].to(rows.device)
+            block = (rows[start : start + chunk] if cut else rows[idx]) @ cols.T  # [c, d_vocab]
             diag = block[torch.arange(len(idx)), idx][:, None]
             # ties count against the diagonal (the token itself excluded): a constant row shows no preference
             compare = torch.le if circuit == "ov" else torch.ge
@@ -160,13 +167,19 @@ def ranks_from_factors(rows: Tensor, cols: Tensor, circuit: str, chunk: int = 20
                 compare(block, diag, out=better)
             else:
                 better = compare(block, diag)
-            ranks[start:start + chunk] = (better.sum(-1, dtype=torch.float32 if better.is_floating_point() else
-                                                     torch.int32).long() - 1).cpu()
+            ranks[start : start + chunk] = (
+                better.sum(-1, dtype=torch.float32 if better.is_floating_point() else torch.int32).long() - 1
+            ).cpu()
     return ranks
 
 
-def circuit_ranks(model, head: tuple[int, int], circuit: str = "ov", embedding: str = DEFAULT_EMBEDDING,
-                  factors: dict[str, Tensor] | None = None) -> Int[Tensor, " d_vocab"]:
+def circuit_ranks(
+    model,
+    head: tuple[int, int],
+    circuit: str = "ov",
+    embedding: str = DEFAULT_EMBEDDING,
+    factors: dict[str, Tensor] | None = None,
+) -> Int[Tensor, " d_vocab"]:
     """Rank of the diagonal in each row of the full OV or QK circuit of ``head``; LongTensor [d_vocab]."""
     if circuit not in CIRCUITS:
         raise InvalidInputError(f"unknown circuit {circuit!r}; choose 'ov' or 'qk'")
@@ -192,4 +205,3 @@ def rank_summary(ranks: Tensor, top: int = 10, n_worst: int = 20) -> dict:
         "worst_token_ids": worst.tolist(),
         "worst_ranks": ranks[worst].tolist(),
     }
-

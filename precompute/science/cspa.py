@@ -76,8 +76,11 @@ class CSPAConfig:
 
     def as_metadata(self) -> dict:
         d = asdict(self)
-        d["excluded_token_ids"] = (f"the {self.exclusions} list (BOS included)" if self.excluded_token_ids is None
-                                   else len(self.excluded_token_ids))
+        d["excluded_token_ids"] = (
+            f"the {self.exclusions} list (BOS included)"
+            if self.excluded_token_ids is None
+            else len(self.excluded_token_ids)
+        )
         return d
 
 
@@ -97,8 +100,9 @@ def first_occurrence(cand: Int[Tensor, "batch n"], valid: Bool[Tensor, "batch n"
     flat = key.reshape(-1)
     idx = torch.arange(flat.numel(), device=cand.device)
     _, inverse = torch.unique(flat, return_inverse=True)
-    first_idx = torch.full((int(inverse.max().item()) + 1 if flat.numel() else 1,), flat.numel(),
-                           dtype=torch.long, device=cand.device)
+    first_idx = torch.full(
+        (int(inverse.max().item()) + 1 if flat.numel() else 1,), flat.numel(), dtype=torch.long, device=cand.device
+    )
     first_idx = first_idx.scatter_reduce(0, inverse, idx, reduce="amin")
     return (first_idx[inverse] == idx).reshape(b, n) & valid
 
@@ -176,8 +180,9 @@ def explained(delta_ablation: Tensor, delta_cspa: Tensor) -> float:
     return float("nan") if denom == 0.0 else 1.0 - float(delta_cspa.double().mean()) / denom
 
 
-def summary_metrics(kl_ablation: Tensor, kl_cspa: Tensor, dl_ablation: Tensor, dl_cspa: Tensor,
-                    n_buckets: int = 100) -> dict:
+def summary_metrics(
+    kl_ablation: Tensor, kl_cspa: Tensor, dl_ablation: Tensor, dl_cspa: Tensor, n_buckets: int = 100
+) -> dict:
     """Effect explained by KL, net loss and absolute loss, plus the percentile curve (paper §3.3).
 
     Inputs are flat tensors over the same set of tokens. The curve sorts tokens by the ablation's Δloss into
@@ -207,7 +212,7 @@ def summary_metrics(kl_ablation: Tensor, kl_cspa: Tensor, dl_ablation: Tensor, d
 
 # Use the sparse form of CSPA's DLA when its cost, T (d_model + S), is below this fraction of a projection's S d_model.
 SPARSE_CSPA_DLA = 0.6
-_EXCLUDED_CACHE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_EXCLUDED_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def default_excluded(tokenizer, which: str = "paper") -> tuple[int, ...]:
@@ -230,21 +235,31 @@ class CSPABatch:
     kept: dict[str, Tensor]
 
 
-def cspa_for_batch(m, tokens: Int[Tensor, "batch seq"], attn: Float[Tensor, "batch q k"],
-                   src_out: Float[Tensor, "batch k d_model"], mu: Float[Tensor, "q d_model"],
-                   lens_scaled: Float[Tensor, "batch q d_model"], sigma_f: Float[Tensor, "batch q 1"],
-                   cfg: CSPAConfig, neighbours: Int[Tensor, "d_vocab k_s"] | None) -> CSPABatch:
+def cspa_for_batch(
+    m,
+    tokens: Int[Tensor, "batch seq"],
+    attn: Float[Tensor, "batch q k"],
+    src_out: Float[Tensor, "batch k d_model"],
+    mu: Float[Tensor, "q d_model"],
+    lens_scaled: Float[Tensor, "batch q d_model"],
+    sigma_f: Float[Tensor, "batch q 1"],
+    cfg: CSPAConfig,
+    neighbours: Int[Tensor, "d_vocab k_s"] | None,
+) -> CSPABatch:
     """CSPA of one head on a batch. ``lens_scaled`` = centred resid_pre of the head's layer / sigma_f."""
     b, s = tokens.shape
     device = tokens.device
-    excluded = (cfg.excluded_token_ids if cfg.excluded_token_ids is not None
-                else default_excluded(m.tokenizer, cfg.exclusions))
+    excluded = (
+        cfg.excluded_token_ids if cfg.excluded_token_ids is not None else default_excluded(m.tokenizer, cfg.exclusions)
+    )
     excl = torch.zeros(m.cfg.d_vocab, dtype=torch.bool, device=device)
     if len(excluded):
         excl[torch.tensor(list(excluded), dtype=torch.long, device=device)] = True
     if cfg.k_s == 1:
         cand = tokens[:, :, None]
     else:
+        if neighbours is None:
+            raise InvalidInputError("CSPA with k_s > 1 needs a semantic-neighbour table (semantic.neighbour_table)")
         table = neighbours.to(device)
         if table.shape[1] < cfg.k_s:
             raise InvalidInputError(f"neighbour table has {table.shape[1]} columns but k_s = {cfg.k_s}")
@@ -260,8 +275,9 @@ def cspa_for_batch(m, tokens: Int[Tensor, "batch seq"], attn: Float[Tensor, "bat
     tok_w, tok_ids = token_weights(w, safe, keep)
     d_model = out_minus_mu.shape[-1]
     if len(tok_ids) * (d_model + s) < SPARSE_CSPA_DLA * s * d_model:  # sparse DLA is cheaper than a projection
-        return CSPABatch(None, SparseCSPA(tok_w / sigma_f, tok_ids, out_minus_mu.mean(-1, keepdim=True) / sigma_f),
-                         kept)
+        return CSPABatch(
+            None, SparseCSPA(tok_w / sigma_f, tok_ids, out_minus_mu.mean(-1, keepdim=True) / sigma_f), kept
+        )
     return CSPABatch(out_minus_mu, None, kept)
 
 
@@ -282,8 +298,9 @@ def _kept_pairs(scores: Tensor, cand: Tensor, keep: Tensor, cfg: CSPAConfig) -> 
     }
 
 
-def token_weights(w: Float[Tensor, "batch q k ks"], cand: Int[Tensor, "batch k ks"], keep: Bool[Tensor, "batch q k ks"]
-                  ) -> tuple[Float[Tensor, "batch q T"], Int[Tensor, " T"]]:
+def token_weights(
+    w: Float[Tensor, "batch q k ks"], cand: Int[Tensor, "batch k ks"], keep: Bool[Tensor, "batch q k ks"]
+) -> tuple[Float[Tensor, "batch q T"], Int[Tensor, " T"]]:
     """CSPA's output as weights on distinct unembedding directions: (weights [b, q, T], token ids [T]).
 
     sum_t weights[q, t] W_U[:, t] equals the CSPA output minus the mean; T is the number of distinct tokens kept

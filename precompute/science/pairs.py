@@ -27,9 +27,9 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from ..errors import InvalidInputError
-from ..validate import token_ids
 from ..models import architecture, hooks
 from ..models.loading import unwrap
+from ..validate import token_ids
 from .logit_diff import ld_directions, logit_diff, project
 
 GRIDS = ("resid_pre", "attn_out", "mlp_out", "head_z", "head_pattern", "head_v")
@@ -73,8 +73,10 @@ class PairAnalysis:
 def _one_token(tokenizer, text: str, what: str) -> int:
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     if len(ids) != 1:
-        raise InvalidInputError(f"{what} {text!r} is {len(ids)} tokens, not one; logit differences need one-token "
-                                "answers (try it with or without a leading space)")
+        raise InvalidInputError(
+            f"{what} {text!r} is {len(ids)} tokens, not one; logit differences need one-token "
+            "answers (try it with or without a leading space)"
+        )
     return int(ids[0])
 
 
@@ -93,24 +95,30 @@ def prepare_pairs(model, clean, corrupted, answers) -> PairInputs:
         rows = [encode(tok, p) for p in prompts]
         lengths = sorted({len(r) for r in rows})
         if len(lengths) > 1:
-            raise InvalidInputError(f"the {what} prompts have different lengths ({', '.join(map(str, lengths))} "
-                                    "tokens, BOS included); every prompt must have as many tokens as the others")
+            raise InvalidInputError(
+                f"the {what} prompts have different lengths ({', '.join(map(str, lengths))} "
+                "tokens, BOS included); every prompt must have as many tokens as the others"
+            )
         return torch.tensor(rows)
 
     c, k = as_tokens(clean, "clean"), as_tokens(corrupted, "corrupted")
     if c.ndim != 2 or k.ndim != 2 or c.shape[0] == 0:
         raise InvalidInputError("prompts must be [n, seq] with n >= 1")
     if c.shape != k.shape:
-        raise InvalidInputError(f"clean prompts are {tuple(c.shape)} tokens but corrupted ones {tuple(k.shape)}: "
-                                "each pair must have the same number of tokens (positions are patched one to one)")
+        raise InvalidInputError(
+            f"clean prompts are {tuple(c.shape)} tokens but corrupted ones {tuple(k.shape)}: "
+            "each pair must have the same number of tokens (positions are patched one to one)"
+        )
     if isinstance(answers, Tensor):
         a = answers.long()
     else:
-        a = torch.tensor([[_one_token(tok, right, "answer"), _one_token(tok, wrong, "wrong answer")]
-                          for right, wrong in answers])
+        a = torch.tensor(
+            [[_one_token(tok, right, "answer"), _one_token(tok, wrong, "wrong answer")] for right, wrong in answers]
+        )
     if a.shape != (c.shape[0], 2):
-        raise InvalidInputError(f"answers must be [n, 2] (right, wrong) for n = {c.shape[0]} pairs; got "
-                                f"{tuple(a.shape)}")
+        raise InvalidInputError(
+            f"answers must be [n, 2] (right, wrong) for n = {c.shape[0]} pairs; got {tuple(a.shape)}"
+        )
     for t in (c, k):
         token_ids(t, m.cfg.d_vocab, m.cfg.n_ctx)
     token_ids(a, m.cfg.d_vocab)
@@ -118,12 +126,22 @@ def prepare_pairs(model, clean, corrupted, answers) -> PairInputs:
 
 
 def clean_hooks(L: int) -> list[str]:
-    return [hooks.FINAL_SCALE] + hooks.every_layer(L, hooks.RESID_PRE, hooks.ATTN_OUT, hooks.MLP_OUT, hooks.RESID_POST,
-                                                   hooks.Z, hooks.PATTERN, hooks.V)
+    return [hooks.FINAL_SCALE] + hooks.every_layer(
+        L, hooks.RESID_PRE, hooks.ATTN_OUT, hooks.MLP_OUT, hooks.RESID_POST, hooks.Z, hooks.PATTERN, hooks.V
+    )
 
 
-def compare_prompts(model, clean, corrupted, answers, patching: bool = True, attribution: bool = True,
-                    max_batch: int = 64, progress=None, grids: tuple[str, ...] = GRIDS) -> PairAnalysis:
+def compare_prompts(
+    model,
+    clean,
+    corrupted,
+    answers,
+    patching: bool = True,
+    attribution: bool = True,
+    max_batch: int = 64,
+    progress=None,
+    grids: tuple[str, ...] = GRIDS,
+) -> PairAnalysis:
     """See the module docstring. ``max_batch``: sequences per forward pass when patching (many patches per pass).
     ``progress(text, fraction)`` is called as the patching goes. ``grids``: the patching grids to compute."""
     from ..data.tokenization import token_strings
@@ -149,8 +167,7 @@ def compare_prompts(model, clean, corrupted, answers, patching: bool = True, att
         points = [last(hooks.resid_pre(0))]
         lens_labels, layer_labels, comps = ["embed"], [], []
         for layer in range(L):
-            points += [last(hooks.resid_pre(layer)) + last(hooks.attn_out(layer)),
-                       last(hooks.resid_post(layer))]
+            points += [last(hooks.resid_pre(layer)) + last(hooks.attn_out(layer)), last(hooks.resid_post(layer))]
             lens_labels += [f"{layer}_attn", f"{layer}_mlp"]
             comps += [last(hooks.attn_out(layer)), last(hooks.mlp_out(layer))]
             layer_labels += [f"attn {layer}", f"mlp {layer}"]
@@ -159,16 +176,24 @@ def compare_prompts(model, clean, corrupted, answers, patching: bool = True, att
         z = torch.stack([last(hooks.z(layer)) for layer in range(L)])  # [L, n, H, dh]
         results = torch.einsum("lnhe,lhed->lhnd", z, m.W_O.float())
         head_dla = project(m, results, scale, dirs)
-    out = PairAnalysis(inp, ld_clean.cpu(), ld_corr.cpu(), lens.cpu(), layer_dla.cpu(), head_dla.cpu(),
-                       token_strings(m.tokenizer, inp.clean[0].tolist()), lens_labels, layer_labels)
+    out = PairAnalysis(
+        inp,
+        ld_clean.cpu(),
+        ld_corr.cpu(),
+        lens.cpu(),
+        layer_dla.cpu(),
+        head_dla.cpu(),
+        token_strings(m.tokenizer, inp.clean[0].tolist()),
+        lens_labels,
+        layer_labels,
+    )
     if patching:
         if architecture.of(m).resumable:  # resume each patch at its layer (same numbers, ~3x faster on CPU)
             from .patching_fast import activation_patching_fast
 
             out.patch = activation_patching_fast(m, inp, out.ld_clean, out.ld_corrupted, max_batch, progress, grids)
         else:
-            out.patch = P.activation_patching(m, inp, cache, out.ld_clean, out.ld_corrupted, max_batch, progress,
-                                              grids)
+            out.patch = P.activation_patching(m, inp, cache, out.ld_clean, out.ld_corrupted, max_batch, progress, grids)
     if attribution:
         out.attr = P.attribution_patching(m, inp, cache, out.ld_clean, out.ld_corrupted, grids)
     return out

@@ -22,14 +22,20 @@ from ..errors import InvalidInputError
 from ..models import architecture, hooks
 from .logit_diff import logit_diff
 
-HOOKS = {"resid_pre": hooks.RESID_PRE, "attn_out": hooks.ATTN_OUT, "mlp_out": hooks.MLP_OUT, "head_z": hooks.Z,
-         "head_pattern": hooks.PATTERN, "head_v": hooks.V}
+HOOKS = {
+    "resid_pre": hooks.RESID_PRE,
+    "attn_out": hooks.ATTN_OUT,
+    "mlp_out": hooks.MLP_OUT,
+    "head_z": hooks.Z,
+    "head_pattern": hooks.PATTERN,
+    "head_v": hooks.V,
+}
 
 
 def cells(m, grid: str, seq: int) -> list[tuple[str, tuple]]:
     """(hook name, index after the batch dimension) of every cell of ``grid``, row-major over the grid."""
     L, H = m.cfg.n_layers, m.cfg.n_heads
-    out = []
+    out: list[tuple[str, tuple]] = []
     for layer in range(L):
         hook = hooks.block(layer, HOOKS[grid])
         if grid in ("resid_pre", "attn_out", "mlp_out"):
@@ -51,8 +57,10 @@ def _normalised(change: Tensor, ld_clean: float, ld_corr: float) -> Tensor:
     """A change of the mean LD from the corrupted run's, as a fraction of LD_clean − LD_corrupted."""
     denom = ld_clean - ld_corr
     if abs(denom) < 1e-9:
-        raise InvalidInputError("the clean and corrupted prompts give the same logit difference, so patching has "
-                                "nothing to restore; choose a corrupted prompt that changes the answer")
+        raise InvalidInputError(
+            "the clean and corrupted prompts give the same logit difference, so patching has "
+            "nothing to restore; choose a corrupted prompt that changes the answer"
+        )
     return change / denom
 
 
@@ -74,8 +82,9 @@ def one_cell(m, inp, cache: dict, hook: str, index: tuple) -> float:
     return float(_mean_ld(logits, inp.answers.to(logits.device), 1)[0])
 
 
-def activation_patching(m, inp, cache: dict, ld_clean: float, ld_corr: float, max_batch: int = 64,
-                        progress=None, grids=tuple(HOOKS)) -> dict[str, Tensor]:
+def activation_patching(
+    m, inp, cache: dict, ld_clean: float, ld_corr: float, max_batch: int = 64, progress=None, grids=tuple(HOOKS)
+) -> dict[str, Tensor]:
     """Every grid of activation patching, many cells per hooked forward pass of the whole model (any
     architecture; GPT-2-style blocks have the faster ``patching_fast``)."""
     n, seq = inp.corrupted.shape
@@ -85,28 +94,31 @@ def activation_patching(m, inp, cache: dict, ld_clean: float, ld_corr: float, ma
     dev = m.W_U.device
     answers = inp.answers.to(dev)
     for start in range(0, len(todo), group):
-        chunk = todo[start:start + group]
+        chunk = todo[start : start + group]
         by_hook: dict[str, list[tuple[int, tuple]]] = {}
         for k, (_, _, (hook, index)) in enumerate(chunk):
             by_hook.setdefault(hook, []).append((k, index))
 
-        def patcher(name):  # bound to our hook name: the bridge passes canonical names, not aliases
+        def patcher(name, by_hook=by_hook):  # bound to our hook name: the bridge passes canonical names, not aliases
             def patch(x, hook=None):
                 x = x.clone()
                 clean = cache[name]
                 for k, index in by_hook[name]:
                     full = (slice(None),) + index
-                    x[k * n:(k + 1) * n][full] = clean[full].to(x.dtype)
+                    x[k * n : (k + 1) * n][full] = clean[full].to(x.dtype)
                 return x
+
             return patch
 
         with torch.inference_mode():
             batch = inp.corrupted.to(dev).repeat(len(chunk), 1)
             logits = m.run_with_hooks(batch, fwd_hooks=[(h, patcher(h)) for h in by_hook])
-            values[start:start + len(chunk)] = _mean_ld(logits, answers, len(chunk)).cpu()
+            values[start : start + len(chunk)] = _mean_ld(logits, answers, len(chunk)).cpu()
         if progress:
-            progress(f"activation patching: {min(len(todo), start + group)}/{len(todo)} cells",
-                     min(1.0, (start + group) / len(todo)))
+            progress(
+                f"activation patching: {min(len(todo), start + group)}/{len(todo)} cells",
+                min(1.0, (start + group) / len(todo)),
+            )
     return to_grids(m, values, grids, seq, ld_clean, ld_corr)
 
 
@@ -116,13 +128,12 @@ def to_grids(m, values: Tensor, grids, seq: int, ld_clean: float, ld_corr: float
     for g in grids:
         shape = grid_shape(m, g, seq)
         size = shape[0] * shape[1]
-        out[g] = _normalised(values[pos:pos + size] - ld_corr, ld_clean, ld_corr).reshape(shape)
+        out[g] = _normalised(values[pos : pos + size] - ld_corr, ld_clean, ld_corr).reshape(shape)
         pos += size
     return out
 
 
-def attribution_patching(m, inp, cache: dict, ld_clean: float, ld_corr: float,
-                         grids=tuple(HOOKS)) -> dict[str, Tensor]:
+def attribution_patching(m, inp, cache: dict, ld_clean: float, ld_corr: float, grids=tuple(HOOKS)) -> dict[str, Tensor]:
     """The gradient approximation of every grid: one corrupted forward and backward pass."""
     seq = inp.corrupted.shape[1]
     dev = m.W_U.device
@@ -138,17 +149,21 @@ def attribution_patching(m, inp, cache: dict, ld_clean: float, ld_corr: float,
             x.retain_grad()
             acts[name] = x
             return x
+
         return keep
 
     with torch.inference_mode(False), torch.enable_grad():
-        logits = m.run_with_hooks(inp.corrupted.to(dev), fwd_hooks=[(hooks.EMBED, leaf)]
-                                  + [(name, keeper(name)) for name in names])
+        logits = m.run_with_hooks(
+            inp.corrupted.to(dev), fwd_hooks=[(hooks.EMBED, leaf)] + [(name, keeper(name)) for name in names]
+        )
         metric = _mean_ld(logits, inp.answers.to(dev), 1)[0]
         metric.backward()
     missing = [name for name in names if acts.get(name) is None or acts[name].grad is None]
     if missing:
-        raise InvalidInputError(f"attribution patching needs gradients at {', '.join(missing[:3])}, which this "
-                                "model's hooks do not carry; use activation patching")
+        raise InvalidInputError(
+            f"attribution patching needs gradients at {', '.join(missing[:3])}, which this "
+            "model's hooks do not carry; use activation patching"
+        )
     out = {}
     for g in grids:
         shape = grid_shape(m, g, seq)

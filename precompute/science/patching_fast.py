@@ -18,15 +18,22 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..models import blocks
-from ..models import architecture, hooks
+from ..models import architecture, blocks, hooks
 from ..models.norm import eps_of, rms_scale
 from ..models.weights import layer_weight
 from .logit_diff import ld_directions
 from .patching import grid_shape, to_grids
 
-CACHED = (hooks.RESID_PRE, hooks.RESID_MID, hooks.RESID_POST, hooks.ATTN_OUT, hooks.MLP_OUT, hooks.Z, hooks.PATTERN,
-          hooks.V)
+CACHED = (
+    hooks.RESID_PRE,
+    hooks.RESID_MID,
+    hooks.RESID_POST,
+    hooks.ATTN_OUT,
+    hooks.MLP_OUT,
+    hooks.Z,
+    hooks.PATTERN,
+    hooks.V,
+)
 
 
 def _cache(m, tokens: Tensor) -> dict[str, Tensor]:
@@ -46,6 +53,7 @@ def _resumes_at(m, grid: str, layer: int) -> tuple[str, int]:
 
 def _start(m, grid: str, layer: int, j: int, clean: dict, corr: dict) -> tuple[str, int, Tensor]:
     """(where the run resumes: 'pre' | 'mid' | 'final', layer, the patched residual stream there)."""
+
     def c(name, src):
         return src[hooks.block(layer, name)]
 
@@ -76,8 +84,9 @@ def _start(m, grid: str, layer: int, j: int, clean: dict, corr: dict) -> tuple[s
     return "mid", layer, c(hooks.RESID_MID, corr) + (new - z[:, :, j]) @ w_o[j]
 
 
-def activation_patching_fast(m, inp, ld_clean: float, ld_corr: float, max_batch: int = 64, progress=None,
-                             grids: tuple[str, ...] = ()) -> dict[str, Tensor]:
+def activation_patching_fast(
+    m, inp, ld_clean: float, ld_corr: float, max_batch: int = 64, progress=None, grids: tuple[str, ...] = ()
+) -> dict[str, Tensor]:
     n, seq = inp.corrupted.shape
     dev = m.W_U.device
     eps = eps_of(m)
@@ -87,8 +96,12 @@ def activation_patching_fast(m, inp, ld_clean: float, ld_corr: float, max_batch:
         answers = inp.answers.to(dev)
         dirs = ld_directions(m, answers)
         bias = (m.b_U[answers[:, 0]] - m.b_U[answers[:, 1]]).float()
-        todo = [(g, layer, j) for g in grids for layer in range(grid_shape(m, g, seq)[0])
-                for j in range(grid_shape(m, g, seq)[1])]  # the row-major order of ``patching.cells``
+        todo = [
+            (g, layer, j)
+            for g in grids
+            for layer in range(grid_shape(m, g, seq)[0])
+            for j in range(grid_shape(m, g, seq)[1])
+        ]  # the row-major order of ``patching.cells``
         values = torch.empty(len(todo))
         groups: dict[tuple[str, int], list[int]] = {}
         for i, (g, layer, _) in enumerate(todo):
@@ -97,7 +110,7 @@ def activation_patching_fast(m, inp, ld_clean: float, ld_corr: float, max_batch:
         done = 0
         for (kind, layer), members in sorted(groups.items(), key=lambda kv: kv[0][1]):
             for s0 in range(0, len(members), per_pass):
-                part = members[s0:s0 + per_pass]
+                part = members[s0 : s0 + per_pass]
                 # start states built per pass, not for every cell at once (972 × n × S × d_model for GPT-2)
                 x = torch.cat([_start(m, *todo[i], clean, corr)[2] for i in part])
                 if kind == "pre":

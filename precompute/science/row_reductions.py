@@ -29,8 +29,9 @@ def _grouped(x: Tensor, k: int) -> bool:
     return x.device.type == "cpu" and x.shape[-1] >= 8 * GROUP and x.shape[-1] // GROUP >= 4 * k and x.ndim == 2
 
 
-def topk(x: Float[Tensor, "rows d_vocab"], k: int, largest: bool = True
-         ) -> tuple[Float[Tensor, "rows k"], Int[Tensor, "rows k"]]:
+def topk(
+    x: Float[Tensor, "rows d_vocab"], k: int, largest: bool = True
+) -> tuple[Float[Tensor, "rows k"], Int[Tensor, "rows k"]]:
     """``x.topk(k, dim=-1, largest=largest)`` (values, indices), computed through group maxima on the CPU."""
     if not _grouped(x, k):
         return x.topk(k, dim=-1, largest=largest)
@@ -40,8 +41,10 @@ def topk(x: Float[Tensor, "rows d_vocab"], k: int, largest: bool = True
     best = groups.amax(-1) if largest else groups.amin(-1)
     chosen = best.topk(k, dim=-1, largest=largest).indices.sort(-1).values  # ascending: candidates keep row order
     offsets = torch.arange(GROUP, device=x.device)
-    cand_ids = torch.cat([(chosen[..., None] * GROUP + offsets).flatten(1),
-                          torch.arange(body, n, device=x.device).expand(rows, -1)], dim=1)
+    cand_ids = torch.cat(
+        [(chosen[..., None] * GROUP + offsets).flatten(1), torch.arange(body, n, device=x.device).expand(rows, -1)],
+        dim=1,
+    )
     vals, pos = x.gather(-1, cand_ids).topk(k, dim=-1, largest=largest)
     return vals, cand_ids.gather(-1, pos)
 

@@ -27,7 +27,8 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from .. import schema
-from .row_reductions import count_above, topk as row_topk
+from .row_reductions import count_above
+from .row_reductions import topk as row_topk
 
 # CPU sub-chunk rows: each vocabulary-sized temporary is ~3 MB for GPT-2 and stays in cache
 SUB_ROWS_CPU = 16
@@ -81,8 +82,14 @@ class Scorer:
     def correct(self, logits: Tensor) -> Tensor:
         return logits.gather(-1, self.targets[:, None])[:, 0]
 
-    def score(self, logits: Tensor, kl_dot: Tensor | None = None, with_kl: bool = True, topk: bool = True,
-              keep: dict | None = None) -> dict[str, Tensor]:
+    def score(
+        self,
+        logits: Tensor,
+        kl_dot: Tensor | None = None,
+        with_kl: bool = True,
+        topk: bool = True,
+        keep: dict | None = None,
+    ) -> dict[str, Tensor]:
         """Correct token's log-prob and rank, top-k, and KL(clean || logits) unless ``with_kl`` is False.
 
         ``kl_dot``: sum_v p_clean (l_clean - l) when the caller has it cheaply. Keys are schema quantities (and
@@ -104,8 +111,7 @@ class Scorer:
             keep.update(rank=out["correct_rank"], top=top, peak=None if top is None else top[0][:, :1])
         return out
 
-    def score_rescaled(self, frozen: Tensor, rho: Tensor, kl_dot: Tensor, keep: dict, topk: bool
-                       ) -> dict[str, Tensor]:
+    def score_rescaled(self, frozen: Tensor, rho: Tensor, kl_dot: Tensor, keep: dict, topk: bool) -> dict[str, Tensor]:
         """The scores of ``rho * frozen`` (unfrozen LN with a zero unembedding bias), reusing the frozen logits'
         (``keep`` from :meth:`score`, filled in here if empty): rho > 0 keeps the order, so the rank and the top-k
         ids carry over and the maximum scales; and sum p (l_clean - rho l) = pc - rho (pc - kl_dot)."""
@@ -118,8 +124,11 @@ class Scorer:
             keep["rank"] = count_above(frozen, self.correct(frozen))
         peak = keep["peak"]
         lse = (rho * peak)[:, 0] + (frozen - peak).mul_(rho).exp_().sum(-1).log_()
-        out = {"correct_logprob": rho[:, 0] * self.correct(frozen) - lse, "correct_rank": keep["rank"],
-               "kl": self.p_dot_clean - rho[:, 0] * (self.p_dot_clean - kl_dot) - self.clean_lse + lse}
+        out = {
+            "correct_logprob": rho[:, 0] * self.correct(frozen) - lse,
+            "correct_rank": keep["rank"],
+            "kl": self.p_dot_clean - rho[:, 0] * (self.p_dot_clean - kl_dot) - self.clean_lse + lse,
+        }
         if topk:
             vals, ids = keep["top"]
             out["topk_ids"], out["topk_logprobs"] = ids, rho * vals - lse[:, None]
@@ -156,8 +165,15 @@ class _Collector:
         return out
 
 
-def effect_logits(effect: str, scorer: Scorer, proj: dict[str, Tensor], b_U: Tensor | None, direct: Tensor,
-                  p_dot_dla: Tensor, memo: dict) -> tuple[Tensor, Tensor]:
+def effect_logits(
+    effect: str,
+    scorer: Scorer,
+    proj: dict[str, Tensor],
+    b_U: Tensor | None,
+    direct: Tensor,
+    p_dot_dla: Tensor,
+    memo: dict,
+) -> tuple[Tensor, Tensor]:
     """Frozen-LN logits of an ablation effect and sum_v p_clean (l_clean - l) for its KL.
 
     direct: clean - DLA. both: the re-run residual projected (plus b_U). indirect: both + DLA, whose dot product
@@ -187,8 +203,14 @@ class _RowReducer:
     def with_bias(self, x: Tensor) -> Tensor:
         return x if self.bias is None else x + self.bias
 
-    def reduce(self, clean: Tensor, targets: Tensor, proj: dict[str, Tensor], ratios: dict[str, Tensor],
-               cspa_dla: Tensor | None) -> None:
+    def reduce(
+        self,
+        clean: Tensor,
+        targets: Tensor,
+        proj: dict[str, Tensor],
+        ratios: dict[str, Tensor],
+        cspa_dla: Tensor | None,
+    ) -> None:
         acc, k = self.acc, self.k
         scorer = Scorer(clean, targets, k)
         # 1. clean
@@ -205,8 +227,12 @@ class _RowReducer:
         direct = clean - dla
         memo: dict = {}
         for effect in dict.fromkeys(v.split("_")[0] for v in self.variants):
-            self._ablation(scorer, effect, effect_logits(effect, scorer, proj, self.bias, direct, p_dot_dla, memo),
-                           ratios.get(effect))
+            self._ablation(
+                scorer,
+                effect,
+                effect_logits(effect, scorer, proj, self.bias, direct, p_dot_dla, memo),
+                ratios.get(effect),
+            )
         # 5. CSPA
         if cspa_dla is not None:
             res = scorer.score(direct + cspa_dla, kl_dot=p_dot_dla - scorer.p_dot(cspa_dla))
@@ -231,9 +257,17 @@ class _RowReducer:
             self.acc.add_scores(v, res)
 
 
-def vocab_stage(W_U: Tensor, b_U: Tensor, tokens: Int[Tensor, "batch seq"], inputs: VocabInputs,
-                variants: tuple[str, ...], k: int, chunk_rows: int | None = None, sub_rows: int | None = None,
-                topk_groups: tuple[str, ...] | None = None) -> dict[str, Tensor]:
+def vocab_stage(
+    W_U: Tensor,
+    b_U: Tensor,
+    tokens: Int[Tensor, "batch seq"],
+    inputs: VocabInputs,
+    variants: tuple[str, ...],
+    k: int,
+    chunk_rows: int | None = None,
+    sub_rows: int | None = None,
+    topk_groups: tuple[str, ...] | None = None,
+) -> dict[str, Tensor]:
     """Every per-token field of the analysis that needs the vocabulary; see the module docstring.
 
     ``topk_groups``: the ablation variants that get top-k lists (None = all). Big chunks of rows go through the
@@ -271,14 +305,14 @@ def vocab_stage(W_U: Tensor, b_U: Tensor, tokens: Int[Tensor, "batch seq"], inpu
         if parts:
             stacked = torch.cat(parts, dim=0) @ W_U
             if len(parts) > len(names):
-                sparse = stacked[len(names) * c:]
+                sparse = stacked[len(names) * c :]
             proj = dict(zip(names, stacked[: len(names) * c].split(c, dim=0)))
         for sub in range(0, c, sub_rows):
             end = min(c, sub + sub_rows)
             sl = slice(start + sub, start + end)
             rows = {name: t[sub:end] for name, t in proj.items()}
             rows.update({name: coeffs[sl] @ basis for name, (coeffs, basis) in factored.items()})
-            cspa_dla = sparse_w[sl] @ sparse if sparse is not None else rows.get("cspa_dla")
+            cspa_dla = sparse_w[sl] @ sparse if sparse is not None and sparse_w is not None else rows.get("cspa_dla")
             reducer.reduce(clean_flat[sl], targets[sl], rows, {e: r[sl] for e, r in ratios.items()}, cspa_dla)
     out = reducer.acc.finish(b, s)
     for g in schema.groups("ablations", variants, cspa=schema.kl(schema.CSPA) in out):

@@ -57,6 +57,7 @@ def _run(m, tokens: Tensor, fwd: list) -> tuple[Tensor, dict[str, Tensor]]:
     def keeper(name):
         def fn(x, hook=None):
             keep[name] = x.detach().float()
+
         return fn
 
     names = [hooks.FINAL_SCALE] + hooks.every_layer(L, hooks.Z, hooks.MLP_OUT)
@@ -82,8 +83,9 @@ def self_repair(model, prompts, answers, heads=None, method: str = "mean") -> Se
         raise InvalidInputError(f"method must be one of {METHODS}, got {method!r}")
     inp = prepare_pairs(m, prompts, prompts, answers)
     if method == "resample" and inp.clean.shape[0] < 2:
-        raise InvalidInputError("resample ablation takes each prompt's activations from another prompt: give at "
-                                "least two prompts")
+        raise InvalidInputError(
+            "resample ablation takes each prompt's activations from another prompt: give at least two prompts"
+        )
     dev = m.W_U.device
     tokens, ans = inp.clean.to(dev), inp.answers.to(dev)
     L, H = m.cfg.n_layers, m.cfg.n_heads
@@ -97,22 +99,21 @@ def self_repair(model, prompts, answers, heads=None, method: str = "mean") -> Se
 
         def ablater(layer):
             z_clean = clean[hooks.z(layer)]
-            source = (z_clean.mean(0, keepdim=True).expand_as(z_clean) if method == "mean"
-                      else z_clean.roll(1, dims=0))
+            source = z_clean.mean(0, keepdim=True).expand_as(z_clean) if method == "mean" else z_clean.roll(1, dims=0)
 
             def fn(x, hook=None):
                 x = x.clone()
                 for h in by_layer[layer]:
                     x[:, :, h] = source[:, :, h].to(x.dtype)
                 return x
+
             return fn
 
-        ablated_logits, ablated = _run(m, tokens, [(hooks.z(layer), ablater(layer))
-                                                   for layer in by_layer])
+        ablated_logits, ablated = _run(m, tokens, [(hooks.z(layer), ablater(layer)) for layer in by_layer])
         y_heads, y_mlps = _contributions(m, ablated, dirs)
     first = min(layer for layer, _ in heads)
     down_heads = torch.zeros(L, H, dtype=torch.bool)
-    down_heads[first + 1:] = True
+    down_heads[first + 1 :] = True
     for layer, h in heads:
         down_heads[layer, h] = False
     down_mlps = torch.arange(L) >= first
@@ -120,8 +121,15 @@ def self_repair(model, prompts, answers, heads=None, method: str = "mean") -> Se
     mlp_change = torch.where(down_mlps, (y_mlps - x_mlps).cpu(), torch.tensor(float("nan")))
     total = float(head_change.nan_to_num().sum() + mlp_change.nan_to_num().sum())
     denom = total if abs(total) > 1e-12 else float("nan")
-    return SelfRepair(heads=heads, method=method, ld_clean=float(logit_diff(logits, ans).mean()),
-                      ld_ablated=float(logit_diff(ablated_logits, ans).mean()),
-                      direct_effect=float(sum(x_heads[layer, h] for layer, h in heads)),
-                      head_change=head_change, mlp_change=mlp_change, head_share=head_change / denom,
-                      mlp_share=mlp_change / denom, total=total)
+    return SelfRepair(
+        heads=heads,
+        method=method,
+        ld_clean=float(logit_diff(logits, ans).mean()),
+        ld_ablated=float(logit_diff(ablated_logits, ans).mean()),
+        direct_effect=float(sum(x_heads[layer, h] for layer, h in heads)),
+        head_change=head_change,
+        mlp_change=mlp_change,
+        head_share=head_change / denom,
+        mlp_share=mlp_change / denom,
+        total=total,
+    )

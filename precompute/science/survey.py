@@ -30,11 +30,11 @@ from torch import Tensor
 
 from .. import schema
 from ..errors import InvalidInputError
-from ..validate import token_ids, whole_number
 from ..models import architecture, hooks
-from ..models.loading import LoadedModel, unwrap
 from ..models.heads import head_weights
+from ..models.loading import LoadedModel, unwrap
 from ..models.weights import layer_weight
+from ..validate import token_ids, whole_number
 from .circuits import effective_embedding, ranks_from_factors
 from .cspa import CSPAConfig, cspa_for_batch, explained
 
@@ -72,7 +72,7 @@ def _mean_results(m, tokens: Tensor, batch_size: int) -> Float[Tensor, "layer se
     names = hooks.every_layer(L, hooks.Z)
     total = None
     for start in range(0, tokens.shape[0], batch_size):
-        _, cache = _all_heads_cache(m, tokens[start:start + batch_size], names)
+        _, cache = _all_heads_cache(m, tokens[start : start + batch_size], names)
         z = torch.stack([cache[n].sum(0) for n in names])  # [L, S, H, dh]
         total = z if total is None else total + z
     mean_z = total / tokens.shape[0]
@@ -92,7 +92,7 @@ def _ablation_sums(m, tokens: Tensor, mu: Tensor, st: SurveySettings, progress) 
     batch_size = max(1, min(st.batch_size, PATTERN_BYTES // (4 * L * H * s_len * s_len)))
     n_batches = math.ceil(tokens.shape[0] / batch_size)
     for bi, start in enumerate(range(0, tokens.shape[0], batch_size)):
-        toks = tokens[start:start + batch_size].to(W_U.device)
+        toks = tokens[start : start + batch_size].to(W_U.device)
         b, s = toks.shape
         logits, cache = _all_heads_cache(m, toks, names)
         sigma = cache[hooks.FINAL_SCALE]  # [b, s, 1]
@@ -124,9 +124,9 @@ def _ablation_sums(m, tokens: Tensor, mu: Tensor, st: SurveySettings, progress) 
             chunk = max(1, ROW_CHUNK_BYTES // (4 * W_U.shape[1] * 2 * H))
             lse_new = torch.empty(2 * H, n)
             for c0 in range(0, n, chunk):
-                part = stacked[:, c0:c0 + chunk]
+                part = stacked[:, c0 : c0 + chunk]
                 proj = (part.reshape(-1, part.shape[-1]) @ W_U).view(2 * H, part.shape[1], -1)  # one GEMM
-                lse_new[:, c0:c0 + chunk] = torch.logsumexp(flat[None, c0:c0 + chunk] - proj, -1).cpu()
+                lse_new[:, c0 : c0 + chunk] = torch.logsumexp(flat[None, c0 : c0 + chunk] - proj, -1).cpu()
             lse_new = lse_new.to(stacked.device)
             kl = torch.einsum("knd,nd->kn", stacked, u_bar) - lse + lse_new
             dl = (lse_new - lse) + torch.einsum("knd,nd->kn", stacked, w_target)
@@ -199,10 +199,13 @@ def _ioi(m, st: SurveySettings) -> Tensor:
     for g in groups:
         tokens = torch.tensor(g.clean)
         end = torch.full((len(g.clean), 1), tokens.shape[1] - 1)
-        _, eff = _probe_scores(m, _probe_cache(m, tokens), torch.tensor(g.io_pos)[:, None], end,
-                               torch.tensor(g.io_ids)[:, None])
+        _, eff = _probe_scores(
+            m, _probe_cache(m, tokens), torch.tensor(g.io_pos)[:, None], end, torch.tensor(g.io_ids)[:, None]
+        )
         total = eff * len(g.clean) if total is None else total + eff * len(g.clean)
         count += len(g.clean)
+    if total is None:
+        raise InvalidInputError("the IOI probe got no prompts")
     return total / count
 
 
@@ -238,8 +241,9 @@ def _circuits(m, st: SurveySettings, progress) -> tuple[Tensor, Tensor, int]:
     return ov, qk, len(ids)
 
 
-def survey_heads(model, tokens: Int[Tensor, "batch seq"], settings: SurveySettings | None = None,
-                 progress=None, **overrides):
+def survey_heads(
+    model, tokens: Int[Tensor, "batch seq"], settings: SurveySettings | None = None, progress=None, **overrides
+):
     """One row per head of ``model`` (a pandas DataFrame; columns ``schema.SURVEY_COLUMNS``), see the module
     docstring. ``tokens``: [batch, seq] sequences, BOS first, for the ablation and CSPA columns. Keyword
     ``overrides`` replace fields of ``settings`` (e.g. ``circuit_rows=None``). ``progress(text, fraction)`` is
@@ -254,8 +258,10 @@ def survey_heads(model, tokens: Int[Tensor, "batch seq"], settings: SurveySettin
     for name in ("n_mean", "batch_size", "repeat_len", "n_repeat", "n_ioi"):
         whole_number(name, getattr(st, name))
     if 1 + 2 * st.repeat_len > m.cfg.n_ctx:
-        raise InvalidInputError(f"repeated sequences of 1 + 2 x {st.repeat_len} tokens are longer than the "
-                                f"model's context n_ctx = {m.cfg.n_ctx}")
+        raise InvalidInputError(
+            f"repeated sequences of 1 + 2 x {st.repeat_len} tokens are longer than the "
+            f"model's context n_ctx = {m.cfg.n_ctx}"
+        )
     if st.cspa.k_s != 1:
         raise InvalidInputError("the survey runs CSPA with k_s = 1 (the paper's setting)")
     L, H = m.cfg.n_layers, m.cfg.n_heads
@@ -273,21 +279,33 @@ def survey_heads(model, tokens: Int[Tensor, "batch seq"], settings: SurveySettin
             ioi = torch.full((L, H), float("nan"))
             reasons["ioi_copy_suppression"] = str(err)
         ov, qk, n_rows = _circuits(m, st, progress)
-    kl_cspa_explained = torch.tensor([[explained(sums["abl_kl"][layer, h:h + 1], sums["cspa_kl"][layer, h:h + 1])
-                                       for h in range(H)] for layer in range(L)])
+    kl_cspa_explained = torch.tensor(
+        [
+            [explained(sums["abl_kl"][layer, h : h + 1], sums["cspa_kl"][layer, h : h + 1]) for h in range(H)]
+            for layer in range(L)
+        ]
+    )
     grid = torch.stack(torch.meshgrid(torch.arange(L), torch.arange(H), indexing="ij"), -1).reshape(-1, 2)
     columns = {
-        "layer": grid[:, 0].int(), "head": grid[:, 1].int(),
-        "ov_top10": ov.reshape(-1), "qk_top10": qk.reshape(-1),
-        "delta_loss_direct": sums["abl_dl"].reshape(-1), "kl_direct": sums["abl_kl"].reshape(-1),
+        "layer": grid[:, 0].int(),
+        "head": grid[:, 1].int(),
+        "ov_top10": ov.reshape(-1),
+        "qk_top10": qk.reshape(-1),
+        "delta_loss_direct": sums["abl_dl"].reshape(-1),
+        "kl_direct": sums["abl_kl"].reshape(-1),
         "cspa_kl_explained": kl_cspa_explained.reshape(-1),
-        "anti_induction": anti.reshape(-1), "ioi_copy_suppression": ioi.reshape(-1),
+        "anti_induction": anti.reshape(-1),
+        "ioi_copy_suppression": ioi.reshape(-1),
         "induction": induction.reshape(-1),
     }
     assert tuple(columns) == schema.SURVEY_COLUMNS
     df = pd.DataFrame({k: v.numpy() if k in schema.SURVEY_INDEX else v.float().numpy() for k, v in columns.items()})
-    df.attrs["settings"] = {**st.as_metadata(), "n_sequences": int(tokens.shape[0]), "seq_len": int(tokens.shape[1]),
-                            "circuit_rows_used": n_rows}
+    df.attrs["settings"] = {
+        **st.as_metadata(),
+        "n_sequences": int(tokens.shape[0]),
+        "seq_len": int(tokens.shape[1]),
+        "circuit_rows_used": n_rows,
+    }
     df.attrs["reasons"] = reasons
     df.attrs["model"] = dict(model.provenance) if isinstance(model, LoadedModel) else {}
     return df
@@ -305,13 +323,15 @@ def copy_suppression_ranking(df):
     DataFrame with ``layer``, ``head`` and ``copy_suppression_score``, best first."""
     cols = [c for c in COPY_SUPPRESSION_COLUMNS if df[c].notna().any()]
     if not cols:
-        raise InvalidInputError("the survey has none of the copy-suppression columns "
-                                f"({', '.join(COPY_SUPPRESSION_COLUMNS)})")
+        raise InvalidInputError(
+            f"the survey has none of the copy-suppression columns ({', '.join(COPY_SUPPRESSION_COLUMNS)})"
+        )
     pct = df[cols].rank(pct=True, method="average", na_option="keep").fillna(0.0)
     out = df[["layer", "head"]].copy()
     out["copy_suppression_score"] = pct.mean(axis=1)
-    return out.sort_values(["copy_suppression_score", "layer", "head"], ascending=[False, True, True],
-                           kind="stable").reset_index(drop=True)
+    return out.sort_values(
+        ["copy_suppression_score", "layer", "head"], ascending=[False, True, True], kind="stable"
+    ).reset_index(drop=True)
 
 
 def strongest_copy_suppressor(df) -> tuple[int, int]:

@@ -10,8 +10,10 @@ from ..errors import HubUnavailableError, InvalidInputError
 
 REPO_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 REV_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$")
-HF_PATTERN = re.compile(r"^hf://(?P<repo>[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*)"
-                        r"(@(?P<rev>[A-Za-z0-9._/-]+))?$")
+HF_PATTERN = re.compile(
+    r"^hf://(?P<repo>[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*)"
+    r"(@(?P<rev>[A-Za-z0-9._/-]+))?$"
+)
 
 
 def validate_repo(repo: str, revision: str | None = None) -> None:
@@ -27,14 +29,14 @@ def dataset_card(manifest: dict, repo: str) -> str:
     return f"""---
 tags: [interpretability, copy-suppression, transformer-lens]
 ---
-# Copy Suppression Explorer artifacts: {model['model_name']}{synthetic}
+# Copy Suppression Explorer artifacts: {model["model_name"]}{synthetic}
 
-Precomputed analyses of heads {', '.join(manifest['heads'])} for the Copy Suppression Explorer dashboard
-(schema version {manifest['schema_version']}; see `artifacts/README.md` in the project for every field).
+Precomputed analyses of heads {", ".join(manifest["heads"])} for the Copy Suppression Explorer dashboard
+(schema version {manifest["schema_version"]}; see `artifacts/README.md` in the project for every field).
 
-* Model: `{model['model_name']}`, weight processing {json.dumps(model['weight_processing'])}
-* Dataset: `{manifest['dataset']['name']}` (split `{manifest['dataset']['split']}`, seed {manifest['dataset']['seed']})
-* Sequences: {manifest['counts']['n_sequences']} x {manifest['counts']['seq_len']} tokens (BOS included)
+* Model: `{model["model_name"]}`, weight processing {json.dumps(model["weight_processing"])}
+* Dataset: `{manifest["dataset"]["name"]}` (split `{manifest["dataset"]["split"]}`, seed {manifest["dataset"]["seed"]})
+* Sequences: {manifest["counts"]["n_sequences"]} x {manifest["counts"]["seq_len"]} tokens (BOS included)
 
 Load it with:
 
@@ -67,11 +69,18 @@ def push(folder: str | Path, repo: str, revision: str | None = None, private: bo
         api.create_repo(repo, repo_type="dataset", private=private, exist_ok=True)
         if revision:
             api.create_branch(repo, repo_type="dataset", branch=revision, exist_ok=True)
-        info = api.upload_folder(folder_path=str(folder), repo_id=repo, repo_type="dataset", revision=revision,
-                                 commit_message="Copy Suppression Explorer artifacts")
+        info = api.upload_folder(
+            folder_path=str(folder),
+            repo_id=repo,
+            repo_type="dataset",
+            revision=revision,
+            commit_message="Copy Suppression Explorer artifacts",
+        )
     except Exception as err:  # noqa: BLE001 - network, auth and HTTP errors all end here
-        raise HubUnavailableError(f"could not push to the Hub dataset {repo!r}: {type(err).__name__}: "
-                                  f"{str(err)[:300]}. Check the network and `huggingface-cli login`.") from None
+        raise HubUnavailableError(
+            f"could not push to the Hub dataset {repo!r}: {type(err).__name__}: "
+            f"{str(err)[:300]}. Check the network and `huggingface-cli login`."
+        ) from None
     return getattr(info, "oid", None) or str(info)
 
 
@@ -89,7 +98,8 @@ def pull(source: str) -> Path:
     except Exception as err:  # noqa: BLE001
         raise HubUnavailableError(
             f"could not fetch artifacts {source!r} from the Hugging Face Hub or the local cache: "
-            f"{type(err).__name__}. Connect to the network, or point the app at a local artifact folder.") from None
+            f"{type(err).__name__}. Connect to the network, or point the app at a local artifact folder."
+        ) from None
     from .manifest import read_manifest
 
     read_manifest(folder)  # a downloaded folder is held to the same manifest rules as a local one

@@ -23,7 +23,8 @@ MAX_MANIFEST_BYTES = 64 * 2**20
 MAX_COUNT = 10**9
 ALLOWED_PATH = re.compile(
     r"^(shards/shard_\d{5}\.safetensors|(mean|circuits|index)/\d{1,4}\.\d{1,4}\.safetensors|semantic\.safetensors"
-    r"|survey\.safetensors|tokenizer/[A-Za-z0-9_][A-Za-z0-9._-]{0,99})$")
+    r"|survey\.safetensors|tokenizer/[A-Za-z0-9_][A-Za-z0-9._-]{0,99})$"
+)
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -59,8 +60,10 @@ def _int(obj: dict, key: str, path: str, lo: int, hi: int = MAX_COUNT) -> int:
 def _dict(obj: dict, key: str, path: str = "") -> dict:
     value = obj.get(key)
     if not isinstance(value, dict):
-        raise _fail(f"{path}{key}", "is missing or not an object" if value is None else
-                    f"must be an object, got {type(value).__name__}")
+        raise _fail(
+            f"{path}{key}",
+            "is missing or not an object" if value is None else f"must be an object, got {type(value).__name__}",
+        )
     return value
 
 
@@ -84,14 +87,16 @@ def validate(manifest) -> dict:
     if version is None:
         raise ArtifactError("manifest.json has no schema_version: not a Copy Suppression Explorer manifest")
     if isinstance(version, bool) or version != schema.SCHEMA_VERSION or not isinstance(version, int):
-        raise ArtifactError(f"manifest.json has schema version {version!r:.40}; this version of Copy Suppression "
-                            f"Explorer reads version {schema.SCHEMA_VERSION} only. Update the software or re-run "
-                            "the precompute.")
+        raise ArtifactError(
+            f"manifest.json has schema version {version!r:.40}; this version of Copy Suppression "
+            f"Explorer reads version {schema.SCHEMA_VERSION} only. Update the software or re-run "
+            "the precompute."
+        )
     model = _dict(manifest, "model")
     _str(model, "model_name", "model")
     heads = manifest.get("heads")
     if not isinstance(heads, list) or not heads:
-        raise _fail("heads", f"must be a non-empty list of heads like \"10.7\", got {heads!r:.80}")
+        raise _fail("heads", f'must be a non-empty list of heads like "10.7", got {heads!r:.80}')
     for h in heads:
         if not isinstance(h, str) or not re.fullmatch(r"\d{1,4}\.\d{1,4}", h):
             raise _fail("heads", f"holds {h!r:.40}, which is not of the form LAYER.HEAD")
@@ -125,14 +130,17 @@ def validate(manifest) -> dict:
     for rel, entry in files.items():
         if not valid_rel_path(rel):
             raise _fail("files", f"names {rel!r:.120}, which is not a path of the artifact layout inside the folder")
-        if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str) \
-                or not SHA256.match(entry["sha256"]):
+        if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str) or not SHA256.match(entry["sha256"]):
             raise _fail(f"files[{rel!r}]", "needs a sha256 of 64 hex digits")
         _int(entry, "bytes", f"files[{rel!r}]", 0, 1 << 50)
         tensors = entry.get("tensors")
-        if tensors is not None and (not isinstance(tensors, dict) or any(
+        if tensors is not None and (
+            not isinstance(tensors, dict)
+            or any(
                 not isinstance(s, list) or any(isinstance(d, bool) or not isinstance(d, int) for d in s)
-                for s in tensors.values())):
+                for s in tensors.values()
+            )
+        ):
             raise _fail(f"files[{rel!r}].tensors", "must map tensor names to shapes (lists of whole numbers)")
     return manifest
 
@@ -154,8 +162,9 @@ def _check_summary(summary) -> None:
             for key, value in values.items():
                 ok = _is_number(value) or (isinstance(value, list) and all(_is_number(v) for v in value))
                 if not ok:
-                    raise _fail(f"summary.{head}.{name}.{key}", f"must be a number or a list of numbers, got "
-                                f"{value!r:.40}")
+                    raise _fail(
+                        f"summary.{head}.{name}.{key}", f"must be a number or a list of numbers, got {value!r:.40}"
+                    )
 
 
 def read_manifest(root) -> dict:
@@ -165,8 +174,10 @@ def read_manifest(root) -> dict:
     if not root.is_dir():
         raise ArtifactError(f"artifact folder {root} does not exist")
     if not path.exists():
-        raise ArtifactError(f"{root} has no {schema.MANIFEST}: the run is incomplete (resume it with --resume) or "
-                            "this is not an artifact folder")
+        raise ArtifactError(
+            f"{root} has no {schema.MANIFEST}: the run is incomplete (resume it with --resume) or "
+            "this is not an artifact folder"
+        )
     try:
         st = os.stat(path)
         if not stat.S_ISREG(st.st_mode):

@@ -33,15 +33,19 @@ def checked_path(root: Path, manifest: dict, rel: str, source: str) -> Path:
     path = resolve_file(root, rel)
     st = path.stat()
     if st.st_size != want["bytes"]:
-        raise ArtifactError(f"{rel} in {source} has {st.st_size} bytes, the manifest says {want['bytes']}: it is "
-                            "corrupt or was modified. Run `python -m precompute verify`")
+        raise ArtifactError(
+            f"{rel} in {source} has {st.st_size} bytes, the manifest says {want['bytes']}: it is "
+            "corrupt or was modified. Run `python -m precompute verify`"
+        )
     key = (str(path), st.st_mtime_ns, st.st_size, st.st_ino)
     with _VERIFIED_LOCK:
         known = _VERIFIED.get(key) == want["sha256"]
     if not known:
         if sha256_file(path, limit=st.st_size) != want["sha256"]:
-            raise ArtifactError(f"{rel} in {source} does not match the manifest's sha256: it is corrupt or was "
-                                "modified, so it is not shown. Run `python -m precompute verify`")
+            raise ArtifactError(
+                f"{rel} in {source} does not match the manifest's sha256: it is corrupt or was "
+                "modified, so it is not shown. Run `python -m precompute verify`"
+            )
         with _VERIFIED_LOCK:
             _VERIFIED[key] = want["sha256"]
     return path
@@ -71,8 +75,10 @@ class Artifacts:
         except (TypeError, ValueError):
             raise InvalidInputError(f"head {head!r:.40} is not of the form LAYER.HEAD") from None
         if head not in self.heads:
-            raise InvalidInputError(f"head {head_key(head)} is not in these artifacts; available: "
-                                    f"{', '.join(head_key(h) for h in self.heads)}")
+            raise InvalidInputError(
+                f"head {head_key(head)} is not in these artifacts; available: "
+                f"{', '.join(head_key(h) for h in self.heads)}"
+            )
         return head
 
     def _locate(self, i) -> tuple[int, int]:
@@ -87,16 +93,18 @@ class Artifacts:
         try:
             return _open_cached(str(path), path.stat().st_mtime_ns)
         except Exception as err:  # noqa: BLE001
-            raise ArtifactError(f"{rel} in {self.source} cannot be read ({str(err)[:200]}); it may be corrupt") \
-                from None
+            raise ArtifactError(
+                f"{rel} in {self.source} cannot be read ({str(err)[:200]}); it may be corrupt"
+            ) from None
 
     def _read(self, rel: str, what):
         f = self.open_file(rel)
         try:
             return what(f)
         except Exception as err:  # noqa: BLE001 - a file changed or damaged under us
-            raise ArtifactError(f"{rel} in {self.source} cannot be read ({str(err)[:200]}); run "
-                                "`python -m precompute verify`") from None
+            raise ArtifactError(
+                f"{rel} in {self.source} cannot be read ({str(err)[:200]}); run `python -m precompute verify`"
+            ) from None
 
     @property
     def tokenizer(self):
@@ -108,22 +116,28 @@ class Artifacts:
         prefix = schema.TOKENIZER_DIR + "/"
         listed = sorted(rel for rel in self.manifest["files"] if rel.startswith(prefix))
         if prefix + "tokenizer.json" not in listed:
-            raise ArtifactError(f"{self.source} has no tokenizer/tokenizer.json in its manifest; re-run the "
-                                "precompute to include the tokenizer")
+            raise ArtifactError(
+                f"{self.source} has no tokenizer/tokenizer.json in its manifest; re-run the "
+                "precompute to include the tokenizer"
+            )
         for rel in listed:
             checked_path(self.root, self.manifest, rel, self.source)
         folder = self.root / schema.TOKENIZER_DIR
         extra = sorted(p.name for p in folder.iterdir() if prefix + p.name not in listed)
         if extra:
-            raise ArtifactError(f"{self.source}: tokenizer/ holds files the manifest does not list ({extra[0]}); "
-                                "remove them or run `python -m precompute verify`")
+            raise ArtifactError(
+                f"{self.source}: tokenizer/ holds files the manifest does not list ({extra[0]}); "
+                "remove them or run `python -m precompute verify`"
+            )
         try:
             from transformers import PreTrainedTokenizerFast
 
             return PreTrainedTokenizerFast.from_pretrained(str(folder))
         except Exception as err:  # noqa: BLE001 - a damaged tokenizer must not surface as a traceback
-            raise ArtifactError(f"the tokenizer in {self.source} cannot be loaded ({type(err).__name__}); it may "
-                                "be corrupt. Run `python -m precompute verify`") from None
+            raise ArtifactError(
+                f"the tokenizer in {self.source} cannot be loaded ({type(err).__name__}); it may "
+                "be corrupt. Run `python -m precompute verify`"
+            ) from None
 
     @property
     def model_name(self) -> str:
@@ -143,7 +157,7 @@ class Artifacts:
             out = {schema.TOKENS: f.get_slice(schema.TOKENS)[row]}
             for name in f.keys():
                 if name.startswith(prefix):
-                    out[name[len(prefix):]] = f.get_slice(name)[row]
+                    out[name[len(prefix) :]] = f.get_slice(name)[row]
             return out
 
         return self._read(schema.shard_path(shard), read)
@@ -156,8 +170,9 @@ class Artifacts:
     def field(self, name: str, head=None) -> np.ndarray:
         """One per-token field for every sequence (concatenated over shards), e.g. for the CSPA scatter."""
         tensor = name if name == schema.TOKENS else schema.tensor_name(self._head(head), name)
-        return np.concatenate([self._read(schema.shard_path(i), lambda f: f.get_tensor(tensor))
-                               for i in range(self.n_shards)], 0)
+        return np.concatenate(
+            [self._read(schema.shard_path(i), lambda f: f.get_tensor(tensor)) for i in range(self.n_shards)], 0
+        )
 
     def _head_tensors(self, kind: str, head) -> dict[str, np.ndarray]:
         return self._read(schema.head_file(kind, self._head(head)), lambda f: {k: f.get_tensor(k) for k in f.keys()})
@@ -185,9 +200,13 @@ class Artifacts:
         s = self.summary(head)
         cspa, ov, qk = s.get("cspa", {}), s.get("ov", {}), s.get("qk", {})
         return {
-            "explained_kl": cspa.get("explained_kl"), "ov_top10": ov.get("frac_top10"),
-            "ov_rank0": ov.get("frac_rank0"), "qk_rank0": qk.get("frac_rank0"), "qk_top10": qk.get("frac_top10"),
-            "delta_loss": cspa.get("mean_delta_loss_ablation"), "clean_loss": cspa.get("mean_clean_loss"),
+            "explained_kl": cspa.get("explained_kl"),
+            "ov_top10": ov.get("frac_top10"),
+            "ov_rank0": ov.get("frac_rank0"),
+            "qk_rank0": qk.get("frac_rank0"),
+            "qk_top10": qk.get("frac_top10"),
+            "delta_loss": cspa.get("mean_delta_loss_ablation"),
+            "clean_loss": cspa.get("mean_clean_loss"),
         }
 
 

@@ -91,9 +91,14 @@ def validate_survey(manifest) -> dict:
     if not isinstance(files, dict) or set(files) != {schema.SURVEY_FILE}:
         raise _fail("files", f"must list exactly {schema.SURVEY_FILE}")
     entry = files[schema.SURVEY_FILE]
-    if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str) or len(entry["sha256"]) != 64 \
-            or isinstance(entry.get("bytes"), bool) or not isinstance(entry.get("bytes"), int) \
-            or not 0 < entry["bytes"] < 1 << 40:
+    if (
+        not isinstance(entry, dict)
+        or not isinstance(entry.get("sha256"), str)
+        or len(entry["sha256"]) != 64
+        or isinstance(entry.get("bytes"), bool)
+        or not isinstance(entry.get("bytes"), int)
+        or not 0 < entry["bytes"] < 1 << 40
+    ):
         raise _fail(f"files[{schema.SURVEY_FILE!r}]", "needs a sha256 and a size in bytes")
     return manifest
 
@@ -148,8 +153,9 @@ def read_survey(root):
     try:
         with safe_open(str(path), framework="numpy") as f:
             if set(f.keys()) != set(schema.SURVEY_COLUMNS):
-                raise ArtifactError(f"{root}: {schema.SURVEY_FILE} must hold exactly the columns "
-                                    f"{', '.join(schema.SURVEY_COLUMNS)}")
+                raise ArtifactError(
+                    f"{root}: {schema.SURVEY_FILE} must hold exactly the columns {', '.join(schema.SURVEY_COLUMNS)}"
+                )
             for col in schema.SURVEY_COLUMNS:
                 arr = f.get_tensor(col)
                 kind = "int32" if col in schema.SURVEY_INDEX else "float32"
@@ -159,8 +165,9 @@ def read_survey(root):
     except ArtifactError:
         raise
     except Exception as err:  # noqa: BLE001 - any parse failure is a bad file
-        raise ArtifactError(f"{root}: {schema.SURVEY_FILE} is not a readable safetensors file ({str(err)[:200]})") \
-            from None
+        raise ArtifactError(
+            f"{root}: {schema.SURVEY_FILE} is not a readable safetensors file ({str(err)[:200]})"
+        ) from None
     df = pd.DataFrame(cols)
     df.insert(0, "model", manifest["model"]["model_name"])
     return df, manifest

@@ -52,8 +52,11 @@ def verify(root: str | Path) -> list[str]:
     except ArtifactError as err:
         return [str(err)]
     problems = [p for rel, want in sorted(manifest["files"].items()) if (p := check_file(root, rel, want))]
-    problems += [f"{rel}: listed nowhere in the manifest's files" for rel in expected_files(manifest)
-                 if rel not in manifest["files"]]
+    problems += [
+        f"{rel}: listed nowhere in the manifest's files"
+        for rel in expected_files(manifest)
+        if rel not in manifest["files"]
+    ]
     return problems + shard_shape_problems(manifest)
 
 
