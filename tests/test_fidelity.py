@@ -195,7 +195,7 @@ def test_neighbour_rules_hold_on_the_whole_vocabulary(gpt2_tok, gpt2_neighbours)
 
 
 def _paper_selection(texts: list[str], seed: int, n: int, seq_len: int, tok) -> list[list[int]]:
-    """Independent re-implementation of the paper's process_webtext (upstream-app.md §4)."""
+    """Independent re-implementation of the paper's process_webtext (the authors' code, paper §2)."""
     np.random.seed(seed)
     order = list(texts)
     np.random.shuffle(order)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from precompute import InvalidInputError, ModelUnavailableError, load_model
-from precompute.models.loading import WEIGHT_PROCESSING
+from precompute.models.bridge import WEIGHT_PROCESSING
 
 
 def test_unknown_name_lists_the_known_ones():

@@ -1,4 +1,5 @@
-"""Which sequences a run analyses: the paper's rule (``upstream-app.md`` §4, ``process_webtext``).
+"""Which sequences a run analyses: the paper's rule (the authors' ``process_webtext``,
+callummcdougall/SERI-MATS-2023-Streamlit-pages).
 
 The documents, already shuffled with the seed (``sources.shuffled``), are taken in order; curly quotes are
 normalised to straight ones; a document is kept when its tokenisation with BOS prepended is *longer* than

@@ -3,7 +3,7 @@
 ``analyze(model, tokens, head, mean_result)`` runs one forward pass that caches only what it needs, re-runs only
 the blocks from the head's layer on (for the "both" and "indirect" effects), and then does every vocabulary-sized
 computation in row chunks, keeping only per-token numbers and top-k lists. Definitions follow
-``shared/reference/upstream-app.md`` §2.1-2.4:
+the authors' ``generate_st_html/model_results.py::get_model_results`` (callummcdougall/SERI-MATS-2023-Streamlit-pages):
 
 * r = the head's output (z_h W_O, no bias), mu = per-position mean of r, Delta = r - mu (centred).
 * direct / frozen LN: logits - (Delta / sigma_final) W_U; no second forward pass. The same projection is the

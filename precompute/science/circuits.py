@@ -1,4 +1,6 @@
-"""OV and QK circuits of a head over the whole vocabulary (paper §3.1-3.2; upstream-app.md §2.5-2.7).
+"""OV and QK circuits of a head over the whole vocabulary (paper §3.1-3.2; the authors'
+``utils.get_effective_embedding`` and ``ov_qk_circuits/section_41_42.ipynb`` in
+callummcdougall/SERI-MATS-2023-Streamlit-pages).
 
 **Effective embedding** (``EMBEDDINGS``), all without positional embeddings and biases of attention:
 

@@ -1,4 +1,5 @@
-"""CSPA, copy-suppression-preserving ablation (paper §3.3; ``shared/reference/upstream-app.md`` §2.9).
+"""CSPA, copy-suppression-preserving ablation (paper §3.3; the authors'
+``cspa/cspa_functions.py::get_cspa_results`` in callummcdougall/SERI-MATS-2023-Streamlit-pages).
 
 At every destination q, CSPA keeps only the part of the head's output that is copy suppression of tokens the
 residual stream predicts, and mean-ablates the rest:

@@ -1,4 +1,5 @@
-"""Semantic neighbours of a token, by the paper's deterministic string rules (paper §3.3; upstream-app.md §2.8).
+"""Semantic neighbours of a token, by the paper's deterministic string rules (paper §3.3; the
+authors' ``cspa/cspa_semantic_similarity.py`` in callummcdougall/SERI-MATS-2023-Streamlit-pages).
 
 For every token the rules generate candidate strings and keep those that are exactly one token of the vocabulary:
 
