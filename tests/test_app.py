@@ -35,7 +35,7 @@ def _text(at) -> str:
     """The page's text as a reader sees it (markdown backslash escapes of literal text removed)."""
     parts = [m.value for m in at.markdown] + [c.value for c in at.caption] + [t.value for t in at.title]
     parts += [e.value for e in at.error] + [w.value for w in at.warning] + [i.value for i in at.info]
-    return re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", "\n".join(str(p) for p in parts))
+    return re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", "\n".join(str(p) for p in parts)).replace("\u2060", "")
 
 
 def test_home(app_env):
@@ -309,3 +309,23 @@ def test_prompt_pairs_bad_input(app_env):
     _submit(at, "Analyse")
     assert not at.exception
     assert at.dataframe[0].value["clean"][0].startswith("<b>x</b>")  # shown as text, in a table
+
+
+def test_long_and_link_like_values_in_a_link_are_cut_and_never_links(app_env):
+    """A 5,000-digit ?seq= is "too long" in a short message; URLs and www. names in ?head= are broken by a word
+    joiner (U+2060) so Streamlit's markdown cannot auto-link them."""
+    at = _run("views/browse.py", query={"seq": "9" * 5000, "head": "see http://127.0.0.1:9/evil www.evil.example"})
+    assert not at.exception
+    warnings = [w.value for w in at.warning if "Ignored the link" in w.value]
+    assert len(warnings) == 2 and all(len(w) < 200 for w in warnings)
+    assert any("too long for a number between 0 and 19" in w for w in warnings)
+    head_warning = next(w for w in warnings if "head=" in w)
+    assert "…" in head_warning and "http\u2060" in head_warning
+    assert "http:" not in head_warning.replace("\\", "") and "www." not in head_warning.replace("\\", "")
+
+
+def test_a_live_link_analyses_its_prompt_and_keeps_it(app_env):
+    at = _run("views/live.py", query={"prompt": "The kanosa of the teri is kanosa."})
+    assert not at.exception
+    assert "cse-strip" in _text(at) and "kanosa" in _text(at)
+    assert at.query_params["prompt"] in ("The kanosa of the teri is kanosa.", ["The kanosa of the teri is kanosa."])

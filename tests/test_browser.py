@@ -259,6 +259,25 @@ def test_pages_restore_from_their_url_in_chromium(two_head_server, survey_server
         page.wait_for_timeout(500)
         assert query(page) | {"seq": "3", "pos": "9", "head": "0.1", "browse_effect": "both"} == query(page)
 
+        # the details tab a link names is the one open; a token link keeps it
+        page.goto(server + "/browse?seq=3&pos=7&head=0.1&tab=source")
+        expect(page.get_by_role("tab", name="As a source")).to_have_attribute("aria-selected", "true", timeout=60_000)
+        href = page.locator(".cse-strip a.cse-tok").nth(4).get_attribute("href")
+        assert "tab=source" in href and "head=0.1" in href
+
+        # hostile values: shown as text, cut, and never a link
+        evil = "[x](http://127.0.0.1:9/evil)"
+        page.goto(server + f"/browse?seq={evil}&head=www.evil.example&pos=" + "9" * 5000)
+        expect(page.get_by_text("Ignored the link's seq").first).to_be_visible(timeout=60_000)
+        warnings = page.locator('[data-testid="stAlert"]').all_inner_texts()
+        assert len(warnings) >= 3 and max(len(w) for w in warnings) < 200, warnings
+        assert page.locator('a[href*="evil"], a[href*="127.0.0.1:9"]').count() == 0
+
+        page.goto(server + "/test-your-own?prompt=The%20kanosa%20of%20the%20teri%20is%20kanosa.")
+        expect(page.locator(".cse-strip").first).to_be_visible(timeout=90_000)
+        assert "kanosa" in page.locator(".cse-strip").first.inner_text()
+        assert page.get_by_role("textbox", name="Prompt").input_value() == "The kanosa of the teri is kanosa."
+
         page.goto(server + "/cspa?head=0.1")
         expect(page.get_by_role("heading", name="Copy-suppression-preserving ablation (CSPA)")).to_be_visible(
             timeout=60_000
@@ -269,7 +288,7 @@ def test_pages_restore_from_their_url_in_chromium(two_head_server, survey_server
         page.goto(server + "/circuits?head=0.1&token=%20kanosa&focus=destination")
         expect(page.get_by_text("' kanosa' itself is number").first).to_be_visible(timeout=60_000)
         assert _sidebar_head(page) == "0.1"
-        assert page.get_by_role("textbox", name="Token (include").input_value() == " kanosa"
+        expect(page.get_by_role("textbox", name="Token (include")).to_have_value(" kanosa", timeout=30_000)
         expect(page.get_by_role("radio", name="destination")).to_be_checked(timeout=30_000)
         page.screenshot(path=str(tmp_path / "circuits.png"), full_page=True)
 
@@ -281,4 +300,7 @@ def test_pages_restore_from_their_url_in_chromium(two_head_server, survey_server
         )
         assert titles == ["QK: own token in top 10", "induction"]
         assert query(page)["x"] == "qk_top10" and query(page)["y"] == "induction"
+        page.goto(survey_server + "/survey?survey=survey-toy&head=1.2")
+        expect(page.get_by_text("toy · head 1.2")).to_be_visible(timeout=60_000)
+        expect(page.get_by_text("Open head 1.2 in Browse Examples")).to_be_visible(timeout=30_000)
         browser.close()

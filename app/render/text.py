@@ -1,14 +1,19 @@
 """Showing any string (URL parameters, tokens, file contents, error messages) as literal text in Streamlit's
 markdown-rendering elements (st.markdown, st.caption, st.warning, st.error, …): every character that markdown,
-Streamlit's directives (``:red[…]``, ``:material/…:``), LaTeX or HTML would interpret is backslash-escaped."""
+Streamlit's directives (``:red[…]``, ``:material/…:``), LaTeX or HTML would interpret is backslash-escaped, and
+what GitHub-flavoured markdown would auto-link (``http://…``, ``www.…``, ``name@host``) gets an invisible word
+joiner (U+2060) that breaks the pattern, so no outside string becomes a link."""
 
 from __future__ import annotations
 
 import re
 
 _SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$&:='\"])")
+WORD_JOINER = "\u2060"
+# what GFM auto-links: the schemes http(s):// (and cmark-gfm's mailto: and xmpp:), "www.", and "@" (e-mail)
+_LINKISH = re.compile(r"(?i)(\b(?:https?|ftp|mailto|xmpp)(?=:)|\bwww(?=\.)|@)")
 
 
 def literal(text) -> str:
     """``text`` as markdown source that renders as exactly ``text`` (one paragraph; line breaks become spaces)."""
-    return _SPECIAL.sub(r"\\\1", " ".join(str(text).split()))
+    return _SPECIAL.sub(r"\\\1", _LINKISH.sub(r"\1" + WORD_JOINER, " ".join(str(text).split())))

@@ -14,10 +14,13 @@ from app.sequence.controls import controls, link_state
 from app.sequence.details import details, source_view
 from app.sequence.downloads import downloads
 from app.sequence.strip import strip_html
+from app.state import url
 from precompute import schema as F
 from precompute.data.tokenization import token_strings
 
 __all__ = ["controls", "show", "strip_html", "compare_strip"]
+# the details tabs, by the short name a URL gives them (?tab=source)
+TABS = {"details": "Token details", "source": "As a source", "attention": "Attention", "download": "Download"}
 
 
 def show(
@@ -32,13 +35,23 @@ def show(
 ) -> None:
     """The whole sequence view for one record."""
     strings = token_strings(tokenizer, rec[F.TOKENS].tolist())
-    links = None if link_params is None else {**link_state(opts), **link_params}
+    tab_key = f"{key}_tab"
+    url.restore("tab", tab_key, url.mapped(TABS))
+    st.session_state.setdefault(tab_key, TABS["details"])
+    tab = {label: short for short, label in TABS.items()}.get(st.session_state[tab_key], "details")
+    links = (
+        None
+        if link_params is None
+        else {**link_state(opts), **link_params, **({"tab": tab} if tab != "details" else {})}
+    )
     st.markdown(strip_html(rec, strings, opts, pos, links), unsafe_allow_html=True)
     how = "click it to select it" if link_params is not None else "choose the position with the box above"
     st.caption(
         f"Hover a token for its value; {how}. Blue = the head helps (loss rises when it is ablated), red = it hurts."
     )
-    tabs = st.tabs(["Token details", "As a source", "Attention", "Download"])
+    tabs = st.tabs(list(TABS.values()), key=tab_key, on_change="rerun")
+    active = {label: short for short, label in TABS.items()}.get(st.session_state.get(tab_key), "details")
+    url.publish({"tab": (tab_key, active)}, {"tab": "details"})
     with tabs[0]:
         details(rec, strings, pos, opts, tokenizer)
     with tabs[1]:

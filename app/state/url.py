@@ -29,8 +29,11 @@ def whole(lo: int, hi: int) -> Callable[[str, str], Parsed]:
     """A parser for a whole number in [lo, hi]."""
 
     def parse(name: str, raw: str) -> Parsed:
+        digits = raw.strip()
+        if len(digits) > len(str(hi)) + 2:  # far above any valid value (and no 5,000-digit int() either)
+            return None, f"{_quoted(name, raw)}: too long for a number between {lo} and {hi}."
         try:
-            value = int(raw.strip())
+            value = int(digits)
         except ValueError:
             return None, f"{_quoted(name, raw)}: not a whole number."
         if not lo <= value <= hi:
@@ -49,6 +52,17 @@ def choice(options) -> Callable[[str, str], Parsed]:
             return by_text[raw], None
         shown = ", ".join(list(by_text)[:8]) + (", …" if len(by_text) > 8 else "")
         return None, f"{_quoted(name, raw)}: choose one of {literal(shown)}."
+
+    return parse
+
+
+def mapped(mapping: dict) -> Callable[[str, str], Parsed]:
+    """A parser for one of ``mapping``'s keys (the short names a URL shows); the value is ``mapping[key]``."""
+
+    def parse(name: str, raw: str) -> Parsed:
+        if raw in mapping:
+            return mapping[raw], None
+        return None, f"{_quoted(name, raw)}: choose one of {literal(', '.join(mapping))}."
 
     return parse
 
@@ -108,6 +122,12 @@ def publish(values: dict[str, tuple[str, object]], defaults: dict[str, object] |
         seen[key] = raw
         if st.query_params.get(name) != raw:
             st.query_params[name] = raw
+
+
+def remove(name: str) -> None:
+    """``?name=`` out of the URL (a value that cannot travel in a link, e.g. a very long prompt)."""
+    if name in st.query_params:
+        del st.query_params[name]
 
 
 def head_picker(arts, key: str, default: str | None = None) -> tuple[int, int]:

@@ -22,6 +22,8 @@ EXAMPLES = {
     ],
 }
 
+PROMPT_LINK_CHARS = 2000  # the longest prompt a link carries (longer ones are analysed but not put in the URL)
+
 arts = state.page_artifacts()
 st.title("Test Your Own Examples")
 head = state.head_picker(arts, key="live_head")
@@ -34,7 +36,9 @@ st.caption(
     + (" The toy model only knows its synthetic language." if model_name == "toy" else "")
 )
 choice = st.selectbox("Example prompts", ["(type your own)"] + examples, key="live_example")
-default = "" if choice == "(type your own)" else choice
+# a link's ?prompt= is analysed at once and fills the box
+state.url.restore("prompt", "live_prompt", state.url.text(PROMPT_LINK_CHARS))
+default = st.session_state.get("live_prompt") or "" if choice == "(type your own)" else choice
 with st.form("live_form"):
     text = st.text_area("Prompt", value=default, height=120, key=f"live_text_{choice}")
     submitted = st.form_submit_button("Analyse", type="primary")
@@ -54,6 +58,10 @@ try:
 except ExplorerError as err:
     st.error(literal(err))
     st.stop()
+if len(prompt) <= PROMPT_LINK_CHARS:
+    state.url.publish({"prompt": ("live_prompt", prompt)})
+else:
+    state.url.remove("prompt")
 if result.cut_to is not None:
     st.warning(
         f"The prompt has {result.n_tokens_in} tokens; only the first {result.cut_to} (the model's context "

@@ -122,16 +122,32 @@ for col, frac in nan.items():
         reasons = {m.get("reasons", {}).get(col) for m in manifests.values()} - {None}
         st.caption(f"{LABELS[col]}: {frac:.0%} of heads have no value. {literal('; '.join(sorted(reasons)))}")
 
+# the head shown below: the one clicked, else the link's ?survey=…&head=… (kept in the URL either way)
+state.url.restore("survey", "survey_pick_survey", state.url.text(200))
+state.url.restore("head", "survey_pick_head", state.url.text(20))
 points = event.selection.points if event is not None else []
-if not points:
+if points:
+    point = points[0]
+    if colour == "model":
+        part = view[view["survey"] == sorted(view["survey"].unique())[int(point.get("curve_number", 0))]]
+        row = part.iloc[int(point.get("point_index", point.get("point_number", 0)))]
+    else:
+        row = view.iloc[int(point.get("point_index", point.get("point_number", 0)))]
+    st.session_state["survey_pick_survey"], st.session_state["survey_pick_head"] = str(row["survey"]), str(row["name"])
+picked = view[
+    (view["survey"] == st.session_state.get("survey_pick_survey"))
+    & (view["name"] == st.session_state.get("survey_pick_head"))
+]
+if picked.empty:
+    if st.session_state.get("survey_pick_head") is not None:
+        st.warning(
+            f"No head {literal(st.session_state['survey_pick_head'])} in the survey "
+            f"{literal(st.session_state.get('survey_pick_survey', '?'))} with these filters."
+        )
     st.caption("Click a head to open it, or to get the command that makes its artifacts.")
     st.stop()
-point = points[0]
-if colour == "model":
-    part = view[view["survey"] == sorted(view["survey"].unique())[int(point.get("curve_number", 0))]]
-    row = part.iloc[int(point.get("point_index", point.get("point_number", 0)))]
-else:
-    row = view.iloc[int(point.get("point_index", point.get("point_number", 0)))]
+row = picked.iloc[0]
+state.url.publish({"survey": ("survey_pick_survey", row["survey"]), "head": ("survey_pick_head", row["name"])})
 head = str(row["name"])
 manifest = manifests[row["survey"]]
 model_name = manifest["model"]["model_name"]
