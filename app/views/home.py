@@ -68,8 +68,8 @@ else:
     st.dataframe(table, hide_index=True)
 st.subheader("Pages")
 names = [name for name in state.pages.PAGES if name != "home"]
-for row in range(0, len(names), 5):
-    for col, name in zip(st.columns(5), names[row : row + 5]):
+for row in range(0, len(names), 4):
+    for col, name in zip(st.columns(4), names[row : row + 4]):
         state.pages.link(name, container=col)
 st.caption(
     "Prompt pairs: logit difference, attribution, activation patching and self-repair on IOI and other "
