@@ -329,3 +329,18 @@ def test_a_live_link_analyses_its_prompt_and_keeps_it(app_env):
     assert not at.exception
     assert "cse-strip" in _text(at) and "kanosa" in _text(at)
     assert at.query_params["prompt"] in ("The kanosa of the teri is kanosa.", ["The kanosa of the teri is kanosa."])
+
+
+def test_prompt_pairs_opens_on_its_links_set_and_head(app_env):
+    """?set= picks the prompt set by its short name, ?head= the head to inspect once the analysis is there; a failed
+    analysis clears the previous result."""
+    at = _run("views/pairs.py", query={"set": "repeat", "head": "0.1"})
+    assert not at.exception and at.radio(key="pairs_set").value == "repeated tokens (synthetic text)"
+    _submit(at, "Analyse")
+    pick = next(b for b in at.selectbox if b.label.startswith("Head to inspect"))
+    assert pick.value == "0.1" and at.query_params["set"] in ("repeat", ["repeat"])
+    at.radio(key="pairs_set").set_value("your own pairs").run()
+    at.text_area(key="pairs_text").set_value("one line without fields")
+    _submit(at, "Analyse")
+    assert "does not have four fields" in _text(at)
+    assert not [s.value for s in at.subheader if s.value == "Prompts"]  # the old result is gone

@@ -25,6 +25,8 @@ OWN_HELP = (
     "leading space (start one with _ for none). Every prompt must have the same number of tokens."
 )
 NEGATIVE = [head_key(h) for h in paper.NEGATIVE_HEADS]
+# the prompt sets by the short name a link gives them (?set=repeat)
+SET_NAMES = dict(zip(["ioi", "repeat", *PRESETS, "own"], SETS))
 
 
 def _answer(text: str) -> str:
@@ -63,7 +65,10 @@ def analysis_form(model) -> None:
     """The prompt set and options; Analyse runs the comparison (a failure clears the previous result)."""
     c1, _ = st.columns([2, 1])
     ioi_ok = len(single_token_names(model.tokenizer)) >= MIN_NAMES  # else open on a set this tokenizer can do
-    which = c1.radio("Prompt set", SETS, index=0 if ioi_ok else 1, horizontal=True, key="pairs_set")
+    state.url.restore("set", "pairs_set", state.url.mapped(SET_NAMES))
+    st.session_state.setdefault("pairs_set", SETS[0] if ioi_ok else SETS[1])
+    which = c1.radio("Prompt set", SETS, horizontal=True, key="pairs_set")
+    state.url.publish({"set": ("pairs_set", {v: k for k, v in SET_NAMES.items()}[which])})
     n, own = 8, ""
     with st.form("pairs_form"):
         if which in SETS[:2]:
@@ -163,6 +168,7 @@ def head_section(res, model, arts, table: pd.DataFrame) -> list[str]:
         return float(res.head_dla[parse_head(k)])
 
     order = sorted(heads, key=dla)
+    state.url.restore("head", "pairs_current_head", state.url.choice(heads))
     current = st.session_state.get("pairs_current_head")
     if points:
         current = f"{int(points[0]['y'])}.{int(points[0]['x'])}"
@@ -176,6 +182,7 @@ def head_section(res, model, arts, table: pd.DataFrame) -> list[str]:
         format_func=lambda k: f"{k} ({dla(k):+.3f})",
     )
     st.session_state["pairs_current_head"] = head
+    state.url.publish({"head": ("pairs_current_head", head)})
     tok = model.tokenizer
     p = st.selectbox("Prompt", list(range(len(table))), format_func=lambda i: table["clean"][i], key="pairs_prompt")
     ids = res.inputs.clean[p]
