@@ -21,6 +21,7 @@ from precompute.data.tokenization import token_strings
 __all__ = ["controls", "show", "strip_html", "compare_strip"]
 # the details tabs, by the short name a URL gives them (?tab=source)
 TABS = {"details": "Token details", "source": "As a source", "attention": "Attention", "download": "Download"}
+TAB_NAMES = {label: short for short, label in TABS.items()}
 
 
 def show(
@@ -38,7 +39,7 @@ def show(
     tab_key = f"{key}_tab"
     url.restore("tab", tab_key, url.mapped(TABS))
     st.session_state.setdefault(tab_key, TABS["details"])
-    tab = {label: short for short, label in TABS.items()}.get(st.session_state[tab_key], "details")
+    tab = TAB_NAMES.get(st.session_state[tab_key], "details")
     links = (
         None
         if link_params is None
@@ -50,7 +51,7 @@ def show(
         f"Hover a token for its value; {how}. Blue = the head helps (loss rises when it is ablated), red = it hurts."
     )
     tabs = st.tabs(list(TABS.values()), key=tab_key, on_change="rerun")
-    active = {label: short for short, label in TABS.items()}.get(st.session_state.get(tab_key), "details")
+    active = TAB_NAMES.get(st.session_state.get(tab_key), "details")
     url.publish({"tab": (tab_key, active)}, {"tab": "details"})
     with tabs[0]:
         details(rec, strings, pos, opts, tokenizer)

@@ -27,6 +27,7 @@ OWN_HELP = (
 NEGATIVE = [head_key(h) for h in paper.NEGATIVE_HEADS]
 # the prompt sets by the short name a link gives them (?set=repeat)
 SET_NAMES = dict(zip(["ioi", "repeat", *PRESETS, "own"], SETS))
+SHORT_SET = {label: short for short, label in SET_NAMES.items()}
 
 
 def _answer(text: str) -> str:
@@ -68,7 +69,7 @@ def analysis_form(model) -> None:
     state.url.restore("set", "pairs_set", state.url.mapped(SET_NAMES))
     st.session_state.setdefault("pairs_set", SETS[0] if ioi_ok else SETS[1])
     which = c1.radio("Prompt set", SETS, horizontal=True, key="pairs_set")
-    state.url.publish({"set": ("pairs_set", {v: k for k, v in SET_NAMES.items()}[which])})
+    state.url.publish({"set": ("pairs_set", SHORT_SET[which])})
     n, own = 8, ""
     with st.form("pairs_form"):
         if which in SETS[:2]:
