@@ -320,3 +320,20 @@ def test_head_unembedding_is_reused_and_follows_weight_changes(tiny, monkeypatch
     monkeypatch.undo()
     other = analyze(tiny, tokens, (2, 1), mean_result(tiny, tokens, (2, 1)), k=4, cspa=None)
     assert analysis_module._UNEMBEDDINGS[m][0][:2] == (2, 1) and other.dla_neg_values.shape[-1] == 4
+
+
+def test_kl_is_never_negative_when_the_ablation_barely_moves_the_logits():
+    """KL(clean || logits) >= 0; where the two are nearly equal float error used to leave -1e-7 in the files."""
+    from precompute.science.scoring import Scorer
+
+    g = torch.Generator().manual_seed(0)
+    clean = torch.randn(64, 500, generator=g) * 8
+    nearly = clean + 1e-6 * torch.randn(64, 500, generator=g)
+    scorer = Scorer(clean, torch.zeros(64, dtype=torch.long), k=5)
+    kl = scorer.score(nearly)["kl"]
+    p, q = clean.double().log_softmax(-1), nearly.double().log_softmax(-1)
+    ref = (p.exp() * (p - q)).sum(-1)
+    assert float(kl.min()) >= 0.0
+    torch.testing.assert_close(kl.double(), ref, atol=1e-5, rtol=0)
+    rho = torch.ones(64, 1)
+    assert float(scorer.score_rescaled(nearly, rho, clean.new_zeros(64), {}, topk=False)["kl"].min()) >= 0.0

@@ -138,7 +138,7 @@ def test_a_position_as_a_source_against_a_hand_made_record():
     assert df["destination"].tolist() == [1, 2, 3]
     assert df["attention"].tolist() == [0.5, 0.25, 0.125]
     assert df["CSPA keeps (suppressed)"].tolist() == ["", "'<7>'", ""]
-    assert df.iloc[:, 4].tolist()[:2] == [-1.5, -2.0] and np.isnan(df.iloc[2, 4])
+    assert df.iloc[:, 4].tolist() == ["-1.500", "-2.000", ""]  # blank, never "None", where it is not listed
     assert as_source(rec, strings, 2, Tok())["destination"].tolist() == [2, 3]  # itself, and 3 via top-k
 
 
@@ -152,6 +152,28 @@ def test_semantic_similarity_page(app_env):
     assert not at.exception and "not one" in _text(at)
     at.text_input(key="sem_token").set_value("").run()
     assert not at.exception and "Type a token" in _text(at)
+    at.text_input(key="sem_token").set_value("  ").run()  # two spaces are shown as two, not one
+    shown = _text(at).replace("\u00a0", " ")  # a run of spaces renders as space + no-break spaces
+    assert not at.exception and "'  ' is 2 tokens, not one" in shown and "' ' is 2" not in shown
+    at.text_input(key="sem_token").set_value(" token").run()
+    at.slider(key="sem_max").set_value(1).run()
+    assert not at.exception and "1 neighbour shown" in _text(at) and "1 neighbours" not in _text(at)
+
+
+def test_search_ranked_by_cspa_failure_shows_the_signed_loss_change_it_ranks_by_size(app_env):
+    from precompute.store.reader import open_artifacts
+
+    idx = open_artifacts(app_env).index()
+    at = _run("views/browse.py")
+    at.selectbox(key="browse_rank").set_value("CSPA failure (largest |Δloss under CSPA|)").run()
+    assert not at.exception
+    table = at.dataframe[0].value
+    column = "Δloss under CSPA (signed)"
+    assert column in table.columns and "value" not in table.columns
+    stored = idx["cspa_failure_value"][: len(table)].tolist()
+    assert table[column].tolist() == pytest.approx(stored, abs=1e-6)
+    sizes = [abs(v) for v in table[column]]
+    assert sizes == sorted(sizes, reverse=True)
 
 
 def test_selecting_a_search_row_opens_that_token(app_env):

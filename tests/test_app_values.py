@@ -77,6 +77,11 @@ def test_downloads_equal_export(toy_artifacts, capsys):
             exported[F.delta_loss("direct_frozen")][p], abs=1e-4
         )
     assert rows[-1][F.LOSS] == ""  # the last token has no next token
+    rank = F.correct_rank("direct_frozen")
+    assert [r[rank] for r in rows[:-1]] == [str(int(v)) for v in exported[rank]]  # whole numbers: "75", not "75.0"
+    assert rows[-1][rank] == ""
+    kl = F.kl("direct_frozen")
+    assert min(float(r[kl]) for r in rows[:-1]) >= 0.0
 
 
 def test_live_equals_stored_for_the_same_text(toy, toy_artifacts):

@@ -224,6 +224,21 @@ def test_numeric_flags_are_bounded(tmp_path, args, message):
     assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, r.stderr[-500:]
 
 
+def test_a_small_first_run_takes_the_mean_over_all_its_sequences(tmp_path):
+    """No --n-mean: the paper's 100, or every sequence when there are fewer; recorded and named by report."""
+    from precompute import RunConfig
+
+    assert RunConfig().n_mean == 100 and RunConfig(n_seqs=16).n_mean == 16 and RunConfig(n_seqs=16, n_mean=4).n_mean == 4
+    out = tmp_path / "o"
+    args = ("--model", "toy", "--dataset", "synthetic", "--n-seqs", "16", "--seq-len", "32", "--out", str(out))
+    r = _cli("run", *args)
+    assert r.returncode == 0, r.stderr[-800:]
+    arts = open_artifacts(out)
+    assert arts.hyperparameters["n_mean"] == 16 and arts.mean_count().tolist() == [16] * 32
+    r = _cli("report", str(out))
+    assert r.returncode == 0 and "n_mean (μ from the first n analysed sequences): paper 100, this run 16" in r.stdout
+
+
 # ---------------------------------------------------------------- 5. tokenizer
 
 
@@ -339,17 +354,21 @@ def test_url_parameters_are_shown_as_text(toy_artifacts, monkeypatch):
 @example("[x](http://127.0.0.1:9/evil) and http://127.0.0.1:9/evil")
 @example("visit www.evil.example or HTTPS://EVIL.EXAMPLE/x?y=1")
 @example("write to someone@evil.example, mailto:x@y.example, xmpp:z@w.example")
+@example("'  ' is two spaces, '   ' three")
 def test_literal_renders_any_text_as_itself(text):
-    from app.render.text import WORD_JOINER, literal
+    from app.render.text import NBSP, WORD_JOINER, literal
 
     source = literal(text)
     assert _tags(source) <= {"p"}
     from markdown_it import MarkdownIt
 
     rendered = MarkdownIt("commonmark").render(source)
-    shown = html.unescape(re.sub(r"</?p>", "", rendered))
-    plain = shown.replace(WORD_JOINER, "")
-    assert " ".join(plain.split()) == " ".join(text.replace("\x00", "\ufffd").split())
+    shown = html.unescape(re.sub(r"</?p>\n?", "", rendered))
+    plain = shown.replace(WORD_JOINER, "").replace(NBSP, " ")
+    # exactly the text, on one line: line breaks become one space, the ends are trimmed, and a run of spaces keeps
+    # its length (two spaces are not shown as one)
+    one_line = re.sub(r"[\r\n\t\f\v\x85\u2028\u2029]+", " ", text.replace("\x00", "\ufffd")).strip()
+    assert plain == one_line.replace(NBSP, " ")
     # nothing GFM would auto-link is left in the shown text: a scheme, "www." or "@" is broken by a word joiner
     assert not re.search(r"(?i)\b(https?|ftp|mailto|xmpp):|\bwww\.|@[^\u2060]", shown)
 

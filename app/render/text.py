@@ -14,6 +14,13 @@ WORD_JOINER = "\u2060"
 _LINKISH = re.compile(r"(?i)(\b(?:https?|ftp|mailto|xmpp)(?=:)|\bwww(?=\.)|@)")
 
 
+NBSP = "\u00a0"
+_LINE_BREAK = re.compile(r"[\r\n\t\f\v\x85\u2028\u2029]+")
+_RUN_OF_SPACES = re.compile(r"(?<= ) ")  # every space after the first of a run (HTML would collapse the run)
+
+
 def literal(text) -> str:
-    """``text`` as markdown source that renders as exactly ``text`` (one paragraph; line breaks become spaces)."""
-    return _SPECIAL.sub(r"\\\1", _LINKISH.sub(r"\1" + WORD_JOINER, " ".join(str(text).split())))
+    """``text`` as markdown source that renders as exactly ``text`` (one paragraph: line breaks become spaces, the
+    ends are trimmed; runs of spaces inside keep their length, as no-break spaces)."""
+    one_line = _RUN_OF_SPACES.sub(NBSP, _LINE_BREAK.sub(" ", str(text)).strip())
+    return _SPECIAL.sub(r"\\\1", _LINKISH.sub(r"\1" + WORD_JOINER, one_line))

@@ -134,7 +134,7 @@ def as_source(rec: dict, strings: list[str], pos: int, tokenizer) -> pd.DataFram
                 "token there": repr(strings[q]),
                 "attention": weight,
                 "CSPA keeps (suppressed)": ", ".join(repr(n) for n in token_strings(tokenizer, kept)) or "",
-                f"DLA on {strings[pos]!r}": dla[0] if dla else None,
+                f"DLA on {strings[pos]!r}": f"{dla[0]:+.3f}" if dla else "",  # blank, not "None", when absent
             }
         )
     return pd.DataFrame(

@@ -18,8 +18,11 @@ def csv_text(rec: dict, strings: list[str]) -> str:
     table = {"position": list(range(s)), "token": strings, "next_token": strings[1:] + [""]}
     for field, t in rec.items():
         if t.ndim == 1 and t.shape[0] in (s - 1, s) and field != F.TOKENS:
-            vals = floats(t) if np.issubdtype(t.dtype, np.floating) else t.tolist()
-            table[field] = vals + [None] * (s - len(vals))
+            missing = [None] * (s - t.shape[0])  # a per-prediction field has no value at the last position
+            if np.issubdtype(t.dtype, np.floating):
+                table[field] = floats(t) + missing
+            else:  # ranks and ids stay whole numbers ("75", not "75.0"), blank where missing
+                table[field] = pd.array(t.tolist() + missing, dtype="Int64")
     buf = io.StringIO()
     pd.DataFrame(table).to_csv(buf, index=False)
     return buf.getvalue()

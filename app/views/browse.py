@@ -34,29 +34,30 @@ def top_tokens(source: str, head_name: str, metric: str, n: int) -> pd.DataFrame
         strings = token_strings(tok, ids)
         ctx = "".join(strings[max(1, p - 8) : p + 1])
         rows.append({"seq": s, "pos": p, "token": strings[p], "next": strings[p + 1], "context": ctx, "value": v})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=["seq", "pos", "token", "next", "context", "value"])
 
 
+# the search's rankings: label -> (index metric, the name of its value column)
+RANKINGS = {
+    "Δloss (head helps most)": ("delta_loss", "Δloss"),
+    "Δloss (head hurts most)": ("neg_delta_loss", "Δloss"),
+    "KL from ablation": ("kl", "KL"),
+    # ranked by the size of the loss change CSPA does not preserve; the column keeps its sign
+    "CSPA failure (largest |Δloss under CSPA|)": ("cspa_failure", "Δloss under CSPA (signed)"),
+}
 # the panel's state is fixed for the session, so it never collapses under the user's first interaction
 search_open = st.session_state.setdefault("_browse_search_open", not deep_link)
 with st.expander("Search: where does the head matter most?", expanded=search_open):
     c1, c2 = st.columns([1, 2])
-    metric_label = c1.selectbox(
-        "Rank tokens by",
-        ["Δloss (head helps most)", "Δloss (head hurts most)", "KL from ablation", "CSPA failure (|Δloss under CSPA|)"],
-    )
-    metric = {
-        "Δloss (head helps most)": "delta_loss",
-        "Δloss (head hurts most)": "neg_delta_loss",
-        "KL from ablation": "kl",
-        "CSPA failure (|Δloss under CSPA|)": "cspa_failure",
-    }[metric_label]
+    metric_label = c1.selectbox("Rank tokens by", list(RANKINGS), key="browse_rank")
+    metric, value_name = RANKINGS[metric_label]
     text_filter = c2.text_input("Filter by token text (current or next token)", key="browse_filter")
     try:
         table = top_tokens(arts.source, head_name, metric, 500)
     except ExplorerError as err:
         st.error(f"The search index cannot be read: {literal(err)}")
         table = pd.DataFrame(columns=["seq", "pos", "token", "next", "context", "value"])
+    table = table.rename(columns={"value": value_name})
     if text_filter:
         mask = table["token"].str.contains(text_filter, regex=False) | table["next"].str.contains(
             text_filter, regex=False

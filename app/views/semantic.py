@@ -40,9 +40,10 @@ for col, (kind, title) in zip(
     ids = near[kind]
     col.code("\n".join(repr(vocab[i]) for i in ids) if ids else "(none)", language=None)
 highlight = {i for ids in near.values() for i in ids}
+n_near = len(highlight)
 st.caption(
-    f"{len(highlight)} neighbours shown (the token itself excluded); CSPA uses the token, then these in "
-    "order, cut to K_s."
+    f"{n_near} {'neighbour' if n_near == 1 else 'neighbours'} shown (the token itself excluded); CSPA uses the "
+    "token, then these in order, cut to K_s."
 )
 for circuit in ("ov", "qk"):
     left, right = st.columns(2)

@@ -13,13 +13,14 @@ import json
 import math
 from dataclasses import dataclass, field
 
-from .. import schema
+from .. import paper, schema
 from ..errors import InvalidInputError
 from ..schema import EFFECTS, LN_MODES, parse_heads
 from ..science.cspa import CSPAConfig
 from ..store.records import DEFAULT_K_ATTN
 from ..validate import whole_number
 
+PAPER_N_MEAN = paper.RUN["n_mean"]
 # upper bounds that keep a run inside a machine (each also checked against the model where that matters)
 LIMITS = {
     "n_seqs": 10_000_000,
@@ -83,7 +84,12 @@ class RunConfig:
     seq_len: int = option(1000, "tokens per sequence, BOS included")
     batch_size: int = option(8, "sequences per forward pass")
     shard_size: int = option(64, "sequences per shard file")
-    n_mean: int = option(100, "the first n_mean analysed sequences give the per-position mean μ (paper: 100)")
+    n_mean: int = option(
+        None,
+        "the first n_mean analysed sequences give the per-position mean μ (default: the paper's 100, or every "
+        "sequence when --n-seqs is below 100)",
+        parse=int,
+    )
     k: int = option(10, "top-k kept for every vocabulary-sized quantity")
     k_attn: int = option(DEFAULT_K_ATTN, "attention sources stored per query")
     cspa_k_u: float | int = option(0.05, "CSPA K_u: fraction (0.05) or count (5)", parse=parse_k_u)
@@ -108,6 +114,10 @@ class RunConfig:
     out: str = option("artifacts/run", "output folder", record=False)
     resume: bool = option(False, "keep shards already complete and valid, redo the rest", record=False)
     overwrite: bool = option(False, "replace a run already in --out (its files are removed first)", record=False)
+
+    def __post_init__(self) -> None:
+        if self.n_mean is None:  # the paper's 100, or all the sequences there are (recorded as the value used)
+            self.n_mean = min(PAPER_N_MEAN, self.n_seqs) if isinstance(self.n_seqs, int) else PAPER_N_MEAN
 
     def cspa(self) -> CSPAConfig:
         return CSPAConfig(

@@ -106,7 +106,7 @@ class Scorer:
         if with_kl:
             if kl_dot is None:
                 kl_dot = self.p_dot_clean - self.p_dot(logits)
-            out["kl"] = kl_dot - self.clean_lse + lse
+            out["kl"] = (kl_dot - self.clean_lse + lse).clamp_min_(0.0)  # KL >= 0: float error can dip below
         if keep is not None:
             keep.update(rank=out["correct_rank"], top=top, peak=None if top is None else top[0][:, :1])
         return out
@@ -127,7 +127,7 @@ class Scorer:
         out = {
             "correct_logprob": rho[:, 0] * self.correct(frozen) - lse,
             "correct_rank": keep["rank"],
-            "kl": self.p_dot_clean - rho[:, 0] * (self.p_dot_clean - kl_dot) - self.clean_lse + lse,
+            "kl": (self.p_dot_clean - rho[:, 0] * (self.p_dot_clean - kl_dot) - self.clean_lse + lse).clamp_min_(0.0),
         }
         if topk:
             vals, ids = keep["top"]
