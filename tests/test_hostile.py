@@ -228,7 +228,9 @@ def test_a_small_first_run_takes_the_mean_over_all_its_sequences(tmp_path):
     """No --n-mean: the paper's 100, or every sequence when there are fewer; recorded and named by report."""
     from precompute import RunConfig
 
-    assert RunConfig().n_mean == 100 and RunConfig(n_seqs=16).n_mean == 16 and RunConfig(n_seqs=16, n_mean=4).n_mean == 4
+    assert (
+        RunConfig().n_mean == 100 and RunConfig(n_seqs=16).n_mean == 16 and RunConfig(n_seqs=16, n_mean=4).n_mean == 4
+    )
     out = tmp_path / "o"
     args = ("--model", "toy", "--dataset", "synthetic", "--n-seqs", "16", "--seq-len", "32", "--out", str(out))
     r = _cli("run", *args)
