@@ -84,10 +84,28 @@ def _heatmap(z: torch.Tensor, x: list, y: list, title: str, hover: str, zmax: fl
     return fig
 
 
-def head_figure(values: torch.Tensor, title: str) -> go.Figure:
+def head_figure(values: torch.Tensor, title: str, clickable: bool = False) -> go.Figure:
+    """Layer × head heatmap. ``clickable``: an invisible marker on every cell, since plotly (and so Streamlit's
+    ``on_select``) reports no selection on heatmap traces; a click selects the cell's marker, named by its x, y."""
     L, H = values.shape
     fig = _heatmap(values, list(range(H)), list(range(L)), title, "head %{y}.%{x}: %{z:.3f}")
     fig.update_xaxes(title="head", dtick=1)
+    if clickable:
+        xs, ys = [h for _ in range(L) for h in range(H)], [layer for layer in range(L) for _ in range(H)]
+        fig.add_trace(
+            go.Scatter(
+                x=xs,
+                y=ys,
+                customdata=values.float().flatten().tolist(),
+                mode="markers",
+                marker=dict(symbol="square", size=max(8, min(28, 600 // max(H, L))), opacity=0.01, color="black"),
+                selected=dict(marker=dict(opacity=0.01)),
+                unselected=dict(marker=dict(opacity=0.01)),
+                hovertemplate="head %{y}.%{x}: %{customdata:.3f}<extra></extra>",
+                showlegend=False,
+            )
+        )
+        fig.update_layout(clickmode="event+select", dragmode=False)
     return fig
 
 

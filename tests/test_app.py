@@ -295,9 +295,15 @@ def test_prompt_pairs_page(app_env):
 def test_prompt_pairs_bad_input(app_env):
     at = _run("views/pairs.py")
     assert at.radio(key="pairs_set").value == "repeated tokens (synthetic text)"  # the toy has no one-token names
-    at.radio(key="pairs_set").set_value("IOI (generated)").run()
-    _submit(at, "Analyse")  # IOI on the toy tokenizer
-    assert "single-token English first names" in _text(at)
+    radio = at.radio(key="pairs_set")
+    captions = dict(zip(radio.options, [c.strip() for c in radio.proto.captions]))
+    # the sets the toy's tokenizer cannot build say why under their names, and cannot be analysed
+    assert "single-token English first names" in captions["IOI (generated)"]
+    assert all("prompts of one length" in captions[f"preset: {p}"] for p in ("pronouns", "antonyms", "sizes"))
+    assert captions["repeated tokens (synthetic text)"] == "" and captions["your own pairs"] == ""
+    radio.set_value("IOI (generated)").run()
+    assert "IOI (generated) cannot be analysed here" in _text(at)
+    assert next(b for b in at.button if b.label == "Analyse").disabled
     at.radio(key="pairs_set").set_value("your own pairs").run()
     at.text_area(key="pairs_text").set_value("<b>the teri</b> | the zuda")
     _submit(at, "Analyse")
@@ -329,6 +335,19 @@ def test_a_live_link_analyses_its_prompt_and_keeps_it(app_env):
     assert not at.exception
     assert "cse-strip" in _text(at) and "kanosa" in _text(at)
     assert at.query_params["prompt"] in ("The kanosa of the teri is kanosa.", ["The kanosa of the teri is kanosa."])
+
+
+def test_clicking_a_heatmap_cell_selects_that_head_once(app_env):
+    """A click on the heads heatmap (its clickable markers) picks that head; picking another in the box afterwards
+    is not overridden by the click still selected in the chart."""
+    at = _run("views/pairs.py", query={"set": "repeat"})
+    _submit(at, "Analyse")
+    at.session_state["pairs_heads"] = {"selection": {"points": [{"x": 2, "y": 0, "curve_number": 1}]}}
+    at.run()
+    pick = next(b for b in at.selectbox if b.label.startswith("Head to inspect"))
+    assert not at.exception and pick.value == "0.2" and at.query_params["head"] in ("0.2", ["0.2"])
+    pick.set_value("2.3").run()
+    assert next(b for b in at.selectbox if b.label.startswith("Head to inspect")).value == "2.3"
 
 
 def test_prompt_pairs_opens_on_its_links_set_and_head(app_env):

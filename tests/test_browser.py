@@ -1,6 +1,7 @@
 """One real-browser test: Debian's Chromium driven by Playwright against a running app on toy artifacts."""
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -38,6 +39,14 @@ def server(toy_artifacts):
 
 
 @pytest.fixture
+def logged_server(toy_artifacts, tmp_path):
+    """(url, log file) of a server whose output is kept."""
+    log = tmp_path / "server.log"
+    for url in _serve(toy_artifacts, log):
+        yield url, log
+
+
+@pytest.fixture
 def survey_server(survey_env):
     yield from _serve(survey_env)
 
@@ -47,7 +56,8 @@ def two_head_server(two_head_artifacts):
     yield from _serve(two_head_artifacts)
 
 
-def _serve(artifacts):
+def _serve(artifacts, log: Path | None = None):
+    """The app on a free port; the server's output goes to ``log`` when given (to check it logged no error)."""
     port = _free_port()
     env = {**os.environ, "CSE_ARTIFACTS": str(artifacts), "HF_HUB_OFFLINE": "1"}
     proc = subprocess.Popen(
@@ -68,8 +78,8 @@ def _serve(artifacts):
         ],
         cwd=ROOT,
         env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL if log is None else log.open("w"),
+        stderr=subprocess.STDOUT if log is not None else subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 60
@@ -207,15 +217,32 @@ def test_survey_page_click_opens_the_head_in_chromium(survey_server, tmp_path):
         browser.close()
 
 
-def test_prompt_pairs_page_renders_heatmaps_in_chromium(server, tmp_path):
+HEAD_CELL = """([layer, head]) => { const gd = [...document.querySelectorAll('.js-plotly-plot')].find(
+ g => g._fullData.length > 1 && g._fullData[1].type === 'scatter' && g._fullData[0].type === 'heatmap');
+ const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis; const r = gd.getBoundingClientRect();
+ return [r.x + xa._offset + xa.l2p(head), r.y + ya._offset + ya.l2p(layer)]; }"""
+TABLE_OVERFLOW = """() => { const s = document.querySelector('[data-testid="stDataFrame"] .dvn-scroller');
+ return s.scrollWidth - s.clientWidth; }"""
+
+
+def test_prompt_pairs_page_in_chromium(logged_server, tmp_path):
+    """Heatmaps render; clicking a cell of the heads heatmap selects that head; the prompts table fits at 1,400 px;
+    a set the toy's tokenizer cannot build says why and cannot be analysed."""
     from playwright.sync_api import expect, sync_playwright
 
+    server, log = logged_server
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1400})
         page.goto(server + "/pairs")
         expect(page.get_by_role("heading", name="Prompt pairs")).to_be_visible(timeout=60_000)
-        page.get_by_text("repeated tokens (synthetic text)").click()
+        expect(page.get_by_text("unavailable: this tokenizer has 0 single-token English first names")).to_be_visible(
+            timeout=30_000
+        )
+        page.get_by_text("IOI (generated)", exact=True).click()
+        expect(page.get_by_text("IOI (generated) cannot be analysed here")).to_be_visible(timeout=30_000)
+        expect(page.get_by_role("button", name="Analyse")).to_be_disabled()
+        page.get_by_text("repeated tokens (synthetic text)", exact=True).click()
         page.wait_for_timeout(500)
         page.get_by_role("button", name="Analyse").click()
         expect(page.get_by_role("heading", name="Heads")).to_be_visible(timeout=120_000)
@@ -224,8 +251,42 @@ def test_prompt_pairs_page_renders_heatmaps_in_chromium(server, tmp_path):
         assert cells == 3  # the toy's three layers
         expect(page.get_by_role("heading", name="Patching")).to_be_visible(timeout=60_000)
         page.wait_for_timeout(1500)
+        assert page.evaluate(TABLE_OVERFLOW) <= 0  # all six columns in view, no horizontal scrolling
+        box = page.locator('input[aria-label^="Head to inspect"]')
+        assert box.input_value().startswith("1.2")  # the most negative head first
+        page.locator(".js-plotly-plot").nth(2).scroll_into_view_if_needed()
+        page.wait_for_timeout(800)
+        page.mouse.click(*page.evaluate(HEAD_CELL, [0, 2]))
+        expect(box).to_have_value(re.compile(r"^0\.2 "), timeout=30_000)
+        page.wait_for_timeout(1000)
         page.screenshot(path=str(tmp_path / "pairs.png"), full_page=True)
         browser.close()
+    assert "Traceback" not in log.read_text()
+
+
+def test_circuits_vocabulary_pill_opens_the_token_without_a_warning_in_chromium(logged_server, tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    server, log = logged_server
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1400})
+        page.goto(server + "/circuits")
+        expect(page.get_by_role("heading", name="OV and QK circuits")).to_be_visible(timeout=60_000)
+        page.get_by_text("Search the vocabulary").click()
+        page.get_by_role("textbox", name="Tokens containing").fill("kan")
+        page.get_by_role("textbox", name="Tokens containing").press("Enter")
+        pill = page.locator('[data-testid="stButtonGroup"] button').first
+        expect(pill).to_be_visible(timeout=30_000)
+        name = pill.inner_text().strip()
+        assert "kan" in name, name
+        pill.click()
+        token_box = page.get_by_role("textbox", name=re.compile(r"^Token \("))
+        expect(token_box).to_have_value(name.strip("'"), timeout=30_000)
+        page.wait_for_timeout(1500)
+        browser.close()
+    text = log.read_text()
+    assert "Session State API" not in text and "Traceback" not in text, text[-2000:]
 
 
 def _sidebar_head(page) -> str:

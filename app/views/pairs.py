@@ -9,7 +9,7 @@ from app import live_model, state
 from app import pairs_view as V
 from app.render.text import literal
 from precompute import paper
-from precompute.data.prompts import MIN_NAMES, PRESETS, ioi_pairs, preset_pairs, repeat_pairs, single_token_names
+from precompute.data.prompts import PRESETS, ioi_pairs, preset_pairs, repeat_pairs
 from precompute.errors import ExplorerError
 from precompute.schema import head_key, parse_head, parse_heads
 from precompute.science.pairs import GRIDS
@@ -62,14 +62,38 @@ def build_pairs(which: str, tokenizer, n: int, own: str):
     return preset_pairs(which.split(": ", 1)[1], tokenizer)
 
 
+def unavailable_sets(model) -> dict[str, str]:
+    """The prompt sets this model's tokenizer cannot build, with the reason (built once per model: a few
+    tokenisations)."""
+    cache = st.session_state.setdefault("_pairs_unavailable", {})
+    if model.name not in cache:
+        reasons = {}
+        for which in SETS[:-1]:
+            try:
+                build_pairs(which, model.tokenizer, 8, "")
+            except ExplorerError as err:
+                reasons[which] = f"unavailable: {err}"
+        cache[model.name] = reasons
+    return cache[model.name]
+
+
 def analysis_form(model) -> None:
-    """The prompt set and options; Analyse runs the comparison (a failure clears the previous result)."""
+    """The prompt set and options; Analyse runs the comparison (a failure clears the previous result). Sets the
+    tokenizer cannot build carry the reason under their name and cannot be analysed."""
     c1, _ = st.columns([2, 1])
-    ioi_ok = len(single_token_names(model.tokenizer)) >= MIN_NAMES  # else open on a set this tokenizer can do
+    unavailable = unavailable_sets(model)
     state.url.restore("set", "pairs_set", state.url.mapped(SET_NAMES))
-    st.session_state.setdefault("pairs_set", SETS[0] if ioi_ok else SETS[1])
-    which = c1.radio("Prompt set", SETS, horizontal=True, key="pairs_set")
+    st.session_state.setdefault("pairs_set", next(s for s in SETS if s not in unavailable))
+    which = c1.radio(
+        "Prompt set",
+        SETS,
+        horizontal=True,
+        key="pairs_set",
+        captions=[unavailable.get(s, "") for s in SETS],
+    )
     state.url.publish({"set": ("pairs_set", SHORT_SET[which])})
+    if which in unavailable:
+        st.warning(f"{literal(which)} cannot be analysed here: {literal(unavailable[which])}.")
     n, own = 8, ""
     with st.form("pairs_form"):
         if which in SETS[:2]:
@@ -106,7 +130,7 @@ def analysis_form(model) -> None:
             key="pairs_attr",
             help="the gradient approximation: one forward and one backward pass",
         )
-        go_button = st.form_submit_button("Analyse", type="primary")
+        go_button = st.form_submit_button("Analyse", type="primary", disabled=which in unavailable)
     if not go_button:
         return
     st.session_state.pop("pairs_result", None)
@@ -141,7 +165,20 @@ def prompts_table(res, tok) -> pd.DataFrame:
         }
     )
     st.subheader("Prompts")
-    st.dataframe(table, hide_index=True, width="stretch")
+    # widths that fit six columns in the wide layout at 1,400 px; a long prompt wraps to "…" (its full text on hover)
+    st.dataframe(
+        table,
+        hide_index=True,
+        width="stretch",
+        column_config={
+            "clean": st.column_config.TextColumn(width="medium"),
+            "corrupted": st.column_config.TextColumn(width="medium"),
+            "right": st.column_config.TextColumn(width="small"),
+            "wrong": st.column_config.TextColumn(width="small"),
+            "LD clean": st.column_config.NumberColumn(width="small", format="%+.3f"),
+            "LD corrupted": st.column_config.NumberColumn(width="small", format="%+.3f"),
+        },
+    )
     st.caption(f"Mean logit difference: clean {res.ld_clean:+.3f}, corrupted {res.ld_corrupted:+.3f}.")
     t1, t2 = st.columns(2)
     t1.markdown("**Logit lens of the logit difference**")
@@ -151,17 +188,26 @@ def prompts_table(res, tok) -> pd.DataFrame:
     return table
 
 
+def clicked_head(event, heads: list[str]) -> str | None:
+    """The head of the heatmap cell the user clicked (the figure's clickable markers), if any."""
+    points = (event or {}).get("selection", {}).get("points", [])  # the event is a dict (attribute access too)
+    for point in points:
+        key = f"{int(point['y'])}.{int(point['x'])}"
+        if key in heads:
+            return key
+    return None
+
+
 def head_section(res, model, arts, table: pd.DataFrame) -> list[str]:
     """The heads' direct contributions, one head's attention (click a cell, or pick); returns the heads sorted by
     contribution, most negative first."""
     st.subheader("Heads")
     event = st.plotly_chart(
-        V.head_figure(res.head_dla, "direct contribution of each head to the logit difference"),
+        V.head_figure(res.head_dla, "direct contribution of each head to the logit difference", clickable=True),
         key="pairs_heads",
         on_select="rerun",
         selection_mode="points",
     )
-    points = event.selection.points if event is not None else []
     L, H = res.head_dla.shape
     heads = [f"{layer}.{h}" for layer in range(L) for h in range(H)]
 
@@ -169,21 +215,20 @@ def head_section(res, model, arts, table: pd.DataFrame) -> list[str]:
         return float(res.head_dla[parse_head(k)])
 
     order = sorted(heads, key=dla)
-    state.url.restore("head", "pairs_current_head", state.url.choice(heads))
-    current = st.session_state.get("pairs_current_head")
-    if points:
-        current = f"{int(points[0]['y'])}.{int(points[0]['x'])}"
-    if current not in heads:
-        current = order[0]  # the most negative head
+    state.url.restore("head", "pairs_head", state.url.choice(heads))
+    clicked = clicked_head(event, heads)
+    if clicked is not None and clicked != st.session_state.get("_pairs_clicked"):
+        # a new click picks the head; the same selection on later reruns leaves the box to the user
+        st.session_state["_pairs_clicked"] = st.session_state["pairs_head"] = clicked
+    if st.session_state.get("pairs_head") not in heads:
+        st.session_state["pairs_head"] = order[0]  # the most negative head
     head = st.selectbox(
         "Head to inspect (click one in the heatmap, or pick)",
         heads,
-        index=heads.index(current),
-        key=f"pairs_head_{current}",
+        key="pairs_head",
         format_func=lambda k: f"{k} ({dla(k):+.3f})",
     )
-    st.session_state["pairs_current_head"] = head
-    state.url.publish({"head": ("pairs_current_head", head)})
+    state.url.publish({"head": ("pairs_head", head)})
     tok = model.tokenizer
     p = st.selectbox("Prompt", list(range(len(table))), format_func=lambda i: table["clean"][i], key="pairs_prompt")
     ids = res.inputs.clean[p]
