@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -245,11 +246,45 @@ def main(argv=None) -> int:
     if args.artifacts:
         cmd += ["--", "--artifacts", args.artifacts]
     print(f"Starting the app on http://{args.address}:{args.port}", flush=True)
+    server = subprocess.Popen(cmd, cwd=ROOT, env=server_environment(os.environ))
+    return supervise(server, builder)
+
+
+def supervise(server: subprocess.Popen, builder: subprocess.Popen | None, grace_s: float = 1.5) -> int:
+    """Wait for the server; reap the demo builder when it finishes (no ``<defunct>`` process for the app's life);
+    on SIGTERM or SIGINT (``docker stop``, Ctrl-C) pass the signal on to the server and a running build, give them
+    ``grace_s`` to exit, kill what is left, and return 0. Returns the server's exit code when it stops by itself."""
+    stop: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: stop.append(signum)) for sig in STOP_SIGNALS}
     try:
-        return subprocess.call(cmd, cwd=ROOT, env=server_environment(os.environ))
+        while not stop:
+            if builder is not None and builder.poll() is not None:
+                builder = None  # finished and reaped
+            try:
+                code = server.wait(timeout=0.2)
+            except subprocess.TimeoutExpired:
+                continue
+            return code
+        children = [p for p in (server, builder) if p is not None and p.poll() is None]
+        for p in children:
+            p.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        for p in children:
+            try:
+                p.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        return 0
     finally:
-        if builder is not None and builder.poll() is None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if builder is not None and builder.poll() is None:  # the server stopped by itself: no orphaned build
             builder.terminate()
+            builder.wait()
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 if __name__ == "__main__":

@@ -73,3 +73,74 @@ def test_launch_falls_back_to_the_toy_when_gpt2_cannot_load(tmp_path, monkeypatc
     path = launch.build_demo(tmp_path, prefer_real=True, real_model=False)
     assert Path(path).name == "toy-demo" and not (tmp_path / "gpt2-demo").exists()
     assert discovery.read_status(tmp_path)["state"] == "done"
+
+
+SUPERVISED = """
+import os, signal, subprocess, sys, threading, time
+from app.launch import supervise
+builder = subprocess.Popen([sys.executable, "-c", "pass"])  # a build that finishes at once
+server = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+def later():
+    time.sleep(1.5)
+    stat = f"/proc/{builder.pid}/stat"
+    print("builder", open(stat).read().split()[2] if os.path.exists(stat) else "reaped", flush=True)
+    os.kill(os.getpid(), signal.SIGTERM)
+threading.Thread(target=later, daemon=True).start()
+start = time.monotonic()
+code = supervise(server, builder)
+print("code", code, "server stopped", server.poll() is not None, "after", round(time.monotonic() - start - 1.5, 2))
+"""
+
+
+def test_the_launcher_reaps_its_builder_and_passes_sigterm_on():
+    """A finished demo build is reaped (no <defunct> process for the app's life); SIGTERM stops the server and
+    returns 0 at once."""
+    import re
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", SUPERVISED], cwd=root, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "builder reaped" in out.stdout, out.stdout
+    code, stopped, after = re.search(r"code (\d+) server stopped (\w+) after ([\d.]+)", out.stdout).groups()
+    assert code == "0" and stopped == "True" and float(after) < 2.0
+
+
+def test_sigterm_stops_the_launched_app_within_two_seconds(toy_artifacts):
+    """``python -m app.launch`` as ``docker stop`` meets it: SIGTERM to the launcher ends it and its Streamlit
+    server (the port is free again) well inside Docker's 10 s."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    root = Path(__file__).resolve().parents[1]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "app.launch", "--artifacts", str(toy_artifacts), "--port", str(port)]
+    proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                if urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2).read() == b"ok":
+                    break
+            except OSError:
+                time.sleep(0.3)
+        else:
+            raise AssertionError("the app did not start")
+        start = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+        took = time.monotonic() - start
+        assert took < 2.0, took
+        with socket.socket() as s:
+            assert s.connect_ex(("127.0.0.1", port)) != 0  # nothing listens: the server is gone too
+    finally:
+        if proc.poll() is None:
+            proc.kill()
