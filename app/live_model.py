@@ -4,9 +4,27 @@ Pages ask these for results; they never touch a hook or a lock."""
 
 from __future__ import annotations
 
+import os
+
 import streamlit as st
 
-from precompute.errors import ExplorerError
+from precompute.errors import ExplorerError, InvalidInputError
+from precompute.model_queue import DEFAULT_MAX_WAITING
+from precompute.validate import whole_number
+
+MAX_WAITING_LIMIT = 1000
+
+
+def max_waiting() -> int:
+    """How many analyses may wait for the shared model ($CSE_MAX_WAITING, default 8); one more is told "busy"."""
+    raw = os.environ.get("CSE_MAX_WAITING", "").strip()
+    if not raw:
+        return DEFAULT_MAX_WAITING
+    try:
+        value = int(raw)
+    except ValueError:
+        raise InvalidInputError(f"CSE_MAX_WAITING must be a whole number, got {raw[:40]!r}") from None
+    return whole_number("CSE_MAX_WAITING", value, MAX_WAITING_LIMIT, lo=0)
 
 
 @st.cache_resource(show_spinner="Loading the model (first use only)…", max_entries=2)
@@ -15,7 +33,7 @@ def _model(model_name: str):
     from precompute.live import LiveModel
     from precompute.models.loading import load_model
 
-    return LiveModel(load_model(model_name, device="cpu"))
+    return LiveModel(load_model(model_name, device="cpu"), max_waiting=max_waiting())
 
 
 @st.cache_resource(show_spinner="Reading the artifacts' mean results…", max_entries=4)
@@ -40,3 +58,21 @@ def get_analyzer(arts):
         return _analyzer(arts.manifest["model"]["model_name"], arts.source), None
     except ExplorerError as err:
         return None, str(err)
+
+
+def queue_notice():
+    """An ``on_wait`` for the model's queue: while this session's analysis waits, a notice at this place on the
+    page says how many are ahead of it; it goes when the analysis starts."""
+    slot = st.empty()
+
+    def on_wait(ahead: int) -> None:
+        if ahead:
+            slot.info(
+                f"Queued: {ahead} {'analysis is' if ahead == 1 else 'analyses are'} ahead of yours on the shared "
+                "model. It starts by itself.",
+                icon=":material/hourglass_top:",
+            )
+        else:
+            slot.empty()
+
+    return on_wait

@@ -23,3 +23,7 @@ class HubUnavailableError(ExplorerError, OSError):
 
 class ArtifactError(ExplorerError):
     """An artifact folder is missing, incomplete, corrupt or of an unknown schema."""
+
+
+class BusyError(ExplorerError):
+    """The shared model has as many analyses waiting as it queues; the user is asked to try again."""

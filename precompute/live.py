@@ -2,8 +2,11 @@
 
 A ``LiveModel`` holds one loaded model and offers what the pages need of it (compare prompt pairs, self-repair, a
 head's attention on a prompt, and ``analyzer(arts)`` for typed text), each through the same science functions
-the precompute job calls. TransformerLens hooks live on the model object, so the model runs under a lock the
-``LiveModel`` holds inside; callers never see it, nor a hook name.
+the precompute job calls. TransformerLens hooks live on the model object, so the model runs one analysis at a time,
+in turns the ``LiveModel`` keeps inside; callers never see them, nor a hook name.
+
+Every forward pass takes a turn on the model's ``ModelQueue`` (first come, first served, bounded: beyond
+``max_waiting`` callers a ``BusyError``); a caller passes ``on_wait`` to hear how many analyses are ahead of it.
 
 ``LiveAnalyzer`` analyses typed text for one artifact set with the same ``analyze`` + ``compact`` the precompute
 job uses. Results are cached per (head, text) in a bounded LRU, so memory stays bounded however many prompts are
@@ -15,6 +18,7 @@ from __future__ import annotations
 import threading
 import unicodedata
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -23,6 +27,7 @@ from torch import Tensor
 from . import schema
 from .data.tokenization import encode
 from .errors import InvalidInputError
+from .model_queue import DEFAULT_MAX_WAITING, ModelQueue
 from .models.memory import release
 from .schema import EFFECTS, LN_MODES, STORED_TOPK_VARIANTS
 from .science.analysis import analyze
@@ -30,6 +35,7 @@ from .science.cspa import CSPAConfig
 from .store.records import as_arrays, compact
 
 MAX_CHARS = 100_000
+OnWait = Callable[[int], None] | None  # told how many analyses are ahead while a caller waits for the model
 
 
 @dataclass(frozen=True)
@@ -55,12 +61,12 @@ def clean_prompt(text: str) -> str:
 
 
 class LiveModel:
-    """One loaded model, shared by every session of the app: what the pages ask of a model, run under the lock
-    it holds inside (hooks are model state)."""
+    """One loaded model, shared by every session of the app: what the pages ask of a model, each run in its turn
+    on the model's queue (hooks are model state). ``on_wait(ahead)``: told while the caller waits."""
 
-    def __init__(self, loaded):
+    def __init__(self, loaded, max_waiting: int = DEFAULT_MAX_WAITING):
         self.loaded = loaded
-        self._lock = threading.Lock()
+        self.queue = ModelQueue(max_waiting)
 
     @property
     def name(self) -> str:
@@ -78,25 +84,32 @@ class LiveModel:
 
     def analyzer(self, arts, **kwargs) -> LiveAnalyzer:
         """Live analysis of typed text for the artifact set ``arts`` (its mean results and hyperparameters), on
-        this model and under its lock."""
-        return LiveAnalyzer.for_artifacts(self.loaded, arts, lock=self._lock, **kwargs)
+        this model and in its queue."""
+        return LiveAnalyzer.for_artifacts(self.loaded, arts, queue=self.queue, **kwargs)
 
     def compare_prompts(
-        self, clean, corrupted, answers, patching: bool = True, attribution: bool = True, progress=None
+        self,
+        clean,
+        corrupted,
+        answers,
+        patching: bool = True,
+        attribution: bool = True,
+        progress=None,
+        on_wait: OnWait = None,
     ):
         """``science.pairs.compare_prompts`` on this model: logit difference, lens, attribution, patching."""
         from .science.pairs import compare_prompts
 
-        with self._lock:
+        with self.queue.turn(on_wait):
             return compare_prompts(
                 self.loaded, clean, corrupted, answers, patching=patching, attribution=attribution, progress=progress
             )
 
-    def self_repair(self, prompts, answers, heads, method: str = "mean"):
+    def self_repair(self, prompts, answers, heads, method: str = "mean", on_wait: OnWait = None):
         """``science.self_repair.self_repair`` on this model."""
         from .science.self_repair import self_repair
 
-        with self._lock:
+        with self.queue.turn(on_wait):
             return self_repair(self.loaded, prompts, answers, heads, method)
 
     def default_ablation_heads(self) -> tuple[tuple[int, int], ...]:
@@ -105,14 +118,14 @@ class LiveModel:
 
         return default_heads(self.loaded)
 
-    def attention(self, tokens, head) -> Tensor:
+    def attention(self, tokens, head, on_wait: OnWait = None) -> Tensor:
         """Head ``head``'s attention pattern [query, key] (float32) on one prompt's token ids."""
         from .models.heads import check_head
         from .science.analysis import attention_pattern
 
         layer, h = check_head(self.loaded.model, head)
         ids = torch.as_tensor(tokens).long().reshape(1, -1)
-        with self._lock:
+        with self.queue.turn(on_wait):
             return attention_pattern(self.loaded, ids, layer, h)[0]
 
 
@@ -130,7 +143,7 @@ class LiveAnalyzer:
         neighbours: Tensor | None = None,
         effects: tuple[str, ...] = EFFECTS,
         ln_modes: tuple[str, ...] = LN_MODES,
-        lock: threading.Lock | None = None,
+        queue: ModelQueue | None = None,
     ):
         self.loaded = loaded
         self.effects, self.ln_modes = effects, ln_modes
@@ -139,7 +152,7 @@ class LiveAnalyzer:
         self.cspa = cspa if cspa is not None else CSPAConfig()
         self.k, self.k_attn = k, k_attn
         self.max_cached = max_cached
-        self._lock = lock if lock is not None else threading.Lock()  # guards the model (hooks are model state)
+        self.queue = queue if queue is not None else ModelQueue()  # one analysis at a time (hooks are model state)
         self._cache_lock = threading.Lock()
         self._cache: OrderedDict[tuple, LiveResult] = OrderedDict()
 
@@ -202,7 +215,9 @@ class LiveAnalyzer:
     def variants(self) -> tuple[str, ...]:
         return tuple(f"{e}_{ln}" for e in self.effects for ln in self.ln_modes)
 
-    def analyze(self, text: str, head: tuple[int, int], variants: tuple[str, ...] | None = None) -> LiveResult:
+    def analyze(
+        self, text: str, head: tuple[int, int], variants: tuple[str, ...] | None = None, on_wait: OnWait = None
+    ) -> LiveResult:
         """The record of ``text`` for ``head``. ``variants``: the ablation variants the caller needs (default: all
         the artifacts hold). The paper's variant and CSPA come first; any other variant is computed when first
         asked for and then kept with the prompt's cached record, so the first answer costs the paper set only."""
@@ -233,13 +248,13 @@ class LiveAnalyzer:
             cut = self.max_tokens if n_in > self.max_tokens else None
             tokens = torch.tensor([ids[: self.max_tokens]])
             first = (schema.PAPER_VARIANT,) + tuple(v for v in wanted if v != schema.PAPER_VARIANT)
-            record = self._record(tokens, head, first, self.cspa)
+            record = self._record(tokens, head, first, self.cspa, on_wait)
             record[schema.TOKENS] = tokens[0].to(torch.int32).numpy()
             out = LiveResult(record=record, n_tokens_in=n_in, cut_to=cut, computed=frozenset(_cross(first)))
         else:
             missing = tuple(v for v in wanted if v not in cached.computed)
             tokens = torch.from_numpy(cached.record[schema.TOKENS]).long()[None]
-            extra = self._record(tokens, head, missing, None)
+            extra = self._record(tokens, head, missing, None, on_wait)
             record = {**extra, **cached.record}  # only the new variants' fields are added
             out = LiveResult(
                 record=record,
@@ -255,10 +270,10 @@ class LiveAnalyzer:
                 self._cache.popitem(last=False)
         return out
 
-    def _record(self, tokens: Tensor, head, variants: tuple[str, ...], cspa) -> dict:
+    def _record(self, tokens: Tensor, head, variants: tuple[str, ...], cspa, on_wait: OnWait = None) -> dict:
         effects = tuple(dict.fromkeys(v.split("_")[0] for v in variants))
         ln_modes = tuple(dict.fromkeys(v.split("_")[1] for v in variants))
-        with self._lock:
+        with self.queue.turn(on_wait):
             res = analyze(
                 self.loaded,
                 tokens,

@@ -363,3 +363,51 @@ def test_prompt_pairs_opens_on_its_links_set_and_head(app_env):
     _submit(at, "Analyse")
     assert "does not have four fields" in _text(at)
     assert not [s.value for s in at.subheader if s.value == "Prompts"]  # the old result is gone
+
+
+def test_a_full_queue_says_busy_instead_of_waiting(app_env, monkeypatch):
+    """With $CSE_MAX_WAITING=0 and the shared model busy, a live analysis is refused at once with "busy"."""
+    import threading
+
+    from app import live_model
+
+    monkeypatch.setenv("CSE_MAX_WAITING", "0")
+    live_model._model.clear(), live_model._analyzer.clear()
+    try:
+        at = _run("views/live.py")
+        model = live_model._model("toy")
+        assert model.queue.max_waiting == 0
+        inside, release = threading.Event(), threading.Event()
+
+        def hold():
+            with model.queue.turn():
+                inside.set()
+                release.wait(30)
+
+        holder = threading.Thread(target=hold)
+        holder.start()
+        inside.wait(10)
+        try:
+            at.text_area(key="live_text_(type your own)").set_value("A teri of the kanosa, busy.")
+            _submit(at, "Analyse")
+            assert not at.exception
+            assert "The model is busy" in _text(at) and "Try again in a moment" in _text(at)
+        finally:
+            release.set()
+            holder.join(10)
+        _submit(at, "Analyse")
+        assert "cse-strip" in _text(at)  # free again: the same prompt is analysed
+    finally:
+        live_model._model.clear(), live_model._analyzer.clear()
+
+
+def test_a_bad_queue_bound_is_explained(app_env, monkeypatch):
+    from app import live_model
+
+    monkeypatch.setenv("CSE_MAX_WAITING", "many")
+    live_model._model.clear()
+    try:
+        at = _run("views/pairs.py")
+        assert not at.exception and "CSE_MAX_WAITING must be a whole number, got 'many'" in _text(at)
+    finally:
+        live_model._model.clear()

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "precompute"
 # each layer may import only itself and the layers before it
 LAYERS = [
-    ("errors", "schema", "paper", "validate"),
+    ("errors", "schema", "paper", "validate", "model_queue"),
     ("data",),
     ("models",),
     ("science",),

@@ -54,7 +54,7 @@ if error:
     st.stop()
 try:
     with st.spinner("Analysing…"):
-        result = analyzer.analyze(prompt, head, variants=(opts["variant"],))
+        result = analyzer.analyze(prompt, head, variants=(opts["variant"],), on_wait=live_model.queue_notice())
 except ExplorerError as err:
     st.error(literal(err))
     st.stop()
@@ -82,7 +82,9 @@ compare = st.sidebar.selectbox(
 )
 if compare != "(none)":
     try:
-        other = analyzer.analyze(prompt, schema.parse_head(compare), variants=(opts["variant"],))
+        other = analyzer.analyze(
+            prompt, schema.parse_head(compare), variants=(opts["variant"],), on_wait=live_model.queue_notice()
+        )
     except ExplorerError as err:
         st.error(f"Head {literal(compare)} cannot be shown: {literal(err)}")
     else:

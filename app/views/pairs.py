@@ -145,6 +145,7 @@ def analysis_form(model) -> None:
             patching=do_patch,
             attribution=do_attr,
             progress=lambda text, frac: bar.progress(min(1.0, frac), text=text),
+            on_wait=live_model.queue_notice(),
         )
         bar.empty()
         st.session_state["pairs_result"] = res
@@ -232,9 +233,13 @@ def head_section(res, model, arts, table: pd.DataFrame) -> list[str]:
     tok = model.tokenizer
     p = st.selectbox("Prompt", list(range(len(table))), format_func=lambda i: table["clean"][i], key="pairs_prompt")
     ids = res.inputs.clean[p]
-    pattern = model.attention(ids, parse_head(head))
-    labels = res.labels if p == 0 else [tok.decode([t]) for t in ids.tolist()]
-    st.plotly_chart(V.pattern_figure(pattern, labels, f"head {head}: attention"), key="pairs_pattern")
+    try:
+        pattern = model.attention(ids, parse_head(head), on_wait=live_model.queue_notice())
+    except ExplorerError as err:  # the model is busy
+        st.warning(f"Head {head}'s attention cannot be shown now: {literal(err)}")
+    else:
+        labels = res.labels if p == 0 else [tok.decode([t]) for t in ids.tolist()]
+        st.plotly_chart(V.pattern_figure(pattern, labels, f"head {head}: attention"), key="pairs_pattern")
     if head in arts.manifest["heads"]:
         state.pages.link(
             "browse", f"Open head {head} in Browse Examples", {"head": head}, icon=":material/open_in_new:"
@@ -288,7 +293,7 @@ def self_repair_section(res, model, order: list[str]) -> None:
         st.session_state.pop("pairs_repair", None)
         try:
             st.session_state["pairs_repair"] = model.self_repair(
-                res.inputs.clean, res.inputs.answers, parse_heads(text), method
+                res.inputs.clean, res.inputs.answers, parse_heads(text), method, on_wait=live_model.queue_notice()
             )
         except ExplorerError as err:
             st.error(f"Cannot measure self-repair: {literal(err)}")

@@ -1,0 +1,120 @@
+"""The shared model's queue: first come first served, each waiter told how many are ahead, bounded ("busy")."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from precompute.errors import BusyError
+from precompute.model_queue import ModelQueue
+
+
+def _until(condition, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.005)
+
+
+def test_waiters_go_in_arrival_order_and_hear_how_many_are_ahead():
+    q = ModelQueue(max_waiting=5)
+    order, heard = [], {i: [] for i in range(3)}
+    release = threading.Event()
+
+    def holder():
+        with q.turn():
+            order.append("holder")
+            release.wait(10)
+
+    def waiter(i):
+        with q.turn(on_wait=heard[i].append):
+            order.append(i)
+
+    threads = [threading.Thread(target=holder)]
+    threads[0].start()
+    _until(lambda: order == ["holder"])
+    for i in range(3):
+        threads.append(threading.Thread(target=waiter, args=(i,)))
+        threads[-1].start()
+        _until(lambda i=i: q.waiting == i + 1)
+    assert [h[0] for h in heard.values()] == [1, 2, 3]  # the running one and the earlier arrivals are ahead
+    release.set()
+    for t in threads:
+        t.join(10)
+    assert order == ["holder", 0, 1, 2]
+    for i, told in heard.items():  # counts down (a count is skipped when the one ahead finished unseen), 0 at the start
+        assert told[0] == i + 1 and told[-1] == 0 and told == sorted(set(told), reverse=True), (i, told)
+    assert q.waiting == 0
+
+
+def test_beyond_the_bound_a_caller_is_told_busy_at_once():
+    q = ModelQueue(max_waiting=1)
+    release, inside = threading.Event(), threading.Event()
+
+    def holder():
+        with q.turn():
+            inside.set()
+            release.wait(10)
+
+    def waiter():
+        with q.turn():
+            pass
+
+    t1 = threading.Thread(target=holder)
+    t1.start()
+    inside.wait(10)
+    t2 = threading.Thread(target=waiter)
+    t2.start()
+    _until(lambda: q.waiting == 1)
+    start = time.monotonic()
+    with pytest.raises(BusyError, match="busy: 2 analyses are running or waiting"):
+        with q.turn():
+            pass
+    assert time.monotonic() - start < 1.0
+    release.set()
+    t1.join(10), t2.join(10)
+    with q.turn():  # free again
+        pass
+    with pytest.raises(ValueError):
+        ModelQueue(max_waiting=-1)
+
+
+def test_max_waiting_zero_refuses_a_second_caller_and_a_failing_waiter_leaves_the_queue_whole():
+    q = ModelQueue(max_waiting=0)
+    with q.turn():
+        with pytest.raises(BusyError):
+            with q.turn():
+                pass
+    q = ModelQueue(max_waiting=3)
+    release, inside = threading.Event(), threading.Event()
+    got = []
+
+    def holder():
+        with q.turn():
+            inside.set()
+            release.wait(10)
+
+    def leaver():  # as a Streamlit session stopped while it waits: its notice raises
+        def on_wait(ahead):
+            raise RuntimeError("session stopped")
+
+        with pytest.raises(RuntimeError):
+            with q.turn(on_wait):
+                pass
+
+    def stayer():
+        with q.turn(on_wait=got.append):
+            got.append("ran")
+
+    t = threading.Thread(target=holder)
+    t.start()
+    inside.wait(10)
+    leaver()  # gives up at once
+    s = threading.Thread(target=stayer)
+    s.start()
+    _until(lambda: q.waiting == 1)
+    release.set()
+    t.join(10), s.join(10)
+    assert got == [1, 0, "ran"] and q.waiting == 0
