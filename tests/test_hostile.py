@@ -375,6 +375,72 @@ def test_literal_renders_any_text_as_itself(text):
     assert not re.search(r"(?i)\b(https?|ftp|mailto|xmpp):|\bwww\.|@[^\u2060]", shown)
 
 
+# every page's link parameters (app/state/url.py's restore calls), set all at once to one hostile value
+PAGE_PARAMS = {
+    "views/browse.py": (
+        "head",
+        "seq",
+        "pos",
+        "tab",
+        *(f"browse_{c}" for c in ("effect", "ln", "metric", "extreme", "nl")),
+    ),
+    "views/live.py": ("head", "prompt"),
+    "views/circuits.py": ("head", "token", "focus"),
+    "views/semantic.py": ("head", "token"),
+    "views/cspa.py": ("head",),
+    "views/pairs.py": ("head", "set"),
+    "views/survey.py": ("x", "y", "colour", "survey", "head"),
+}
+MARKUP_ALLOWED = {"p", "strong", "em", "code", "ul", "ol", "li", "br", "pre", "h1", "h2", "h3", "h4"}
+AUTOLINKABLE = re.compile(r"(?i)\b(https?|ftp|mailto|xmpp):|\bwww\.|@[^\u2060]")
+HOSTILE = st.one_of(
+    st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")), min_size=1, max_size=60),
+    st.sampled_from(["http://127.0.0.1:9/evil", "www.evil.example", "x@evil.example", "9" * 5000]),
+    st.builds(
+        lambda a, b: f"[{a}](http://{b}.example) ![i](http://{b}.example/p.png) <img src=x>",
+        st.text(max_size=8),
+        st.from_regex(r"[a-z]{1,8}", fullmatch=True),
+    ),
+)
+
+
+@pytest.fixture
+def app_env_with_survey(survey_env, monkeypatch):
+    monkeypatch.setenv("CSE_ARTIFACTS", str(survey_env))
+    return survey_env
+
+
+@pytest.mark.parametrize("page", list(PAGE_PARAMS))
+@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(value=HOSTILE)
+@example(value="[x](http://127.0.0.1:9/evil) and http://127.0.0.1:9/evil www.evil.example")
+@example(value="9" * 5000)
+def test_hostile_links_make_no_markup_and_no_long_message_on_any_page(page, value, app_env_with_survey):
+    """Random text, URLs, markdown links and images, and 5,000-character values in every parameter of every page:
+    the page runs, every message is short, and no rendered text holds a link, an image or a tag made from them."""
+    from markdown_it import MarkdownIt
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(ROOT / "app" / "Home.py"), default_timeout=120).run()
+    at.query_params.clear()
+    at.query_params.update({name: value for name in PAGE_PARAMS[page]})
+    at.switch_page(page).run()
+    assert not at.exception, at.exception
+    md = MarkdownIt("commonmark").enable(["table", "strikethrough"])
+    sources = [e.value for kind in ("markdown", "caption", "warning", "error", "info", "success") for e in at.get(kind)]
+    for source in sources:
+        source = str(source)
+        if "cse-strip" in source or "<style>" in source:  # the app's own HTML (its text escaped: test_hardening)
+            continue
+        rendered = md.render(source)
+        tags = set(re.findall(r"<([a-z0-9]+)", rendered))
+        assert tags <= MARKUP_ALLOWED, (tags, source[:200])
+        shown = html.unescape(re.sub(r"<[^>]+>", "", rendered))
+        assert not AUTOLINKABLE.search(shown), shown[:200]
+    for w in at.warning:
+        assert len(w.value) < 400, w.value[:100]
+
+
 # ---------------------------------------------------------------- 10, 11. the Python API
 
 
