@@ -91,7 +91,7 @@ def token_box(tok, vocab: list[str], key: str, default: str | None = None) -> in
         "or a single-token suggestion."
     )
     options = list(dict.fromkeys(pieces + suggestions))
-    pick = st.selectbox("Use instead", options, key=f"{key}_suggest")
+    pick = st.selectbox("Use instead", options, key=f"{key}_suggest", format_func=repr)  # a space shows as ' '
     return vocab.index(pick) if pick in vocab else None
 
 

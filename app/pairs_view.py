@@ -98,9 +98,9 @@ def head_figure(values: torch.Tensor, title: str, clickable: bool = False) -> go
                 y=ys,
                 customdata=values.float().flatten().tolist(),
                 mode="markers",
-                marker=dict(symbol="square", size=max(8, min(28, 600 // max(H, L))), opacity=0.01, color="black"),
-                selected=dict(marker=dict(opacity=0.01)),
-                unselected=dict(marker=dict(opacity=0.01)),
+                marker=dict(symbol="square", size=max(8, min(28, 600 // max(H, L))), opacity=0, color="black"),
+                selected=dict(marker=dict(opacity=0)),
+                unselected=dict(marker=dict(opacity=0)),
                 hovertemplate="head %{y}.%{x}: %{customdata:.3f}<extra></extra>",
                 showlegend=False,
             )

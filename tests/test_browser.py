@@ -130,6 +130,12 @@ SCATTER_POINT = """() => { const gd = document.querySelector('.js-plotly-plot');
  return [r.x + xa._offset + xa.l2p(fd.x[best]), r.y + ya._offset + ya.l2p(fd.y[best])]; }"""
 
 
+# page-link labels whose text is wider than their box (cut with an ellipsis)
+CUT_LABELS = """() => [...document.querySelectorAll('[data-testid="stMain"] [data-testid="stPageLink"] *')]
+ .filter(e => e.children.length === 0 && e.textContent.trim() && e.scrollWidth > e.clientWidth + 1)
+ .map(e => e.textContent)"""
+
+
 def test_click_flows_in_chromium(server, tmp_path):
     """Short prompt, scatter click lands on the hovered token, token click keeps the sidebar, /home."""
     import re
@@ -179,6 +185,12 @@ def test_click_flows_in_chromium(server, tmp_path):
         page.goto(server + "/home")
         expect(page.get_by_role("heading", name="Copy Suppression Explorer")).to_be_visible(timeout=60_000)
         assert page.get_by_text("Page not found").count() == 0
+        links = page.locator('[data-testid="stMain"] [data-testid="stPageLink"]')
+        expect(links.first).to_be_visible(timeout=30_000)
+        names = [t.strip().splitlines()[-1] for t in links.all_inner_texts()]  # after the icon's ligature name
+        assert "Test Your Own Examples" in names, names  # the whole label, not "Test Your Own Example"
+        cut = page.evaluate(CUT_LABELS)
+        assert cut == [], cut
         page.screenshot(path=str(tmp_path / "home.png"), full_page=True)
         browser.close()
 
