@@ -14,6 +14,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     CSE_CACHE_DIR=/home/app/.cache/copy-suppression-explorer \
     CSE_ARTIFACTS=${ARTIFACTS}
 
+# WordNet 3.0's database (Debian's wordnet-base) for the semantic-neighbour rules' lemmas
+RUN (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wordnet-base \
+        && rm -rf /var/lib/apt/lists/*) || echo "wordnet-base not installed: semantic lemmas fall back to lemminflect"
 RUN useradd --create-home --uid 1000 app
 WORKDIR /home/app/app
 COPY --chown=app:app requirements.txt requirements-models.txt constraints.txt ./

@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 PORT ?= 8501
 
-.PHONY: install install-dev run test test-fast lint format clean
+.PHONY: install install-dev run test test-fast lint format clean wordnet
 
 $(VENV)/.installed: requirements.txt requirements-models.txt constraints.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,8 +18,17 @@ $(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
 	$(PIP) install -q -c constraints.txt -r requirements-dev.txt
 	touch $@
 
-install: $(VENV)/.installed
-install-dev: $(VENV)/.installed-dev
+install: $(VENV)/.installed wordnet
+install-dev: $(VENV)/.installed-dev wordnet
+
+# WordNet 3.0's database for the semantic-neighbour rules (Debian's wordnet-base, 28 MB): installed where apt-get
+# runs as root; elsewhere `sudo apt-get install wordnet-base` or CSE_WORDNET_DIR=folder (else lemminflect's lemmas)
+wordnet:
+	@if [ -f /usr/share/wordnet/index.noun ] || [ -n "$$CSE_WORDNET_DIR" ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wordnet-base >/dev/null) \
+		|| echo "note: wordnet-base not installed; semantic lemmas fall back to lemminflect"; \
+	else echo "note: no WordNet (sudo apt-get install wordnet-base); semantic lemmas fall back to lemminflect"; fi
 
 run: install
 	$(PY) -m app.launch --port $(PORT)

@@ -154,41 +154,102 @@ def _lists(tok, nb, text):
     return {k: [tok.decode([j]) for j in v[i].tolist() if j >= 0] for k, v in nb.items()}
 
 
+needs_wordnet = pytest.mark.skipif(
+    __import__("precompute.science.semantic", fromlist=["wordnet_dir"]).wordnet_dir() is None,
+    reason="WordNet's database (Debian's wordnet-base) is not installed: `make wordnet`",
+)
+
+
+@needs_wordnet
 def test_published_neighbour_examples(gpt2_tok, gpt2_neighbours):
+    """The paper's examples (its Semantic page and Table 3) and the published table's entries the rules explain."""
     got = lambda t: _lists(gpt2_tok, gpt2_neighbours, t)  # noqa: E731
     assert got(" token")["equivalents"] == [" token", "token", " tokens", "Token", "Tokens", " Token", " Tokens"]
     assert got(" Berkeley")["substrings"] == ["keley", "Ber"]
     assert got("keley")["superstrings"] == [" Berkeley"]
     assert got(" Cairo") == {"equivalents": [" Cairo"], "superstrings": [], "substrings": []}
     assert " wrapping" in got(" Wrap")["equivalents"]
-    assert " prison" in got(" prisons")["equivalents"] and " prisons" in got("prison")["equivalents"]
+    assert got(" prisons")["equivalents"][:3] == [" prisons", " prison", "prison"]  # s, then its plural variant
+    assert got("prison")["equivalents"][:3] == ["prison", " prison", " prisons"]
     assert got("VR")["equivalents"][:2] == ["VR", " VR"]
     assert got("!")["equivalents"] == ["!", " !"]  # the leading-space rule applies to punctuation too
+    # what the published table has and the earlier rules did not (and the reverse)
+    assert got(" conversion")["substrings"] == [] and got(" workload")["substrings"] == []
+    assert got("anyahu")["substrings"] == []
+    assert {" commander", " commanding"} <= set(got(" Commando")["equivalents"])
+    assert {" doing", " dying"} <= set(got(" dog")["equivalents"])  # the -ing rules crop the lemma
+    assert " alternative" not in got(" Alternate")["equivalents"]
+    assert " election" in got(" electr")["equivalents"]  # an odd form that passes the one-token filter
+
+
+def test_semantic_rules_step_by_step():
+    """Each rule on hand-made one-token sets (no tokenizer): the family, the singles, core words, the ordering."""
+    from precompute.science.semantic import core_words, family, ordered_equivalents, singles
+
+    one = {" dog", " dogs", " doing", " dying", " Dog", "dog", "Dog", "DOG", " Mcdonald", "Mcdonald", "MCDONALD"}
+    assert family("ab", one) == ["ab"]  # two letters: no word family
+    assert family("dog", one)[0] == "dog" and {"dogs", "doing", "dying"} <= set(family("dog", one))
+    assert "dogged" not in family("dog", one)  # " dogged" is not one token here
+    # str.capitalize lowers the rest ("McDonald" -> "Mcdonald"); str.upper; every form with a leading space
+    assert "McDonald" not in singles(" McDonald", one | {" McDonald"})
+    assert {"Mcdonald", "MCDONALD", " Mcdonald"} <= set(singles(" McDonald", one | {" McDonald"}))
+    assert singles("dog", one)[:1] == ["dog"] and set(singles("dog", one)) <= one
+    assert core_words(" Berkeley") == ["Berkeley"] and core_words("keley") == ["keley"]
+    assert core_words(" conversion") == [] and core_words(" 1999") == [] and core_words(" (") == []
+    assert ordered_equivalents(" tokens", ["x", " Tokens", "token", " token", "tokens", " tokens"])[:4] == [
+        " tokens",
+        "tokens",
+        " token",
+        "token",
+    ]
+    assert ordered_equivalents("VR", ["VR", "vr", " VR"]) == ["VR", " VR", "vr"]
 
 
 def test_neighbour_rules_hold_on_the_whole_vocabulary(gpt2_tok, gpt2_neighbours):
-    """Rules checked on every token: itself first, then its space variant when that is a token; substrings are
-    pieces of its core word, longest first; superstrings invert substrings exactly."""
+    """Rules checked on every token: itself first, then its space variant when that is one token; a byte fragment
+    has only itself; a space + lower-case word has no substrings; substrings are pieces of at least 3 characters of
+    the core word, longest first; superstrings are their inverse (less the equivalents), in vocabulary order."""
     vocab = [gpt2_tok.decode([i]) for i in range(len(gpt2_tok))]
     index = {}
     for i, s in enumerate(vocab):
         index.setdefault(s, i)
+    one = {s for s in index if len(gpt2_tok(s)["input_ids"]) == 1}
     eq, sup, sub = (gpt2_neighbours[k].numpy() for k in ("equivalents", "superstrings", "substrings"))
-    rng = np.random.default_rng(0)
-    for i in rng.choice(50256, 3000, replace=False):
-        s = vocab[i]
-        row = [j for j in eq[i] if j >= 0]
+    lists = {k: [[int(j) for j in row if j >= 0] for row in a] for k, a in (("eq", eq), ("sup", sup), ("sub", sub))}
+    for i in range(50256):
+        s, row = vocab[i], lists["eq"][i]
         assert row[0] == i
+        if index[s] != i:
+            continue
+        if s not in one:  # a byte fragment (half of a character): only itself
+            assert row == [i] and lists["sub"][i] == [], s
+            continue
+        assert all(vocab[j] in one for j in row), s
         space = s[1:] if s.startswith(" ") else " " + s
-        if index.get(space) is not None and index.get(s) == i and s.strip():
+        if space in one and index.get(space) in row:
             assert row[1] == index[space], (s, [vocab[j] for j in row])
-        pieces = [j for j in sub[i] if j >= 0]
-        assert [len(vocab[j].strip()) for j in pieces] == sorted((len(vocab[j].strip()) for j in pieces), reverse=True)
+        pieces = lists["sub"][i]
+        if s.startswith(" ") and len(s) > 1 and not s[1].isupper():
+            assert pieces == [], s  # no core word
+        assert [len(vocab[j]) for j in pieces] == sorted((len(vocab[j]) for j in pieces), reverse=True)
         for j in pieces:
-            assert len(vocab[j].strip()) >= 3 and vocab[j].strip() in s
-            assert i in sup[j]
-    inverse = {(int(j), int(i)) for i in range(sub.shape[0]) for j in sub[i] if j >= 0}
-    assert inverse == {(int(j), int(i)) for j in range(sup.shape[0]) for i in sup[j] if i >= 0}
+            assert len(vocab[j]) >= 3 and vocab[j].strip() in s and j not in row
+            assert i in lists["sup"][j] or i in lists["eq"][j]
+        assert lists["sup"][i] == sorted(lists["sup"][i]) and not set(lists["sup"][i]) & set(row)
+    for j in range(50256):
+        for i in lists["sup"][j]:
+            assert j in lists["sub"][i] or j in lists["eq"][i] or j in lists["sup"][i], (vocab[j], vocab[i])
+
+
+def test_the_manifest_records_the_semantic_rules(toy_artifacts):
+    """The manifest names the rule set and the libraries that built the table."""
+    import json
+
+    from precompute.science.semantic import RULE_SET, rules
+
+    m = json.loads((toy_artifacts / "manifest.json").read_text())
+    assert m["hyperparameters"]["semantic"] == rules() and rules()["rules"] == RULE_SET
+    assert "nltk" in rules()["lemmatizer"] or "lemminflect" in rules()["lemmatizer"]
 
 
 # ---------------------------------------------------------------- μ and data selection

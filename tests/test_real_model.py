@@ -346,3 +346,46 @@ def test_every_page_on_smollm2_in_chromium(smol_server, tmp_path):
         body = page.content()
         browser.close()
     assert "Traceback" not in body
+
+
+def test_semantic_neighbours_on_smollm2s_vocabulary_and_cspa_with_them(smol_env, loads):
+    """The paper's rules on SmolLM2's 49,152 decoded strings ('Ġ' leading spaces): the published examples hold
+    here too, and CSPA with K_s = 3 runs on the real model with the stored table."""
+    import torch
+
+    from precompute.science.analysis import analyze
+    from precompute.science.cspa import CSPAConfig
+    from precompute.science.semantic import neighbour_table
+    from precompute.store.reader import open_artifacts
+
+    arts = open_artifacts(smol_env / "smollm2-demo")
+    tok, nb = arts.tokenizer, arts.semantic()
+
+    def got(text):
+        (i,) = tok(text, add_special_tokens=False)["input_ids"]
+        return {k: [tok.decode([int(j)]) for j in v[i].tolist() if j >= 0] for k, v in nb.items()}
+
+    assert got(" token")["equivalents"][:3] == [" token", "token", " tokens"]
+    assert got(" Berkeley")["substrings"] == ["keley", "Ber"] and got("keley")["superstrings"] == [" Berkeley"]
+    assert got(" Cairo") == {"equivalents": [" Cairo"], "superstrings": [], "substrings": []}
+    assert got(" conversion")["substrings"] == [] and " wrapping" in got(" Wrap")["equivalents"]
+    assert arts.manifest["hyperparameters"]["semantic"]["rules"].startswith("paper §2.8")
+    lm = loads["model"]
+    table = neighbour_table({k: torch.as_tensor(v) for k, v in nb.items()}, 3)
+    assert table.shape == (len(tok), 3)
+    head = tuple(int(x) for x in arts.manifest["heads"][0].split("."))
+    tokens = torch.tensor(
+        [[0] + tok(" The token and the tokens of the token list", add_special_tokens=False)["input_ids"]]
+    )
+    mean = torch.as_tensor(arts.mean_result(arts.manifest["heads"][0]))
+    from precompute import schema
+
+    one, three = (
+        analyze(
+            lm, tokens, head, mean, cspa=CSPAConfig(k_s=k), neighbours=table if k > 1 else None, effects=("direct",)
+        )
+        for k in (1, 3)
+    )
+    dl3 = three[schema.delta_loss(schema.CSPA)]
+    assert dl3.shape == tokens[:, :-1].shape and torch.isfinite(dl3).all()
+    assert not torch.equal(dl3, one[schema.delta_loss(schema.CSPA)])  # the neighbours change what CSPA keeps

@@ -12,6 +12,7 @@ from ..data.selection import RULE as SELECTION_RULE
 from ..data.sources import provenance as dataset_provenance
 from ..science.circuits import DEFAULT_EMBEDDING, circuit_factors, rank_summary, ranks_from_factors
 from ..science.cspa import summary_metrics
+from ..science.semantic import rules as semantic_rules
 from ..science.semantic import semantic_neighbours
 from ..store.files import save_tensors, write_json
 from ..store.manifest import file_entry
@@ -98,6 +99,7 @@ def finish(cfg: RunConfig, lm, heads, out: Path, n_shards: int, n_seqs: int, cfg
             f"(all {cfg.seq_len} tokens long), as the paper",
             "ablation": "mean ablation; effects direct/both/indirect x final LN frozen/unfrozen",
             "circuit_embedding": DEFAULT_EMBEDDING,
+            "semantic": semantic_rules(),
             "stored_dtypes": "floats float16, ids int32",
         },
         "config_hash": cfg_hash,

@@ -1,136 +1,231 @@
-"""Semantic neighbours of a token, by the paper's deterministic string rules (paper §3.3; the
-authors' ``cspa/cspa_semantic_similarity.py`` in callummcdougall/SERI-MATS-2023-Streamlit-pages).
+"""Semantic neighbours of every token, by the paper's rules as the authors built their table (the "full version"
+of ``cspa/cspa_semantic_similarity.py`` in callummcdougall/SERI-MATS-2023-Streamlit-pages; written out step by
+step in the project's reference notes, §2.8). "Is one token" always means: the string, encoded without BOS, is
+exactly one token id.
 
-For every token the rules generate candidate strings and keep those that are exactly one token of the vocabulary:
+1. **Which tokens get rules**: a token whose decoded string ``s`` re-encodes to exactly one token. Others (byte
+   fragments) have only themselves. Two ids with one string share one entry; special tokens are nobody's
+   neighbour.
+2. **The word family** of ``w`` = ``s`` stripped and lower-cased (just ``[w]`` when ``len(w) <= 2``): the shortest
+   WordNet lemma of ``w`` as a verb, a noun and an adjective (WordNet's morphy, read by nltk), then from that lemma
+   its conjugations and plural (lemminflect: the authors' pattern.en is unmaintained), four -ing forms, the noun
+   suffixes -er/-ner/-ion (also on the lemma cut by one letter) and the adjective suffixes -r/-ic/-al/-ous/-able/
+   -ive, each with and without a plural s, and lemma[:-1] + "ier". A candidate stays when " " + it is one token.
+3. **Equivalents** ("singles"): ``s`` stripped in its own case, then the family; each with its ``str.capitalize``
+   and ``str.upper`` forms; then every one of those with a leading space; kept when one token. Ordered: ``s``,
+   its space variant, its plural variant with a space, then without, then the rest.
+4. **Substrings**: the core word is ``s`` when it has no leading space, ``s[1:]`` when a space is followed by an
+   upper-case letter (" Berkeley"), and none otherwise (" conversion" has no substrings). When the core word
+   encodes into several pieces of at least 3 characters each, those pieces, minus the equivalents and
+   superstrings, longest first.
+5. **Superstrings**: every token listing ``s`` among its substrings, minus the equivalents.
 
-* **equivalents**: the token itself; its leading-space variant (every token, punctuation included: '!' <-> ' !');
-  then, for a word, its inflections and lemmas (lemminflect: plurals, verb forms, 'prisons' ~ 'prison',
-  'Wrap' ~ 'wrapping') and the paper's suffix rules (-ing; verb -> noun -er, -ner, -ion; adjective -r, -ic, -al,
-  -ous, -able, -ive; each +- plural; -y -> -ier), each in lower-case, Capitalised and UPPER form, with and without
-  the leading space. Ordered as the paper: the token, its space variant, its plural variants, then the rest.
-* **substrings**: when the token's core word (without its leading space) tokenises into several pieces of at least
-  3 characters each, those pieces, longest first (' Berkeley' -> 'keley', 'Ber').
-* **superstrings**: the inverse of substrings ('keley' -> ' Berkeley').
-
-Morphology comes from lemminflect, a maintained library that ships its data and works offline. Results are arrays
-of token ids (-1 padded), never pickles; ``neighbour_table`` flattens them for CSPA with k_s > 1.
+WordNet's database is Debian's ``wordnet-base`` (``/usr/share/wordnet``; or ``$CSE_WORDNET_DIR``). Where it is
+missing, lemminflect's lemmas stand in, and ``rules()`` says so. The manifest records ``rules()``. Results are
+arrays of token ids, padded with -1, never pickles. ``neighbour_table`` flattens them for CSPA with k_s > 1.
 """
 
 from __future__ import annotations
+
+import functools
+import os
+from importlib.metadata import version
+from pathlib import Path
 
 import torch
 from jaxtyping import Int
 from torch import Tensor
 
+RULE_SET = "paper §2.8 (cspa_semantic_similarity.py, full version)"
 MIN_PIECE_CHARS = 3
 NOUN_SUFFIXES = ("er", "ner", "ion")
 ADJECTIVE_SUFFIXES = ("r", "ic", "al", "ous", "able", "ive")
+PLURAL = ("", "s")
+WORDNET_DIRS = ("/usr/share/wordnet",)  # Debian's wordnet-base
+WORDNET_FILES = ("index.noun", "index.verb", "index.adj", "noun.exc", "verb.exc", "adj.exc")
 
 
-def _vocab_strings(tokenizer) -> list[str]:
-    return [tokenizer.decode([i]) for i in range(len(tokenizer))]
+def wordnet_dir() -> Path | None:
+    """Where WordNet 3.0's database files are ($CSE_WORDNET_DIR, else Debian's wordnet-base), or None."""
+    for d in ([os.environ["CSE_WORDNET_DIR"]] if os.environ.get("CSE_WORDNET_DIR") else []) + list(WORDNET_DIRS):
+        if all((Path(d) / f).is_file() for f in WORDNET_FILES):
+            return Path(d)
+    return None
 
 
-def _plurals(word: str) -> list[str]:
-    from lemminflect import getAllInflections
+@functools.cache
+def _morphy(root: str):
+    """nltk's WordNet reader with only what morphy needs (the index and exception files): Debian's package has no
+    ``lexnames`` file, which the full reader opens first."""
+    from collections import defaultdict
 
-    forms = [f for tag, fs in getAllInflections(word, upos="NOUN").items() if tag == "NNS" for f in fs]
-    return [f for f in dict.fromkeys(forms + [word + "s"]) if f != word]
+    from nltk.corpus.reader import CorpusReader
+    from nltk.corpus.reader.wordnet import WordNetCorpusReader
 
+    class MorphyReader(WordNetCorpusReader):
+        def __init__(self, path: str):
+            CorpusReader.__init__(self, path, list(WORDNET_FILES), encoding=self._ENCODING)
+            self._lemma_pos_offset_map = defaultdict(dict)
+            self._exception_map = {}
+            self.satellite_offsets = set()
+            self._load_lemma_pos_offset_map()
+            self._load_exception_map()
 
-def word_forms(word: str) -> tuple[list[str], list[str]]:
-    """(plural forms, other related forms) of a lower-case word: lemmas, inflections and the suffix rules."""
-    from lemminflect import getAllInflections, getAllLemmas
-
-    lemmas = [word] + [lem for forms in getAllLemmas(word).values() for lem in forms]
-    related: list[str] = []
-    for lemma in dict.fromkeys(lemmas):
-        related.append(lemma)
-        related += [f for forms in getAllInflections(lemma).values() for f in forms]
-    stems = {word, word[:-1] if word.endswith("e") else word}
-    for stem in stems:
-        related += [stem + "ing", stem + stem[-1] + "ing"]
-        for suffix in NOUN_SUFFIXES + ADJECTIVE_SUFFIXES:
-            related += [stem + suffix, stem + suffix + "s"]
-    if word.endswith("y"):
-        related.append(word[:-1] + "ier")
-    plurals = _plurals(word)
-    return plurals, [f for f in dict.fromkeys(related) if f != word and f not in plurals]
+    return MorphyReader(root)
 
 
-def _space_variant(s: str) -> str:
-    return s[1:] if s.startswith(" ") else " " + s
+def rules() -> dict:
+    """What builds the table here: the rule set and the libraries (recorded in the manifest)."""
+    root = wordnet_dir()
+    return {
+        "rules": RULE_SET,
+        "lemmatizer": f"WordNet 3.0 morphy via nltk {version('nltk')} ({root})"
+        if root is not None
+        else f"lemminflect {version('lemminflect')} lemmas (WordNet not installed)",
+        "forms": f"lemminflect {version('lemminflect')} (conjugations, plural) and the paper's suffix rules",
+    }
 
 
-def equivalents(s: str, index: dict[str, int]) -> list[int]:
-    """Token ids equivalent to the token with text ``s`` (itself first), by the rules in the module docstring."""
-    own = index[s]
-    out = [own]
-    space = s.startswith(" ")
-    core = s[1:] if space else s
+@functools.cache
+def lemma(word: str) -> str:
+    """The shortest of ``word``'s lemmas as a verb, a noun and an adjective (itself when none is known)."""
+    root = wordnet_dir()
+    if root is not None:
+        reader = _morphy(str(root))
+        found = []
+        for pos in ("v", "n", "a"):  # nltk's WordNetLemmatizer.lemmatize(word, pos) for each
+            forms = reader._morphy(word, pos)
+            found.append(min(forms, key=len) if forms else word)
+        return min(found, key=len)
+    from lemminflect import getAllLemmas
 
-    def add(text: str) -> None:
-        j = index.get(text)
-        if j is not None and j not in out:
-            out.append(j)
+    found = [forms[0] for upos in ("VERB", "NOUN", "ADJ") for forms in [getAllLemmas(word, upos).get(upos, ())] if forms]
+    return min([*found, word], key=len)
 
-    add(_space_variant(s))
-    if len(core) < 2 or not core.isalpha():
-        return out
-    plurals, related = word_forms(core.lower())
-    prefix = " " if space else ""
-    for p in plurals:  # the token's plural variants, same spacing and case style first
-        add(prefix + (p.upper() if core.isupper() and len(core) > 1 else p.capitalize() if core[0].isupper() else p))
-    words = [core.lower()] + plurals + related
-    for style in (str.lower, str.capitalize, str.upper):
-        for pre in ("", " "):
-            for word in words:
-                add(pre + style(word))
+
+@functools.cache
+def _conjugations(lem: str) -> tuple[str, ...]:
+    """The lemma's verb forms and its plural and singular (pattern.en's conjugate/pluralize/singularize in the
+    authors' code; lemminflect here, with its rules for words outside its dictionary)."""
+    from lemminflect import getAllInflections, getAllInflectionsOOV, getAllLemmas
+
+    verb = getAllInflections(lem, upos="VERB") or getAllInflectionsOOV(lem, upos="VERB")
+    noun = getAllInflections(lem, upos="NOUN") or getAllInflectionsOOV(lem, upos="NOUN")
+    singular = getAllLemmas(lem, upos="NOUN").get("NOUN", ())
+    forms = [f for fs in verb.values() for f in fs] + list(noun.get("NNS", ())) + list(singular)
+    return tuple(dict.fromkeys(forms))
+
+
+def family_candidates(w: str) -> list[str]:
+    """Step 1's candidates for the lower-case word ``w`` (before the one-token filter), from its lemma."""
+    lem = lemma(w)
+    out = list(_conjugations(lem))
+    if len(lem) > 2:
+        out += [lem[:-1] + "ing", lem[:-2] + "ying", lem + lem[-1] + "ing", lem + "ing"]
+        out += [v + suffix + p for v in (lem, lem[:-1]) for suffix in NOUN_SUFFIXES for p in PLURAL]
+    out += [lem + suffix + p for suffix in ADJECTIVE_SUFFIXES for p in PLURAL]
+    out.append(lem[:-1] + "ier")
     return out
 
 
-def substrings(s: str, tokenizer, strings: list[str], own: int) -> list[int]:
-    """Pieces of the token's core word when it tokenises into several pieces of >= 3 characters, longest first."""
-    core = s[1:] if s.startswith(" ") else s
-    out: list[int] = []
-    for text in (core, " " + core):
-        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-        if len(ids) < 2 or not all(len(strings[j].strip()) >= MIN_PIECE_CHARS for j in ids):
-            continue
-        out += [j for j in ids if j != own and j not in out]
-    return sorted(out, key=lambda j: -len(strings[j].strip()))
+def family(w: str, one_token: set[str]) -> list[str]:
+    """``[w]`` then the candidates whose space-prefixed form is one token (``w`` lower-case and stripped)."""
+    if len(w) <= 2:
+        return [w]
+    return list(dict.fromkeys([w] + [c for c in family_candidates(w) if " " + c in one_token]))
+
+
+def singles(s: str, one_token: set[str]) -> list[str]:
+    """Step 2: the equivalent strings of ``s`` that are one token (``s`` itself among them when it is)."""
+    base = [s.strip()] + family(s.strip().lower(), one_token)
+    forms = base + [x.capitalize() for x in base] + [x.upper() for x in base]
+    forms += [" " + x for x in forms]
+    return [x for x in dict.fromkeys(forms) if x in one_token]
+
+
+def core_words(s: str) -> list[str]:
+    """Step 3: ``s`` without a leading space; ``s[1:]`` after a space and an upper-case letter; else none."""
+    if not s.startswith(" "):
+        return [s]
+    return [s[1:]] if len(s) > 1 and s[1].isupper() else []
+
+
+def ordered_equivalents(s: str, found: list[str]) -> list[str]:
+    """Step 5: ``s``, its space variant, its plural variant with a leading space, then without, then the rest."""
+    head = [s]
+    space = s[1:] if s.startswith(" ") else " " + s
+    stem = s.strip()
+    plural = stem[:-1] if stem.endswith("s") else stem + "s"
+    for x in (space, " " + plural, plural):
+        if x in found and x not in head:
+            head.append(x)
+    return head + [x for x in found if x not in head]
 
 
 def semantic_neighbours(tokenizer) -> dict[str, Int[Tensor, "d_vocab n"]]:
     """Equivalents, superstrings and substrings for every token, as -1 padded id arrays ``[d_vocab, n]``."""
-    strings = _vocab_strings(tokenizer)
-    index: dict[str, int] = {}
-    for i, s in enumerate(strings):
-        index.setdefault(s, i)
+    n = len(tokenizer)
+    strings = [tokenizer.decode([i]) for i in range(n)]
     special = {t for t in (tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id) if t is not None}
     special |= set(getattr(tokenizer, "all_special_ids", []))
-    for t in special:  # special tokens are nobody's neighbour
-        index.pop(strings[t], None)
-    n = len(strings)
-    eq: list[list[int]] = [[i] for i in range(n)]
-    subs: list[list[int]] = [[] for _ in range(n)]
+    index: dict[str, int] = {}  # string -> its first (non-special) id: keys are strings, as in the paper's table
     for i, s in enumerate(strings):
-        if i in special or index.get(s) != i or not s.strip():
+        if i not in special:
+            index.setdefault(s, i)
+    keys = list(index)
+    encoded = _encode(tokenizer, keys)
+    one_token = {s for s, ids in zip(keys, encoded) if len(ids) == 1}
+    # the core words' pieces, encoded in one batch
+    cores = sorted({c for s in keys if s in one_token for c in core_words(s)})
+    pieces = dict(zip(cores, _encode(tokenizer, cores)))
+    eq_s: dict[str, list[str]] = {}
+    sub_s: dict[str, list[str]] = {}
+    for s in keys:
+        if s not in one_token:  # a byte fragment: only itself
+            eq_s[s], sub_s[s] = [s], []
             continue
-        eq[i] = equivalents(s, index)
-        if len(s.strip()) >= 2 * MIN_PIECE_CHARS and s.strip().isalpha():
-            subs[i] = substrings(s, tokenizer, strings, i)
-    for i in range(n):  # duplicate strings share the first id's neighbours
-        j = index.get(strings[i])
-        if j is not None and j != i:
-            eq[i] = [i] + [x for x in eq[j] if x != i]
-            subs[i] = list(subs[j])
+        eq_s[s] = ordered_equivalents(s, [x for x in dict.fromkeys([s] + singles(s, one_token))])
+        subs: list[str] = []
+        for c in core_words(s):
+            ids = pieces[c]
+            texts = [strings[j] for j in ids]
+            if len(ids) > 1 and all(len(t) >= MIN_PIECE_CHARS for t in texts):
+                subs += [t for t in texts if t in index]
+        sub_s[s] = list(dict.fromkeys(subs))
+    sup_s: dict[str, list[str]] = {s: [] for s in keys}
+    for s in keys:  # in the order tokens are processed
+        for piece in sub_s[s]:
+            sup_s[piece].append(s)
+    eq: list[list[int]] = [[i] for i in range(n)]
     sup: list[list[int]] = [[] for _ in range(n)]
-    for i, pieces in enumerate(subs):
-        for j in pieces:
-            if i not in sup[j]:
-                sup[j].append(i)
-    return {"equivalents": _pad(eq), "superstrings": _pad(sup), "substrings": _pad(subs)}
+    sub: list[list[int]] = [[] for _ in range(n)]
+    for s, first in index.items():
+        equivalents = eq_s[s]
+        superstrings = [t for t in dict.fromkeys(sup_s[s]) if t not in equivalents]
+        substrings = sorted(
+            (t for t in sub_s[s] if t not in equivalents and t not in superstrings), key=len, reverse=True
+        )
+        eq_ids = [index[t] for t in equivalents]
+        eq[first], sup[first], sub[first] = eq_ids, [index[t] for t in superstrings], [index[t] for t in substrings]
+    for i, s in enumerate(strings):  # a second id of the same string: itself first, then the shared entry
+        first = index.get(s)
+        if first is not None and first != i:
+            eq[i] = [i] + eq[first]
+            sup[i], sub[i] = list(sup[first]), list(sub[first])
+    return {"equivalents": _pad(eq), "superstrings": _pad(sup), "substrings": _pad(sub)}
+
+
+def _encode(tokenizer, texts: list[str]) -> list[list[int]]:
+    """Each text's ids without BOS (one batch call where the tokenizer takes a list)."""
+    if not texts:
+        return []
+    try:
+        out = tokenizer(texts, add_special_tokens=False)["input_ids"]
+        if isinstance(out, list) and len(out) == len(texts) and all(isinstance(x, list) for x in out):
+            return out
+    except (TypeError, ValueError, KeyError):
+        pass
+    return [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
 
 
 def _pad(lists: list[list[int]]) -> Tensor:
