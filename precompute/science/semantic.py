@@ -99,8 +99,8 @@ def lemma(word: str) -> str:
         return min(found, key=len)
     from lemminflect import getAllLemmas
 
-    found = [forms[0] for upos in ("VERB", "NOUN", "ADJ") for forms in [getAllLemmas(word, upos).get(upos, ())] if forms]
-    return min([*found, word], key=len)
+    found = [getAllLemmas(word, upos).get(upos, ()) for upos in ("VERB", "NOUN", "ADJ")]
+    return min([forms[0] for forms in found if forms] + [word], key=len)
 
 
 @functools.cache
