@@ -65,9 +65,9 @@ def _morphy(root: str):
     class MorphyReader(WordNetCorpusReader):
         def __init__(self, path: str):
             CorpusReader.__init__(self, path, list(WORDNET_FILES), encoding=self._ENCODING)
-            self._lemma_pos_offset_map = defaultdict(dict)
-            self._exception_map = {}
-            self.satellite_offsets = set()
+            self._lemma_pos_offset_map: defaultdict[str, dict] = defaultdict(dict)
+            self._exception_map: dict[str, dict] = {}
+            self.satellite_offsets: set[int] = set()
             self._load_lemma_pos_offset_map()
             self._load_exception_map()
 
@@ -208,10 +208,10 @@ def semantic_neighbours(tokenizer) -> dict[str, Int[Tensor, "d_vocab n"]]:
         eq_ids = [index[t] for t in equivalents]
         eq[first], sup[first], sub[first] = eq_ids, [index[t] for t in superstrings], [index[t] for t in substrings]
     for i, s in enumerate(strings):  # a second id of the same string: itself first, then the shared entry
-        first = index.get(s)
-        if first is not None and first != i:
-            eq[i] = [i] + eq[first]
-            sup[i], sub[i] = list(sup[first]), list(sub[first])
+        shared = index.get(s)
+        if shared is not None and shared != i:
+            eq[i] = [i] + eq[shared]
+            sup[i], sub[i] = list(sup[shared]), list(sub[shared])
     return {"equivalents": _pad(eq), "superstrings": _pad(sup), "substrings": _pad(sub)}
 
 
