@@ -8,6 +8,7 @@ import streamlit as st
 
 from app import state
 from app.render.text import literal
+from precompute import paper
 from precompute import schema as F
 from precompute.data.tokenization import token_strings
 from precompute.errors import ExplorerError
@@ -24,11 +25,18 @@ st.markdown(
     "rest. Points near the diagonal are tokens where the head's effect *is* copy suppression; points near "
     "y = 0 are tokens where CSPA keeps nothing of an effect."
 )
-c = st.columns(4)
-c[0].metric("Effect explained (KL)", f"{100 * summary.get('explained_kl', float('nan')):.1f}%", help="paper: 76.9%")
+c = st.columns(5)
+top = arts.paper_figures(head_name)["explained_top_bucket"]
+kl_fig, top_fig = paper.FIGURE["explained_kl"], paper.FIGURE["explained_top_bucket"]
+c[0].metric("Effect explained (KL)", kl_fig.format(summary.get("explained_kl")), help=f"paper: {kl_fig.text}")
 c[1].metric("Explained (net loss)", f"{100 * summary.get('explained_loss_net', float('nan')):.1f}%")
 c[2].metric("Explained (|Δloss|)", f"{100 * summary.get('explained_loss_abs', float('nan')):.1f}%")
-c[3].metric("Tokens", f"{summary.get('n_tokens', 0):,}")
+c[3].metric(
+    "Explained, top 1% bucket",
+    top_fig.format(top),
+    help=f"loss, in the percentile curve's top bucket (largest Δloss under mean ablation); paper: {top_fig.text}",
+)
+c[4].metric("Tokens", f"{summary.get('n_tokens', 0):,}")
 st.caption(
     f"Hyperparameters: K_u = {literal(hp['cspa_k_u'])}, K_s = {literal(hp['cspa_k_s'])}, "
     f"{'negative components only' if hp['cspa_negative_only'] else 'both signs'}, mean ablation of the "

@@ -36,6 +36,7 @@ from torch import Tensor
 
 from .. import schema
 from ..errors import InvalidInputError
+from ..paper import explained_top_bucket
 from .scoring import SparseCSPA
 
 
@@ -197,17 +198,20 @@ def summary_metrics(
     order = dl_a.argsort()
     n_b = max(1, min(n_buckets, n))
     buckets = torch.tensor_split(order, n_b)
+    curve_a = [float(dl_a[i].mean()) for i in buckets if len(i)]
+    curve_c = [float(dl_c[i].mean()) for i in buckets if len(i)]
     return {
         "n_tokens": n,
         "explained_kl": explained(kl_a, kl_c),
+        "explained_top_bucket": explained_top_bucket(curve_a, curve_c),
         "explained_loss_net": explained(dl_a, dl_c),
         "explained_loss_abs": explained(dl_a.abs(), dl_c.abs()),
         "mean_kl_ablation": float(kl_a.mean()) if n else float("nan"),
         "mean_kl_cspa": float(kl_c.mean()) if n else float("nan"),
         "mean_delta_loss_ablation": float(dl_a.mean()) if n else float("nan"),
         "mean_delta_loss_cspa": float(dl_c.mean()) if n else float("nan"),
-        "curve_ablation": [float(dl_a[i].mean()) for i in buckets if len(i)],
-        "curve_cspa": [float(dl_c[i].mean()) for i in buckets if len(i)],
+        "curve_ablation": curve_a,
+        "curve_cspa": curve_c,
     }
 
 

@@ -17,6 +17,7 @@ from safetensors import safe_open
 
 from .. import schema
 from ..errors import ArtifactError, InvalidInputError
+from ..paper import explained_top_bucket
 from ..schema import head_key, parse_head
 from .files import sha256_file
 from .manifest import read_manifest, resolve_file
@@ -201,6 +202,8 @@ class Artifacts:
         cspa, ov, qk = s.get("cspa", {}), s.get("ov", {}), s.get("qk", {})
         return {
             "explained_kl": cspa.get("explained_kl"),
+            # from the stored curve, so sets made before the figure was stored have it too
+            "explained_top_bucket": explained_top_bucket(cspa.get("curve_ablation", []), cspa.get("curve_cspa", [])),
             "ov_top10": ov.get("frac_top10"),
             "ov_rank0": ov.get("frac_rank0"),
             "qk_rank0": qk.get("frac_rank0"),
