@@ -166,6 +166,7 @@ class LiveAnalyzer:
             k_s=hp["cspa_k_s"],
             negative_only=hp["cspa_negative_only"],
             exclusions=hp.get("cspa_exclusions", "extended"),
+            interventions=tuple(hp.get("cspa_interventions", ("qk", "ov"))),
         )
         neighbours = None
         if cspa.k_s > 1:

@@ -69,6 +69,7 @@ RUN = {
     "cspa_k_s": 1,
     "cspa_negative_only": True,
     "cspa_exclusions": "paper",
+    "cspa_interventions": "qk,ov",
     "dtype": "float32",
     "selection": SELECTION,
 }

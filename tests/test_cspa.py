@@ -48,9 +48,10 @@ def reference_cspa(m, tokens, head, mu, cfg: CSPAConfig, table=None):
     for b in range(b_n):
         for q in range(s):
             # candidate (k, j, token) entries
+            qk, ov = "qk" in cfg.interventions, "ov" in cfg.interventions
             entries = []
             for k in range(q + 1):
-                if int(tokens[b, k]) in excluded:
+                if qk and int(tokens[b, k]) in excluded:  # OV only: no filter, excluded sources included
                     continue
                 neigh = (
                     [int(tokens[b, k])]
@@ -69,7 +70,7 @@ def reference_cspa(m, tokens, head, mu, cfg: CSPAConfig, table=None):
                     first_scores.append(score[t])
             first_scores.sort(reverse=True)
             K = cfg.k_u if isinstance(cfg.k_u, int) else math.ceil(cfg.k_u * (q + 1))
-            tau = first_scores[K - 1] if len(first_scores) >= K else -math.inf
+            tau = first_scores[K - 1] if len(first_scores) >= K and qk else -math.inf
             kept = [(k, j, t) for k, j, t in entries if score[t] >= tau]
             kept_positions[(b, q)] = sorted({k for k, _, _ in kept})
             assert distinct or not kept
@@ -78,6 +79,9 @@ def reference_cspa(m, tokens, head, mu, cfg: CSPAConfig, table=None):
                 x = A[b, q, k] * o[b, k]
                 mean_part = A[b, q, k] * mu[q]
                 dirs = [W_U[:, t] for kk, j, t in sorted(kept) if kk == k]
+                if not ov:  # QK only: the whole source where a neighbour is kept, else its mean share
+                    total = total + (x if dirs else mean_part)
+                    continue
                 y = x - mean_part
                 proj = torch.zeros_like(y)
                 for e in _gram_schmidt(dirs):
@@ -105,6 +109,10 @@ def _kl(p_logits, q_logits):
 
 CONFIGS = [
     dict(k_u=0.05, k_s=1, negative_only=True),
+    dict(k_u=0.05, k_s=1, negative_only=True, interventions=("qk",)),
+    dict(k_u=0.05, k_s=1, negative_only=True, interventions=("ov",)),
+    dict(k_u=0.3, k_s=3, negative_only=False, interventions=("qk",)),
+    dict(k_u=0.3, k_s=3, negative_only=True, interventions=("ov",)),
     dict(k_u=0.2, k_s=1, negative_only=False),
     dict(k_u=3, k_s=1, negative_only=True),
     dict(k_u=0.3, k_s=3, negative_only=True),
@@ -116,7 +124,11 @@ CASES = [(name, p) for name in ("tiny", "toy") for p in CONFIGS] + [("wide", p) 
 
 
 @pytest.mark.parametrize(
-    "model_name,params", CASES, ids=lambda p: p if isinstance(p, str) else "-".join(f"{k}={v}" for k, v in p.items())
+    "model_name,params",
+    CASES,
+    ids=lambda p: p
+    if isinstance(p, str)
+    else "-".join(f"{k}={','.join(v) if isinstance(v, tuple) else v}" for k, v in p.items()),
 )
 def test_factorised_cspa_matches_materialised_reference(request, model_name, params):
     lm = request.getfixturevalue(model_name)
@@ -205,6 +217,10 @@ def test_cspa_with_k_u_one_and_no_exclusions_keeps_every_source(tiny):
         (dict(k_u="5%"), "fraction"),
         (dict(k_s=0), "k_s"),
         (dict(max_kept_shown=0), "max_kept_shown"),
+        (dict(interventions=()), "interventions must be qk,ov, qk or ov"),
+        (dict(interventions=("qk", "xx")), "interventions must be"),
+        (dict(interventions=("qk", "qk")), "interventions must be"),
+        (dict(interventions="qk"), "interventions must be"),
     ],
 )
 def test_bad_cspa_config(kwargs, message):
@@ -290,3 +306,25 @@ def test_explained_is_nan_without_an_effect():
 
     assert math.isnan(explained(torch.zeros(4), torch.ones(4)))
     assert explained(torch.full((4,), 2.0), torch.full((4,), 0.5)) == pytest.approx(0.75)
+
+
+def test_cspa_interventions_from_the_command_line_are_recorded_and_named_by_report(tmp_path):
+    """``--cspa-interventions ov,qk`` is the paper's CSPA (recorded as qk,ov); ``qk`` alone is recorded and named
+    by report among the settings that differ; a bad name is refused."""
+    from precompute import RunConfig
+    from precompute.jobs.pipeline import run
+    from precompute.jobs.report import differences
+    from precompute.store.reader import open_artifacts
+
+    assert RunConfig(cspa_interventions=("ov", "qk")).cspa().interventions == ("qk", "ov")
+    with pytest.raises(InvalidInputError, match="interventions"):
+        RunConfig(model="toy", cspa_interventions=("qv",)).validate()
+    out = tmp_path / "qk"
+    cfg = RunConfig(
+        model="toy", dataset="synthetic", n_seqs=4, seq_len=24, shard_size=4, cspa_interventions=("qk",), out=str(out)
+    )
+    run(cfg, log=lambda *_: None)
+    arts = open_artifacts(out)
+    assert arts.hyperparameters["cspa_interventions"] == ["qk"]
+    assert arts.hyperparameters["cspa"]["interventions"] == ["qk"]
+    assert ("CSPA interventions", "qk,ov", "qk") in [tuple(d) for d in differences(arts)]

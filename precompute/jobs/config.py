@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from .. import paper, schema
 from ..errors import InvalidInputError
 from ..schema import EFFECTS, LN_MODES, parse_heads
-from ..science.cspa import CSPAConfig
+from ..science.cspa import INTERVENTIONS, CSPAConfig
 from ..store.records import DEFAULT_K_ATTN
 from ..validate import whole_number
 
@@ -100,6 +100,12 @@ class RunConfig:
         "source tokens CSPA never keeps: the paper's list or the project's extended one",
         choices=("paper", "extended"),
     )
+    cspa_interventions: tuple[str, ...] = option(
+        INTERVENTIONS,
+        "CSPA interventions: qk,ov (the paper's CSPA), qk (QK only) or ov (OV only: no QK filter)",
+        parse=parse_names(INTERVENTIONS),
+        show=",".join,
+    )
     effects: tuple[str, ...] = option(
         EFFECTS,
         "ablation effects: direct,both,indirect (direct is the paper's)",
@@ -116,12 +122,22 @@ class RunConfig:
     overwrite: bool = option(False, "replace a run already in --out (its files are removed first)", record=False)
 
     def __post_init__(self) -> None:
+        chosen = tuple(
+            self.cspa_interventions
+        )  # recorded in the paper's order (qk,ov), unknown names kept for validate
+        self.cspa_interventions = tuple(x for x in INTERVENTIONS if x in chosen) + tuple(
+            x for x in chosen if x not in INTERVENTIONS
+        )
         if self.n_mean is None:  # the paper's 100, or all the sequences there are (recorded as the value used)
             self.n_mean = min(PAPER_N_MEAN, self.n_seqs) if isinstance(self.n_seqs, int) else PAPER_N_MEAN
 
     def cspa(self) -> CSPAConfig:
         return CSPAConfig(
-            k_u=self.cspa_k_u, k_s=self.cspa_k_s, negative_only=self.cspa_negative_only, exclusions=self.cspa_exclusions
+            k_u=self.cspa_k_u,
+            k_s=self.cspa_k_s,
+            negative_only=self.cspa_negative_only,
+            exclusions=self.cspa_exclusions,
+            interventions=self.cspa_interventions,
         )
 
     def validate(self) -> None:

@@ -17,6 +17,10 @@ SETTINGS = {
     "cspa_k_s": ("K_s", lambda a, h: a.hyperparameters.get("cspa_k_s")),
     "cspa_negative_only": ("negative components only", lambda a, h: a.hyperparameters.get("cspa_negative_only")),
     "cspa_exclusions": ("CSPA exclusions", lambda a, h: a.hyperparameters.get("cspa_exclusions", "extended")),
+    "cspa_interventions": (
+        "CSPA interventions",
+        lambda a, h: ",".join(a.hyperparameters.get("cspa_interventions", ("qk", "ov"))),
+    ),
     "dtype": ("forward dtype", lambda a, h: a.hyperparameters.get("dtype")),
     "selection": (
         "data selection",

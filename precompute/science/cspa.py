@@ -39,6 +39,8 @@ from ..errors import InvalidInputError
 from ..paper import explained_top_bucket
 from .scoring import SparseCSPA
 
+INTERVENTIONS = ("qk", "ov")  # what CSPA restricts: which sources count (qk) and what of them is kept (ov)
+
 
 @dataclass(frozen=True)
 class CSPAConfig:
@@ -53,6 +55,9 @@ class CSPAConfig:
     excluded_token_ids: source tokens never kept; None = BOS plus the ``exclusions`` list for the model's
         tokenizer (``function_words.function_word_ids``).
     max_kept_shown: how many kept (source, token, score) pairs per destination the result records.
+    interventions: ``("qk", "ov")`` (the paper's CSPA, 76.9% for 10.7), ``("qk",)`` (QK only, 95.2%: a source's
+        whole output is kept where some neighbour of its token is kept, else mean-ablated) or ``("ov",)`` (OV only,
+        81.1%: no QK filter; every source k <= q is projected onto all its neighbours' unembeddings).
     """
 
     k_u: float | int = 0.05
@@ -61,8 +66,15 @@ class CSPAConfig:
     excluded_token_ids: tuple[int, ...] | None = None
     exclusions: str = "paper"
     max_kept_shown: int = 8
+    interventions: tuple[str, ...] = INTERVENTIONS
 
     def __post_init__(self):
+        chosen = tuple(self.interventions) if isinstance(self.interventions, (tuple, list)) else ()
+        if not chosen or any(x not in INTERVENTIONS for x in chosen) or len(set(chosen)) != len(chosen):
+            raise InvalidInputError(
+                f"CSPA interventions must be qk,ov, qk or ov (the paper's three), got {self.interventions!r:.60}"
+            )
+        object.__setattr__(self, "interventions", tuple(x for x in INTERVENTIONS if x in chosen))
         if isinstance(self.k_u, bool) or not isinstance(self.k_u, (int, float)):
             raise InvalidInputError(f"CSPA k_u must be a fraction in (0, 1] or a positive integer, got {self.k_u!r}")
         if isinstance(self.k_u, float) and not (0.0 < self.k_u <= 1.0):
@@ -270,13 +282,23 @@ def cspa_for_batch(
             raise InvalidInputError(f"neighbour table has {table.shape[1]} columns but k_s = {cfg.k_s}")
         cand = table[tokens][:, :, : cfg.k_s]
         cand[:, :, 0] = tokens  # neighbour 0 is always the token itself
-    cand_valid = (cand >= 0) & ~excl[tokens][:, :, None]
+    qk, ov = "qk" in cfg.interventions, "ov" in cfg.interventions
+    # OV only has no QK filter: every source, excluded tokens too, keeps all its neighbours
+    cand_valid = (cand >= 0) & ~excl[tokens][:, :, None] if qk else cand >= 0
     safe = cand.clamp(min=0)
     directions = m.W_U.T[safe].float() * cand_valid[..., None]  # [b, k, ks, d]
     scores = torch.einsum("bqd,bkjd->bqkj", lens_scaled, directions)
-    keep = select_kept(scores, safe, cand_valid, cfg.k_u)
-    out_minus_mu, w = cspa_output(attn, src_out, mu, directions, keep, cfg.negative_only, return_weights=True)
+    if qk:
+        keep = select_kept(scores, safe, cand_valid, cfg.k_u)
+    else:
+        causal = torch.ones(s, s, dtype=torch.bool, device=device).tril()
+        keep = cand_valid[:, None, :, :] & causal[None, :, :, None]
     kept = _kept_pairs(scores, safe, keep, cfg)
+    if not ov:  # QK only: a source's whole output (relative to the mean) where any neighbour is kept, else the mean
+        share = attn * keep.any(-1).to(attn.dtype)  # [b, q, k]
+        dense = torch.einsum("bqk,bkd->bqd", share, src_out) - share.sum(-1, keepdim=True) * mu
+        return CSPABatch(dense, None, kept)
+    out_minus_mu, w = cspa_output(attn, src_out, mu, directions, keep, cfg.negative_only, return_weights=True)
     tok_w, tok_ids = token_weights(w, safe, keep)
     d_model = out_minus_mu.shape[-1]
     if len(tok_ids) * (d_model + s) < SPARSE_CSPA_DLA * s * d_model:  # sparse DLA is cheaper than a projection
