@@ -154,3 +154,20 @@ def bar_chart(
             else "attention score (QK, LayerNorm-scaled inputs, no biases)"
         )
     )
+
+
+def qk_distance_note(summary: dict) -> str | None:
+    """On a rotary model, which query-key distance the stored QK side is for (None for learned positions)."""
+    dist = summary.get("qk_distance")
+    if not dist:
+        return None
+    at = ", ".join(
+        f"{literal(k.removeprefix('qk_at_'))}: {100 * v['frac_top10']:.1f}%"
+        for k, v in summary.items()
+        if k.startswith("qk_at_") and "frac_top10" in v
+    )
+    return (
+        f"Rotary positions: the QK bars and ranks are for a key {int(dist['used'])} positions before the query (the "
+        f"head's attended median on the run's text). QK top 10 at other distances: {at}. (The paper's QK, on GPT-2's "
+        "learned positions, has no distance.)"
+    )

@@ -133,3 +133,103 @@ def test_bad_circuit_arguments(toy):
         effective_embedding(toy, "W_X")
     with pytest.raises(InvalidInputError, match="does not exist"):
         circuit_factors(toy, (10, 12))
+
+
+# ---------------------------------------------------------------- rotary models: QK at a query-key distance
+
+
+@pytest.fixture(scope="module", params=["llama", "neox"])
+def rotary_model(request, tmp_path_factory):
+    from precompute.models.loading import load_model
+
+    from .test_architectures import make_model_folder
+
+    return load_model(str(make_model_folder(request.param, tmp_path_factory.mktemp(request.param))))
+
+
+@pytest.mark.parametrize("delta", [0, 1, 4, 16])
+def test_rotation_to_a_distance_is_the_models_own_in_a_forward_pass(rotary_model, delta):
+    """A key token delta positions before a query position in a real forward pass: the query rotated by
+    ``qk_at_distance`` against the unrotated key gives the model's own attention score there (Llama: full rotary;
+    NeoX: partial rotary, 4 of 16 dimensions), for every head and several query positions."""
+    from precompute.models import architecture, hooks
+    from precompute.science.circuits import qk_at_distance
+
+    m = unwrap(rotary_model)
+    arch = architecture.of(m)
+    tokens = torch.tensor([[0] + list(range(5, 29))])  # 25 positions
+    layer = 1
+    names = [hooks.block(layer, f"attn.hook_{n}") for n in ("q", "k", "attn_scores")]
+    _, cache = m.run_with_cache(tokens, names_filter=names)
+    q, k, scores = (cache[n][0].float() for n in names)
+    scale = m.cfg.d_head**-0.5
+    for h in range(m.cfg.n_heads):
+        for p in (delta, 20, 24):
+            got = qk_at_distance(rotary_model, q[p, h][None], delta)[0] @ k[p - delta, arch.kv_head(h)] * scale
+            torch.testing.assert_close(got, scores[h, p, p - delta], atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(qk_at_distance(rotary_model, q[5], 16), q[5])  # the rotation does something
+    assert torch.equal(qk_at_distance(rotary_model, q[5], 0), q[5].float())  # distance 0: none
+
+
+def test_learned_positions_keep_the_papers_position_blind_qk(toy):
+    from precompute.science.circuits import qk_at_distance
+
+    x = torch.randn(7, toy.model.cfg.d_head)
+    assert torch.equal(qk_at_distance(toy, x, 16), x)  # learned positions: the paper's QK, no rotation
+
+
+def test_attended_distances_from_the_stored_attention():
+    """Hand-made sparse attention: quantiles of q - k weighted by attention, the start token left out."""
+    from precompute.science.circuits import attended_distances
+
+    # one sequence of 6 positions, two sources per query: (BOS, q - 1) with weights (0.5, 0.5), except q = 5
+    pos = torch.tensor([[[0, 0], [0, 0], [0, 1], [0, 2], [0, 3], [1, 4]]])
+    weight = torch.tensor([[[1.0, 0.0], [1.0, 0.0], [0.5, 0.5], [0.5, 0.5], [0.5, 0.5], [0.9, 0.1]]])
+    got = attended_distances(pos, weight)
+    # distance 1 carries 0.5 + 0.5 + 0.5 + 0.1 = 1.6 and distance 4 carries 0.9: median 1, p90 4
+    assert got["median"] == 1 and got["quantiles"]["p90"] == 4 and got["quantiles"]["p50"] == 1
+    assert got["weight_share"] == pytest.approx(2.5 / 6.0)
+    assert attended_distances(pos[:, :2], weight[:, :2]) is None  # only the start token attended
+
+
+def test_a_rotary_run_stores_qk_at_the_attended_distance_and_the_stated_ones(tmp_path):
+    """A run on a tiny Llama: the QK side stored rotated to the head's attended median distance, its ranks against
+    a brute-force reference written here, and rank summaries at 1, 4, 16 and 64 positions in the manifest."""
+    from precompute import RunConfig, open_artifacts, run
+    from precompute.models.loading import load_model
+    from precompute.models.rotary import at_distance
+
+    from .test_architectures import make_model_folder
+
+    folder = make_model_folder("llama", tmp_path / "llama")
+    cfg = RunConfig(
+        model=str(folder),
+        heads=((1, 1),),
+        dataset="synthetic",
+        n_seqs=4,
+        seq_len=24,
+        shard_size=4,
+        out=str(tmp_path / "r"),
+    )
+    arts = open_artifacts(run(cfg, log=lambda *_: None))
+    s = arts.summary("1.1")
+    assert {f"qk_at_{d}" for d in (1, 4, 16, 64)} <= set(s) and s["qk_distance"]["used"] >= 1
+    lm = load_model(str(folder))
+    f = circuit_factors(lm, (1, 1))
+    rotated = at_distance(unwrap(lm), f["qk_dst"], int(s["qk_distance"]["used"]))
+    stored = arts.circuits("1.1")
+    torch.testing.assert_close(torch.from_numpy(stored["qk_dst"]).float(), rotated, atol=2e-3, rtol=2e-3)
+    full = rotated @ f["qk_src"].T  # brute force: the whole [query token, key token] matrix
+    ref = (full >= full.diagonal()[:, None]).sum(-1) - 1
+    assert (torch.from_numpy(stored["qk_rank"]).long() - ref).abs().max() <= 1  # float16 storage ties
+    four = at_distance(unwrap(lm), f["qk_dst"], 4) @ f["qk_src"].T
+    ref4 = ((four >= four.diagonal()[:, None]).sum(-1) - 1).double()
+    assert s["qk_at_4"]["frac_top10"] == pytest.approx(float((ref4 < 10).double().mean()), abs=1e-9)
+
+
+def test_a_bad_distance_is_refused_on_a_rotary_model(rotary_model):
+    from precompute.science.circuits import qk_at_distance
+
+    for bad in (-1, 1.5, True):
+        with pytest.raises(InvalidInputError, match="whole number"):
+            qk_at_distance(rotary_model, torch.zeros(2, unwrap(rotary_model).cfg.d_head), bad)

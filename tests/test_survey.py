@@ -287,3 +287,28 @@ def test_survey_config_hands_every_shared_setting_to_the_survey():
     assert {n: getattr(st, n) for n in shared} == dict(
         n_mean=3, batch_size=5, circuit_rows=None, repeat_len=7, n_repeat=9, n_ioi=11, seed=13
     )
+
+
+def test_qk_top10_on_a_rotary_model_is_for_keys_at_the_recorded_distance(survey_env):
+    """The tiny Llama's survey: qk_top10 of every head equals a brute-force count with the query side rotated to
+    the recorded distance (16), and the settings say so; rotation-blind scores would differ."""
+
+    from precompute.models.loading import load_model, unwrap
+    from precompute.models.rotary import at_distance
+    from precompute.science.circuits import circuit_factors
+
+    df, manifest = read_survey(survey_env / "survey-llama")
+    settings = df.attrs["settings"] if df.attrs.get("settings") else manifest["settings"]
+    assert settings["qk_distance"] == 16 and settings["qk_rule"].startswith("rotary: keys 16 positions back")
+    lm = load_model(manifest["model"]["model_name"])
+    differs = False
+    for (layer, h), got in zip(zip(df["layer"], df["head"]), df["qk_top10"]):
+        f = circuit_factors(lm, (int(layer), int(h)))
+        for rows, rotated in ((at_distance(unwrap(lm), f["qk_dst"], 16), True), (f["qk_dst"], False)):
+            full = rows @ f["qk_src"].T
+            ref = float((((full >= full.diagonal()[:, None]).sum(-1) - 1) < 10).double().mean())
+            if rotated:
+                assert got == pytest.approx(ref, abs=2e-3), (layer, h)
+            else:
+                differs |= abs(got - ref) > 2e-3
+    assert differs  # the rotation changes the numbers on this model

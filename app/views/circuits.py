@@ -6,7 +6,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from app import state
-from app.circuit_views import bar_chart, page_tables, similar_tokens, token_box
+from app.circuit_views import bar_chart, page_tables, qk_distance_note, similar_tokens, token_box
 from app.render.text import literal
 from precompute import paper
 from precompute import schema as F
@@ -21,6 +21,8 @@ tok = state.page_tokenizer(arts)
 
 
 vocab, f = page_tables(arts.source, head_name)
+if (note := qk_distance_note(arts.summary(head_name))) is not None:
+    st.info(note, icon=":material/rotate_right:")
 c1, c2, c3 = st.columns([2, 1, 1])
 state.url.restore("focus", "circ_focus", state.url.choice(FOCUS))
 focus = c2.radio(

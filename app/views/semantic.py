@@ -4,7 +4,14 @@ head's OV and QK bars on both sides, with the neighbours highlighted: does the h
 import streamlit as st
 
 from app import state
-from app.circuit_views import bar_chart, page_tables, similar_tokens, token_box, token_with_neighbours
+from app.circuit_views import (
+    bar_chart,
+    page_tables,
+    qk_distance_note,
+    similar_tokens,
+    token_box,
+    token_with_neighbours,
+)
 from app.render.text import literal
 from precompute.errors import ExplorerError
 
@@ -45,6 +52,8 @@ st.caption(
     f"{n_near} {'neighbour' if n_near == 1 else 'neighbours'} shown (the token itself excluded); CSPA uses the "
     "token, then these in order, cut to K_s."
 )
+if (note := qk_distance_note(arts.summary(head_name))) is not None:
+    st.caption(note)
 for circuit in ("ov", "qk"):
     left, right = st.columns(2)
     for col, focus in ((left, "source"), (right, "destination")):

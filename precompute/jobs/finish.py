@@ -10,7 +10,16 @@ import torch
 from .. import schema
 from ..data.selection import RULE as SELECTION_RULE
 from ..data.sources import provenance as dataset_provenance
-from ..science.circuits import DEFAULT_EMBEDDING, circuit_factors, rank_summary, ranks_from_factors
+from ..models import architecture
+from ..science.circuits import (
+    DEFAULT_EMBEDDING,
+    QK_DISTANCES,
+    attended_distances,
+    circuit_factors,
+    qk_at_distance,
+    rank_summary,
+    ranks_from_factors,
+)
 from ..science.cspa import summary_metrics
 from ..science.semantic import rules as semantic_rules
 from ..science.semantic import semantic_neighbours
@@ -23,9 +32,29 @@ from .faults import fault_point
 INDEX_SIZE = 2000
 
 
-def write_circuits(lm, head, out: Path) -> dict:
-    """OV/QK factors and diagonal ranks of ``head``; returns their rank summaries."""
+def write_circuits(lm, head, out: Path, n_shards: int) -> dict:
+    """OV/QK factors and diagonal ranks of ``head``; returns their rank summaries. On a rotary model the QK side is
+    stored rotated to the distance the head attends over on the run's text (its median), the QK ranks are those
+    at that distance, and ``qk_by_distance`` holds the ranks at ``QK_DISTANCES``; GPT-2 keeps the paper's QK."""
     f = circuit_factors(lm, head, DEFAULT_EMBEDDING)
+    extra: dict = {}
+    meta = {"embedding": DEFAULT_EMBEDDING, "qk": "paper: no positions (learned absolute positions left out)"}
+    if architecture.of(lm.model).rotary:
+
+        def read(name: str) -> torch.Tensor:
+            return torch.from_numpy(read_field(out, n_shards, schema.tensor_name(head, name)).astype("float32"))
+
+        attended = attended_distances(read(schema.ATTN_TOPK_POS).long(), read(schema.ATTN_TOPK_WEIGHT))
+        distance = attended["median"] if attended else QK_DISTANCES[0]
+        for d in QK_DISTANCES:  # sections of numbers, as the manifest's summary holds
+            extra[f"qk_at_{d}"] = rank_summary(
+                ranks_from_factors(qk_at_distance(lm, f["qk_dst"], d), f["qk_src"], "qk")
+            )
+        f["qk_dst"] = qk_at_distance(lm, f["qk_dst"], distance)
+        extra["qk_distance"] = {"used": distance, **({} if attended is None else attended["quantiles"])}
+        if attended is not None:
+            extra["qk_distance"]["weight_share"] = attended["weight_share"]
+        meta["qk"] = f"rotary: qk_dst rotated to distance {distance} (the head's attended median on the run's text)"
     ranks = {
         "ov": ranks_from_factors(f["ov_src"], f["ov_dst"], "ov"),
         "qk": ranks_from_factors(f["qk_dst"], f["qk_src"], "qk"),
@@ -36,9 +65,9 @@ def write_circuits(lm, head, out: Path) -> dict:
             **{k: v.to(torch.float16).cpu() for k, v in f.items()},
             **{schema.CIRCUIT_RANKS[c]: r.to(torch.int32) for c, r in ranks.items()},
         },
-        {"embedding": DEFAULT_EMBEDDING},
+        meta,
     )
-    return {c: rank_summary(r) for c, r in ranks.items()}
+    return {**{c: rank_summary(r) for c, r in ranks.items()}, **extra}
 
 
 def write_index(out: Path, head, n_shards: int) -> dict:
@@ -75,7 +104,7 @@ def _exclusions(cfg: RunConfig, tokenizer) -> dict:
 
 def finish(cfg: RunConfig, lm, heads, out: Path, n_shards: int, n_seqs: int, cfg_hash: str, log) -> None:
     m = lm.model
-    summary = {schema.head_key(h): write_circuits(lm, h, out) for h in heads}
+    summary = {schema.head_key(h): write_circuits(lm, h, out, n_shards) for h in heads}
     save_tensors(out / schema.SEMANTIC_FILE, semantic_neighbours(m.tokenizer))
     m.tokenizer.save_pretrained(str(out / schema.TOKENIZER_DIR))
     for head in heads:

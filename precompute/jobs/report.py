@@ -48,6 +48,23 @@ def rows(arts, head=None) -> list[tuple[paper.Figure, float | None]]:
     return [(figure, got.get(figure.key)) for figure in paper.FIGURES]
 
 
+def qk_distance_lines(arts, head_name: str) -> list[str]:
+    """On a rotary model: which query-key distance the QK rows above use, and the QK top-10 at the stated ones."""
+    s = arts.summary(head_name)
+    if "qk_distance" not in s:
+        return []
+    at = ", ".join(
+        f"{k.removeprefix('qk_at_')}: {100 * v['frac_top10']:.2f}%"
+        for k, v in s.items()
+        if k.startswith("qk_at_") and "frac_top10" in v
+    )
+    return [
+        f"QK on this rotary model: keys {int(s['qk_distance']['used'])} positions back (the head's attended median on "
+        "this text); the paper's QK has no positions (GPT-2's are learned).",
+        f"  QK top 10 at other distances: {at}",
+    ]
+
+
 def format_report(arts, head=None) -> str:
     model = arts.manifest["model"]
     head_name = head or arts.manifest["heads"][0]
@@ -63,6 +80,7 @@ def format_report(arts, head=None) -> str:
     lines.append(f"{'quantity':52s} {'paper (GPT-2 10.7)':>18s} {'measured':>10s}")
     for figure, value in rows(arts, head):
         lines.append(f"{figure.label:52s} {figure.text:>18s} {figure.format(value):>10s}")
+    lines += qk_distance_lines(arts, head_name)
     diff = differences(arts, head)
     if diff:
         lines.append("Settings that differ from the paper's run (so the numbers are not one to one):")

@@ -23,6 +23,7 @@ LIMITS = {
     "n_ioi": 100_000,
     "repeat_len": 4096,
     "circuit_rows": 1 << 24,
+    "qk_distance": 1 << 20,
 }
 
 
@@ -54,6 +55,7 @@ class SurveyConfig:
     batch_size: int = option(8, "sequences per forward pass")
     n_mean: int = option(32, "the first n_mean sequences give each head's mean output μ")
     circuit_rows: int | None = option(2048, "tokens sampled for ov/qk_top10, or 'all'", parse=_rows)
+    qk_distance: int = option(16, "rotary models: qk_top10 for keys this many positions back (learned positions: none)")
     n_repeat: int = option(100, "repeated random sequences for induction and anti-induction (original: 100)")
     repeat_len: int = option(30, "length of each random half (original: 30)")
     n_ioi: int = option(100, "IOI prompts (original: 100)")

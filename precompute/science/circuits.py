@@ -25,6 +25,11 @@ its output biases are included. Grouped-query heads use the key/value head they 
 * QK: ``M_QK[t, s] = LN(W_U[:, t]) W_Q W_K^T LN(W_EE[s])^T / sqrt(d_head)``; rows are query (predicted) tokens,
   columns key (source) tokens. ``qk_rank[t] = #{s ≠ t : M[t,s] ≥ M[t,t]}`` (0 = the token attends most to itself).
   Both sides are normalised to norm sqrt(d_model) as LayerNorm would do (paper App. K.1). No Q/K biases.
+  **Rotary models** (Llama, NeoX, SmolLM2…) rotate queries and keys by their positions, so the score depends on the
+  distance: ``qk_at_distance`` rotates the query side by the model's own rotation for a key that many positions
+  back (``models.rotary``; the key at position 0 is unrotated). GPT-2 (learned absolute positions) keeps the
+  paper's position-blind definition. ``attended_distances`` gives the distances the head attends over on a run's
+  text, from its stored attention; the run records ranks at ``QK_DISTANCES`` and at the attended median.
 """
 
 from __future__ import annotations
@@ -35,12 +40,13 @@ from torch import Tensor
 
 from .. import schema
 from ..errors import InvalidInputError
-from ..models import architecture, hooks
+from ..models import architecture, hooks, rotary
 from ..models.heads import check_head, head_weights
 from ..models.loading import unwrap
 from ..models.norm import eps_of, layer_norm
 from ..models.weights import layer_weight
 
+QK_DISTANCES = (1, 4, 16, 64)  # query-key distances at which a rotary model's QK circuit is ranked
 EMBEDDINGS = ("W_E", "mlp0", "W_E+mlp0", "mlp0_noattn", "W_E+mlp0_noattn")
 DEFAULT_EMBEDDING = "W_E+mlp0"
 CIRCUITS = ("ov", "qk")
@@ -207,3 +213,35 @@ def rank_summary(ranks: Tensor, top: int = 10, n_worst: int = 20) -> dict:
         "worst_token_ids": worst.tolist(),
         "worst_ranks": ranks[worst].tolist(),
     }
+
+
+def qk_at_distance(model, qk_dst: Float[Tensor, "n d_head"], distance: int) -> Float[Tensor, "n d_head"]:
+    """The QK circuit's query side for keys ``distance`` positions back: rotated by the model's rotary embedding
+    (``models.rotary.at_distance``) on rotary models, unchanged elsewhere (learned absolute positions: the paper's
+    definition, which leaves positions out)."""
+    m = unwrap(model)
+    if not architecture.of(m).rotary:
+        return qk_dst
+    if isinstance(distance, bool) or not isinstance(distance, int) or distance < 0:
+        raise InvalidInputError(f"a query-key distance is a whole number >= 0, got {distance!r}")
+    return rotary.at_distance(m, qk_dst, distance).to(qk_dst.dtype)
+
+
+def attended_distances(
+    pos: Int[Tensor, "n seq k"], weight: Float[Tensor, "n seq k"], quantiles=(0.1, 0.25, 0.5, 0.75, 0.9)
+) -> dict | None:
+    """The distances q - k the head attends over, from its stored top-k attention (source positions ``pos``,
+    weights ``weight``; position 0, the start token, and padding left out): attention-weighted quantiles, the
+    median first. None when no attention reaches a source past the start token."""
+    n, s, k = pos.shape
+    q = torch.arange(s)[None, :, None]
+    valid = (pos >= 1) & (pos <= q)
+    d = (q - pos)[valid]
+    w = weight.float()[valid]
+    total = float(w.sum())
+    if total <= 0:
+        return None
+    hist = torch.bincount(d, weights=w.double(), minlength=s)
+    cdf = hist.cumsum(0) / hist.sum()
+    at = {f"p{round(100 * x)}": int(torch.searchsorted(cdf, torch.tensor(x, dtype=cdf.dtype))) for x in quantiles}
+    return {"median": max(1, at.get("p50", 1)), "quantiles": at, "weight_share": total / float(weight.float().sum())}

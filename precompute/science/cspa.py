@@ -212,10 +212,11 @@ def summary_metrics(
     buckets = torch.tensor_split(order, n_b)
     curve_a = [float(dl_a[i].mean()) for i in buckets if len(i)]
     curve_c = [float(dl_c[i].mean()) for i in buckets if len(i)]
+    top = explained_top_bucket(curve_a, curve_c)
     return {
         "n_tokens": n,
         "explained_kl": explained(kl_a, kl_c),
-        "explained_top_bucket": explained_top_bucket(curve_a, curve_c),
+        **({"explained_top_bucket": top} if top is not None else {}),
         "explained_loss_net": explained(dl_a, dl_c),
         "explained_loss_abs": explained(dl_a.abs(), dl_c.abs()),
         "mean_kl_ablation": float(kl_a.mean()) if n else float("nan"),

@@ -35,7 +35,7 @@ from ..models.heads import head_weights
 from ..models.loading import LoadedModel, unwrap
 from ..models.weights import layer_weight
 from ..validate import token_ids, whole_number
-from .circuits import effective_embedding, ranks_from_factors
+from .circuits import effective_embedding, qk_at_distance, ranks_from_factors
 from .cspa import CSPAConfig, cspa_for_batch, explained
 
 ROW_CHUNK_BYTES = 96 * 2**20
@@ -49,6 +49,7 @@ class SurveySettings:
     n_mean: int = 32  # sequences whose per-position mean head output is μ
     batch_size: int = 8
     circuit_rows: int | None = 2048  # tokens sampled for ov/qk_top10 (None or >= d_vocab: every token)
+    qk_distance: int = 16  # rotary models: qk_top10 for keys this many positions back (circuits.qk_at_distance)
     repeat_len: int = 30
     n_repeat: int = 100
     n_ioi: int = 100
@@ -233,7 +234,7 @@ def _circuits(m, st: SurveySettings, progress) -> tuple[Tensor, Tensor, int]:
             kv = arch.kv_head(h)
             if kv not in keys:
                 keys[kv] = ln_ee @ w["W_K"].float()
-            qk_rows, qk_cols = ln_u_rows @ w["W_Q"].float(), keys[kv]
+            qk_rows, qk_cols = qk_at_distance(m, ln_u_rows @ w["W_Q"].float(), st.qk_distance), keys[kv]
             ov[layer, h] = (ranks_from_factors(ov_rows, ov_cols, "ov", 512, ids) < 10).double().mean()
             qk[layer, h] = (ranks_from_factors(qk_rows, qk_cols, "qk", 512, ids) < 10).double().mean()
         if progress:
@@ -305,6 +306,9 @@ def survey_heads(
         "n_sequences": int(tokens.shape[0]),
         "seq_len": int(tokens.shape[1]),
         "circuit_rows_used": n_rows,
+        "qk_rule": f"rotary: keys {st.qk_distance} positions back (queries rotated by the model's rotary embedding)"
+        if architecture.of(unwrap(model)).rotary
+        else "paper: no positions",
     }
     df.attrs["reasons"] = reasons
     df.attrs["model"] = dict(model.provenance) if isinstance(model, LoadedModel) else {}
