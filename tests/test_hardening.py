@@ -370,14 +370,20 @@ def test_app_binds_where_it_is_told(monkeypatch, toy_artifacts):
 
     seen = {}
 
-    def fake_call(cmd, cwd=None, env=None):
-        seen["cmd"], seen["env"] = cmd, env
-        return 0
+    class FakeServer:  # the server the launcher starts and supervises, exiting at once
+        def __init__(self, cmd, cwd=None, env=None):
+            seen["cmd"], seen["env"] = cmd, env
 
-    monkeypatch.setattr(launch.subprocess, "call", fake_call)
+        def wait(self, timeout=None):
+            return 0
+
+        def poll(self):
+            return 0
+
+    monkeypatch.setattr(launch.subprocess, "Popen", FakeServer)
     monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
     monkeypatch.setenv("MKL_DISABLE_FAST_MM", "0")  # a user's own setting wins
-    launch.main(["--port", "8765", "--artifacts", str(toy_artifacts)])
+    assert launch.main(["--port", "8765", "--artifacts", str(toy_artifacts)]) == 0
     cmd = seen["cmd"]
     assert cmd[cmd.index("--server.address") + 1] == "127.0.0.1"
     assert cmd[cmd.index("--server.port") + 1] == "8765"
