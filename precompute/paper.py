@@ -35,6 +35,8 @@ FIGURES = (
     Figure("explained_top_bucket", "CSPA effect explained, top 1% bucket of ablation Δloss", 0.881, "share"),
     Figure("ov_top10", "OV: token in its own 10 most suppressed", 0.8470, "share"),
     Figure("ov_rank0", "OV: token suppressed most (rank 0)", 0.5726, "share"),
+    Figure("ov_dynamic_top10", "OV on text: source in its 10 most suppressed (attn > 10%)", 0.7824, "share"),
+    Figure("ov_dynamic_semantic", "OV on text, ranks 1-9: top one a semantic neighbour", 0.8969, "share"),
     Figure("qk_rank0", "QK: token is the top key (argmax)", 0.7124, "share"),
     Figure("qk_top10", "QK: token among the top 10 keys", 0.9572, "share"),
     Figure("delta_loss", "Direct-effect mean ablation: Δloss (nats/token)", 0.0102, "nats"),

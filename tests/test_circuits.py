@@ -233,3 +233,41 @@ def test_a_bad_distance_is_refused_on_a_rotary_model(rotary_model):
     for bad in (-1, 1.5, True):
         with pytest.raises(InvalidInputError, match="whole number"):
             qk_at_distance(rotary_model, torch.zeros(2, unwrap(rotary_model).cfg.d_head), bad)
+
+
+def test_ov_dynamic_against_a_loop_over_pairs(toy, toy_artifacts):
+    """The OV circuit on the run's text: every (q, k) with attention > 10% (start token out), the moved vector
+    A v_k W_O / sigma_f on the vocabulary, the source's rank; a loop here against the stored summary."""
+    from precompute.store.reader import open_artifacts
+
+    arts = open_artifacts(toy_artifacts)
+    head = tuple(int(x) for x in arts.manifest["heads"][0].split("."))
+    m = unwrap(toy)
+    tokens = torch.from_numpy(arts.field("tokens").astype("int64"))
+    _, cache = m.run_with_cache(tokens)
+    layer, h = head
+    A = cache[f"blocks.{layer}.attn.hook_pattern"][:, h]
+    v = cache[f"blocks.{layer}.attn.hook_v"][:, :, h]
+    sigma = cache["ln_final.hook_scale"][..., 0]
+    nb = {k: torch.as_tensor(t) for k, t in arts.semantic().items()}
+    ranks, semantic = [], []
+    for b in range(tokens.shape[0]):
+        for q in range(tokens.shape[1]):
+            for k in range(1, q + 1):
+                if A[b, q, k] <= 0.1:
+                    continue
+                logits = (A[b, q, k] * v[b, k] @ m.W_O[layer, h] / sigma[b, q]) @ m.W_U
+                src = int(tokens[b, k])
+                rank = int((logits < logits[src]).sum())
+                ranks.append(rank)
+                if 1 <= rank < 10:
+                    near = {int(x) for t in nb.values() for x in t[src].tolist() if x >= 0}
+                    semantic.append(int(logits.argmin()) in near)
+    got = arts.summary()["ov_dynamic"]
+    assert got["n_pairs"] == len(ranks) > 50
+    r = torch.tensor(ranks)
+    assert got["frac_top10"] == pytest.approx(float((r < 10).double().mean()), abs=1e-9)
+    assert got["frac_rank0"] == pytest.approx(float((r == 0).double().mean()), abs=1e-9)
+    if semantic:
+        assert got["frac_rank1_9_semantic"] == pytest.approx(sum(semantic) / len(semantic), abs=1e-9)
+    assert arts.paper_figures()["ov_dynamic_top10"] == got["frac_top10"]

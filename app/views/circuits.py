@@ -98,6 +98,20 @@ for col, circuit in zip(cols, ("ov", "qk")):
         f"\n- top 10: **{100 * s.get('frac_top10', float('nan')):.2f}%** (paper {top10.text})"
         f"\n- median rank {s.get('median_rank', 'n/a')}, mean {s.get('mean_rank', float('nan')):.1f}"
     )
+    dyn = summary.get("ov_dynamic", {}) if circuit == "ov" else {}
+    if dyn.get("n_pairs"):
+        top_fig, sem_fig = paper.FIGURE["ov_dynamic_top10"], paper.FIGURE["ov_dynamic_semantic"]
+        sem = dyn.get("frac_rank1_9_semantic")
+        col.markdown(
+            f"- on the run's text, {dyn['n_pairs']:,} (destination, source) pairs with attention > 10%: the source "
+            f"among the 10 most suppressed in **{top_fig.format(dyn.get('frac_top10'))}** (paper {top_fig.text})"
+            + (
+                f"; at ranks 1-9 the most suppressed is a semantic neighbour in **{sem_fig.format(sem)}** "
+                f"(paper {sem_fig.text})"
+                if sem is not None
+                else ""
+            )
+        )
     worst = s.get("worst_token_ids", [])[:10]
     if worst:
         col.caption("Worst tokens: " + ", ".join(literal(repr(vocab[i])) for i in worst))

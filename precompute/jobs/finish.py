@@ -21,6 +21,7 @@ from ..science.circuits import (
     ranks_from_factors,
 )
 from ..science.cspa import summary_metrics
+from ..science.ov_dynamic import ov_dynamic
 from ..science.semantic import rules as semantic_rules
 from ..science.semantic import semantic_neighbours
 from ..store.files import save_tensors, write_json
@@ -105,7 +106,13 @@ def _exclusions(cfg: RunConfig, tokenizer) -> dict:
 def finish(cfg: RunConfig, lm, heads, out: Path, n_shards: int, n_seqs: int, cfg_hash: str, log) -> None:
     m = lm.model
     summary = {schema.head_key(h): write_circuits(lm, h, out, n_shards) for h in heads}
-    save_tensors(out / schema.SEMANTIC_FILE, semantic_neighbours(m.tokenizer))
+    neighbours = semantic_neighbours(m.tokenizer)
+    save_tensors(out / schema.SEMANTIC_FILE, neighbours)
+    tokens = torch.from_numpy(read_field(out, n_shards, schema.TOKENS).astype("int64"))
+    for head in heads:  # the OV circuit on the run's own text (up to ov_dynamic.MAX_PAIRS pairs)
+        summary[schema.head_key(head)]["ov_dynamic"] = ov_dynamic(
+            lm, tokens, head, neighbours, batch_size=cfg.batch_size
+        )
     m.tokenizer.save_pretrained(str(out / schema.TOKENIZER_DIR))
     for head in heads:
         summary[schema.head_key(head)]["cspa"] = write_index(out, head, n_shards)

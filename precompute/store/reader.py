@@ -206,6 +206,8 @@ class Artifacts:
             "explained_top_bucket": explained_top_bucket(cspa.get("curve_ablation", []), cspa.get("curve_cspa", [])),
             "ov_top10": ov.get("frac_top10"),
             "ov_rank0": ov.get("frac_rank0"),
+            "ov_dynamic_top10": s.get("ov_dynamic", {}).get("frac_top10"),
+            "ov_dynamic_semantic": s.get("ov_dynamic", {}).get("frac_rank1_9_semantic"),
             "qk_rank0": qk.get("frac_rank0"),
             "qk_top10": qk.get("frac_top10"),
             "delta_loss": cspa.get("mean_delta_loss_ablation"),
