@@ -112,6 +112,22 @@ class LiveModel:
         with self.queue.turn(on_wait):
             return self_repair(self.loaded, prompts, answers, heads, method)
 
+    def cspa_interventions(self, arts, head, n_seqs: int = 8, on_wait: OnWait = None, progress=None) -> dict:
+        """CSPA with each of the paper's three interventions on the first ``n_seqs`` sequences of ``arts``, with
+        the artifacts' CSPA settings: {"qk,ov" | "qk" | "ov": summary_metrics} (``science.cspa_interventions``)."""
+        from .science.cspa_interventions import compare_interventions
+
+        an = self.analyzer(arts)
+        key = (int(head[0]), int(head[1]))
+        if key not in an.mean_results:
+            raise InvalidInputError(f"head {key[0]}.{key[1]} has no mean result in these artifacts")
+        n = max(1, min(int(n_seqs), arts.n_sequences))
+        tokens = torch.stack([torch.as_tensor(arts.tokens(i)).long() for i in range(n)])
+        with self.queue.turn(on_wait):
+            return compare_interventions(
+                self.loaded, tokens, key, an.mean_results[key], an.cspa, an.neighbours, progress=progress
+            )
+
     def default_ablation_heads(self) -> tuple[tuple[int, int], ...]:
         """The heads self-repair ablates by default here (GPT-2's name movers), or () where the caller chooses."""
         from .science.self_repair import default_heads

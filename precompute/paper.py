@@ -54,6 +54,9 @@ def explained_top_bucket(curve_ablation: list[float], curve_cspa: list[float]) -
     return 1.0 - curve_cspa[-1] / curve_ablation[-1]
 
 
+# CSPA's KL effect explained with each intervention (paper §3.3), by CSPAConfig.interventions joined with ","
+CSPA_INTERVENTIONS = {"qk,ov": 0.769, "qk": 0.952, "ov": 0.811}
+CSPA_INTERVENTION_LABELS = {"qk,ov": "CSPA, QK and OV (the paper's)", "qk": "CSPA, QK only", "ov": "CSPA, OV only"}
 # share of self-repair that 10.7 and 11.10 do together when the name movers are ablated (IOI)
 SELF_REPAIR_NEGATIVE_SHARE = 0.39
 

@@ -328,3 +328,51 @@ def test_cspa_interventions_from_the_command_line_are_recorded_and_named_by_repo
     assert arts.hyperparameters["cspa_interventions"] == ["qk"]
     assert arts.hyperparameters["cspa"]["interventions"] == ["qk"]
     assert ("CSPA interventions", "qk,ov", "qk") in [tuple(d) for d in differences(arts)]
+
+
+def test_three_interventions_side_by_side_in_report_json_and_on_the_cspa_page(toy, toy_artifacts, capsys, monkeypatch):
+    """``report --interventions 2 --json``: the whole table as data, with CSPA three ways measured on the first two
+    sequences; the paper's CSPA there equals analyze with the artifacts' settings; the CSPA page shows the same."""
+    import json
+
+    from precompute import paper, schema
+    from precompute.jobs.cli import main
+    from precompute.store.reader import open_artifacts
+
+    arts = open_artifacts(toy_artifacts)
+    assert main(["report", str(toy_artifacts), "--interventions", "2", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [f["key"] for f in out["figures"]] == [f.key for f in paper.FIGURES]
+    assert {"model", "head", "settings_that_differ", "cspa_interventions"} <= set(out)
+    three = out["cspa_interventions"]
+    assert set(three) == {"qk,ov", "qk", "ov"} and three["qk"]["paper"] == 0.952
+    head = tuple(int(x) for x in out["head"].split("."))
+    tokens = torch.stack([torch.as_tensor(arts.tokens(i)).long() for i in range(2)])
+    mu = torch.from_numpy(arts.mean_result(out["head"]))
+    res = analyze(toy, tokens, head, mu, cspa=CSPAConfig(exclusions="paper"), effects=("direct",), ln_modes=("frozen",))
+    ref = summary_metrics(
+        res[schema.kl(schema.PAPER_VARIANT)],
+        res[schema.kl(schema.CSPA)],
+        res[schema.delta_loss(schema.PAPER_VARIANT)],
+        res[schema.delta_loss(schema.CSPA)],
+    )
+    assert three["qk,ov"]["measured"] == pytest.approx(ref["explained_kl"], abs=1e-9)
+    assert len({round(v["measured"], 6) for v in three.values()}) == 3  # three different numbers
+    assert main(["report", str(toy_artifacts), "--interventions", "2"]) == 0
+    text = capsys.readouterr().out
+    assert "CSPA, QK only" in text and "CSPA with each intervention" in text
+    assert main(["report", str(toy_artifacts), "--interventions", "-3"]) == 2
+
+    from streamlit.testing.v1 import AppTest
+
+    from .test_app import APP
+
+    monkeypatch.setenv("CSE_ARTIFACTS", str(toy_artifacts))
+    at = AppTest.from_file(APP, default_timeout=120).run()
+    at.switch_page("views/cspa.py").run()
+    at.selectbox(key="cspa_n").set_value(2).run()
+    next(b for b in at.button if b.label == "Compute the three side by side").click().run()
+    assert not at.exception
+    table = at.dataframe[-1].value
+    assert table["intervention"].tolist() == list(paper.CSPA_INTERVENTION_LABELS.values())
+    assert table["effect explained (KL)"].tolist()[0] == f"{100 * three['qk,ov']['measured']:.1f}%"

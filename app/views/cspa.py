@@ -6,7 +6,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from app import state
+from app import live_model, state
 from app.render.text import literal
 from precompute import paper
 from precompute import schema as F
@@ -133,3 +133,49 @@ if not curve.empty:
     )
     st.plotly_chart(fig2, key="cspa_curve")
     st.caption("Tokens sorted by Δloss under mean ablation into 100 equal-count buckets.")
+
+
+st.subheader("CSPA's three interventions")
+st.caption(
+    "The paper's CSPA restricts both which sources count (QK: the top K_u of predicted tokens) and what of them is "
+    "kept (OV: the projection on their unembeddings). QK only keeps a source's whole output where the QK filter "
+    "keeps it; OV only projects every earlier source. Computed live on the first sequences of these artifacts."
+)
+N_CHOICES = (2, 4, 8, 16)
+i1, i2 = st.columns([1, 3])
+n_seqs = i1.selectbox("Sequences", [n for n in N_CHOICES if n <= arts.n_sequences] or [arts.n_sequences], key="cspa_n")
+cache_key = (arts.source, head_name, int(n_seqs))
+results = st.session_state.setdefault("_cspa_interventions", {})
+if i2.button("Compute the three side by side", key="cspa_three"):
+    model, error = live_model.get_model(arts)
+    if model is None:
+        st.error(f"The model cannot be loaded here: {literal(error)}")
+    else:
+        bar = st.progress(0.0, text="CSPA three ways…")
+        try:
+            results[cache_key] = model.cspa_interventions(
+                arts,
+                head,
+                int(n_seqs),
+                on_wait=live_model.queue_notice(),
+                progress=lambda text, frac: bar.progress(min(1.0, frac), text=text),
+            )
+        except ExplorerError as err:
+            st.error(f"Cannot compute them: {literal(err)}")
+        bar.empty()
+got = results.get(cache_key)
+if got is not None:
+    st.dataframe(
+        pd.DataFrame(
+            [
+                {
+                    "intervention": label,
+                    "effect explained (KL)": f"{100 * got[key]['explained_kl']:.1f}%",
+                    "paper (GPT-2 10.7)": f"{100 * paper.CSPA_INTERVENTIONS[key]:.1f}%",
+                    "tokens": got[key]["n_tokens"],
+                }
+                for key, label in paper.CSPA_INTERVENTION_LABELS.items()
+            ]
+        ),
+        hide_index=True,
+    )

@@ -80,8 +80,37 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="the paper's numbers next to those of an artifact folder")
     rep.add_argument("dir")
     rep.add_argument("--head", default=None)
+    rep.add_argument("--json", action="store_true", help="the whole table as JSON")
+    rep.add_argument(
+        "--interventions",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also measure CSPA with each intervention (QK and OV, QK only, OV only) on the first N sequences; "
+        "loads the model",
+    )
     sub.add_parser("schema", help="print the stored-field tables of artifacts/README.md")
     return p
+
+
+def _report(args) -> None:
+    import json
+
+    from ..store.reader import open_artifacts
+    from ..validate import whole_number
+    from .report import format_report, intervention_lines, interventions, report_json
+
+    arts = open_artifacts(args.dir)
+    measured = None
+    if args.interventions:
+        n = whole_number("--interventions", args.interventions, arts.n_sequences)
+        measured = interventions(arts, args.head, n)
+    if args.json:
+        print(json.dumps(report_json(arts, args.head, measured, args.interventions or None), indent=2))
+        return
+    print(format_report(arts, args.head))
+    if measured is not None:
+        print("\n".join(intervention_lines(measured, args.interventions)))
 
 
 def config_from_args(args):
@@ -144,10 +173,7 @@ def main(argv=None) -> int:
 
             print(push(args.dir, args.repo, args.revision, args.private))
         elif args.command == "report":
-            from ..store.reader import open_artifacts
-            from .report import format_report
-
-            print(format_report(open_artifacts(args.dir), args.head))
+            _report(args)
         elif args.command == "schema":
             from ..schema import readme_table, survey_table
 

@@ -88,3 +88,55 @@ def format_report(arts, head=None) -> str:
     else:
         lines.append("Every setting is the paper's.")
     return "\n".join(lines)
+
+
+INTERVENTION_FIGURES, INTERVENTION_LABELS = paper.CSPA_INTERVENTIONS, paper.CSPA_INTERVENTION_LABELS
+
+
+def interventions(arts, head=None, n_seqs: int = 8, loaded=None) -> dict:
+    """CSPA with each intervention on the first ``n_seqs`` sequences (loads the artifacts' model on the CPU)."""
+    from ..live import LiveModel
+    from ..models.loading import load_model
+
+    model = LiveModel(loaded if loaded is not None else load_model(arts.manifest["model"]["model_name"], device="cpu"))
+    head_name = head or arts.manifest["heads"][0]
+    return model.cspa_interventions(arts, tuple(int(x) for x in head_name.split(".")), n_seqs)
+
+
+def intervention_lines(results: dict, n_seqs: int) -> list[str]:
+    lines = [f"CSPA with each intervention (KL effect explained, first {n_seqs} sequences, measured live):"]
+    for key, label in INTERVENTION_LABELS.items():
+        got = results[key]["explained_kl"]
+        lines.append(f"  {label:50s} {100 * INTERVENTION_FIGURES[key]:>17.2f}% {100 * got:>9.2f}%")
+    return lines
+
+
+def report_json(arts, head=None, measured_interventions: dict | None = None, n_seqs: int | None = None) -> dict:
+    """The whole table as data: every paper figure with this run's value, the settings that differ, the QK
+    distance on rotary models and, when measured, CSPA with each intervention."""
+    head_name = head or arts.manifest["heads"][0]
+    model = arts.manifest["model"]
+    out = {
+        "model": model["model_name"],
+        "synthetic": bool(model.get("synthetic")),
+        "head": head_name,
+        "n_sequences": arts.n_sequences,
+        "seq_len": arts.seq_len,
+        "dataset": arts.manifest["dataset"]["name"],
+        "figures": [
+            {"key": f.key, "label": f.label, "unit": f.unit, "paper": f.value, "measured": v}
+            for f, v in rows(arts, head)
+        ],
+        "settings_that_differ": [{"setting": n, "paper": p, "run": r} for n, p, r in differences(arts, head)],
+    }
+    s = arts.summary(head_name)
+    if "qk_distance" in s:
+        out["qk_distance"] = s["qk_distance"]
+        out["qk_at_distance"] = {k.removeprefix("qk_at_"): v for k, v in s.items() if k.startswith("qk_at_")}
+    if measured_interventions is not None:
+        out["cspa_interventions"] = {
+            key: {"paper": INTERVENTION_FIGURES[key], "measured": measured_interventions[key]["explained_kl"]}
+            for key in INTERVENTION_LABELS
+        }
+        out["cspa_interventions_n_sequences"] = n_seqs
+    return out
