@@ -40,6 +40,7 @@ FIGURES = (
     Figure("qk_rank0", "QK: token is the top key (argmax)", 0.7124, "share"),
     Figure("qk_top10", "QK: token among the top 10 keys", 0.9572, "share"),
     Figure("delta_loss", "Direct-effect mean ablation: Δloss (nats/token)", 0.0102, "nats"),
+    Figure("indirect_excluding", "Indirect effect without 11.10's path: Δloss (frozen LN)", 0.0008, "nats"),
     Figure("clean_loss", "Clean loss (nats/token)", 3.03, "nats"),
 )
 FIGURE = {f.key: f for f in FIGURES}
@@ -75,6 +76,7 @@ RUN = {
     "cspa_negative_only": True,
     "cspa_exclusions": "paper",
     "cspa_interventions": "qk,ov",
+    "indirect_excluding": "11.10",
     "dtype": "float32",
     "selection": SELECTION,
 }

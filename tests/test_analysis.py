@@ -337,3 +337,84 @@ def test_kl_is_never_negative_when_the_ablation_barely_moves_the_logits():
     torch.testing.assert_close(kl.double(), ref, atol=1e-5, rtol=0)
     rho = torch.ones(64, 1)
     assert float(scorer.score_rescaled(nearly, rho, clean.new_zeros(64), {}, topk=False)["kl"].min()) >= 0.0
+
+
+@pytest.mark.parametrize("model_name", ["toy", "tiny"])
+def test_indirect_effect_without_a_downstream_heads_path(request, model_name):
+    """No head excluded: analyze's indirect effect. One excluded: a reference written here, hooking the residual
+    stream (head output -> mu), the excluded head's z (kept clean) and the final residual (direct path restored)."""
+    from precompute import analyze, mean_result
+    from precompute.science.indirect import indirect_excluding
+
+    from .conftest import doc_tokens
+
+    lm = request.getfixturevalue(model_name)
+    m = lm.model
+    tokens = doc_tokens(lm.tokenizer, 2, 20, seed=3)
+    head, later = (1, 2), (2, 1)
+    mu = mean_result(lm, doc_tokens(lm.tokenizer, 3, 24, seed=5), head)
+    res = analyze(lm, tokens, head, mu, effects=("direct", "indirect"), cspa=None)
+    none = indirect_excluding(lm, tokens, head, mu)
+    torch.testing.assert_close(none["frozen"], res["delta_loss_indirect_frozen"], atol=2e-4, rtol=0)
+    torch.testing.assert_close(none["unfrozen"], res["delta_loss_indirect_unfrozen"], atol=2e-4, rtol=0)
+
+    got = indirect_excluding(lm, tokens, head, mu, excluded=(later,))
+    with torch.inference_mode():
+        logits, cache = m.run_with_cache(tokens)
+    r = cache["blocks.1.attn.hook_z"][:, :, 2] @ m.W_O[1, 2]
+    clean_z2 = cache["blocks.2.attn.hook_z"]
+    mu_s = mu[: tokens.shape[1]]
+
+    def z2(z, hook):
+        z = z.clone()
+        z[:, :, 1] = clean_z2[:, :, 1]
+        return z
+
+    with torch.inference_mode():
+        ref_logits = m.run_with_hooks(
+            tokens,
+            fwd_hooks=[
+                ("blocks.1.hook_attn_out", lambda x, hook: x + mu_s - r),
+                ("blocks.2.attn.hook_z", z2),
+                ("ln_final.hook_in", lambda x, hook: x + r - mu_s),
+            ],
+        )
+    torch.testing.assert_close(got["unfrozen"], _ce(ref_logits, tokens) - _ce(logits, tokens), atol=2e-4, rtol=0)
+    assert not torch.allclose(got["unfrozen"], none["unfrozen"], atol=1e-4)  # the cut path carried something
+    with pytest.raises(InvalidInputError, match="later layer"):
+        indirect_excluding(lm, tokens, head, mu, excluded=((1, 0),))
+
+
+def test_a_run_records_the_indirect_effect_without_a_later_heads_path(tmp_path):
+    """``--indirect-excluding 2.1``: the summary's mean equals indirect_excluding over the stored tokens; report
+    prints it and names the setting."""
+    from precompute import RunConfig, open_artifacts, run
+    from precompute.jobs.report import format_report
+    from precompute.models.loading import load_model
+    from precompute.science.indirect import indirect_excluding
+
+    cfg = RunConfig(
+        model="toy",
+        heads=((1, 2),),
+        dataset="synthetic",
+        n_seqs=4,
+        seq_len=24,
+        shard_size=4,
+        batch_size=2,
+        indirect_excluding=((2, 1),),
+        out=str(tmp_path / "r"),
+    )
+    arts = open_artifacts(run(cfg, log=lambda *_: None))
+    got = arts.summary("1.2")["indirect_excluding"]
+    toy = load_model("toy")
+    ref = indirect_excluding(
+        toy,
+        torch.from_numpy(arts.field("tokens").astype("int64")),
+        (1, 2),
+        torch.from_numpy(arts.mean_result("1.2")),
+        ((2, 1),),
+    )
+    assert got["delta_loss_frozen"] == pytest.approx(float(ref["frozen"].double().mean()), abs=1e-5)
+    assert arts.paper_figures("1.2")["indirect_excluding"] == got["delta_loss_frozen"]
+    text = format_report(arts)
+    assert "Indirect effect without 11.10's path" in text and "this run '2.1'" in text

@@ -106,6 +106,12 @@ class RunConfig:
         parse=parse_names(INTERVENTIONS),
         show=",".join,
     )
+    indirect_excluding: tuple[tuple[int, int], ...] = option(
+        (),
+        "later heads whose paths the indirect effect leaves out, e.g. 11.10 (the paper: 10.7 without 11.10)",
+        parse=parse_heads,
+        show=lambda v: ",".join(schema.head_key(h) for h in v) or "none",
+    )
     effects: tuple[str, ...] = option(
         EFFECTS,
         "ablation effects: direct,both,indirect (direct is the paper's)",

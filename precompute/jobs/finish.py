@@ -21,6 +21,7 @@ from ..science.circuits import (
     ranks_from_factors,
 )
 from ..science.cspa import summary_metrics
+from ..science.indirect import indirect_excluding
 from ..science.ov_dynamic import ov_dynamic
 from ..science.semantic import rules as semantic_rules
 from ..science.semantic import semantic_neighbours
@@ -95,6 +96,24 @@ def write_index(out: Path, head, n_shards: int) -> dict:
     return s
 
 
+def _indirect_excluding(lm, tokens: torch.Tensor, head, later, out: Path, cfg: RunConfig) -> dict:
+    """Mean Δloss of ``head``'s indirect effect without the paths through ``later`` heads, over the run's tokens."""
+    from safetensors.torch import load_file
+
+    mu = load_file(str(out / schema.head_file("mean", head)))[schema.MEAN_RESULT].float()
+    parts: dict[str, list[torch.Tensor]] = {"frozen": [], "unfrozen": []}
+    for start in range(0, tokens.shape[0], cfg.batch_size):
+        got = indirect_excluding(lm, tokens[start : start + cfg.batch_size], head, mu, later)
+        for k, v in got.items():
+            parts[k].append(v.flatten())
+    frozen, unfrozen = torch.cat(parts["frozen"]).double(), torch.cat(parts["unfrozen"]).double()
+    return {
+        "delta_loss_frozen": float(frozen.mean()),
+        "delta_loss_unfrozen": float(unfrozen.mean()),
+        "n_tokens": int(frozen.numel()),
+    }  # which heads: hyperparameters.indirect_excluding
+
+
 def _exclusions(cfg: RunConfig, tokenizer) -> dict:
     """The exclusion list as used: its name, the resolved token ids, and the strings that are not one token."""
     from ..data.function_words import exclusion_ids
@@ -113,6 +132,11 @@ def finish(cfg: RunConfig, lm, heads, out: Path, n_shards: int, n_seqs: int, cfg
         summary[schema.head_key(head)]["ov_dynamic"] = ov_dynamic(
             lm, tokens, head, neighbours, batch_size=cfg.batch_size
         )
+        later = tuple(y for y in cfg.indirect_excluding if y[0] > head[0])
+        if later:  # the indirect effect without the paths through these later heads
+            summary[schema.head_key(head)]["indirect_excluding"] = _indirect_excluding(
+                lm, tokens, head, later, out, cfg
+            )
     m.tokenizer.save_pretrained(str(out / schema.TOKENIZER_DIR))
     for head in heads:
         summary[schema.head_key(head)]["cspa"] = write_index(out, head, n_shards)

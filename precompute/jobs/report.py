@@ -17,6 +17,10 @@ SETTINGS = {
     "cspa_k_s": ("K_s", lambda a, h: a.hyperparameters.get("cspa_k_s")),
     "cspa_negative_only": ("negative components only", lambda a, h: a.hyperparameters.get("cspa_negative_only")),
     "cspa_exclusions": ("CSPA exclusions", lambda a, h: a.hyperparameters.get("cspa_exclusions", "extended")),
+    "indirect_excluding": (
+        "indirect effect leaves out the paths through",
+        lambda a, h: ",".join(f"{y[0]}.{y[1]}" for y in a.hyperparameters.get("indirect_excluding", [])) or "none",
+    ),
     "cspa_interventions": (
         "CSPA interventions",
         lambda a, h: ",".join(a.hyperparameters.get("cspa_interventions", ("qk", "ov"))),
@@ -48,16 +52,21 @@ def rows(arts, head=None) -> list[tuple[paper.Figure, float | None]]:
     return [(figure, got.get(figure.key)) for figure in paper.FIGURES]
 
 
+def qk_at(summary: dict) -> dict[int, dict]:
+    """The rank summaries at stated query-key distances, by distance (rotary models)."""
+    out = {}
+    for k, v in summary.items():
+        if k.startswith("qk_at_") and k.removeprefix("qk_at_").isdigit():
+            out[int(k.removeprefix("qk_at_"))] = v
+    return out
+
+
 def qk_distance_lines(arts, head_name: str) -> list[str]:
     """On a rotary model: which query-key distance the QK rows above use, and the QK top-10 at the stated ones."""
     s = arts.summary(head_name)
     if "qk_distance" not in s:
         return []
-    at = ", ".join(
-        f"{k.removeprefix('qk_at_')}: {100 * v['frac_top10']:.2f}%"
-        for k, v in s.items()
-        if k.startswith("qk_at_") and "frac_top10" in v
-    )
+    at = ", ".join(f"{d}: {100 * v['frac_top10']:.2f}%" for d, v in sorted(qk_at(s).items()) if "frac_top10" in v)
     return [
         f"QK on this rotary model: keys {int(s['qk_distance']['used'])} positions back (the head's attended median on "
         "this text); the paper's QK has no positions (GPT-2's are learned).",
@@ -77,9 +86,10 @@ def format_report(arts, head=None) -> str:
             "NOTE: this is a SYNTHETIC model (offline); its numbers are not comparable to the paper's. "
             "Run with --model gpt2-small where the Hub is reachable to reproduce them."
         )
-    lines.append(f"{'quantity':52s} {'paper (GPT-2 10.7)':>18s} {'measured':>10s}")
+    width = max(len(f.label) for f in paper.FIGURES)
+    lines.append(f"{'quantity':{width}s} {'paper (GPT-2 10.7)':>18s} {'measured':>10s}")
     for figure, value in rows(arts, head):
-        lines.append(f"{figure.label:52s} {figure.text:>18s} {figure.format(value):>10s}")
+        lines.append(f"{figure.label:{width}s} {figure.text:>18s} {figure.format(value):>10s}")
     lines += qk_distance_lines(arts, head_name)
     diff = differences(arts, head)
     if diff:
@@ -107,7 +117,7 @@ def intervention_lines(results: dict, n_seqs: int) -> list[str]:
     lines = [f"CSPA with each intervention (KL effect explained, first {n_seqs} sequences, measured live):"]
     for key, label in INTERVENTION_LABELS.items():
         got = results[key]["explained_kl"]
-        lines.append(f"  {label:50s} {100 * INTERVENTION_FIGURES[key]:>17.2f}% {100 * got:>9.2f}%")
+        lines.append(f"  {label:40s} {100 * INTERVENTION_FIGURES[key]:>17.2f}% {100 * got:>9.2f}%")
     return lines
 
 
@@ -132,7 +142,7 @@ def report_json(arts, head=None, measured_interventions: dict | None = None, n_s
     s = arts.summary(head_name)
     if "qk_distance" in s:
         out["qk_distance"] = s["qk_distance"]
-        out["qk_at_distance"] = {k.removeprefix("qk_at_"): v for k, v in s.items() if k.startswith("qk_at_")}
+        out["qk_at_distance"] = {str(d): v for d, v in sorted(qk_at(s).items())}
     if measured_interventions is not None:
         out["cspa_interventions"] = {
             key: {"paper": INTERVENTION_FIGURES[key], "measured": measured_interventions[key]["explained_kl"]}

@@ -211,6 +211,7 @@ class Artifacts:
             "qk_rank0": qk.get("frac_rank0"),
             "qk_top10": qk.get("frac_top10"),
             "delta_loss": cspa.get("mean_delta_loss_ablation"),
+            "indirect_excluding": s.get("indirect_excluding", {}).get("delta_loss_frozen"),
             "clean_loss": cspa.get("mean_clean_loss"),
         }
 
