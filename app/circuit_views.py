@@ -161,11 +161,12 @@ def qk_distance_note(summary: dict) -> str | None:
     dist = summary.get("qk_distance")
     if not dist:
         return None
-    at = ", ".join(
-        f"{literal(k.removeprefix('qk_at_'))}: {100 * v['frac_top10']:.1f}%"
+    by_distance = {
+        int(k.removeprefix("qk_at_")): v
         for k, v in summary.items()
-        if k.startswith("qk_at_") and "frac_top10" in v
-    )
+        if k.startswith("qk_at_") and k.removeprefix("qk_at_").isdigit() and "frac_top10" in v
+    }
+    at = ", ".join(f"{d}: {100 * v['frac_top10']:.1f}%" for d, v in sorted(by_distance.items()))
     return (
         f"Rotary positions: the QK bars and ranks are for a key {int(dist['used'])} positions before the query (the "
         f"head's attended median on the run's text). QK top 10 at other distances: {at}. (The paper's QK, on GPT-2's "

@@ -65,7 +65,7 @@ else:
         {"quantity": f.label, "paper (GPT-2 small, 10.7)": f.text, "loaded artifacts": f.format(got.get(f.key))}
         for f in paper.FIGURES
     ]
-    st.dataframe(table, hide_index=True)
+    st.dataframe(table, hide_index=True, height=35 * (len(table) + 1) + 3)  # every row in view, no inner scroll
 st.subheader("Pages")
 names = [name for name in state.pages.PAGES if name != "home"]
 for row in range(0, len(names), 4):
