@@ -21,6 +21,16 @@ def toy():
 
 
 @pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory):
+    """A tiny random Llama (rotary positions, RMSNorm, grouped-query attention) with the toy tokenizer."""
+    from precompute.models.loading import load_model
+
+    from .test_architectures import make_model_folder
+
+    return load_model(str(make_model_folder("llama", tmp_path_factory.mktemp("tiny-llama"))))
+
+
+@pytest.fixture(scope="session")
 def tiny():
     """A tiny GPT-2 with random weights (HF init), the toy tokenizer, and the paper's weight processing."""
     from transformers import GPT2Config, GPT2LMHeadModel
@@ -182,6 +192,7 @@ def survey_env(tmp_path_factory, toy_artifacts, toy):
 # a test that asks for one of these fixtures, or lives in one of these files, runs a model
 MODEL_FIXTURES = {
     "toy",
+    "tiny_llama",
     "tiny",
     "tiny_bias",
     "wide",

@@ -339,7 +339,7 @@ def test_kl_is_never_negative_when_the_ablation_barely_moves_the_logits():
     assert float(scorer.score_rescaled(nearly, rho, clean.new_zeros(64), {}, topk=False)["kl"].min()) >= 0.0
 
 
-@pytest.mark.parametrize("model_name", ["toy", "tiny"])
+@pytest.mark.parametrize("model_name", ["toy", "tiny", "tiny_llama"])
 def test_indirect_effect_without_a_downstream_heads_path(request, model_name):
     """No head excluded: analyze's indirect effect. One excluded: a reference written here, hooking the residual
     stream (head output -> mu), the excluded head's z (kept clean) and the final residual (direct path restored)."""
@@ -361,7 +361,7 @@ def test_indirect_effect_without_a_downstream_heads_path(request, model_name):
     got = indirect_excluding(lm, tokens, head, mu, excluded=(later,))
     with torch.inference_mode():
         logits, cache = m.run_with_cache(tokens)
-    r = cache["blocks.1.attn.hook_z"][:, :, 2] @ m.W_O[1, 2]
+    r = cache["blocks.1.attn.hook_z"][:, :, 2] @ m.W_O[1, 2]  # z is per query head on every architecture
     clean_z2 = cache["blocks.2.attn.hook_z"]
     mu_s = mu[: tokens.shape[1]]
 

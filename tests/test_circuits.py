@@ -271,3 +271,32 @@ def test_ov_dynamic_against_a_loop_over_pairs(toy, toy_artifacts):
     if semantic:
         assert got["frac_rank1_9_semantic"] == pytest.approx(sum(semantic) / len(semantic), abs=1e-9)
     assert arts.paper_figures()["ov_dynamic_top10"] == got["frac_top10"]
+
+
+def test_ov_dynamic_on_a_rotary_grouped_query_model(tiny_llama):
+    """The same loop on a tiny Llama (RMSNorm, grouped-query values: query head h reads key/value head h // 2)."""
+    from precompute.models import architecture
+    from precompute.science.ov_dynamic import ov_dynamic
+
+    from .conftest import doc_tokens
+
+    m = unwrap(tiny_llama)
+    tokens = doc_tokens(tiny_llama.tokenizer, 3, 20, seed=2)
+    layer, h = 1, 3
+    kv = architecture.of(m).kv_head(h)
+    _, cache = m.run_with_cache(tokens)
+    A = cache[f"blocks.{layer}.attn.hook_pattern"][:, h]
+    v = cache[f"blocks.{layer}.attn.hook_v"][:, :, kv]
+    sigma = cache["ln_final.hook_scale"][..., 0]
+    ranks = []
+    for b in range(tokens.shape[0]):
+        for q in range(tokens.shape[1]):
+            for k in range(1, q + 1):
+                if A[b, q, k] > 0.1:
+                    logits = (A[b, q, k] * v[b, k] @ m.W_O[layer, h] / sigma[b, q]) @ m.W_U
+                    ranks.append(int((logits < logits[int(tokens[b, k])]).sum()))
+    got = ov_dynamic(tiny_llama, tokens, (layer, h))
+    r = torch.tensor(ranks)
+    assert got["n_pairs"] == len(ranks) > 10
+    assert got["frac_top10"] == pytest.approx(float((r < 10).double().mean()), abs=1e-9)
+    assert got["median_rank"] == float(r.double().median())

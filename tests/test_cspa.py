@@ -121,6 +121,7 @@ CONFIGS = [
 
 
 CASES = [(name, p) for name in ("tiny", "toy") for p in CONFIGS] + [("wide", p) for p in CONFIGS if p["k_s"] == 1]
+CASES += [("tiny_llama", p) for p in CONFIGS if p["k_s"] == 1]  # rotary, RMSNorm, grouped-query
 
 
 @pytest.mark.parametrize(
