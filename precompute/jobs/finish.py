@@ -54,8 +54,6 @@ def write_circuits(lm, head, out: Path, n_shards: int) -> dict:
             )
         f["qk_dst"] = qk_at_distance(lm, f["qk_dst"], distance)
         extra["qk_distance"] = {"used": distance, **({} if attended is None else attended["quantiles"])}
-        if attended is not None:
-            extra["qk_distance"]["weight_share"] = attended["weight_share"]
         meta["qk"] = f"rotary: qk_dst rotated to distance {distance} (the head's attended median on the run's text)"
     ranks = {
         "ov": ranks_from_factors(f["ov_src"], f["ov_dst"], "ov"),
