@@ -279,13 +279,21 @@ def test_survey_config_hands_every_shared_setting_to_the_survey():
     from precompute.science.survey import SurveySettings
 
     cfg = SurveyConfig(
-        model="toy", n_mean=3, batch_size=5, circuit_rows=None, repeat_len=7, n_repeat=9, n_ioi=11, seed=13
+        model="toy",
+        n_mean=3,
+        batch_size=5,
+        circuit_rows=None,
+        repeat_len=7,
+        n_repeat=9,
+        n_ioi=11,
+        seed=13,
+        qk_distance=5,
     )
     st = cfg.settings()
     shared = {f.name for f in dataclasses.fields(SurveySettings)} - {"cspa"}
     assert shared <= {f.name for f in dataclasses.fields(SurveyConfig)}
     assert {n: getattr(st, n) for n in shared} == dict(
-        n_mean=3, batch_size=5, circuit_rows=None, repeat_len=7, n_repeat=9, n_ioi=11, seed=13
+        n_mean=3, batch_size=5, circuit_rows=None, repeat_len=7, n_repeat=9, n_ioi=11, seed=13, qk_distance=5
     )
 
 
