@@ -52,21 +52,14 @@ def rows(arts, head=None) -> list[tuple[paper.Figure, float | None]]:
     return [(figure, got.get(figure.key)) for figure in paper.FIGURES]
 
 
-def qk_at(summary: dict) -> dict[int, dict]:
-    """The rank summaries at stated query-key distances, by distance (rotary models)."""
-    out = {}
-    for k, v in summary.items():
-        if k.startswith("qk_at_") and k.removeprefix("qk_at_").isdigit():
-            out[int(k.removeprefix("qk_at_"))] = v
-    return out
-
-
 def qk_distance_lines(arts, head_name: str) -> list[str]:
     """On a rotary model: which query-key distance the QK rows above use, and the QK top-10 at the stated ones."""
     s = arts.summary(head_name)
     if "qk_distance" not in s:
         return []
-    at = ", ".join(f"{d}: {100 * v['frac_top10']:.2f}%" for d, v in sorted(qk_at(s).items()) if "frac_top10" in v)
+    at = ", ".join(
+        f"{d}: {100 * v['frac_top10']:.2f}%" for d, v in arts.qk_at_distances(head_name).items() if "frac_top10" in v
+    )
     return [
         f"QK on this rotary model: keys {int(s['qk_distance']['used'])} positions back (the head's attended median on "
         "this text); the paper's QK has no positions (GPT-2's are learned).",
@@ -142,7 +135,7 @@ def report_json(arts, head=None, measured_interventions: dict | None = None, n_s
     s = arts.summary(head_name)
     if "qk_distance" in s:
         out["qk_distance"] = s["qk_distance"]
-        out["qk_at_distance"] = {str(d): v for d, v in sorted(qk_at(s).items())}
+        out["qk_at_distance"] = {str(d): v for d, v in arts.qk_at_distances(head_name).items()}
     if measured_interventions is not None:
         out["cspa_interventions"] = {
             key: {"paper": INTERVENTION_FIGURES[key], "measured": measured_interventions[key]["explained_kl"]}

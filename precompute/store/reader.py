@@ -196,6 +196,10 @@ class Artifacts:
     def summary(self, head=None) -> dict:
         return self.manifest.get("summary", {}).get(head_key(self._head(head)), {})
 
+    def qk_at_distances(self, head=None) -> dict[int, dict]:
+        """On a rotary model, the QK rank summaries at the stated query-key distances, by distance ({} else)."""
+        return qk_at(self.summary(head))
+
     def paper_figures(self, head=None) -> dict[str, float | None]:
         """This run's value of each of the paper's figures (``paper.FIGURES``, by key), None where not stored."""
         s = self.summary(head)
@@ -214,6 +218,15 @@ class Artifacts:
             "indirect_excluding": s.get("indirect_excluding", {}).get("delta_loss_frozen"),
             "clean_loss": cspa.get("mean_clean_loss"),
         }
+
+
+def qk_at(summary: dict) -> dict[int, dict]:
+    """The ``qk_at_<distance>`` sections of a head's summary, by distance, in order."""
+    found = {}
+    for k, v in summary.items():
+        if k.startswith("qk_at_") and k.removeprefix("qk_at_").isdigit() and isinstance(v, dict):
+            found[int(k.removeprefix("qk_at_"))] = v
+    return dict(sorted(found.items()))
 
 
 def read_field(root: Path, n_shards: int, tensor: str) -> np.ndarray:
