@@ -15,7 +15,9 @@ import streamlit as st  # noqa: E402
 
 from app import state  # noqa: E402
 
-st.set_page_config(page_title="Copy Suppression Explorer", page_icon=":material/visibility_off:", layout="wide")
+# the icon is a file of the app's own (a Material or emoji icon here would be fetched from a CDN by the browser)
+ICON = ROOT / "app" / "static" / "icon.png"
+st.set_page_config(page_title="Copy Suppression Explorer", page_icon=str(ICON), layout="wide")
 
 PAGES = state.pages.build()
 

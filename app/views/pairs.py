@@ -1,19 +1,18 @@
 """Prompt pairs: the exploratory analysis that found the negative heads — logit difference, logit lens, layer and
 head attribution, activation and attribution patching, self-repair — live on the artifacts' model (through its
-``LiveModel``: this page names no hook and holds no lock)."""
+``LiveModel``: this page names no hook and holds no lock). The figures and the analysis constants import torch,
+so they are imported where they are drawn, after the page has said it is loading (a first visit waits for torch
+and the model)."""
 
 import pandas as pd
 import streamlit as st
 
 from app import live_model, state
-from app import pairs_view as V
 from app.render.text import literal
 from precompute import paper
 from precompute.data.prompts import PRESETS, ioi_pairs, preset_pairs, repeat_pairs
 from precompute.errors import ExplorerError
 from precompute.schema import head_key, parse_head, parse_heads
-from precompute.science.pairs import GRIDS
-from precompute.science.self_repair import METHODS
 
 SETS = (
     ["IOI (generated)", "repeated tokens (synthetic text)"]
@@ -181,6 +180,8 @@ def prompts_table(res, tok) -> pd.DataFrame:
         },
     )
     st.caption(f"Mean logit difference: clean {res.ld_clean:+.3f}, corrupted {res.ld_corrupted:+.3f}.")
+    from app import pairs_view as V
+
     t1, t2 = st.columns(2)
     t1.markdown("**Logit lens of the logit difference**")
     t1.plotly_chart(V.lens_figure(res), key="pairs_lens")
@@ -202,6 +203,8 @@ def clicked_head(event, heads: list[str]) -> str | None:
 def head_section(res, model, arts, table: pd.DataFrame) -> list[str]:
     """The heads' direct contributions, one head's attention (click a cell, or pick); returns the heads sorted by
     contribution, most negative first."""
+    from app import pairs_view as V
+
     st.subheader("Heads")
     event = st.plotly_chart(
         V.head_figure(res.head_dla, "direct contribution of each head to the logit difference", clickable=True),
@@ -253,6 +256,9 @@ def head_section(res, model, arts, table: pd.DataFrame) -> list[str]:
 
 
 def patching_section(res) -> None:
+    from app import pairs_view as V
+    from precompute.science.pairs import GRIDS
+
     if not (res.patch or res.attr):
         return
     st.subheader("Patching")
@@ -275,6 +281,9 @@ def patching_section(res) -> None:
 
 
 def self_repair_section(res, model, order: list[str]) -> None:
+    from app import pairs_view as V
+    from precompute.science.self_repair import METHODS
+
     st.subheader("Self-repair")
     defaults = model.default_ablation_heads() or tuple(parse_head(k) for k in reversed(order[-3:]))
     with st.form("repair_form"):
@@ -337,7 +346,11 @@ def main() -> None:
         "final position; patching is denoising: the corrupted run with one clean activation, as a fraction "
         "of the way from the corrupted to the clean logit difference."
     )
-    model, error = live_model.get_model(arts)
+    # a first visit waits for torch, the model and its prompt sets (seconds): say so at once
+    with st.spinner(f"Loading {literal(model_name)} and its prompt sets…", show_time=True):
+        model, error = live_model.get_model(arts)
+        if model is not None:
+            unavailable_sets(model)
     if model is None:
         st.error(f"The model cannot be loaded here: {literal(error)}")
         st.stop()

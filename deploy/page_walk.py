@@ -1,0 +1,105 @@
+"""Every page of a running app in headless Chromium: does it render with no exception, how long until it settles,
+and does it send any request off the machine (a font CDN, an icon, telemetry)? Shared by ``deploy.docker_check``
+and the browser tests."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
+LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
+# Streamlit's "running" indicator: present while a script run is in progress
+RUNNING = '[data-testid="stStatusWidget"]'
+EXCEPTION = '[data-testid="stException"]'
+
+
+@dataclass
+class PageVisit:
+    name: str
+    url: str
+    title_seen: bool = False
+    exceptions: list[str] = field(default_factory=list)
+    off_machine: list[str] = field(default_factory=list)
+    settle_s: float = 0.0
+    screenshot: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.title_seen and not self.exceptions and not self.off_machine
+
+
+def page_paths() -> dict[str, tuple[str, str]]:
+    """name -> (URL path, heading) of every page in the app's registry (Home is /)."""
+    from app.state.pages import PAGES
+
+    return {name: ("" if name == "home" else spec.url_path, spec.title) for name, spec in PAGES.items()}
+
+
+def off_machine(url: str) -> bool:
+    parts = urlsplit(url)
+    return parts.scheme in ("http", "https", "ws", "wss") and (parts.hostname or "") not in LOCAL_HOSTS
+
+
+def walk(base_url: str, out_dir: Path | None = None, settle_timeout_s: float = 180.0, pages=None) -> list[PageVisit]:
+    """Visit each page (all by default) at ``base_url``, wait until its script run is over (no running indicator
+    for a second, or ``settle_timeout_s``), and report exceptions shown, requests off the machine and a
+    screenshot in ``out_dir``."""
+    from playwright.sync_api import sync_playwright
+
+    visits = []
+    paths = page_paths()
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        for name in pages or paths:
+            path, title = paths[name]
+            visit = PageVisit(name, f"{base_url}/{path}")
+            ctx = browser.new_context(viewport={"width": 1400, "height": 1400})
+            page = ctx.new_page()
+            page.on("request", lambda req, v=visit: v.off_machine.append(req.url) if off_machine(req.url) else None)
+            start = time.monotonic()
+            page.goto(visit.url)
+            try:
+                page.get_by_role("heading", name=title).first.wait_for(timeout=settle_timeout_s * 1000)
+                visit.title_seen = True
+            except Exception:  # noqa: BLE001 - a missing heading is reported, not raised
+                visit.title_seen = False
+            _settle(page, start + settle_timeout_s)
+            visit.settle_s = round(time.monotonic() - start, 2)
+            visit.exceptions = [e.inner_text()[:300] for e in page.locator(EXCEPTION).all()]
+            if out_dir is not None:
+                out_dir.mkdir(parents=True, exist_ok=True)
+                shot = out_dir / f"{name}.png"
+                page.screenshot(path=str(shot), full_page=True)
+                visit.screenshot = str(shot)
+            ctx.close()
+            visits.append(visit)
+        browser.close()
+    return visits
+
+
+def _settle(page, deadline: float) -> None:
+    """Until no script run has been in progress for a second (or the deadline)."""
+    quiet_since = None
+    while time.monotonic() < deadline:
+        running = page.locator(RUNNING).count() > 0
+        now = time.monotonic()
+        if running:
+            quiet_since = None
+        elif quiet_since is None:
+            quiet_since = now
+        elif now - quiet_since >= 1.0:
+            return
+        page.wait_for_timeout(200)
