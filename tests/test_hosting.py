@@ -106,7 +106,10 @@ def test_the_app_serves_hf_artifacts_from_the_hub_cache_in_chromium(toy_artifact
             browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=["--no-sandbox"])
             page = browser.new_page()
             page.goto(url)
-            page.get_by_text("hf://user/cse-toy@v1").first.wait_for(timeout=60_000)  # the sidebar names the source
+            page.get_by_text("Loaded artifacts").first.click(timeout=60_000)
+            source = page.get_by_text("hf://user/cse-toy@").first  # the sidebar names the source (literally:
+            source.wait_for(timeout=30_000)  # a word joiner after the @ keeps it from becoming a mail link)
+            assert source.inner_text().replace("\u2060", "").endswith("hf://user/cse-toy@v1")
             browser.close()
     finally:
         proc.terminate()
