@@ -292,6 +292,40 @@ def test_prompt_pairs_page(app_env):
     assert "Correlation of attribution with activation patching" in _text(at)
 
 
+def test_prompt_pairs_says_it_is_loading_before_it_loads_the_model(app_env, monkeypatch):
+    """A first visit waits for torch, the model and its prompt sets: the page shows a spinner around that wait
+    (it used to show only its title for seconds)."""
+    import contextlib
+
+    import streamlit
+
+    from app import live_model
+
+    events: list[tuple] = []
+    real_spinner, real_get = streamlit.spinner, live_model.get_model
+
+    @contextlib.contextmanager
+    def spinner(text="", **kw):
+        events.append(("spinner", text))
+        with real_spinner(text, **kw):
+            yield
+        events.append(("spinner done", text))
+
+    def get_model(arts):
+        events.append(("get_model",))
+        return real_get(arts)
+
+    monkeypatch.setattr(streamlit, "spinner", spinner)
+    monkeypatch.setattr(live_model, "get_model", get_model)
+    at = _run("views/pairs.py")
+    assert not at.exception
+    i = events.index(("get_model",))
+    opened = [e[1] for e in events[:i] if e[0] == "spinner"]
+    assert opened and "Loading" in opened[-1] and "prompt sets" in opened[-1]
+    assert ("spinner done", opened[-1]) in events[i + 1 :]
+    assert at.title[0].value == "Prompt pairs"
+
+
 def test_prompt_pairs_bad_input(app_env):
     at = _run("views/pairs.py")
     assert at.radio(key="pairs_set").value == "repeated tokens (synthetic text)"  # the toy has no one-token names
