@@ -1,7 +1,6 @@
 """OV and QK circuits: any token's top-k bars (from the stored factor matrices) and the global rank statistics."""
 
-import math
-
+import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
@@ -17,10 +16,11 @@ arts = state.page_artifacts()
 st.title("OV and QK circuits")
 head = state.head_picker(arts, key="circ_head")
 head_name = f"{head[0]}.{head[1]}"
-tok = state.page_tokenizer(arts)
-
-
-vocab, f = page_tables(arts.source, head_name)
+# a first visit reads the tokenizer, the vocabulary's strings and the factor tables (seconds on a large
+# vocabulary): say so at once
+with st.spinner("Reading the tokenizer and the circuit tables…", show_time=True):
+    tok = state.page_tokenizer(arts)
+    vocab, f = page_tables(arts.source, head_name)
 if (note := qk_distance_note(arts.summary(head_name))) is not None:
     st.info(note, icon=":material/rotate_right:")
 c1, c2, c3 = st.columns([2, 1, 1])
@@ -82,8 +82,9 @@ summary = arts.summary(head_name)
 cols = st.columns(2)
 for col, circuit in zip(cols, ("ov", "qk")):
     s = summary.get(circuit, {})
-    ranks = f[F.CIRCUIT_RANKS[circuit]]
-    fig = go.Figure(go.Histogram(x=[math.log10(r + 1) for r in ranks.tolist()], nbinsx=40))
+    # binned here (40 bins): the page sends 40 bars, not one value per vocabulary token
+    counts, edges = np.histogram(np.log10(f[F.CIRCUIT_RANKS[circuit]].astype("float64") + 1), bins=40)
+    fig = go.Figure(go.Bar(x=(edges[:-1] + edges[1:]) / 2, y=counts, width=np.diff(edges), marker_line_width=0))
     fig.update_layout(
         title=f"{circuit.upper()}: rank of the token itself (log10(rank + 1))",
         height=320,
