@@ -30,6 +30,9 @@ RUN python3 -m venv /opt/venv \
 FROM ${BASE}
 ARG ARTIFACTS=""
 ARG BAKE_GPT2=0
+# SmolLM2's processed-weight cache (+540 MB): its first load without it peaks at 2.5 GB, so bake it for a host
+# with under about 2.6 GB of memory; with it the server runs inside 1 GB (BENCHMARKS.md §12)
+ARG BAKE_SMOLLM2=0
 # a Hugging Face Space passes its variables as build arguments too: PORT=7860 there
 ARG PORT=8501
 ARG VERSION=0.2.0
@@ -76,7 +79,8 @@ RUN if [ -n "$ARTIFACTS" ]; then \
     else \
         HF_HUB_OFFLINE=1 CSE_WEIGHT_CACHE=0 python -m app.launch --build-only --offline-demo; \
     fi \
-    && if [ "$BAKE_GPT2" = "1" ]; then python -c "from precompute import load_model; load_model('gpt2-small')"; fi
+    && if [ "$BAKE_GPT2" = "1" ]; then python -c "from precompute import load_model; load_model('gpt2-small')"; fi \
+    && if [ "$BAKE_SMOLLM2" = "1" ]; then python -c "from precompute import load_model; load_model('smollm2-135m')"; fi
 COPY --chown=app:app app ./app
 COPY --chown=app:app .streamlit ./.streamlit
 ENV HF_HUB_OFFLINE=1

@@ -10,7 +10,7 @@ Checks, each reported with its measurement: the build succeeds (time); torch ins
 under 1.5 GB (and what the demo's artifacts and the GGUF file add); ``/_stcore/health`` answers within 30 s of
 ``docker run``; every process runs as uid 1000; every page renders in Chromium with no exception and sends no
 request off the machine, on the demo's default set and again on its SmolLM2 set (``CSE_ARTIFACTS``; the real
-model loads there); ``docker stop`` takes under 2 s and the launcher exits 0. Exit status 1 if any fails.
+model loads there, and one live analysis runs); ``docker stop`` takes under 2 s and the launcher exits 0. Exit status 1 if any fails.
 Root only; about 15 minutes with the demo build (most of it SmolLM2's survey and set).
 """
 
@@ -25,6 +25,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -35,6 +36,8 @@ MAX_IMAGE_BYTES = 1_500_000_000
 HEALTH_WITHIN_S = 30.0
 STOP_WITHIN_S = 2.0
 SMOLLM2_SET = "/home/app/app/artifacts/smollm2-demo"  # the demo's real-model set inside the image
+# one live analysis on the real model (the page analyses a linked prompt at once)
+LIVE_PROMPT = "prompt=" + urllib.parse.quote("The tokenizer splits the text into tokens, and each token is looked up.")
 HOST_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 # what python:3.11-slim sets, plus the system's CA bundle for pip and Python's ssl
 BASE_ENV = {
@@ -202,7 +205,7 @@ def run_checks(out_dir: Path) -> dict:
     }
     res.update(serve_and_walk([], out_dir / "demo"))
     # the same image on the real model's set: every page on SmolLM2 (its first load makes the processed-weight cache)
-    real = serve_and_walk(["-e", f"CSE_ARTIFACTS={SMOLLM2_SET}"], out_dir / "smollm2")
+    real = serve_and_walk(["-e", f"CSE_ARTIFACTS={SMOLLM2_SET}"], out_dir / "smollm2", {"live": LIVE_PROMPT})
     res["smollm2"] = {
         "pages": real["pages"],
         "memory_after_pages": real["memory_after_pages"],
@@ -211,7 +214,7 @@ def run_checks(out_dir: Path) -> dict:
     return res
 
 
-def serve_and_walk(docker_args: list[str], out_dir: Path) -> dict:
+def serve_and_walk(docker_args: list[str], out_dir: Path, queries: dict[str, str] | None = None) -> dict:
     """``docker run`` the image (with ``docker_args``): seconds to health, the processes' uids, every page walked
     in Chromium, the memory then, and ``docker stop``'s time and exit code."""
     from deploy.page_walk import walk
@@ -239,7 +242,7 @@ def serve_and_walk(docker_args: list[str], out_dir: Path) -> dict:
         res["user"] = {"uids": uids, "ok": uids == ["1000"]}
         res["pages"], res["pages_ok"] = {}, False
         if healthy_after is not None:
-            visits = walk(url, out_dir)
+            visits = walk(url, out_dir, queries=queries)
             res["pages"] = {
                 v.name: {
                     "ok": v.ok,

@@ -61,10 +61,16 @@ def off_machine(url: str) -> bool:
     return parts.scheme in ("http", "https", "ws", "wss") and (parts.hostname or "") not in LOCAL_HOSTS
 
 
-def walk(base_url: str, out_dir: Path | None = None, settle_timeout_s: float = 180.0, pages=None) -> list[PageVisit]:
-    """Visit each page (all by default) at ``base_url``, wait until its script run is over (no running indicator
-    for a second, or ``settle_timeout_s``), and report exceptions shown, requests off the machine and a
-    screenshot in ``out_dir``."""
+def walk(
+    base_url: str,
+    out_dir: Path | None = None,
+    settle_timeout_s: float = 180.0,
+    pages=None,
+    queries: dict[str, str] | None = None,
+) -> list[PageVisit]:
+    """Visit each page (all by default) at ``base_url``, with its query string from ``queries`` if any (e.g. a
+    prompt for the live page, analysed at once), wait until its script run is over (not running for a second, or
+    ``settle_timeout_s``), and report exceptions shown, requests off the machine and a screenshot in ``out_dir``."""
     from playwright.sync_api import sync_playwright
 
     visits = []
@@ -73,7 +79,8 @@ def walk(base_url: str, out_dir: Path | None = None, settle_timeout_s: float = 1
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
         for name in pages or paths:
             path, title = paths[name]
-            visit = PageVisit(name, f"{base_url}/{path}")
+            query = (queries or {}).get(name)
+            visit = PageVisit(name, f"{base_url}/{path}" + (f"?{query}" if query else ""))
             ctx = browser.new_context(viewport={"width": 1400, "height": 1400})
             page = ctx.new_page()
             page.on("request", lambda req, v=visit: v.off_machine.append(req.url) if off_machine(req.url) else None)
