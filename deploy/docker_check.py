@@ -209,6 +209,8 @@ def run_checks(out_dir: Path) -> dict:
     res["smollm2"] = {
         "pages": real["pages"],
         "memory_after_pages": real["memory_after_pages"],
+        "health": real["health"],
+        "stop": real["stop"],
         "ok": real["pages_ok"] and real["health"]["ok"] and real["stop"]["ok"],
     }
     return res

