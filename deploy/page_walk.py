@@ -27,6 +27,8 @@ SCRIPT_STATE = "() => document.querySelector('[data-testid=stApp]')?.getAttribut
 HEADINGS = {"home": "Copy Suppression Explorer"}
 EXCEPTION = '[data-testid="stException"]'
 NOTICE = '[data-testid="stSpinner"], [data-testid="stProgress"]'
+NETWORK_CHANGED = "ERR_NETWORK_CHANGED"
+FIRST_TRY_S = 45.0  # a page whose requests the host's network change aborted is loaded again after this
 
 
 @dataclass
@@ -40,6 +42,9 @@ class PageVisit:
     # the longest stretch in which the page's script was running with no spinner or progress bar on the page: a
     # wait the user is not told about
     silent_s: float = 0.0
+    # loaded again once because Chromium aborted requests on a change of the host's network (docker adding a
+    # container's interface: net::ERR_NETWORK_CHANGED), not because of the app
+    reloaded: bool = False
     screenshot: str | None = None
 
     @property
@@ -84,14 +89,18 @@ def walk(
             ctx = browser.new_context(viewport={"width": 1400, "height": 1400})
             page = ctx.new_page()
             page.on("request", lambda req, v=visit: v.off_machine.append(req.url) if off_machine(req.url) else None)
+            aborted: list[str] = []
+            page.on("requestfailed", lambda req, a=aborted: a.append(req.failure or ""))
             start = time.monotonic()
             page.goto(visit.url)
-            try:
-                page.get_by_role("heading", name=title).first.wait_for(timeout=settle_timeout_s * 1000)
-                visit.title_seen = True
-            except Exception:  # noqa: BLE001 - a missing heading is reported, not raised
-                visit.title_seen = False
-            visit.silent_s = round(_settle(page, start + settle_timeout_s), 2)
+            visit.title_seen = _heading(page, title, min(FIRST_TRY_S, settle_timeout_s))
+            deadline = start + settle_timeout_s
+            if not visit.title_seen and any(NETWORK_CHANGED in f for f in aborted):
+                visit.reloaded = True
+                page.reload()
+                visit.title_seen = _heading(page, title, settle_timeout_s)
+                deadline = time.monotonic() + settle_timeout_s
+            visit.silent_s = round(_settle(page, deadline), 2)
             visit.settle_s = round(time.monotonic() - start, 2)
             visit.exceptions = [e.inner_text()[:300] for e in page.locator(EXCEPTION).all()]
             if out_dir is not None:
@@ -103,6 +112,14 @@ def walk(
             visits.append(visit)
         browser.close()
     return visits
+
+
+def _heading(page, title: str, timeout_s: float) -> bool:
+    try:
+        page.get_by_role("heading", name=title).first.wait_for(timeout=timeout_s * 1000)
+        return True
+    except Exception:  # noqa: BLE001 - a missing heading is reported, not raised
+        return False
 
 
 def _settle(page, deadline: float) -> float:
