@@ -94,9 +94,9 @@ def test_the_app_serves_hf_artifacts_from_the_hub_cache_in_chromium(toy_artifact
     from deploy.page_walk import walk
 
     _hub_cache(toy_artifacts, tmp_path / "hf", "user/cse-toy", "v1")
-    proc, url = _launch(
-        ["--artifacts", "hf://user/cse-toy@v1"], {"HF_HOME": str(tmp_path / "hf")}, tmp_path / "server.log"
-    )
+    # as a host sets it: CSE_ARTIFACTS in the environment (a Space's variable, a Cloud app's secret)
+    env = {"HF_HOME": str(tmp_path / "hf"), "CSE_ARTIFACTS": "hf://user/cse-toy@v1"}
+    proc, url = _launch([], env, tmp_path / "server.log")
     try:
         (home,) = walk(url, tmp_path / "shots", pages=["home"])
         assert home.ok, home
