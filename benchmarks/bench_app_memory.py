@@ -26,20 +26,11 @@ from pathlib import Path
 
 from benchmarks.common import emit, peak_rss_mb, rss_mb, rss_parts_mb
 from benchmarks.memory_limit import MemoryLimit
+from deploy.page_walk import ARGS, CHROMIUM
 from precompute.models.memory import server_environment
 
 ROOT = Path(__file__).resolve().parents[1]
 UNLIMITED_MIB = 2**20  # 1 TiB: a cgroup that only measures (its counters, its own page cache)
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-dev-shm-usage",
-]
 
 
 def _free_port() -> int:
@@ -140,7 +131,7 @@ def _measure(art: Path, env: dict, limit: MemoryLimit | None) -> dict:
         from playwright.sync_api import expect, sync_playwright
 
         with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=ARGS)
+            browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
             page = browser.new_page(viewport={"width": 1400, "height": 1400})
 
             def browse_20():

@@ -22,12 +22,10 @@ import glob
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
 import urllib.parse
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -172,12 +170,6 @@ def build(base: str) -> float:
     return took
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def run_checks(out_dir: Path) -> dict:
     res: dict = {}
     torch = sh(
@@ -221,22 +213,14 @@ def run_checks(out_dir: Path) -> dict:
 def serve_and_walk(docker_args: list[str], out_dir: Path, queries: dict[str, str] | None = None) -> dict:
     """``docker run`` the image (with ``docker_args``): seconds to health, the processes' uids, every page walked
     in Chromium, the memory then, and ``docker stop``'s time and exit code."""
-    from deploy.page_walk import walk
+    from deploy.page_walk import free_port, wait_healthy, walk
 
     res: dict = {}
     port = free_port()
-    start = time.monotonic()
     cid = sh("docker", "run", "-d", "-p", f"127.0.0.1:{port}:8501", *docker_args, IMAGE).stdout.strip()
     try:
         url = f"http://127.0.0.1:{port}"
-        healthy_after = None
-        while time.monotonic() - start < 120:
-            try:
-                if urllib.request.urlopen(url + "/_stcore/health", timeout=2).read() == b"ok":
-                    healthy_after = time.monotonic() - start
-                    break
-            except OSError:
-                time.sleep(0.2)
+        healthy_after = wait_healthy(url, 120)
         res["health"] = {
             "seconds": round(healthy_after, 2) if healthy_after else None,
             "ok": healthy_after is not None and healthy_after < HEALTH_WITHIN_S,

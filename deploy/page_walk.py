@@ -1,10 +1,12 @@
 """Every page of a running app in headless Chromium: does it render with no exception, how long until it settles,
-and does it send any request off the machine (a font CDN, an icon, telemetry)? Shared by ``deploy.docker_check``
-and the browser tests."""
+and does it send any request off the machine (a font CDN, an icon, telemetry)? Shared by ``deploy.docker_check``,
+the browser tests and the benchmarks, with the Chromium settings, a free port and the wait for a healthy server."""
 
 from __future__ import annotations
 
+import socket
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -59,6 +61,24 @@ def page_paths() -> dict[str, tuple[str, str]]:
     return {
         name: ("" if name == "home" else spec.url_path, HEADINGS.get(name, spec.title)) for name, spec in PAGES.items()
     }
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_healthy(url: str, within_s: float) -> float | None:
+    """Seconds until the app at ``url`` answers ``/_stcore/health`` with ok, or None after ``within_s``."""
+    start = time.monotonic()
+    while time.monotonic() - start < within_s:
+        try:
+            if urllib.request.urlopen(url + "/_stcore/health", timeout=2).read() == b"ok":
+                return time.monotonic() - start
+        except OSError:
+            time.sleep(0.2)
+    return None
 
 
 def off_machine(url: str) -> bool:

@@ -2,35 +2,17 @@
 
 import os
 import re
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-CHROMIUM = "/usr/bin/chromium"
+from deploy.page_walk import ARGS, CHROMIUM, free_port, wait_healthy
+
 ROOT = Path(__file__).resolve().parents[1]
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-dev-shm-usage",
-]
 
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is not installed")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -58,7 +40,7 @@ def two_head_server(two_head_artifacts):
 
 def _serve(artifacts, log: Path | None = None):
     """The app on a free port; the server's output goes to ``log`` when given (to check it logged no error)."""
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "CSE_ARTIFACTS": str(artifacts), "HF_HUB_OFFLINE": "1"}
     proc = subprocess.Popen(
         [
@@ -82,14 +64,7 @@ def _serve(artifacts, log: Path | None = None):
         stderr=subprocess.STDOUT if log is not None else subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            if urllib.request.urlopen(url + "/_stcore/health", timeout=2).read() == b"ok":
-                break
-        except OSError:
-            time.sleep(0.3)
-    else:
+    if wait_healthy(url, 60) is None:
         proc.kill()
         pytest.fail("streamlit did not start")
     yield url

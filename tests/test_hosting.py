@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+
+from deploy.page_walk import ARGS, CHROMIUM, free_port, wait_healthy
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACE = ROOT / "deploy" / "hf-space" / "README.md"
@@ -50,15 +49,9 @@ def test_the_readme_says_how_to_publish():
         assert needed in section
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _launch(args: list[str], env: dict, log: Path):
     """``python -m app.launch`` (the image's entry point) on a free port; yields its URL once healthy."""
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "app.launch", "--port", str(port), *args],
         cwd=ROOT,
@@ -67,14 +60,7 @@ def _launch(args: list[str], env: dict, log: Path):
         stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            if urllib.request.urlopen(url + "/_stcore/health", timeout=2).read() == b"ok":
-                break
-        except OSError:
-            time.sleep(0.3)
-    else:
+    if wait_healthy(url, 60) is None:
         proc.kill()
         pytest.fail("the app did not start: " + log.read_text()[-2000:])
     return proc, url
@@ -89,7 +75,7 @@ def _hub_cache(artifacts: Path, home: Path, repo: str, revision: str) -> None:
     (cached / "refs" / revision).write_text(commit)
 
 
-@pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="Debian chromium is not installed")
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is not installed")
 def test_the_app_serves_hf_artifacts_from_the_hub_cache_in_chromium(toy_artifacts, tmp_path):
     from deploy.page_walk import walk
 
@@ -103,7 +89,7 @@ def test_the_app_serves_hf_artifacts_from_the_hub_cache_in_chromium(toy_artifact
         from playwright.sync_api import sync_playwright
 
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=["--no-sandbox"])
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
             page = browser.new_page()
             page.goto(url)
             page.get_by_text("Loaded artifacts").first.click(timeout=60_000)
@@ -116,7 +102,7 @@ def test_the_app_serves_hf_artifacts_from_the_hub_cache_in_chromium(toy_artifact
         proc.wait(10)
 
 
-@pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="Debian chromium is not installed")
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is not installed")
 def test_every_page_renders_with_no_request_off_the_machine_in_chromium(toy_artifacts, tmp_path):
     from deploy.page_walk import page_paths, walk
 
