@@ -31,8 +31,11 @@ if [ "$VARIANT" = cpu ] && "$PY" -m pip install -q --no-deps --no-index "$SPEC" 
   echo "torch $WANT: installed from a wheel on this machine"
   exit 0
 fi
-# --isolated: pip's own configuration (find-links, extra indexes) cannot offer another build of the same version
-if "$PY" -m pip --isolated install -q --no-deps --retries 0 --timeout 30 --index-url "$INDEX" "$SPEC"; then
+# --isolated: pip's own configuration (find-links, extra indexes) cannot offer another build of the same version.
+# Another build already installed is replaced: 2.13.0+cpu satisfies torch==2.13.0, so pip alone would keep it.
+REPLACE=""
+[ -z "$HAVE" ] || REPLACE="--force-reinstall"
+if "$PY" -m pip --isolated install -q --no-deps $REPLACE --retries 0 --timeout 30 --index-url "$INDEX" "$SPEC"; then
   echo "torch $WANT: installed from $INDEX"
   exit 0
 fi

@@ -136,6 +136,16 @@ def test_cuda_install_takes_pypis_build_and_not_a_local_cpu_wheel(venv, registri
     assert _installed(venv) == "2.13.0"
 
 
+def test_cuda_install_replaces_a_cpu_build_already_installed(venv, registries):
+    """`make install TORCH=cuda` on a venv that has the CPU build: 2.13.0+cpu satisfies torch==2.13.0, and is
+    replaced all the same."""
+    assert _install(venv, "cpu", CSE_TORCH_INDEX=registries["pytorch_cpu"]).returncode == 0
+    assert _installed(venv) == "2.13.0+cpu"
+    r = _install(venv, "cuda", CSE_TORCH_INDEX=registries["pypi"])
+    assert r.returncode == 0, r.stderr
+    assert _installed(venv) == "2.13.0"
+
+
 def test_a_bad_variant_is_refused(venv):
     r = _install(venv, "rocm")
     assert r.returncode == 2 and "cpu or cuda" in r.stderr
