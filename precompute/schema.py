@@ -25,6 +25,14 @@ LN_MODES = ("frozen", "unfrozen")
 VARIANTS = tuple(f"{e}_{ln}" for e in EFFECTS for ln in LN_MODES)
 PAPER_VARIANT = "direct_frozen"
 
+# --- read-outs: what "predicted" means for the `lens` group and CSPA's QK filter (``science.readout``)
+READOUTS = ("logit_lens", "tuned_lens", "final_minus_head")
+READOUT_LABELS = {
+    "logit_lens": "logit lens (the paper's)",
+    "tuned_lens": "tuned lens",
+    "final_minus_head": "final prediction minus the head (a diagnostic: it reads later layers)",
+}
+
 # --- groups: the things a per-token quantity is measured for
 CLEAN, LENS, CSPA = "clean", "lens", "cspa"
 DLA_GROUPS = ("dla_neg", "dla_pos")  # the head's most negative / positive direct logit attribution
@@ -66,7 +74,8 @@ SPECS: dict[str, Spec] = {
         PRED,
         F16,
         "scored",
-        "log-prob of the true next token (clean, logit lens, or after intervention g)",
+        "log-prob of the true next token (clean, `lens` = the prediction before the head under the head's read-out, "
+        "or after intervention g)",
     ),
     "correct_rank": Spec("{g}_correct_rank", PRED, I32, "scored", "rank of the true next token (0 = top)"),
     "topk_ids": Spec("{g}_topk_ids", TOPK, I32, "topk", "top-k predicted token ids"),
@@ -89,7 +98,9 @@ SPECS: dict[str, Spec] = {
         cspa_only=True,
     ),
     "cspa_kept_token": Spec("cspa_kept_token", KEPT, I32, None, "the kept neighbour tokens; -1 = none", cspa_only=True),
-    "cspa_kept_score": Spec("cspa_kept_score", KEPT, F16, None, "their logit-lens scores", cspa_only=True),
+    "cspa_kept_score": Spec(
+        "cspa_kept_score", KEPT, F16, None, "their scores under the head's read-out (logit lens: the paper's)", cspa_only=True
+    ),
     "cspa_n_kept": Spec("cspa_n_kept", SEQ, I32, None, "number of kept (source, neighbour) entries", cspa_only=True),
     "attn_topk_pos": Spec("attn_topk_pos", ATTN, I32, None, "the a non-BOS sources with most attention"),
     "attn_topk_weight": Spec("attn_topk_weight", ATTN, F16, None, "their attention weights"),
@@ -262,6 +273,7 @@ def head_file(kind: str, head: tuple[int, int]) -> str:
 
 
 SEMANTIC_FILE = "semantic.safetensors"
+TUNED_LENS_FILE = "tuned_lens.safetensors"  # the run's tuned lens: layers [n] int32, weight [n,d,d], bias [n,d] float32
 TOKENIZER_DIR = "tokenizer"
 
 # --- the head survey: a folder of its own, ``survey.json`` (its manifest) + ``survey.safetensors`` (one row per

@@ -24,9 +24,10 @@ def _gram_schmidt(vectors):
     return basis
 
 
-def reference_cspa(m, tokens, head, mu, cfg: CSPAConfig, table=None):
+def reference_cspa(m, tokens, head, mu, cfg: CSPAConfig, table=None, scores=None):
     """Naive CSPA: per destination, pick kept (source, neighbour) pairs by the rules, project the materialised
-    per-source vectors A[q,k] v_k W_O, and return (clean logits, CSPA logits, kept positions per (b, q))."""
+    per-source vectors A[q,k] v_k W_O, and return (clean logits, CSPA logits, kept positions per (b, q)).
+    ``scores`` [b, s, d_vocab]: the read-out's scores of "predicted" (default: the paper's logit lens)."""
     layer, h = head
     with torch.inference_mode():
         logits, cache = m.run_with_cache(tokens)
@@ -60,7 +61,10 @@ def reference_cspa(m, tokens, head, mu, cfg: CSPAConfig, table=None):
                 )
                 for j, t in enumerate(neigh):
                     entries.append((k, j, t))
-            score = {t: float((pre[b, q] / sigma[b, q]) @ W_U[:, t]) for _, _, t in entries}
+            score = {
+                t: float((pre[b, q] / sigma[b, q]) @ W_U[:, t] if scores is None else scores[b, q, t])
+                for _, _, t in entries
+            }
             distinct = sorted(set(score.values()), reverse=True)
             first_scores = []
             seen = set()

@@ -26,21 +26,42 @@ def _close(stored, ref, what, rtol=2e-3, atol=2e-3):
     )
 
 
-@pytest.fixture(scope="module", params=["toy", "tiny"])
+@pytest.fixture(
+    scope="module",
+    params=[("toy", "logit_lens"), ("tiny", "logit_lens"), ("toy", "tuned_lens"), ("tiny", "final_minus_head")],
+    ids=lambda p: "-".join(p),
+)
 def stored(request, tmp_path_factory):
     from precompute import RunConfig, run
 
-    lm = request.getfixturevalue(request.param)
-    root = tmp_path_factory.mktemp(f"fields-{request.param}")
+    name, readout = request.param
+    lm = request.getfixturevalue(name)
+    root = tmp_path_factory.mktemp(f"fields-{name}-{readout}")
     data = write_text_dataset(root)
-    run(RunConfig(**{**RUN, "model": "toy"}, dataset=str(data), out=str(root / "run")), loaded=lm, log=lambda *_: None)
+    cfg = RunConfig(**{**RUN, "model": "toy"}, dataset=str(data), out=str(root / "run"), readout=readout)
+    run(cfg, loaded=lm, log=lambda *_: None)
     arts = open_artifacts(root / "run")
     recs = [arts.sequence(i) for i in range(arts.n_sequences)]
     tokens = torch.from_numpy(np.stack([r[F.TOKENS] for r in recs])).long()
-    return lm, arts, recs, tokens
+    assert arts.readout()[0] == readout
+    return lm, arts, recs, tokens, readout
 
 
-def _references(lm, arts, tokens):
+def _readout_rows(m, arts, cache, readout, layer, pre_c, frozen_rows):
+    """The read-out's prediction rows (times W_U, plus b_U: its logits), written out here from the stored lens."""
+    if readout == "logit_lens":
+        return pre_c / cache[f"blocks.{layer}.ln1.hook_scale"]
+    if readout == "tuned_lens":
+        from safetensors.torch import load_file
+
+        lens = load_file(str(arts.root / F.TUNED_LENS_FILE))
+        i = lens["layers"].tolist().index(layer)
+        x = pre_c / (pre_c.pow(2).mean(-1, keepdim=True) + m.cfg.eps).sqrt()
+        return x + x @ lens["weight"][i] + lens["bias"][i]
+    return frozen_rows
+
+
+def _references(lm, arts, tokens, readout="logit_lens"):
     m = lm.model
     layer, h = HEAD
     mu = torch.from_numpy(arts.mean_result()).float()[: tokens.shape[1]]
@@ -76,11 +97,16 @@ def _references(lm, arts, tokens):
     pre = cache[f"blocks.{layer}.hook_resid_pre"]
     pre_c = pre - pre.mean(-1, keepdim=True)
     excluded = tuple(arts.hyperparameters["cspa"]["excluded_ids"])
-    _, cspa_logits, kept_positions = reference_cspa(m, tokens, HEAD, mu, CSPAConfig(excluded_token_ids=excluded))
+    x = resid - r + mu
+    rows = _readout_rows(m, arts, cache, readout, layer, pre_c, (x - x.mean(-1, keepdim=True)) / scale)
+    lens_scores = (pre_c / scale) @ m.W_U if readout == "logit_lens" else rows @ m.W_U
+    _, cspa_logits, kept_positions = reference_cspa(
+        m, tokens, HEAD, mu, CSPAConfig(excluded_token_ids=excluded), scores=lens_scores
+    )
     direct_frozen = frozen(resid - r + mu)
     logits_of = {
         F.CLEAN: logits,
-        F.LENS: (pre_c / cache[f"blocks.{layer}.ln1.hook_scale"]) @ m.W_U + m.b_U,
+        F.LENS: rows @ m.W_U + m.b_U,
         "direct_frozen": direct_frozen,
         "direct_unfrozen": direct_unfrozen,
         "both_frozen": frozen(grabbed["both"]),
@@ -97,14 +123,14 @@ def _references(lm, arts, tokens):
         "cspa_dla": cspa_logits - direct_frozen,
         "pattern": cache[f"blocks.{layer}.attn.hook_pattern"][:, h],
         "src_norm": (cache[f"blocks.{layer}.attn.hook_v"][:, :, h] @ m.W_O[layer, h]).norm(dim=-1),
-        "lens_scores": (pre_c / scale) @ m.W_U,
+        "lens_scores": lens_scores,
         "kept": kept_positions,
     }
 
 
 def test_every_stored_field_equals_an_independent_reference(stored):
-    lm, arts, recs, tokens = stored
-    ref = _references(lm, arts, tokens)
+    lm, arts, recs, tokens, readout = stored
+    ref = _references(lm, arts, tokens, readout)
     checked = set()
     targets = tokens[:, 1:]
     for b, rec in enumerate(recs):

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from .. import paper, schema
 from ..errors import InvalidInputError
 from ..schema import EFFECTS, LN_MODES, parse_heads
+from ..science import readout as readouts
 from ..science.cspa import INTERVENTIONS, CSPAConfig
 from ..store.records import DEFAULT_K_ATTN
 from ..validate import whole_number
@@ -106,6 +107,13 @@ class RunConfig:
         parse=parse_names(INTERVENTIONS),
         show=",".join,
     )
+    readout: str = option(
+        readouts.AUTO,
+        "what 'predicted' means for CSPA and the prediction fields: auto (GPT-2 small: the paper's logit lens; "
+        "other models: whichever of the logit and tuned lens agrees best with the model on held-out text), "
+        "logit_lens, tuned_lens, or final_minus_head (a diagnostic that reads later layers)",
+        choices=(readouts.AUTO, *readouts.READOUTS),
+    )
     indirect_excluding: tuple[tuple[int, int], ...] = option(
         (),
         "later heads whose paths the indirect effect leaves out, e.g. 11.10 (the paper: 10.7 without 11.10)",
@@ -172,6 +180,10 @@ class RunConfig:
             raise InvalidInputError(
                 f"--ln-modes must be a comma list of {', '.join(LN_MODES)} including 'frozen'; "
                 f"got {','.join(self.ln_modes) or 'nothing'}"
+            )
+        if self.readout not in (readouts.AUTO, *readouts.READOUTS):
+            raise InvalidInputError(
+                f"--readout must be one of {', '.join((readouts.AUTO, *readouts.READOUTS))}, got {self.readout!r:.40}"
             )
         if self.dtype not in ("float32", "bfloat16", "float16"):
             raise InvalidInputError(f"--dtype must be float32, bfloat16 or float16, got {self.dtype!r}")

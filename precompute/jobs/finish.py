@@ -20,9 +20,12 @@ from ..science.circuits import (
     rank_summary,
     ranks_from_factors,
 )
-from ..science.cspa import summary_metrics
+from ..science import predicted
+from ..science.cspa import default_excluded, summary_metrics
+from ..science.cspa_interventions import compare_readouts
 from ..science.indirect import indirect_excluding
 from ..science.ov_dynamic import ov_dynamic
+from ..science.readout import READOUTS
 from ..science.semantic import rules as semantic_rules
 from ..science.semantic import semantic_neighbours
 from ..store.files import save_tensors, write_json
@@ -120,8 +123,44 @@ def _exclusions(cfg: RunConfig, tokenizer) -> dict:
     return {"exclusions": cfg.cspa_exclusions, "excluded_ids": ids, "exclusions_not_single_tokens": missing}
 
 
-def finish(cfg: RunConfig, lm, heads, out: Path, n_shards: int, n_seqs: int, cfg_hash: str, log) -> None:
+def _attends_predicted(out: Path, head, n_shards: int, tokens: torch.Tensor, excluded: torch.Tensor) -> dict:
+    """Step one of the verdict from the stored fields: attention to predicted sources vs chance (``predicted``)."""
+
+    def read(name: str) -> torch.Tensor:
+        return torch.from_numpy(read_field(out, n_shards, schema.tensor_name(head, name)).astype("float32"))
+
+    top_ids = read(schema.topk_ids(schema.LENS)).long()
+    return predicted.from_stored(
+        tokens,
+        read(schema.ATTN_TOPK_POS).long(),
+        read(schema.ATTN_TOPK_WEIGHT),
+        top_ids,
+        excluded,
+        top=min(predicted.TOP, top_ids.shape[-1]),
+    )
+
+
+def _by_readout(lm, tokens, head, out: Path, cfg: RunConfig, lens, used: str, neighbours) -> dict:
+    """CSPA under every read-out other than ``used`` (whose figures are the stored summary's) over the run's text."""
+    from safetensors.torch import load_file
+
+    mu = load_file(str(out / schema.head_file("mean", head)))[schema.MEAN_RESULT].float()
+    others = tuple(r for r in READOUTS if r != used)
+    table = None
+    if cfg.cspa_k_s > 1:
+        from ..science.semantic import neighbour_table
+
+        table = neighbour_table(neighbours, cfg.cspa_k_s)
+    got = compare_readouts(lm, tokens, head, mu, cfg.cspa(), others, lens, table, batch_size=cfg.batch_size)
+    keep = ("n_tokens", "explained_kl", "explained_loss_net", "explained_loss_abs", "mean_kl_cspa")
+    return {r: {k: v for k, v in s.items() if k in keep} for r, s in got.items()}
+
+
+def finish(
+    cfg: RunConfig, lm, heads, out: Path, n_shards: int, n_seqs: int, cfg_hash: str, log, lens=None, chosen=None
+) -> None:
     m = lm.model
+    chosen = chosen or {h: ("logit_lens", "chosen") for h in heads}
     summary = {schema.head_key(h): write_circuits(lm, h, out, n_shards) for h in heads}
     neighbours = semantic_neighbours(m.tokenizer)
     save_tensors(out / schema.SEMANTIC_FILE, neighbours)
@@ -136,8 +175,22 @@ def finish(cfg: RunConfig, lm, heads, out: Path, n_shards: int, n_seqs: int, cfg
                 lm, tokens, head, later, out, cfg
             )
     m.tokenizer.save_pretrained(str(out / schema.TOKENIZER_DIR))
+    excluded = torch.zeros(m.cfg.d_vocab, dtype=torch.bool)
+    excluded[list(default_excluded(m.tokenizer, cfg.cspa_exclusions))] = True
     for head in heads:
-        summary[schema.head_key(head)]["cspa"] = write_index(out, head, n_shards)
+        s = summary[schema.head_key(head)]
+        s["cspa"] = write_index(out, head, n_shards)
+        used = chosen[head][0]
+        s["attends_predicted"] = _attends_predicted(out, head, n_shards, tokens, excluded)
+        if lens is not None and lens.has(head[0]):
+            s["lens_quality"] = lens.quality.get(head[0], {})
+            log(f"head {schema.head_key(head)}: CSPA under the other read-outs ({len(tokens)} sequences)")
+            s["cspa_by_readout"] = {
+                used: {k: s["cspa"][k] for k in ("n_tokens", "explained_kl", "explained_loss_net")},
+                **_by_readout(lm, tokens, head, out, cfg, lens, used, neighbours),
+            }
+    if lens is not None:
+        save_tensors(out / schema.TUNED_LENS_FILE, lens.to_tensors(), {"method": lens.meta.get("method", "")})
     manifest = {
         "schema_version": schema.SCHEMA_VERSION,
         "model": {"model_name": lm.name, **lm.provenance},
@@ -159,13 +212,19 @@ def finish(cfg: RunConfig, lm, heads, out: Path, n_shards: int, n_seqs: int, cfg
             "circuit_embedding": DEFAULT_EMBEDDING,
             "semantic": semantic_rules(),
             "stored_dtypes": "floats float16, ids int32",
+            "readouts": {schema.head_key(h): {"used": r, "why": why} for h, (r, why) in chosen.items()},
+            **(
+                {}
+                if lens is None
+                else {"tuned_lens": {**lens.meta, "quality": {str(k): v for k, v in lens.quality.items()}}}
+            ),
         },
         "config_hash": cfg_hash,
         "summary": summary,
     }
     files = [schema.shard_path(i) for i in range(n_shards)]
     files += [schema.head_file(kind, h) for h in heads for kind in ("mean", "circuits", "index")]
-    files += [schema.SEMANTIC_FILE]
+    files += [schema.SEMANTIC_FILE] + ([schema.TUNED_LENS_FILE] if lens is not None else [])
     files += sorted(f"{schema.TOKENIZER_DIR}/{p.name}" for p in (out / schema.TOKENIZER_DIR).iterdir() if p.is_file())
     manifest["files"] = {rel: file_entry(out, rel) for rel in files}
     fault_point("before_manifest")

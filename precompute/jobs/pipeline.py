@@ -21,7 +21,9 @@ from ..data.selection import load_sequences
 from ..errors import InvalidInputError
 from ..models.heads import check_head
 from ..models.loading import load_model
+from ..science import readout as readouts
 from ..science.analysis import analyze, mean_result
+from ..science.tuned_lens import fit_tuned_lens
 from ..science.semantic import neighbour_table, semantic_neighbours
 from ..store.files import read_metadata, save_tensors
 from ..store.records import compact
@@ -29,8 +31,18 @@ from .config import RunConfig
 from .faults import fault_point
 from .finish import finish
 
+LENS_QUALITY_TOKENS = 512  # held-out positions per layer scored for the tuned lens's quality
 # what a run folder holds; only these are removed by --overwrite or as stale files
-LAYOUT = (schema.MANIFEST, "shards", "mean", "circuits", "index", schema.SEMANTIC_FILE, schema.TOKENIZER_DIR)
+LAYOUT = (
+    schema.MANIFEST,
+    "shards",
+    "mean",
+    "circuits",
+    "index",
+    schema.SEMANTIC_FILE,
+    schema.TOKENIZER_DIR,
+    schema.TUNED_LENS_FILE,
+)
 
 
 def _dist():
@@ -96,22 +108,33 @@ def run(cfg: RunConfig, loaded=None, log=print, stats: dict | None = None) -> Pa
     cfg_hash = cfg.hash()
     means = _mean_results(cfg, lm, heads, seqs, out if rank == 0 else None, cfg_hash)
     fault_point("after_mean")
+    lens, chosen = _readouts(cfg, lm, heads, seqs, log)
     _check_cspa_memory(cfg)
     n_shards = (len(seqs) + cfg.shard_size - 1) // cfg.shard_size
     if rank == 0:
         _remove_stale_shards(out, n_shards)
     t_shards = time.perf_counter()
     done_tokens = _analyse_shards(
-        cfg, lm, heads, means, seqs, out, [i for i in range(n_shards) if i % world == rank], rank, cfg_hash
+        cfg,
+        lm,
+        heads,
+        means,
+        seqs,
+        out,
+        [i for i in range(n_shards) if i % world == rank],
+        rank,
+        cfg_hash,
+        lens,
+        chosen,
     )
     shard_seconds = time.perf_counter() - t_shards
     _barrier(world)
     if rank == 0:
-        finish(cfg, lm, heads, out, n_shards, len(seqs), cfg_hash, log)
+        finish(cfg, lm, heads, out, n_shards, len(seqs), cfg_hash, log, lens, chosen)
     _barrier(world)
     if done_tokens:
         log(
-            f"rank {rank}: analysed {done_tokens} tokens in {shard_seconds:.1f} s "
+            f"process {rank}: analysed {done_tokens} tokens in {shard_seconds:.1f} s "
             f"({done_tokens / max(shard_seconds, 1e-9):.0f} tokens/s)"
         )
     if stats is not None:
@@ -135,6 +158,19 @@ def _settle(cfg: RunConfig, lm) -> tuple[RunConfig, list[tuple[int, int]]]:
     return cfg, heads
 
 
+def _readouts(cfg: RunConfig, lm, heads, seqs, log) -> tuple:
+    """The tuned lens fitted on the run's own sequences (every layer; the last quarter held out for its quality),
+    and each head's read-out: {head: (read-out, why)} (``science.readout.resolve``)."""
+    t0 = time.perf_counter()
+    lens = fit_tuned_lens(lm, torch.tensor(seqs), batch_size=cfg.batch_size, quality_tokens=LENS_QUALITY_TOKENS)
+    log(
+        f"tuned lens fitted on {lens.meta['n_fit_tokens']} positions, scored on "
+        f"{lens.meta['n_heldout_tokens_scored']} held-out ones, in {time.perf_counter() - t0:.1f} s"
+    )
+    chosen = {h: readouts.resolve(cfg.readout, lens, h[0], lm.paper_model) for h in heads}
+    return lens, chosen
+
+
 def _mean_results(cfg: RunConfig, lm, heads, seqs, out: Path | None, cfg_hash: str) -> dict:
     """The paper's μ of each head: per position, the mean over the first n_mean analysed sequences (full
     length); written to ``out`` (rank 0) with the config hash that ``--resume`` checks."""
@@ -154,7 +190,17 @@ def _mean_results(cfg: RunConfig, lm, heads, seqs, out: Path | None, cfg_hash: s
 
 
 def _analyse_shards(
-    cfg: RunConfig, lm, heads, means: dict, seqs, out: Path, mine: list[int], rank: int, cfg_hash: str
+    cfg: RunConfig,
+    lm,
+    heads,
+    means: dict,
+    seqs,
+    out: Path,
+    mine: list[int],
+    rank: int,
+    cfg_hash: str,
+    lens,
+    chosen: dict,
 ) -> int:
     """Analyse and write shards ``mine`` (those of a finished earlier run with this config hash are kept under
     ``--resume``); returns the tokens analysed."""
@@ -163,7 +209,7 @@ def _analyse_shards(
     cspa = cfg.cspa()
     neighbours = neighbour_table(semantic_neighbours(lm.tokenizer), cspa.k_s) if cspa.k_s > 1 else None
     n_tokens = sum(min(cfg.shard_size, len(seqs) - i * cfg.shard_size) for i in mine) * cfg.seq_len
-    bar = tqdm(total=n_tokens, unit="tok", unit_scale=True, desc=f"rank {rank}", disable=None, file=sys.stderr)
+    bar = tqdm(total=n_tokens, unit="tok", unit_scale=True, desc=f"process {rank}", disable=None, file=sys.stderr)
     done_tokens = 0
     for i in mine:
         path = out / schema.shard_path(i)
@@ -186,6 +232,8 @@ def _analyse_shards(
                     effects=tuple(cfg.effects),
                     ln_modes=tuple(cfg.ln_modes),
                     topk_groups=schema.STORED_TOPK_VARIANTS,
+                    readout=chosen[head][0],
+                    lens=lens,
                 )
                 for name, t in compact(res, cfg.k_attn).items():
                     parts.setdefault(schema.tensor_name(head, name), []).append(t)

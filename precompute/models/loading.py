@@ -52,6 +52,11 @@ class LoadedModel:
         return bool(self.provenance.get("synthetic"))
 
     @property
+    def paper_model(self) -> bool:
+        """GPT-2 small (or its random-weight twin): the paper's model, whose analysis keeps the paper's choices."""
+        return self.name in ("gpt2-small", "gpt2-small-random")
+
+    @property
     def default_head(self) -> tuple[int, int]:
         """The head a run analyses when none is named (``default_head``)."""
         return default_head(self.name, self.model.cfg.n_layers)

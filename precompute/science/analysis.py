@@ -19,8 +19,9 @@ the authors' ``generate_st_html/model_results.py::get_model_results`` (callummcd
   indirect: both + Delta (only the direct path restored).
 * Architectures (``models.architecture``): under RMSNorm nothing is centred (the norms are divisions by the RMS);
   with grouped-query attention a head's values come from its shared key/value head.
-* logit lens before the head: (resid_pre[L] centred / ln1 scale) W_U + b_U.
-* CSPA: see ``cspa``; its logits are clean - DLA + DLA_cspa (frozen LN).
+* the prediction before the head (``lens`` fields): the read-out's rows times W_U, plus b_U (``readout``; the
+  paper's logit lens is (resid_pre[L] centred / its RMS) W_U + b_U).
+* CSPA: see ``cspa``, with the read-out's scores as its "predicted" filter; its logits are clean - DLA + DLA_cspa (frozen LN).
 * KL is KL(clean || intervened) per position.
 """
 
@@ -42,8 +43,10 @@ from ..models.norm import eps_of, rms_scale
 from ..models.weights import layer_weight
 from ..schema import EFFECTS, LN_MODES, VARIANTS
 from ..validate import token_ids, whole_number
+from . import readout as readouts
 from .cspa import CSPAConfig, cspa_for_batch
 from .scoring import VocabInputs, vocab_stage
+from .tuned_lens import TunedLens
 
 __all__ = ["AnalysisResult", "EFFECTS", "LN_MODES", "VARIANTS", "analyze", "mean_result"]
 DEFAULT_CSPA = CSPAConfig()
@@ -167,6 +170,8 @@ def analyze(
     neighbours: Int[Tensor, "d_vocab k_s"] | None = None,
     chunk_rows: int | None = None,
     topk_groups: tuple[str, ...] | None = None,
+    readout: str = "logit_lens",
+    lens: TunedLens | None = None,
 ) -> AnalysisResult:
     """Analyse head ``head`` = (layer, h) on ``tokens``; see :class:`AnalysisResult` for the fields.
 
@@ -176,21 +181,25 @@ def analyze(
     blocks from the head's layer on). ``neighbours``: semantic-neighbour table for CSPA with k_s > 1 (from
     ``semantic.neighbour_table``), -1 padded. ``chunk_rows``: rows per vocabulary-sized chunk (default: about
     256 MB of projections at a time). ``topk_groups``: the ablation variants that get top-k lists (default: all;
-    the precompute job asks only for those it stores).
+    the precompute job asks only for those it stores). ``readout``: what "predicted" means (``science.readout``:
+    the paper's ``logit_lens``, ``tuned_lens`` with ``lens``, or ``final_minus_head``) for CSPA's QK filter and the
+    ``lens`` prediction fields.
     """
     m = unwrap(model)
     layer, h = _validate(m, tokens, head, mean_result, k)
     _check_variants(m, effects, ln_modes, cspa, neighbours)
+    readouts.check(readout, lens, layer)
     tokens = tokens.to(m.W_U.device).long()
     variants = tuple(f"{e}_{ln}" for e in effects for ln in ln_modes)
     with torch.inference_mode():
         fwd = _forward(m, tokens, layer, h, mean_result, rerun=any(e != "direct" for e in effects))
-        inputs = _vocab_inputs(m, fwd, effects, ln_modes)
+        panel, scores = readouts.rows(
+            readout, layer, fwd.pre_c, fwd.eps, fwd.sigma_f, lens, final_c=fwd.x_c, delta_c=fwd.delta_c
+        )
+        inputs = _vocab_inputs(m, fwd, effects, ln_modes, panel)
         kept = {}
         if cspa is not None:
-            batch = cspa_for_batch(
-                m, tokens, fwd.attn, fwd.src_out, fwd.mu, fwd.pre_c / fwd.sigma_f, fwd.sigma_f, cspa, neighbours
-            )
+            batch = cspa_for_batch(m, tokens, fwd.attn, fwd.src_out, fwd.mu, scores, fwd.sigma_f, cspa, neighbours)
             if batch.sparse is not None:
                 inputs.cspa_sparse = batch.sparse
             else:
@@ -202,7 +211,7 @@ def analyze(
     out[schema.INFO_ATTENTION] = fwd.attn * fwd.out_norm_rel[:, None, :]
     out[schema.OUT_NORM_REL] = fwd.out_norm_rel
     out.update(kept)
-    meta = {"layer": layer, "head": h, "n_ctx": m.cfg.n_ctx, "d_vocab": m.cfg.d_vocab}
+    meta = {"layer": layer, "head": h, "n_ctx": m.cfg.n_ctx, "d_vocab": m.cfg.d_vocab, "readout": readout}
     if isinstance(model, LoadedModel):
         meta["model"] = model.name
     return AnalysisResult(
@@ -305,9 +314,10 @@ def _forward(m, tokens, layer: int, h: int, mean_result: Tensor, rerun: bool) ->
     )
 
 
-def _vocab_inputs(m, fwd: _Forward, effects, ln_modes) -> VocabInputs:
-    """The rows to project onto the vocabulary (divided by sigma_f) and the LN-scale ratios of unfrozen variants."""
-    rows = {"lens": fwd.pre_c / rms_scale(fwd.pre_c, fwd.eps)}
+def _vocab_inputs(m, fwd: _Forward, effects, ln_modes, lens_rows: Tensor) -> VocabInputs:
+    """The rows to project onto the vocabulary (divided by sigma_f), the read-out's prediction rows (``lens``) and
+    the LN-scale ratios of unfrozen variants."""
+    rows = {"lens": lens_rows}
     factored = {}
     if fwd.dla_factors is not None:  # a d_head-sized projection instead of a d_model-sized one
         factored["dla"] = fwd.dla_factors

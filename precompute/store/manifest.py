@@ -23,7 +23,7 @@ MAX_MANIFEST_BYTES = 64 * 2**20
 MAX_COUNT = 10**9
 ALLOWED_PATH = re.compile(
     r"^(shards/shard_\d{5}\.safetensors|(mean|circuits|index)/\d{1,4}\.\d{1,4}\.safetensors|semantic\.safetensors"
-    r"|survey\.safetensors|tokenizer/[A-Za-z0-9_][A-Za-z0-9._-]{0,99})$"
+    r"|survey\.safetensors|tuned_lens\.safetensors|tokenizer/[A-Za-z0-9_][A-Za-z0-9._-]{0,99})$"
 )
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -149,8 +149,13 @@ def _is_number(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
+def _numbers(value) -> bool:
+    return _is_number(value) or (isinstance(value, list) and all(_is_number(v) for v in value))
+
+
 def _check_summary(summary) -> None:
-    """summary: {head: {section: {key: number | list of numbers}}}, sections cspa / ov / qk (numbers only)."""
+    """summary: {head: {section: {key: number | list of numbers | {key: number | list of numbers}}}}, sections
+    cspa / ov / qk / … (numbers only, at most one level of nesting below a section)."""
     if not isinstance(summary, dict):
         raise _fail("summary", "must be an object of per-head objects")
     for head, sections in summary.items():
@@ -160,10 +165,12 @@ def _check_summary(summary) -> None:
             if not isinstance(values, dict):
                 raise _fail(f"summary.{head}.{name}", "must be an object")
             for key, value in values.items():
-                ok = _is_number(value) or (isinstance(value, list) and all(_is_number(v) for v in value))
+                ok = _numbers(value) or (
+                    isinstance(value, dict) and all(isinstance(k, str) and _numbers(v) for k, v in value.items())
+                )
                 if not ok:
                     raise _fail(
-                        f"summary.{head}.{name}.{key}", f"must be a number or a list of numbers, got {value!r:.40}"
+                        f"summary.{head}.{name}.{key}", f"must be a number, a list of numbers or an object of them, got {value!r:.40}"
                     )
 
 

@@ -196,6 +196,30 @@ class Artifacts:
     def summary(self, head=None) -> dict:
         return self.manifest.get("summary", {}).get(head_key(self._head(head)), {})
 
+    def readout(self, head=None) -> tuple[str, str]:
+        """(read-out, why) of ``head``: what "predicted" meant for its CSPA and prediction fields
+        (``science.readout``); sets made before read-outs were recorded used the paper's logit lens."""
+        got = self.hyperparameters.get("readouts", {}).get(head_key(self._head(head)))
+        if isinstance(got, dict) and got.get("used") in schema.READOUTS:
+            return str(got["used"]), str(got.get("why", ""))
+        return "logit_lens", "made before read-outs were recorded: the paper's logit lens"
+
+    def tuned_lens(self):
+        """The run's tuned lens (``science.tuned_lens.TunedLens``), or None for sets made without one."""
+        if schema.TUNED_LENS_FILE not in self.manifest.get("files", {}):
+            return None
+        from ..science.tuned_lens import TunedLens
+
+        meta = dict(self.hyperparameters.get("tuned_lens", {}))
+        quality = meta.pop("quality", {})
+        tensors = self._read(schema.TUNED_LENS_FILE, lambda f: {k: f.get_tensor(k) for k in f.keys()})
+        return TunedLens.from_tensors(tensors, quality, meta)
+
+    def lens_quality(self) -> dict[int, dict]:
+        """The tuned lens's held-out quality per layer (tuned and logit lens), {} for sets made without one."""
+        q = self.hyperparameters.get("tuned_lens", {}).get("quality", {})
+        return {int(k): v for k, v in q.items() if str(k).isdigit()}
+
     def qk_at_distances(self, head=None) -> dict[int, dict]:
         """On a rotary model, the QK rank summaries at the stated query-key distances, by distance ({} else)."""
         return qk_at(self.summary(head))
