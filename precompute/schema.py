@@ -287,7 +287,14 @@ SURVEY_METRICS = {  # float32; larger = more of the behaviour; NaN where the mod
     "qk_top10": "fraction of tokens whose own QK-circuit rank is < 10 (the predicted token attends to itself)",
     "delta_loss_direct": "mean loss change when the head's direct effect is mean-ablated (frozen final LN)",
     "kl_direct": "mean KL(clean ‖ ablated) of that ablation",
-    "cspa_kl_explained": "CSPA's share of the head's KL: 1 − mean KL(CSPA) / mean KL(ablation) (paper settings)",
+    "cspa_kl_explained": "CSPA's share of the head's KL: 1 − mean KL(CSPA) / mean KL(ablation) (paper settings: "
+    "the logit lens decides what is predicted)",
+    "cspa_kl_explained_tuned": "the same with the survey's tuned lens deciding what is predicted",
+    "predicted_enrichment": "attention to predicted tokens: among pairs with attention > 0.1 to a content source, "
+    "P(source in the tuned lens's top 10 at the destination) ÷ the same for a uniform content source of the prefix "
+    "(chance: 1)",
+    "ov_text_suppression": "−(mean z-score of the attended source token in the DLA of the vector the head moves from "
+    "it, over pairs with attention > 0.1, the start token left out; a random token: 0)",
     "anti_induction": "−(direct effect on the correct token via attention to the induction source), repeated "
     "random tokens",
     "ioi_copy_suppression": "−(direct effect on the IO name's logit via END→IO attention), IOI prompts",

@@ -250,7 +250,7 @@ def test_ov_dynamic_against_a_loop_over_pairs(toy, toy_artifacts):
     v = cache[f"blocks.{layer}.attn.hook_v"][:, :, h]
     sigma = cache["ln_final.hook_scale"][..., 0]
     nb = {k: torch.as_tensor(t) for k, t in arts.semantic().items()}
-    ranks, semantic = [], []
+    ranks, semantic, zs = [], [], []
     for b in range(tokens.shape[0]):
         for q in range(tokens.shape[1]):
             for k in range(1, q + 1):
@@ -258,6 +258,7 @@ def test_ov_dynamic_against_a_loop_over_pairs(toy, toy_artifacts):
                     continue
                 logits = (A[b, q, k] * v[b, k] @ m.W_O[layer, h] / sigma[b, q]) @ m.W_U
                 src = int(tokens[b, k])
+                zs.append(float((logits[src] - logits.mean()) / logits.std(correction=0)))
                 rank = int((logits < logits[src]).sum())
                 ranks.append(rank)
                 if 1 <= rank < 10:
@@ -268,6 +269,8 @@ def test_ov_dynamic_against_a_loop_over_pairs(toy, toy_artifacts):
     r = torch.tensor(ranks)
     assert got["frac_top10"] == pytest.approx(float((r < 10).double().mean()), abs=1e-9)
     assert got["frac_rank0"] == pytest.approx(float((r == 0).double().mean()), abs=1e-9)
+    assert got["mean_source_z"] == pytest.approx(sum(zs) / len(zs), abs=1e-4)
+    assert got["chance_top10"] == 10 / m.cfg.d_vocab
     if semantic:
         assert got["frac_rank1_9_semantic"] == pytest.approx(sum(semantic) / len(semantic), abs=1e-9)
     assert arts.paper_figures()["ov_dynamic_top10"] == got["frac_top10"]

@@ -83,6 +83,44 @@ def test_ablation_and_cspa_columns_equal_analyze(toy, toy_survey):
         assert row.cspa_kl_explained == pytest.approx(want, abs=1e-3)
 
 
+def test_tuned_lens_columns_equal_analyze_and_loops(toy, toy_survey):
+    """CSPA with the survey's tuned lens equals ``analyze`` with that read-out; attention to predicted tokens equals
+    a loop over pairs on the tuned lens's top 10; OV on text equals ``ov_dynamic``'s mean z-score."""
+    from precompute.science.cspa import default_excluded
+    from precompute.science.ov_dynamic import ov_dynamic
+    from precompute.science.survey import SURVEY_LENS_QUALITY_TOKENS
+    from precompute.science.tuned_lens import fit_tuned_lens
+
+    tokens, df = toy_survey
+    lens = fit_tuned_lens(toy, tokens, batch_size=4, quality_tokens=SURVEY_LENS_QUALITY_TOKENS)
+    excluded = set(default_excluded(toy.tokenizer, "paper"))
+    for layer, h in [(1, 2), (2, 3)]:
+        mu = mean_result(toy, tokens[:3], (layer, h))
+        res = analyze(
+            toy, tokens, (layer, h), mu, effects=("direct",), ln_modes=("frozen",), readout="tuned_lens", lens=lens
+        )
+        row = df[(df.layer == layer) & (df["head"] == h)].iloc[0]
+        want = 1 - float(res.kl_cspa.double().mean()) / float(res.kl_direct_frozen.double().mean())
+        assert row.cspa_kl_explained_tuned == pytest.approx(want, abs=1e-3)
+        attn, top = res.attention, res.lens_topk_ids
+        n = hits = chance = 0.0
+        for b in range(tokens.shape[0]):
+            for q in range(tokens.shape[1]):
+                content = [k for k in range(1, q + 1) if int(tokens[b, k]) not in excluded]
+                pred = set(top[b, q].tolist())
+                for k in content:
+                    if attn[b, q, k] > 0.1:
+                        n += 1
+                        hits += int(tokens[b, k]) in pred
+                        chance += sum(int(tokens[b, j]) in pred for j in content) / len(content)
+        if n and chance:
+            assert row.predicted_enrichment == pytest.approx((hits / n) / (chance / n), rel=1e-6)
+        else:
+            assert np.isnan(row.predicted_enrichment)
+        ov = ov_dynamic(toy, tokens, (layer, h), max_pairs=10**9)
+        assert row.ov_text_suppression == pytest.approx(-ov["mean_source_z"], abs=1e-3)
+
+
 def test_circuit_columns_equal_circuit_ranks(toy, toy_survey):
     _, df = toy_survey
     for layer, h in [(1, 2), (2, 0)]:

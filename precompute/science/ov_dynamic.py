@@ -8,7 +8,7 @@ most-suppressed token is a semantic neighbour of the source in 89.69%.
 from __future__ import annotations
 
 import torch
-from jaxtyping import Int
+from jaxtyping import Float, Int
 from torch import Tensor
 
 from ..models import architecture, hooks
@@ -19,6 +19,25 @@ from ..validate import token_ids
 THRESHOLD = 0.1
 MAX_PAIRS = 20_000  # about the paper's 19,268
 TOP = 10
+
+
+def source_z_scores(
+    moved: Float[Tensor, "pairs d_model"],
+    src: Int[Tensor, " pairs"],
+    W_U: Float[Tensor, "d_model d_vocab"],
+    u_mean: Float[Tensor, " d_model"] | None = None,
+    gram: Float[Tensor, "d_model d_model"] | None = None,
+) -> Float[Tensor, " pairs"]:
+    """The z-score of each pair's source token among all tokens in ``dla = moved W_U``: (dla[src] − mean) / std over
+    the vocabulary (negative: the source is suppressed more than the average token; a random token: 0). Computed
+    without the vocabulary-sized product from ``u_mean`` = mean column of W_U and ``gram`` = W_U W_U^T / d_vocab
+    (the survey passes them once), which the loop over the full DLA in ``ov_dynamic`` checks."""
+    if u_mean is None or gram is None:
+        u_mean, gram = W_U.mean(1), (W_U @ W_U.T) / W_U.shape[1]
+    own = (moved * W_U.T[src.to(W_U.device)]).sum(-1)
+    mean = moved @ u_mean
+    var = ((moved @ gram) * moved).sum(-1) - mean.pow(2)
+    return (own - mean) / var.clamp_min(1e-30).sqrt()
 
 
 def ov_dynamic(
@@ -42,7 +61,7 @@ def ov_dynamic(
     w_o = head_weights(m, layer, h)["W_O"].float()
     W_U = m.W_U.float()
     names = [hooks.v(layer), hooks.pattern(layer), hooks.FINAL_SCALE]
-    ranks, srcs, tops = [], [], []
+    ranks, srcs, tops, zs = [], [], [], []
     n_pairs = 0
     with torch.inference_mode():
         for start in range(0, tokens.shape[0], batch_size):
@@ -64,6 +83,7 @@ def ov_dynamic(
                 dla = moved[i : i + chunk] @ W_U  # [c, d_vocab]
                 own = dla.gather(1, src[i : i + chunk, None])
                 ranks.append((dla < own).sum(-1).cpu())
+                zs.append(((own[:, 0] - dla.mean(-1)) / dla.std(-1, correction=0).clamp_min(1e-30)).cpu())
                 tops.append(dla.argmin(-1).cpu())
             srcs.append(src.cpu())
             n_pairs += len(src)
@@ -76,6 +96,8 @@ def ov_dynamic(
         f"frac_top{TOP}": float((rank < TOP).double().mean()),
         "frac_rank1_9": float(((rank >= 1) & (rank < TOP)).double().mean()),
         "median_rank": float(rank.double().median()),
+        "mean_source_z": float(torch.cat(zs).double().mean()),
+        "chance_top10": TOP / m.cfg.d_vocab,
     }
     middle = (rank >= 1) & (rank < TOP)
     if neighbours is not None and bool(middle.any()):

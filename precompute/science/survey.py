@@ -36,7 +36,13 @@ from ..models.loading import LoadedModel, unwrap
 from ..models.weights import layer_weight
 from ..validate import token_ids, whole_number
 from .circuits import effective_embedding, qk_at_distance, ranks_from_factors
-from .cspa import CSPAConfig, cspa_for_batch, explained
+from . import predicted
+from .cspa import CSPAConfig, cspa_for_batch, default_excluded, explained
+from .ov_dynamic import THRESHOLD as OV_THRESHOLD
+from .ov_dynamic import source_z_scores
+from .tuned_lens import TunedLens, fit_tuned_lens
+
+SURVEY_LENS_QUALITY_TOKENS = 256  # held-out positions per layer scored for the survey's tuned lens
 
 ROW_CHUNK_BYTES = 96 * 2**20
 PATTERN_BYTES = 512 * 2**20
@@ -80,14 +86,30 @@ def _mean_results(m, tokens: Tensor, batch_size: int) -> Float[Tensor, "layer se
     return torch.einsum("lshe,lhed->lshd", mean_z, m.W_O.float())
 
 
-def _ablation_sums(m, tokens: Tensor, mu: Tensor, st: SurveySettings, progress) -> dict[str, Tensor]:
-    """Per head: sums over predicted tokens of Δloss and KL of the direct ablation, and of CSPA's KL."""
+def _cspa_rows(m, toks, pattern, src_out, mu_h, scores, sigma, st: SurveySettings) -> Tensor:
+    """CSPA's DLA rows (clean − CSPA logits = (dla_row − cspa_row) W_U) of one head on a batch."""
+    batch = cspa_for_batch(m, toks, pattern, src_out, mu_h, scores, sigma, st.cspa, None)
+    if batch.sparse is not None:
+        sp = batch.sparse
+        return sp.weights @ m.W_U.float()[:, sp.token_ids].T - sp.mean
+    return architecture.of(m).centre(batch.dense) / sigma
+
+
+def _ablation_sums(m, tokens: Tensor, mu: Tensor, st: SurveySettings, lens: TunedLens, progress) -> dict[str, Tensor]:
+    """Per head: sums over predicted tokens of Δloss and KL of the direct ablation, and of CSPA's KL under the logit
+    lens (the paper's) and the tuned lens; the pair sums of attention to predicted tokens (tuned lens) and of the
+    attended source's z-score in the vector the head moves (``ov_dynamic.source_z_scores``)."""
     L, H = m.cfg.n_layers, m.cfg.n_heads
     W_U = m.W_U.float()
-    cen = architecture.of(m).centre
-    sums = {k: torch.zeros(L, H, dtype=torch.float64) for k in ("abl_dl", "abl_kl", "cspa_kl")}
+    arch = architecture.of(m)
+    cen = arch.centre
+    keys = ("abl_dl", "abl_kl", "cspa_kl", "cspa_kl_tuned", "pred_n", "pred_hits", "pred_chance", "z_sum", "z_n")
+    sums = {k: torch.zeros(L, H, dtype=torch.float64) for k in keys}
     n_tok = 0
     names = [hooks.FINAL_SCALE] + hooks.every_layer(L, hooks.Z, hooks.PATTERN, hooks.V, hooks.RESID_PRE)
+    excluded = torch.zeros(m.cfg.d_vocab, dtype=torch.bool, device=W_U.device)
+    excluded[list(default_excluded(m.tokenizer, st.cspa.exclusions))] = True
+    u_mean, gram = W_U.mean(1), (W_U @ W_U.T) / W_U.shape[1]  # for z-scores over the vocabulary without it
     # every layer's patterns are cached at once: keep them within PATTERN_BYTES
     s_len = tokens.shape[1]
     batch_size = max(1, min(st.batch_size, PATTERN_BYTES // (4 * L * H * s_len * s_len)))
@@ -103,41 +125,67 @@ def _ablation_sums(m, tokens: Tensor, mu: Tensor, st: SurveySettings, progress) 
         lse = torch.logsumexp(flat, -1)
         u_bar = torch.softmax(flat, -1) @ W_U.T  # [n, d]: Σ_v p_v W_U[:, v]
         w_target = W_U.T[targets]  # [n, d]
+        content = predicted.content_mask(toks, excluded)
         for layer in range(L):
             z, v = cache[hooks.z(layer)], cache[hooks.v(layer)]
             pattern = cache[hooks.pattern(layer)]
-            pre_scaled = cen(cache[hooks.resid_pre(layer)]) / sigma
+            pre = cache[hooks.resid_pre(layer)]
+            pre_scaled = cen(pre) / sigma
+            tuned = lens.translate(layer, arch.normalise(pre))  # the tuned lens's prediction rows
+            top_tuned = (tuned @ W_U).topk(predicted.TOP, -1).indices  # [b, s, TOP]
             rows = []
             W_O = layer_weight(m, "W_O", layer).float()
             for h in range(H):
                 r = z[:, :, h] @ W_O[h]
                 mu_h = mu[layer, :s, h]
                 dla_row = cen(r - mu_h) / sigma  # clean − ablated logits = dla_row W_U
-                src_out = v[:, :, architecture.of(m).kv_head(h)] @ W_O[h]
-                batch = cspa_for_batch(m, toks, pattern[:, h], src_out, mu_h, pre_scaled, sigma, st.cspa, None)
-                if batch.sparse is not None:
-                    sp = batch.sparse
-                    cspa_row = sp.weights @ W_U[:, sp.token_ids].T - sp.mean
-                else:
-                    cspa_row = cen(batch.dense) / sigma
-                rows += [dla_row[:, :-1].reshape(n, -1), (dla_row - cspa_row)[:, :-1].reshape(n, -1)]
-            stacked = torch.stack(rows)  # [2H, n, d]: ablation, then CSPA, per head
-            chunk = max(1, ROW_CHUNK_BYTES // (4 * W_U.shape[1] * 2 * H))
-            lse_new = torch.empty(2 * H, n)
+                src_out = v[:, :, arch.kv_head(h)] @ W_O[h]
+                cspa_row = _cspa_rows(m, toks, pattern[:, h], src_out, mu_h, pre_scaled, sigma, st)
+                cspa_tuned = _cspa_rows(m, toks, pattern[:, h], src_out, mu_h, tuned, sigma, st)
+                rows += [
+                    dla_row[:, :-1].reshape(n, -1),
+                    (dla_row - cspa_row)[:, :-1].reshape(n, -1),
+                    (dla_row - cspa_tuned)[:, :-1].reshape(n, -1),
+                ]
+                pairs = predicted.pair_stats(toks, top_tuned, content, pattern[:, h])
+                sums["pred_n"][layer, h] += pairs["n_pairs"]
+                sums["pred_hits"][layer, h] += pairs["hits"]
+                sums["pred_chance"][layer, h] += pairs["chance"]
+                att = pattern[:, h].clone()
+                att[..., 0] = 0.0  # the start token left out, as ov_dynamic
+                pb, _, pk = torch.nonzero(att > OV_THRESHOLD, as_tuple=True)
+                if len(pb):
+                    zs = source_z_scores(src_out[pb, pk], toks[pb, pk], W_U, u_mean, gram)
+                    sums["z_sum"][layer, h] += float(zs.double().sum())
+                    sums["z_n"][layer, h] += len(zs)
+            per = 3
+            stacked = torch.stack(rows)  # [3H, n, d]: ablation, CSPA (logit lens), CSPA (tuned lens), per head
+            chunk = max(1, ROW_CHUNK_BYTES // (4 * W_U.shape[1] * per * H))
+            lse_new = torch.empty(per * H, n)
             for c0 in range(0, n, chunk):
                 part = stacked[:, c0 : c0 + chunk]
-                proj = (part.reshape(-1, part.shape[-1]) @ W_U).view(2 * H, part.shape[1], -1)  # one GEMM
+                proj = (part.reshape(-1, part.shape[-1]) @ W_U).view(per * H, part.shape[1], -1)  # one GEMM
                 lse_new[:, c0 : c0 + chunk] = torch.logsumexp(flat[None, c0 : c0 + chunk] - proj, -1).cpu()
             lse_new = lse_new.to(stacked.device)
             kl = torch.einsum("knd,nd->kn", stacked, u_bar) - lse + lse_new
-            dl = (lse_new - lse) + torch.einsum("knd,nd->kn", stacked, w_target)
-            sums["abl_dl"][layer] += dl[0::2].sum(-1).double().cpu()
-            sums["abl_kl"][layer] += kl[0::2].sum(-1).double().cpu()
-            sums["cspa_kl"][layer] += kl[1::2].sum(-1).double().cpu()
+            dl = (lse_new[0::per] - lse) + torch.einsum("knd,nd->kn", stacked[0::per], w_target)
+            sums["abl_dl"][layer] += dl.sum(-1).double().cpu()
+            sums["abl_kl"][layer] += kl[0::per].sum(-1).double().cpu()
+            sums["cspa_kl"][layer] += kl[1::per].sum(-1).double().cpu()
+            sums["cspa_kl_tuned"][layer] += kl[2::per].sum(-1).double().cpu()
         n_tok += n
         if progress:
             progress(f"ablation and CSPA: batch {bi + 1}/{n_batches}", (bi + 1) / n_batches)
-    return {k: v / max(1, n_tok) for k, v in sums.items()}
+    out = {k: sums[k] / max(1, n_tok) for k in ("abl_dl", "abl_kl", "cspa_kl", "cspa_kl_tuned")}
+    chance = sums["pred_chance"] / sums["pred_n"].clamp_min(1)
+    frac = sums["pred_hits"] / sums["pred_n"].clamp_min(1)
+    out["predicted_enrichment"] = torch.where(
+        (sums["pred_n"] > 0) & (chance > 0), frac / chance.clamp_min(1e-30), torch.full_like(frac, float("nan"))
+    )
+    out["ov_text_suppression"] = torch.where(
+        sums["z_n"] > 0, -sums["z_sum"] / sums["z_n"].clamp_min(1), torch.full_like(frac, float("nan"))
+    )
+    return out
 
 
 def repeated_tokens(tokenizer, d_vocab: int, n: int, length: int, seed: int) -> Int[Tensor, "n seq"]:
@@ -272,7 +320,10 @@ def survey_heads(
         mu = _mean_results(m, tokens[: st.n_mean], st.batch_size)
         if progress:
             progress("mean head outputs", 0.0)
-        sums = _ablation_sums(m, tokens, mu, st, progress)
+        lens = fit_tuned_lens(
+            m, tokens, batch_size=st.batch_size, quality_tokens=SURVEY_LENS_QUALITY_TOKENS, progress=progress
+        )
+        sums = _ablation_sums(m, tokens, mu, st, lens, progress)
         induction, anti = _induction(m, st)
         try:
             ioi = _ioi(m, st)
@@ -280,12 +331,11 @@ def survey_heads(
             ioi = torch.full((L, H), float("nan"))
             reasons["ioi_copy_suppression"] = str(err)
         ov, qk, n_rows = _circuits(m, st, progress)
-    kl_cspa_explained = torch.tensor(
-        [
-            [explained(sums["abl_kl"][layer, h : h + 1], sums["cspa_kl"][layer, h : h + 1]) for h in range(H)]
-            for layer in range(L)
-        ]
-    )
+    def share(key: str) -> Tensor:
+        return torch.tensor(
+            [[explained(sums["abl_kl"][layer, h : h + 1], sums[key][layer, h : h + 1]) for h in range(H)] for layer in range(L)]
+        )
+
     grid = torch.stack(torch.meshgrid(torch.arange(L), torch.arange(H), indexing="ij"), -1).reshape(-1, 2)
     columns = {
         "layer": grid[:, 0].int(),
@@ -294,7 +344,10 @@ def survey_heads(
         "qk_top10": qk.reshape(-1),
         "delta_loss_direct": sums["abl_dl"].reshape(-1),
         "kl_direct": sums["abl_kl"].reshape(-1),
-        "cspa_kl_explained": kl_cspa_explained.reshape(-1),
+        "cspa_kl_explained": share("cspa_kl").reshape(-1),
+        "cspa_kl_explained_tuned": share("cspa_kl_tuned").reshape(-1),
+        "predicted_enrichment": sums["predicted_enrichment"].reshape(-1),
+        "ov_text_suppression": sums["ov_text_suppression"].reshape(-1),
         "anti_induction": anti.reshape(-1),
         "ioi_copy_suppression": ioi.reshape(-1),
         "induction": induction.reshape(-1),
@@ -309,6 +362,10 @@ def survey_heads(
         "qk_rule": f"rotary: keys {st.qk_distance} positions back (queries rotated by the model's rotary embedding)"
         if architecture.of(unwrap(model)).rotary
         else "paper: no positions",
+    }
+    df.attrs["settings"]["tuned_lens"] = {
+        **lens.meta,
+        "quality": {str(k): v for k, v in lens.quality.items()},
     }
     df.attrs["reasons"] = reasons
     df.attrs["model"] = dict(model.provenance) if isinstance(model, LoadedModel) else {}
