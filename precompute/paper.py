@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 HEAD = (10, 7)  # the head the paper studies, in GPT-2 small
+PAPER_MODEL_NAMES = ("gpt2-small", "gpt2-small-random")  # the paper's model (and its random-weight twin)
 NEGATIVE_HEADS = ((10, 7), (11, 10))  # GPT-2 small's two copy-suppression (negative name-mover) heads
 NAME_MOVERS = ((9, 9), (9, 6), (10, 0))  # the IOI name movers the paper ablates to measure self-repair
 
@@ -76,6 +77,7 @@ RUN = {
     "cspa_negative_only": True,
     "cspa_exclusions": "paper",
     "cspa_interventions": "qk,ov",
+    "readout": "logit_lens",
     "indirect_excluding": "11.10",
     "dtype": "float32",
     "selection": SELECTION,

@@ -301,6 +301,8 @@ SURVEY_METRICS = {  # float32; larger = more of the behaviour; NaN where the mod
     "induction": "mean attention from a token to the one after its previous occurrence, repeated random tokens",
 }
 SURVEY_COLUMNS = SURVEY_INDEX + tuple(SURVEY_METRICS)
+# columns added after surveys were first written: an older survey reads with NaN there
+SURVEY_LATER_COLUMNS = ("cspa_kl_explained_tuned", "predicted_enrichment", "ov_text_suppression")
 
 
 def readme_table() -> str:

@@ -82,6 +82,13 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--head", default=None)
     rep.add_argument("--json", action="store_true", help="the whole table as JSON")
     rep.add_argument(
+        "--survey",
+        default=None,
+        metavar="DIR",
+        help="a survey folder of the same model for the verdict's percentiles and baseline heads (default: one "
+        "beside the artifacts, if any)",
+    )
+    rep.add_argument(
         "--interventions",
         type=int,
         default=0,
@@ -98,17 +105,18 @@ def _report(args) -> None:
 
     from ..store.reader import open_artifacts
     from ..validate import whole_number
-    from .report import format_report, intervention_lines, interventions, report_json
+    from .report import find_survey, format_report, intervention_lines, interventions, report_json
 
     arts = open_artifacts(args.dir)
+    survey = find_survey(arts, args.survey)
     measured = None
     if args.interventions:
         n = whole_number("--interventions", args.interventions, arts.n_sequences)
         measured = interventions(arts, args.head, n)
     if args.json:
-        print(json.dumps(report_json(arts, args.head, measured, args.interventions or None), indent=2))
+        print(json.dumps(report_json(arts, args.head, measured, args.interventions or None, survey), indent=2))
         return
-    print(format_report(arts, args.head))
+    print(format_report(arts, args.head, survey))
     if measured is not None:
         print("\n".join(intervention_lines(measured, args.interventions)))
 

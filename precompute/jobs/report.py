@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from .. import paper
+from .. import paper, schema
+from ..science import verdict as verdicts
 
 # how each of the paper's settings (``paper.RUN``) is read from an artifact folder, with its label
 SETTINGS = {
@@ -25,6 +26,7 @@ SETTINGS = {
         "CSPA interventions",
         lambda a, h: ",".join(a.hyperparameters.get("cspa_interventions", ("qk", "ov"))),
     ),
+    "readout": ("what 'predicted' means (read-out)", lambda a, h: a.readout(h)[0]),
     "dtype": ("forward dtype", lambda a, h: a.hyperparameters.get("dtype")),
     "selection": (
         "data selection",
@@ -67,7 +69,72 @@ def qk_distance_lines(arts, head_name: str) -> list[str]:
     ]
 
 
-def format_report(arts, head=None) -> str:
+def find_survey(arts, survey_dir=None):
+    """The survey of the artifacts' model: ``survey_dir`` if given, else a survey folder beside the artifacts made
+    with the same model (None if there is none)."""
+    from pathlib import Path
+
+    from ..store.survey import find_surveys, read_survey
+
+    folders = [Path(survey_dir)] if survey_dir else find_surveys(Path(arts.root).parent)
+    for folder in folders:
+        df, manifest = read_survey(folder)
+        if manifest["model"].get("model_name") == arts.model_name or survey_dir:
+            return df
+    return None
+
+
+def the_verdict(arts, head_name: str, survey=None) -> verdicts.Verdict:
+    head = schema.parse_head(head_name)
+    return verdicts.verdict(
+        head, arts.summary(head_name), arts.readout(head_name)[0], survey, d_vocab=arts.tokenizer.vocab_size
+    )
+
+
+def readout_lines(arts, head_name: str) -> list[str]:
+    """The read-out used and why, the tuned lens's held-out quality per layer and CSPA under each read-out."""
+    used, why = arts.readout(head_name)
+    lines = [f"'Predicted' read by the {schema.READOUT_LABELS[used]}: {why}."]
+    quality = arts.lens_quality()
+    if quality:
+        n = next(iter(quality.values())).get("n_tokens", 0)
+        lines.append(
+            f"Held-out read-out quality per layer ({n} positions): top-1 agreement with the model and KL(model ‖ lens)"
+        )
+        lines.append(f"  {'layer':>5s} {'logit lens':>22s} {'tuned lens':>22s}")
+        layer = schema.parse_head(head_name)[0]
+        for lay, q in sorted(quality.items()):
+            mark = "  <- the head's layer" if lay == layer else ""
+            lines.append(
+                f"  {lay:>5d} {q['logit']['top1']:>8.1%} {q['logit']['kl']:>8.2f} nats "
+                f"{q['tuned']['top1']:>8.1%} {q['tuned']['kl']:>8.2f} nats{mark}"
+            )
+    by = verdicts.cspa_by_readout(arts.summary(head_name), used)
+    if by:
+        lines.append(f"CSPA's share of the head's KL by read-out (paper, GPT-2 10.7 with the logit lens: 76.9%):")
+        for r in schema.READOUTS:
+            if r in by:
+                lines.append(f"  {schema.READOUT_LABELS[r]:68s} {by[r]:>8.2%}")
+    return lines
+
+
+def verdict_lines(v: verdicts.Verdict) -> list[str]:
+    lines = [f"Verdict on {v.head}: {v.word.upper()}. {v.sentence}"]
+    for step in v.steps:
+        ok = {True: "passes", False: "fails", None: "not measured"}[step.passed]
+        lines.append(f"  {step.title} ({ok}): {step.figure_text}; chance: {step.chance_text}")
+        if step.percentile is not None:
+            base = ", ".join(f"{h}: {x:.3g}" for h, x in step.baselines.items()) or "none"
+            lines.append(
+                f"     survey ({step.survey_column}): this head {step.head_in_survey:.3g}, percentile "
+                f"{step.percentile:.0%} of all heads; baseline heads {base}"
+            )
+    lines.append("  " + v.thresholds)
+    lines.append("  " + v.survey_note)
+    return lines
+
+
+def format_report(arts, head=None, survey=None) -> str:
     model = arts.manifest["model"]
     head_name = head or arts.manifest["heads"][0]
     lines = [
@@ -90,6 +157,8 @@ def format_report(arts, head=None) -> str:
         lines += [f"  {name}: paper {want!r}, this run {value!r}" for name, want, value in diff]
     else:
         lines.append("Every setting is the paper's.")
+    lines += readout_lines(arts, head_name)
+    lines += verdict_lines(the_verdict(arts, head_name, survey))
     return "\n".join(lines)
 
 
@@ -114,7 +183,9 @@ def intervention_lines(results: dict, n_seqs: int) -> list[str]:
     return lines
 
 
-def report_json(arts, head=None, measured_interventions: dict | None = None, n_seqs: int | None = None) -> dict:
+def report_json(
+    arts, head=None, measured_interventions: dict | None = None, n_seqs: int | None = None, survey=None
+) -> dict:
     """The whole table as data: every paper figure with this run's value, the settings that differ, the QK
     distance on rotary models and, when measured, CSPA with each intervention."""
     head_name = head or arts.manifest["heads"][0]
@@ -133,6 +204,28 @@ def report_json(arts, head=None, measured_interventions: dict | None = None, n_s
         "settings_that_differ": [{"setting": n, "paper": p, "run": r} for n, p, r in differences(arts, head)],
     }
     s = arts.summary(head_name)
+    used, why = arts.readout(head_name)
+    out["readout"] = {"used": used, "why": why, "cspa_explained_kl": verdicts.cspa_by_readout(s, used)}
+    out["lens_quality"] = {str(k): v for k, v in arts.lens_quality().items()}
+    v = the_verdict(arts, head_name, survey)
+    out["verdict"] = {
+        "word": v.word,
+        "sentence": v.sentence,
+        "steps": [
+            {
+                "step": st.title,
+                "figure": st.figure,
+                "text": st.figure_text,
+                "chance": st.chance_text,
+                "passed": st.passed,
+                "survey_column": st.survey_column,
+                "percentile": st.percentile,
+                "baselines": st.baselines,
+            }
+            for st in v.steps
+        ],
+        "thresholds": v.thresholds,
+    }
     if "qk_distance" in s:
         out["qk_distance"] = s["qk_distance"]
         out["qk_at_distance"] = {str(d): v for d, v in arts.qk_at_distances(head_name).items()}

@@ -54,7 +54,9 @@ class LoadedModel:
     @property
     def paper_model(self) -> bool:
         """GPT-2 small (or its random-weight twin): the paper's model, whose analysis keeps the paper's choices."""
-        return self.name in ("gpt2-small", "gpt2-small-random")
+        from .. import paper
+
+        return self.name in paper.PAPER_MODEL_NAMES
 
     @property
     def default_head(self) -> tuple[int, int]:
@@ -72,7 +74,7 @@ def default_head(name: str, n_layers: int) -> tuple[int, int]:
     suppressors sit)."""
     from .. import paper
 
-    if name in ("gpt2-small", "gpt2-small-random"):
+    if name in paper.PAPER_MODEL_NAMES:
         return paper.HEAD
     if name == "toy":
         from .toy import TOY_PLANTED_HEAD

@@ -372,30 +372,22 @@ def survey_heads(
     return df
 
 
-# the survey columns that together mark copy suppression (paper §3: a head whose OV circuit suppresses the token it
-# attends to, which suppresses the IO name in IOI, and which suppresses the repeated token in random sequences)
-COPY_SUPPRESSION_COLUMNS = ("ov_top10", "ioi_copy_suppression", "anti_induction")
+# the ranking (which head is the strongest copy suppressor) lives with the verdict, torch-free for the app
+from .verdict import (  # noqa: E402
+    COPY_SUPPRESSION_COLUMNS,
+    copy_suppression_ranking,
+    ranking_rule,
+    strongest_copy_suppressor,
+    survey_readout,
+)
 
-
-def copy_suppression_ranking(df):
-    """The heads of a survey ordered from the strongest copy suppressor down: by the mean, over
-    ``COPY_SUPPRESSION_COLUMNS``, of each head's percentile among all heads (1 = the highest value; a column that
-    is NaN for every head is left out, a NaN entry counts 0). Ties go to the earlier head. Returns a
-    DataFrame with ``layer``, ``head`` and ``copy_suppression_score``, best first."""
-    cols = [c for c in COPY_SUPPRESSION_COLUMNS if df[c].notna().any()]
-    if not cols:
-        raise InvalidInputError(
-            f"the survey has none of the copy-suppression columns ({', '.join(COPY_SUPPRESSION_COLUMNS)})"
-        )
-    pct = df[cols].rank(pct=True, method="average", na_option="keep").fillna(0.0)
-    out = df[["layer", "head"]].copy()
-    out["copy_suppression_score"] = pct.mean(axis=1)
-    return out.sort_values(
-        ["copy_suppression_score", "layer", "head"], ascending=[False, True, True], kind="stable"
-    ).reset_index(drop=True)
-
-
-def strongest_copy_suppressor(df) -> tuple[int, int]:
-    """(layer, head) ranked first by ``copy_suppression_ranking``."""
-    top = copy_suppression_ranking(df).iloc[0]
-    return int(top["layer"]), int(top["head"])
+__all__ = [
+    "COPY_SUPPRESSION_COLUMNS",
+    "SurveySettings",
+    "copy_suppression_ranking",
+    "ranking_rule",
+    "repeated_tokens",
+    "strongest_copy_suppressor",
+    "survey_heads",
+    "survey_readout",
+]

@@ -133,6 +133,7 @@ def verify_survey(root) -> list[str]:
 def read_survey(root):
     """(pandas DataFrame with a ``model`` column, manifest) of the survey folder ``root``; ArtifactError if
     anything does not match."""
+    import numpy as np
     import pandas as pd
     from safetensors import safe_open
 
@@ -152,11 +153,18 @@ def read_survey(root):
     cols = {}
     try:
         with safe_open(str(path), framework="numpy") as f:
-            if set(f.keys()) != set(schema.SURVEY_COLUMNS):
+            keys = set(f.keys())
+            # surveys made before the newer columns were added lack them: NaN there, with the reason
+            required = set(schema.SURVEY_COLUMNS) - set(schema.SURVEY_LATER_COLUMNS)
+            if not required <= keys or not keys <= set(schema.SURVEY_COLUMNS):
                 raise ArtifactError(
                     f"{root}: {schema.SURVEY_FILE} must hold exactly the columns {', '.join(schema.SURVEY_COLUMNS)}"
                 )
             for col in schema.SURVEY_COLUMNS:
+                if col not in keys:
+                    cols[col] = np.full(n, np.nan, dtype=np.float32)
+                    manifest.setdefault("reasons", {})[col] = "the survey was made before this column existed"
+                    continue
                 arr = f.get_tensor(col)
                 kind = "int32" if col in schema.SURVEY_INDEX else "float32"
                 if arr.ndim != 1 or arr.shape[0] != n or str(arr.dtype) != kind:
@@ -170,6 +178,8 @@ def read_survey(root):
         ) from None
     df = pd.DataFrame(cols)
     df.insert(0, "model", manifest["model"]["model_name"])
+    # what the ranking's read-out is decided from (``science.verdict.survey_readout``), as ``survey_heads`` sets it
+    df.attrs.update(model=manifest["model"], settings=manifest.get("settings", {}))
     return df, manifest
 
 

@@ -1,0 +1,287 @@
+"""Is this head copy suppression? The paper's three steps, each with its measured figure, its chance level, the
+head's percentile among all heads of the model and the same figure for a few baseline heads of nearby layers, then
+one word and one plain sentence. Pure Python (no torch): the report, Home, the CSPA page and the survey page call it
+on a run's summary and, where one of the same model is open, its survey.
+
+The steps and the words (the thresholds are written on the pages):
+
+1. **Attends to predicted tokens**: among pairs with attention > 0.1 to a content source, how much more often the
+   source is in the read-out's top 10 at the destination than a uniform content source of the same prefix
+   (``predicted``). Passes at an enrichment of ``ENRICHMENT_PASS`` or more (chance: 1).
+2. **Suppresses what it attends to**: OV on the run's text (``ov_dynamic``), the share of attended pairs whose
+   source token is among the 10 the moved vector suppresses most. Passes at ``OV_TEXT_PASS`` (chance: 10 ÷ the
+   vocabulary).
+3. **CSPA explains its effect**: CSPA's share of the head's KL under the head's read-out. ``CSPA_PASS`` or more
+   passes; ``CSPA_STRONG`` or more is strong. Baseline heads (other heads of the same and adjacent layers that matter
+   most, from the survey) show what a head that does something else gets.
+
+The word: **copy suppression** where all three pass, **partly copy suppression** where step 3 passes with one of
+the others, **not copy suppression on this text** otherwise; **undetermined** where a figure is missing.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from .. import paper, schema
+from ..errors import InvalidInputError
+
+ENRICHMENT_PASS = 2.0
+OV_TEXT_PASS = 0.2
+CSPA_PASS = 0.25
+CSPA_STRONG = 0.5
+N_BASELINES = 3
+THRESHOLDS = (
+    f"Thresholds: (1) attended sources at least {ENRICHMENT_PASS:g}× as often predicted as a random content source "
+    f"of the same prefix; (2) the source among the 10 most suppressed tokens for at least {OV_TEXT_PASS:.0%} of "
+    f"attended pairs; (3) CSPA explains at least {CSPA_PASS:.0%} of the head's KL ({CSPA_STRONG:.0%} or more: "
+    "strong). Copy suppression = all three; partly = (3) and one other."
+)
+# the survey column that ranks heads on each step (under the survey's tuned lens where a read-out matters)
+SURVEY_COLUMN = {
+    "attends": "predicted_enrichment",
+    "suppresses": "ov_text_suppression",
+    "cspa_logit_lens": "cspa_kl_explained",
+    "cspa_tuned_lens": "cspa_kl_explained_tuned",
+}
+
+
+@dataclass(frozen=True)
+class Step:
+    key: str
+    title: str
+    figure: float | None  # this set's measure
+    figure_text: str  # the measure in words, with units
+    chance_text: str
+    passed: bool | None
+    survey_column: str | None = None
+    percentile: float | None = None  # among every head of the survey's model, 1 = the highest
+    baselines: dict[str, float] = field(default_factory=dict)  # head -> the survey column's value
+    head_in_survey: float | None = None  # the head's own value in the survey (different data)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    head: str
+    readout: str
+    word: str
+    sentence: str
+    steps: tuple[Step, ...]
+    survey_note: str
+    thresholds: str = THRESHOLDS
+
+
+def _num(x) -> float | None:
+    return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) else None
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.1%}"
+
+
+def cspa_by_readout(summary: dict, readout: str) -> dict[str, float]:
+    """CSPA's share of the KL under each read-out the run measured ({read-out: share}); the head's own read-out
+    from the stored summary (sets made before read-outs were recorded: the logit lens only)."""
+    out = {}
+    for r, s in (summary.get("cspa_by_readout") or {}).items():
+        v = _num((s or {}).get("explained_kl"))
+        if r in schema.READOUTS and v is not None:
+            out[r] = v
+    own = _num(summary.get("cspa", {}).get("explained_kl"))
+    if own is not None:
+        out[readout] = own
+    return out
+
+
+def sentence(head: str, readout: str, by_readout: dict[str, float]) -> str:
+    """"Copy suppression explains 43 % of 24.4's effect on this text with the tuned lens (9 % with the paper's
+    logit lens)." from the CSPA shares."""
+    own = by_readout.get(readout)
+    if own is None:
+        return f"CSPA was not measured for {head} in this set."
+    label = {"logit_lens": "the paper's logit lens", "tuned_lens": "the tuned lens"}.get(
+        readout, "the final prediction minus the head (a diagnostic)"
+    )
+    text = f"Copy suppression explains {own:.0%} of {head}'s effect (KL) on this text with {label}"
+    other = "logit_lens" if readout != "logit_lens" else "tuned_lens"
+    if other in by_readout:
+        text += f" ({by_readout[other]:.0%} with {'the paper' + chr(39) + 's logit lens' if other == 'logit_lens' else 'the tuned lens'})"
+    return text + "."
+
+
+def baseline_heads(survey, head: tuple[int, int], n: int = N_BASELINES) -> list[tuple[int, int]]:
+    """Other heads of the head's layer and the layers beside it whose direct effect matters most (largest mean KL
+    of the mean ablation in the survey): what heads that do something else score."""
+    layer = head[0]
+    near = survey[(survey.layer - layer).abs() <= 1]
+    near = near[~((near.layer == head[0]) & (near["head"] == head[1]))]
+    top = near.sort_values(["kl_direct", "layer", "head"], ascending=[False, True, True], kind="stable").head(n)
+    return [(int(a), int(b)) for a, b in zip(top["layer"], top["head"], strict=True)]
+
+
+def _survey_facts(survey, head, column: str | None, baselines) -> tuple[float | None, dict[str, float], float | None]:
+    if survey is None or column is None or column not in survey:
+        return None, {}, None
+    col = survey[column]
+    row = survey[(survey.layer == head[0]) & (survey["head"] == head[1])]
+    own = _num(float(row[column].iloc[0])) if len(row) else None
+    pct = None
+    if own is not None and col.notna().sum() > 0:
+        pct = float((col.dropna() <= own).mean())
+    base = {}
+    for b in baselines:
+        r = survey[(survey.layer == b[0]) & (survey["head"] == b[1])]
+        v = _num(float(r[column].iloc[0])) if len(r) else None
+        if v is not None:
+            base[schema.head_key(b)] = v
+    return pct, base, own
+
+
+def verdict(head: tuple[int, int], summary: dict, readout: str, survey=None, d_vocab: int | None = None) -> Verdict:
+    """The verdict on ``head`` from its run summary (``Artifacts.summary``), the read-out its CSPA used and, where
+    given, a survey DataFrame of the same model (percentiles and baselines)."""
+    key = schema.head_key(head)
+    baselines = baseline_heads(survey, head) if survey is not None else []
+    att = summary.get("attends_predicted") or {}
+    ov = summary.get("ov_dynamic") or {}
+    by = cspa_by_readout(summary, readout)
+    label = schema.READOUT_LABELS.get(readout, readout)
+
+    enr, frac, chance = _num(att.get("enrichment")), _num(att.get("frac_predicted")), _num(att.get("frac_chance"))
+    pct, base, own = _survey_facts(survey, head, SURVEY_COLUMN["attends"], baselines)
+    step1 = Step(
+        "attends",
+        "1. It attends to predicted tokens",
+        enr,
+        "not measured in this set"
+        if enr is None
+        else f"{_pct(frac)} of {int(att.get('n_pairs', 0)):,} attended pairs have the source in the {label}'s top "
+        f"{int(att.get('top', 10))} at the destination: {enr:.1f}× chance",
+        "a random content source of the same prefix: " + _pct(chance),
+        None if enr is None else enr >= ENRICHMENT_PASS,
+        SURVEY_COLUMN["attends"],
+        pct,
+        base,
+        own,
+    )
+    top10, v_chance = _num(ov.get("frac_top10")), _num(ov.get("chance_top10"))
+    if v_chance is None and d_vocab:
+        v_chance = 10 / d_vocab
+    pct, base, own = _survey_facts(survey, head, SURVEY_COLUMN["suppresses"], baselines)
+    step2 = Step(
+        "suppresses",
+        "2. It suppresses what it attends to",
+        top10,
+        "not measured in this set"
+        if top10 is None
+        else f"the source is among the 10 tokens the head suppresses most for {_pct(top10)} of "
+        f"{int(ov.get('n_pairs', 0)):,} attended pairs (OV on this text)",
+        "a random token: " + ("n/a" if v_chance is None else f"{v_chance:.3%}"),
+        None if top10 is None else top10 >= OV_TEXT_PASS,
+        SURVEY_COLUMN["suppresses"],
+        pct,
+        base,
+        own,
+    )
+    share = by.get(readout)
+    column = SURVEY_COLUMN.get(f"cspa_{readout}")
+    pct, base, own = _survey_facts(survey, head, column, baselines)
+    step3 = Step(
+        "cspa",
+        "3. CSPA explains its effect",
+        share,
+        "not measured in this set" if share is None else f"{_pct(share)} of the head's KL with the {label}"
+        + ("" if "logit_lens" not in by or readout == "logit_lens" else f" ({_pct(by['logit_lens'])} with the logit lens)"),
+        "a head that does something else: ≈ 0 % (see the baseline heads)",
+        None if share is None else share >= CSPA_PASS,
+        column,
+        pct,
+        base,
+        own,
+    )
+    steps = (step1, step2, step3)
+    if any(s.passed is None for s in steps):
+        word = "undetermined"
+    elif all(s.passed for s in steps):
+        word = "copy suppression" + (" (strong)" if share is not None and share >= CSPA_STRONG else "")
+    elif step3.passed and (step1.passed or step2.passed):
+        word = "partly copy suppression"
+    else:
+        word = "not copy suppression on this text"
+    note = (
+        "Percentiles and baselines come from the survey of every head of this model (its own text and token count, "
+        "under its tuned lens where a read-out matters), so they can differ from this set's figures."
+        if survey is not None
+        else "No survey of this model is open: no percentiles or baseline heads."
+    )
+    return Verdict(key, readout, word, sentence(key, readout, by), steps, note)
+
+
+# --- the survey's ranking: which head is the strongest copy suppressor
+# the columns every ranking uses (paper §3: a head whose OV circuit suppresses the token it attends to, which
+# suppresses the IO name in IOI and the repeated token in random sequences), plus attention to predicted tokens
+# and CSPA's share under the model's read-out (``ranking_columns``)
+COPY_SUPPRESSION_COLUMNS = ("ov_top10", "ioi_copy_suppression", "anti_induction")
+
+
+def survey_readout(manifest: dict) -> str:
+    """The read-out a survey's model is judged by: the paper's logit lens for GPT-2 small, else whichever of the
+    logit and tuned lens agrees better with the model's top-1 on held-out text, averaged over its layers
+    (``settings.tuned_lens.quality`` of the survey's manifest or ``df.attrs``)."""
+    if (manifest.get("model") or {}).get("model_name") in paper.PAPER_MODEL_NAMES:
+        return "logit_lens"
+    quality = ((manifest.get("settings") or {}).get("tuned_lens") or {}).get("quality") or {}
+    rows = [q for q in quality.values() if isinstance(q, dict) and "tuned" in q and "logit" in q]
+    if not rows:
+        return "logit_lens"
+    tuned = sum(q["tuned"]["top1"] for q in rows) / len(rows)
+    logit = sum(q["logit"]["top1"] for q in rows) / len(rows)
+    return "tuned_lens" if tuned > logit else "logit_lens"
+
+
+def ranking_columns(readout: str) -> tuple[str, ...]:
+    return COPY_SUPPRESSION_COLUMNS + (SURVEY_COLUMN["attends"], SURVEY_COLUMN[f"cspa_{readout}"])
+
+
+def ranking_rule(readout: str) -> str:
+    """The rule in words, for the pages that show the ranking."""
+    names = {
+        "ov_top10": "OV self-suppression (own token in the bottom 10)",
+        "ioi_copy_suppression": "IOI copy suppression",
+        "anti_induction": "anti-induction",
+        "predicted_enrichment": "attention to predicted tokens (tuned lens)",
+        "cspa_kl_explained": "CSPA's share of the KL (logit lens)",
+        "cspa_kl_explained_tuned": "CSPA's share of the KL (tuned lens)",
+    }
+    cols = ", ".join(names[c] for c in ranking_columns(readout))
+    return (
+        f"Heads are ranked by the mean of their percentiles among all heads of the model on: {cols}. A column with "
+        "no value for any head is left out; a missing value counts as the lowest."
+    )
+
+
+def copy_suppression_ranking(df, readout: str | None = None):
+    """The heads of a survey ordered from the strongest copy suppressor down: by the mean, over
+    ``ranking_columns(readout)`` (those the survey has), of each head's percentile among all heads (1 = the highest
+    value; a column that is NaN for every head is left out, a NaN entry counts 0). Ties go to the earlier head.
+    ``readout``: default ``survey_readout(df.attrs)``. Returns a DataFrame with ``layer``, ``head`` and
+    ``copy_suppression_score``, best first."""
+    readout = readout or survey_readout(getattr(df, "attrs", {}) or {})
+    cols = [c for c in ranking_columns(readout) if c in df and df[c].notna().any()]
+    if not cols:
+        raise InvalidInputError(
+            f"the survey has none of the copy-suppression columns ({', '.join(ranking_columns(readout))})"
+        )
+    pct = df[cols].rank(pct=True, method="average", na_option="keep").fillna(0.0)
+    out = df[["layer", "head"]].copy()
+    out["copy_suppression_score"] = pct.mean(axis=1)
+    return out.sort_values(
+        ["copy_suppression_score", "layer", "head"], ascending=[False, True, True], kind="stable"
+    ).reset_index(drop=True)
+
+
+def strongest_copy_suppressor(df, readout: str | None = None) -> tuple[int, int]:
+    """(layer, head) ranked first by ``copy_suppression_ranking``."""
+    top = copy_suppression_ranking(df, readout).iloc[0]
+    return int(top["layer"]), int(top["head"])
