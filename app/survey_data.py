@@ -22,7 +22,10 @@ LABELS = {
     "qk_top10": "QK: own token in top 10",
     "delta_loss_direct": "Δloss, direct ablation",
     "kl_direct": "KL, direct ablation",
-    "cspa_kl_explained": "CSPA: share of KL explained",
+    "cspa_kl_explained": "CSPA: share of KL explained (logit lens)",
+    "cspa_kl_explained_tuned": "CSPA: share of KL explained (tuned lens)",
+    "predicted_enrichment": "attention to predicted tokens (× chance, tuned lens)",
+    "ov_text_suppression": "OV on text: source suppression (−z)",
 }
 assert set(LABELS) == set(schema.SURVEY_METRICS)
 
@@ -123,3 +126,28 @@ def run_command(manifest: dict, head: str) -> str:
         f"python -m precompute run --model {shlex.quote(model)} --heads {head} --dataset {shlex.quote(dataset)} "
         f"--out artifacts/{slug}-{head.replace('.', '_')}"
     )
+
+
+def survey_of(model_name: str, configured: str | None, default: Path):
+    """(the survey DataFrame of ``model_name``, its folder name) from the surveys the Head survey page finds, or
+    (None, None) where none is of that model."""
+    folders = survey_folders(survey_bases(configured, default))
+    table, manifests, _ = load(folders)
+    for name, manifest in manifests.items():
+        if manifest["model"].get("model_name") == model_name:
+            part = table[table["survey"] == name].reset_index(drop=True)
+            return part, name
+    return None, None
+
+
+def ranking(table: pd.DataFrame, manifests: dict[str, dict], survey_name: str) -> tuple[pd.DataFrame, str]:
+    """(the heads of one survey, strongest copy suppressor first, with the score and every column; the rule in
+    words) by ``science.verdict.copy_suppression_ranking`` under the survey's read-out."""
+    from precompute.science import verdict as verdicts
+
+    part = table[table["survey"] == survey_name].reset_index(drop=True)
+    readout = verdicts.survey_readout(manifests[survey_name])
+    ranked = verdicts.copy_suppression_ranking(part, readout)
+    merged = ranked.merge(part, on=["layer", "head"], how="left")
+    merged.insert(0, "rank", range(1, len(merged) + 1))
+    return merged, verdicts.ranking_rule(readout)

@@ -125,7 +125,15 @@ class LiveModel:
         tokens = torch.stack([torch.as_tensor(arts.tokens(i)).long() for i in range(n)])
         with self.queue.turn(on_wait):
             return compare_interventions(
-                self.loaded, tokens, key, an.mean_results[key], an.cspa, an.neighbours, progress=progress
+                self.loaded,
+                tokens,
+                key,
+                an.mean_results[key],
+                an.cspa,
+                an.neighbours,
+                progress=progress,
+                readout=an.readout_of(key),
+                lens=an.lens,
             )
 
     def default_ablation_heads(self) -> tuple[tuple[int, int], ...]:
@@ -160,8 +168,12 @@ class LiveAnalyzer:
         effects: tuple[str, ...] = EFFECTS,
         ln_modes: tuple[str, ...] = LN_MODES,
         queue: ModelQueue | None = None,
+        readouts: dict[tuple[int, int], str] | None = None,
+        lens=None,
     ):
         self.loaded = loaded
+        self.readouts = dict(readouts or {})  # head -> what "predicted" means (science.readout); default logit lens
+        self.lens = lens  # the artifacts' tuned lens (science.tuned_lens.TunedLens) or None
         self.effects, self.ln_modes = effects, ln_modes
         self.neighbours = neighbours
         self.mean_results = mean_results
@@ -212,12 +224,18 @@ class LiveAnalyzer:
             neighbours=neighbours,
             effects=tuple(hp.get("effects", EFFECTS)),
             ln_modes=tuple(hp.get("ln_modes", LN_MODES)),
+            readouts={h: arts.readout(h)[0] for h in arts.heads},
+            lens=arts.tuned_lens(),
             **kwargs,
         )
 
     @property
     def tokenizer(self):
         return self.loaded.tokenizer
+
+    def readout_of(self, head: tuple[int, int]) -> str:
+        """The read-out the artifacts used for ``head`` (the paper's logit lens where none was recorded)."""
+        return self.readouts.get(head, "logit_lens")
 
     @property
     def max_tokens(self) -> int:
@@ -302,6 +320,8 @@ class LiveAnalyzer:
                 topk_groups=STORED_TOPK_VARIANTS,
                 effects=effects,
                 ln_modes=ln_modes,
+                readout=self.readout_of(head),
+                lens=self.lens,
             )
         return as_arrays({name: t[0] for name, t in compact(res, self.k_attn).items()})
 

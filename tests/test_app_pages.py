@@ -165,7 +165,7 @@ def test_search_ranked_by_cspa_failure_shows_the_signed_loss_change_it_ranks_by_
 
     idx = open_artifacts(app_env).index()
     at = _run("views/browse.py")
-    at.selectbox(key="browse_rank").set_value("CSPA failure (largest |Δloss under CSPA|)").run()
+    at.selectbox(key="browse_rank").set_value("Where CSPA misses the effect (largest |Δloss under CSPA|)").run()
     assert not at.exception
     table = at.dataframe[0].value
     column = "Δloss under CSPA (signed)"

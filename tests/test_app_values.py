@@ -26,12 +26,44 @@ def test_home_table_shows_the_summary(app_env):
     arts = open_artifacts(app_env)
     s = arts.summary("1.2")
     at = _run()
-    (table,) = [d.value for d in at.dataframe]
+    tables = [d.value for d in at.dataframe]
+    (table,) = [t for t in tables if "quantity" in t.columns]
     rows = {r["quantity"]: r["loaded artifacts"] for r in table.to_dict("records")}
     assert rows["CSPA effect explained (KL)"] == f"{100 * s['cspa']['explained_kl']:.2f}%"
     assert rows["QK: token among the top 10 keys"] == f"{100 * s['qk']['frac_top10']:.2f}%"
     assert rows["Clean loss (nats/token)"] == f"{s['cspa']['mean_clean_loss']:.4f}"
     assert rows["Direct-effect mean ablation: Δloss (nats/token)"] == f"{s['cspa']['mean_delta_loss_ablation']:.4f}"
+
+
+def test_home_and_cspa_verdicts_show_the_summary_and_the_plot_reading(app_env):
+    """The verdict's figures are the stored summary's, its word follows the thresholds, and the CSPA page's reading
+    of its scatter is computed from the same per-token values (y near 0: kept; on the diagonal: not kept)."""
+    from app.survey_data import LABELS  # noqa: F401 - the page's labels import cleanly
+    from precompute.science import verdict as verdicts
+
+    arts = open_artifacts(app_env)
+    s = arts.summary("1.2")
+    want = verdicts.verdict((1, 2), s, arts.readout("1.2")[0], None)
+    for page in (None, "views/cspa.py"):
+        at = _run(page) if page else _run()
+        (steps,) = [d.value for d in at.dataframe if "step" in d.value.columns]
+        got = {r["step"]: r for r in steps.to_dict("records")}
+        assert got["3. CSPA explains its effect"]["measured on this set"].startswith(
+            f"{100 * s['cspa']['explained_kl']:.1f}%"
+        )
+        att = s["attends_predicted"]
+        assert f"{100 * att['frac_predicted']:.1f}%" in got["1. It attends to predicted tokens"]["measured on this set"]
+        assert f"{100 * s['ov_dynamic']['frac_top10']:.1f}%" in got["2. It suppresses what it attends to"][
+            "measured on this set"
+        ]
+        assert any(f"Verdict on 1.2: {want.word}." in m.value for m in at.markdown)
+    x = arts.field(F.delta_loss(F.PAPER_VARIANT), "1.2").astype("float64").reshape(-1)
+    y = arts.field(F.delta_loss(F.CSPA), "1.2").astype("float64").reshape(-1)
+    x, y = x.astype("float32").astype("float64"), y.astype("float32").astype("float64")
+    big = np.abs(x) >= np.quantile(np.abs(x), 0.9)
+    kept_big = float((np.abs(y[big]) < 0.5 * np.abs(x[big])).mean())
+    reading = [c.value for c in at.caption if c.value.startswith("Reading:")]
+    assert reading and f"{kept_big:.0%} lie nearer y = 0" in reading[0]
 
 
 def _rgb(css: str) -> tuple[int, int, int]:

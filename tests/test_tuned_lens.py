@@ -10,7 +10,8 @@ import torch
 
 from precompute.errors import InvalidInputError
 from precompute.science import predicted, readout
-from precompute.science.tuned_lens import RidgeStats, TunedLens, fit_tuned_lens, lens_quality, logit_lens_is_poor
+from precompute.science.tuned_lens import RidgeStats, TunedLens, fit_tuned_lens, lens_quality
+from precompute.science.verdict import logit_lens_is_poor
 
 
 def test_ridge_recovers_an_affine_map_from_chunks():

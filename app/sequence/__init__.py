@@ -33,8 +33,9 @@ def show(
     link_params: dict | None = None,
     name: str = "sequence",
     head_name: str = "",
+    readout: str = "logit_lens",
 ) -> None:
-    """The whole sequence view for one record."""
+    """The whole sequence view for one record; ``readout`` names what its prediction fields (``lens``) read."""
     strings = token_strings(tokenizer, rec[F.TOKENS].tolist())
     tab_key = f"{key}_tab"
     url.restore("tab", tab_key, url.mapped(TABS))
@@ -54,7 +55,7 @@ def show(
     active = TAB_NAMES.get(st.session_state.get(tab_key), "details")
     url.publish({"tab": (tab_key, active)}, {"tab": "details"})
     with tabs[0]:
-        details(rec, strings, pos, opts, tokenizer)
+        details(rec, strings, pos, opts, tokenizer, readout)
     with tabs[1]:
         source_view(rec, strings, pos, tokenizer)
     with tabs[2]:

@@ -21,7 +21,7 @@ METRICS = {
     "KL(clean ‖ ablated)": "kl",
     "Most negative DLA at the token": "dla",
     "Log-prob of the next token": "logprob",
-    "Logit-lens prob. of the next token": "lens",
+    "Prob. of the next token before the head (the set's read-out)": "lens",
     "Δloss under CSPA": "cspa",
 }
 BOUND = ("effect", "ln", "metric", "extreme", "nl")

@@ -29,7 +29,14 @@ def _show(col, df: pd.DataFrame) -> None:
     col.dataframe(df, hide_index=True, width="stretch", height=ROW_PX * (len(df) + 1) + 3)
 
 
-def details(rec: dict, strings: list[str], pos: int, opts: dict, tokenizer) -> None:
+PANEL = {
+    "logit_lens": "Logit lens before the head",
+    "tuned_lens": "Tuned lens before the head",
+    "final_minus_head": "Final prediction minus the head",
+}
+
+
+def details(rec: dict, strings: list[str], pos: int, opts: dict, tokenizer, readout: str = "logit_lens") -> None:
     def names(ids):
         return token_strings(tokenizer, ids)
 
@@ -77,7 +84,7 @@ def details(rec: dict, strings: list[str], pos: int, opts: dict, tokenizer) -> N
     for col, title, g in ((cols[0], "Head DLA: most negative", NEG), (cols[1], "Head DLA: most positive", POS)):
         col.markdown(f"**{title}**")
         _show(col, _table(rec[F.dla_ids(g)][pos], rec[F.dla_values(g)][pos], names, "logit change"))
-    cols[2].markdown("**Logit lens before the head**")
+    cols[2].markdown(f"**{PANEL.get(readout, PANEL['logit_lens'])}**")
     _show(cols[2], _table(rec[F.topk_ids(F.LENS)][pos], rec[F.topk_logprobs(F.LENS)][pos], names, "prob", math.exp))
     kept = [
         (int(p), int(t), float(v))
@@ -96,7 +103,7 @@ def details(rec: dict, strings: list[str], pos: int, opts: dict, tokenizer) -> N
                     "source position": [p for p, _, _ in kept],
                     "source token": [repr(strings[p]) for p, _, _ in kept],
                     "suppressed token": [repr(n) for n in names([t for _, t, _ in kept])],
-                    "logit-lens score": [v for _, _, v in kept],
+                    f"{F.READOUT_LABELS.get(readout, 'logit lens').split(' (')[0]} score": [v for _, _, v in kept],
                 }
             ),
             hide_index=True,

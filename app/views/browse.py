@@ -43,7 +43,7 @@ RANKINGS = {
     "Δloss (head hurts most)": ("neg_delta_loss", "Δloss"),
     "KL from ablation": ("kl", "KL"),
     # ranked by the size of the loss change CSPA does not preserve; the column keeps its sign
-    "CSPA failure (largest |Δloss under CSPA|)": ("cspa_failure", "Δloss under CSPA (signed)"),
+    "Where CSPA misses the effect (largest |Δloss under CSPA|)": ("cspa_failure", "Δloss under CSPA (signed)"),
 }
 # the panel's state is fixed for the session, so it never collapses under the user's first interaction
 search_open = st.session_state.setdefault("_browse_search_open", not deep_link)
@@ -119,4 +119,5 @@ sequence_view.show(
     link_params=links,
     name=f"seq{seq}_head{head_name}",
     head_name=head_name,
+    readout=arts.readout(head_name)[0],
 )

@@ -6,12 +6,17 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from app import live_model, state
+from app import live_model, state, verdict_view
 from app.render.text import literal
 from precompute import paper
 from precompute import schema as F
 from precompute.data.tokenization import token_strings
 from precompute.errors import ExplorerError
+
+
+def schema_label(readout: str) -> str:
+    return F.READOUT_LABELS.get(readout, readout)
+
 
 arts = state.page_artifacts()
 st.title("Copy-suppression-preserving ablation (CSPA)")
@@ -19,12 +24,14 @@ head = state.head_picker(arts, key="cspa_head")
 head_name = f"{head[0]}.{head[1]}"
 summary = arts.summary(head_name).get("cspa", {})
 hp = arts.manifest["hyperparameters"]
+used, _ = arts.readout(head_name)
 st.markdown(
-    "CSPA keeps, at each destination, only the head's suppression of tokens the residual stream predicts "
-    "(among the top K_u of source tokens by logit lens, projected on their unembeddings) and mean-ablates the "
-    "rest. Points near the diagonal are tokens where the head's effect *is* copy suppression; points near "
-    "y = 0 are tokens where CSPA keeps nothing of an effect."
+    "CSPA keeps, at each destination, only the head's suppression of tokens the model predicts there (the top "
+    f"K_u of source tokens by the **{schema_label(used)}**, projected on their unembeddings) and mean-ablates the "
+    "rest. Its share of the head's effect is how much of the head is copy suppression."
 )
+verdict_view.readout_note(arts, head_name)
+verdict_view.show(arts, head_name)
 c = st.columns(5)
 top = arts.paper_figures(head_name)["explained_top_bucket"]
 kl_fig, top_fig = paper.FIGURE["explained_kl"], paper.FIGURE["explained_top_bucket"]
@@ -93,13 +100,30 @@ fig = go.Figure(
 )
 lim = float(max(df["ablation"].abs().max(), df["cspa"].abs().max(), 0.1))
 fig.add_shape(type="line", x0=-lim, y0=-lim, x1=lim, y1=lim, line=dict(dash="dash", color="grey"))
+fig.add_shape(type="line", x0=-lim, y0=0, x1=lim, y1=0, line=dict(color="#1b7837", width=1))
 fig.update_layout(
-    xaxis_title="Δloss, mean ablation of the direct effect",
-    yaxis_title="Δloss, CSPA",
+    xaxis_title="Δloss when the head's direct effect is mean-ablated (nats per token)",
+    yaxis_title="Δloss under CSPA (nats per token)",
     height=560,
     margin=dict(l=10, r=10, t=30, b=10),
 )
+st.subheader("Per token: the head's effect and what CSPA leaves of it")
+st.markdown(
+    "Each point is one predicted token. x: how much the loss rises when the head's direct effect is mean-ablated "
+    "(the head's whole effect there); y: how much it rises under CSPA (the part of that effect CSPA does *not* "
+    "keep). **On the green line y = 0** CSPA kept all of the head's effect: there it is copy suppression. **On the "
+    "grey dashed diagonal y = x** CSPA kept none of it: the effect is something else, as it is everywhere for a "
+    "head that does not copy-suppress (the baseline)."
+)
 event = st.plotly_chart(fig, key="cspa_scatter", on_select="rerun", selection_mode="points")
+near0 = float((df["cspa"].abs() < 0.5 * df["ablation"].abs()).mean()) if len(df) else float("nan")
+big = df[df["ablation"].abs() >= df["ablation"].abs().quantile(0.9)] if len(df) else df
+kept_big = float((big["cspa"].abs() < 0.5 * big["ablation"].abs()).mean()) if len(big) else float("nan")
+st.caption(
+    f"Reading: among the 10% of plotted tokens where the head matters most, {kept_big:.0%} lie nearer y = 0 than "
+    f"the diagonal (CSPA keeps more than half the effect); over all plotted tokens, {near0:.0%}. Overall, CSPA "
+    f"keeps {kl_fig.format(summary.get('explained_kl'))} of the head's KL with the {schema_label(used)}."
+)
 sel = event.selection.points if event is not None else []
 if sel:
     # the point's row in the plotted frame (point_index), not customdata: Scattergl selections do not return it
@@ -129,11 +153,41 @@ if not curve.empty:
     lo, hi = float(curve.min().min()), float(curve.max().max())
     fig2.add_trace(go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", line=dict(dash="dash"), name="y = x"))
     fig2.update_layout(
-        xaxis_title="mean Δloss under mean ablation (bucket)", yaxis_title="mean Δloss under CSPA (bucket)", height=420
+        xaxis_title="mean Δloss under mean ablation, per bucket (nats per token)",
+        yaxis_title="mean Δloss under CSPA, per bucket (nats per token)",
+        height=420,
     )
     st.plotly_chart(fig2, key="cspa_curve")
-    st.caption("Tokens sorted by Δloss under mean ablation into 100 equal-count buckets.")
+    st.caption(
+        "Tokens sorted by Δloss under mean ablation into 100 equal-count buckets. A curve along y = x: CSPA keeps "
+        "none of the effect (no copy suppression); a flat curve near y = 0: it keeps all of it. The paper's 10.7 "
+        f"keeps {top_fig.text} in the top bucket."
+    )
 
+
+by = arts.summary(head_name).get("cspa_by_readout") or {}
+if by:
+    st.subheader("CSPA by what counts as 'predicted'")
+    st.dataframe(
+        pd.DataFrame(
+            [
+                {
+                    "read-out": schema_label(r) + (" (this set's)" if r == used else ""),
+                    "effect explained (KL)": f"{100 * by[r]['explained_kl']:.1f}%",
+                    "effect explained (net loss)": f"{100 * by[r]['explained_loss_net']:.1f}%",
+                    "tokens": by[r]["n_tokens"],
+                }
+                for r in F.READOUTS
+                if r in by
+            ]
+        ),
+        hide_index=True,
+    )
+    st.caption(
+        "The same CSPA on the same tokens with each read-out deciding which sources are predicted. The paper's "
+        "GPT-2 10.7 with the logit lens: 76.9%. The final-minus-head read-out reads layers after the head, so it is "
+        "a diagnostic, not a prediction made before the head."
+    )
 
 st.subheader("CSPA's three interventions")
 st.caption(

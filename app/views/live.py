@@ -90,4 +90,13 @@ if compare != "(none)":
     else:
         sequence_view.compare_strip(other.record, analyzer.tokenizer, opts, int(pos), compare, None)
         st.markdown(f"**Head {literal(head_name)}** (details below)")
-sequence_view.show(result.record, analyzer.tokenizer, opts, int(pos), key="live", name="prompt", head_name=head_name)
+sequence_view.show(
+    result.record,
+    analyzer.tokenizer,
+    opts,
+    int(pos),
+    key="live",
+    name="prompt",
+    head_name=head_name,
+    readout=analyzer.readout_of(head),
+)

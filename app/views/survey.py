@@ -14,6 +14,7 @@ from app.survey_data import (
     filtered,
     hover_text,
     load,
+    ranking,
     run_command,
     runs_with_head,
     survey_bases,
@@ -121,6 +122,19 @@ for col, frac in nan.items():
     if frac > 0:
         reasons = {m.get("reasons", {}).get(col) for m in manifests.values()} - {None}
         st.caption(f"{LABELS[col]}: {frac:.0%} of heads have no value. {literal('; '.join(sorted(reasons)))}")
+
+st.subheader("Ranking: the strongest copy suppressors")
+survey_names = sorted(view["survey"].unique())
+state.url.restore("rank", "survey_rank_of", state.url.choice(survey_names))
+rank_of = st.selectbox("Survey", survey_names, key="survey_rank_of")
+ranked, rule = ranking(table, manifests, rank_of)
+shown = ["rank", "name", "copy_suppression_score"] + list(LABELS)
+st.dataframe(
+    ranked[shown].rename(columns={**LABELS, "name": "head", "copy_suppression_score": "score (mean percentile)"}),
+    hide_index=True,
+    height=35 * 11 + 3,
+)
+st.caption(literal(rule + " Click a column's title to sort by it; empty cells have no value for that head."))
 
 # the head shown below: the one clicked, else the link's ?survey=…&head=… (kept in the URL either way)
 state.url.restore("survey", "survey_pick_survey", state.url.text(200))

@@ -35,9 +35,7 @@ METHOD = "ridge"  # closed-form ridge toward the final norm's output (recorded; 
 DEFAULT_RIDGE = 1e-3  # lambda, relative to the mean squared input (scale-free)
 HELDOUT_FRACTION = 0.25
 QUALITY_TOKENS = 1024  # held-out positions scored per layer (each costs a vocabulary projection)
-# the logit lens counts as a poor read-out of the model's prediction beyond these (the page warns)
-POOR_KL_NATS = 2.0
-POOR_TOP1 = 0.5
+
 
 
 @dataclass
@@ -216,10 +214,3 @@ def lens_quality(
                 }
             out[layer] = row
     return out
-
-
-def logit_lens_is_poor(quality_row: dict) -> bool:
-    """True where the logit lens reads the model's prediction badly (KL above POOR_KL_NATS or top-1 agreement
-    under POOR_TOP1): the page warns."""
-    q = quality_row.get("logit", {})
-    return bool(q) and (q["kl"] > POOR_KL_NATS or q["top1"] < POOR_TOP1)

@@ -32,6 +32,9 @@ OV_TEXT_PASS = 0.2
 CSPA_PASS = 0.25
 CSPA_STRONG = 0.5
 N_BASELINES = 3
+# the logit lens counts as a poor read-out of the model's prediction beyond these (the pages warn)
+POOR_KL_NATS = 2.0
+POOR_TOP1 = 0.5
 THRESHOLDS = (
     f"Thresholds: (1) attended sources at least {ENRICHMENT_PASS:g}× as often predicted as a random content source "
     f"of the same prefix; (2) the source among the 10 most suppressed tokens for at least {OV_TEXT_PASS:.0%} of "
@@ -70,6 +73,13 @@ class Verdict:
     steps: tuple[Step, ...]
     survey_note: str
     thresholds: str = THRESHOLDS
+
+
+def logit_lens_is_poor(quality_row: dict) -> bool:
+    """True where the logit lens reads the model's prediction badly at a layer (``TunedLens.quality`` row: KL above
+    POOR_KL_NATS or top-1 agreement under POOR_TOP1)."""
+    q = quality_row.get("logit", {})
+    return bool(q) and (q["kl"] > POOR_KL_NATS or q["top1"] < POOR_TOP1)
 
 
 def _num(x) -> float | None:

@@ -1,0 +1,52 @@
+"""The verdict on a head, drawn the same on Home and the CSPA page (``precompute.science.verdict`` decides it):
+the word and the sentence, the three steps with figure, chance, pass or fail, percentile and baseline heads from
+the survey of the same model, the thresholds, and a warning where the paper's logit lens reads this model poorly."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from app import state
+from app.render.text import literal
+from app.survey_data import survey_of
+from precompute import schema
+from precompute.science import verdict as verdicts
+
+
+def readout_note(arts, head_name: str) -> None:
+    """Which read-out decides "predicted" for this head and why; a warning where the logit lens is poor here."""
+    used, why = arts.readout(head_name)
+    st.caption(literal(f"'Predicted' is read by the {schema.READOUT_LABELS[used]}: {why}."))
+    q = arts.lens_quality().get(schema.parse_head(head_name)[0])
+    if q and verdicts.logit_lens_is_poor(q):
+        st.warning(
+            f"The paper's logit lens reads this model poorly at layer {schema.parse_head(head_name)[0]}: it agrees "
+            f"with the model's own top-1 on {q['logit']['top1']:.0%} of held-out positions (KL {q['logit']['kl']:.1f} "
+            f"nats); the tuned lens on {q['tuned']['top1']:.0%} (KL {q['tuned']['kl']:.2f} nats). Figures that "
+            "use the logit lens as 'predicted' understate copy suppression here."
+        )
+
+
+def show(arts, head_name: str) -> verdicts.Verdict:
+    survey, survey_name = survey_of(arts.model_name, state.configured_source(), state.default_dir())
+    head = schema.parse_head(head_name)
+    v = verdicts.verdict(head, arts.summary(head_name), arts.readout(head_name)[0], survey)
+    st.markdown(f"**Verdict on {head_name}: {v.word}.** " + literal(v.sentence))
+    rows = []
+    for step in v.steps:
+        rows.append(
+            {
+                "step": step.title,
+                "result": {True: "passes", False: "fails", None: "not measured"}[step.passed],
+                "measured on this set": step.figure_text,
+                "chance": step.chance_text,
+                "percentile among all heads (survey)": "n/a" if step.percentile is None else f"{step.percentile:.0%}",
+                "baseline heads (survey)": ", ".join(f"{h}: {x:.3g}" for h, x in step.baselines.items()) or "n/a",
+            }
+        )
+    st.dataframe(pd.DataFrame(rows), hide_index=True)
+    st.caption(literal(v.thresholds))
+    note = v.survey_note + (f" Survey: {survey_name}." if survey_name else "")
+    st.caption(literal(note))
+    return v
