@@ -34,7 +34,7 @@ def show(arts, head_name: str) -> verdicts.Verdict:
     v = verdicts.verdict(head, arts.summary(head_name), arts.readout(head_name)[0], survey)
     st.markdown(f"**Verdict on {head_name}: {v.word}.** " + literal(v.sentence))
     rows = []
-    for step in v.steps:
+    for step in v.steps + v.extras:
         rows.append(
             {
                 "step": step.title,

@@ -21,6 +21,7 @@ from ..science.circuits import (
     ranks_from_factors,
 )
 from ..science import predicted
+from ..science.causal_qk import causal_qk
 from ..science.cspa import default_excluded, summary_metrics
 from ..science.cspa_interventions import compare_readouts
 from ..science.indirect import indirect_excluding
@@ -182,6 +183,7 @@ def finish(
         s["cspa"] = write_index(out, head, n_shards)
         used = chosen[head][0]
         s["attends_predicted"] = _attends_predicted(out, head, n_shards, tokens, excluded)
+        s["causal_qk"] = causal_qk(lm, tokens, head, excluded)
         if lens is not None and lens.has(head[0]):
             s["lens_quality"] = lens.quality.get(head[0], {})
             log(f"head {schema.head_key(head)}: CSPA under the other read-outs ({len(tokens)} sequences)")

@@ -120,7 +120,7 @@ def readout_lines(arts, head_name: str) -> list[str]:
 
 def verdict_lines(v: verdicts.Verdict) -> list[str]:
     lines = [f"Verdict on {v.head}: {v.word.upper()}. {v.sentence}"]
-    for step in v.steps:
+    for step in v.steps + v.extras:
         ok = {True: "passes", False: "fails", None: "not measured"}[step.passed]
         lines.append(f"  {step.title} ({ok}): {step.figure_text}; chance: {step.chance_text}")
         if step.percentile is not None:
@@ -222,7 +222,7 @@ def report_json(
                 "percentile": st.percentile,
                 "baselines": st.baselines,
             }
-            for st in v.steps
+            for st in v.steps + v.extras
         ],
         "thresholds": v.thresholds,
     }

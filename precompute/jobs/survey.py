@@ -16,6 +16,7 @@ from .config import option
 
 LIMITS = {
     "n_seqs": 1_000_000,
+    "lens_seqs": 1_000_000,
     "seq_len": 1 << 16,
     "batch_size": 4096,
     "n_mean": 1_000_000,
@@ -54,6 +55,9 @@ class SurveyConfig:
     seq_len: int = option(256, "tokens per sequence, BOS included")
     batch_size: int = option(8, "sequences per forward pass")
     n_mean: int = option(32, "the first n_mean sequences give each head's mean output μ")
+    lens_seqs: int = option(
+        48, "sequences the survey's tuned lens is fitted on, the last quarter held out (at least --n-seqs are used)"
+    )
     circuit_rows: int | None = option(2048, "tokens sampled for ov/qk_top10, or 'all'", parse=_rows)
     qk_distance: int = option(16, "rotary models: qk_top10 for keys this many positions back (learned positions: none)")
     n_repeat: int = option(100, "repeated random sequences for induction and anti-induction (original: 100)")
@@ -103,12 +107,14 @@ def run_survey(cfg: SurveyConfig, loaded=None, log=print) -> Path:
         raise InvalidInputError(f"--out {out} already holds a survey; pass --overwrite or choose a new folder")
     t0 = time.perf_counter()
     lm = loaded if loaded is not None else load_model(cfg.model, device=cfg.device)
-    tokens = torch.tensor(
-        load_sequences(
-            cfg.dataset, cfg.split, cfg.seed, lm.tokenizer, cfg.n_seqs, cfg.seq_len, n_ctx=lm.model.cfg.n_ctx
-        )
+    n_lens = max(cfg.n_seqs, cfg.lens_seqs)
+    every = torch.tensor(
+        load_sequences(cfg.dataset, cfg.split, cfg.seed, lm.tokenizer, n_lens, cfg.seq_len, n_ctx=lm.model.cfg.n_ctx)
     )
-    df = survey_heads(lm, tokens, cfg.settings(), progress=lambda text, frac: log(f"survey: {text}"))
+    tokens = every[: cfg.n_seqs]
+    df = survey_heads(
+        lm, tokens, cfg.settings(), progress=lambda text, frac: log(f"survey: {text}"), lens_tokens=every
+    )
     if (out / schema.SURVEY_MANIFEST).exists():
         (out / schema.SURVEY_MANIFEST).unlink()
     dataset = {

@@ -291,12 +291,18 @@ def _circuits(m, st: SurveySettings, progress) -> tuple[Tensor, Tensor, int]:
 
 
 def survey_heads(
-    model, tokens: Int[Tensor, "batch seq"], settings: SurveySettings | None = None, progress=None, **overrides
+    model,
+    tokens: Int[Tensor, "batch seq"],
+    settings: SurveySettings | None = None,
+    progress=None,
+    lens_tokens: Int[Tensor, "batch seq"] | None = None,
+    **overrides,
 ):
     """One row per head of ``model`` (a pandas DataFrame; columns ``schema.SURVEY_COLUMNS``), see the module
     docstring. ``tokens``: [batch, seq] sequences, BOS first, for the ablation and CSPA columns. Keyword
     ``overrides`` replace fields of ``settings`` (e.g. ``circuit_rows=None``). ``progress(text, fraction)`` is
-    called as it goes. ``df.attrs`` holds ``settings`` and ``reasons`` (column -> why it is NaN)."""
+    called as it goes. ``lens_tokens``: the sequences the tuned lens is fitted on (default ``tokens``; the last quarter
+    held out). ``df.attrs`` holds ``settings`` and ``reasons`` (column -> why it is NaN)."""
     import pandas as pd
 
     st = settings or SurveySettings()
@@ -321,7 +327,11 @@ def survey_heads(
         if progress:
             progress("mean head outputs", 0.0)
         lens = fit_tuned_lens(
-            m, tokens, batch_size=st.batch_size, quality_tokens=SURVEY_LENS_QUALITY_TOKENS, progress=progress
+            m,
+            (tokens if lens_tokens is None else lens_tokens).long(),
+            batch_size=st.batch_size,
+            quality_tokens=SURVEY_LENS_QUALITY_TOKENS,
+            progress=progress,
         )
         sums = _ablation_sums(m, tokens, mu, st, lens, progress)
         induction, anti = _induction(m, st)

@@ -32,6 +32,8 @@ OV_TEXT_PASS = 0.2
 CSPA_PASS = 0.25
 CSPA_STRONG = 0.5
 N_BASELINES = 3
+CAUSAL_RISE = 0.05  # the causal QK test supports step 1 where the rise is at least this and 3× the control's
+CAUSAL_RATIO = 3.0
 # the logit lens counts as a poor read-out of the model's prediction beyond these (the pages warn)
 POOR_KL_NATS = 2.0
 POOR_TOP1 = 0.5
@@ -39,7 +41,8 @@ THRESHOLDS = (
     f"Thresholds: (1) attended sources at least {ENRICHMENT_PASS:g}× as often predicted as a random content source "
     f"of the same prefix; (2) the source among the 10 most suppressed tokens for at least {OV_TEXT_PASS:.0%} of "
     f"attended pairs; (3) CSPA explains at least {CSPA_PASS:.0%} of the head's KL ({CSPA_STRONG:.0%} or more: "
-    "strong). Copy suppression = all three; partly = (3) and one other."
+    "strong). Copy suppression = all three; partly = (3) and one other. The causal QK test (extra) supports (1) "
+    f"where the rise is at least {CAUSAL_RISE:g} and {CAUSAL_RATIO:g}× a random token's."
 )
 # the survey column that ranks heads on each step (under the survey's tuned lens where a read-out matters)
 SURVEY_COLUMN = {
@@ -73,6 +76,7 @@ class Verdict:
     steps: tuple[Step, ...]
     survey_note: str
     thresholds: str = THRESHOLDS
+    extras: tuple[Step, ...] = ()  # measures that inform but do not decide the word (the causal QK test)
 
 
 def logit_lens_is_poor(quality_row: dict) -> bool:
@@ -211,6 +215,22 @@ def verdict(head: tuple[int, int], summary: dict, readout: str, survey=None, d_v
         own,
     )
     steps = (step1, step2, step3)
+    cq = summary.get("causal_qk") or {}
+    rise, control = _num(cq.get("rise")), _num(cq.get("control_rise"))
+    extras = (
+        Step(
+            "causal_qk",
+            "Extra: causal QK test",
+            rise,
+            "not measured in this set"
+            if rise is None
+            else f"making the destination predict an earlier token (boost {cq.get('scale', 0):g}× the residual norm "
+            f"along its unembedding) raises the head's attention to that token by {rise:.3f} "
+            f"({int(cq.get('n_trials', 0))} trials; clean attention {cq.get('clean', 0):.3f})",
+            "n/a" if control is None else f"a random other token's boost: {control:+.3f}",
+            None if rise is None or control is None else rise >= CAUSAL_RISE and rise >= CAUSAL_RATIO * max(control, 0),
+        ),
+    )
     if any(s.passed is None for s in steps):
         word = "undetermined"
     elif all(s.passed for s in steps):
@@ -225,7 +245,7 @@ def verdict(head: tuple[int, int], summary: dict, readout: str, survey=None, d_v
         if survey is not None
         else "No survey of this model is open: no percentiles or baseline heads."
     )
-    return Verdict(key, readout, word, sentence(key, readout, by), steps, note)
+    return Verdict(key, readout, word, sentence(key, readout, by), steps, note, extras=extras)
 
 
 # --- the survey's ranking: which head is the strongest copy suppressor

@@ -1,0 +1,115 @@
+"""The verdict on a head: its words from hand-made summaries, percentiles and baselines from a hand-made survey,
+the causal QK test against one hooked forward per trial, and the planted toy head told apart from the others."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+
+from precompute.science import verdict as verdicts
+from precompute.science.causal_qk import _trials, causal_qk
+from precompute.science.cspa import default_excluded
+
+
+def _summary(enrichment=5.0, ov=0.3, cspa=0.44, logit=0.09):
+    return {
+        "attends_predicted": {"n_pairs": 100, "frac_predicted": 0.33, "frac_chance": 0.33 / enrichment, "top": 10,
+                              "enrichment": enrichment},
+        "ov_dynamic": {"n_pairs": 90, "frac_top10": ov, "chance_top10": 10 / 49152},
+        "cspa": {"explained_kl": cspa},
+        "cspa_by_readout": {"logit_lens": {"explained_kl": logit}, "tuned_lens": {"explained_kl": cspa}},
+        "causal_qk": {"n_trials": 10, "rise": 0.2, "control_rise": 0.01, "clean": 0.1, "scale": 0.5},
+    }
+
+
+def test_words_follow_the_written_thresholds():
+    v = verdicts.verdict((24, 4), _summary(), "tuned_lens")
+    assert v.word == "copy suppression"
+    assert v.sentence == (
+        "Copy suppression explains 44% of 24.4's effect (KL) on this text with the tuned lens "
+        "(9% with the paper's logit lens)."
+    )
+    assert [s.passed for s in v.steps] == [True, True, True] and v.extras[0].passed is True
+    assert verdicts.verdict((24, 4), _summary(cspa=0.6), "tuned_lens").word == "copy suppression (strong)"
+    assert verdicts.verdict((24, 4), _summary(enrichment=1.2), "tuned_lens").word == "partly copy suppression"
+    assert verdicts.verdict((24, 4), _summary(enrichment=1.2, ov=0.01), "tuned_lens").word == (
+        "not copy suppression on this text"
+    )
+    # the head's own read-out is the logit lens: its share is the stored cspa summary's
+    s = _summary(cspa=0.09)
+    s["cspa_by_readout"]["tuned_lens"]["explained_kl"] = 0.44
+    v = verdicts.verdict((24, 4), s, "logit_lens")
+    assert v.word == "not copy suppression on this text" and v.steps[2].passed is False  # (3) decides
+    assert "with the paper's logit lens (44% with the tuned lens)" in v.sentence
+    empty = verdicts.verdict((1, 2), {}, "logit_lens")
+    assert empty.word == "undetermined" and empty.sentence == "CSPA was not measured for 1.2 in this set."
+
+
+def test_percentiles_and_baselines_from_a_survey():
+    survey = pd.DataFrame(
+        {
+            "layer": [3, 3, 4, 4, 5, 9],
+            "head": [0, 1, 0, 1, 0, 0],
+            "kl_direct": [0.5, 0.1, 0.9, 0.0, 0.3, 2.0],
+            "predicted_enrichment": [1.0, 2.0, 6.0, float("nan"), 1.5, 0.5],
+            "ov_text_suppression": [0.1, 0.2, 3.0, 0.0, 0.4, 0.5],
+            "cspa_kl_explained": [0.0, 0.1, 0.2, 0.0, 0.0, 0.0],
+            "cspa_kl_explained_tuned": [0.01, 0.02, 0.5, 0.0, 0.05, 0.0],
+        }
+    )
+    # other heads of layers 3-5 by KL: 3.0 (0.5), 5.0 (0.3), 3.1 (0.1); 9.0 is too far
+    assert verdicts.baseline_heads(survey, (4, 0)) == [(3, 0), (5, 0), (3, 1)]
+    v = verdicts.verdict((4, 0), _summary(), "tuned_lens", survey)
+    step1, step2, step3 = v.steps
+    assert step1.percentile == 1.0 and step1.head_in_survey == 6.0  # the NaN head is left out
+    assert step1.baselines == {"3.0": 1.0, "5.0": 1.5, "3.1": 2.0}
+    assert step3.survey_column == "cspa_kl_explained_tuned" and step3.baselines["3.0"] == 0.01
+    low = verdicts.verdict((3, 0), _summary(), "logit_lens", survey)
+    assert low.steps[2].survey_column == "cspa_kl_explained"
+    assert low.steps[1].percentile == pytest.approx(2 / 6)  # 0.1 is above 0.0 only, itself included
+
+
+def test_causal_qk_equals_one_hooked_forward_per_trial(toy, toy_tokens):
+    m = toy.model
+    tokens = toy_tokens[:3, :24].long()
+    excluded = torch.zeros(m.cfg.d_vocab, dtype=torch.bool)
+    excluded[list(default_excluded(toy.tokenizer))] = True
+    head = (1, 2)
+    got = causal_qk(toy, tokens, head, excluded, per_sequence=2, batch_size=3, seed=4)
+    trials = _trials(tokens, excluded, 2, torch.Generator().manual_seed(4))
+    assert got["n_trials"] == len(trials) > 0
+    clean, rise, control = [], [], []
+    W_U = m.W_U
+    for i, q, t, c in trials:
+        where = [k for k in range(1, q) if int(tokens[i, k]) == t]
+        att = []
+        for tok in (None, t, c):
+
+            def add(x, hook, tok=tok):
+                if tok is None:
+                    return x
+                u = W_U[:, tok] - W_U[:, tok].mean()  # the toy's norms centre
+                x = x.clone()
+                x[0, q] += 0.5 * x[0, q].norm() * u / u.norm()
+                return x
+
+            seen = {}
+            m.run_with_hooks(
+                tokens[i : i + 1],
+                fwd_hooks=[
+                    ("blocks.1.hook_resid_pre", add),
+                    ("blocks.1.attn.hook_pattern", lambda x, hook: seen.setdefault("p", x[0, 2].clone())),
+                ],
+            )
+            att.append(float(seen["p"][q, where].sum()))
+        clean.append(att[0])
+        rise.append(att[1] - att[0])
+        control.append(att[2] - att[0])
+    assert got["clean"] == pytest.approx(sum(clean) / len(clean), abs=1e-5)
+    assert got["rise"] == pytest.approx(sum(rise) / len(rise), abs=1e-5)
+    assert got["control_rise"] == pytest.approx(sum(control) / len(control), abs=1e-5)
+    # the planted copy suppressor responds to the prediction; a head of the other layer does not
+    assert got["rise"] > 0.2 and got["rise"] > 3 * max(got["control_rise"], 0.0)
+    other = causal_qk(toy, tokens, (0, 1), excluded, per_sequence=2, seed=4)
+    assert abs(other["rise"]) < 0.05
