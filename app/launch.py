@@ -160,6 +160,7 @@ def build_smollm2(out_dir: Path, log=print) -> Path | None:
     from precompute.jobs.survey import SurveyConfig, run_survey
     from precompute.models.loading import load_model
     from precompute.science.survey import strongest_copy_suppressor
+    from precompute.science.verdict import suggested_partner
     from precompute.store.survey import read_survey
 
     try:
@@ -182,7 +183,9 @@ def build_smollm2(out_dir: Path, log=print) -> Path | None:
             loaded=lm,
             log=log,
         )
-        head = strongest_copy_suppressor(read_survey(survey)[0])
+        df = read_survey(survey)[0]
+        head = strongest_copy_suppressor(df)
+        partner = suggested_partner(df, head)  # measured together with the head (copy suppression can be shared)
         write_status(
             out_dir,
             state="building",
@@ -191,7 +194,14 @@ def build_smollm2(out_dir: Path, log=print) -> Path | None:
             f"{SMOLLM2_DEMO['n_seqs']} sequences of CPython's documentation",
         )
         path = run(
-            RunConfig(out=str(out_dir / "smollm2-demo"), device="cpu", overwrite=True, heads=(head,), **SMOLLM2_DEMO),
+            RunConfig(
+                out=str(out_dir / "smollm2-demo"),
+                device="cpu",
+                overwrite=True,
+                heads=(head,),
+                groups=((head, partner),) if partner else (),
+                **SMOLLM2_DEMO,
+            ),
             loaded=lm,
             log=log,
         )

@@ -50,3 +50,10 @@ def show(arts, head_name: str) -> verdicts.Verdict:
     note = v.survey_note + (f" Survey: {survey_name}." if survey_name else "")
     st.caption(literal(note))
     return v
+
+
+def partner_of(arts, head_name: str) -> str | None:
+    """The suggested partner of ``head_name`` from the survey of the same model ("L.H"), or None."""
+    survey, _ = survey_of(arts.model_name, state.configured_source(), state.default_dir())
+    got = verdicts.suggested_partner(survey, schema.parse_head(head_name)) if survey is not None else None
+    return None if got is None else schema.head_key(got)

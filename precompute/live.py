@@ -136,6 +136,37 @@ class LiveModel:
                 lens=an.lens,
             )
 
+    def joint_effect(
+        self, arts, heads, n_seqs: int = 8, on_wait: OnWait = None, progress=None
+    ) -> dict:
+        """``science.joint.joint_effect`` of the set ``heads`` on the first ``n_seqs`` sequences of ``arts``, with
+        its CSPA settings and tuned lens; a head the artifacts did not store gets its mean output over the set's
+        first ``n_mean`` sequences and the set's read-out rule (``science.readout.resolve``)."""
+        from .models.heads import check_head
+        from .science import readout as readouts
+        from .science.joint import joint_effect, mean_results_for
+
+        an = self.analyzer(arts)
+        keys = tuple(check_head(self.loaded.model, h) for h in heads)
+        n = max(1, min(int(n_seqs), arts.n_sequences))
+        n_mean = max(1, min(int(arts.hyperparameters.get("n_mean", n)), arts.n_sequences))
+        tokens = torch.stack([torch.as_tensor(arts.tokens(i)).long() for i in range(max(n, n_mean))])
+        rule = arts.hyperparameters.get("readout", "logit_lens")
+        readout_of = {
+            h: an.readout_of(h)
+            if h in an.mean_results
+            else readouts.resolve(rule if rule in (readouts.AUTO, *schema.READOUTS) else "logit_lens", an.lens, h[0],
+                                  self.loaded.paper_model)[0]
+            for h in keys
+        }
+        with self.queue.turn(on_wait):
+            means = mean_results_for(self.loaded, tokens[:n_mean], keys, an.mean_results)
+            got = joint_effect(
+                self.loaded, tokens[:n], keys, means, an.cspa, readout_of, an.lens, an.neighbours, progress=progress
+            )
+        got["readouts"] = {schema.head_key(h): readout_of[h] for h in keys}
+        return got
+
     def default_ablation_heads(self) -> tuple[tuple[int, int], ...]:
         """The heads self-repair ablates by default here (GPT-2's name movers), or () where the caller chooses."""
         from .science.self_repair import default_heads

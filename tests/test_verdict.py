@@ -56,8 +56,12 @@ def test_percentiles_and_baselines_from_a_survey():
             "ov_text_suppression": [0.1, 0.2, 3.0, 0.0, 0.4, 0.5],
             "cspa_kl_explained": [0.0, 0.1, 0.2, 0.0, 0.0, 0.0],
             "cspa_kl_explained_tuned": [0.01, 0.02, 0.5, 0.0, 0.05, 0.0],
+            "ov_top10": [0.2, 0.6, 0.9, 0.1, 0.5, 0.99],
         }
     )
+    # the partner: the best OV head of layers 3-5 other than itself (9.0 is too far)
+    assert verdicts.suggested_partner(survey, (4, 0)) == (3, 1)
+    assert verdicts.suggested_partner(survey, (9, 0)) is None
     # other heads of layers 3-5 by KL: 3.0 (0.5), 5.0 (0.3), 3.1 (0.1); 9.0 is too far
     assert verdicts.baseline_heads(survey, (4, 0)) == [(3, 0), (5, 0), (3, 1)]
     v = verdicts.verdict((4, 0), _summary(), "tuned_lens", survey)
@@ -113,3 +117,52 @@ def test_causal_qk_equals_one_hooked_forward_per_trial(toy, toy_tokens):
     assert got["rise"] > 0.2 and got["rise"] > 3 * max(got["control_rise"], 0.0)
     other = causal_qk(toy, tokens, (0, 1), excluded, per_sequence=2, seed=4)
     assert abs(other["rise"]) < 0.05
+
+
+def test_heads_together_equal_a_hooked_reference(toy, toy_tokens):
+    """Two heads' direct effects mean-ablated together (frozen final norm) and CSPA of both, against the
+    materialised CSPA of ``test_cspa.reference_cspa`` for each head, added up."""
+    from precompute import CSPAConfig, mean_result
+    from precompute.science.joint import group_key, joint_effect, parse_groups
+
+    from .test_cspa import reference_cspa
+
+    m = toy.model
+    tokens = toy_tokens[:2, :20].long()
+    heads = ((1, 2), (1, 0))
+    means = {h: mean_result(toy, tokens, h) for h in heads}
+    excluded = tuple(default_excluded(toy.tokenizer))
+    got = joint_effect(toy, tokens, heads, means, CSPAConfig(), batch_size=1)
+    with torch.inference_mode():
+        logits, cache = m.run_with_cache(tokens)
+    scale = cache["ln_final.hook_scale"]
+    resid = cache[f"blocks.{m.cfg.n_layers - 1}.hook_resid_post"]
+    shift = sum(cache[f"blocks.{L}.attn.hook_result"][:, :, h] - means[(L, h)][:20] for L, h in heads)
+    x = resid - shift
+    ablated = ((x - x.mean(-1, keepdim=True)) / scale) @ m.W_U + m.b_U
+    cspa = logits.clone()
+    for h in heads:
+        _, cspa_h, _ = reference_cspa(m, tokens, h, means[h][:20], CSPAConfig(excluded_token_ids=excluded))
+        cspa = cspa + (cspa_h - logits)
+    targets = tokens[:, 1:]
+    clean_lp = logits[:, :-1].log_softmax(-1)
+
+    def effects(lg):
+        lp = lg[:, :-1].log_softmax(-1)
+        kl = (clean_lp.exp() * (clean_lp - lp)).sum(-1)
+        dl = clean_lp.gather(-1, targets[..., None])[..., 0] - lp.gather(-1, targets[..., None])[..., 0]
+        return kl.double().mean(), dl.double().mean()
+
+    kl_a, dl_a = effects(ablated)
+    kl_c, _ = effects(cspa)
+    assert got["mean_delta_loss_ablation"] == pytest.approx(float(dl_a), abs=1e-4)
+    assert got["explained_kl"] == pytest.approx(1 - float(kl_c / kl_a), abs=1e-3)
+    assert group_key(heads) == "1.2+1.0"
+    assert parse_groups("1.2+1.0, 2.1+2.2+0.0") == (((1, 2), (1, 0)), ((2, 1), (2, 2), (0, 0)))
+    from precompute.errors import InvalidInputError
+
+    for bad in ("1.2", "1.2+1.2", "1.2+x"):
+        with pytest.raises(InvalidInputError):
+            parse_groups(bad)
+    with pytest.raises(InvalidInputError, match="no mean result"):
+        joint_effect(toy, tokens, ((1, 2), (2, 0)), means, CSPAConfig())

@@ -233,3 +233,80 @@ if got is not None:
         ),
         hide_index=True,
     )
+
+
+st.subheader("Several heads at once")
+st.caption(
+    "Copy suppression can be shared between heads (GPT-2's 10.7 with 11.10). Here the chosen heads' direct effects "
+    "are mean-ablated together, and CSPA keeps each one's copy suppression (each with its own read-out): the share "
+    "of the set's KL that CSPA keeps, beside the Δloss of the set and of each head alone (nats per token)."
+)
+stored = arts.groups()
+if stored:
+    st.dataframe(
+        pd.DataFrame(
+            [
+                {
+                    "heads": name,
+                    "CSPA explains (KL)": f"{100 * g['explained_kl']:.1f}%",
+                    "Δloss together": f"{g['mean_delta_loss_ablation']:+.4f}",
+                    "Δloss alone": ", ".join(f"{h} {v:+.4f}" for h, v in g.get("mean_delta_loss_alone", {}).items()),
+                    "tokens": g["n_tokens"],
+                }
+                for name, g in stored.items()
+            ]
+        ),
+        hide_index=True,
+    )
+    st.caption("Stored with these artifacts (every sequence of the set).")
+n_layers, n_heads = int(arts.manifest["model"]["n_layers"]), int(arts.manifest["model"]["n_heads"])
+every = [f"{layer}.{h}" for layer in range(n_layers) for h in range(n_heads) if f"{layer}.{h}" != head_name]
+partner = verdict_view.partner_of(arts, head_name)
+g1, g2, g3 = st.columns([2, 1, 1])
+state.url.restore("with", "cspa_with", state.url.text(200))
+if st.session_state.get("cspa_with") is not None and not isinstance(st.session_state["cspa_with"], list):
+    st.session_state["cspa_with"] = [h for h in str(st.session_state["cspa_with"]).split("+") if h in every][:3]
+st.session_state.setdefault("cspa_with", [partner] if partner in every else [])
+together = g1.multiselect(
+    f"Measure {head_name} together with",
+    every,
+    key="cspa_with",
+    max_selections=3,
+    help=(f"Suggested: {partner}, the next-best OV self-suppressor of the adjacent layers (survey)." if partner else None),
+)
+state.url.publish({"with": ("cspa_with", "+".join(together))}, {"with": "+".join([partner] if partner else [])})
+n_joint = g2.selectbox("Sequences", [n for n in N_CHOICES if n <= arts.n_sequences] or [arts.n_sequences], key="cspa_joint_n")
+joint_key = (arts.source, head_name, tuple(together), int(n_joint))
+joint = st.session_state.setdefault("_cspa_joint", {})
+if g3.button("Compute together", key="cspa_joint_go", disabled=not together):
+    model, error = live_model.get_model(arts)
+    if model is None:
+        st.error(f"The model cannot be loaded here: {literal(error)}")
+    else:
+        bar = st.progress(0.0, text="Heads together…")
+        try:
+            joint[joint_key] = model.joint_effect(
+                arts,
+                [head] + [tuple(int(x) for x in h.split(".")) for h in together],
+                int(n_joint),
+                on_wait=live_model.queue_notice(),
+                progress=lambda text, frac: bar.progress(min(1.0, frac), text=literal(text)),
+            )
+        except ExplorerError as err:
+            st.error(f"Cannot compute them together: {literal(err)}")
+        bar.empty()
+got_joint = joint.get(joint_key)
+if got_joint is not None:
+    alone = got_joint.get("mean_delta_loss_alone", {})
+    st.dataframe(
+        pd.DataFrame(
+            [
+                {"measure": "CSPA explains (KL) of the set", "value": f"{100 * got_joint['explained_kl']:.1f}%"},
+                {"measure": "Δloss, mean-ablated together", "value": f"{got_joint['mean_delta_loss_ablation']:+.4f}"},
+                {"measure": "sum of Δloss alone", "value": f"{sum(alone.values()):+.4f}"},
+            ]
+            + [{"measure": f"Δloss, {h} alone", "value": f"{v:+.4f}"} for h, v in alone.items()]
+        ),
+        hide_index=True,
+    )
+    st.caption(f"Computed live on the first {int(n_joint)} sequences ({got_joint['n_tokens']:,} tokens).")

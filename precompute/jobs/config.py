@@ -18,6 +18,7 @@ from ..errors import InvalidInputError
 from ..schema import EFFECTS, LN_MODES, parse_heads
 from ..science import readout as readouts
 from ..science.cspa import INTERVENTIONS, CSPAConfig
+from ..science.joint import group_key, parse_groups
 from ..store.records import DEFAULT_K_ATTN
 from ..validate import whole_number
 
@@ -113,6 +114,13 @@ class RunConfig:
         "other models: whichever of the logit and tuned lens agrees best with the model on held-out text), "
         "logit_lens, tuned_lens, or final_minus_head (a diagnostic that reads later layers)",
         choices=(readouts.AUTO, *readouts.READOUTS),
+    )
+    groups: tuple[tuple[tuple[int, int], ...], ...] = option(
+        (),
+        "sets of heads measured together, e.g. 24.4+23.3 (their direct effects mean-ablated together and CSPA of "
+        "all of them; heads outside --heads get their mean on the run's text)",
+        parse=parse_groups,
+        show=lambda v: ",".join(group_key(g) for g in v) or "none",
     )
     indirect_excluding: tuple[tuple[int, int], ...] = option(
         (),

@@ -22,6 +22,7 @@ from ..science.circuits import (
 )
 from ..science import predicted
 from ..science.causal_qk import causal_qk
+from ..science.joint import group_key, joint_effect, mean_results_for
 from ..science.cspa import default_excluded, summary_metrics
 from ..science.cspa_interventions import compare_readouts
 from ..science.indirect import indirect_excluding
@@ -157,6 +158,33 @@ def _by_readout(lm, tokens, head, out: Path, cfg: RunConfig, lens, used: str, ne
     return {r: {k: v for k, v in s.items() if k in keep} for r, s in got.items()}
 
 
+def _groups(lm, tokens, heads, out: Path, cfg: RunConfig, lens, chosen: dict, log, neighbours) -> dict:
+    """Each ``--groups`` set measured together over the run's text (``science.joint``): {"24.4+23.3": summary}."""
+    from safetensors.torch import load_file
+
+    if not cfg.groups:
+        return {}
+    from ..models.heads import check_head
+    from ..science import readout as readouts
+
+    have = {h: load_file(str(out / schema.head_file("mean", h)))[schema.MEAN_RESULT].float() for h in heads}
+    need = {check_head(lm.model, h) for g in cfg.groups for h in g}
+    means = mean_results_for(lm, tokens[: cfg.n_mean], sorted(need), have, cfg.batch_size)
+    readout_of = {h: chosen[h][0] if h in chosen else readouts.resolve(cfg.readout, lens, h[0], lm.paper_model)[0] for h in need}
+    out_groups = {}
+    for g in cfg.groups:
+        log(f"heads {group_key(g)} together ({len(tokens)} sequences)")
+        table = None
+        if cfg.cspa_k_s > 1:
+            from ..science.semantic import neighbour_table
+
+            table = neighbour_table(neighbours, cfg.cspa_k_s)
+        got = joint_effect(lm, tokens, g, means, cfg.cspa(), readout_of, lens, table, batch_size=cfg.batch_size)
+        got["readouts"] = {schema.head_key(h): readout_of[h] for h in g}
+        out_groups[group_key(g)] = got
+    return out_groups
+
+
 def finish(
     cfg: RunConfig, lm, heads, out: Path, n_shards: int, n_seqs: int, cfg_hash: str, log, lens=None, chosen=None
 ) -> None:
@@ -191,6 +219,7 @@ def finish(
                 used: {k: s["cspa"][k] for k in ("n_tokens", "explained_kl", "explained_loss_net")},
                 **_by_readout(lm, tokens, head, out, cfg, lens, used, neighbours),
             }
+    groups = _groups(lm, tokens, heads, out, cfg, lens, chosen, log, neighbours)
     if lens is not None:
         save_tensors(out / schema.TUNED_LENS_FILE, lens.to_tensors(), {"method": lens.meta.get("method", "")})
     manifest = {
@@ -223,6 +252,7 @@ def finish(
         },
         "config_hash": cfg_hash,
         "summary": summary,
+        **({"groups": groups} if groups else {}),
     }
     files = [schema.shard_path(i) for i in range(n_shards)]
     files += [schema.head_file(kind, h) for h in heads for kind in ("mean", "circuits", "index")]

@@ -118,6 +118,19 @@ def readout_lines(arts, head_name: str) -> list[str]:
     return lines
 
 
+def group_lines(arts) -> list[str]:
+    """Each set of heads measured together: CSPA's share of the set's KL, its Δloss and each head's alone."""
+    lines = []
+    for name, g in arts.groups().items():
+        alone = g.get("mean_delta_loss_alone", {})
+        lines.append(
+            f"Heads {name} together: Δloss {g['mean_delta_loss_ablation']:+.4f} nats/token when their direct effects "
+            f"are mean-ablated together (alone: {', '.join(f'{h} {v:+.4f}' for h, v in alone.items())}; sum "
+            f"{sum(alone.values()):+.4f}); CSPA of the set explains {g['explained_kl']:.1%} of its KL"
+        )
+    return lines
+
+
 def verdict_lines(v: verdicts.Verdict) -> list[str]:
     lines = [f"Verdict on {v.head}: {v.word.upper()}. {v.sentence}"]
     for step in v.steps + v.extras:
@@ -159,6 +172,7 @@ def format_report(arts, head=None, survey=None) -> str:
         lines.append("Every setting is the paper's.")
     lines += readout_lines(arts, head_name)
     lines += verdict_lines(the_verdict(arts, head_name, survey))
+    lines += group_lines(arts)
     return "\n".join(lines)
 
 
@@ -226,6 +240,8 @@ def report_json(
         ],
         "thresholds": v.thresholds,
     }
+    if arts.groups():
+        out["groups"] = arts.groups()
     if "qk_distance" in s:
         out["qk_distance"] = s["qk_distance"]
         out["qk_at_distance"] = {str(d): v for d, v in arts.qk_at_distances(head_name).items()}

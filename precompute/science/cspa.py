@@ -344,3 +344,15 @@ def token_weights(
     weights = torch.zeros(b, s, len(uniq) + 1, dtype=w.dtype, device=w.device)
     weights.scatter_add_(2, col[:, None, :].expand(b, s, s * ks), w.reshape(b, s, s * ks))
     return weights[..., :-1], uniq
+
+
+def cspa_rows(m, tokens, attn, src_out, mu, scores, sigma_f, cfg: CSPAConfig, neighbours=None):
+    """CSPA's output minus the mean as rows over d_model divided by sigma_f (whose ``W_U`` projection is CSPA's DLA),
+    dense whichever form ``cspa_for_batch`` chose: for callers that add several heads' rows or stack them."""
+    from ..models import architecture
+
+    batch = cspa_for_batch(m, tokens, attn, src_out, mu, scores, sigma_f, cfg, neighbours)
+    if batch.sparse is not None:
+        sp = batch.sparse
+        return sp.weights @ m.W_U.float()[:, sp.token_ids].T - sp.mean
+    return architecture.of(m).centre(batch.dense) / sigma_f

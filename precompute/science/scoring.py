@@ -325,3 +325,28 @@ def _dla_topk(acc: _Collector, dla: Tensor, groups: tuple[str, str], k: int) -> 
         vals, ids = row_topk(dla, k, largest=largest)
         acc.add("dla_ids", g, ids)
         acc.add("dla_values", g, vals)
+
+
+def shift_effects(
+    flat: Float[Tensor, "n d_vocab"],
+    lse: Float[Tensor, " n"],
+    u_bar: Float[Tensor, "n d_model"],
+    w_target: Float[Tensor, "n d_model"],
+    rows: Float[Tensor, "k n d_model"],
+    W_U: Float[Tensor, "d_model d_vocab"],
+    chunk_bytes: int = CHUNK_BYTES,
+) -> tuple[Float[Tensor, "k n"], Float[Tensor, "k n"]]:
+    """KL(clean ‖ shifted) and Δloss for k shifts of the clean logits ``flat`` at once: shifted = flat − rows W_U
+    (each row already divided by the clean final-norm scale). ``lse`` = logsumexp(flat), ``u_bar`` = Σ_v p_v
+    W_U[:, v] and ``w_target`` = W_U[:, target] per position, so KL = rows·u_bar − lse + lse' and Δloss =
+    lse' − lse + rows·w_target: one projection (in chunks of ``chunk_bytes``) for the new log-partitions only."""
+    k, n = rows.shape[:2]
+    chunk = max(1, chunk_bytes // (4 * W_U.shape[1] * k))
+    lse_new = torch.empty(k, n, device=rows.device)
+    for c0 in range(0, n, chunk):
+        part = rows[:, c0 : c0 + chunk]
+        proj = (part.reshape(-1, part.shape[-1]) @ W_U).view(k, part.shape[1], -1)  # one GEMM
+        lse_new[:, c0 : c0 + chunk] = torch.logsumexp(flat[None, c0 : c0 + chunk] - proj, -1)
+    kl = torch.einsum("knd,nd->kn", rows, u_bar) - lse + lse_new
+    dl = (lse_new - lse) + torch.einsum("knd,nd->kn", rows, w_target)
+    return kl, dl

@@ -37,9 +37,10 @@ from ..models.weights import layer_weight
 from ..validate import token_ids, whole_number
 from .circuits import effective_embedding, qk_at_distance, ranks_from_factors
 from . import predicted
-from .cspa import CSPAConfig, cspa_for_batch, default_excluded, explained
+from .cspa import CSPAConfig, cspa_rows, default_excluded, explained
 from .ov_dynamic import THRESHOLD as OV_THRESHOLD
 from .ov_dynamic import source_z_scores
+from .scoring import shift_effects
 from .tuned_lens import TunedLens, fit_tuned_lens
 
 SURVEY_LENS_QUALITY_TOKENS = 256  # held-out positions per layer scored for the survey's tuned lens
@@ -84,15 +85,6 @@ def _mean_results(m, tokens: Tensor, batch_size: int) -> Float[Tensor, "layer se
         total = z if total is None else total + z
     mean_z = total / tokens.shape[0]
     return torch.einsum("lshe,lhed->lshd", mean_z, m.W_O.float())
-
-
-def _cspa_rows(m, toks, pattern, src_out, mu_h, scores, sigma, st: SurveySettings) -> Tensor:
-    """CSPA's DLA rows (clean − CSPA logits = (dla_row − cspa_row) W_U) of one head on a batch."""
-    batch = cspa_for_batch(m, toks, pattern, src_out, mu_h, scores, sigma, st.cspa, None)
-    if batch.sparse is not None:
-        sp = batch.sparse
-        return sp.weights @ m.W_U.float()[:, sp.token_ids].T - sp.mean
-    return architecture.of(m).centre(batch.dense) / sigma
 
 
 def _ablation_sums(m, tokens: Tensor, mu: Tensor, st: SurveySettings, lens: TunedLens, progress) -> dict[str, Tensor]:
@@ -140,8 +132,8 @@ def _ablation_sums(m, tokens: Tensor, mu: Tensor, st: SurveySettings, lens: Tune
                 mu_h = mu[layer, :s, h]
                 dla_row = cen(r - mu_h) / sigma  # clean − ablated logits = dla_row W_U
                 src_out = v[:, :, arch.kv_head(h)] @ W_O[h]
-                cspa_row = _cspa_rows(m, toks, pattern[:, h], src_out, mu_h, pre_scaled, sigma, st)
-                cspa_tuned = _cspa_rows(m, toks, pattern[:, h], src_out, mu_h, tuned, sigma, st)
+                cspa_row = cspa_rows(m, toks, pattern[:, h], src_out, mu_h, pre_scaled, sigma, st.cspa)
+                cspa_tuned = cspa_rows(m, toks, pattern[:, h], src_out, mu_h, tuned, sigma, st.cspa)
                 rows += [
                     dla_row[:, :-1].reshape(n, -1),
                     (dla_row - cspa_row)[:, :-1].reshape(n, -1),
@@ -160,22 +152,17 @@ def _ablation_sums(m, tokens: Tensor, mu: Tensor, st: SurveySettings, lens: Tune
                     sums["z_n"][layer, h] += len(zs)
             per = 3
             stacked = torch.stack(rows)  # [3H, n, d]: ablation, CSPA (logit lens), CSPA (tuned lens), per head
-            chunk = max(1, ROW_CHUNK_BYTES // (4 * W_U.shape[1] * per * H))
-            lse_new = torch.empty(per * H, n)
-            for c0 in range(0, n, chunk):
-                part = stacked[:, c0 : c0 + chunk]
-                proj = (part.reshape(-1, part.shape[-1]) @ W_U).view(per * H, part.shape[1], -1)  # one GEMM
-                lse_new[:, c0 : c0 + chunk] = torch.logsumexp(flat[None, c0 : c0 + chunk] - proj, -1).cpu()
-            lse_new = lse_new.to(stacked.device)
-            kl = torch.einsum("knd,nd->kn", stacked, u_bar) - lse + lse_new
-            dl = (lse_new[0::per] - lse) + torch.einsum("knd,nd->kn", stacked[0::per], w_target)
-            sums["abl_dl"][layer] += dl.sum(-1).double().cpu()
+            kl, dl = shift_effects(flat, lse, u_bar, w_target, stacked, W_U, ROW_CHUNK_BYTES)
+            sums["abl_dl"][layer] += dl[0::per].sum(-1).double().cpu()
             sums["abl_kl"][layer] += kl[0::per].sum(-1).double().cpu()
             sums["cspa_kl"][layer] += kl[1::per].sum(-1).double().cpu()
             sums["cspa_kl_tuned"][layer] += kl[2::per].sum(-1).double().cpu()
+            if progress:
+                progress(
+                    f"ablation and CSPA: batch {bi + 1}/{n_batches}, layer {layer + 1}/{L}",
+                    (bi + (layer + 1) / L) / n_batches,
+                )
         n_tok += n
-        if progress:
-            progress(f"ablation and CSPA: batch {bi + 1}/{n_batches}", (bi + 1) / n_batches)
     out = {k: sums[k] / max(1, n_tok) for k in ("abl_dl", "abl_kl", "cspa_kl", "cspa_kl_tuned")}
     chance = sums["pred_chance"] / sums["pred_n"].clamp_min(1)
     frac = sums["pred_hits"] / sums["pred_n"].clamp_min(1)

@@ -134,6 +134,19 @@ def baseline_heads(survey, head: tuple[int, int], n: int = N_BASELINES) -> list[
     return [(int(a), int(b)) for a, b in zip(top["layer"], top["head"], strict=True)]
 
 
+def suggested_partner(survey, head: tuple[int, int]) -> tuple[int, int] | None:
+    """The head to measure ``head`` together with: the next-best OV self-suppressor (``ov_top10``) of the same and
+    adjacent layers in the survey (copy suppression is often shared: GPT-2's 10.7 and 11.10)."""
+    if survey is None or "ov_top10" not in survey:
+        return None
+    near = survey[(survey.layer - head[0]).abs() <= 1]
+    near = near[~((near.layer == head[0]) & (near["head"] == head[1]))].dropna(subset=["ov_top10"])
+    if near.empty:
+        return None
+    best = near.sort_values(["ov_top10", "layer", "head"], ascending=[False, True, True], kind="stable").iloc[0]
+    return int(best["layer"]), int(best["head"])
+
+
 def _survey_facts(survey, head, column: str | None, baselines) -> tuple[float | None, dict[str, float], float | None]:
     if survey is None or column is None or column not in survey:
         return None, {}, None

@@ -126,6 +126,7 @@ def validate(manifest) -> dict:
         if not isinstance(value, list) or not value or any(v not in allowed for v in value):
             raise _fail(f"hyperparameters.{key}", f"must be a list drawn from {', '.join(allowed)}")
     _check_summary(manifest.get("summary", {}))
+    _check_groups(manifest.get("groups", {}))
     files = _dict(manifest, "files")
     for rel, entry in files.items():
         if not valid_rel_path(rel):
@@ -172,6 +173,27 @@ def _check_summary(summary) -> None:
                     raise _fail(
                         f"summary.{head}.{name}.{key}", f"must be a number, a list of numbers or an object of them, got {value!r:.40}"
                     )
+
+
+def _check_groups(groups) -> None:
+    """groups: {"L.H+L.H…": {key: number | list | object of numbers, "readouts": {head: read-out}}}."""
+    if not isinstance(groups, dict):
+        raise _fail("groups", "must be an object of per-group objects")
+    for name, values in groups.items():
+        if not isinstance(name, str) or not re.fullmatch(r"\d{1,4}\.\d{1,4}(\+\d{1,4}\.\d{1,4})+", name):
+            raise _fail("groups", f"names {name!r:.40}, which is not of the form L.H+L.H")
+        if not isinstance(values, dict):
+            raise _fail(f"groups.{name}", "must be an object")
+        for key, value in values.items():
+            if key == "readouts":
+                if not isinstance(value, dict) or any(v not in schema.READOUTS for v in value.values()):
+                    raise _fail(f"groups.{name}.readouts", f"must map heads to one of {', '.join(schema.READOUTS)}")
+                continue
+            ok = _numbers(value) or (
+                isinstance(value, dict) and all(isinstance(k, str) and _numbers(v) for k, v in value.items())
+            )
+            if not ok:
+                raise _fail(f"groups.{name}.{key}", "must be a number, a list of numbers or an object of them")
 
 
 def read_manifest(root) -> dict:

@@ -220,6 +220,10 @@ class Artifacts:
         q = self.hyperparameters.get("tuned_lens", {}).get("quality", {})
         return {int(k): v for k, v in q.items() if str(k).isdigit()}
 
+    def groups(self) -> dict[str, dict]:
+        """Sets of heads measured together (``science.joint``, ``--groups``): {"24.4+23.3": summary}."""
+        return dict(self.manifest.get("groups", {}))
+
     def qk_at_distances(self, head=None) -> dict[int, dict]:
         """On a rotary model, the QK rank summaries at the stated query-key distances, by distance ({} else)."""
         return qk_at(self.summary(head))
