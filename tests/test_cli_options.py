@@ -213,3 +213,34 @@ def test_split_and_batch_size_options(tmp_path, data, monkeypatch):
         np.testing.assert_allclose(
             one.field(name).astype(np.float64), three.field(name).astype(np.float64), atol=2e-3, err_msg=name
         )
+
+
+def test_readout_and_group_options_take_effect(tmp_path, data, capsys):
+    auto = _run(tmp_path, data, "--groups", "1.2+1.0", name="auto")
+    assert auto.hyperparameters["readout"] == "auto"
+    used, why = auto.readout("1.2")
+    assert used in ("logit_lens", "tuned_lens") and "held-out" in why
+    assert auto.tuned_lens() is not None and set(auto.lens_quality()) == {0, 1, 2}
+    (name, group), *_ = auto.groups().items()
+    assert name == "1.2+1.0" and set(group["mean_delta_loss_alone"]) == {"1.2", "1.0"}
+    assert group["readouts"]["1.2"] == used and group["readouts"]["1.0"] in F.READOUTS
+    s = auto.summary("1.2")
+    assert set(s["cspa_by_readout"]) == set(F.READOUTS)
+    assert s["cspa_by_readout"][used]["explained_kl"] == s["cspa"]["explained_kl"]
+    logit = _run(tmp_path, data, "--readout", "logit_lens", name="logit")
+    assert logit.readout("1.2") == ("logit_lens", "chosen")
+    # the same CSPA with the logit lens, measured two ways: stored by the logit-lens run, and by the auto run
+    assert logit.summary("1.2")["cspa"]["explained_kl"] == pytest.approx(
+        s["cspa_by_readout"]["logit_lens"]["explained_kl"], abs=2e-3
+    )
+    main(["report", str(tmp_path / "auto")])
+    out = capsys.readouterr().out
+    assert "Heads 1.2+1.0 together" in out and "Verdict on 1.2:" in out and "Held-out read-out quality" in out
+    for bad, message in (
+        (["--readout", "<lens>"], "invalid choice"),
+        (["--groups", "1.2"], "two or more different heads"),
+        (["--groups", "1.2+1.2"], "two or more different heads"),
+    ):
+        with pytest.raises(SystemExit):
+            main(["run", *BASE, "--dataset", str(data), "--out", str(tmp_path / "bad"), *bad])
+        assert message in capsys.readouterr().err

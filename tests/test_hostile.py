@@ -142,6 +142,15 @@ BAD_MANIFESTS = {
     "schema_true": (lambda m: m.__setitem__("schema_version", True), "schema version"),
     "n_shards_inconsistent": (lambda m: m["counts"].__setitem__("n_shards", 99), "counts.n_shards"),
     "k_u_negative": (lambda m: m["hyperparameters"].__setitem__("cspa_k_u", -1), "cspa_k_u"),
+    "groups_one_head": (lambda m: m.__setitem__("groups", {"1.2": {}}), "groups"),
+    "groups_bad_readout": (
+        lambda m: m.__setitem__("groups", {"1.2+1.0": {"readouts": {"1.2": "<b>x</b>"}}}),
+        "groups.1.2+1.0.readouts",
+    ),
+    "readouts_unknown": (
+        lambda m: m["hyperparameters"].__setitem__("readouts", {"1.2": {"used": "magic", "why": ""}}),
+        "hyperparameters.readouts",
+    ),
 }
 
 

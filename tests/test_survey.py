@@ -358,3 +358,24 @@ def test_qk_top10_on_a_rotary_model_is_for_keys_at_the_recorded_distance(survey_
             else:
                 differs |= abs(got - ref) > 2e-3
     assert differs  # the rotation changes the numbers on this model
+
+
+def test_an_older_survey_reads_with_the_new_columns_empty(toy_survey, tmp_path):
+    """A survey written before the tuned-lens columns existed: read, those columns NaN with the reason."""
+    _, df = toy_survey
+    old = df.drop(columns=list(schema.SURVEY_LATER_COLUMNS))
+    real = schema.SURVEY_COLUMNS
+    try:
+        schema.SURVEY_COLUMNS = tuple(c for c in real if c not in schema.SURVEY_LATER_COLUMNS)
+        write_survey(old, tmp_path / "old", {"name": "synthetic"})
+    finally:
+        schema.SURVEY_COLUMNS = real
+    back, manifest = read_survey(tmp_path / "old")
+    for col in schema.SURVEY_LATER_COLUMNS:
+        assert back[col].isna().all()
+        assert "before this column existed" in manifest["reasons"][col]
+    np.testing.assert_allclose(back["ov_top10"].to_numpy(), df["ov_top10"].to_numpy(), rtol=1e-6)
+    # the ranking still works on what it has
+    from precompute.science.survey import strongest_copy_suppressor
+
+    assert strongest_copy_suppressor(back) == strongest_copy_suppressor(old)

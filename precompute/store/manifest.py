@@ -127,6 +127,12 @@ def validate(manifest) -> dict:
             raise _fail(f"hyperparameters.{key}", f"must be a list drawn from {', '.join(allowed)}")
     _check_summary(manifest.get("summary", {}))
     _check_groups(manifest.get("groups", {}))
+    readouts = hp.get("readouts", {})
+    if not isinstance(readouts, dict) or any(
+        not isinstance(v, dict) or v.get("used") not in schema.READOUTS or not isinstance(v.get("why", ""), str)
+        for v in readouts.values()
+    ):
+        raise _fail("hyperparameters.readouts", f"must map heads to {{used: one of {', '.join(schema.READOUTS)}, why}}")
     files = _dict(manifest, "files")
     for rel, entry in files.items():
         if not valid_rel_path(rel):
