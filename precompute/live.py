@@ -136,9 +136,7 @@ class LiveModel:
                 lens=an.lens,
             )
 
-    def joint_effect(
-        self, arts, heads, n_seqs: int = 8, on_wait: OnWait = None, progress=None
-    ) -> dict:
+    def joint_effect(self, arts, heads, n_seqs: int = 8, on_wait: OnWait = None, progress=None) -> dict:
         """``science.joint.joint_effect`` of the set ``heads`` on the first ``n_seqs`` sequences of ``arts``, with
         its CSPA settings and tuned lens; a head the artifacts did not store gets its mean output over the set's
         first ``n_mean`` sequences and the set's read-out rule (``science.readout.resolve``)."""
@@ -155,8 +153,12 @@ class LiveModel:
         readout_of = {
             h: an.readout_of(h)
             if h in an.mean_results
-            else readouts.resolve(rule if rule in (readouts.AUTO, *schema.READOUTS) else "logit_lens", an.lens, h[0],
-                                  self.loaded.paper_model)[0]
+            else readouts.resolve(
+                rule if rule in (readouts.AUTO, *schema.READOUTS) else "logit_lens",
+                an.lens,
+                h[0],
+                self.loaded.paper_model,
+            )[0]
             for h in keys
         }
         with self.queue.turn(on_wait):

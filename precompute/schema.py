@@ -99,7 +99,12 @@ SPECS: dict[str, Spec] = {
     ),
     "cspa_kept_token": Spec("cspa_kept_token", KEPT, I32, None, "the kept neighbour tokens; -1 = none", cspa_only=True),
     "cspa_kept_score": Spec(
-        "cspa_kept_score", KEPT, F16, None, "their scores under the head's read-out (logit lens: the paper's)", cspa_only=True
+        "cspa_kept_score",
+        KEPT,
+        F16,
+        None,
+        "their scores under the head's read-out (logit lens: the paper's)",
+        cspa_only=True,
     ),
     "cspa_n_kept": Spec("cspa_n_kept", SEQ, I32, None, "number of kept (source, neighbour) entries", cspa_only=True),
     "attn_topk_pos": Spec("attn_topk_pos", ATTN, I32, None, "the a non-BOS sources with most attention"),

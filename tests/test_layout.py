@@ -250,7 +250,7 @@ def _app_graph() -> dict[str, set[str]]:
 APP_LAYERS = [
     ("app.render", "app.discovery"),
     ("app.state",),
-    ("app.sequence", "app.circuit_views", "app.pairs_view", "app.survey_data", "app.live_model"),
+    ("app.sequence", "app.circuit_views", "app.pairs_view", "app.survey_data", "app.verdict_view", "app.live_model"),
     ("app.launch",),
 ]
 

@@ -14,8 +14,13 @@ from precompute.science.cspa import default_excluded
 
 def _summary(enrichment=5.0, ov=0.3, cspa=0.44, logit=0.09):
     return {
-        "attends_predicted": {"n_pairs": 100, "frac_predicted": 0.33, "frac_chance": 0.33 / enrichment, "top": 10,
-                              "enrichment": enrichment},
+        "attends_predicted": {
+            "n_pairs": 100,
+            "frac_predicted": 0.33,
+            "frac_chance": 0.33 / enrichment,
+            "top": 10,
+            "enrichment": enrichment,
+        },
         "ov_dynamic": {"n_pairs": 90, "frac_top10": ov, "chance_top10": 10 / 49152},
         "cspa": {"explained_kl": cspa},
         "cspa_by_readout": {"logit_lens": {"explained_kl": logit}, "tuned_lens": {"explained_kl": cspa}},
@@ -90,7 +95,7 @@ def test_causal_qk_equals_one_hooked_forward_per_trial(toy, toy_tokens):
         att = []
         for tok in (None, t, c):
 
-            def add(x, hook, tok=tok):
+            def add(x, hook, tok=tok, q=q):
                 if tok is None:
                     return x
                 u = W_U[:, tok] - W_U[:, tok].mean()  # the toy's norms centre
@@ -98,13 +103,13 @@ def test_causal_qk_equals_one_hooked_forward_per_trial(toy, toy_tokens):
                 x[0, q] += 0.5 * x[0, q].norm() * u / u.norm()
                 return x
 
-            seen = {}
+            seen: dict = {}
+
+            def grab(x, hook, seen=seen):
+                seen["p"] = x[0, 2].clone()
+
             m.run_with_hooks(
-                tokens[i : i + 1],
-                fwd_hooks=[
-                    ("blocks.1.hook_resid_pre", add),
-                    ("blocks.1.attn.hook_pattern", lambda x, hook: seen.setdefault("p", x[0, 2].clone())),
-                ],
+                tokens[i : i + 1], fwd_hooks=[("blocks.1.hook_resid_pre", add), ("blocks.1.attn.hook_pattern", grab)]
             )
             att.append(float(seen["p"][q, where].sum()))
         clean.append(att[0])

@@ -272,10 +272,14 @@ together = g1.multiselect(
     every,
     key="cspa_with",
     max_selections=3,
-    help=(f"Suggested: {partner}, the next-best OV self-suppressor of the adjacent layers (survey)." if partner else None),
+    help=(
+        f"Suggested: {partner}, the next-best OV self-suppressor of the adjacent layers (survey)." if partner else None
+    ),
 )
 state.url.publish({"with": ("cspa_with", "+".join(together))}, {"with": "+".join([partner] if partner else [])})
-n_joint = g2.selectbox("Sequences", [n for n in N_CHOICES if n <= arts.n_sequences] or [arts.n_sequences], key="cspa_joint_n")
+n_joint = g2.selectbox(
+    "Sequences", [n for n in N_CHOICES if n <= arts.n_sequences] or [arts.n_sequences], key="cspa_joint_n"
+)
 joint_key = (arts.source, head_name, tuple(together), int(n_joint))
 joint = st.session_state.setdefault("_cspa_joint", {})
 if g3.button("Compute together", key="cspa_joint_go", disabled=not together):

@@ -11,6 +11,8 @@ from .. import schema
 from ..data.selection import RULE as SELECTION_RULE
 from ..data.sources import provenance as dataset_provenance
 from ..models import architecture
+from ..science import predicted
+from ..science.causal_qk import causal_qk
 from ..science.circuits import (
     DEFAULT_EMBEDDING,
     QK_DISTANCES,
@@ -20,12 +22,10 @@ from ..science.circuits import (
     rank_summary,
     ranks_from_factors,
 )
-from ..science import predicted
-from ..science.causal_qk import causal_qk
-from ..science.joint import group_key, joint_effect, mean_results_for
 from ..science.cspa import default_excluded, summary_metrics
 from ..science.cspa_interventions import compare_readouts
 from ..science.indirect import indirect_excluding
+from ..science.joint import group_key, joint_effect, mean_results_for
 from ..science.ov_dynamic import ov_dynamic
 from ..science.readout import READOUTS
 from ..science.semantic import rules as semantic_rules
@@ -170,7 +170,9 @@ def _groups(lm, tokens, heads, out: Path, cfg: RunConfig, lens, chosen: dict, lo
     have = {h: load_file(str(out / schema.head_file("mean", h)))[schema.MEAN_RESULT].float() for h in heads}
     need = {check_head(lm.model, h) for g in cfg.groups for h in g}
     means = mean_results_for(lm, tokens[: cfg.n_mean], sorted(need), have, cfg.batch_size)
-    readout_of = {h: chosen[h][0] if h in chosen else readouts.resolve(cfg.readout, lens, h[0], lm.paper_model)[0] for h in need}
+    readout_of = {
+        h: chosen[h][0] if h in chosen else readouts.resolve(cfg.readout, lens, h[0], lm.paper_model)[0] for h in need
+    }
     out_groups = {}
     for g in cfg.groups:
         log(f"heads {group_key(g)} together ({len(tokens)} sequences)")

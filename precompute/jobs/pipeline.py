@@ -23,8 +23,8 @@ from ..models.heads import check_head
 from ..models.loading import load_model
 from ..science import readout as readouts
 from ..science.analysis import analyze, mean_result
-from ..science.tuned_lens import fit_tuned_lens
 from ..science.semantic import neighbour_table, semantic_neighbours
+from ..science.tuned_lens import fit_tuned_lens
 from ..store.files import read_metadata, save_tensors
 from ..store.records import compact
 from .config import RunConfig

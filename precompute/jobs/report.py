@@ -111,7 +111,7 @@ def readout_lines(arts, head_name: str) -> list[str]:
             )
     by = verdicts.cspa_by_readout(arts.summary(head_name), used)
     if by:
-        lines.append(f"CSPA's share of the head's KL by read-out (paper, GPT-2 10.7 with the logit lens: 76.9%):")
+        lines.append("CSPA's share of the head's KL by read-out (paper, GPT-2 10.7 with the logit lens: 76.9%):")
         for r in schema.READOUTS:
             if r in by:
                 lines.append(f"  {schema.READOUT_LABELS[r]:68s} {by[r]:>8.2%}")

@@ -112,9 +112,7 @@ def run_survey(cfg: SurveyConfig, loaded=None, log=print) -> Path:
         load_sequences(cfg.dataset, cfg.split, cfg.seed, lm.tokenizer, n_lens, cfg.seq_len, n_ctx=lm.model.cfg.n_ctx)
     )
     tokens = every[: cfg.n_seqs]
-    df = survey_heads(
-        lm, tokens, cfg.settings(), progress=lambda text, frac: log(f"survey: {text}"), lens_tokens=every
-    )
+    df = survey_heads(lm, tokens, cfg.settings(), progress=lambda text, frac: log(f"survey: {text}"), lens_tokens=every)
     if (out / schema.SURVEY_MANIFEST).exists():
         (out / schema.SURVEY_MANIFEST).unlink()
     dataset = {

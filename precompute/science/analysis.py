@@ -21,7 +21,8 @@ the authors' ``generate_st_html/model_results.py::get_model_results`` (callummcd
   with grouped-query attention a head's values come from its shared key/value head.
 * the prediction before the head (``lens`` fields): the read-out's rows times W_U, plus b_U (``readout``; the
   paper's logit lens is (resid_pre[L] centred / its RMS) W_U + b_U).
-* CSPA: see ``cspa``, with the read-out's scores as its "predicted" filter; its logits are clean - DLA + DLA_cspa (frozen LN).
+* CSPA: see ``cspa``, with the read-out's scores as its "predicted" filter; its logits are clean - DLA + DLA_cspa
+  (frozen LN).
 * KL is KL(clean || intervened) per position.
 """
 

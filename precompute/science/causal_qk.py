@@ -92,9 +92,9 @@ def causal_qk(
                 x[rows_idx[n:], q_idx[n:]] = at + scale * at.norm(dim=-1, keepdim=True) * dirs.to(x.dtype)
                 return x
 
-            grabbed = {}
+            grabbed: dict[str, Tensor] = {}
 
-            def grab(x, hook):
+            def grab(x, hook, grabbed=grabbed):
                 grabbed["p"] = x[:, h].float()
 
             m.run_with_hooks(toks, fwd_hooks=[(hook_pre, boost), (hook_pat, grab)], stop_at_layer=layer + 1)

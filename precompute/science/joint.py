@@ -29,7 +29,7 @@ from .tuned_lens import TunedLens
 
 
 def group_key(heads) -> str:
-    """"24.4+23.3": a set of heads as one name (in the order given)."""
+    """ "24.4+23.3": a set of heads as one name (in the order given)."""
     return "+".join(schema.head_key(h) for h in heads)
 
 
@@ -66,17 +66,19 @@ def joint_effect(
     if len(heads) < 2 or len(set(heads)) != len(heads):
         raise InvalidInputError("a joint effect needs two or more different heads")
     readout_of = readout_of or {}
-    for h in heads:
-        if h not in means:
-            raise InvalidInputError(f"head {schema.head_key(h)} has no mean result")
-        readouts.check(readout_of.get(h, "logit_lens"), lens, h[0])
+    for one in heads:
+        if one not in means:
+            raise InvalidInputError(f"head {schema.head_key(one)} has no mean result")
+        readouts.check(readout_of.get(one, "logit_lens"), lens, one[0])
     arch = architecture.of(m)
     W_U = m.W_U.float()
     layers = sorted({h[0] for h in heads})
     names = [hooks.FINAL_SCALE, hooks.FINAL_NORMALIZED]
-    names += [n for layer in layers for n in (hooks.z(layer), hooks.v(layer), hooks.pattern(layer), hooks.resid_pre(layer))]
+    names += [
+        n for layer in layers for n in (hooks.z(layer), hooks.v(layer), hooks.pattern(layer), hooks.resid_pre(layer))
+    ]
     parts: dict[str, list[Tensor]] = {"kl_a": [], "kl_c": [], "dl_a": [], "dl_c": []}
-    alone: dict[tuple[int, int], list[Tensor]] = {h: [] for h in heads}
+    alone: dict[tuple[int, int], list[Tensor]] = {one: [] for one in heads}
     n = tokens.shape[0]
     with torch.inference_mode():
         for start in range(0, n, batch_size):
@@ -95,7 +97,9 @@ def joint_effect(
                 pre_c = arch.centre(cache[hooks.resid_pre(layer)])
                 r = readout_of.get((layer, h), "logit_lens")
                 _, scores = readouts.rows(r, layer, pre_c, eps_of(m), sigma, lens, final_c=x_c, delta_c=delta_c)
-                rows = cspa_rows(m, toks, cache[hooks.pattern(layer)][:, h], src_out, mu, scores, sigma, cspa, neighbours)
+                rows = cspa_rows(
+                    m, toks, cache[hooks.pattern(layer)][:, h], src_out, mu, scores, sigma, cspa, neighbours
+                )
                 dla_rows.append(delta_c / sigma)
                 cspa_total = rows if cspa_total is None else cspa_total + rows
             dla_total = torch.stack(dla_rows).sum(0)
@@ -114,14 +118,14 @@ def joint_effect(
             parts["kl_c"].append(kl[1].cpu())
             parts["dl_a"].append(dl[0].cpu())
             parts["dl_c"].append(dl[1].cpu())
-            for i, h in enumerate(heads):
-                alone[h].append(dl[2 + i].cpu())
+            for i, one in enumerate(heads):
+                alone[one].append(dl[2 + i].cpu())
             if progress:
                 done = min(n, start + batch_size)
                 progress(f"{group_key(heads)} together: {done}/{n} sequences", done / n)
     summary = summary_metrics(*(torch.cat(parts[k]) for k in ("kl_a", "kl_c", "dl_a", "dl_c")))
     out = {k: v for k, v in summary.items() if not k.startswith("curve_")}
-    out["mean_delta_loss_alone"] = {schema.head_key(h): float(torch.cat(v).double().mean()) for h, v in alone.items()}
+    out["mean_delta_loss_alone"] = {schema.head_key(k): float(torch.cat(v).double().mean()) for k, v in alone.items()}
     return out
 
 

@@ -20,8 +20,8 @@ from jaxtyping import Float
 from torch import Tensor
 
 from ..errors import InvalidInputError
-from ..schema import READOUTS
 from ..models.norm import rms_scale
+from ..schema import READOUTS
 from .tuned_lens import TunedLens
 
 AUTO = "auto"

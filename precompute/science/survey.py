@@ -35,8 +35,8 @@ from ..models.heads import head_weights
 from ..models.loading import LoadedModel, unwrap
 from ..models.weights import layer_weight
 from ..validate import token_ids, whole_number
-from .circuits import effective_embedding, qk_at_distance, ranks_from_factors
 from . import predicted
+from .circuits import effective_embedding, qk_at_distance, ranks_from_factors
 from .cspa import CSPAConfig, cspa_rows, default_excluded, explained
 from .ov_dynamic import THRESHOLD as OV_THRESHOLD
 from .ov_dynamic import source_z_scores
@@ -328,9 +328,13 @@ def survey_heads(
             ioi = torch.full((L, H), float("nan"))
             reasons["ioi_copy_suppression"] = str(err)
         ov, qk, n_rows = _circuits(m, st, progress)
+
     def share(key: str) -> Tensor:
         return torch.tensor(
-            [[explained(sums["abl_kl"][layer, h : h + 1], sums[key][layer, h : h + 1]) for h in range(H)] for layer in range(L)]
+            [
+                [explained(sums["abl_kl"][layer, h : h + 1], sums[key][layer, h : h + 1]) for h in range(H)]
+                for layer in range(L)
+            ]
         )
 
     grid = torch.stack(torch.meshgrid(torch.arange(L), torch.arange(H), indexing="ij"), -1).reshape(-1, 2)

@@ -37,7 +37,6 @@ HELDOUT_FRACTION = 0.25
 QUALITY_TOKENS = 1024  # held-out positions scored per layer (each costs a vocabulary projection)
 
 
-
 @dataclass
 class TunedLens:
     """Translators for ``layers``: ``weight`` [n, d, d] (A), ``bias`` [n, d] (b); ``quality`` per layer:
@@ -205,7 +204,7 @@ def lens_quality(
         out: dict[int, dict] = {}
         for layer in lens.layers:
             x = torch.cat(xs_all[layer])[:max_tokens]
-            row = {"n_tokens": int(x.shape[0])}
+            row: dict = {"n_tokens": int(x.shape[0])}
             for name, rows in (("logit", x), ("tuned", lens.translate(layer, x))):
                 lp = (rows @ W_U + b_U).log_softmax(-1)
                 row[name] = {

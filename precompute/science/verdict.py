@@ -109,7 +109,7 @@ def cspa_by_readout(summary: dict, readout: str) -> dict[str, float]:
 
 
 def sentence(head: str, readout: str, by_readout: dict[str, float]) -> str:
-    """"Copy suppression explains 43 % of 24.4's effect on this text with the tuned lens (9 % with the paper's
+    """ "Copy suppression explains 43 % of 24.4's effect on this text with the tuned lens (9 % with the paper's
     logit lens)." from the CSPA shares."""
     own = by_readout.get(readout)
     if own is None:
@@ -120,7 +120,8 @@ def sentence(head: str, readout: str, by_readout: dict[str, float]) -> str:
     text = f"Copy suppression explains {own:.0%} of {head}'s effect (KL) on this text with {label}"
     other = "logit_lens" if readout != "logit_lens" else "tuned_lens"
     if other in by_readout:
-        text += f" ({by_readout[other]:.0%} with {'the paper' + chr(39) + 's logit lens' if other == 'logit_lens' else 'the tuned lens'})"
+        name = "the paper's logit lens" if other == "logit_lens" else "the tuned lens"
+        text += f" ({by_readout[other]:.0%} with {name})"
     return text + "."
 
 
@@ -218,8 +219,14 @@ def verdict(head: tuple[int, int], summary: dict, readout: str, survey=None, d_v
         "cspa",
         "3. CSPA explains its effect",
         share,
-        "not measured in this set" if share is None else f"{_pct(share)} of the head's KL with the {label}"
-        + ("" if "logit_lens" not in by or readout == "logit_lens" else f" ({_pct(by['logit_lens'])} with the logit lens)"),
+        "not measured in this set"
+        if share is None
+        else f"{_pct(share)} of the head's KL with the {label}"
+        + (
+            ""
+            if "logit_lens" not in by or readout == "logit_lens"
+            else f" ({_pct(by['logit_lens'])} with the logit lens)"
+        ),
         "a head that does something else: ≈ 0 % (see the baseline heads)",
         None if share is None else share >= CSPA_PASS,
         column,

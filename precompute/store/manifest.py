@@ -177,7 +177,8 @@ def _check_summary(summary) -> None:
                 )
                 if not ok:
                     raise _fail(
-                        f"summary.{head}.{name}.{key}", f"must be a number, a list of numbers or an object of them, got {value!r:.40}"
+                        f"summary.{head}.{name}.{key}",
+                        f"must be a number, a list of numbers or an object of them, got {value!r:.40}",
                     )
 
 
