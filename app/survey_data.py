@@ -129,15 +129,15 @@ def run_command(manifest: dict, head: str) -> str:
 
 
 def survey_of(model_name: str, configured: str | None, default: Path):
-    """(the survey DataFrame of ``model_name``, its folder name) from the surveys the Head survey page finds, or
-    (None, None) where none is of that model."""
+    """(the survey DataFrame of ``model_name``, its folder name, its manifest) from the surveys the Head survey page
+    finds, or (None, None, None) where none is of that model."""
     folders = survey_folders(survey_bases(configured, default))
     table, manifests, _ = load(folders)
     for name, manifest in manifests.items():
         if manifest["model"].get("model_name") == model_name:
             part = table[table["survey"] == name].reset_index(drop=True)
-            return part, name
-    return None, None
+            return part, name, manifest
+    return None, None, None
 
 
 def ranking(table: pd.DataFrame, manifests: dict[str, dict], survey_name: str) -> tuple[pd.DataFrame, str]:

@@ -29,17 +29,33 @@ def readout_note(arts, head_name: str) -> None:
 
 
 def show(arts, head_name: str) -> verdicts.Verdict:
-    survey, survey_name = survey_of(arts.model_name, state.configured_source(), state.default_dir())
+    """The verdict on ``head_name`` of the open set, with percentiles from the survey of its model where one is here."""
+    survey, survey_name, manifest = survey_of(arts.model_name, state.configured_source(), state.default_dir())
     head = schema.parse_head(head_name)
     v = verdicts.verdict(head, arts.summary(head_name), arts.readout(head_name)[0], survey)
-    st.markdown(f"**Verdict on {head_name}: {v.word}.** " + literal(v.sentence))
+    draw(v, f"Survey: {survey_name}, {survey_text(manifest)}." if survey_name else "")
+    return v
+
+
+def survey_text(manifest: dict | None) -> str:
+    """ "8 sequences × 128 tokens of python-docs": which text a survey measured, and how much."""
+    if not manifest:
+        return ""
+    d = manifest.get("dataset", {})
+    return f"{d.get('n_sequences', '?')} sequences × {d.get('seq_len', '?')} tokens of {d.get('name', '?')}"
+
+
+def draw(v: verdicts.Verdict, note: str = "") -> None:
+    """The word and sentence, the steps as a table (each with its data), the thresholds and where the survey's
+    numbers come from."""
+    st.markdown(f"**Verdict on {v.head}: {v.word}.** " + literal(v.sentence))
     rows = []
     for step in v.steps + v.extras:
         rows.append(
             {
                 "step": step.title,
                 "result": {True: "passes", False: "fails", None: "not measured"}[step.passed],
-                "measured on this set": step.figure_text,
+                "measured": step.figure_text,
                 "chance": step.chance_text,
                 "percentile among all heads (survey)": "n/a" if step.percentile is None else f"{step.percentile:.0%}",
                 "baseline heads (survey)": ", ".join(f"{h}: {x:.3g}" for h, x in step.baselines.items()) or "n/a",
@@ -47,13 +63,11 @@ def show(arts, head_name: str) -> verdicts.Verdict:
         )
     st.dataframe(pd.DataFrame(rows), hide_index=True)
     st.caption(literal(v.thresholds))
-    note = v.survey_note + (f" Survey: {survey_name}." if survey_name else "")
-    st.caption(literal(note))
-    return v
+    st.caption(literal(v.survey_note + (" " + note if note else "")))
 
 
 def partner_of(arts, head_name: str) -> str | None:
     """The suggested partner of ``head_name`` from the survey of the same model ("L.H"), or None."""
-    survey, _ = survey_of(arts.model_name, state.configured_source(), state.default_dir())
+    survey, _, _ = survey_of(arts.model_name, state.configured_source(), state.default_dir())
     got = verdicts.suggested_partner(survey, schema.parse_head(head_name)) if survey is not None else None
     return None if got is None else schema.head_key(got)

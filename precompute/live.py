@@ -266,6 +266,13 @@ class LiveAnalyzer:
     def tokenizer(self):
         return self.loaded.tokenizer
 
+    def readouts_for(self, head: tuple[int, int]) -> tuple[str, ...]:
+        """The read-outs live analysis of ``head`` can use here (the tuned lens only where the artifacts have one for
+        its layer)."""
+        return tuple(
+            r for r in schema.READOUTS if r != "tuned_lens" or (self.lens is not None and self.lens.has(int(head[0])))
+        )
+
     def readout_of(self, head: tuple[int, int]) -> str:
         """The read-out the artifacts used for ``head`` (the paper's logit lens where none was recorded)."""
         return self.readouts.get(head, "logit_lens")
@@ -284,11 +291,18 @@ class LiveAnalyzer:
         return tuple(f"{e}_{ln}" for e in self.effects for ln in self.ln_modes)
 
     def analyze(
-        self, text: str, head: tuple[int, int], variants: tuple[str, ...] | None = None, on_wait: OnWait = None
+        self,
+        text: str,
+        head: tuple[int, int],
+        variants: tuple[str, ...] | None = None,
+        on_wait: OnWait = None,
+        readout: str | None = None,
     ) -> LiveResult:
         """The record of ``text`` for ``head``. ``variants``: the ablation variants the caller needs (default: all
         the artifacts hold). The paper's variant and CSPA come first; any other variant is computed when first
-        asked for and then kept with the prompt's cached record, so the first answer costs the paper set only."""
+        asked for and then kept with the prompt's cached record, so the first answer costs the paper set only.
+        ``readout``: what "predicted" means for CSPA and the prediction fields (default: the artifacts' choice
+        for the head, ``readout_of``)."""
         try:
             layer, h = (int(x) for x in head)
             head = (layer, h)
@@ -301,7 +315,10 @@ class LiveAnalyzer:
         if unknown:
             raise InvalidInputError(f"variant {unknown[0]!r} is not among these artifacts' {self.variants}")
         text = clean_prompt(text)
-        key = (head, text)
+        from .science import readout as readouts
+
+        chosen = readouts.check(readout or self.readout_of(head), self.lens, head[0])
+        key = (head, text, chosen)
         with self._cache_lock:
             cached = self._cache.get(key)
             if cached is not None:
@@ -316,13 +333,13 @@ class LiveAnalyzer:
             cut = self.max_tokens if n_in > self.max_tokens else None
             tokens = torch.tensor([ids[: self.max_tokens]])
             first = (schema.PAPER_VARIANT,) + tuple(v for v in wanted if v != schema.PAPER_VARIANT)
-            record = self._record(tokens, head, first, self.cspa, on_wait)
+            record = self._record(tokens, head, first, self.cspa, on_wait, chosen)
             record[schema.TOKENS] = tokens[0].to(torch.int32).numpy()
             out = LiveResult(record=record, n_tokens_in=n_in, cut_to=cut, computed=frozenset(_cross(first)))
         else:
             missing = tuple(v for v in wanted if v not in cached.computed)
             tokens = torch.from_numpy(cached.record[schema.TOKENS]).long()[None]
-            extra = self._record(tokens, head, missing, None, on_wait)
+            extra = self._record(tokens, head, missing, None, on_wait, chosen)
             record = {**extra, **cached.record}  # only the new variants' fields are added
             out = LiveResult(
                 record=record,
@@ -338,7 +355,9 @@ class LiveAnalyzer:
                 self._cache.popitem(last=False)
         return out
 
-    def _record(self, tokens: Tensor, head, variants: tuple[str, ...], cspa, on_wait: OnWait = None) -> dict:
+    def _record(
+        self, tokens: Tensor, head, variants: tuple[str, ...], cspa, on_wait: OnWait = None, readout: str = "logit_lens"
+    ) -> dict:
         effects = tuple(dict.fromkeys(v.split("_")[0] for v in variants))
         ln_modes = tuple(dict.fromkeys(v.split("_")[1] for v in variants))
         with self.queue.turn(on_wait):
@@ -353,7 +372,7 @@ class LiveAnalyzer:
                 topk_groups=STORED_TOPK_VARIANTS,
                 effects=effects,
                 ln_modes=ln_modes,
-                readout=self.readout_of(head),
+                readout=readout,
                 lens=self.lens,
             )
         return as_arrays({name: t[0] for name, t in compact(res, self.k_attn).items()})

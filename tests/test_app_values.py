@@ -48,15 +48,10 @@ def test_home_and_cspa_verdicts_show_the_summary_and_the_plot_reading(app_env):
         at = _run(page) if page else _run()
         (steps,) = [d.value for d in at.dataframe if "step" in d.value.columns]
         got = {r["step"]: r for r in steps.to_dict("records")}
-        assert got["3. CSPA explains its effect"]["measured on this set"].startswith(
-            f"{100 * s['cspa']['explained_kl']:.1f}%"
-        )
+        assert got["3. CSPA explains its effect"]["measured"].startswith(f"{100 * s['cspa']['explained_kl']:.1f}%")
         att = s["attends_predicted"]
-        assert f"{100 * att['frac_predicted']:.1f}%" in got["1. It attends to predicted tokens"]["measured on this set"]
-        assert (
-            f"{100 * s['ov_dynamic']['frac_top10']:.1f}%"
-            in got["2. It suppresses what it attends to"]["measured on this set"]
-        )
+        assert f"{100 * att['frac_predicted']:.1f}%" in got["1. It attends to predicted tokens"]["measured"]
+        assert f"{100 * s['ov_dynamic']['frac_top10']:.1f}%" in got["2. It suppresses what it attends to"]["measured"]
         assert any(f"Verdict on 1.2: {want.word}." in m.value for m in at.markdown)
     x = arts.field(F.delta_loss(F.PAPER_VARIANT), "1.2").astype("float64").reshape(-1)
     y = arts.field(F.delta_loss(F.CSPA), "1.2").astype("float64").reshape(-1)

@@ -188,3 +188,35 @@ def test_attention_to_predicted_equals_a_loop_over_pairs():
     assert stored["n_pairs"] == got["n_pairs"] and stored["frac_predicted"] == pytest.approx(got["frac_predicted"])
     empty = predicted.summarise(None)
     assert empty["n_pairs"] == 0 and math.isnan(empty["enrichment"])
+
+
+def test_live_analysis_takes_each_readout_and_the_set_default(toy, toy_artifacts):
+    """The live page's read-out choice: each read-out's record equals ``analyze`` with it (the artifacts' tuned lens
+    and mean), the default is the set's own, and an unknown one is refused."""
+    import numpy as np
+
+    from precompute import analyze
+    from precompute.live import LiveAnalyzer
+    from precompute.store.reader import open_artifacts
+
+    arts = open_artifacts(toy_artifacts)
+    an = LiveAnalyzer.for_artifacts(toy, arts)
+    head = (1, 2)
+    assert an.readout_of(head) == arts.readout("1.2")[0]
+    assert set(an.readouts_for(head)) == {"logit_lens", "tuned_lens", "final_minus_head"}
+    text = "The kanosa of the teri is kanosa. A kanosa was in the teri with a ruko."
+    mu = torch.from_numpy(arts.mean_result("1.2"))
+    lens = arts.tuned_lens()
+    records = {}
+    for r in ("logit_lens", "tuned_lens", "final_minus_head"):
+        rec = an.analyze(text, head, variants=("direct_frozen",), readout=r).record
+        tokens = torch.from_numpy(rec["tokens"]).long()[None]
+        want = analyze(toy, tokens, head, mu, k=an.k, effects=("direct",), ln_modes=("frozen",), readout=r, lens=lens)
+        np.testing.assert_allclose(rec["lens_topk_logprobs"], want.lens_topk_logprobs[0].numpy(), rtol=2e-3, atol=2e-3)
+        np.testing.assert_allclose(rec["kl_cspa"], want.kl_cspa[0].numpy(), rtol=2e-3, atol=2e-3)
+        records[r] = rec
+    default = an.analyze(text, head, variants=("direct_frozen",)).record
+    np.testing.assert_array_equal(default["lens_topk_ids"], records[an.readout_of(head)]["lens_topk_ids"])
+    assert not np.array_equal(records["logit_lens"]["lens_topk_logprobs"], records["tuned_lens"]["lens_topk_logprobs"])
+    with pytest.raises(InvalidInputError, match="not one of"):
+        an.analyze(text, head, readout="oracle")

@@ -74,6 +74,15 @@ def test_percentiles_and_baselines_from_a_survey():
     assert step1.percentile == 1.0 and step1.head_in_survey == 6.0  # the NaN head is left out
     assert step1.baselines == {"3.0": 1.0, "5.0": 1.5, "3.1": 2.0}
     assert step3.survey_column == "cspa_kl_explained_tuned" and step3.baselines["3.0"] == 0.01
+    sv = verdicts.survey_verdict(survey, (4, 0), "tuned_lens", "8 sequences × 128 tokens of python-docs")
+    assert [st.passed for st in sv.steps] == [True, True, True] and sv.word == "copy suppression (strong)"
+    assert sv.sentence == (
+        "Copy suppression explains 50% of 4.0's effect (KL) on the survey's text with the tuned lens "
+        "(20% with the paper's logit lens)."
+    )
+    assert "8 sequences × 128 tokens" in sv.survey_note and "standard deviations" in sv.thresholds
+    weak = verdicts.survey_verdict(survey, (3, 1), "tuned_lens")
+    assert [st.passed for st in weak.steps] == [True, False, False] and weak.word == "not copy suppression on this text"
     low = verdicts.verdict((3, 0), _summary(), "logit_lens", survey)
     assert low.steps[2].survey_column == "cspa_kl_explained"
     assert low.steps[1].percentile == pytest.approx(2 / 6)  # 0.1 is above 0.0 only, itself included

@@ -73,7 +73,7 @@ def framing(arts, head_name: str) -> None:
 
 def why_this_head(arts, head_name: str) -> None:
     """Where a survey of the model is here: the head's rank by the survey's rule, and the rule."""
-    survey, name = survey_of(arts.model_name, state.configured_source(), state.default_dir())
+    survey, name, _ = survey_of(arts.model_name, state.configured_source(), state.default_dir())
     if survey is None:
         return
     readout = "logit_lens" if arts.model_name in paper.PAPER_MODEL_NAMES else arts.readout(head_name)[0]
@@ -117,6 +117,16 @@ else:
         if paper_model or got.get(f.key) is not None
     ]
     st.dataframe(table, hide_index=True, height=35 * (len(table) + 1) + 3)  # every row in view, no inner scroll
+    used = arts.readout(head_name)[0]
+    if used != "logit_lens":
+        by = verdicts.cspa_by_readout(arts.summary(head_name), used)
+        logit = f" (with the paper's logit lens: {by['logit_lens']:.2%})" if "logit_lens" in by else ""
+        st.caption(
+            literal(
+                f"The CSPA rows use this set's read-out, the {schema.READOUT_LABELS[used]}{logit}; the paper's "
+                "figures use the logit lens."
+            )
+        )
     if not paper_model:
         st.caption(
             "The paper's figures are GPT-2 small's 10.7 on OpenWebText with the logit lens; this set is another "

@@ -52,9 +52,27 @@ analyzer, error = live_model.get_analyzer(arts)
 if error:
     st.error(f"Live analysis is unavailable: {literal(error)}")
     st.stop()
+# what counts as "predicted" (CSPA's filter and the "before the head" panel): the set's choice unless changed here
+offered = list(analyzer.readouts_for(head))
+set_readout = analyzer.readout_of(head)
+state.url.restore("readout", "live_readout", state.url.choice(offered))
+st.session_state.setdefault("live_readout", set_readout)
+if st.session_state["live_readout"] not in offered:
+    st.session_state["live_readout"] = set_readout
+readout = st.selectbox(
+    "What counts as 'predicted'",
+    offered,
+    format_func=lambda r: schema.READOUT_LABELS[r] + (" — this set's choice" if r == set_readout else ""),
+    key="live_readout",
+    help="CSPA keeps suppression of the sources this read-out predicts, and the token details show its prediction "
+    "before the head. The set's choice is the read-out that agrees best with the model on held-out text.",
+)
+state.url.publish({"readout": ("live_readout", readout)}, {"readout": set_readout})
 try:
     with st.spinner("Analysing…"):
-        result = analyzer.analyze(prompt, head, variants=(opts["variant"],), on_wait=live_model.queue_notice())
+        result = analyzer.analyze(
+            prompt, head, variants=(opts["variant"],), on_wait=live_model.queue_notice(), readout=readout
+        )
 except ExplorerError as err:
     st.error(literal(err))
     st.stop()
@@ -84,7 +102,7 @@ if compare != "(none)":
     try:
         other = analyzer.analyze(
             prompt, schema.parse_head(compare), variants=(opts["variant"],), on_wait=live_model.queue_notice()
-        )
+        )  # the other head with its own read-out
     except ExplorerError as err:
         st.error(f"Head {literal(compare)} cannot be shown: {literal(err)}")
     else:
@@ -98,5 +116,5 @@ sequence_view.show(
     key="live",
     name="prompt",
     head_name=head_name,
-    readout=analyzer.readout_of(head),
+    readout=readout,
 )

@@ -7,7 +7,7 @@ import html
 import plotly.graph_objects as go
 import streamlit as st
 
-from app import state
+from app import state, verdict_view
 from app.render.text import literal
 from app.survey_data import (
     LABELS,
@@ -20,6 +20,8 @@ from app.survey_data import (
     survey_bases,
     survey_folders,
 )
+from precompute import schema
+from precompute.science import verdict as verdicts
 
 st.title("Head survey")
 st.caption(
@@ -169,6 +171,17 @@ st.subheader(f"{literal(model_name)} · head {head}")
 st.dataframe(row[list(LABELS)].rename(LABELS).to_frame("value"), width="stretch")
 arts, _ = state.chosen()
 here = arts is not None and arts.manifest["model"]["model_name"] == model_name and head in arts.manifest["heads"]
+if here:  # the set's own verdict, with this survey's percentiles
+    verdict_view.show(arts, head)
+else:
+    verdict_view.draw(
+        verdicts.survey_verdict(
+            table[table["survey"] == row["survey"]].reset_index(drop=True),
+            schema.parse_head(head),
+            verdicts.survey_readout(manifest),
+            verdict_view.survey_text(manifest),
+        )
+    )
 if here:
     state.pages.link("browse", f"Open head {head} in Browse Examples", {"head": head}, icon=":material/open_in_new:")
     state.pages.link("cspa", f"Open head {head} on the CSPA page", {"head": head}, icon=":material/open_in_new:")

@@ -32,6 +32,7 @@ OV_TEXT_PASS = 0.2
 CSPA_PASS = 0.25
 CSPA_STRONG = 0.5
 N_BASELINES = 3
+SURVEY_Z_PASS = 2.0  # the survey's OV on text: the attended source at least 2 standard deviations more suppressed
 CAUSAL_RISE = 0.05  # the causal QK test supports step 1 where the rise is at least this and 3× the control's
 CAUSAL_RATIO = 3.0
 # the logit lens counts as a poor read-out of the model's prediction beyond these (the pages warn)
@@ -251,14 +252,7 @@ def verdict(head: tuple[int, int], summary: dict, readout: str, survey=None, d_v
             None if rise is None or control is None else rise >= CAUSAL_RISE and rise >= CAUSAL_RATIO * max(control, 0),
         ),
     )
-    if any(s.passed is None for s in steps):
-        word = "undetermined"
-    elif all(s.passed for s in steps):
-        word = "copy suppression" + (" (strong)" if share is not None and share >= CSPA_STRONG else "")
-    elif step3.passed and (step1.passed or step2.passed):
-        word = "partly copy suppression"
-    else:
-        word = "not copy suppression on this text"
+    word = _word(steps, share)
     note = (
         "Percentiles and baselines come from the survey of every head of this model (its own text and token count, "
         "under its tuned lens where a read-out matters), so they can differ from this set's figures."
@@ -266,6 +260,88 @@ def verdict(head: tuple[int, int], summary: dict, readout: str, survey=None, d_v
         else "No survey of this model is open: no percentiles or baseline heads."
     )
     return Verdict(key, readout, word, sentence(key, readout, by), steps, note, extras=extras)
+
+
+def _word(steps, share: float | None) -> str:
+    if any(s.passed is None for s in steps):
+        return "undetermined"
+    if all(s.passed for s in steps):
+        return "copy suppression" + (" (strong)" if share is not None and share >= CSPA_STRONG else "")
+    if steps[2].passed and (steps[0].passed or steps[1].passed):
+        return "partly copy suppression"
+    return "not copy suppression on this text"
+
+
+def survey_verdict(survey, head: tuple[int, int], readout: str, n_text: str = "") -> Verdict:
+    """The verdict from a survey's columns alone (a head with no artifact set here): the same three steps on the
+    survey's text, step 2 as the attended source's z-score (``ov_text_suppression``, passes at ``SURVEY_Z_PASS``)."""
+    key = schema.head_key(head)
+    baselines = baseline_heads(survey, head)
+    cols = (SURVEY_COLUMN["attends"], SURVEY_COLUMN["suppresses"], SURVEY_COLUMN.get(f"cspa_{readout}"))
+    facts = [_survey_facts(survey, head, c, baselines) for c in cols]
+    enr, z, share = (f[2] for f in facts)
+    label = schema.READOUT_LABELS.get(readout, readout)
+    steps = (
+        Step(
+            "attends",
+            "1. It attends to predicted tokens",
+            enr,
+            "n/a" if enr is None else f"{enr:.1f}× chance (the survey's tuned lens, top 10)",
+            "1× (a random content source of the prefix)",
+            None if enr is None else enr >= ENRICHMENT_PASS,
+            cols[0],
+            facts[0][0],
+            facts[0][1],
+            enr,
+        ),
+        Step(
+            "suppresses",
+            "2. It suppresses what it attends to",
+            z,
+            "n/a"
+            if z is None
+            else f"the attended source is {z:.1f} standard deviations more suppressed than the "
+            "average token (OV on the survey's text)",
+            "0 (a random token)",
+            None if z is None else z >= SURVEY_Z_PASS,
+            cols[1],
+            facts[1][0],
+            facts[1][1],
+            z,
+        ),
+        Step(
+            "cspa",
+            "3. CSPA explains its effect",
+            share,
+            "n/a" if share is None else f"{share:.1%} of the head's KL with the {label}",
+            "a head that does something else: ≈ 0 % (see the baseline heads)",
+            None if share is None else share >= CSPA_PASS,
+            cols[2],
+            facts[2][0],
+            facts[2][1],
+            share,
+        ),
+    )
+    by = {}
+    for r in ("logit_lens", "tuned_lens"):
+        f = _survey_facts(survey, head, SURVEY_COLUMN[f"cspa_{r}"], [])[2]
+        if f is not None:
+            by[r] = f
+    note = "From the survey alone" + (f" ({n_text})" if n_text else "") + ": open a set of this head for its own text."
+    thresholds = THRESHOLDS.replace(
+        f"(2) the source among the 10 most suppressed tokens for at least {OV_TEXT_PASS:.0%} of attended pairs",
+        f"(2) on the survey, the attended source at least {SURVEY_Z_PASS:g} standard deviations more suppressed than "
+        "the average token",
+    )
+    return Verdict(
+        key,
+        readout,
+        _word(steps, share),
+        sentence(key, readout, by).replace("this text", "the survey's text"),
+        steps,
+        note,
+        thresholds,
+    )
 
 
 # --- the survey's ranking: which head is the strongest copy suppressor
