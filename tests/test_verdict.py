@@ -37,6 +37,16 @@ def test_words_follow_the_written_thresholds():
     )
     assert [s.passed for s in v.steps] == [True, True, True] and v.extras[0].passed is True
     assert verdicts.verdict((24, 4), _summary(cspa=0.6), "tuned_lens").word == "copy suppression (strong)"
+    # the causal QK test: attention must at least double and beat a random token's boost 3 to 1
+    for rise, control, clean, supports in (
+        (0.014, 0.002, 0.008, True),
+        (0.014, 0.005, 0.008, False),
+        (0.005, 0.0, 0.008, False),
+        (-0.01, -0.02, 0.0, False),
+    ):
+        s = _summary()
+        s["causal_qk"].update(rise=rise, control_rise=control, clean=clean)
+        assert verdicts.verdict((24, 4), s, "tuned_lens").extras[0].passed is supports, (rise, control, clean)
     assert verdicts.verdict((24, 4), _summary(enrichment=1.2), "tuned_lens").word == "partly copy suppression"
     assert verdicts.verdict((24, 4), _summary(enrichment=1.2, ov=0.01), "tuned_lens").word == (
         "not copy suppression on this text"

@@ -169,6 +169,14 @@ manifest = manifests[row["survey"]]
 model_name = manifest["model"]["model_name"]
 st.subheader(f"{literal(model_name)} · head {head}")
 st.dataframe(row[list(LABELS)].rename(LABELS).to_frame("value"), width="stretch")
+rows_used = manifest.get("settings", {}).get("circuit_rows_used")
+st.caption(
+    literal(
+        f"These are the survey's figures: {verdict_view.survey_text(manifest)}"
+        + (f"; OV and QK over a sample of {rows_used:,} tokens" if isinstance(rows_used, int) else "")
+        + ". An artifact set of this head measures on its own text and every token, so its pages can differ."
+    )
+)
 arts, _ = state.chosen()
 here = arts is not None and arts.manifest["model"]["model_name"] == model_name and head in arts.manifest["heads"]
 if here:  # the set's own verdict, with this survey's percentiles

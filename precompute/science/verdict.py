@@ -33,7 +33,8 @@ CSPA_PASS = 0.25
 CSPA_STRONG = 0.5
 N_BASELINES = 3
 SURVEY_Z_PASS = 2.0  # the survey's OV on text: the attended source at least 2 standard deviations more suppressed
-CAUSAL_RISE = 0.05  # the causal QK test supports step 1 where the rise is at least this and 3× the control's
+# the causal QK test supports step 1 where the boosted token's attention at least doubles (rise >= clean) and rises
+# at least CAUSAL_RATIO times as much as under a random other token's boost
 CAUSAL_RATIO = 3.0
 # the logit lens counts as a poor read-out of the model's prediction beyond these (the pages warn)
 POOR_KL_NATS = 2.0
@@ -43,7 +44,8 @@ THRESHOLDS = (
     f"of the same prefix; (2) the source among the 10 most suppressed tokens for at least {OV_TEXT_PASS:.0%} of "
     f"attended pairs; (3) CSPA explains at least {CSPA_PASS:.0%} of the head's KL ({CSPA_STRONG:.0%} or more: "
     "strong). Copy suppression = all three; partly = (3) and one other. The causal QK test (extra) supports (1) "
-    f"where the rise is at least {CAUSAL_RISE:g} and {CAUSAL_RATIO:g}× a random token's."
+    f"where the boosted token's attention at least doubles and rises {CAUSAL_RATIO:g}× as much as under a random "
+    "token's boost."
 )
 # the survey column that ranks heads on each step (under the survey's tuned lens where a read-out matters)
 SURVEY_COLUMN = {
@@ -85,6 +87,12 @@ def logit_lens_is_poor(quality_row: dict) -> bool:
     POOR_KL_NATS or top-1 agreement under POOR_TOP1)."""
     q = quality_row.get("logit", {})
     return bool(q) and (q["kl"] > POOR_KL_NATS or q["top1"] < POOR_TOP1)
+
+
+def _causal_supports(rise: float, control: float, clean: float) -> bool:
+    """The causal QK test supports step 1: the boosted token's attention at least doubles and rises CAUSAL_RATIO
+    times as much as under a random other token's boost."""
+    return rise > 0 and rise >= clean and rise >= CAUSAL_RATIO * max(control, 0.0)
 
 
 def _num(x) -> float | None:
@@ -249,7 +257,7 @@ def verdict(head: tuple[int, int], summary: dict, readout: str, survey=None, d_v
             f"along its unembedding) raises the head's attention to that token by {rise:.3f} "
             f"({int(cq.get('n_trials', 0))} trials; clean attention {cq.get('clean', 0):.3f})",
             "n/a" if control is None else f"a random other token's boost: {control:+.3f}",
-            None if rise is None or control is None else rise >= CAUSAL_RISE and rise >= CAUSAL_RATIO * max(control, 0),
+            None if rise is None or control is None else _causal_supports(rise, control, _num(cq.get("clean")) or 0.0),
         ),
     )
     word = _word(steps, share)
