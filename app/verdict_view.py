@@ -61,7 +61,7 @@ def draw(v: verdicts.Verdict, note: str = "") -> None:
                 "baseline heads (survey)": ", ".join(f"{h}: {x:.3g}" for h, x in step.baselines.items()) or "n/a",
             }
         )
-    st.dataframe(pd.DataFrame(rows), hide_index=True)
+    st.table(pd.DataFrame(rows).set_index("step"))  # a table wraps its long cells; a dataframe would cut them
     st.caption(literal(v.thresholds))
     st.caption(literal(v.survey_note + (" " + note if note else "")))
 

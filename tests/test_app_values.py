@@ -46,8 +46,8 @@ def test_home_and_cspa_verdicts_show_the_summary_and_the_plot_reading(app_env):
     want = verdicts.verdict((1, 2), s, arts.readout("1.2")[0], None)
     for page in (None, "views/cspa.py"):
         at = _run(page) if page else _run()
-        (steps,) = [d.value for d in at.dataframe if "step" in d.value.columns]
-        got = {r["step"]: r for r in steps.to_dict("records")}
+        (steps,) = [t.value for t in at.table if t.value.index.name == "step"]
+        got = {step: r for step, r in zip(steps.index, steps.to_dict("records"), strict=True)}
         assert got["3. CSPA explains its effect"]["measured"].startswith(f"{100 * s['cspa']['explained_kl']:.1f}%")
         att = s["attends_predicted"]
         assert f"{100 * att['frac_predicted']:.1f}%" in got["1. It attends to predicted tokens"]["measured"]

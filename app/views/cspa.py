@@ -36,7 +36,13 @@ c = st.columns(5)
 top = arts.paper_figures(head_name)["explained_top_bucket"]
 kl_fig, top_fig = paper.FIGURE["explained_kl"], paper.FIGURE["explained_top_bucket"]
 c[0].metric("Effect explained (KL)", kl_fig.format(summary.get("explained_kl")), help=f"paper: {kl_fig.text}")
-c[1].metric("Explained (net loss)", f"{100 * summary.get('explained_loss_net', float('nan')):.1f}%")
+c[1].metric(
+    "Explained (net loss)",
+    f"{100 * summary.get('explained_loss_net', float('nan')):.1f}%",
+    help="1 − mean Δloss under CSPA ÷ mean Δloss under mean ablation. When the head's net effect on the loss is "
+    f"small (here {summary.get('mean_delta_loss_ablation', float('nan')):+.4f} nats/token) this ratio swings far, "
+    "below 0 where CSPA raises the loss more than ablating the head does; KL is the paper's headline measure.",
+)
 c[2].metric("Explained (|Δloss|)", f"{100 * summary.get('explained_loss_abs', float('nan')):.1f}%")
 c[3].metric(
     "Explained, top 1% bucket",
