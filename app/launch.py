@@ -153,7 +153,7 @@ def build_toy_survey(out_dir: Path, log=print) -> Path | None:
 def build_smollm2(out_dir: Path, log=print) -> Path | None:
     """SmolLM2-135M, a real trained model, on real English (CPython's reference manual): the survey of all its
     heads, then a set for the head the survey ranks as the strongest copy suppressor
-    (``science.survey.strongest_copy_suppressor``). Logged, never fatal: the toy set is already there."""
+    (``science.ranking.strongest_copy_suppressor``). Logged, never fatal: the toy set is already there."""
     from precompute.errors import ExplorerError
     from precompute.jobs.config import RunConfig
     from precompute.jobs.pipeline import run

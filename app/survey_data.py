@@ -12,6 +12,7 @@ import streamlit as st
 
 from precompute import schema
 from precompute.errors import ArtifactError
+from precompute.science import ranking as rankings
 from precompute.store.survey import find_surveys, read_survey
 
 LABELS = {
@@ -140,14 +141,12 @@ def survey_of(model_name: str, configured: str | None, default: Path):
     return None, None, None
 
 
-def ranking(table: pd.DataFrame, manifests: dict[str, dict], survey_name: str) -> tuple[pd.DataFrame, str]:
+def ranked_heads(table: pd.DataFrame, manifests: dict[str, dict], survey_name: str) -> tuple[pd.DataFrame, str]:
     """(the heads of one survey, strongest copy suppressor first, with the score and every column; the rule in
-    words) by ``science.verdict.copy_suppression_ranking`` under the survey's read-out."""
-    from precompute.science import verdict as verdicts
-
+    words) by ``science.ranking.copy_suppression_ranking`` under the survey's read-out."""
     part = table[table["survey"] == survey_name].reset_index(drop=True)
-    readout = verdicts.survey_readout(manifests[survey_name])
-    ranked = verdicts.copy_suppression_ranking(part, readout)
+    readout = rankings.survey_readout(manifests[survey_name])
+    ranked = rankings.copy_suppression_ranking(part, readout)
     merged = ranked.merge(part, on=["layer", "head"], how="left")
     merged.insert(0, "rank", range(1, len(merged) + 1))
-    return merged, verdicts.ranking_rule(readout)
+    return merged, rankings.ranking_rule(readout)

@@ -354,7 +354,17 @@ def test_three_interventions_side_by_side_in_report_json_and_on_the_cspa_page(to
     head = tuple(int(x) for x in out["head"].split("."))
     tokens = torch.stack([torch.as_tensor(arts.tokens(i)).long() for i in range(2)])
     mu = torch.from_numpy(arts.mean_result(out["head"]))
-    res = analyze(toy, tokens, head, mu, cspa=CSPAConfig(exclusions="paper"), effects=("direct",), ln_modes=("frozen",))
+    res = analyze(
+        toy,
+        tokens,
+        head,
+        mu,
+        cspa=CSPAConfig(exclusions="paper"),
+        effects=("direct",),
+        ln_modes=("frozen",),
+        readout=arts.readout(out["head"])[0],  # the head's own read-out, as the set's CSPA
+        lens=arts.tuned_lens(),
+    )
     ref = summary_metrics(
         res[schema.kl(schema.PAPER_VARIANT)],
         res[schema.kl(schema.CSPA)],

@@ -107,7 +107,7 @@ def test_reader_and_export_agree_with_analyze_on_stored_mean(toy, toy_artifacts)
     for i in (0, 9, 19):
         rec = {k: torch.from_numpy(v) for k, v in arts.sequence(i).items()}
         tokens = rec["tokens"].long()[None]
-        direct = compact(analyze(toy, tokens, (1, 2), mu, k=5))
+        direct = compact(analyze(toy, tokens, (1, 2), mu, k=5, readout=arts.readout("1.2")[0], lens=arts.tuned_lens()))
         for name, stored in rec.items():
             if name == "tokens":
                 continue

@@ -6,6 +6,7 @@ from app import state, verdict_view
 from app.render.text import literal
 from app.survey_data import survey_of
 from precompute import paper, schema
+from precompute.science import ranking
 from precompute.science import verdict as verdicts
 
 DIAGRAM = """
@@ -73,17 +74,17 @@ def framing(arts, head_name: str) -> None:
 
 def why_this_head(arts, head_name: str) -> None:
     """Where a survey of the model is here: the head's rank by the survey's rule, and the rule."""
-    survey, name, _ = survey_of(arts.model_name, state.configured_source(), state.default_dir())
+    survey, name, manifest = survey_of(arts.model_name, state.configured_source(), state.default_dir())
     if survey is None:
         return
-    readout = "logit_lens" if arts.model_name in paper.PAPER_MODEL_NAMES else arts.readout(head_name)[0]
-    ranked = verdicts.copy_suppression_ranking(survey, readout if readout != "final_minus_head" else "logit_lens")
+    readout = ranking.survey_readout(manifest)  # the rule that picks the demo's head
+    ranked = ranking.copy_suppression_ranking(survey, readout)
     keys = [f"{a}.{b}" for a, b in zip(ranked["layer"], ranked["head"], strict=True)]
     if head_name in keys:
         st.caption(
             literal(
                 f"Why this head: the survey {name} ranks it {keys.index(head_name) + 1} of {len(keys)} heads as a "
-                f"copy suppressor. {verdicts.ranking_rule(readout)}"
+                f"copy suppressor. {ranking.ranking_rule(readout)}"
             )
         )
 

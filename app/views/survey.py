@@ -14,13 +14,14 @@ from app.survey_data import (
     filtered,
     hover_text,
     load,
-    ranking,
+    ranked_heads,
     run_command,
     runs_with_head,
     survey_bases,
     survey_folders,
 )
 from precompute import schema
+from precompute.science import ranking
 from precompute.science import verdict as verdicts
 
 st.title("Head survey")
@@ -129,7 +130,7 @@ st.subheader("Ranking: the strongest copy suppressors")
 survey_names = sorted(view["survey"].unique())
 state.url.restore("rank", "survey_rank_of", state.url.choice(survey_names))
 rank_of = st.selectbox("Survey", survey_names, key="survey_rank_of")
-ranked, rule = ranking(table, manifests, rank_of)
+ranked, rule = ranked_heads(table, manifests, rank_of)
 shown = ["rank", "name", "copy_suppression_score"] + list(LABELS)
 st.dataframe(
     ranked[shown].rename(columns={**LABELS, "name": "head", "copy_suppression_score": "score (mean percentile)"}),
@@ -186,7 +187,7 @@ else:
         verdicts.survey_verdict(
             table[table["survey"] == row["survey"]].reset_index(drop=True),
             schema.parse_head(head),
-            verdicts.survey_readout(manifest),
+            ranking.survey_readout(manifest),
             verdict_view.survey_text(manifest),
         )
     )

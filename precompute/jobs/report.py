@@ -26,7 +26,10 @@ SETTINGS = {
         "CSPA interventions",
         lambda a, h: ",".join(a.hyperparameters.get("cspa_interventions", ("qk", "ov"))),
     ),
-    "readout": ("what 'predicted' means (read-out)", lambda a, h: a.readout(h)[0]),
+    "readout": (
+        "what 'predicted' means (read-out)",
+        lambda a, h: a.hyperparameters.get("readouts", {}).get(h, {}).get("used", "logit_lens"),
+    ),
     "dtype": ("forward dtype", lambda a, h: a.hyperparameters.get("dtype")),
     "selection": (
         "data selection",

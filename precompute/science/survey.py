@@ -373,8 +373,8 @@ def survey_heads(
     return df
 
 
-# the ranking (which head is the strongest copy suppressor) lives with the verdict, torch-free for the app
-from .verdict import (  # noqa: E402
+# the ranking (which head is the strongest copy suppressor) is torch-free, for the app
+from .ranking import (  # noqa: E402
     COPY_SUPPRESSION_COLUMNS,
     copy_suppression_ranking,
     ranking_rule,
