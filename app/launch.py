@@ -63,6 +63,7 @@ SMOLLM2_SURVEY = dict(
     n_repeat=50,
     n_ioi=50,
     circuit_rows=512,
+    lens_seqs=48,  # the survey's tuned lens: fitted on 36 sequences, scored on 12
     seed=6,
 )
 SMOLLM2_DEMO = dict(

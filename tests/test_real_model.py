@@ -108,6 +108,7 @@ def smol_env(loads, tmp_path_factory):
                 "repeat_len": 8,
                 "n_ioi": 8,
                 "circuit_rows": 64,
+                "lens_seqs": 4,
             },
         )
         mp.setattr(
