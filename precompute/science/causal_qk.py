@@ -75,21 +75,42 @@ def causal_qk(
         return {"n_trials": 0, "scale": scale}
     W_U = m.W_U.float()
     hook_pre, hook_pat = hooks.resid_pre(layer), hooks.pattern(layer)
-    rows = []  # per trial: (clean, boosted, control) attention on P_t
+
+    def attended(i: int, q: int, t: int, pattern: Tensor) -> float:
+        where = (tokens[i, :q] == t).nonzero()[:, 0]
+        return float(pattern[q, where[where >= 1].to(pattern.device)].sum())
+
     with torch.inference_mode():
-        for start in range(0, len(trials), batch_size):
-            part = trials[start : start + batch_size]
+        # clean: one pass per distinct sequence
+        seqs = sorted({i for i, _, _, _ in trials})
+        clean_pat: dict[int, Tensor] = {}
+        for start in range(0, len(seqs), batch_size):
+            part_seqs = seqs[start : start + batch_size]
+            _, cache = m.run_with_cache(
+                tokens[part_seqs].to(m.cfg.device), names_filter=[hook_pat], stop_at_layer=layer + 1
+            )
+            for j, i in enumerate(part_seqs):
+                clean_pat[i] = cache[hook_pat][j, h].float()
+        clean = [attended(i, q, t, clean_pat[i]) for i, q, t, _ in trials]
+        # boosted: the token t's and a random token's unembedding added at q; the sequence cut after q (attention
+        # from q reads positions <= q only), trials of similar q batched together
+        order = sorted(range(len(trials)), key=lambda j: trials[j][1])
+        boosted = [0.0] * len(trials)
+        control = [0.0] * len(trials)
+        for start in range(0, len(order), batch_size):
+            part = [trials[j] for j in order[start : start + batch_size]]
             n = len(part)
-            toks = torch.stack([tokens[i] for i, _, _, _ in part]).repeat(3, 1).to(m.cfg.device)  # clean, t, t'
-            q_idx = torch.tensor([q for _, q, _, _ in part] * 3, device=toks.device)
+            length = max(q for _, q, _, _ in part) + 1
+            toks = torch.stack([tokens[i, :length] for i, _, _, _ in part]).repeat(2, 1).to(m.cfg.device)
+            q_idx = torch.tensor([q for _, q, _, _ in part] * 2, device=toks.device)
             dirs = arch.centre(W_U.T[torch.tensor([t for _, _, t, _ in part] + [c for _, _, _, c in part])])
             dirs = dirs / dirs.norm(dim=-1, keepdim=True).clamp_min(1e-30)
-            rows_idx = torch.arange(3 * n, device=toks.device)
+            rows_idx = torch.arange(2 * n, device=toks.device)
 
-            def boost(x, hook, dirs=dirs, q_idx=q_idx, rows_idx=rows_idx, n=n):
+            def boost(x, hook, dirs=dirs, q_idx=q_idx, rows_idx=rows_idx):
                 x = x.clone()
-                at = x[rows_idx[n:], q_idx[n:]]
-                x[rows_idx[n:], q_idx[n:]] = at + scale * at.norm(dim=-1, keepdim=True) * dirs.to(x.dtype)
+                at = x[rows_idx, q_idx]
+                x[rows_idx, q_idx] = at + scale * at.norm(dim=-1, keepdim=True) * dirs.to(x.dtype)
                 return x
 
             grabbed: dict[str, Tensor] = {}
@@ -98,12 +119,11 @@ def causal_qk(
                 grabbed["p"] = x[:, h].float()
 
             m.run_with_hooks(toks, fwd_hooks=[(hook_pre, boost), (hook_pat, grab)], stop_at_layer=layer + 1)
-            pattern = grabbed["p"]  # [3n, q, k]
+            pattern = grabbed["p"]  # [2n, q, k]
             for j, (i, q, t, _) in enumerate(part):
-                where = (tokens[i, :q] == t).nonzero()[:, 0]
-                where = where[where >= 1].to(pattern.device)
-                a = [float(pattern[j + r * n, q, where].sum()) for r in range(3)]
-                rows.append(a)
+                boosted[order[start + j]] = attended(i, q, t, pattern[j])
+                control[order[start + j]] = attended(i, q, t, pattern[n + j])
+    rows = list(zip(clean, boosted, control, strict=True))
     got = torch.tensor(rows, dtype=torch.float64)
     return {
         "n_trials": len(rows),
