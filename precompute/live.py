@@ -141,7 +141,6 @@ class LiveModel:
         its CSPA settings and tuned lens; a head the artifacts did not store gets its mean output over the set's
         first ``n_mean`` sequences and the set's read-out rule (``science.readout.resolve``)."""
         from .models.heads import check_head
-        from .science import readout as readouts
         from .science.joint import joint_effect, mean_results_for
 
         an = self.analyzer(arts)
@@ -149,18 +148,7 @@ class LiveModel:
         n = max(1, min(int(n_seqs), arts.n_sequences))
         n_mean = max(1, min(int(arts.hyperparameters.get("n_mean", n)), arts.n_sequences))
         tokens = torch.stack([torch.as_tensor(arts.tokens(i)).long() for i in range(max(n, n_mean))])
-        rule = arts.hyperparameters.get("readout", "logit_lens")
-        readout_of = {
-            h: an.readout_of(h)
-            if h in an.mean_results
-            else readouts.resolve(
-                rule if rule in (readouts.AUTO, *schema.READOUTS) else "logit_lens",
-                an.lens,
-                h[0],
-                self.loaded.paper_model,
-            )[0]
-            for h in keys
-        }
+        readout_of = {h: an.readout_of(h) for h in keys}
         with self.queue.turn(on_wait):
             means = mean_results_for(self.loaded, tokens[:n_mean], keys, an.mean_results)
             got = joint_effect(
@@ -203,10 +191,12 @@ class LiveAnalyzer:
         queue: ModelQueue | None = None,
         readouts: dict[tuple[int, int], str] | None = None,
         lens=None,
+        readout_rule: str = "logit_lens",
     ):
         self.loaded = loaded
         self.readouts = dict(readouts or {})  # head -> what "predicted" means (science.readout); default logit lens
         self.lens = lens  # the artifacts' tuned lens (science.tuned_lens.TunedLens) or None
+        self.readout_rule = readout_rule  # the run's --readout, for heads it did not store (auto, or one read-out)
         self.effects, self.ln_modes = effects, ln_modes
         self.neighbours = neighbours
         self.mean_results = mean_results
@@ -259,6 +249,7 @@ class LiveAnalyzer:
             ln_modes=tuple(hp.get("ln_modes", LN_MODES)),
             readouts={h: arts.readout(h)[0] for h in arts.heads},
             lens=arts.tuned_lens(),
+            readout_rule=str(hp.get("readout", "logit_lens")),  # sets made before read-outs: the paper's
             **kwargs,
         )
 
@@ -274,8 +265,18 @@ class LiveAnalyzer:
         )
 
     def readout_of(self, head: tuple[int, int]) -> str:
-        """The read-out the artifacts used for ``head`` (the paper's logit lens where none was recorded)."""
-        return self.readouts.get(head, "logit_lens")
+        """The read-out the artifacts used for ``head``; for a head they did not store, the run's rule applied to it
+        (``science.readout.resolve``; the paper's logit lens where the rule cannot be applied)."""
+        from .science import readout as readouts
+
+        head = (int(head[0]), int(head[1]))
+        if head in self.readouts:
+            return self.readouts[head]
+        rule = self.readout_rule if self.readout_rule in (readouts.AUTO, *schema.READOUTS) else "logit_lens"
+        try:
+            return readouts.resolve(rule, self.lens, head[0], bool(getattr(self.loaded, "paper_model", False)))[0]
+        except InvalidInputError:
+            return "logit_lens"
 
     @property
     def max_tokens(self) -> int:

@@ -220,3 +220,6 @@ def test_live_analysis_takes_each_readout_and_the_set_default(toy, toy_artifacts
     assert not np.array_equal(records["logit_lens"]["lens_topk_logprobs"], records["tuned_lens"]["lens_topk_logprobs"])
     with pytest.raises(InvalidInputError, match="not one of"):
         an.analyze(text, head, readout="oracle")
+    # a head the set did not store gets the run's rule (auto here) applied to its layer
+    assert arts.hyperparameters["readout"] == "auto"
+    assert an.readout_of((0, 1)) == readout.resolve("auto", lens, 0, paper_model=False)[0]

@@ -190,3 +190,24 @@ def test_heads_together_equal_a_hooked_reference(toy, toy_tokens):
             parse_groups(bad)
     with pytest.raises(InvalidInputError, match="no mean result"):
         joint_effect(toy, tokens, ((1, 2), (2, 0)), means, CSPAConfig())
+
+
+def test_heads_together_live_with_a_head_the_set_did_not_store(toy, toy_artifacts):
+    """The CSPA page's live joint effect: a head outside the set gets its mean over the set's first n_mean
+    sequences, and the result equals ``joint_effect`` called with those means."""
+    from precompute import mean_result
+    from precompute.live import LiveModel
+    from precompute.science.joint import joint_effect
+    from precompute.store.reader import open_artifacts
+
+    arts = open_artifacts(toy_artifacts)
+    live = LiveModel(toy)
+    got = live.joint_effect(arts, [(1, 2), (0, 1)], n_seqs=2)
+    an = live.analyzer(arts)
+    n_mean = arts.hyperparameters["n_mean"]
+    tokens = torch.stack([torch.as_tensor(arts.tokens(i)).long() for i in range(max(2, n_mean))])
+    means = {(1, 2): an.mean_results[(1, 2)], (0, 1): mean_result(toy, tokens[:n_mean], (0, 1))}
+    readouts = {(1, 2): an.readout_of((1, 2)), (0, 1): an.readout_of((0, 1))}
+    want = joint_effect(toy, tokens[:2], ((1, 2), (0, 1)), means, an.cspa, readouts, an.lens)
+    assert got["explained_kl"] == pytest.approx(want["explained_kl"], abs=1e-9)
+    assert got["readouts"] == {"1.2": readouts[(1, 2)], "0.1": readouts[(0, 1)]}
