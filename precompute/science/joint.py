@@ -27,6 +27,8 @@ from .cspa import CSPAConfig, cspa_rows, summary_metrics
 from .scoring import shift_effects
 from .tuned_lens import TunedLens
 
+JOINT_CHUNK_BYTES = 64 * 2**20  # each vocabulary-sized temporary of the shifted log-partitions
+
 
 def group_key(heads) -> str:
     """ "24.4+23.3": a set of heads as one name (in the order given)."""
@@ -113,7 +115,7 @@ def joint_effect(
                 [dla_total[:, :-1].reshape(k, -1), (dla_total - cspa_total)[:, :-1].reshape(k, -1)]
                 + [d[:, :-1].reshape(k, -1) for d in dla_rows]
             )
-            kl, dl = shift_effects(flat, lse, u_bar, w_target, stacked, W_U)
+            kl, dl = shift_effects(flat, lse, u_bar, w_target, stacked, W_U, JOINT_CHUNK_BYTES)
             parts["kl_a"].append(kl[0].cpu())
             parts["kl_c"].append(kl[1].cpu())
             parts["dl_a"].append(dl[0].cpu())

@@ -35,6 +35,7 @@ METHOD = "ridge"  # closed-form ridge toward the final norm's output (recorded; 
 DEFAULT_RIDGE = 1e-3  # lambda, relative to the mean squared input (scale-free)
 HELDOUT_FRACTION = 0.25
 QUALITY_TOKENS = 1024  # held-out positions scored per layer (each costs a vocabulary projection)
+QUALITY_CHUNK = 128  # positions scored at once
 
 
 @dataclass
@@ -198,18 +199,22 @@ def lens_quality(
             for layer in lens.layers:
                 xs_all[layer].append(xs[layer][:, 1:].reshape(-1, d))
             have += logits_all[-1].shape[0]
-        model_logits = torch.cat(logits_all)[:max_tokens]
-        model_lp = model_logits.log_softmax(-1)
-        model_top = model_logits.argmax(-1)
+        model_lp = torch.cat(logits_all)[:max_tokens].log_softmax(-1)
+        logits_all.clear()
+        model_top = model_lp.argmax(-1)
         out: dict[int, dict] = {}
         for layer in lens.layers:
             x = torch.cat(xs_all[layer])[:max_tokens]
             row: dict = {"n_tokens": int(x.shape[0])}
-            for name, rows in (("logit", x), ("tuned", lens.translate(layer, x))):
-                lp = (rows @ W_U + b_U).log_softmax(-1)
-                row[name] = {
-                    "top1": float((lp.argmax(-1) == model_top).double().mean()),
-                    "kl": float((model_lp.exp() * (model_lp - lp)).sum(-1).double().mean()),
-                }
+            for name in ("logit", "tuned"):
+                agree, kl = 0.0, 0.0
+                for c0 in range(0, x.shape[0], QUALITY_CHUNK):  # vocabulary-sized temporaries of a chunk only
+                    part = x[c0 : c0 + QUALITY_CHUNK]
+                    rows = part if name == "logit" else lens.translate(layer, part)
+                    lp = (rows @ W_U + b_U).log_softmax(-1)
+                    m_lp = model_lp[c0 : c0 + QUALITY_CHUNK]
+                    agree += float((lp.argmax(-1) == model_top[c0 : c0 + QUALITY_CHUNK]).double().sum())
+                    kl += float((m_lp.exp() * (m_lp - lp)).sum(-1).double().sum())
+                row[name] = {"top1": agree / x.shape[0], "kl": kl / x.shape[0]}
             out[layer] = row
     return out
