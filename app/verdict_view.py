@@ -28,9 +28,16 @@ def readout_note(arts, head_name: str) -> None:
         )
 
 
-def show(arts, head_name: str) -> verdicts.Verdict:
-    """The verdict on ``head_name`` of the open set, with percentiles from the survey of its model where one is here."""
-    survey, survey_name, manifest = survey_of(arts.model_name, state.configured_source(), state.default_dir())
+def survey_for(arts) -> tuple:
+    """(survey DataFrame, its folder name, its manifest) of the open set's model, or (None, None, None): read once
+    per page run and handed to ``show``, ``partner_of`` and Home's ranking line."""
+    return survey_of(arts.model_name, state.configured_source(), state.default_dir())
+
+
+def show(arts, head_name: str, found: tuple) -> verdicts.Verdict:
+    """The verdict on ``head_name`` of the open set, with percentiles from ``found`` (``survey_for``) where there is
+    a survey of its model."""
+    survey, survey_name, manifest = found
     head = schema.parse_head(head_name)
     v = verdicts.verdict(head, arts.summary(head_name), arts.readout(head_name)[0], survey)
     draw(v, f"Survey: {survey_name}, {survey_text(manifest)}." if survey_name else "")
@@ -66,8 +73,8 @@ def draw(v: verdicts.Verdict, note: str = "") -> None:
     st.caption(literal(v.survey_note + (" " + note if note else "")))
 
 
-def partner_of(arts, head_name: str) -> str | None:
-    """The suggested partner of ``head_name`` from the survey of the same model ("L.H"), or None."""
-    survey, _, _ = survey_of(arts.model_name, state.configured_source(), state.default_dir())
+def partner_of(found: tuple, head_name: str) -> str | None:
+    """The suggested partner of ``head_name`` from the survey of the same model (``survey_for``; "L.H"), or None."""
+    survey = found[0]
     got = verdicts.suggested_partner(survey, schema.parse_head(head_name)) if survey is not None else None
     return None if got is None else schema.head_key(got)

@@ -260,9 +260,9 @@ class LiveAnalyzer:
     def readouts_for(self, head: tuple[int, int]) -> tuple[str, ...]:
         """The read-outs live analysis of ``head`` can use here (the tuned lens only where the artifacts have one for
         its layer)."""
-        return tuple(
-            r for r in schema.READOUTS if r != "tuned_lens" or (self.lens is not None and self.lens.has(int(head[0])))
-        )
+        from .science import readout as readouts
+
+        return readouts.available(self.lens, int(head[0]))
 
     def readout_of(self, head: tuple[int, int]) -> str:
         """The read-out the artifacts used for ``head``; for a head they did not store, the run's rule applied to it

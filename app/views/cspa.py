@@ -30,8 +30,9 @@ st.markdown(
     f"K_u of source tokens by the **{schema_label(used)}**, projected on their unembeddings) and mean-ablates the "
     "rest. Its share of the head's effect is how much of the head is copy suppression."
 )
+found = verdict_view.survey_for(arts)
 verdict_view.readout_note(arts, head_name)
-verdict_view.show(arts, head_name)
+verdict_view.show(arts, head_name, found)
 c = st.columns(5)
 top = arts.paper_figures(head_name)["explained_top_bucket"]
 kl_fig, top_fig = paper.FIGURE["explained_kl"], paper.FIGURE["explained_top_bucket"]
@@ -202,27 +203,38 @@ st.caption(
     "keeps it; OV only projects every earlier source. Computed live on the first sequences of these artifacts."
 )
 N_CHOICES = (2, 4, 8, 16)
-i1, i2 = st.columns([1, 3])
-n_seqs = i1.selectbox("Sequences", [n for n in N_CHOICES if n <= arts.n_sequences] or [arts.n_sequences], key="cspa_n")
-cache_key = (arts.source, head_name, int(n_seqs))
-results = st.session_state.setdefault("_cspa_interventions", {})
-if i2.button("Compute the three side by side", key="cspa_three"):
+SEQ_CHOICES = [n for n in N_CHOICES if n <= arts.n_sequences] or [arts.n_sequences]
+
+
+def compute_live(store: dict, key, what: str, failed: str, call) -> None:
+    """``call(model, progress)`` on the set's model with a progress bar, its result kept in ``store[key]`` for the
+    session; a model that cannot load or a refused computation is a message."""
     model, error = live_model.get_model(arts)
     if model is None:
         st.error(f"The model cannot be loaded here: {literal(error)}")
-    else:
-        bar = st.progress(0.0, text="CSPA three ways…")
-        try:
-            results[cache_key] = model.cspa_interventions(
-                arts,
-                head,
-                int(n_seqs),
-                on_wait=live_model.queue_notice(),
-                progress=lambda text, frac: bar.progress(min(1.0, frac), text=text),
-            )
-        except ExplorerError as err:
-            st.error(f"Cannot compute them: {literal(err)}")
-        bar.empty()
+        return
+    bar = st.progress(0.0, text=what)
+    try:
+        store[key] = call(model, lambda text, frac: bar.progress(min(1.0, frac), text=literal(text)))
+    except ExplorerError as err:
+        st.error(f"{failed}: {literal(err)}")
+    bar.empty()
+
+
+i1, i2 = st.columns([1, 3])
+n_seqs = i1.selectbox("Sequences", SEQ_CHOICES, key="cspa_n")
+cache_key = (arts.source, head_name, int(n_seqs))
+results = st.session_state.setdefault("_cspa_interventions", {})
+if i2.button("Compute the three side by side", key="cspa_three"):
+    compute_live(
+        results,
+        cache_key,
+        "CSPA three ways…",
+        "Cannot compute them",
+        lambda model, progress: model.cspa_interventions(
+            arts, head, int(n_seqs), on_wait=live_model.queue_notice(), progress=progress
+        ),
+    )
 got = results.get(cache_key)
 if got is not None:
     st.dataframe(
@@ -267,7 +279,7 @@ if stored:
     st.caption("Stored with these artifacts (every sequence of the set).")
 n_layers, n_heads = int(arts.manifest["model"]["n_layers"]), int(arts.manifest["model"]["n_heads"])
 every = [f"{layer}.{h}" for layer in range(n_layers) for h in range(n_heads) if f"{layer}.{h}" != head_name]
-partner = verdict_view.partner_of(arts, head_name)
+partner = verdict_view.partner_of(found, head_name)
 g1, g2, g3 = st.columns([2, 1, 1])
 state.url.restore("with", "cspa_with", state.url.text(200))
 if st.session_state.get("cspa_with") is not None and not isinstance(st.session_state["cspa_with"], list):
@@ -283,28 +295,23 @@ together = g1.multiselect(
     ),
 )
 state.url.publish({"with": ("cspa_with", "+".join(together))}, {"with": "+".join([partner] if partner else [])})
-n_joint = g2.selectbox(
-    "Sequences", [n for n in N_CHOICES if n <= arts.n_sequences] or [arts.n_sequences], key="cspa_joint_n"
-)
+n_joint = g2.selectbox("Sequences", SEQ_CHOICES, key="cspa_joint_n")
 joint_key = (arts.source, head_name, tuple(together), int(n_joint))
 joint = st.session_state.setdefault("_cspa_joint", {})
 if g3.button("Compute together", key="cspa_joint_go", disabled=not together):
-    model, error = live_model.get_model(arts)
-    if model is None:
-        st.error(f"The model cannot be loaded here: {literal(error)}")
-    else:
-        bar = st.progress(0.0, text="Heads together…")
-        try:
-            joint[joint_key] = model.joint_effect(
-                arts,
-                [head] + [tuple(int(x) for x in h.split(".")) for h in together],
-                int(n_joint),
-                on_wait=live_model.queue_notice(),
-                progress=lambda text, frac: bar.progress(min(1.0, frac), text=literal(text)),
-            )
-        except ExplorerError as err:
-            st.error(f"Cannot compute them together: {literal(err)}")
-        bar.empty()
+    compute_live(
+        joint,
+        joint_key,
+        "Heads together…",
+        "Cannot compute them together",
+        lambda model, progress: model.joint_effect(
+            arts,
+            [head] + [F.parse_head(h) for h in together],
+            int(n_joint),
+            on_wait=live_model.queue_notice(),
+            progress=progress,
+        ),
+    )
 got_joint = joint.get(joint_key)
 if got_joint is not None:
     alone = got_joint.get("mean_delta_loss_alone", {})

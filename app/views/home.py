@@ -4,7 +4,6 @@ import streamlit as st
 
 from app import state, verdict_view
 from app.render.text import literal
-from app.survey_data import survey_of
 from precompute import paper, schema
 from precompute.science import ranking
 from precompute.science import verdict as verdicts
@@ -72,9 +71,9 @@ def framing(arts, head_name: str) -> None:
     )
 
 
-def why_this_head(arts, head_name: str) -> None:
-    """Where a survey of the model is here: the head's rank by the survey's rule, and the rule."""
-    survey, name, manifest = survey_of(arts.model_name, state.configured_source(), state.default_dir())
+def why_this_head(head_name: str, found: tuple) -> None:
+    """Where a survey of the model is here (``found``): the head's rank by the survey's rule, and the rule."""
+    survey, name, manifest = found
     if survey is None:
         return
     readout = ranking.survey_readout(manifest)  # the rule that picks the demo's head
@@ -105,9 +104,10 @@ else:
             "not GPT-2's behaviour."
         )
     st.subheader(f"Is head {head_name} copy suppression?")
-    why_this_head(arts, head_name)
+    found = verdict_view.survey_for(arts)
+    why_this_head(head_name, found)
     verdict_view.readout_note(arts, head_name)
-    verdict_view.show(arts, head_name)
+    verdict_view.show(arts, head_name, found)
     st.subheader(f"The paper's numbers and these artifacts' (head {head_name})")
     got = arts.paper_figures(head_name)
     paper_model = arts.model_name in paper.PAPER_MODEL_NAMES

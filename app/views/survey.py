@@ -180,12 +180,13 @@ st.caption(
 )
 arts, _ = state.chosen()
 here = arts is not None and arts.manifest["model"]["model_name"] == model_name and head in arts.manifest["heads"]
+survey_rows = table[table["survey"] == row["survey"]].reset_index(drop=True)
 if here:  # the set's own verdict, with this survey's percentiles
-    verdict_view.show(arts, head)
+    verdict_view.show(arts, head, (survey_rows, row["survey"], manifest))
 else:
     verdict_view.draw(
         verdicts.survey_verdict(
-            table[table["survey"] == row["survey"]].reset_index(drop=True),
+            survey_rows,
             schema.parse_head(head),
             ranking.survey_readout(manifest),
             verdict_view.survey_text(manifest),

@@ -99,11 +99,15 @@ def write_index(out: Path, head, n_shards: int) -> dict:
     return s
 
 
-def _indirect_excluding(lm, tokens: torch.Tensor, head, later, out: Path, cfg: RunConfig) -> dict:
-    """Mean Δloss of ``head``'s indirect effect without the paths through ``later`` heads, over the run's tokens."""
+def _stored_means(out: Path, heads) -> dict:
+    """Each head's μ as the run stored it (``mean/L.H.safetensors``), read once for every step of the finish."""
     from safetensors.torch import load_file
 
-    mu = load_file(str(out / schema.head_file("mean", head)))[schema.MEAN_RESULT].float()
+    return {h: load_file(str(out / schema.head_file("mean", h)))[schema.MEAN_RESULT].float() for h in heads}
+
+
+def _indirect_excluding(lm, tokens: torch.Tensor, head, later, mu: torch.Tensor, cfg: RunConfig) -> dict:
+    """Mean Δloss of ``head``'s indirect effect without the paths through ``later`` heads, over the run's tokens."""
     parts: dict[str, list[torch.Tensor]] = {"frozen": [], "unfrozen": []}
     for start in range(0, tokens.shape[0], cfg.batch_size):
         got = indirect_excluding(lm, tokens[start : start + cfg.batch_size], head, mu, later)
@@ -142,32 +146,22 @@ def _attends_predicted(out: Path, head, n_shards: int, tokens: torch.Tensor, exc
     )
 
 
-def _by_readout(lm, tokens, head, out: Path, cfg: RunConfig, lens, used: str, neighbours) -> dict:
+def _by_readout(lm, tokens, head, mu: torch.Tensor, cfg: RunConfig, lens, used: str, table) -> dict:
     """CSPA under every read-out other than ``used`` (whose figures are the stored summary's) over the run's text."""
-    from safetensors.torch import load_file
-
-    mu = load_file(str(out / schema.head_file("mean", head)))[schema.MEAN_RESULT].float()
     others = tuple(r for r in READOUTS if r != used)
-    table = None
-    if cfg.cspa_k_s > 1:
-        from ..science.semantic import neighbour_table
-
-        table = neighbour_table(neighbours, cfg.cspa_k_s)
     got = compare_readouts(lm, tokens, head, mu, cfg.cspa(), others, lens, table, batch_size=cfg.batch_size)
     keep = ("n_tokens", "explained_kl", "explained_loss_net", "explained_loss_abs", "mean_kl_cspa")
     return {r: {k: v for k, v in s.items() if k in keep} for r, s in got.items()}
 
 
-def _groups(lm, tokens, heads, out: Path, cfg: RunConfig, lens, chosen: dict, log, neighbours) -> dict:
-    """Each ``--groups`` set measured together over the run's text (``science.joint``): {"24.4+23.3": summary}."""
-    from safetensors.torch import load_file
-
+def _groups(lm, tokens, have: dict, cfg: RunConfig, lens, chosen: dict, log, table) -> dict:
+    """Each ``--groups`` set measured together over the run's text (``science.joint``): {"24.4+23.3": summary}.
+    ``have``: the run's stored means; heads outside the run get theirs on its first ``n_mean`` sequences."""
     if not cfg.groups:
         return {}
     from ..models.heads import check_head
     from ..science import readout as readouts
 
-    have = {h: load_file(str(out / schema.head_file("mean", h)))[schema.MEAN_RESULT].float() for h in heads}
     need = {check_head(lm.model, h) for g in cfg.groups for h in g}
     means = mean_results_for(lm, tokens[: cfg.n_mean], sorted(need), have, cfg.batch_size)
     readout_of = {
@@ -176,11 +170,6 @@ def _groups(lm, tokens, heads, out: Path, cfg: RunConfig, lens, chosen: dict, lo
     out_groups = {}
     for g in cfg.groups:
         log(f"heads {group_key(g)} together ({len(tokens)} sequences)")
-        table = None
-        if cfg.cspa_k_s > 1:
-            from ..science.semantic import neighbour_table
-
-            table = neighbour_table(neighbours, cfg.cspa_k_s)
         got = joint_effect(lm, tokens, g, means, cfg.cspa(), readout_of, lens, table, batch_size=cfg.batch_size)
         got["readouts"] = {schema.head_key(h): readout_of[h] for h in g}
         out_groups[group_key(g)] = got
@@ -196,6 +185,12 @@ def finish(
     neighbours = semantic_neighbours(m.tokenizer)
     save_tensors(out / schema.SEMANTIC_FILE, neighbours)
     tokens = torch.from_numpy(read_field(out, n_shards, schema.TOKENS).astype("int64"))
+    means = _stored_means(out, heads)
+    table = None  # the neighbour table CSPA reads with K_s > 1
+    if cfg.cspa_k_s > 1:
+        from ..science.semantic import neighbour_table
+
+        table = neighbour_table(neighbours, cfg.cspa_k_s)
     for head in heads:  # the OV circuit on the run's own text (up to ov_dynamic.MAX_PAIRS pairs)
         summary[schema.head_key(head)]["ov_dynamic"] = ov_dynamic(
             lm, tokens, head, neighbours, batch_size=cfg.batch_size
@@ -203,7 +198,7 @@ def finish(
         later = tuple(y for y in cfg.indirect_excluding if y[0] > head[0])
         if later:  # the indirect effect without the paths through these later heads
             summary[schema.head_key(head)]["indirect_excluding"] = _indirect_excluding(
-                lm, tokens, head, later, out, cfg
+                lm, tokens, head, later, means[head], cfg
             )
     m.tokenizer.save_pretrained(str(out / schema.TOKENIZER_DIR))
     excluded = torch.zeros(m.cfg.d_vocab, dtype=torch.bool)
@@ -219,9 +214,9 @@ def finish(
             log(f"head {schema.head_key(head)}: CSPA under the other read-outs ({len(tokens)} sequences)")
             s["cspa_by_readout"] = {
                 used: {k: s["cspa"][k] for k in ("n_tokens", "explained_kl", "explained_loss_net")},
-                **_by_readout(lm, tokens, head, out, cfg, lens, used, neighbours),
+                **_by_readout(lm, tokens, head, means[head], cfg, lens, used, table),
             }
-    groups = _groups(lm, tokens, heads, out, cfg, lens, chosen, log, neighbours)
+    groups = _groups(lm, tokens, means, cfg, lens, chosen, log, table)
     if lens is not None:
         save_tensors(out / schema.TUNED_LENS_FILE, lens.to_tensors(), {"method": lens.meta.get("method", "")})
     manifest = {

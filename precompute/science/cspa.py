@@ -36,6 +36,7 @@ from torch import Tensor
 
 from .. import schema
 from ..errors import InvalidInputError
+from ..models import architecture
 from ..paper import explained_top_bucket
 from .scoring import SparseCSPA
 
@@ -349,8 +350,6 @@ def token_weights(
 def cspa_rows(m, tokens, attn, src_out, mu, scores, sigma_f, cfg: CSPAConfig, neighbours=None):
     """CSPA's output minus the mean as rows over d_model divided by sigma_f (whose ``W_U`` projection is CSPA's DLA),
     dense whichever form ``cspa_for_batch`` chose: for callers that add several heads' rows or stack them."""
-    from ..models import architecture
-
     batch = cspa_for_batch(m, tokens, attn, src_out, mu, scores, sigma_f, cfg, neighbours)
     if batch.sparse is not None:
         sp = batch.sparse

@@ -13,6 +13,8 @@ One function, two callers: the precompute job (from the stored attention and pre
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
@@ -37,6 +39,37 @@ def content_mask(tokens: Int[Tensor, "batch seq"], excluded: Bool[Tensor, " d_vo
     return mask
 
 
+@dataclass(frozen=True)
+class Predicted:
+    """What the pair counts need of a batch, whatever the head: M[b, q, k] (source predicted at q), the content
+    prefix [b, q, k], and each destination's chance (the share of its content prefix that is predicted)."""
+
+    matrix: Bool[Tensor, "batch q k"]
+    prefix: Bool[Tensor, "batch q k"]
+    chance: Float[Tensor, "batch q"]
+
+    @classmethod
+    def of(
+        cls, tokens: Int[Tensor, "batch seq"], top_ids: Int[Tensor, "batch seq top"], content: Bool[Tensor, "batch seq"]
+    ) -> Predicted:
+        m = predicted_matrix(tokens, top_ids)
+        s = tokens.shape[1]
+        prefix = content[:, None, :] & torch.ones(s, s, dtype=torch.bool, device=tokens.device).tril()
+        chance = (m & prefix).sum(-1).double() / prefix.sum(-1).clamp_min(1)
+        return cls(m, prefix, chance)
+
+    def pair_stats(self, attn: Float[Tensor, "batch q k"], threshold: float = THRESHOLD) -> dict[str, float]:
+        """Sums over the pairs (attention > threshold, content source): n, hits (source predicted) and chance
+        (the expected hits of a uniform content source of the same prefix). Add these over batches, then
+        ``summarise``."""
+        pairs = (attn > threshold) & self.prefix
+        return {
+            "n_pairs": float(pairs.sum()),
+            "hits": float((self.matrix & pairs).sum()),
+            "chance": float((self.chance[..., None] * pairs).sum()),
+        }
+
+
 def pair_stats(
     tokens: Int[Tensor, "batch seq"],
     top_ids: Int[Tensor, "batch seq top"],
@@ -44,19 +77,8 @@ def pair_stats(
     attn: Float[Tensor, "batch q k"],
     threshold: float = THRESHOLD,
 ) -> dict[str, float]:
-    """Sums over the pairs (attention > threshold, content source): n, hits (source predicted) and chance (the
-    expected hits of a uniform content source of the same prefix). Add these over batches, then ``summarise``."""
-    m = predicted_matrix(tokens, top_ids)
-    s = tokens.shape[1]
-    prefix = content[:, None, :] & torch.ones(s, s, dtype=torch.bool, device=tokens.device).tril()  # [b, q, k]
-    n_prefix = prefix.sum(-1)
-    chance_q = (m & prefix).sum(-1).double() / n_prefix.clamp_min(1)  # [b, q]
-    pairs = (attn > threshold) & prefix
-    return {
-        "n_pairs": float(pairs.sum()),
-        "hits": float((m & pairs).sum()),
-        "chance": float((chance_q[..., None] * pairs).sum()),
-    }
+    """``Predicted.of(...).pair_stats(attn)`` for one head."""
+    return Predicted.of(tokens, top_ids, content).pair_stats(attn, threshold)
 
 
 def add(total: dict[str, float] | None, part: dict[str, float]) -> dict[str, float]:

@@ -27,6 +27,11 @@ from .tuned_lens import TunedLens
 AUTO = "auto"
 
 
+def available(lens: TunedLens | None, layer: int) -> tuple[str, ...]:
+    """The read-outs that can be computed at ``layer``: the tuned lens only where ``lens`` has a translator there."""
+    return tuple(r for r in READOUTS if r != "tuned_lens" or (lens is not None and lens.has(layer)))
+
+
 def check(readout: str, lens: TunedLens | None, layer: int | None = None) -> str:
     """``readout`` if it is one of READOUTS and can be computed (the tuned lens needs a translator for ``layer``)."""
     if readout not in READOUTS:

@@ -125,6 +125,7 @@ def _ablation_sums(m, tokens: Tensor, mu: Tensor, st: SurveySettings, lens: Tune
             pre_scaled = cen(pre) / sigma
             tuned = lens.translate(layer, arch.normalise(pre))  # the tuned lens's prediction rows
             top_tuned = (tuned @ W_U).topk(predicted.TOP, -1).indices  # [b, s, TOP]
+            pred = predicted.Predicted.of(toks, top_tuned, content)  # the same for every head of the layer
             rows = []
             W_O = layer_weight(m, "W_O", layer).float()
             for h in range(H):
@@ -139,7 +140,7 @@ def _ablation_sums(m, tokens: Tensor, mu: Tensor, st: SurveySettings, lens: Tune
                     (dla_row - cspa_row)[:, :-1].reshape(n, -1),
                     (dla_row - cspa_tuned)[:, :-1].reshape(n, -1),
                 ]
-                pairs = predicted.pair_stats(toks, top_tuned, content, pattern[:, h])
+                pairs = pred.pair_stats(pattern[:, h])
                 sums["pred_n"][layer, h] += pairs["n_pairs"]
                 sums["pred_hits"][layer, h] += pairs["hits"]
                 sums["pred_chance"][layer, h] += pairs["chance"]

@@ -156,24 +156,21 @@ def fit_tuned_lens(
             if progress:
                 progress(f"tuned lens: fitting, batch {bi + 1}/{n_batches}", 0.8 * (bi + 1) / n_batches)
         solved = [st.solve(ridge) for st in stats]
-        weight = torch.stack([a for a, _ in solved])
-        bias = torch.stack([b for _, b in solved])
-        count = stats[0].count
         lens = TunedLens(
             layers,
-            weight.float(),
-            bias.float(),
+            torch.stack([a for a, _ in solved]),
+            torch.stack([b for _, b in solved]),
             meta={
                 "method": METHOD,
                 "ridge": ridge,
                 "form": "T(x) = x + x A + b on the normalised resid_pre; target: the final norm's output",
                 "n_fit_sequences": int(fit.shape[0]),
                 "n_heldout_sequences": int(held.shape[0]),
-                "n_fit_tokens": int(count),
+                "n_fit_tokens": int(stats[0].count),
             },
         )
         lens.quality = lens_quality(m, held, lens, batch_size, quality_tokens)
-        lens.meta["n_heldout_tokens_scored"] = min(quality_tokens, held.shape[0] * (held.shape[1] - 1))
+        lens.meta["n_heldout_tokens_scored"] = lens.quality[layers[0]]["n_tokens"]
     if progress:
         progress("tuned lens: fitted and scored", 1.0)
     return lens

@@ -32,6 +32,7 @@ OV_TEXT_PASS = 0.2
 CSPA_PASS = 0.25
 CSPA_STRONG = 0.5
 N_BASELINES = 3
+CSPA_CHANCE = "a head that does something else: ≈ 0 % (see the baseline heads)"
 SURVEY_Z_PASS = 2.0  # the survey's OV on text: the attended source at least 2 standard deviations more suppressed
 # the causal QK test supports step 1 where the boosted token's attention at least doubles (rise >= clean) and rises
 # at least CAUSAL_RATIO times as much as under a random other token's boost
@@ -110,30 +111,42 @@ def cspa_by_readout(summary: dict, readout: str) -> dict[str, float]:
     return out
 
 
+TITLES = {
+    "attends": "1. It attends to predicted tokens",
+    "suppresses": "2. It suppresses what it attends to",
+    "cspa": "3. CSPA explains its effect",
+}
+LENS_NAMES = {"logit_lens": "the paper's logit lens", "tuned_lens": "the tuned lens"}
+
+
 def sentence(head: str, readout: str, by_readout: dict[str, float]) -> str:
     """ "Copy suppression explains 43 % of 24.4's effect on this text with the tuned lens (9 % with the paper's
     logit lens)." from the CSPA shares."""
     own = by_readout.get(readout)
     if own is None:
         return f"CSPA was not measured for {head} in this set."
-    label = {"logit_lens": "the paper's logit lens", "tuned_lens": "the tuned lens"}.get(
-        readout, "the final prediction minus the head (a diagnostic)"
-    )
+    label = LENS_NAMES.get(readout, "the final prediction minus the head (a diagnostic)")
     text = f"Copy suppression explains {own:.0%} of {head}'s effect (KL) on this text with {label}"
     other = "logit_lens" if readout != "logit_lens" else "tuned_lens"
     if other in by_readout:
-        name = "the paper's logit lens" if other == "logit_lens" else "the tuned lens"
-        text += f" ({by_readout[other]:.0%} with {name})"
+        text += f" ({by_readout[other]:.0%} with {LENS_NAMES[other]})"
     return text + "."
+
+
+def _nearby(survey, head: tuple[int, int]):
+    """The survey's other heads of ``head``'s layer and the layers beside it."""
+    near = survey[(survey.layer - head[0]).abs() <= 1]
+    return near[~((near.layer == head[0]) & (near["head"] == head[1]))]
 
 
 def baseline_heads(survey, head: tuple[int, int], n: int = N_BASELINES) -> list[tuple[int, int]]:
     """Other heads of the head's layer and the layers beside it whose direct effect matters most (largest mean KL
     of the mean ablation in the survey): what heads that do something else score."""
-    layer = head[0]
-    near = survey[(survey.layer - layer).abs() <= 1]
-    near = near[~((near.layer == head[0]) & (near["head"] == head[1]))]
-    top = near.sort_values(["kl_direct", "layer", "head"], ascending=[False, True, True], kind="stable").head(n)
+    top = (
+        _nearby(survey, head)
+        .sort_values(["kl_direct", "layer", "head"], ascending=[False, True, True], kind="stable")
+        .head(n)
+    )
     return [(int(a), int(b)) for a, b in zip(top["layer"], top["head"], strict=True)]
 
 
@@ -142,8 +155,7 @@ def suggested_partner(survey, head: tuple[int, int]) -> tuple[int, int] | None:
     adjacent layers in the survey (copy suppression is often shared: GPT-2's 10.7 and 11.10)."""
     if survey is None or "ov_top10" not in survey:
         return None
-    near = survey[(survey.layer - head[0]).abs() <= 1]
-    near = near[~((near.layer == head[0]) & (near["head"] == head[1]))].dropna(subset=["ov_top10"])
+    near = _nearby(survey, head).dropna(subset=["ov_top10"])
     if near.empty:
         return None
     best = near.sort_values(["ov_top10", "layer", "head"], ascending=[False, True, True], kind="stable").iloc[0]
@@ -168,6 +180,26 @@ def _survey_facts(survey, head, column: str | None, baselines) -> tuple[float | 
     return pct, base, own
 
 
+def _step(
+    key: str, figure: float | None, text, chance: str, threshold: float, column, survey, head, baselines, missing: str
+) -> Step:
+    """One of the three steps: passes where ``figure`` reaches ``threshold``; ``text()`` says the figure in words
+    (``missing`` where there is none); the survey's percentile and baselines for ``column``."""
+    pct, base, own = _survey_facts(survey, head, column, baselines)
+    return Step(
+        key,
+        TITLES[key],
+        figure,
+        missing if figure is None else text(),
+        chance,
+        None if figure is None else figure >= threshold,
+        column,
+        pct,
+        base,
+        own,
+    )
+
+
 def verdict(head: tuple[int, int], summary: dict, readout: str, survey=None, d_vocab: int | None = None) -> Verdict:
     """The verdict on ``head`` from its run summary (``Artifacts.summary``), the read-out its CSPA used and, where
     given, a survey DataFrame of the same model (percentiles and baselines)."""
@@ -179,63 +211,54 @@ def verdict(head: tuple[int, int], summary: dict, readout: str, survey=None, d_v
     label = schema.READOUT_LABELS.get(readout, readout)
 
     enr, frac, chance = _num(att.get("enrichment")), _num(att.get("frac_predicted")), _num(att.get("frac_chance"))
-    pct, base, own = _survey_facts(survey, head, SURVEY_COLUMN["attends"], baselines)
-    step1 = Step(
-        "attends",
-        "1. It attends to predicted tokens",
-        enr,
-        "not measured in this set"
-        if enr is None
-        else f"{_pct(frac)} of {int(att.get('n_pairs', 0)):,} attended pairs have the source in the {label}'s top "
-        f"{int(att.get('top', 10))} at the destination: {enr:.1f}× chance",
-        "a random content source of the same prefix: " + _pct(chance),
-        None if enr is None else enr >= ENRICHMENT_PASS,
-        SURVEY_COLUMN["attends"],
-        pct,
-        base,
-        own,
-    )
     top10, v_chance = _num(ov.get("frac_top10")), _num(ov.get("chance_top10"))
     if v_chance is None and d_vocab:
         v_chance = 10 / d_vocab
-    pct, base, own = _survey_facts(survey, head, SURVEY_COLUMN["suppresses"], baselines)
-    step2 = Step(
+    share = by.get(readout)
+    missing = "not measured in this set"
+    step1 = _step(
+        "attends",
+        enr,
+        lambda: f"{_pct(frac)} of {int(att.get('n_pairs', 0)):,} attended pairs have the source in the {label}'s "
+        f"top {int(att.get('top', 10))} at the destination: {enr:.1f}× chance",
+        "a random content source of the same prefix: " + _pct(chance),
+        ENRICHMENT_PASS,
+        SURVEY_COLUMN["attends"],
+        survey,
+        head,
+        baselines,
+        missing,
+    )
+    step2 = _step(
         "suppresses",
-        "2. It suppresses what it attends to",
         top10,
-        "not measured in this set"
-        if top10 is None
-        else f"the source is among the 10 tokens the head suppresses most for {_pct(top10)} of "
+        lambda: f"the source is among the 10 tokens the head suppresses most for {_pct(top10)} of "
         f"{int(ov.get('n_pairs', 0)):,} attended pairs (OV on this text)"
         + ("" if _num(ov.get("median_rank")) is None else f"; its median rank {ov['median_rank']:,.0f}"),
         "a random token: " + ("n/a" if v_chance is None else f"{v_chance:.3%}"),
-        None if top10 is None else top10 >= OV_TEXT_PASS,
+        OV_TEXT_PASS,
         SURVEY_COLUMN["suppresses"],
-        pct,
-        base,
-        own,
+        survey,
+        head,
+        baselines,
+        missing,
     )
-    share = by.get(readout)
-    column = SURVEY_COLUMN.get(f"cspa_{readout}")
-    pct, base, own = _survey_facts(survey, head, column, baselines)
-    step3 = Step(
+    step3 = _step(
         "cspa",
-        "3. CSPA explains its effect",
         share,
-        "not measured in this set"
-        if share is None
-        else f"{_pct(share)} of the head's KL with the {label}"
+        lambda: f"{_pct(share)} of the head's KL with the {label}"
         + (
             ""
             if "logit_lens" not in by or readout == "logit_lens"
             else f" ({_pct(by['logit_lens'])} with the logit lens)"
         ),
-        "a head that does something else: ≈ 0 % (see the baseline heads)",
-        None if share is None else share >= CSPA_PASS,
-        column,
-        pct,
-        base,
-        own,
+        CSPA_CHANCE,
+        CSPA_PASS,
+        SURVEY_COLUMN.get(f"cspa_{readout}"),
+        survey,
+        head,
+        baselines,
+        missing,
     )
     steps = (step1, step2, step3)
     cq = summary.get("causal_qk") or {}
@@ -254,14 +277,13 @@ def verdict(head: tuple[int, int], summary: dict, readout: str, survey=None, d_v
             None if rise is None or control is None else _causal_supports(rise, control, _num(cq.get("clean")) or 0.0),
         ),
     )
-    word = _word(steps, share)
     note = (
         "Percentiles and baselines come from the survey of every head of this model (its own text and token count, "
         "under its tuned lens where a read-out matters), so they can differ from this set's figures."
         if survey is not None
         else "No survey of this model is open: no percentiles or baseline heads."
     )
-    return Verdict(key, readout, word, sentence(key, readout, by), steps, note, extras=extras)
+    return Verdict(key, readout, _word(steps, share), sentence(key, readout, by), steps, note, extras=extras)
 
 
 def _word(steps, share: float | None) -> str:
@@ -280,48 +302,45 @@ def survey_verdict(survey, head: tuple[int, int], readout: str, n_text: str = ""
     key = schema.head_key(head)
     baselines = baseline_heads(survey, head)
     cols = (SURVEY_COLUMN["attends"], SURVEY_COLUMN["suppresses"], SURVEY_COLUMN.get(f"cspa_{readout}"))
-    facts = [_survey_facts(survey, head, c, baselines) for c in cols]
-    enr, z, share = (f[2] for f in facts)
+    enr, z, share = (_survey_facts(survey, head, c, [])[2] for c in cols)
     label = schema.READOUT_LABELS.get(readout, readout)
     steps = (
-        Step(
+        _step(
             "attends",
-            "1. It attends to predicted tokens",
             enr,
-            "n/a" if enr is None else f"{enr:.1f}× chance (the survey's tuned lens, top 10)",
+            lambda: f"{enr:.1f}× chance (the survey's tuned lens, top 10)",
             "1× (a random content source of the prefix)",
-            None if enr is None else enr >= ENRICHMENT_PASS,
+            ENRICHMENT_PASS,
             cols[0],
-            facts[0][0],
-            facts[0][1],
-            enr,
+            survey,
+            head,
+            baselines,
+            "n/a",
         ),
-        Step(
+        _step(
             "suppresses",
-            "2. It suppresses what it attends to",
             z,
-            "n/a"
-            if z is None
-            else f"the attended source is {z:.1f} standard deviations more suppressed than the "
-            "average token (OV on the survey's text)",
+            lambda: f"the attended source is {z:.1f} standard deviations more suppressed than the average token "
+            "(OV on the survey's text)",
             "0 (a random token)",
-            None if z is None else z >= SURVEY_Z_PASS,
+            SURVEY_Z_PASS,
             cols[1],
-            facts[1][0],
-            facts[1][1],
-            z,
+            survey,
+            head,
+            baselines,
+            "n/a",
         ),
-        Step(
+        _step(
             "cspa",
-            "3. CSPA explains its effect",
             share,
-            "n/a" if share is None else f"{share:.1%} of the head's KL with the {label}",
-            "a head that does something else: ≈ 0 % (see the baseline heads)",
-            None if share is None else share >= CSPA_PASS,
+            lambda: f"{share:.1%} of the head's KL with the {label}",
+            CSPA_CHANCE,
+            CSPA_PASS,
             cols[2],
-            facts[2][0],
-            facts[2][1],
-            share,
+            survey,
+            head,
+            baselines,
+            "n/a",
         ),
     )
     by = {}

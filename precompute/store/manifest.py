@@ -160,6 +160,13 @@ def _numbers(value) -> bool:
     return _is_number(value) or (isinstance(value, list) and all(_is_number(v) for v in value))
 
 
+def _numbers_or_object(value) -> bool:
+    """A number, a list of numbers, or an object of them (one level of nesting)."""
+    return _numbers(value) or (
+        isinstance(value, dict) and all(isinstance(k, str) and _numbers(v) for k, v in value.items())
+    )
+
+
 def _check_summary(summary) -> None:
     """summary: {head: {section: {key: number | list of numbers | {key: number | list of numbers}}}}, sections
     cspa / ov / qk / … (numbers only, at most one level of nesting below a section)."""
@@ -172,10 +179,7 @@ def _check_summary(summary) -> None:
             if not isinstance(values, dict):
                 raise _fail(f"summary.{head}.{name}", "must be an object")
             for key, value in values.items():
-                ok = _numbers(value) or (
-                    isinstance(value, dict) and all(isinstance(k, str) and _numbers(v) for k, v in value.items())
-                )
-                if not ok:
+                if not _numbers_or_object(value):
                     raise _fail(
                         f"summary.{head}.{name}.{key}",
                         f"must be a number, a list of numbers or an object of them, got {value!r:.40}",
@@ -196,10 +200,7 @@ def _check_groups(groups) -> None:
                 if not isinstance(value, dict) or any(v not in schema.READOUTS for v in value.values()):
                     raise _fail(f"groups.{name}.readouts", f"must map heads to one of {', '.join(schema.READOUTS)}")
                 continue
-            ok = _numbers(value) or (
-                isinstance(value, dict) and all(isinstance(k, str) and _numbers(v) for k, v in value.items())
-            )
-            if not ok:
+            if not _numbers_or_object(value):
                 raise _fail(f"groups.{name}.{key}", "must be a number, a list of numbers or an object of them")
 
 
