@@ -35,6 +35,7 @@ from .science.cspa import CSPAConfig
 from .store.records import as_arrays, compact
 
 MAX_CHARS = 100_000
+MAX_COMPUTED_MEANS = 64  # mean outputs of heads the artifacts did not store, kept per analyzer
 OnWait = Callable[[int], None] | None  # told how many analyses are ahead while a caller waits for the model
 
 
@@ -192,8 +193,12 @@ class LiveAnalyzer:
         readouts: dict[tuple[int, int], str] | None = None,
         lens=None,
         readout_rule: str = "logit_lens",
+        mean_tokens: Callable[[], Tensor] | None = None,
     ):
         self.loaded = loaded
+        # the set's text for the mean output of a head it did not store ([n_mean, seq] token ids, read when needed)
+        self.mean_tokens = mean_tokens
+        self.computed_means: OrderedDict[tuple[int, int], Tensor] = OrderedDict()
         self.readouts = dict(readouts or {})  # head -> what "predicted" means (science.readout); default logit lens
         self.lens = lens  # the artifacts' tuned lens (science.tuned_lens.TunedLens) or None
         self.readout_rule = readout_rule  # the run's --readout, for heads it did not store (auto, or one read-out)
@@ -231,6 +236,7 @@ class LiveAnalyzer:
                 f"{loaded.name!r}; live results would not be comparable"
             )
         means = {h: torch.from_numpy(arts.mean_result(h)) for h in arts.heads}
+        n_mean = max(1, min(int(hp.get("n_mean", arts.n_sequences) or arts.n_sequences), arts.n_sequences))
         d_model = loaded.model.cfg.d_model
         for h, mu in means.items():
             if mu.ndim != 2 or mu.shape[1] != d_model:
@@ -250,6 +256,7 @@ class LiveAnalyzer:
             readouts={h: arts.readout(h)[0] for h in arts.heads},
             lens=arts.tuned_lens(),
             readout_rule=str(hp.get("readout", "logit_lens")),  # sets made before read-outs: the paper's
+            mean_tokens=lambda: _set_tokens(arts, n_mean),
             **kwargs,
         )
 
@@ -280,8 +287,64 @@ class LiveAnalyzer:
 
     @property
     def max_tokens(self) -> int:
+        """The longest prompt analysed: the model's context and the mean ablation's length (the set's sequences)."""
         n_ctx = self.loaded.model.cfg.n_ctx
         return min([n_ctx] + [int(mu.shape[0]) for mu in self.mean_results.values()])
+
+    @property
+    def all_heads(self) -> list[tuple[int, int]]:
+        """Every head of the model, layer by layer (live analysis takes any of them)."""
+        n_layers, n_heads = int(self.loaded.model.cfg.n_layers), int(self.loaded.model.cfg.n_heads)
+        return [(layer, h) for layer in range(n_layers) for h in range(n_heads)]
+
+    def stored(self, head: tuple[int, int]) -> bool:
+        """Whether the artifacts hold ``head``'s mean output (else it is computed on the set's text when needed)."""
+        return (int(head[0]), int(head[1])) in self.mean_results
+
+    def mean_of(self, head: tuple[int, int], on_wait: OnWait = None) -> Tensor:
+        """The head's per-position mean output: the artifacts' where they stored it, else computed once (in the
+        model's queue) over the set's first ``n_mean`` sequences, as the precompute job computes it, and kept
+        for the 64 heads asked for last."""
+        from .models.heads import check_head
+        from .science.analysis import mean_result
+
+        key = check_head(self.loaded.model, head)
+        if key in self.mean_results:
+            return self.mean_results[key]
+        with self._cache_lock:
+            if key in self.computed_means:
+                self.computed_means.move_to_end(key)
+                return self.computed_means[key]
+        if self.mean_tokens is None:
+            raise InvalidInputError(f"head {key[0]}.{key[1]} has no mean result in these artifacts")
+        tokens = self.mean_tokens()
+        with self.queue.turn(on_wait):
+            mu = mean_result(self.loaded, tokens, key)
+        with self._cache_lock:
+            self.computed_means[key] = mu
+            while len(self.computed_means) > MAX_COMPUTED_MEANS:
+                self.computed_means.popitem(last=False)
+        return mu
+
+    def answers(
+        self,
+        text: str,
+        head: tuple[int, int],
+        pos: int,
+        answers: list[int],
+        variant: str = schema.PAPER_VARIANT,
+        on_wait: OnWait = None,
+    ):
+        """``science.answers.answer_effects`` for the prompt ``text`` (cut as ``analyze`` cuts it) at ``pos``."""
+        from .science.answers import answer_effects
+
+        if variant not in self.variants:
+            raise InvalidInputError(f"variant {variant!r} is not among these artifacts' {self.variants}")
+        effect, ln_mode = variant.split("_")
+        ids = encode(self.loaded.tokenizer, clean_prompt(text))[: self.max_tokens]
+        mu = self.mean_of(head, on_wait)
+        with self.queue.turn(on_wait):
+            return answer_effects(self.loaded, torch.tensor([ids]), head, mu, pos, answers, effect, ln_mode)
 
     def cached_count(self) -> int:
         with self._cache_lock:
@@ -304,13 +367,9 @@ class LiveAnalyzer:
         asked for and then kept with the prompt's cached record, so the first answer costs the paper set only.
         ``readout``: what "predicted" means for CSPA and the prediction fields (default: the artifacts' choice
         for the head, ``readout_of``)."""
-        try:
-            layer, h = (int(x) for x in head)
-            head = (layer, h)
-        except (TypeError, ValueError):
-            raise InvalidInputError(f"head must be a (layer, head) pair, got {head!r:.40}") from None
-        if head not in self.mean_results:
-            raise InvalidInputError(f"head {'.'.join(map(str, head))} has no mean result in these artifacts")
+        from .models.heads import check_head
+
+        head = check_head(self.loaded.model, head)
         wanted = self.variants if variants is None else tuple(variants)
         unknown = [v for v in wanted if v not in self.variants]
         if unknown:
@@ -361,12 +420,13 @@ class LiveAnalyzer:
     ) -> dict:
         effects = tuple(dict.fromkeys(v.split("_")[0] for v in variants))
         ln_modes = tuple(dict.fromkeys(v.split("_")[1] for v in variants))
+        mu = self.mean_of(head, on_wait)
         with self.queue.turn(on_wait):
             res = analyze(
                 self.loaded,
                 tokens,
                 head,
-                self.mean_results[head],
+                mu,
                 k=self.k,
                 cspa=cspa,
                 neighbours=self.neighbours,
@@ -377,6 +437,11 @@ class LiveAnalyzer:
                 lens=self.lens,
             )
         return as_arrays({name: t[0] for name, t in compact(res, self.k_attn).items()})
+
+
+def _set_tokens(arts, n: int) -> Tensor:
+    """The set's first ``n`` sequences as one [n, seq] tensor (the text its mean ablation averages over)."""
+    return torch.stack([torch.as_tensor(arts.tokens(i)).long() for i in range(n)])
 
 
 def _cross(variants: tuple[str, ...]) -> set[str]:

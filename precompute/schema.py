@@ -23,6 +23,7 @@ MANIFEST = "manifest.json"
 EFFECTS = ("direct", "both", "indirect")
 LN_MODES = ("frozen", "unfrozen")
 VARIANTS = tuple(f"{e}_{ln}" for e in EFFECTS for ln in LN_MODES)
+MAX_ANSWERS = 16  # answer tokens one live query may name (science.answers)
 PAPER_VARIANT = "direct_frozen"
 
 # --- read-outs: what "predicted" means for the `lens` group and CSPA's QK filter (``science.readout``)

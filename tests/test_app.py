@@ -97,7 +97,7 @@ def test_browse_deep_link_and_bad_links(app_env):
         ({"seq": "abc"}, "not a whole number"),
         ({"seq": "-4"}, "between 0 and 19"),
         ({"pos": "9999"}, "between 0 and 47"),
-        ({"head": "10.7"}, "these artifacts have 1.2"),
+        ({"head": "10.7"}, "choose one of 1.2"),
     ):
         at = _run("views/browse.py", query=query)
         assert not at.exception
@@ -445,3 +445,36 @@ def test_a_bad_queue_bound_is_explained(app_env, monkeypatch):
         assert not at.exception and "CSE_MAX_WAITING must be a whole number, got 'many'" in _text(at)
     finally:
         live_model._model.clear()
+
+
+def test_live_page_any_head_last_position_and_answer_tokens(app_env):
+    """Live analysis of a head the set did not store, opened at the prompt's last token, with answer tokens whose
+    table equals ``science.answers`` on the same prompt (the page's variant: direct effect, frozen norm)."""
+    import torch
+
+    from precompute import load_model
+    from precompute.science.analysis import mean_result
+    from precompute.science.answers import answer_effects
+    from precompute.store.reader import open_artifacts
+
+    text = "The kanosa of the teri is kanosa. A kanosa was in the teri with a"
+    at = _run("views/live.py", query={"head": "0.3", "prompt": text, "answer": " kanosa| teri|zzqq"})
+    assert not at.exception, at.exception
+    assert at.sidebar.selectbox(key="live_head").value == "0.3"
+    assert "0.3" in at.sidebar.selectbox(key="live_head").options[-9:]  # every head of the model is offered
+    pos_box = next(n for n in at.number_input if n.label == "Token position")
+    toy = load_model("toy")
+    ids = toy.tokenizer(text)["input_ids"]
+    assert pos_box.value == len(ids) - 1  # the last token
+    df = next(d.value for d in at.dataframe if "logit ablated" in d.value.columns)
+    assert list(df["token"][:2]) == ["' kanosa'", "' teri'"]
+    arts = open_artifacts(app_env)
+    n_mean = arts.manifest["hyperparameters"]["n_mean"]
+    mu = mean_result(toy, torch.stack([torch.as_tensor(arts.tokens(i)).long() for i in range(n_mean)]), (0, 3))
+    want = answer_effects(toy, torch.tensor([ids]), (0, 3), mu, len(ids) - 1, list(df["id"]))
+    assert df["logit ablated"].tolist() == pytest.approx(want.logit_ablated.tolist(), abs=1e-4)
+    assert df["DLA of the head (clean)"].tolist() == pytest.approx(want.dla_clean.tolist(), abs=1e-4)
+    assert re.search(r"'zzqq' is \d+ tokens \(.*\): its first is used", _text(at))  # several tokens: the first
+    sentence = re.search(r"Head 0\.3 (raises|lowers|leaves)[^\n]*", _text(at)).group(0)
+    d = float(df["logit clean"][0] - df["logit ablated"][0])
+    assert ("raises" if d > 0 else "lowers") in sentence

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from precompute import ArtifactError, InvalidInputError
 from precompute.live import LiveAnalyzer, clean_prompt
@@ -71,9 +72,22 @@ def test_very_long_prompt_is_cut_to_the_context(live, toy):
     assert int(res.record["tokens"].shape[0]) == res.cut_to
 
 
-def test_unknown_head_for_live(live):
-    with pytest.raises(InvalidInputError, match="no mean result"):
-        live.analyze("The kanosa", (0, 1))
+def test_live_takes_a_head_the_set_did_not_store_and_refuses_one_the_model_lacks(live, toy, toy_artifacts):
+    """A head outside the set gets its mean output over the set's first n_mean sequences (as the precompute job
+    computes it); a head the model does not have is refused with its valid ranges."""
+    from precompute.science.analysis import mean_result
+
+    arts = open_artifacts(toy_artifacts)
+    assert not live.stored((0, 1)) and live.stored((1, 2))
+    n_mean = arts.manifest["hyperparameters"]["n_mean"]
+    tokens = torch.stack([torch.as_tensor(arts.tokens(i)).long() for i in range(n_mean)])
+    want = mean_result(toy, tokens, (0, 1))
+    res = live.analyze("The kanosa of the teri is kanosa.", (0, 1))
+    assert torch.allclose(live.mean_of((0, 1)), want, atol=1e-6)
+    assert res.record["tokens"].shape[0] > 2
+    assert len(live.all_heads) == toy.model.cfg.n_layers * toy.model.cfg.n_heads
+    with pytest.raises(InvalidInputError, match="does not exist"):
+        live.analyze("The kanosa", (9, 0))
 
 
 def test_html_in_tokens_is_escaped_in_the_strip():

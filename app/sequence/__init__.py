@@ -44,7 +44,7 @@ def show(
     links = (
         None
         if link_params is None
-        else {**link_state(opts), **link_params, **({"tab": tab} if tab != "details" else {})}
+        else {**url.carried(), **link_state(opts), **link_params, **({"tab": tab} if tab != "details" else {})}
     )
     st.markdown(strip_html(rec, strings, opts, pos, links), unsafe_allow_html=True)
     how = "click it to select it" if link_params is not None else "choose the position with the box above"
@@ -67,6 +67,6 @@ def show(
 def compare_strip(rec: dict, tokenizer, opts: dict, pos: int, head_name: str, link_params: dict | None) -> None:
     """A second head's strip for the same tokens, beside the first (same colour scale and metric)."""
     strings = token_strings(tokenizer, rec[F.TOKENS].tolist())
-    links = None if link_params is None else {**link_state(opts), **link_params}
+    links = None if link_params is None else {**url.carried(), **link_state(opts), **link_params}
     st.markdown(f"**Head {head_name}**")
     st.markdown(strip_html(rec, strings, opts, pos, links), unsafe_allow_html=True)

@@ -13,6 +13,7 @@ import streamlit as st
 
 from app import discovery
 from app.render.text import literal
+from app.state import url
 from app.state.labels import dataset_label, model_label
 from precompute.errors import ExplorerError
 from precompute.store.reader import Artifacts, open_artifacts
@@ -20,6 +21,7 @@ from precompute.store.reader import Artifacts, open_artifacts
 DEFAULT_DIR = discovery.DEFAULT_DIR
 ENV_VAR = "CSE_ARTIFACTS"
 _ARTS, _ARTS_ERROR = "cse_arts", "cse_arts_error"  # session keys: the set the frame chose, or why it failed
+SET_KEY = "artifact_source"  # session key of the sidebar's Artifact set (a source), bound to ?set=
 
 
 def configured_source() -> str | None:
@@ -59,20 +61,27 @@ def sources() -> list[str]:
     return candidate_runs()
 
 
+def set_name(source: str) -> str:
+    """The name a URL gives the set at ``source`` (``?set=smollm2-demo``): its folder's name, or the hf:// text."""
+    return source if source.startswith("hf://") else Path(source).name
+
+
 def current() -> tuple[Artifacts | None, str | None]:
-    """(artifacts, error message). Draws the picker in the sidebar when there are several sources."""
+    """(artifacts, error message). Draws the picker in the sidebar when there are several sources; the chosen set
+    is read from and written to ``?set=``, and every in-app link carries it (``url.carried``)."""
     options = sources()
     if not options:
         return None, None
+    names = {set_name(s): s for s in options}
+    url.restore("set", SET_KEY, url.mapped(names))
+    if st.session_state.get(SET_KEY) not in options:
+        st.session_state[SET_KEY] = options[0]
     if len(options) > 1:
-        source = st.sidebar.selectbox(
-            "Artifact set",
-            options,
-            key="artifact_source",
-            format_func=lambda s: Path(s).name if not s.startswith("hf://") else s,
-        )
+        source = st.sidebar.selectbox("Artifact set", options, key=SET_KEY, format_func=set_name)
     else:
-        source = options[0]
+        source = st.session_state[SET_KEY]
+    url.publish({"set": (SET_KEY, set_name(source))})
+    url.carry("set", set_name(source))
     try:
         return open_source(source), None
     except ExplorerError as err:

@@ -51,8 +51,11 @@ def page(name: str):
 
 def link(name: str, label: str | None = None, params: dict | None = None, container=None, icon: str | None = None):
     """A link to page ``name`` (with query parameters ``params``), in ``container`` (default: the page)."""
+    from app.state.url import carried
+
     where = container if container is not None else st
     spec = PAGES[name]
+    params = {**carried(), **(params or {})}  # the artifact set first, so a link can name another
     where.page_link(
         page(name),
         label=label or spec.title,

@@ -15,6 +15,7 @@ from precompute.errors import ExplorerError
 from precompute.schema import head_key, parse_head
 
 _SEEN = "_cse_url_seen"  # session key: {widget key: the URL text last applied to it or published from it}
+_CARRIED = "_cse_url_carried"  # session key: {name: value} every in-app link carries (the artifact set)
 MAX_SHOWN = 40  # characters of a bad value quoted back in a warning
 
 Parsed = tuple[object, str | None]  # (value, None) or (None, why the link's value was ignored)
@@ -124,21 +125,49 @@ def publish(values: dict[str, tuple[str, object]], defaults: dict[str, object] |
             st.query_params[name] = raw
 
 
+def carry(name: str, value: str) -> None:
+    """Make every in-app link (page links, token links) carry ``?name=value`` from now on (the frame's ``set``)."""
+    st.session_state.setdefault(_CARRIED, {})[name] = value
+
+
+def carried() -> dict[str, str]:
+    """The parameters every in-app link carries, so that a link never leaves the set its page shows."""
+    return dict(st.session_state.get(_CARRIED, {}))
+
+
 def remove(name: str) -> None:
     """``?name=`` out of the URL (a value that cannot travel in a link, e.g. a very long prompt)."""
     if name in st.query_params:
         del st.query_params[name]
 
 
-def head_picker(arts, key: str, default: str | None = None) -> tuple[int, int]:
-    """The sidebar's head selector for ``arts``, restored from and published to ``?head=``."""
-    heads = list(arts.manifest["heads"])
+def head_picker(arts, key: str, default: str | None = None, every_head: bool = False) -> tuple[int, int]:
+    """The sidebar's head selector for ``arts``, restored from and published to ``?head=``: the set's heads, or
+    with ``every_head`` every head of its model (the set's own marked and listed first)."""
+    stored = list(arts.manifest["heads"])
+    heads = stored + [h for h in all_heads(arts.manifest) if h not in stored] if every_head else stored
     restore("head", key, _head_in(heads))
     if st.session_state.get(key) not in heads:
         st.session_state[key] = default if default in heads else heads[0]
-    name = st.sidebar.selectbox("Head", heads, key=key)
+    name = st.sidebar.selectbox(
+        "Head",
+        heads,
+        key=key,
+        format_func=(lambda h: f"{h} (stored in this set)" if h in stored else h) if every_head else str,
+        help="Every head of the model; a head this set did not store gets its mean output from the set's text "
+        "when first analysed."
+        if every_head
+        else None,
+    )
     publish({"head": (key, name)})
     return parse_head(name)
+
+
+def all_heads(manifest: dict) -> list[str]:
+    """Every head of the set's model ("L.H", layer by layer), from the shape its manifest records."""
+    model = manifest.get("model", {})
+    n_layers, n_heads = int(model.get("n_layers") or 0), int(model.get("n_heads") or 0)
+    return [f"{layer}.{h}" for layer in range(n_layers) for h in range(n_heads)]
 
 
 def _head_in(heads: list[str]) -> Callable[[str, str], Parsed]:
@@ -149,6 +178,7 @@ def _head_in(heads: list[str]) -> Callable[[str, str], Parsed]:
             key = None
         if key in heads:
             return key, None
-        return None, f"{_quoted(name, raw)}: these artifacts have {literal(', '.join(heads))}."
+        shown = ", ".join(heads) if len(heads) <= 8 else f"{', '.join(heads[:4])}, …, {heads[-1]}"
+        return None, f"{_quoted(name, raw)}: choose one of {literal(shown)}."
 
     return parse

@@ -4,7 +4,7 @@ import hashlib
 
 import streamlit as st
 
-from app import live_model, state
+from app import answer_view, live_model, state
 from app import sequence as sequence_view
 from app.render.text import literal
 from precompute import schema
@@ -12,6 +12,7 @@ from precompute.errors import ExplorerError
 
 EXAMPLES = {
     "GPT-2 style": [
+        "When Mary and John went to the store, John gave a drink to",
         "All's fair in love and war.",
         "I picked up the first box. I picked up the second box. I picked up the third and final box.",
         "The Eiffel Tower is in Paris. Every year, millions of tourists visit Paris to see the tower in",
@@ -26,7 +27,7 @@ PROMPT_LINK_CHARS = 2000  # the longest prompt a link carries (longer ones are a
 
 arts = state.page_artifacts()
 st.title("Test Your Own Examples")
-head = state.head_picker(arts, key="live_head")
+head = state.head_picker(arts, key="live_head", every_head=True)
 opts = sequence_view.controls("live", arts.manifest["hyperparameters"])
 model_name = arts.manifest["model"]["model_name"]
 examples = EXAMPLES["toy" if model_name == "toy" else "GPT-2 style"]
@@ -68,6 +69,17 @@ readout = st.selectbox(
     "before the head. The set's choice is the read-out that agrees best with the model on held-out text.",
 )
 state.url.publish({"readout": ("live_readout", readout)}, {"readout": set_readout})
+if not analyzer.stored(head):
+    n_mean = int(arts.manifest["hyperparameters"].get("n_mean", arts.n_sequences))
+    with st.spinner(
+        f"Head {schema.head_key(head)} is not stored in this set: computing its mean output over the set's first "
+        f"{min(n_mean, arts.n_sequences)} sequences (once per head)…"
+    ):
+        try:
+            analyzer.mean_of(head, on_wait=live_model.queue_notice())
+        except ExplorerError as err:
+            st.error(literal(err))
+            st.stop()
 try:
     with st.spinner("Analysing…"):
         result = analyzer.analyze(
@@ -81,15 +93,19 @@ if len(prompt) <= PROMPT_LINK_CHARS:
 else:
     state.url.remove("prompt")
 if result.cut_to is not None:
-    st.warning(
-        f"The prompt has {result.n_tokens_in} tokens; only the first {result.cut_to} (the model's context "
-        "and the mean ablation's length) were analysed."
+    n_ctx = int(arts.manifest["model"].get("n_ctx") or 0)
+    why = (
+        f"the model's context is {n_ctx} tokens"
+        if n_ctx and result.cut_to >= n_ctx
+        else f"the mean ablation covers the set's {result.cut_to}-token sequences"
     )
+    st.warning(f"The prompt has {result.n_tokens_in} tokens; only the first {result.cut_to} were analysed ({why}).")
 n = int(result.record[schema.TOKENS].shape[0])
-# a new prompt starts at its own last prediction: the position box is keyed by the prompt
+# a new prompt starts at its last token (what the model predicts next); the position box is keyed by the prompt
 pos_key = f"live_pos_{hashlib.sha256(prompt.encode('utf-8', 'surrogatepass')).hexdigest()[:12]}"
-pos = st.number_input("Token position", 0, n - 1, value=max(0, n - 2), key=pos_key)
+pos = st.number_input("Token position", 0, n - 1, value=n - 1, key=pos_key)
 head_name = schema.head_key(head)
+answer_view.show(analyzer, prompt, head, int(pos), opts["variant"], result.record)
 others = [h for h in arts.manifest["heads"] if h != head_name]
 compare = st.sidebar.selectbox(
     "Compare with head",

@@ -198,10 +198,10 @@ if here:
 else:
     others = runs_with_head(model_name, head, state.sources())
     if others:
-        st.info(
-            f"Its artifacts are in {literal(others[0])}: choose that set in the sidebar's Artifact set, then "
-            "open Browse Examples."
-        )
+        there = {"head": head, "set": state.set_name(others[0])}
+        st.caption(f"Its artifacts are in the set {literal(state.set_name(others[0]))}.")
+        state.pages.link("browse", f"Open head {head} in Browse Examples", there, icon=":material/open_in_new:")
+        state.pages.link("cspa", f"Open head {head} on the CSPA page", there, icon=":material/open_in_new:")
     else:
         st.markdown("No artifacts for this head here yet. This command makes them:")
     st.code(run_command(manifest, head), language="bash")

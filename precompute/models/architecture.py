@@ -180,20 +180,28 @@ def describe(m) -> dict:
         "act_fn": str(getattr(cfg, "act_fn", "")),
         "d_mlp": int(getattr(cfg, "d_mlp", 0) or 0),
         "n_params": count_parameters(m),
+        "tied_embeddings": tied_embeddings(m),
         "rerun": arch.rerun or "full forward passes",
     }
 
 
+def tied_embeddings(m) -> bool:
+    """Whether the model's unembedding is its embedding (the Hugging Face config's ``tie_word_embeddings``)."""
+    config = getattr(getattr(m, "original_model", None), "config", None)
+    return bool(getattr(config, "tie_word_embeddings", False))
+
+
 def count_parameters(m) -> int:
-    """Parameters of the model as its config describes it (embeddings, attention, MLP, unembedding; norms and
-    biases left out), so sizes come from configs rather than a hand-kept table."""
+    """Parameters of the model as its config describes it (embeddings, attention, MLP, unembedding once where it
+    is tied to the embedding; norms and biases left out), so sizes come from configs rather than a hand-kept
+    table."""
     cfg = m.cfg
     d, n_layers, d_vocab = cfg.d_model, cfg.n_layers, cfg.d_vocab
     d_head, n_heads, kv = cfg.d_head, cfg.n_heads, of(m).n_kv_heads
     attn = d * d_head * (2 * n_heads + 2 * kv)
     d_mlp = int(getattr(cfg, "d_mlp", 0) or 0)
     mlp = d * d_mlp * (3 if getattr(cfg, "gated_mlp", False) else 2)
-    return int(d_vocab * d * 2 + n_layers * (attn + mlp))
+    return int(d_vocab * d * (1 if tied_embeddings(m) else 2) + n_layers * (attn + mlp))
 
 
 def check_supported(m) -> None:
