@@ -73,13 +73,54 @@ def load(folders: list[Path]) -> tuple[pd.DataFrame, dict[str, dict], list[str]]
         df.insert(0, "survey", name)
         family = str(model.get("family") or model.get("architecture") or "unknown")
         df["family"] = f"{family} (synthetic toy)" if model.get("planted_head") else family
-        df["params_m"] = float(model.get("n_params") or 0) / 1e6
+        df["params_m"] = params_millions(model)
         df["depth"] = df["layer"] / max(1, int(model["n_layers"]))
         df["name"] = df["layer"].astype(str) + "." + df["head"].astype(str)
         frames.append(df)
         manifests[name] = manifest
     table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    if not table.empty:
+        table["model_label"] = table["survey"].map(legend_names(manifests))
     return table, manifests, problems
+
+
+# Okabe & Ito's colour-blind-safe qualitative palette, one colour per survey in the legend's order
+PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000")
+NO_VALUE = "n/a"  # how a head without a value for a metric reads, in hovers and tables alike
+
+
+def params_millions(model: dict) -> float:
+    """The model's parameters in millions as its config describes them, a tied embedding counted once (surveys made
+    before ``tied_embeddings`` was recorded counted it twice: their figure stands as recorded)."""
+    return float(model.get("n_params") or 0) / 1e6
+
+
+def legend_names(manifests: dict[str, dict]) -> dict[str, str]:
+    """{survey folder: its name in the legend}: the model's name (the folder too where two surveys share a model)."""
+    models = {survey: str(m["model"].get("model_name") or survey) for survey, m in manifests.items()}
+    out = {}
+    for survey, name in models.items():
+        label = name + (" (synthetic toy)" if manifests[survey]["model"].get("synthetic") else "")
+        out[survey] = label if list(models.values()).count(name) == 1 else f"{label} · {survey}"
+    return out
+
+
+def default_axis(table: pd.DataFrame, preferred: tuple[str, ...]) -> str:
+    """The first metric of ``preferred`` that every survey in ``table`` has values for (else the one most surveys
+    have), so no surveyed model vanishes from the default view."""
+
+    def coverage(col: str) -> int:
+        return int(table.groupby("survey")[col].apply(lambda c: c.notna().any()).sum())
+
+    full = table["survey"].nunique()
+    for col in preferred:
+        if coverage(col) == full:
+            return col
+    return max(preferred, key=coverage)
+
+
+def value_text(v) -> str:
+    return NO_VALUE if pd.isna(v) else format(float(v), ".3f")
 
 
 def filtered(table: pd.DataFrame, families: list[str], params: tuple[float, float]) -> pd.DataFrame:
@@ -94,7 +135,7 @@ def hover_text(row: pd.Series) -> str:
     lines = [f"<b>{html.escape(str(row['model']))} [{row['name']}]</b>"]
     for col, label in LABELS.items():
         v = row[col]
-        lines.append(f"{html.escape(label)}: {'n/a' if pd.isna(v) else format(float(v), '.3f')}")
+        lines.append(f"{html.escape(label)}: {value_text(v)}")
     return "<br>".join(lines)
 
 

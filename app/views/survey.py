@@ -11,6 +11,8 @@ from app import state, verdict_view
 from app.render.text import literal
 from app.survey_data import (
     LABELS,
+    PALETTE,
+    default_axis,
     filtered,
     hover_text,
     load,
@@ -19,6 +21,7 @@ from app.survey_data import (
     runs_with_head,
     survey_bases,
     survey_folders,
+    value_text,
 )
 from precompute import schema
 from precompute.science import ranking
@@ -50,10 +53,14 @@ if table.empty:
     st.stop()
 
 metrics = list(LABELS)
-has_ioi = bool(table["ioi_copy_suppression"].notna().any())
 c1, c2, c3 = st.columns(3)
 COLOURS = ["model", "depth (layer / n_layers)"]
-defaults = {"x": "ioi_copy_suppression" if has_ioi else "ov_top10", "y": "anti_induction", "colour": COLOURS[0]}
+# the default axes show every surveyed model (IOI copy suppression only where every survey has it)
+defaults = {
+    "x": default_axis(table, ("ioi_copy_suppression", "ov_top10", "cspa_kl_explained")),
+    "y": "anti_induction",
+    "colour": COLOURS[0],
+}
 for name, options in (("x", metrics), ("y", metrics), ("colour", COLOURS)):
     state.url.restore(name, f"survey_{name}", state.url.choice(options))
     st.session_state.setdefault(f"survey_{name}", defaults[name])
@@ -68,45 +75,73 @@ lo, hi = float(table["params_m"].min()), float(table["params_m"].max())
 size = (
     (lo, hi)
     if lo == hi
-    else c5.slider("Parameters (millions, from each config)", lo, hi, (lo, hi), key="survey_params")
+    else c5.slider(
+        "Parameters (millions, from each config; a tied embedding counted once)",
+        lo,
+        hi,
+        (lo, hi),
+        key="survey_params",
+    )
 )
-names = c6.checkbox("Head names", key="survey_names")
+names = c6.checkbox("Head names", key="survey_names", help="Names the 8 highest-ranked heads of each survey.")
 view = filtered(table, chosen, size)
 if view.empty:
     st.info("No head passes these filters.")
     st.stop()
 
+# a survey whose heads have no value on both axes draws no point and gets no legend entry (said below instead)
+plotted = view[view[x].notna() & view[y].notna()]
+missing = [s for s in sorted(view["survey"].unique()) if s not in set(plotted["survey"])]
+surveys = sorted(plotted["survey"].unique())
+label_of = dict(zip(view["survey"], view["model_label"]))
+named: set = set()
+if names:
+    for survey in surveys:
+        ranked_names = ranked_heads(table, manifests, survey)[0]["name"].head(8)
+        named |= {(survey, n) for n in ranked_names}
+
+
+def _texts(part):
+    return [n if (s, n) in named else "" for s, n in zip(part["survey"], part["name"])]
+
+
 fig = go.Figure()
 text_mode = "markers+text" if names else "markers"
 if colour == "model":
-    for model, part in view.groupby("survey", sort=True):
+    for i, survey in enumerate(surveys):
+        part = plotted[plotted["survey"] == survey]
         fig.add_trace(
             go.Scatter(
                 x=part[x].tolist(),
                 y=part[y].tolist(),
                 mode=text_mode,
-                text=part["name"],
-                name=html.escape(str(model)),
+                text=_texts(part),
+                name=html.escape(label_of[survey], quote=False),
                 textposition="top center",
                 hovertext=part.apply(hover_text, axis=1),
                 hoverinfo="text",
                 customdata=part.index.tolist(),
-                marker=dict(size=9),
+                marker=dict(size=9, color=PALETTE[i % len(PALETTE)], line=dict(width=0.5, color="white")),
             )
         )
 else:
     fig.add_trace(
         go.Scatter(
-            x=view[x].tolist(),
-            y=view[y].tolist(),
+            x=plotted[x].tolist(),
+            y=plotted[y].tolist(),
             mode=text_mode,
-            text=view["name"],
+            text=_texts(plotted),
             textposition="top center",
-            hovertext=view.apply(hover_text, axis=1),
+            hovertext=plotted.apply(hover_text, axis=1),
             hoverinfo="text",
-            customdata=view.index.tolist(),
+            customdata=plotted.index.tolist(),
             marker=dict(
-                size=9, color=view["depth"].tolist(), colorscale="Rainbow", cmin=0, cmax=1, colorbar=dict(title="depth")
+                size=9,
+                color=plotted["depth"].tolist(),
+                colorscale="Viridis",
+                cmin=0,
+                cmax=1,
+                colorbar=dict(title=dict(text="depth<br>(layer / n_layers)")),
             ),
         )
     )
@@ -117,14 +152,30 @@ fig.update_layout(
     yaxis_title=LABELS[y],
     height=600,
     margin=dict(l=10, r=10, t=30, b=10),
-    legend_title_text="survey",
+    legend_title_text="model",
 )
 event = st.plotly_chart(fig, key="survey_scatter", on_select="rerun", selection_mode="points")
-nan = {col: view[col].isna().mean() for col in (x, y)}
-for col, frac in nan.items():
-    if frac > 0:
+st.caption(
+    literal(
+        f"Each point is one head of {', '.join(label_of[s] for s in surveys) or 'no model'}. Grey lines mark 0, "
+        "the value of a head with none of the behaviour; larger values mean more of it. "
+        + ("Head names: each survey's 8 highest-ranked heads (ranking below). " if names else "")
+    )
+)
+for survey in missing:
+    st.caption(
+        literal(
+            f"{label_of[survey]} has no value on these axes ({LABELS[x]} × {LABELS[y]}), so none of its heads is "
+            "drawn: choose other axes to see them."
+        )
+    )
+for col in dict.fromkeys((x, y)):
+    frac = float(view[col].isna().mean())
+    if 0 < frac:
         reasons = {m.get("reasons", {}).get(col) for m in manifests.values()} - {None}
-        st.caption(f"{LABELS[col]}: {frac:.0%} of heads have no value. {literal('; '.join(sorted(reasons)))}")
+        st.caption(
+            literal(f"The axis “{LABELS[col]}”: {frac:.0%} of heads have no value. " + "; ".join(sorted(reasons)))
+        )
 
 st.subheader("Ranking: the strongest copy suppressors")
 survey_names = sorted(view["survey"].unique())
@@ -146,10 +197,10 @@ points = event.selection.points if event is not None else []
 if points:
     point = points[0]
     if colour == "model":
-        part = view[view["survey"] == sorted(view["survey"].unique())[int(point.get("curve_number", 0))]]
+        part = plotted[plotted["survey"] == surveys[int(point.get("curve_number", 0))]]
         row = part.iloc[int(point.get("point_index", point.get("point_number", 0)))]
     else:
-        row = view.iloc[int(point.get("point_index", point.get("point_number", 0)))]
+        row = plotted.iloc[int(point.get("point_index", point.get("point_number", 0)))]
     st.session_state["survey_pick_survey"], st.session_state["survey_pick_head"] = str(row["survey"]), str(row["name"])
 picked = view[
     (view["survey"] == st.session_state.get("survey_pick_survey"))
@@ -169,7 +220,7 @@ head = str(row["name"])
 manifest = manifests[row["survey"]]
 model_name = manifest["model"]["model_name"]
 st.subheader(f"{literal(model_name)} · head {head}")
-st.dataframe(row[list(LABELS)].rename(LABELS).to_frame("value"), width="stretch")
+st.dataframe(row[list(LABELS)].map(value_text).rename(LABELS).to_frame("value"), width="stretch")
 rows_used = manifest.get("settings", {}).get("circuit_rows_used")
 st.caption(
     literal(
