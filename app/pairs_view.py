@@ -1,5 +1,6 @@
 """Figures of the Prompt pairs page (plotly; no Streamlit state). Every label that comes from text — tokens,
-prompts — is HTML-escaped, since plotly renders a subset of HTML in labels and hover text."""
+prompts — has ``& < >`` escaped, since plotly renders a subset of HTML in labels and hover text (and shows any
+other entity, such as ``&quot;``, literally)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ GRID_TITLES = {
 
 def position_labels(res: PairAnalysis) -> list[str]:
     """Unique tick labels "i: token" (escaped)."""
-    return [f"{i}: {html.escape(t)}" for i, t in enumerate(res.labels)]
+    return [f"{i}: {html.escape(t, quote=False)}" for i, t in enumerate(res.labels)]
 
 
 def lens_figure(res: PairAnalysis) -> go.Figure:
@@ -37,7 +38,7 @@ def lens_figure(res: PairAnalysis) -> go.Figure:
     fig.add_hline(y=0, line=dict(color="grey", width=1))
     fig.update_layout(
         xaxis_title="residual stream before each attention / MLP, and the final one",
-        yaxis_title="logit difference",
+        yaxis_title="logit difference (logits)",
         height=360,
         margin=dict(l=10, r=10, t=30, b=10),
     )
@@ -55,12 +56,20 @@ def layer_figure(res: PairAnalysis) -> go.Figure:
         )
     )
     fig.update_layout(
-        yaxis_title="direct contribution to the logit difference", height=360, margin=dict(l=10, r=10, t=30, b=10)
+        yaxis_title="direct contribution to the logit difference (logits)",
+        height=360,
+        margin=dict(l=10, r=10, t=30, b=10),
     )
     return fig
 
 
-def _heatmap(z: torch.Tensor, x: list, y: list, title: str, hover: str, zmax: float | None = None) -> go.Figure:
+LD_UNITS = "logit difference (logits)"
+RECOVERED = "share of the clean logit difference recovered (0 = corrupted, 1 = clean)"
+
+
+def _heatmap(
+    z: torch.Tensor, x: list, y: list, title: str, hover: str, zmax: float | None = None, units: str = LD_UNITS
+) -> go.Figure:
     values = z.float()
     bound = zmax if zmax is not None else float(values.nan_to_num().abs().max()) or 1.0
     fig = go.Figure(
@@ -72,6 +81,7 @@ def _heatmap(z: torch.Tensor, x: list, y: list, title: str, hover: str, zmax: fl
             zmid=0,
             zmin=-bound,
             zmax=bound,
+            colorbar=dict(title=dict(text=units.replace(" (", "<br>(", 1), side="right")),
             hovertemplate=hover + "<extra></extra>",
         )
     )
@@ -84,12 +94,14 @@ def _heatmap(z: torch.Tensor, x: list, y: list, title: str, hover: str, zmax: fl
     return fig
 
 
-def head_figure(values: torch.Tensor, title: str, clickable: bool = False) -> go.Figure:
+def head_figure(values: torch.Tensor, title: str, clickable: bool = False, units: str = LD_UNITS) -> go.Figure:
     """Layer × head heatmap. ``clickable``: an invisible marker on every cell, since plotly (and so Streamlit's
     ``on_select``) reports no selection on heatmap traces; a click selects the cell's marker, named by its x, y."""
     L, H = values.shape
-    fig = _heatmap(values, list(range(H)), list(range(L)), title, "head %{y}.%{x}: %{z:.3f}")
-    fig.update_xaxes(title="head", dtick=1)
+    fig = _heatmap(values, list(range(H)), list(range(L)), title, "head %{y}.%{x}: %{z:.3f}", units=units)
+    # the axes span the cells exactly (the clickable markers would otherwise widen them past the grid)
+    fig.update_xaxes(title="head", dtick=1, range=[-0.5, H - 0.5], autorange=False)
+    fig.update_yaxes(range=[L - 0.5, -0.5], autorange=False)
     if clickable:
         xs, ys = [h for _ in range(L) for h in range(H)], [layer for layer in range(L) for _ in range(H)]
         fig.add_trace(
@@ -117,10 +129,11 @@ def grid_figure(res: PairAnalysis, values: torch.Tensor, grid: str, kind: str) -
             list(range(values.shape[0])),
             f"{kind}: {GRID_TITLES[grid]}",
             "layer %{y}, position %{x}: %{z:.3f}",
+            units=RECOVERED,
         )
         fig.update_xaxes(title="position", tickangle=-45)
         return fig
-    return head_figure(values, f"{kind}: {GRID_TITLES[grid]}")
+    return head_figure(values, f"{kind}: {GRID_TITLES[grid]}", units=RECOVERED)
 
 
 def agreement_figure(res: PairAnalysis) -> tuple[go.Figure, dict[str, float]]:
@@ -144,8 +157,8 @@ def agreement_figure(res: PairAnalysis) -> tuple[go.Figure, dict[str, float]]:
     hi = max([float(t.max()) for t in res.patch.values()] + [1.0])
     fig.add_trace(go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", line=dict(dash="dash", color="grey"), name="y = x"))
     fig.update_layout(
-        xaxis_title="activation patching",
-        yaxis_title="attribution patching",
+        xaxis_title="activation patching (share of the logit difference recovered)",
+        yaxis_title="attribution patching (its linear estimate)",
         height=420,
         margin=dict(l=10, r=10, t=30, b=10),
     )
@@ -153,7 +166,7 @@ def agreement_figure(res: PairAnalysis) -> tuple[go.Figure, dict[str, float]]:
 
 
 def pattern_figure(pattern: torch.Tensor, labels: list[str], title: str) -> go.Figure:
-    ticks = [f"{i}: {html.escape(t)}" for i, t in enumerate(labels)]
+    ticks = [f"{i}: {html.escape(t, quote=False)}" for i, t in enumerate(labels)]
     fig = go.Figure(
         go.Heatmap(
             z=pattern.tolist(),
@@ -162,6 +175,7 @@ def pattern_figure(pattern: torch.Tensor, labels: list[str], title: str) -> go.F
             colorscale="Blues",
             zmin=0,
             zmax=1,
+            colorbar=dict(title=dict(text="attention<br>weight (0–1)")),
             hovertemplate="query %{y}<br>key %{x}<br>attention %{z:.3f}<extra></extra>",
         )
     )

@@ -100,7 +100,8 @@ def legend_names(manifests: dict[str, dict]) -> dict[str, str]:
     models = {survey: str(m["model"].get("model_name") or survey) for survey, m in manifests.items()}
     out = {}
     for survey, name in models.items():
-        label = name + (" (synthetic toy)" if manifests[survey]["model"].get("synthetic") else "")
+        shown = Path(name).name if "/" in name else name  # a model loaded from a folder: the folder's name
+        label = shown + (" (synthetic)" if manifests[survey]["model"].get("synthetic") else "")
         out[survey] = label if list(models.values()).count(name) == 1 else f"{label} · {survey}"
     return out
 

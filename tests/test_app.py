@@ -186,12 +186,19 @@ def test_survey_page(survey_env, monkeypatch):
     assert at.title[0].value == "Head survey"
     fig = json.loads(at.get("plotly_chart")[0].proto.spec)
     names = sorted(t.get("name") for t in fig["data"])
-    assert names == ["survey-llama", "survey-toy"]
+    llama = json.loads((survey_env / "survey-llama" / "survey.json").read_text())["model"]["model_name"]
+    assert names == sorted([Path(llama).name, "toy (synthetic)"])  # the models' names, not the folders'
+    colours = {t["marker"]["color"] for t in fig["data"]}
+    assert len(colours) == 2  # one distinct colour per model
     assert sum(len(t["x"]) for t in fig["data"]) == 12 + 3 * 4  # every head of both models
     # the toy tokenizer has no single-token names: IOI is NaN with its reason, and x defaults to a scored metric
     assert at.selectbox(key="survey_x").value == "ov_top10"
     at.selectbox(key="survey_x").set_value("ioi_copy_suppression").run()
     assert "100% of heads have no value" in _text(at) and "single-token" in _text(at)
+    assert "toy (synthetic) has no value on these axes" in _text(at)  # said, not a legend entry without points
+    fig = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert "toy (synthetic)" not in [t.get("name") for t in fig["data"]]
+    at.selectbox(key="survey_x").set_value("ov_top10").run()
     # colour by depth: one trace with a colour per head; the family filter keeps one model
     at.radio(key="survey_colour").set_value("depth (layer / n_layers)").run()
     fig = json.loads(at.get("plotly_chart")[0].proto.spec)
@@ -285,7 +292,12 @@ def test_prompt_pairs_page(app_env):
     assert pick.value == "1.2"
     assert "Open head 1.2 in Browse Examples" in str([p.proto for p in at.get("page_link")])
     pick.set_value("0.0").run()
-    assert "Head 0.0 has no artifacts here" in _text(at)
+    assert "Head 0.0 has no artifacts in this set" in _text(at)
+    command = "\n".join(c.value for c in at.code)
+    assert "--model toy --heads 0.0 --dataset" in command and "\\" not in command  # a command, no markdown escapes
+    assert at.query_params["head"] in ("0.0", ["0.0"])
+    # the heads heatmap spans its cells: layers 0..2 top to bottom, heads 0..3
+    assert heads["layout"]["yaxis"]["range"] == [2.5, -0.5] and heads["layout"]["xaxis"]["range"] == [-0.5, 3.5]
     _submit(at, "Measure self-repair")
     assert not at.exception
     assert "downstream components changed their direct contributions" in _text(at)
@@ -374,7 +386,7 @@ def test_a_live_link_analyses_its_prompt_and_keeps_it(app_env):
 def test_clicking_a_heatmap_cell_selects_that_head_once(app_env):
     """A click on the heads heatmap (its clickable markers) picks that head; picking another in the box afterwards
     is not overridden by the click still selected in the chart."""
-    at = _run("views/pairs.py", query={"set": "repeat"})
+    at = _run("views/pairs.py", query={"prompts": "repeat"})
     _submit(at, "Analyse")
     at.session_state["pairs_heads"] = {"selection": {"points": [{"x": 2, "y": 0, "curve_number": 1}]}}
     at.run()
@@ -385,13 +397,13 @@ def test_clicking_a_heatmap_cell_selects_that_head_once(app_env):
 
 
 def test_prompt_pairs_opens_on_its_links_set_and_head(app_env):
-    """?set= picks the prompt set by its short name, ?head= the head to inspect once the analysis is there; a failed
+    """?prompts= picks the prompt set by its short name, ?head= the head to inspect once the analysis is there; a failed
     analysis clears the previous result."""
-    at = _run("views/pairs.py", query={"set": "repeat", "head": "0.1"})
+    at = _run("views/pairs.py", query={"prompts": "repeat", "head": "0.1"})
     assert not at.exception and at.radio(key="pairs_set").value == "repeated tokens (synthetic text)"
     _submit(at, "Analyse")
     pick = next(b for b in at.selectbox if b.label.startswith("Head to inspect"))
-    assert pick.value == "0.1" and at.query_params["set"] in ("repeat", ["repeat"])
+    assert pick.value == "0.1" and at.query_params["prompts"] in ("repeat", ["repeat"])
     at.radio(key="pairs_set").set_value("your own pairs").run()
     at.text_area(key="pairs_text").set_value("one line without fields")
     _submit(at, "Analyse")

@@ -393,11 +393,11 @@ PAGE_PARAMS = {
         "tab",
         *(f"browse_{c}" for c in ("effect", "ln", "metric", "extreme", "nl")),
     ),
-    "views/live.py": ("head", "prompt"),
+    "views/live.py": ("head", "prompt", "answer", "set"),
     "views/circuits.py": ("head", "token", "focus"),
     "views/semantic.py": ("head", "token"),
-    "views/cspa.py": ("head",),
-    "views/pairs.py": ("head", "set"),
+    "views/cspa.py": ("head", "set"),
+    "views/pairs.py": ("head", "prompts"),
     "views/survey.py": ("x", "y", "colour", "survey", "head"),
 }
 MARKUP_ALLOWED = {"p", "strong", "em", "code", "ul", "ol", "li", "br", "pre", "h1", "h2", "h3", "h4"}

@@ -9,6 +9,7 @@ import streamlit as st
 
 from app import live_model, state
 from app.render.text import literal
+from app.survey_data import run_command
 from precompute import paper
 from precompute.data.prompts import PRESETS, ioi_pairs, preset_pairs, repeat_pairs
 from precompute.errors import ExplorerError
@@ -24,7 +25,7 @@ OWN_HELP = (
     "leading space (start one with _ for none). Every prompt must have the same number of tokens."
 )
 NEGATIVE = [head_key(h) for h in paper.NEGATIVE_HEADS]
-# the prompt sets by the short name a link gives them (?set=repeat)
+# the prompt sets by the short name a link gives them (?prompts=repeat; ?set= names the artifact set)
 SET_NAMES = dict(zip(["ioi", "repeat", *PRESETS, "own"], SETS))
 SHORT_SET = {label: short for short, label in SET_NAMES.items()}
 
@@ -81,7 +82,7 @@ def analysis_form(model) -> None:
     tokenizer cannot build carry the reason under their name and cannot be analysed."""
     c1, _ = st.columns([2, 1])
     unavailable = unavailable_sets(model)
-    state.url.restore("set", "pairs_set", state.url.mapped(SET_NAMES))
+    state.url.restore("prompts", "pairs_set", state.url.mapped(SET_NAMES))
     st.session_state.setdefault("pairs_set", next(s for s in SETS if s not in unavailable))
     which = c1.radio(
         "Prompt set",
@@ -90,7 +91,7 @@ def analysis_form(model) -> None:
         key="pairs_set",
         captions=[unavailable.get(s, "") for s in SETS],
     )
-    state.url.publish({"set": ("pairs_set", SHORT_SET[which])})
+    state.url.publish({"prompts": ("pairs_set", SHORT_SET[which])})
     if which in unavailable:
         st.warning(f"{literal(which)} cannot be analysed here: {literal(unavailable[which])}.")
     n, own = 8, ""
@@ -224,15 +225,17 @@ def head_section(res, model, arts, table: pd.DataFrame) -> list[str]:
     if clicked is not None and clicked != st.session_state.get("_pairs_clicked"):
         # a new click picks the head; the same selection on later reruns leaves the box to the user
         st.session_state["_pairs_clicked"] = st.session_state["pairs_head"] = clicked
+    # the set's own head first (the one the other pages show), else the most negative head
+    default = next((h for h in arts.manifest["heads"] if h in heads), order[0])
     if st.session_state.get("pairs_head") not in heads:
-        st.session_state["pairs_head"] = order[0]  # the most negative head
+        st.session_state["pairs_head"] = default
     head = st.selectbox(
         "Head to inspect (click one in the heatmap, or pick)",
         heads,
         key="pairs_head",
         format_func=lambda k: f"{k} ({dla(k):+.3f})",
     )
-    state.url.publish({"head": ("pairs_head", head)})
+    state.url.publish({"head": ("pairs_head", head)}, {"head": default})
     tok = model.tokenizer
     p = st.selectbox("Prompt", list(range(len(table))), format_func=lambda i: table["clean"][i], key="pairs_prompt")
     ids = res.inputs.clean[p]
@@ -248,10 +251,8 @@ def head_section(res, model, arts, table: pd.DataFrame) -> list[str]:
             "browse", f"Open head {head} in Browse Examples", {"head": head}, icon=":material/open_in_new:"
         )
     else:
-        st.caption(
-            f"Head {head} has no artifacts here; `python -m precompute run --model "
-            f"{literal(model.name)} --heads {head}` makes them."
-        )
+        st.caption(f"Head {head} has no artifacts in this set; this command makes them (on this set's text):")
+        st.code(run_command(arts.manifest, head), language="bash")
     return order
 
 
@@ -280,7 +281,7 @@ def patching_section(res) -> None:
             )
 
 
-def self_repair_section(res, model, order: list[str]) -> None:
+def self_repair_section(res, model, order: list[str], arts_heads: list[str]) -> None:
     from app import pairs_view as V
     from precompute.science.self_repair import METHODS
 
@@ -301,9 +302,10 @@ def self_repair_section(res, model, order: list[str]) -> None:
     if run_repair:
         st.session_state.pop("pairs_repair", None)
         try:
-            st.session_state["pairs_repair"] = model.self_repair(
-                res.inputs.clean, res.inputs.answers, parse_heads(text), method, on_wait=live_model.queue_notice()
-            )
+            with st.spinner("Measuring self-repair: one ablated run and every downstream component…", show_time=True):
+                st.session_state["pairs_repair"] = model.self_repair(
+                    res.inputs.clean, res.inputs.answers, parse_heads(text), method, on_wait=live_model.queue_notice()
+                )
         except ExplorerError as err:
             st.error(f"Cannot measure self-repair: {literal(err)}")
     rep = st.session_state.get("pairs_repair")
@@ -329,11 +331,20 @@ def self_repair_section(res, model, order: list[str]) -> None:
     top = pd.DataFrame(sorted(shares, key=lambda kv: -abs(kv[1]))[:15], columns=["component", "share"])
     st.dataframe(top, hide_index=True)
     share = dict(shares)
-    neg = [k for k in NEGATIVE if k in share]
+    gpt2 = model.name == "gpt2-small"
+    # GPT-2 small: the paper's negative heads, compared with its figure; another model: the set's own heads
+    neg = [k for k in (NEGATIVE if gpt2 else arts_heads) if k in share]
     if neg:
         st.caption(
-            f"Share of {' and '.join(neg)} together: {sum(share[k] for k in neg):.1%} (the paper: "
-            f"{paper.SELF_REPAIR_NEGATIVE_SHARE:.0%} under name-mover ablation)."
+            f"Share of {' and '.join(neg)} together: {sum(share[k] for k in neg):.1%}"
+            + (
+                f" (the paper: {paper.SELF_REPAIR_NEGATIVE_SHARE:.0%} for GPT-2 small's 10.7 and 11.10 under "
+                "name-mover ablation)."
+                if gpt2
+                else f" (this set's head{'s' if len(neg) > 1 else ''}; the paper's "
+                f"{paper.SELF_REPAIR_NEGATIVE_SHARE:.0%} is for GPT-2 small's 10.7 and 11.10 under name-mover "
+                "ablation, not comparable head for head)."
+            )
         )
 
 
@@ -362,7 +373,7 @@ def main() -> None:
     table = prompts_table(res, model.tokenizer)
     order = head_section(res, model, arts, table)
     patching_section(res)
-    self_repair_section(res, model, order)
+    self_repair_section(res, model, order, list(arts.manifest["heads"]))
 
 
 main()
