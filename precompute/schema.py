@@ -161,6 +161,18 @@ INDEX_METRICS = {
 INDEX_PARTS = ("seq", "pos", "value")
 
 
+TOKEN_ID_QUANTITIES = ("topk_ids", "dla_ids", "cspa_kept_token")  # stored fields whose values are token ids
+
+
+def holds_token_ids(field: str) -> bool:
+    """Whether the stored field ``field`` holds token ids (-1 = none), whose strings an export adds beside them."""
+    for quantity in TOKEN_ID_QUANTITIES:
+        prefix, _, suffix = SPECS[quantity].template.partition("{g}")
+        if field.startswith(prefix) and field.endswith(suffix) and len(field) >= len(prefix) + len(suffix):
+            return True
+    return False
+
+
 def key(quantity: str, group: str | None = None) -> str:
     """The stored name of ``quantity`` (a key of SPECS) for ``group``."""
     spec = SPECS[quantity]

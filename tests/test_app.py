@@ -490,3 +490,15 @@ def test_live_page_any_head_last_position_and_answer_tokens(app_env):
     sentence = re.search(r"Head 0\.3 (raises|lowers|leaves)[^\n]*", _text(at)).group(0)
     d = float(df["logit clean"][0] - df["logit ablated"][0])
     assert ("raises" if d > 0 else "lowers") in sentence
+
+
+def test_cspa_survey_and_circuits_pages_offer_downloads(app_env, survey_env, monkeypatch):
+    for page in ("views/cspa.py", "views/circuits.py"):
+        at = _run(page)
+        assert not at.exception
+        labels = [el.proto.label for el in at.get("download_button")]
+        assert labels[-2:] == ["Download CSV", "Download JSON"], page
+    monkeypatch.setenv("CSE_ARTIFACTS", str(survey_env))
+    at = _run("views/survey.py")
+    assert not at.exception
+    assert [el.proto.label for el in at.get("download_button")][-2:] == ["Download CSV", "Download JSON"]

@@ -82,22 +82,48 @@ def test_colour_scale_sign_and_range():
     assert _rgb(colours([1.0], "logprob", extreme=False)[0]) == (33, 102, 172)
 
 
-def test_downloads_equal_export(toy_artifacts, capsys):
-    from app.sequence.downloads import csv_text, json_text
+def test_downloads_equal_export_and_carry_their_metadata(toy_artifacts, capsys):
+    from app import exports
+    from app.sequence.downloads import table
     from precompute.data.tokenization import token_strings
     from precompute.jobs.cli import main
+    from precompute.store.record_arrays import exported as record_json
 
     arts = open_artifacts(toy_artifacts)
     rec = arts.sequence(4)
     strings = token_strings(arts.tokenizer, rec[F.TOKENS].tolist())
     assert main(["export", str(toy_artifacts), "--seq", "4"]) == 0
     exported = json.loads(capsys.readouterr().out)
-    downloaded = json.loads(json_text(rec, strings))
+    meta = exports.metadata(arts, "1.2", sequence=4, variant="direct_frozen")
+    downloaded = json.loads(exports.json_text(record_json(rec, arts.tokenizer), meta))
+    assert downloaded.pop("metadata") == {
+        "model": "toy",
+        "artifact_set": toy_artifacts.name,
+        "head": "1.2",
+        "dataset": {k: arts.manifest["dataset"][k] for k in ("name", "seed", "split")},
+        "sequences": f"{arts.n_sequences} x {arts.seq_len} tokens",
+        "settings": arts.manifest["hyperparameters"],
+        "schema_version": arts.manifest["schema_version"],
+        "made_by": "Copy Suppression Explorer",
+        "sequence": 4,
+        "variant": "direct_frozen",
+    }
     assert {k: v for k, v in exported.items() if k not in ("sequence", "head")} == downloaded
+    # token strings beside token ids: the top-k predictions' strings are the tokenizer's for those ids
+    ids_field = F.topk_ids("clean")
+    got_ids, got_strings = exported[ids_field][7], exported[ids_field + "_strings"][7]
+    assert got_strings == token_strings(arts.tokenizer, got_ids)
+    assert exports.file_stem(meta, "seq4") == f"toy_{toy_artifacts.name}_head1.2_seq4"
+    assert exports.file_stem({"model": "a/b c", "head": "<1>"}, "x y") == "b-c_head-1-_x-y"
     import csv
     import io
 
-    rows = list(csv.DictReader(io.StringIO(csv_text(rec, strings))))
+    text = exports.csv_text(table(rec, strings), meta)
+    assert text.startswith('# model: "toy"\n') and '# head: "1.2"\n' in text
+    import pandas as pd
+
+    assert list(pd.read_csv(io.StringIO(text), comment="#", keep_default_na=False)["token"]) == strings
+    rows = list(csv.DictReader(io.StringIO("".join(line for line in text.splitlines(True) if line[0] != "#"))))
     assert [r["token"] for r in rows] == strings
     for p in (0, 7, 20):
         assert float(rows[p][F.LOSS]) == pytest.approx(exported[F.LOSS][p], abs=1e-4)

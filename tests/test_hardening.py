@@ -413,7 +413,7 @@ def test_live_paper_set_first_other_variants_on_demand(toy, toy_artifacts, monke
     kept with the prompt, and equals what a full analysis gives."""
     import numpy as np
 
-    import precompute.live as live_module
+    import precompute.live_analyzer as live_module
     from precompute.live import LiveAnalyzer
 
     arts = open_artifacts(toy_artifacts)

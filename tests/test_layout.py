@@ -20,7 +20,7 @@ LAYERS = [
     ("models",),
     ("science",),
     ("store",),
-    ("jobs", "live", "__main__"),
+    ("jobs", "live", "live_analyzer", "__main__"),
 ]
 
 
@@ -250,7 +250,16 @@ def _app_graph() -> dict[str, set[str]]:
 APP_LAYERS = [
     ("app.render", "app.discovery"),
     ("app.state",),
-    ("app.sequence", "app.circuit_views", "app.pairs_view", "app.survey_data", "app.verdict_view", "app.live_model"),
+    (
+        "app.sequence",
+        "app.circuit_views",
+        "app.pairs_view",
+        "app.survey_data",
+        "app.verdict_view",
+        "app.live_model",
+        "app.exports",
+        "app.answer_view",
+    ),
     ("app.launch",),
 ]
 

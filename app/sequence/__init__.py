@@ -34,8 +34,10 @@ def show(
     name: str = "sequence",
     head_name: str = "",
     readout: str = "logit_lens",
+    meta: dict | None = None,
 ) -> None:
-    """The whole sequence view for one record; ``readout`` names what its prediction fields (``lens``) read."""
+    """The whole sequence view for one record; ``readout`` names what its prediction fields (``lens``) read;
+    ``name`` and ``meta`` name the downloads (``app.exports.metadata``)."""
     strings = token_strings(tokenizer, rec[F.TOKENS].tolist())
     tab_key = f"{key}_tab"
     url.restore("tab", tab_key, url.mapped(TABS))
@@ -61,7 +63,7 @@ def show(
     with tabs[2]:
         attention_view(rec, strings, pos, key, head_name)
     with tabs[3]:
-        downloads(rec, strings, name, key)
+        downloads(rec, strings, name, key, meta or {"head": head_name}, tokenizer)
 
 
 def compare_strip(rec: dict, tokenizer, opts: dict, pos: int, head_name: str, link_params: dict | None) -> None:

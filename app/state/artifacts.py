@@ -13,8 +13,8 @@ import streamlit as st
 
 from app import discovery
 from app.render.text import literal
-from app.state import url
 from app.state.labels import dataset_label, model_label
+from app.state.url import carry, mapped, publish, restore
 from precompute.errors import ExplorerError
 from precompute.store.reader import Artifacts, open_artifacts
 
@@ -73,15 +73,15 @@ def current() -> tuple[Artifacts | None, str | None]:
     if not options:
         return None, None
     names = {set_name(s): s for s in options}
-    url.restore("set", SET_KEY, url.mapped(names))
+    restore("set", SET_KEY, mapped(names))
     if st.session_state.get(SET_KEY) not in options:
         st.session_state[SET_KEY] = options[0]
     if len(options) > 1:
         source = st.sidebar.selectbox("Artifact set", options, key=SET_KEY, format_func=set_name)
     else:
         source = st.session_state[SET_KEY]
-    url.publish({"set": (SET_KEY, set_name(source))})
-    url.carry("set", set_name(source))
+    publish({"set": (SET_KEY, set_name(source))})
+    carry("set", set_name(source))
     try:
         return open_source(source), None
     except ExplorerError as err:

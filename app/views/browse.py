@@ -3,8 +3,8 @@
 import pandas as pd
 import streamlit as st
 
+from app import exports, state
 from app import sequence as sequence_view
-from app import state
 from app.render.text import literal
 from precompute import schema as F
 from precompute.data.tokenization import token_strings
@@ -117,7 +117,10 @@ sequence_view.show(
     int(pos),
     key="browse",
     link_params=links,
-    name=f"seq{seq}_head{head_name}",
+    name=f"seq{seq}",
     head_name=head_name,
     readout=arts.readout(head_name)[0],
+    meta=exports.metadata(
+        arts, head_name, sequence=int(seq), variant=opts["variant"], readout=arts.readout(head_name)[0]
+    ),
 )

@@ -1,10 +1,13 @@
 """OV and QK circuits: any token's top-k bars (from the stored factor matrices) and the global rank statistics."""
 
+import json
+
 import numpy as np
+import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from app import state
+from app import exports, state
 from app.circuit_views import bar_chart, page_tables, qk_distance_note, similar_tokens, token_box
 from app.render.text import literal
 from precompute import paper
@@ -116,3 +119,31 @@ for col, circuit in zip(cols, ("ov", "qk")):
     worst = s.get("worst_token_ids", [])[:10]
     if worst:
         col.caption("Worst tokens: " + ", ".join(literal(repr(vocab[i])) for i in worst))
+
+st.subheader("Download")
+ranks = pd.DataFrame(
+    {
+        "token_id": np.arange(len(vocab)),
+        "token": vocab,
+        **{
+            f"{c}_rank_of_itself": f[F.CIRCUIT_RANKS[c]].astype("int64")
+            for c in ("ov", "qk")
+            if F.CIRCUIT_RANKS[c] in f
+        },
+    }
+)
+exports.buttons(
+    ranks,
+    exports.metadata(
+        arts,
+        head_name,
+        what="OV and QK circuits: each token's rank of itself (0 = most suppressed by OV / most attended by QK)",
+    ),
+    "circuit-ranks",
+    "circ_export",
+    data={
+        "summary": {c: summary.get(c, {}) for c in ("ov", "qk", "ov_dynamic")},
+        "rows": json.loads(ranks.to_json(orient="records")),
+    },
+)
+st.caption("Every token of the vocabulary with its OV and QK rank of itself, and the summaries above.")

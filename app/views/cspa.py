@@ -1,12 +1,13 @@
 """CSPA: how much of the head's effect copy-suppression-preserving ablation keeps."""
 
 import html
+import json
 
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from app import live_model, state, verdict_view
+from app import exports, live_model, state, verdict_view
 from app.render.text import literal
 from precompute import paper
 from precompute import schema as F
@@ -130,6 +131,31 @@ st.caption(
     f"Reading: among the 10% of plotted tokens where the head matters most, {kept_big:.0%} lie nearer y = 0 than "
     f"the diagonal (CSPA keeps more than half the effect); over all plotted tokens, {near0:.0%}. Overall, CSPA "
     f"keeps {kl_fig.format(summary.get('explained_kl'))} of the head's KL with the {schema_label(used)}."
+)
+exports.buttons(
+    pd.DataFrame(
+        {
+            "seq": df["seq"],
+            "pos": df["pos"],
+            "delta_loss_ablation": df["ablation"],
+            "delta_loss_cspa": df["cspa"],
+            "context": [html.unescape(t) for t in df["text"]],
+        }
+    ),
+    exports.metadata(
+        arts,
+        head_name,
+        readout=used,
+        points=f"{len(df):,} plotted tokens"
+        + (" (every extreme one and a sample of the rest)" if len(df) >= MAX_POINTS else ""),
+        units="nats per token",
+    ),
+    "cspa-points",
+    "cspa_export",
+    data={
+        "summary": summary,
+        "points": json.loads(df[["seq", "pos", "ablation", "cspa"]].to_json(orient="records")),
+    },
 )
 sel = event.selection.points if event is not None else []
 if sel:

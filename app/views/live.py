@@ -4,7 +4,7 @@ import hashlib
 
 import streamlit as st
 
-from app import answer_view, live_model, state
+from app import answer_view, exports, live_model, state
 from app import sequence as sequence_view
 from app.render.text import literal
 from precompute import schema
@@ -133,4 +133,12 @@ sequence_view.show(
     name="prompt",
     head_name=head_name,
     readout=readout,
+    meta=exports.metadata(
+        arts,
+        head_name,
+        prompt=prompt,
+        analysed="live, with this set's mean ablation",
+        variant=opts["variant"],
+        readout=readout,
+    ),
 )

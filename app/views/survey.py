@@ -7,7 +7,7 @@ import html
 import plotly.graph_objects as go
 import streamlit as st
 
-from app import state, verdict_view
+from app import exports, state, verdict_view
 from app.render.text import literal
 from app.survey_data import (
     LABELS,
@@ -189,6 +189,13 @@ st.dataframe(
     height=35 * 11 + 3,
 )
 st.caption(literal(rule + " Click a column's title to sort by it; empty cells have no value for that head."))
+export = ranked[shown + ["layer", "head"]].rename(columns={"name": "head_name"})
+exports.buttons(
+    export,
+    exports.survey_metadata(rank_of, manifests[rank_of], ranking=rule),
+    "survey-ranking",
+    "survey_export",
+)
 
 # the head shown below: the one clicked, else the link's ?survey=…&head=… (kept in the URL either way)
 state.url.restore("survey", "survey_pick_survey", state.url.text(200))

@@ -136,19 +136,13 @@ def _run(args) -> None:
 
 def _export(args) -> None:
     from .. import schema
-    from ..data.tokenization import token_strings
     from ..store.reader import open_artifacts
-    from ..store.record_arrays import to_jsonable
+    from ..store.record_arrays import exported
 
     arts = open_artifacts(args.dir)
     rec = arts.sequence(args.seq, head=args.head)
     head = schema.head_key(arts._head(args.head))
-    out = {
-        "sequence": args.seq,
-        "head": head,
-        "token_strings": token_strings(arts.tokenizer, rec[schema.TOKENS].tolist()),
-        **to_jsonable(rec),
-    }
+    out = {"sequence": args.seq, "head": head, **exported(rec, arts.tokenizer)}
     json.dump(out, sys.stdout)
     sys.stdout.write("\n")
 

@@ -39,3 +39,34 @@ def to_jsonable(rec: dict) -> dict:
 def floats(x) -> list[float]:
     """A float list from any numeric array (fp16 included)."""
     return np.asarray(x).astype(np.float64).tolist()
+
+
+def token_id_strings(rec: dict, tokenizer) -> dict[str, list]:
+    """``{field}_strings`` for every field of token ids (``schema.holds_token_ids``): the same nesting, None where
+    the id is -1 (none)."""
+    from .. import schema
+    from ..data.tokenization import token_strings
+
+    out = {}
+    for field, t in rec.items():
+        if not schema.holds_token_ids(field):
+            continue
+        ids = np.asarray(t)
+        flat = ids.reshape(-1).tolist()
+        it = iter(token_strings(tokenizer, [i for i in flat if i >= 0]))
+        named = [next(it) if i >= 0 else None for i in flat]
+        out[f"{field}_strings"] = np.array(named, dtype=object).reshape(ids.shape).tolist()
+    return out
+
+
+def exported(rec: dict, tokenizer) -> dict:
+    """One sequence's record as JSON-ready lists: its token strings, every field, and strings beside token ids (what
+    ``python -m precompute export`` prints and the app's JSON download holds)."""
+    from .. import schema
+    from ..data.tokenization import token_strings
+
+    return {
+        "token_strings": token_strings(tokenizer, np.asarray(rec[schema.TOKENS]).tolist()),
+        **to_jsonable(rec),
+        **token_id_strings(rec, tokenizer),
+    }
