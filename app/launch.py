@@ -97,12 +97,16 @@ def build_demo(out_dir: Path, prefer_real: bool = True, real_model: bool = True)
     def log(msg: str) -> None:
         print(msg, flush=True)
 
+    def built(path: Path, start: float, what: str = "") -> None:
+        log(f"Built {path}{what} in {time.time() - start:.0f} s.")
+        ready_line(path, log)
+
     if prefer_real and hub_reachable():
         write_status(out_dir, state="building", what="GPT-2 small on 200 OpenWebText sequences x 128 tokens")
         try:
             start = time.time()
             path = run(RunConfig(out=str(out_dir / "gpt2-demo"), device="auto", **GPT2_DEMO), log=log)
-            log(f"Built {path} in {time.time() - start:.0f} s.")
+            built(path, start)
             build_toy_survey(out_dir, log)
             write_status(out_dir, state="done", path=str(path))
             return path
@@ -127,12 +131,28 @@ def build_demo(out_dir: Path, prefer_real: bool = True, real_model: bool = True)
     except Exception as err:
         write_status(out_dir, state="failed", error=f"{type(err).__name__}: {err}")
         raise
-    log(f"Built {path} in {time.time() - start:.0f} s.")
+    built(path, start)
     build_toy_survey(out_dir, log)
     if real_model:
         build_smollm2(out_dir, log)
     write_status(out_dir, state="done", path=str(path))
     return path
+
+
+URL_VAR = "CSE_APP_URL"  # the app's address, which the launcher gives its demo builder for the "ready" lines
+
+
+def ready_line(path: Path, log=print) -> None:
+    """One plain line saying a demo set is ready and the link that opens it (where the app's address is known)."""
+    base = os.environ.get(URL_VAR)
+    name = Path(path).name
+    log(f"Ready: the set {name}" + (f", open {base.rstrip('/')}/?set={name}" if base else "") + ".")
+
+
+def quiet_bars_off_terminal(environ) -> None:
+    """No carriage-return progress bars (tqdm's, e.g. the GGUF conversion's) where the log is not a terminal."""
+    if not sys.stderr.isatty():
+        environ.setdefault("TQDM_DISABLE", "1")
 
 
 def build_toy_survey(out_dir: Path, log=print) -> Path | None:
@@ -207,6 +227,7 @@ def build_smollm2(out_dir: Path, log=print) -> Path | None:
             log=log,
         )
         log(f"Built {path} (head {head[0]}.{head[1]}) and its survey in {time.time() - start:.0f} s.")
+        ready_line(path, log)
         return path
     except ExplorerError as err:
         log(f"The SmolLM2 demo could not be built: {err}")
@@ -226,6 +247,8 @@ def main(argv=None) -> int:
     p.add_argument("--build-only", action="store_true", help="build the demo set (if none) and exit")
     p.add_argument("--toy-only", action="store_true", help="offline, build the toy demo only (no SmolLM2 set)")
     args = p.parse_args(argv)
+    quiet_bars_off_terminal(os.environ)
+    os.environ[URL_VAR] = f"http://{args.address}:{args.port}"
     base = DEFAULT_DIR
     builder = None
     if not _has_artifacts(args.artifacts):

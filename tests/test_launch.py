@@ -144,3 +144,28 @@ def test_sigterm_stops_the_launched_app_within_two_seconds(toy_artifacts):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_ready_lines_name_the_set_and_its_link_and_logs_get_no_carriage_return_bars(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    from app import launch
+
+    lines = []
+    monkeypatch.setenv(launch.URL_VAR, "http://127.0.0.1:8501")
+    launch.ready_line(tmp_path / "smollm2-demo", lines.append)
+    assert lines == ["Ready: the set smollm2-demo, open http://127.0.0.1:8501/?set=smollm2-demo."]
+    monkeypatch.delenv(launch.URL_VAR)
+    launch.ready_line(tmp_path / "toy-demo", lines.append)
+    assert lines[-1] == "Ready: the set toy-demo."
+    env: dict[str, str] = {}
+    launch.quiet_bars_off_terminal(env)  # pytest's stderr is not a terminal
+    assert env == {"TQDM_DISABLE": "1"}
+    # what that does to a third-party bar (transformers' GGUF conversion uses a plain tqdm)
+    code = "from tqdm.auto import tqdm\nfor _ in tqdm(range(3), desc='Converting'): pass"
+    for extra, bar in (({}, True), (env, False)):
+        err = subprocess.run(
+            [sys.executable, "-c", code], env={**os.environ, **extra}, capture_output=True, check=True
+        ).stderr
+        assert (b"\r" in err) is bar, err
