@@ -391,3 +391,23 @@ def test_three_interventions_side_by_side_in_report_json_and_on_the_cspa_page(to
     table = at.dataframe[-1].value
     assert table["intervention"].tolist() == list(paper.CSPA_INTERVENTION_LABELS.values())
     assert table["effect explained (KL)"].tolist()[0] == f"{100 * three['qk,ov']['measured']:.1f}%"
+    lo, hi = (float(v.rstrip("%")) for v in table["90% interval over sequences"].tolist()[0].split(" to "))
+    assert lo <= 100 * three["qk,ov"]["measured"] + 0.05 and hi >= 100 * three["qk,ov"]["measured"] - 0.05
+
+
+def test_explained_interval_over_sequences_hand_cases():
+    from precompute.science.cspa import explained, explained_interval
+
+    # every sequence explains the same share: the interval is that share, exactly
+    a = torch.tensor([[1.0, 1.0], [2.0, 0.0], [0.5, 0.5]])
+    lo, hi = explained_interval(a, 0.25 * a)
+    assert lo == pytest.approx(0.75) and hi == pytest.approx(0.75)
+    # two kinds of sequence (share 1 and share 0, equal KL): the resampled share is the fraction of the first
+    # kind drawn, so the 90% interval lies inside [0, 1] around 0.5 and is wide with 4 sequences
+    a = torch.ones(4, 3)
+    c = torch.tensor([[0.0] * 3, [0.0] * 3, [1.0] * 3, [1.0] * 3])
+    lo, hi = explained_interval(a, c)
+    assert 0.0 <= lo < 0.5 < hi <= 1.0 and hi - lo >= 0.5
+    assert explained(a.flatten(), c.flatten()) == pytest.approx(0.5)
+    # one sequence: its own share
+    assert explained_interval(torch.tensor([[2.0, 2.0]]), torch.tensor([[1.0, 0.0]])) == pytest.approx((0.75, 0.75))

@@ -53,6 +53,10 @@ c[3].metric(
 )
 c[4].metric("Tokens", f"{summary.get('n_tokens', 0):,}")
 st.caption(
+    f"Paper (GPT-2 small 10.7, OpenWebText): {kl_fig.text} of the KL and {top_fig.text} in the top bucket "
+    "explained. 100% = CSPA keeps all of the head's effect (it is all copy suppression); 0% = none of it."
+)
+st.caption(
     f"Hyperparameters: K_u = {literal(hp['cspa_k_u'])}, K_s = {literal(hp['cspa_k_s'])}, "
     f"{'negative components only' if hp['cspa_negative_only'] else 'both signs'}, mean ablation of the "
     "direct effect with frozen LayerNorm."
@@ -232,6 +236,12 @@ N_CHOICES = (2, 4, 8, 16)
 SEQ_CHOICES = [n for n in N_CHOICES if n <= arts.n_sequences] or [arts.n_sequences]
 
 
+def interval_text(interval) -> str:
+    if not interval or any(v != v for v in interval):  # NaN: no interval
+        return "n/a"
+    return f"{100 * interval[0]:.1f}% to {100 * interval[1]:.1f}%"
+
+
 def compute_live(store: dict, key, what: str, failed: str, call) -> None:
     """``call(model, progress)`` on the set's model with a progress bar, its result kept in ``store[key]`` for the
     session; a model that cannot load or a refused computation is a message."""
@@ -269,6 +279,7 @@ if got is not None:
                 {
                     "intervention": label,
                     "effect explained (KL)": f"{100 * got[key]['explained_kl']:.1f}%",
+                    "90% interval over sequences": interval_text(got[key].get("explained_kl_interval")),
                     "paper (GPT-2 10.7)": f"{100 * paper.CSPA_INTERVENTIONS[key]:.1f}%",
                     "tokens": got[key]["n_tokens"],
                 }
@@ -276,6 +287,11 @@ if got is not None:
             ]
         ),
         hide_index=True,
+    )
+    st.caption(
+        f"Shares of the head's KL (direct effect, frozen norm) on the first {int(n_seqs)} sequences. The interval: "
+        "sequences resampled with replacement 400 times, the central 90% of the shares. Intervals that overlap do "
+        "not tell the interventions apart on this much text."
     )
 
 

@@ -195,6 +195,22 @@ def explained(delta_ablation: Tensor, delta_cspa: Tensor) -> float:
     return float("nan") if denom == 0.0 else 1.0 - float(delta_cspa.double().mean()) / denom
 
 
+def explained_interval(
+    kl_ablation: Float[Tensor, "seqs preds"], kl_cspa: Float[Tensor, "seqs preds"], n_boot: int = 400, level: float = 0.9
+) -> tuple[float, float]:
+    """A ``level`` bootstrap interval of ``explained`` (KL) over sequences: sequences drawn with replacement
+    ``n_boot`` times (a fixed seed, so a page shows the same interval every time), the central ``level`` of the
+    resampled shares. With one sequence the interval is that sequence's share."""
+    a, c = kl_ablation.double().sum(-1), kl_cspa.double().sum(-1)  # per sequence
+    n = a.numel()
+    if n == 0:
+        return float("nan"), float("nan")
+    idx = torch.randint(0, n, (n_boot, n), generator=torch.Generator().manual_seed(0))
+    shares = 1.0 - c[idx].sum(-1) / a[idx].sum(-1)
+    lo, hi = torch.quantile(shares, torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=shares.dtype)).tolist()
+    return float(lo), float(hi)
+
+
 def summary_metrics(
     kl_ablation: Tensor, kl_cspa: Tensor, dl_ablation: Tensor, dl_cspa: Tensor, n_buckets: int = 100
 ) -> dict:

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from .. import schema
 from .analysis import analyze
-from .cspa import CSPAConfig, summary_metrics
+from .cspa import CSPAConfig, explained_interval, summary_metrics
 from .tuned_lens import TunedLens
 
 ALL = (("qk", "ov"), ("qk",), ("ov",))
@@ -64,7 +64,11 @@ def compare(
         if progress:
             progress(f"{what}: {min(n, start + batch_size)}/{n} sequences", min(1.0, (start + batch_size) / n))
     kl_a, dl_a = torch.cat(base["kl"]), torch.cat(base["dl"])
-    return {key: summary_metrics(kl_a, torch.cat(p["kl"]), dl_a, torch.cat(p["dl"])) for key, p in parts.items()}
+    out = {key: summary_metrics(kl_a, torch.cat(p["kl"]), dl_a, torch.cat(p["dl"])) for key, p in parts.items()}
+    for key, p in parts.items():  # the spread over sequences of the headline share
+        lo, hi = explained_interval(kl_a.reshape(n, -1), torch.cat(p["kl"]).reshape(n, -1))
+        out[key]["explained_kl_interval"] = [lo, hi]
+    return out
 
 
 def compare_interventions(
