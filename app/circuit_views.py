@@ -96,15 +96,22 @@ def token_box(tok, vocab: list[str], key: str, default: str | None = None) -> in
     return vocab.index(pick) if pick in vocab else None
 
 
-def token_with_neighbours(source: str, vocab: list[str]) -> str:
-    """' token' where the vocabulary has it, else the first word-like token that has equivalents."""
-    if " token" in vocab:
+def token_with_neighbours(source: str, vocab: list[str], ov_ranks=None) -> str:
+    """A token to open the Semantic page on: one the head suppresses (its OV rank of itself, ``ov_ranks``, lowest)
+    among word-like tokens that have equivalents; ' token' where the vocabulary has it and the head suppresses it
+    (rank < 10); without ranks, the first word-like token with equivalents."""
+    if " token" in vocab and (ov_ranks is None or int(ov_ranks[vocab.index(" token")]) < 10):
         return " token"
     eq = neighbours(source)["equivalents"]
+    best, best_rank = None, None
     for i, s in enumerate(vocab):
         if s.startswith(" ") and s[1:].isalpha() and len(s) >= 4 and int((eq[i] >= 0).sum()) > 1:
-            return s
-    return default_token(vocab)
+            if ov_ranks is None:
+                return s
+            rank = int(ov_ranks[i])
+            if best_rank is None or rank < best_rank:
+                best, best_rank = s, rank
+    return best if best is not None else default_token(vocab)
 
 
 def similar_tokens(source: str, token: int, limit: int | None = None) -> dict[str, list[int]]:

@@ -148,6 +148,13 @@ def test_semantic_similarity_page(app_env):
     token = at.text_input(key="sem_token").value
     assert token.startswith(" ")
     assert [c.value for c in at.code][0] != "(none)"  # the default token has equivalents
+    # and the head suppresses it: no word-like token with equivalents has a lower OV rank of itself
+    from precompute import schema as F
+    from precompute.store.reader import open_artifacts
+
+    arts = open_artifacts(app_env)
+    ids = arts.tokenizer(token, add_special_tokens=False)["input_ids"]
+    assert len(ids) == 1 and int(arts.circuits("1.2")[F.CIRCUIT_RANKS["ov"]][ids[0]]) < 10
     at.text_input(key="sem_token").set_value("kanosa teri").run()
     assert not at.exception and "not one" in _text(at)
     at.text_input(key="sem_token").set_value("").run()

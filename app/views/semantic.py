@@ -13,6 +13,7 @@ from app.circuit_views import (
     token_with_neighbours,
 )
 from app.render.text import literal
+from precompute import schema as F
 from precompute.errors import ExplorerError
 
 arts = state.page_artifacts()
@@ -31,7 +32,9 @@ c1, c2, c3 = st.columns([2, 1, 1])
 k = c2.slider("Number of top tokens", 5, 30, 20, key="sem_k")
 max_similar = c3.slider("Max semantically similar tokens", 1, 15, 10, key="sem_max")
 with c1:
-    token = token_box(tok, vocab, "sem_token", default=token_with_neighbours(arts.source, vocab))
+    # opens on a token the head suppresses (a token it leaves alone would show nothing of copy suppression)
+    ranks = f.get(F.CIRCUIT_RANKS["ov"])
+    token = token_box(tok, vocab, "sem_token", default=token_with_neighbours(arts.source, vocab, ranks))
 if token is None:
     st.stop()
 try:
