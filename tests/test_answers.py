@@ -18,12 +18,13 @@ pytestmark = pytest.mark.model
 IOI = "When Mary and John went to the store, John gave a drink to"
 
 
-def _centre(x):
-    return x - x.mean(-1, keepdim=True)
+def reference(lm, tokens, head, mu, pos, ids, effect, ln_mode, layer_norm=True):
+    """(logits clean, logits ablated, DLA clean, DLA ablated) at ``pos`` by hooks and plain tensor maths; the final
+    norm centres for LayerNorm models (``layer_norm``), not for RMSNorm ones."""
 
+    def _centre(x):
+        return x - x.mean(-1, keepdim=True) if layer_norm else x
 
-def _reference(lm, tokens, head, mu, pos, ids, effect, ln_mode):
-    """(logits clean, logits ablated, DLA clean, DLA ablated) at ``pos`` by hooks and plain tensor maths."""
     m = lm.model
     layer, h = head
     names = [hooks.z(layer), hooks.FINAL_IN, hooks.FINAL_SCALE]
@@ -74,7 +75,7 @@ def test_mary_logit_probability_rank_and_dla_clean_and_ablated_equal_the_hooked_
     pos = len(ids) - 1
     answers = [tok(" Mary")["input_ids"][0], tok(" John")["input_ids"][0]]
     got = answer_effects(wide, tokens, head, mu, pos, answers, effect, ln_mode)
-    clean, ablated, dla_c, dla_a = _reference(wide, tokens, head, mu, pos, answers, effect, ln_mode)
+    clean, ablated, dla_c, dla_a = reference(wide, tokens, head, mu, pos, answers, effect, ln_mode)
     ids_t = torch.tensor(answers)
     assert got.ids == answers
     assert torch.allclose(torch.from_numpy(got.logit_clean), clean[ids_t], atol=1e-4)

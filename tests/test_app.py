@@ -38,6 +38,20 @@ def _text(at) -> str:
     return re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", "\n".join(str(p) for p in parts)).replace("\u2060", "")
 
 
+def strips(at) -> list[str]:
+    """The HTML of every token strip on the page: Markdown strips (the live page) and the clickable strip
+    component's (Browse), in page order."""
+    import json
+
+    out = []
+    for el in at.main:
+        if getattr(el, "type", None) == "bidi_component" and el.proto.component_name == "cse_token_strip":
+            out.append(json.loads(el.proto.json))
+        elif "cse-strip" in str(getattr(el, "value", "")):
+            out.append(str(el.value))
+    return out
+
+
 def test_home(app_env):
     at = _run()
     assert not at.exception
@@ -72,7 +86,8 @@ def test_corrupt_artifacts_are_explained(tmp_path, monkeypatch, toy_artifacts):
 def test_browse_interactions(app_env):
     at = _run("views/browse.py")
     assert not at.exception
-    assert "cse-strip" in _text(at)
+    (strip,) = strips(at)
+    assert "cse-strip" in strip and 'data-pos="3"' in strip  # a component: a click selects without a reload
     at.number_input(key="browse_seq").set_value(7).run()
     assert not at.exception
     assert at.query_params["seq"] == ["7"] or at.query_params["seq"] == "7"

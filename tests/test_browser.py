@@ -151,10 +151,14 @@ def test_click_flows_in_chromium(server, tmp_path):
         page.get_by_text("both", exact=True).click()
         expect(page.get_by_role("radio", name="both")).to_be_checked(timeout=30_000)
         page.wait_for_timeout(1000)
+        page.evaluate("() => { window.__cse_no_reload = 1; }")
         page.locator(".cse-strip .cse-tok").nth(5).click()
         expect(page.get_by_text("Position 5").first).to_be_visible(timeout=60_000)
         expect(page.get_by_role("radio", name="both")).to_be_checked(timeout=30_000)
         assert "browse_effect=both" in page.url
+        page.wait_for_timeout(500)
+        assert "pos=5" in page.url  # the URL follows the selection…
+        assert page.evaluate("() => window.__cse_no_reload") == 1  # …without reloading the page
 
         # /home is the Home page
         page.goto(server + "/home")
@@ -176,7 +180,7 @@ def test_click_flows_in_chromium(server, tmp_path):
 
 
 SURVEY_POINT = """() => { const gd = document.querySelector('.js-plotly-plot');
- const i = gd._fullData.findIndex(t => t.name === 'survey-toy'); const fd = gd._fullData[i];
+ const i = gd._fullData.findIndex(t => t.name === 'toy (synthetic)'); const fd = gd._fullData[i];
  const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis; let best = 0;
  for (let j = 0; j < fd.x.length; j++) if (fd.x[j] > fd.x[best]) best = j;
  const r = gd.getBoundingClientRect();

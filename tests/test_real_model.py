@@ -390,3 +390,175 @@ def test_semantic_neighbours_on_smollm2s_vocabulary_and_cspa_with_them(smol_env,
     dl3 = three[schema.delta_loss(schema.CSPA)]
     assert dl3.shape == tokens[:, :-1].shape and torch.isfinite(dl3).all()
     assert not torch.equal(dl3, one[schema.delta_loss(schema.CSPA)])  # the neighbours change what CSPA keeps
+
+
+# ---- links that keep the set, and live analysis of any head with answer tokens, on SmolLM2 ----
+
+IOI = "When Mary and John went to the store, John gave a drink to"
+
+
+def test_live_page_mary_for_a_head_the_set_did_not_store_equals_a_hooked_reference(smol_app, loads):
+    """On the live page, an IOI prompt with answer ' Mary' for a head picked from the full list (not stored):
+    Mary's logit and the head's DLA, clean and ablated, equal a hooked reference (RMSNorm: no centring)."""
+    import re
+
+    from precompute.science.analysis import mean_result
+    from precompute.store.reader import open_artifacts
+
+    from .test_answers import reference
+
+    lm = loads["model"]
+    arts = open_artifacts(smol_app / "smollm2-demo")
+    stored = arts.manifest["heads"][0]
+    head = (3, 1) if stored != "3.1" else (3, 2)
+    at = _page()
+    at.query_params.update({"head": f"{head[0]}.{head[1]}", "prompt": IOI, "answer": " Mary| John"})
+    at.switch_page("views/live.py")
+    at.run()
+    assert not at.exception, at.exception
+    assert at.sidebar.selectbox(key="live_head").value == f"{head[0]}.{head[1]}"
+    assert len(at.sidebar.selectbox(key="live_head").options) == 30 * 9  # every head of SmolLM2
+    df = next(d.value for d in at.dataframe if "logit ablated" in d.value.columns)
+    assert df["token"].tolist() == ["' Mary'", "' John'"]
+    from precompute.data.tokenization import encode
+
+    ids = encode(lm.tokenizer, IOI)  # the start token first, as the page encodes it
+    n_mean = arts.manifest["hyperparameters"]["n_mean"]
+    mu = mean_result(lm, torch.stack([torch.as_tensor(arts.tokens(i)).long() for i in range(n_mean)]), head)
+    answers = df["id"].tolist()
+    clean, ablated, dla_c, dla_a = reference(
+        lm, torch.tensor([ids]), head, mu, len(ids) - 1, answers, "direct", "frozen", layer_norm=False
+    )
+    a = torch.tensor(answers)
+    assert df["logit clean"].tolist() == pytest.approx(clean[a].tolist(), abs=2e-3)
+    assert df["logit ablated"].tolist() == pytest.approx(ablated[a].tolist(), abs=2e-3)
+    assert df["DLA of the head (clean)"].tolist() == pytest.approx(dla_c.tolist(), abs=2e-3)
+    assert df["DLA of its mean output (ablated)"].tolist() == pytest.approx(dla_a.tolist(), abs=2e-3)
+    assert df["logit clean"][0] > df["logit clean"][1]  # SmolLM2 prefers the indirect object
+    assert re.search(r"Head 3\.\d (raises|lowers|leaves) ' Mary'", _text(at))
+
+
+@pytest.fixture
+def two_set_server(smol_env, loads, toy_artifacts, tmp_path, monkeypatch):
+    """The app over a folder with the toy set (listed first: the default) and the SmolLM2 set beside it, and both
+    surveys, so a link that does not keep ``?set=`` would land on the toy."""
+    import shutil
+
+    from .test_browser import CHROMIUM, _serve
+
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian chromium is not installed")
+    base = tmp_path / "sets"
+    base.mkdir()
+    shutil.copytree(toy_artifacts, base / "toy-demo")
+    for name in ("smollm2-demo", "survey-smollm2", "survey-toy"):
+        (base / name).symlink_to(smol_env / name, target_is_directory=True)
+    monkeypatch.setenv("CSE_CACHE_DIR", loads["cache_dir"])
+    yield from _serve(base)
+
+
+def test_every_page_opens_a_deep_link_into_the_smollm2_set_and_keeps_it_in_chromium(two_set_server, smol_env, tmp_path):
+    """Each page opened by a link naming the SmolLM2 set (and its head, sequence, position, tab, token) in a fresh
+    browser context shows exactly that; a token click or a page link stays on the set; a set that does not exist
+    is said once."""
+    import os
+    from urllib.parse import parse_qs, urlparse
+
+    from playwright.sync_api import expect, sync_playwright
+
+    from precompute.store.reader import open_artifacts
+
+    from .test_browser import ARGS, CHROMIUM
+
+    head = open_artifacts(smol_env / "smollm2-demo").manifest["heads"][0]
+    server = two_set_server
+    shots = Path(os.environ.get("CSE_SCREENSHOTS", tmp_path))
+    shots.mkdir(parents=True, exist_ok=True)
+
+    def query(page) -> dict:
+        return {k: v[0] for k, v in parse_qs(urlparse(page.url).query).items()}
+
+    def sidebar(page, label: str) -> str:
+        return page.locator(f'[data-testid="stSidebar"] input[aria-label="{label}"]').first.input_value()
+
+    def fresh(browser, path: str):
+        context = browser.new_context(viewport={"width": 1400, "height": 1500})
+        page = context.new_page()
+        page.goto(f"{server}/{path}")
+        return context, page
+
+    def on_smollm2(page, name: str) -> None:
+        expect(page.get_by_role("heading", name=name).first).to_be_visible(timeout=120_000)
+        page.wait_for_timeout(1000)
+        assert sidebar(page, "Artifact set") == "smollm2-demo", name
+        assert query(page)["set"] == "smollm2-demo", name
+        assert page.locator('[data-testid="stException"]').count() == 0, name
+
+    s = "set=smollm2-demo"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+
+        ctx, page = fresh(browser, f"overview?{s}")
+        on_smollm2(page, "Copy Suppression Explorer")
+        expect(page.locator('[data-testid="stMain"]').get_by_text("smollm2-135m").first).to_be_visible()
+        page.screenshot(path=str(shots / "deep-home.png"), full_page=True)
+        ctx.close()
+
+        ctx, page = fresh(browser, f"browse?{s}&head={head}&seq=2&pos=7&tab=source")
+        on_smollm2(page, "Browse Examples")
+        expect(page.get_by_text("Position 7").first).to_be_visible(timeout=60_000)
+        expect(page.get_by_role("spinbutton", name="Sequence")).to_have_value("2")
+        expect(page.get_by_role("tab", name="As a source")).to_have_attribute("aria-selected", "true")
+        assert sidebar(page, "Head") == head
+        page.locator(".cse-strip a.cse-tok").nth(4).click()  # a token click reloads the page: still this set
+        expect(page.get_by_text("Position 4").first).to_be_visible(timeout=60_000)
+        on_smollm2(page, "Browse Examples")
+        assert query(page)["seq"] == "2" and query(page)["tab"] == "source"
+        page.screenshot(path=str(shots / "deep-browse.png"), full_page=True)
+        ctx.close()
+
+        ctx, page = fresh(browser, f"circuits?{s}&head={head}&token=%20the&focus=destination")
+        on_smollm2(page, "OV and QK circuits")
+        expect(page.get_by_role("textbox", name="Token (include")).to_have_value(" the", timeout=60_000)
+        expect(page.get_by_role("radio", name="destination")).to_be_checked()
+        ctx.close()
+
+        ctx, page = fresh(browser, f"semantic?{s}&head={head}&token=%20the")
+        on_smollm2(page, "Semantic similarity")
+        expect(page.get_by_role("textbox", name="Token (include")).to_have_value(" the", timeout=60_000)
+        ctx.close()
+
+        ctx, page = fresh(browser, f"cspa?{s}&head={head}")
+        on_smollm2(page, "Copy-suppression-preserving ablation (CSPA)")
+        assert sidebar(page, "Head") == head
+        page.screenshot(path=str(shots / "deep-cspa.png"), full_page=True)
+        ctx.close()
+
+        ctx, page = fresh(browser, f"test-your-own?{s}&head=3.1&prompt={IOI.replace(' ', '%20')}&answer=%20Mary")
+        on_smollm2(page, "Test Your Own Examples")
+        expect(page.locator(".cse-strip").first).to_be_visible(timeout=180_000)
+        assert sidebar(page, "Head") == "3.1"
+        expect(page.get_by_text("' Mary'").first).to_be_visible(timeout=60_000)
+        page.screenshot(path=str(shots / "deep-live.png"), full_page=True)
+        ctx.close()
+
+        ctx, page = fresh(browser, f"pairs?{s}&prompts=repeat")
+        on_smollm2(page, "Prompt pairs")
+        expect(page.get_by_role("radio", name="repeated tokens (synthetic text)")).to_be_checked(timeout=120_000)
+        ctx.close()
+
+        ctx, page = fresh(browser, f"survey?{s}&survey=survey-smollm2&head={head}")
+        on_smollm2(page, "Head survey")
+        expect(page.get_by_text(f"smollm2-135m · head {head}")).to_be_visible(timeout=60_000)
+        page.get_by_text(f"Open head {head} in Browse Examples").click()  # a page link keeps the set
+        on_smollm2(page, "Browse Examples")
+        assert sidebar(page, "Head") == head
+        ctx.close()
+
+        ctx, page = fresh(browser, "browse?set=no-such-set")
+        expect(page.get_by_text("Ignored the link's set=").first).to_be_visible(timeout=60_000)
+        page.wait_for_timeout(1500)
+        assert page.get_by_text("Ignored the link's set=").count() == 1
+        assert sidebar(page, "Artifact set") == "toy-demo"
+        ctx.close()
+        browser.close()

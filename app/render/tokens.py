@@ -38,7 +38,8 @@ def token_strip(
     show_newlines: bool = True,
 ) -> str:
     """HTML for a strip of tokens. ``link_params`` (e.g. {"seq": 3, "head": "10.7"}) makes each token a link
-    to ``?...&pos=i`` so clicking selects it (deep link). All token text and tooltips are HTML-escaped."""
+    to ``?...&pos=i`` (a deep link; ``data-pos`` lets the page's strip component select it without a reload).
+    All token text and tooltips are HTML-escaped."""
     parts = [CSS, '<div class="cse-strip">']
     for i, (tok, colour, tip) in enumerate(zip(tokens, colours, tooltips)):
         cls = "cse-tok cse-sel" if i == selected else "cse-tok"
@@ -48,7 +49,8 @@ def token_strip(
         if link_params is not None:
             href = "?" + urlencode({**link_params, "pos": i})
             parts.append(
-                f'<a class="{cls}" style="{style}" href="{html.escape(href)}" target="_self">{body}{tip_html}</a>'
+                f'<a class="{cls}" style="{style}" href="{html.escape(href)}" target="_self" data-pos="{i}">'
+                f"{body}{tip_html}</a>"
             )
         else:
             parts.append(f'<span class="{cls}" style="{style}">{body}{tip_html}</span>')

@@ -13,7 +13,7 @@ from app.sequence.attention import attention_view
 from app.sequence.controls import controls, link_state
 from app.sequence.details import details, source_view
 from app.sequence.downloads import downloads
-from app.sequence.strip import strip_html
+from app.sequence.strip import clickable_strip, strip_html
 from app.state import url
 from precompute import schema as F
 from precompute.data.tokenization import token_strings
@@ -35,9 +35,11 @@ def show(
     head_name: str = "",
     readout: str = "logit_lens",
     meta: dict | None = None,
+    pos_key: str | None = None,
 ) -> None:
     """The whole sequence view for one record; ``readout`` names what its prediction fields (``lens``) read;
-    ``name`` and ``meta`` name the downloads (``app.exports.metadata``)."""
+    ``name`` and ``meta`` name the downloads (``app.exports.metadata``); ``pos_key``: the session key of the page's
+    position box, which a click on a token sets without reloading the page (with ``link_params``)."""
     strings = token_strings(tokenizer, rec[F.TOKENS].tolist())
     tab_key = f"{key}_tab"
     url.restore("tab", tab_key, url.mapped(TABS))
@@ -48,7 +50,11 @@ def show(
         if link_params is None
         else {**url.carried(), **link_state(opts), **link_params, **({"tab": tab} if tab != "details" else {})}
     )
-    st.markdown(strip_html(rec, strings, opts, pos, links), unsafe_allow_html=True)
+    html_text = strip_html(rec, strings, opts, pos, links)
+    if links is not None and pos_key is not None:
+        clickable_strip(html_text, key, pos_key)
+    else:
+        st.markdown(html_text, unsafe_allow_html=True)
     how = "click it to select it" if link_params is not None else "choose the position with the box above"
     st.caption(
         f"Hover a token for its value; {how}. Blue = the head helps (loss rises when it is ablated), red = it hurts."
@@ -66,9 +72,15 @@ def show(
         downloads(rec, strings, name, key, meta or {"head": head_name}, tokenizer)
 
 
-def compare_strip(rec: dict, tokenizer, opts: dict, pos: int, head_name: str, link_params: dict | None) -> None:
+def compare_strip(
+    rec: dict, tokenizer, opts: dict, pos: int, head_name: str, link_params: dict | None, pos_key: str | None = None
+) -> None:
     """A second head's strip for the same tokens, beside the first (same colour scale and metric)."""
     strings = token_strings(tokenizer, rec[F.TOKENS].tolist())
     links = None if link_params is None else {**url.carried(), **link_state(opts), **link_params}
     st.markdown(f"**Head {head_name}**")
-    st.markdown(strip_html(rec, strings, opts, pos, links), unsafe_allow_html=True)
+    html_text = strip_html(rec, strings, opts, pos, links)
+    if links is not None and pos_key is not None:
+        clickable_strip(html_text, "compare", pos_key)
+    else:
+        st.markdown(html_text, unsafe_allow_html=True)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
+import streamlit as st
 
 from app.render.colors import diverging, sequential
 from app.render.tokens import token_strip
@@ -58,3 +60,41 @@ def strip_html(rec: dict, strings: list[str], opts: dict, selected: int | None, 
         link_params=link_params,
         show_newlines=opts["newlines"],
     )
+
+
+# The strip as a Streamlit component (components v2, no build step): the same escaped HTML, and a click on a token
+# link selects it in this session without reloading the page (a modified click still follows the link: a new tab).
+_CLICK_JS = """
+export default function(component) {
+  const { data, setTriggerValue, parentElement } = component;
+  let holder = parentElement.querySelector('div.cse-holder');
+  if (!holder) {
+    holder = document.createElement('div');
+    holder.className = 'cse-holder';
+    parentElement.appendChild(holder);
+  }
+  holder.innerHTML = data;
+  holder.querySelectorAll('a.cse-tok[data-pos]').forEach((a) => {
+    a.onclick = (e) => {
+      if (e.ctrlKey || e.metaKey || e.shiftKey || e.altKey || e.button !== 0) return;
+      e.preventDefault();
+      setTriggerValue('pos', Number(a.dataset.pos));
+    };
+  });
+}
+"""
+_CLICKABLE = st.components.v2.component("cse_token_strip", js=_CLICK_JS)
+
+
+def _select(strip_key: str, pos_key: str) -> None:
+    """A token was clicked: its position becomes ``pos_key``'s value (before that widget is drawn again)."""
+    value = st.session_state.get(strip_key)
+    pos = value.get("pos") if isinstance(value, dict) else getattr(value, "pos", None)
+    if pos is not None:
+        st.session_state[pos_key] = int(pos)
+
+
+def clickable_strip(html_text: str, key: str, pos_key: str) -> None:
+    """``html_text`` (a strip made by ``strip_html`` with links) where a click sets ``st.session_state[pos_key]``."""
+    strip_key = f"{key}_strip"
+    _CLICKABLE(data=html_text, key=strip_key, on_pos_change=functools.partial(_select, strip_key, pos_key))

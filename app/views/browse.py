@@ -108,7 +108,7 @@ if compare != "(none)":
     except ExplorerError as err:
         st.error(f"Head {literal(compare)} cannot be shown: {literal(err)}")
     else:
-        sequence_view.compare_strip(other, tokenizer, opts, int(pos), compare, links)
+        sequence_view.compare_strip(other, tokenizer, opts, int(pos), compare, links, pos_key="browse_pos")
         st.markdown(f"**Head {literal(head_name)}** (details below)")
 sequence_view.show(
     rec,
@@ -120,6 +120,7 @@ sequence_view.show(
     name=f"seq{seq}",
     head_name=head_name,
     readout=arts.readout(head_name)[0],
+    pos_key="browse_pos",
     meta=exports.metadata(
         arts, head_name, sequence=int(seq), variant=opts["variant"], readout=arts.readout(head_name)[0]
     ),
