@@ -51,13 +51,13 @@ def table(got, strings: list[str]) -> pd.DataFrame:
             "id": got.ids,
             "logit clean": got.logit_clean,
             "logit ablated": got.logit_ablated,
-            "head's effect on the logit": got.logit_clean - got.logit_ablated,
-            "prob. clean": got.prob_clean,
-            "prob. ablated": got.prob_ablated,
+            "head's effect": got.logit_clean - got.logit_ablated,
+            "prob clean": got.prob_clean,
+            "prob ablated": got.prob_ablated,
             "rank clean": got.rank_clean,
             "rank ablated": got.rank_ablated,
-            "DLA of the head (clean)": got.dla_clean,
-            "DLA of its mean output (ablated)": got.dla_ablated,
+            "DLA clean": got.dla_clean,
+            "DLA ablated": got.dla_ablated,
         }
     )
 
@@ -107,19 +107,19 @@ def show(analyzer, prompt: str, head: tuple[int, int], pos: int, variant: str, r
         hide_index=True,
         column_config={
             c: st.column_config.NumberColumn(format="%.4f")
-            for c in ("logit clean", "logit ablated", "head's effect on the logit", "prob. clean", "prob. ablated")
+            for c in ("logit clean", "logit ablated", "head's effect", "prob clean", "prob ablated")
         }
-        | {c: st.column_config.NumberColumn(format="%.3f") for c in ("DLA of the head (clean)",)}
-        | {"DLA of its mean output (ablated)": st.column_config.NumberColumn(format="%.3f")},
+        | {c: st.column_config.NumberColumn(format="%.3f") for c in ("DLA clean", "DLA ablated")},
     )
     head_name = schema.head_key(head)
     st.caption(
         literal(
             f"At position {pos} (token {here!r}), predicting the next token. Logits and DLA in logits (nats of "
             f"unnormalised log-probability); rank 0 = the model's top prediction. Ablated: head {head_name} "
-            f"mean-ablated ({effect} effect, final norm {ln_mode}). DLA: what the head's output (clean) or its "
-            "mean output (ablated) adds to the token's logit through the final norm's clean scale; with the "
-            "direct effect and a frozen norm, the logit's change equals the DLA's change. "
+            f"mean-ablated ({effect} effect, final norm {ln_mode}). Head's effect = logit clean − logit ablated. "
+            "DLA: what the head's output (clean) or its mean output (ablated) adds to the token's logit through "
+            "the final norm's clean scale; with the direct effect and a frozen norm, the head's effect equals "
+            "DLA clean − DLA ablated. "
             + reading(got, strings, head_name)
         )
     )

@@ -500,7 +500,7 @@ def test_live_page_any_head_last_position_and_answer_tokens(app_env):
     mu = mean_result(toy, torch.stack([torch.as_tensor(arts.tokens(i)).long() for i in range(n_mean)]), (0, 3))
     want = answer_effects(toy, torch.tensor([ids]), (0, 3), mu, len(ids) - 1, list(df["id"]))
     assert df["logit ablated"].tolist() == pytest.approx(want.logit_ablated.tolist(), abs=1e-4)
-    assert df["DLA of the head (clean)"].tolist() == pytest.approx(want.dla_clean.tolist(), abs=1e-4)
+    assert df["DLA clean"].tolist() == pytest.approx(want.dla_clean.tolist(), abs=1e-4)
     assert re.search(r"'zzqq' is \d+ tokens \(.*\): its first is used", _text(at))  # several tokens: the first
     sentence = re.search(r"Head 0\.3 (raises|lowers|leaves)[^\n]*", _text(at)).group(0)
     d = float(df["logit clean"][0] - df["logit ablated"][0])

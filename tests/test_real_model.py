@@ -432,8 +432,8 @@ def test_live_page_mary_for_a_head_the_set_did_not_store_equals_a_hooked_referen
     a = torch.tensor(answers)
     assert df["logit clean"].tolist() == pytest.approx(clean[a].tolist(), abs=2e-3)
     assert df["logit ablated"].tolist() == pytest.approx(ablated[a].tolist(), abs=2e-3)
-    assert df["DLA of the head (clean)"].tolist() == pytest.approx(dla_c.tolist(), abs=2e-3)
-    assert df["DLA of its mean output (ablated)"].tolist() == pytest.approx(dla_a.tolist(), abs=2e-3)
+    assert df["DLA clean"].tolist() == pytest.approx(dla_c.tolist(), abs=2e-3)
+    assert df["DLA ablated"].tolist() == pytest.approx(dla_a.tolist(), abs=2e-3)
     assert df["logit clean"][0] > df["logit clean"][1]  # SmolLM2 prefers the indirect object
     assert re.search(r"Head 3\.\d (raises|lowers|leaves) ' Mary'", _text(at))
 
@@ -506,12 +506,16 @@ def test_every_page_opens_a_deep_link_into_the_smollm2_set_and_keeps_it_in_chrom
 
         ctx, page = fresh(browser, f"browse?{s}&head={head}&seq=2&pos=7&tab=source")
         on_smollm2(page, "Browse Examples")
-        expect(page.get_by_text("Position 7").first).to_be_visible(timeout=60_000)
+        expect(page.get_by_role("spinbutton", name="Token position")).to_have_value("7", timeout=60_000)
         expect(page.get_by_role("spinbutton", name="Sequence")).to_have_value("2")
         expect(page.get_by_role("tab", name="As a source")).to_have_attribute("aria-selected", "true")
         assert sidebar(page, "Head") == head
-        page.locator(".cse-strip a.cse-tok").nth(4).click()  # a token click reloads the page: still this set
-        expect(page.get_by_text("Position 4").first).to_be_visible(timeout=60_000)
+        page.locator(".cse-strip a.cse-tok").nth(4).click()  # selects it in place: still this set
+        expect(page.get_by_role("spinbutton", name="Token position")).to_have_value("4", timeout=60_000)
+        href = page.locator(".cse-strip a.cse-tok").nth(9).get_attribute("href")
+        assert "set=smollm2-demo" in href
+        page.goto(f"{server}/browse{href}")  # the token's own link (what a new tab opens)
+        expect(page.get_by_role("spinbutton", name="Token position")).to_have_value("9", timeout=60_000)
         on_smollm2(page, "Browse Examples")
         assert query(page)["seq"] == "2" and query(page)["tab"] == "source"
         page.screenshot(path=str(shots / "deep-browse.png"), full_page=True)
