@@ -119,7 +119,6 @@ def show(analyzer, prompt: str, head: tuple[int, int], pos: int, variant: str, r
             f"mean-ablated ({effect} effect, final norm {ln_mode}). Head's effect = logit clean − logit ablated. "
             "DLA: what the head's output (clean) or its mean output (ablated) adds to the token's logit through "
             "the final norm's clean scale; with the direct effect and a frozen norm, the head's effect equals "
-            "DLA clean − DLA ablated. "
-            + reading(got, strings, head_name)
+            "DLA clean − DLA ablated. " + reading(got, strings, head_name)
         )
     )

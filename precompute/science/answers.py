@@ -88,6 +88,7 @@ def answer_effects(
         if effect == "direct":
             resid = x_c - delta_c
         else:
+            assert fwd.both_c is not None  # rerun=True computes it
             resid = fwd.both_c[0, p] + (delta_c if effect == "indirect" else 0.0)
         scale = sigma if ln_mode == "frozen" else rms_scale(resid, fwd.eps)
         W_U, b_U = m.W_U.float(), m.b_U.float()

@@ -196,7 +196,10 @@ def explained(delta_ablation: Tensor, delta_cspa: Tensor) -> float:
 
 
 def explained_interval(
-    kl_ablation: Float[Tensor, "seqs preds"], kl_cspa: Float[Tensor, "seqs preds"], n_boot: int = 400, level: float = 0.9
+    kl_ablation: Float[Tensor, "seqs preds"],
+    kl_cspa: Float[Tensor, "seqs preds"],
+    n_boot: int = 400,
+    level: float = 0.9,
 ) -> tuple[float, float]:
     """A ``level`` bootstrap interval of ``explained`` (KL) over sequences: sequences drawn with replacement
     ``n_boot`` times (a fixed seed, so a page shows the same interval every time), the central ``level`` of the
