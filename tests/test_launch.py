@@ -166,6 +166,9 @@ def test_ready_lines_name_the_set_and_its_link_and_logs_get_no_carriage_return_b
     code = "from tqdm.auto import tqdm\nfor _ in tqdm(range(3), desc='Converting'): pass"
     for extra, bar in (({}, True), (env, False)):
         err = subprocess.run(
-            [sys.executable, "-c", code], env={**os.environ, **extra}, capture_output=True, check=True
+            [sys.executable, "-c", code],
+            env={**{k: v for k, v in os.environ.items() if k != "TQDM_DISABLE"}, **extra},
+            capture_output=True,
+            check=True,
         ).stderr
         assert (b"\r" in err) is bar, err

@@ -141,8 +141,8 @@ exports.buttons(
         {
             "seq": df["seq"],
             "pos": df["pos"],
-            "delta_loss_ablation": df["ablation"],
-            "delta_loss_cspa": df["cspa"],
+            F.delta_loss(F.PAPER_VARIANT): df["ablation"],  # named as the stored fields they come from
+            F.delta_loss(F.CSPA): df["cspa"],
             "context": [html.unescape(t) for t in df["text"]],
         }
     ),
