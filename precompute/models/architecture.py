@@ -12,6 +12,13 @@ analysis relies on those names (``blocks.L.attn.hook_z`` / ``hook_v`` / ``hook_p
 * **Grouped-query attention.** ``W_K``/``W_V`` and ``hook_v`` have ``n_key_value_heads`` heads; query head h reads
   key/value head ``h // (n_heads // n_key_value_heads)`` (``of(m).kv_head``).
 * **Per-head results.** Taken as ``hook_z @ W_O`` everywhere (OPT's bridge cannot produce ``hook_result``).
+* **A norm after attention** (Gemma 2/3: ``post_attention_layernorm``, ``blocks.L.ln1_post``). What reaches the
+  residual stream is norm(Σ_h z_h W_O_h), not Σ_h z_h W_O_h. The project takes a head's contribution as the paper
+  takes LayerNorm: the norm's scale frozen at its clean value per position (σ), its gain g folded into an effective
+  ``W_O`` (``weights.effective_W_O``), so the head writes z_h (W_O_h ⊙ g) / σ, linear in the head and summing to
+  the attention output exactly. ``of(m).post_attn_norm`` says whether a model has one; ``heads.head_output``
+  applies it; the analysis replaces a head's output after the norm (``hook_attn_out``), where it reaches the
+  stream. Recorded as ``post_attention_norm`` in the provenance.
 * **Re-running blocks** for the "both"/"indirect" effects and patching (``of(m).rerun``): GPT-2-style blocks are
   re-run by hand from the cached resid_mid, Llama-style decoder layers by calling the model's own layers
   (``blocks``); every other architecture gets one full forward pass with the head's output replaced at
@@ -117,6 +124,7 @@ class Architecture:
     n_kv_heads: int
     rerun: str | None  # how the last blocks are re-run: RERUN_GPT2, RERUN_LAYERS, or None (full forward passes)
     rotary: bool
+    post_attn_norm: bool = False  # a norm between the attention output and the residual stream (Gemma 2/3)
 
     def kv_head(self, h: int) -> int:
         """The key/value head that query head ``h`` reads (itself without grouped-query attention)."""
@@ -158,6 +166,7 @@ def of(m) -> Architecture:
         n_kv_heads=int(getattr(cfg, "n_key_value_heads", None) or cfg.n_heads),
         rerun=rerun,
         rotary=str(getattr(cfg, "positional_embedding_type", "standard")) == "rotary",
+        post_attn_norm=hooks.post_attn_scale(0) in getattr(m, "hook_dict", {}),
     )
     try:
         _RECORDS[m] = record
@@ -182,6 +191,7 @@ def describe(m) -> dict:
         "n_params": count_parameters(m),
         "tied_embeddings": tied_embeddings(m),
         "rerun": arch.rerun or "full forward passes",
+        "post_attention_norm": "gain folded into W_O, scale frozen per position" if arch.post_attn_norm else "none",
     }
 
 
@@ -202,6 +212,16 @@ def count_parameters(m) -> int:
     d_mlp = int(getattr(cfg, "d_mlp", 0) or 0)
     mlp = d * d_mlp * (3 if getattr(cfg, "gated_mlp", False) else 2)
     return int(d_vocab * d * (1 if tied_embeddings(m) else 2) + n_layers * (attn + mlp))
+
+
+def require_plain_attention_output(m, what: str) -> None:
+    """ModelUnavailableError where ``what`` does not yet take a norm after attention into account (it would be
+    silently wrong there)."""
+    if of(m).post_attn_norm:
+        raise ModelUnavailableError(
+            f"{what} does not yet handle this model's norm after attention ({of(m).name}): its results would "
+            "ignore that norm. The per-head analysis (analyse, the live page, circuits) handles it."
+        )
 
 
 def check_supported(m) -> None:

@@ -27,26 +27,66 @@ def check_head(m, head) -> tuple[int, int]:
 
 
 def head_output(
-    m, z: Float[Tensor, "batch seq n_heads d_head"], layer: int, h: int
+    m,
+    z: Float[Tensor, "batch seq n_heads d_head"],
+    layer: int,
+    h: int,
+    post_scale: Float[Tensor, "batch seq 1"] | None = None,
 ) -> Float[Tensor, "batch seq d_model"]:
-    """The head's contribution to the residual stream (no bias): z_h W_O[layer, h], in float32."""
-    from .weights import layer_weight
+    """The head's contribution to the residual stream (no bias), in float32: z_h W_O[layer, h], or, in a model with
+    a norm after attention, z_h (W_O ⊙ g) / σ with that norm's clean scale σ per position (``post_scale``, from
+    ``hooks.post_attn_scale``; ``architecture`` docstring)."""
+    from .architecture import of
+    from .weights import effective_W_O
 
-    return z[:, :, h].float() @ layer_weight(m, "W_O", layer)[h].float()
+    out = z[:, :, h].float() @ effective_W_O(m, layer)[h].float()
+    if of(m).post_attn_norm:
+        if post_scale is None:
+            raise InvalidInputError(
+                "this model has a norm after attention: a head's output needs that norm's scale "
+                f"({post_attn_scale_hook(layer)})"
+            )
+        out = out / post_scale.float()
+    return out
+
+
+def output_hooks(m, layer: int) -> list[str]:
+    """The hooks ``head_output_from`` reads: z, and the post-attention norm's scale where the model has one."""
+    from . import hooks
+    from .architecture import of
+
+    return [hooks.z(layer)] + ([hooks.post_attn_scale(layer)] if of(m).post_attn_norm else [])
+
+
+def head_output_from(m, cache, layer: int, h: int) -> Float[Tensor, "batch seq d_model"]:
+    """``head_output`` from a cache holding ``output_hooks(m, layer)``."""
+    from . import hooks
+
+    try:
+        scale = cache[hooks.post_attn_scale(layer)]
+    except KeyError:
+        scale = None
+    return head_output(m, cache[hooks.z(layer)], layer, h, scale)
+
+
+def post_attn_scale_hook(layer: int) -> str:
+    from . import hooks
+
+    return hooks.post_attn_scale(layer)
 
 
 def head_weights(m, layer: int, h: int) -> dict[str, Float[Tensor, ...]]:
     """W_Q, W_K, W_V [d_model, d_head] and W_O [d_head, d_model] of one head (K and V from the key/value head it
-    shares under grouped-query attention)."""
+    shares under grouped-query attention; W_O as it reaches the stream, ``weights.effective_W_O``)."""
     from .architecture import of
-    from .weights import layer_weight
+    from .weights import effective_W_O, layer_weight
 
     kv = of(m).kv_head(h)
     return {
         "W_Q": layer_weight(m, "W_Q", layer)[h],
         "W_K": layer_weight(m, "W_K", layer)[kv],
         "W_V": layer_weight(m, "W_V", layer)[kv],
-        "W_O": layer_weight(m, "W_O", layer)[h],
+        "W_O": effective_W_O(m, layer)[h],  # with a post-attention norm's gain folded in
     }
 
 

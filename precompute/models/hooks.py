@@ -17,6 +17,8 @@ FINAL_NORMALIZED = "ln_final.hook_normalized"
 RESID_PRE, RESID_MID, RESID_POST = "hook_resid_pre", "hook_resid_mid", "hook_resid_post"
 ATTN_OUT, MLP_OUT = "hook_attn_out", "hook_mlp_out"
 Z, V, PATTERN = "attn.hook_z", "attn.hook_v", "attn.hook_pattern"
+# the norm after attention (Gemma 2/3: ``post_attention_layernorm``), whose output is what reaches the stream
+POST_ATTN_SCALE = "ln1_post.hook_scale"
 
 
 def block(layer: int, name: str) -> str:
@@ -54,6 +56,11 @@ def v(layer: int) -> str:
 
 def pattern(layer: int) -> str:
     return block(layer, PATTERN)
+
+
+def post_attn_scale(layer: int) -> str:
+    """The scale (RMS) of the norm after attention at each position, in models that have one."""
+    return block(layer, POST_ATTN_SCALE)
 
 
 def every_layer(n_layers: int, *names: str) -> list[str]:

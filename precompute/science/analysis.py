@@ -38,10 +38,10 @@ from torch import Tensor
 from .. import schema
 from ..errors import InvalidInputError
 from ..models import architecture, blocks, hooks
-from ..models.heads import check_head, head_output, mean_coefficients
+from ..models.heads import check_head, head_output_from, mean_coefficients, output_hooks
 from ..models.loading import LoadedModel, unwrap
 from ..models.norm import eps_of, rms_scale
-from ..models.weights import layer_weight
+from ..models.weights import effective_W_O, layer_weight
 from ..schema import EFFECTS, LN_MODES, VARIANTS
 from ..validate import token_ids, whole_number
 from . import readout as readouts
@@ -143,9 +143,9 @@ def mean_result(
 
 def head_outputs(m, tokens: Int[Tensor, "batch seq"], layer: int, h: int) -> Float[Tensor, "batch seq d_model"]:
     """The head's output for a batch (forward only up to the head's layer), float32 on the model's device."""
-    hook = hooks.z(layer)
-    _, cache = m.run_with_cache(tokens.to(m.cfg.device), names_filter=[hook], stop_at_layer=layer + 1)
-    return head_output(m, cache[hook], layer, h)
+    names = output_hooks(m, layer)
+    _, cache = m.run_with_cache(tokens.to(m.cfg.device), names_filter=names, stop_at_layer=layer + 1)
+    return head_output_from(m, cache, layer, h)
 
 
 def attention_pattern(model, tokens: Int[Tensor, "batch seq"], layer: int, h: int) -> Float[Tensor, "batch q k"]:
@@ -200,7 +200,9 @@ def analyze(
         inputs = _vocab_inputs(m, fwd, effects, ln_modes, panel)
         kept = {}
         if cspa is not None:
-            batch = cspa_for_batch(m, tokens, fwd.attn, fwd.src_out, fwd.mu, scores, fwd.sigma_f, cspa, neighbours)
+            batch = cspa_for_batch(
+                m, tokens, fwd.attn, fwd.src_out, fwd.mu, scores, fwd.sigma_f, cspa, neighbours, fwd.dest_scale
+            )
             if batch.sparse is not None:
                 inputs.cspa_sparse = batch.sparse
             else:
@@ -238,6 +240,7 @@ class _Forward:
     # Delta = (z - z̄) W_O_h: the DLA rows as d_head coefficients and W_O_h W_U (None: mu is not the mean of
     # z W_O_h, so the DLA is projected from d_model)
     dla_factors: tuple[Tensor, Tensor] | None = None
+    dest_scale: Tensor | None = None  # [b, s, 1] the post-attention norm's clean scale, where the model has one
 
 
 _UNEMBEDDINGS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> (key, W_O_h W_U), one head
@@ -275,7 +278,7 @@ def _forward(m, tokens, layer: int, h: int, mean_result: Tensor, rerun: bool) ->
     """One forward pass caching only what we need, then (for both/indirect) the blocks after the head re-run."""
     hook_pre, hook_z, hook_pat = hooks.resid_pre(layer), hooks.z(layer), hooks.pattern(layer)
     hook_v, hook_mid = hooks.v(layer), hooks.resid_mid(layer)
-    names = [hook_pre, hook_z, hook_pat, hook_v, hooks.FINAL_SCALE, hooks.FINAL_NORMALIZED]
+    names = [hook_pre, *output_hooks(m, layer), hook_pat, hook_v, hooks.FINAL_SCALE, hooks.FINAL_NORMALIZED]
     fast = rerun and architecture.of(m).resumable
     names += [hook_mid] if fast else []
     # TransformerBridge computes the unembedding even with stop_at_layer, so its logits are kept
@@ -283,9 +286,12 @@ def _forward(m, tokens, layer: int, h: int, mean_result: Tensor, rerun: bool) ->
     cache = {name: cache[name].float() for name in names}
     mu = mean_result[: tokens.shape[1]].to(device=tokens.device, dtype=torch.float32)
     sigma_f = cache[hooks.FINAL_SCALE]
-    r = head_output(m, cache[hook_z], layer, h)
-    W_O_h = layer_weight(m, "W_O", layer)[h].float()
+    r = head_output_from(m, cache, layer, h)
+    W_O_h = effective_W_O(m, layer)[h].float()
     src_out = cache[hook_v][:, :, architecture.of(m).kv_head(h)] @ W_O_h
+    # a norm after attention: each destination's output is divided by that norm's clean scale there (else None)
+    dest_scale = cache.get(hooks.post_attn_scale(layer))
+    z_h = cache[hook_z][:, :, h] if dest_scale is None else cache[hook_z][:, :, h] / dest_scale
     out_norm = src_out.norm(dim=-1)
     cen = architecture.of(m).centre
     both_c = None
@@ -294,11 +300,7 @@ def _forward(m, tokens, layer: int, h: int, mean_result: Tensor, rerun: bool) ->
     elif rerun:
         both_c = cen(_rerun_generic(m, tokens, layer, r, mu))
     z_bar = mean_coefficients(mu, W_O_h)
-    dla_factors = (
-        None
-        if z_bar is None
-        else ((cache[hook_z][:, :, h] - z_bar) / sigma_f, _head_unembedding(m, layer, h, cen(W_O_h)))
-    )
+    dla_factors = None if z_bar is None else ((z_h - z_bar) / sigma_f, _head_unembedding(m, layer, h, cen(W_O_h)))
     return _Forward(
         clean_logits=clean_logits.float(),
         sigma_f=sigma_f,
@@ -312,6 +314,7 @@ def _forward(m, tokens, layer: int, h: int, mean_result: Tensor, rerun: bool) ->
         mu=mu,
         eps=eps_of(m),
         both_c=both_c,
+        dest_scale=dest_scale,
     )
 
 

@@ -157,17 +157,20 @@ def cspa_output(
     keep: Bool[Tensor, "batch q k ks"],
     negative_only: bool,
     return_weights: bool = False,
+    dest_scale: Float[Tensor, "batch q 1"] | None = None,
 ):
     """The CSPA head output minus the mean, ``sum_{k,j} w[q,k,j] u_{k,j}``, without a [b, q, k, d] tensor.
 
     ``src_out`` is v_k W_O per source (no bias), ``directions`` the unembeddings of each source's neighbours.
+    ``dest_scale``: a post-attention norm's clean scale per destination, dividing what each source moves there.
     With ``return_weights`` also returns w [b, q, k, ks] (zero wherever nothing is kept).
     """
     b, s, _, ks = keep.shape
     keepf = keep.to(src_out.dtype)
     a: Float[Tensor, "batch k ks"] = torch.einsum("bkd,bkjd->bkj", src_out, directions)
     m: Float[Tensor, "batch q k ks"] = torch.einsum("qd,bkjd->bqkj", mu, directions)
-    proj = attn[..., None] * (a[:, None] - m) * keepf  # U_kept y, [b, q, k, ks]
+    moved = a[:, None] if dest_scale is None else a[:, None] / dest_scale[..., None]  # [b, q|1, k, ks]
+    proj = attn[..., None] * (moved - m) * keepf  # U_kept y, [b, q, k, ks]
     if ks == 1:
         sq_norm = directions[..., 0, :].pow(2).sum(-1).clamp_min(1e-30)  # [b, k]
         coef = proj[..., 0] / sq_norm.sqrt()[:, None, :]  # along the unit direction
@@ -283,8 +286,11 @@ def cspa_for_batch(
     sigma_f: Float[Tensor, "batch q 1"],
     cfg: CSPAConfig,
     neighbours: Int[Tensor, "d_vocab k_s"] | None,
+    dest_scale: Float[Tensor, "batch q 1"] | None = None,
 ) -> CSPABatch:
-    """CSPA of one head on a batch. ``lens_scaled`` = centred resid_pre of the head's layer / sigma_f."""
+    """CSPA of one head on a batch. ``lens_scaled`` = centred resid_pre of the head's layer / sigma_f.
+    ``dest_scale``: in a model with a norm after attention, its clean scale at each destination (the head's output
+    there is Σ_k A[q,k] src_out[k] / dest_scale[q]); None where there is no such norm."""
     b, s = tokens.shape
     device = tokens.device
     excluded = (
@@ -317,9 +323,12 @@ def cspa_for_batch(
     kept = _kept_pairs(scores, safe, keep, cfg)
     if not ov:  # QK only: a source's whole output (relative to the mean) where any neighbour is kept, else the mean
         share = attn * keep.any(-1).to(attn.dtype)  # [b, q, k]
-        dense = torch.einsum("bqk,bkd->bqd", share, src_out) - share.sum(-1, keepdim=True) * mu
+        moved = torch.einsum("bqk,bkd->bqd", share, src_out)
+        dense = (moved if dest_scale is None else moved / dest_scale) - share.sum(-1, keepdim=True) * mu
         return CSPABatch(dense, None, kept)
-    out_minus_mu, w = cspa_output(attn, src_out, mu, directions, keep, cfg.negative_only, return_weights=True)
+    out_minus_mu, w = cspa_output(
+        attn, src_out, mu, directions, keep, cfg.negative_only, return_weights=True, dest_scale=dest_scale
+    )
     tok_w, tok_ids = token_weights(w, safe, keep)
     d_model = out_minus_mu.shape[-1]
     if len(tok_ids) * (d_model + s) < SPARSE_CSPA_DLA * s * d_model:  # sparse DLA is cheaper than a projection

@@ -32,6 +32,7 @@ def indirect_excluding(
     """Per-token Δloss of ``head``'s indirect effect with the paths through ``excluded`` heads cut (their outputs
     kept clean): {"frozen": final LN scale of the clean run, "unfrozen": the model's own final LN}."""
     m = unwrap(model)
+    architecture.require_plain_attention_output(m, "The indirect effect excluding heads")
     token_ids(tokens, m.cfg.d_vocab, m.cfg.n_ctx, min_len=2)
     layer, h = check_head(m, head)
     cut = [check_head(m, y) for y in excluded]

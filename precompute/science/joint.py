@@ -63,6 +63,7 @@ def joint_effect(
     """The set ``heads`` ablated together and under CSPA together (each head's CSPA with its own read-out,
     ``readout_of``, default the logit lens), over every predicted token of ``tokens``; see the module docstring."""
     m = unwrap(model)
+    architecture.require_plain_attention_output(m, "Measuring heads together")
     token_ids(tokens, m.cfg.d_vocab, m.cfg.n_ctx, min_len=2)
     heads = tuple(check_head(m, h) for h in heads)
     if len(heads) < 2 or len(set(heads)) != len(heads):

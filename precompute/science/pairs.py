@@ -148,6 +148,7 @@ def compare_prompts(
     from . import patching as P
 
     m = unwrap(model)
+    architecture.require_plain_attention_output(m, "Prompt pairs (logit difference, patching)")
     if not grids or any(g not in GRIDS for g in grids):
         raise InvalidInputError(f"grids must be drawn from {', '.join(GRIDS)}")
     inp = prepare_pairs(m, clean, corrupted, answers)

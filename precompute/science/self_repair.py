@@ -18,7 +18,7 @@ from torch import Tensor
 
 from .. import paper
 from ..errors import InvalidInputError
-from ..models import hooks
+from ..models import architecture, hooks
 from ..models.heads import check_head
 from ..models.loading import unwrap
 from .logit_diff import ld_directions, logit_diff, project
@@ -76,6 +76,7 @@ def _contributions(m, cache: dict, dirs: Tensor) -> tuple[Tensor, Tensor]:
 
 def self_repair(model, prompts, answers, heads=None, method: str = "mean") -> SelfRepair:
     m = unwrap(model)
+    architecture.require_plain_attention_output(m, "Self-repair")
     heads = tuple(check_head(m, h) for h in (heads if heads is not None else default_heads(m)))
     if not heads:
         raise InvalidInputError("name the heads to ablate, e.g. 9.9, 9.6, 10.0")

@@ -297,6 +297,7 @@ def survey_heads(
     if overrides:
         st = SurveySettings(**{**st.__dict__, **overrides})
     m = unwrap(model)
+    architecture.require_plain_attention_output(m, "The head survey")
     token_ids(tokens, m.cfg.d_vocab, m.cfg.n_ctx, min_len=2)
     for name in ("n_mean", "batch_size", "repeat_len", "n_repeat", "n_ioi"):
         whole_number(name, getattr(st, name))

@@ -1,0 +1,128 @@
+"""Architectures with a norm after attention (Gemma 2/3's ``post_attention_layernorm``), on a tiny random Gemma 3
+built from its config here: what a head writes is what reaches the residual stream, z_h (W_O_h ⊙ g) / σ with the
+norm's clean scale σ frozen per position, against a hooked reference written in this file (the norm's own hooks and
+weight, and the head's output replaced at ``hook_attn_out``, after the norm, where it reaches the stream)."""
+
+import pytest
+import torch
+
+from precompute import CSPAConfig, analyze, load_model, mean_result
+from precompute.errors import ModelUnavailableError
+from precompute.models import architecture
+from precompute.models.heads import head_output_from, output_hooks
+
+from .conftest import doc_tokens
+from .test_architectures import TOL, make_model_folder
+from .test_cspa import _ce, _kl
+
+pytestmark = pytest.mark.model
+HEAD = (1, 2)
+
+
+@pytest.fixture(scope="module")
+def gemma(tmp_path_factory):
+    lm = load_model(str(make_model_folder("gemma3", tmp_path_factory.mktemp("gemma3"))))
+    tokens = doc_tokens(lm.tokenizer, 2, 20, seed=11)
+    return lm, tokens
+
+
+def _true_outputs(m, cache, layer: int) -> torch.Tensor:
+    """[batch, seq, n_heads, d_model]: each head's share of what the attention block adds to the stream, from the
+    norm's own hooks and weight: z_h W_O_h (1 + w) / σ (Gemma's RMSNorm multiplies by 1 + weight)."""
+    z = cache[f"blocks.{layer}.attn.hook_z"]
+    w_o = m.blocks[layer].attn.W_O  # [n_heads, d_head, d_model], the model's own
+    weight = dict(m.blocks[layer].ln1_post.named_parameters())["_original_component.weight"]
+    scale = cache[f"blocks.{layer}.ln1_post.hook_scale"]
+    return torch.einsum("bshe,hed->bshd", z, w_o) * (1 + weight) / scale[..., None]
+
+
+def test_provenance_and_heads_sum_to_what_reaches_the_stream(gemma):
+    lm, tokens = gemma
+    m = lm.model
+    assert architecture.of(m).post_attn_norm
+    assert lm.provenance["post_attention_norm"] == "gain folded into W_O, scale frozen per position"
+    assert lm.provenance["tied_embeddings"] is True
+    with torch.inference_mode():
+        _, cache = m.run_with_cache(tokens)
+    for layer in range(m.cfg.n_layers):
+        true = _true_outputs(m, cache, layer)
+        # the reference decomposes the block's output exactly: the heads' shares sum to hook_attn_out
+        torch.testing.assert_close(true.sum(2), cache[f"blocks.{layer}.hook_attn_out"], atol=1e-4, rtol=0)
+        for h in range(m.cfg.n_heads):
+            got = head_output_from(m, {k: cache[k] for k in output_hooks(m, layer)}, layer, h)
+            torch.testing.assert_close(got, true[:, :, h], atol=1e-5, rtol=0)
+    # the old reading (z W_O, no norm) is far from it: this test would catch it
+    raw = cache["blocks.1.attn.hook_z"][:, :, 2] @ m.blocks[1].attn.W_O[2]
+    assert float((raw - _true_outputs(m, cache, 1)[:, :, 2]).abs().max()) > 0.1
+
+
+def test_mean_ablation_variants_equal_the_hooked_reference(gemma):
+    lm, tokens = gemma
+    m = lm.model
+    layer, h = HEAD
+    mu_tokens = doc_tokens(lm.tokenizer, 3, 24, seed=12)
+    mu = mean_result(lm, mu_tokens, HEAD)
+    with torch.inference_mode():
+        _, mu_cache = m.run_with_cache(mu_tokens)
+        torch.testing.assert_close(mu, _true_outputs(m, mu_cache, layer)[:, :, h].mean(0), atol=1e-5, rtol=0)
+        logits, cache = m.run_with_cache(tokens)
+    mu_s = mu[: tokens.shape[1]]
+    r = _true_outputs(m, cache, layer)[:, :, h]
+    resid, scale = cache["ln_final.hook_in"], cache["ln_final.hook_scale"]
+    grabbed = {}
+
+    def frozen(x):  # RMSNorm: no centring; the final norm's clean scale
+        return (x / scale) @ m.W_U + m.b_U
+
+    def ablate(x, hook):  # after the post-attention norm, where the head's output reaches the stream
+        return x - r + mu_s
+
+    def grab(x, hook):
+        grabbed["x"] = x.clone()
+
+    with torch.inference_mode():
+        both_unfrozen = m.run_with_hooks(
+            tokens, fwd_hooks=[(f"blocks.{layer}.hook_attn_out", ablate), ("ln_final.hook_in", grab)]
+        )
+        direct_unfrozen = m.run_with_hooks(tokens, fwd_hooks=[("ln_final.hook_in", lambda x, hook: x - r + mu_s)])
+    refs = {
+        "direct_frozen": frozen(resid - r + mu_s),
+        "direct_unfrozen": direct_unfrozen,
+        "both_frozen": frozen(grabbed["x"]),
+        "both_unfrozen": both_unfrozen,
+        "indirect_frozen": frozen(grabbed["x"] + r - mu_s),
+    }
+    res = analyze(lm, tokens, HEAD, mu, k=5, cspa=None)
+    assert float(res.kl_direct_frozen.abs().max()) > 1e-4, "the ablation must change something for the test to bite"
+    for variant, ref in refs.items():
+        torch.testing.assert_close(
+            res[f"delta_loss_{variant}"], _ce(ref, tokens) - _ce(logits, tokens), atol=TOL, rtol=0, msg=variant
+        )
+        torch.testing.assert_close(res[f"kl_{variant}"], _kl(logits, ref), atol=TOL, rtol=0, msg=variant)
+    # DLA of the head: (r - mu) through the final norm's clean scale
+    dla = ((r - mu_s) / scale) @ m.W_U
+    torch.testing.assert_close(res.dla_neg_values, dla.topk(5, -1, largest=False).values, atol=TOL, rtol=0)
+
+
+def test_cspa_keeping_everything_moves_what_the_head_writes(gemma):
+    """QK-only CSPA that keeps every source keeps the head's whole output, divided by the post-attention norm's
+    scale at each destination: it leaves the model's output unchanged (Δloss and KL 0); without that division it
+    would not."""
+    lm, tokens = gemma
+    mu = mean_result(lm, doc_tokens(lm.tokenizer, 3, 24, seed=12), HEAD)
+    cfg = CSPAConfig(k_u=1.0, interventions=("qk",), excluded_token_ids=(), negative_only=False)
+    res = analyze(lm, tokens, HEAD, mu, k=5, cspa=cfg, effects=("direct",), ln_modes=("frozen",))
+    assert float(res.kl_direct_frozen.abs().max()) > 1e-4
+    assert float(res.kl_cspa.abs().max()) < 1e-5
+    assert float(res.delta_loss_cspa.abs().max()) < 1e-4
+
+
+def test_paths_that_do_not_handle_the_norm_yet_say_so(gemma):
+    from precompute.science.pairs import compare_prompts
+    from precompute.science.survey import survey_heads
+
+    lm, tokens = gemma
+    with pytest.raises(ModelUnavailableError, match="norm after attention"):
+        compare_prompts(lm, [tokens[0].tolist()], [tokens[1].tolist()], [(5, 6)])
+    with pytest.raises(ModelUnavailableError, match="norm after attention"):
+        survey_heads(lm, tokens)
