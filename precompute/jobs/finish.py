@@ -55,9 +55,9 @@ def write_circuits(lm, head, out: Path, n_shards: int) -> dict:
         distance = attended["median"] if attended else QK_DISTANCES[0]
         for d in QK_DISTANCES:  # sections of numbers, as the manifest's summary holds
             extra[f"qk_at_{d}"] = rank_summary(
-                ranks_from_factors(qk_at_distance(lm, f["qk_dst"], d), f["qk_src"], "qk")
+                ranks_from_factors(qk_at_distance(lm, f["qk_dst"], d, head[0]), f["qk_src"], "qk")
             )
-        f["qk_dst"] = qk_at_distance(lm, f["qk_dst"], distance)
+        f["qk_dst"] = qk_at_distance(lm, f["qk_dst"], distance, head[0])
         extra["qk_distance"] = {"used": distance, **({} if attended is None else attended["quantiles"])}
         meta["qk"] = f"rotary: qk_dst rotated to distance {distance} (the head's attended median on the run's text)"
     ranks = {

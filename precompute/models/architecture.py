@@ -125,6 +125,7 @@ class Architecture:
     rerun: str | None  # how the last blocks are re-run: RERUN_GPT2, RERUN_LAYERS, or None (full forward passes)
     rotary: bool
     post_attn_norm: bool = False  # a norm between the attention output and the residual stream (Gemma 2/3)
+    qk_norm: bool = False  # queries and keys pass through a per-head norm before the rotation (Gemma 3, Qwen3)
 
     def kv_head(self, h: int) -> int:
         """The key/value head that query head ``h`` reads (itself without grouped-query attention)."""
@@ -167,6 +168,7 @@ def of(m) -> Architecture:
         rerun=rerun,
         rotary=str(getattr(cfg, "positional_embedding_type", "standard")) == "rotary",
         post_attn_norm=hooks.post_attn_scale(0) in getattr(m, "hook_dict", {}),
+        qk_norm=hooks.block(0, "attn.q_norm.hook_out") in getattr(m, "hook_dict", {}),
     )
     try:
         _RECORDS[m] = record
@@ -192,6 +194,7 @@ def describe(m) -> dict:
         "tied_embeddings": tied_embeddings(m),
         "rerun": arch.rerun or "full forward passes",
         "post_attention_norm": "gain folded into W_O, scale frozen per position" if arch.post_attn_norm else "none",
+        "qk_norm": arch.qk_norm,
     }
 
 

@@ -20,7 +20,21 @@ from ..errors import InvalidInputError
 from . import architecture
 
 # Hugging Face model types whose rotary embedding rotates halves (rotate_half), the convention ``rotate`` applies
-ROTATE_HALF = {"llama", "mistral", "mixtral", "qwen2", "qwen3", "gpt_neox", "olmo", "olmo2", "gemma", "gemma2", "phi3"}
+ROTATE_HALF = {
+    "llama",
+    "mistral",
+    "mixtral",
+    "qwen2",
+    "qwen3",
+    "gpt_neox",
+    "olmo",
+    "olmo2",
+    "gemma",
+    "gemma2",
+    "gemma3",
+    "gemma3_text",
+    "phi3",
+}
 
 
 def _rotary_module(m):
@@ -39,15 +53,28 @@ def _rotary_module(m):
     raise InvalidInputError(f"model type {model_type!r} has no rotary_emb module to read its rotation from")
 
 
-def cos_sin(m, positions: Tensor) -> tuple[Float[Tensor, "n rot"], Float[Tensor, "n rot"]]:
-    """The model's cos and sin at ``positions`` ([n] ints), from its own rotary module (float32)."""
+def layer_type(m, layer: int | None) -> str | None:
+    """The layer's rotary kind where the model's rotation differs per layer (Gemma 3: ``sliding_attention`` layers
+    with base 10k, ``full_attention`` ones with 1M), read from its config; None where one rotation serves all."""
+    module, _ = _rotary_module(m)
+    if not getattr(module, "layer_types", None):  # Gemma 3's rotary module keeps one rotation per layer kind
+        return None
+    types = getattr(m.original_model.config, "layer_types", None)
+    if layer is None or types is None or not 0 <= int(layer) < len(types):
+        raise InvalidInputError("this model rotates each layer its own way: name the layer")
+    return str(types[int(layer)])
+
+
+def cos_sin(m, positions: Tensor, layer: int | None = None) -> tuple[Float[Tensor, "n rot"], Float[Tensor, "n rot"]]:
+    """The model's cos and sin at ``positions`` ([n] ints) in ``layer``, from its own rotary module (float32)."""
     if not architecture.of(m).rotary:
         raise InvalidInputError("the model has no rotary position embedding")
     module, _ = _rotary_module(m)
+    kind = layer_type(m, layer)
     pos = torch.as_tensor(positions, dtype=torch.long).reshape(1, -1)
     dummy = torch.zeros(1, pos.shape[1], 1, dtype=torch.float32)  # only its dtype and device are read
     with torch.inference_mode():
-        cos, sin = module(dummy, position_ids=pos)
+        cos, sin = module(dummy, position_ids=pos) if kind is None else module(dummy, pos, layer_type=kind)
     return cos[0].float(), sin[0].float()
 
 
@@ -60,8 +87,10 @@ def rotate(x: Float[Tensor, "... d_head"], cos: Float[Tensor, "... rot"], sin: F
     return torch.cat([x_rot * cos + rotated * sin, x_pass], dim=-1)
 
 
-def at_distance(m, queries: Float[Tensor, "n d_head"], distance: int) -> Float[Tensor, "n d_head"]:
+def at_distance(
+    m, queries: Float[Tensor, "n d_head"], distance: int, layer: int | None = None
+) -> Float[Tensor, "n d_head"]:
     """Query vectors rotated so that their dot product with unrotated keys is the score of a key ``distance``
-    positions back (query at position ``distance``, key at 0)."""
-    cos, sin = cos_sin(m, torch.tensor([int(distance)]))
+    positions back (query at position ``distance``, key at 0), with ``layer``'s rotation."""
+    cos, sin = cos_sin(m, torch.tensor([int(distance)]), layer)
     return rotate(queries.float(), cos[0], sin[0])

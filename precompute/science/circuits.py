@@ -24,7 +24,8 @@ its output biases are included. Grouped-query heads use the key/value head they 
   normalised so that the OV output has unit RMS (the original app's convention for drawing bars).
 * QK: ``M_QK[t, s] = LN(W_U[:, t]) W_Q W_K^T LN(W_EE[s])^T / sqrt(d_head)``; rows are query (predicted) tokens,
   columns key (source) tokens. ``qk_rank[t] = #{s ≠ t : M[t,s] ≥ M[t,t]}`` (0 = the token attends most to itself).
-  Both sides are normalised to norm sqrt(d_model) as LayerNorm would do (paper App. K.1). No Q/K biases.
+  Both sides are normalised to norm sqrt(d_model) as LayerNorm would do (paper App. K.1). No Q/K biases. Models
+  with QK-norm (Gemma 3) pass each query and key vector through it (``qk_normed``), as their attention does.
   **Rotary models** (Llama, NeoX, SmolLM2…) rotate queries and keys by their positions, so the score depends on the
   distance: ``qk_at_distance`` rotates the query side by the model's own rotation for a key that many positions
   back (``models.rotary``; the key at position 0 is unrotated). GPT-2 (learned absolute positions) keeps the
@@ -141,8 +142,8 @@ def circuit_factors(
         ov_src = ov_src / out_rms
         ov_dst = (w["W_O"] @ m.W_U).T
         quarter = float(m.cfg.d_head) ** 0.25
-        qk_dst = arch.normalise(m.W_U.T) @ w["W_Q"] / quarter
-        qk_src = arch.normalise(w_ee) @ w["W_K"] / quarter
+        qk_dst = qk_normed(m, layer, arch.normalise(m.W_U.T) @ w["W_Q"], "q") / quarter
+        qk_src = qk_normed(m, layer, arch.normalise(w_ee) @ w["W_K"], "k") / quarter
     return dict(
         zip(
             schema.CIRCUIT_FACTORS, (ov_src.contiguous(), ov_dst.contiguous(), qk_dst.contiguous(), qk_src.contiguous())
@@ -215,16 +216,28 @@ def rank_summary(ranks: Tensor, top: int = 10, n_worst: int = 20) -> dict:
     }
 
 
-def qk_at_distance(model, qk_dst: Float[Tensor, "n d_head"], distance: int) -> Float[Tensor, "n d_head"]:
+def qk_at_distance(
+    model, qk_dst: Float[Tensor, "n d_head"], distance: int, layer: int | None = None
+) -> Float[Tensor, "n d_head"]:
     """The QK circuit's query side for keys ``distance`` positions back: rotated by the model's rotary embedding
-    (``models.rotary.at_distance``) on rotary models, unchanged elsewhere (learned absolute positions: the paper's
-    definition, which leaves positions out)."""
+    in ``layer`` (``models.rotary.at_distance``; Gemma 3 rotates sliding and global layers differently) on rotary
+    models, unchanged elsewhere (learned absolute positions: the paper's definition, which leaves positions out)."""
     m = unwrap(model)
     if not architecture.of(m).rotary:
         return qk_dst
     if isinstance(distance, bool) or not isinstance(distance, int) or distance < 0:
         raise InvalidInputError(f"a query-key distance is a whole number >= 0, got {distance!r}")
-    return rotary.at_distance(m, qk_dst, distance).to(qk_dst.dtype)
+    return rotary.at_distance(m, qk_dst, distance, layer).to(qk_dst.dtype)
+
+
+def qk_normed(m, layer: int, x: Float[Tensor, "n d_head"], side: str) -> Float[Tensor, "n d_head"]:
+    """Query (``side`` "q") or key ("k") vectors of ``layer`` as its attention sees them: through the model's
+    QK-norm (per-head RMSNorm with a gain, Gemma 3, Qwen3, OLMo2) where it has one, else unchanged."""
+    if not architecture.of(m).qk_norm:
+        return x
+    norm = getattr(m.blocks[layer].attn, f"{side}_norm")
+    with torch.inference_mode():
+        return norm(x.float()).float()
 
 
 def attended_distances(

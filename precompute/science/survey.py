@@ -36,7 +36,7 @@ from ..models.loading import LoadedModel, unwrap
 from ..models.weights import layer_weight
 from ..validate import token_ids, whole_number
 from . import predicted
-from .circuits import effective_embedding, qk_at_distance, ranks_from_factors
+from .circuits import effective_embedding, qk_at_distance, qk_normed, ranks_from_factors
 from .cspa import CSPAConfig, cspa_rows, default_excluded, explained
 from .ov_dynamic import THRESHOLD as OV_THRESHOLD
 from .ov_dynamic import source_z_scores
@@ -269,8 +269,9 @@ def _circuits(m, st: SurveySettings, progress) -> tuple[Tensor, Tensor, int]:
             ov_rows, ov_cols = ee_rows @ w["W_V"].float(), (w["W_O"].float() @ W_U).T
             kv = arch.kv_head(h)
             if kv not in keys:
-                keys[kv] = ln_ee @ w["W_K"].float()
-            qk_rows, qk_cols = qk_at_distance(m, ln_u_rows @ w["W_Q"].float(), st.qk_distance), keys[kv]
+                keys[kv] = qk_normed(m, layer, ln_ee @ w["W_K"].float(), "k")
+            queries = qk_normed(m, layer, ln_u_rows @ w["W_Q"].float(), "q")
+            qk_rows, qk_cols = qk_at_distance(m, queries, st.qk_distance, layer), keys[kv]
             ov[layer, h] = (ranks_from_factors(ov_rows, ov_cols, "ov", 512, ids) < 10).double().mean()
             qk[layer, h] = (ranks_from_factors(qk_rows, qk_cols, "qk", 512, ids) < 10).double().mean()
         if progress:

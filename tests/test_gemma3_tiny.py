@@ -1,7 +1,10 @@
-"""Architectures with a norm after attention (Gemma 2/3's ``post_attention_layernorm``), on a tiny random Gemma 3
-built from its config here: what a head writes is what reaches the residual stream, z_h (W_O_h ⊙ g) / σ with the
-norm's clean scale σ frozen per position, against a hooked reference written in this file (the norm's own hooks and
-weight, and the head's output replaced at ``hook_attn_out``, after the norm, where it reaches the stream)."""
+"""Gemma 3's shape on a tiny random Gemma 3 built from its config here (no real weights).
+
+Architectures with a norm after attention (Gemma 2/3's ``post_attention_layernorm``): what a head writes is what
+reaches the residual stream, z_h (W_O_h ⊙ g) / σ with the norm's clean scale σ frozen per position, against a
+hooked reference written in this file (the norm's own hooks and weight, and the head's output replaced at
+``hook_attn_out``, after the norm, where it reaches the stream). QK-norm and each layer's own rotation, against the
+model's attention scores."""
 
 import pytest
 import torch
@@ -126,3 +129,70 @@ def test_paths_that_do_not_handle_the_norm_yet_say_so(gemma):
         compare_prompts(lm, [tokens[0].tolist()], [tokens[1].tolist()], [(5, 6)])
     with pytest.raises(ModelUnavailableError, match="norm after attention"):
         survey_heads(lm, tokens)
+
+
+@pytest.mark.parametrize("layer,deltas", [(0, (0, 1, 4, 7)), (2, (0, 1, 4, 16, 23))])
+def test_qk_with_qk_norm_and_each_layers_rotation_equals_the_models_attention_scores(gemma, layer, deltas):
+    """The QK circuit's pieces on a sliding layer (0: rotary base 10k, window 8) and the global one (2: base 1M):
+    a query and a key from the forward pass (x W_Q, x W_K), through ``qk_normed`` (QK-norm) and ``qk_at_distance``
+    (that layer's rotation), score as the model's own attention does at that distance, for every head."""
+    from precompute.models import hooks
+    from precompute.science.circuits import qk_at_distance, qk_normed
+
+    lm, _ = gemma
+    m = lm.model
+    arch = architecture.of(m)
+    assert arch.qk_norm and lm.provenance["qk_norm"] is True
+    tokens = torch.tensor([[0] + list(range(5, 29))])  # 25 positions
+    names = [hooks.block(layer, f"attn.hook_{n}") for n in ("q", "k", "attn_scores")]
+    with torch.inference_mode():
+        _, cache = m.run_with_cache(tokens, names_filter=names)
+    q, k, scores = (cache[n][0].float() for n in names)  # q [seq, heads, d_head] before QK-norm
+    scale = m.original_model.config.query_pre_attn_scalar**-0.5
+    for h in range(m.cfg.n_heads):
+        for delta in deltas:
+            for p in (p for p in (delta, 20, 24) if p >= delta):
+                query = qk_at_distance(lm, qk_normed(m, layer, q[p, h][None], "q"), delta, layer)[0]
+                key = qk_normed(m, layer, k[p - delta, arch.kv_head(h)][None], "k")[0]
+                torch.testing.assert_close(query @ key * scale, scores[h, p, p - delta], atol=1e-4, rtol=1e-4)
+    # the pieces matter: without QK-norm, or with the other layer kind's rotation, the scores differ
+    p, delta = 24, 4
+    plain = qk_at_distance(lm, q[p, 0][None], delta, layer)[0] @ k[p - delta, 0] * scale
+    assert abs(float(plain - scores[0, p, p - delta])) > 1e-3
+    other = 2 if layer == 0 else 0
+    wrong = qk_at_distance(lm, qk_normed(m, layer, q[p, 0][None], "q"), delta, other)[0]
+    key = qk_normed(m, layer, k[p - delta, 0][None], "k")[0]
+    assert abs(float(wrong @ key * scale - scores[0, p, p - delta])) > 1e-4
+
+
+def test_a_run_on_the_tiny_gemma3_has_no_silent_errors(gemma, tmp_path):
+    """``precompute run`` end to end on the tiny Gemma 3: it finishes, records the norm decisions, and its stored
+    mean ablation Δloss equals the analysis of the same sequence."""
+    from precompute import RunConfig, open_artifacts, run
+
+    from .conftest import write_text_dataset
+
+    lm, _ = gemma
+    data = write_text_dataset(tmp_path)
+    out = tmp_path / "run"
+    cfg = RunConfig(
+        model="gemma3-tiny",
+        heads=(HEAD,),
+        dataset=str(data),
+        out=str(out),
+        n_seqs=6,
+        seq_len=24,
+        n_mean=4,
+        batch_size=2,
+        shard_size=3,
+        k=5,
+        seed=1,
+    )
+    run(cfg, loaded=lm, log=lambda *_: None)
+    arts = open_artifacts(out)
+    assert arts.manifest["model"]["post_attention_norm"] == "gain folded into W_O, scale frozen per position"
+    rec = arts.sequence(2)
+    mu = torch.from_numpy(arts.mean_result(HEAD))
+    res = analyze(lm, torch.as_tensor(rec["tokens"]).long()[None], HEAD, mu, k=5, cspa=None)
+    stored = torch.from_numpy(rec["delta_loss_direct_frozen"].astype("float32"))
+    torch.testing.assert_close(stored, res.delta_loss_direct_frozen[0].float(), atol=2e-3, rtol=0)
