@@ -107,7 +107,7 @@ def test_gguf_file_with_a_wrong_hash_or_no_gguf_magic_is_refused(tmp_path, monke
 
     fake = tmp_path / "pkg"
     fake.mkdir()
-    body = b"GGUF" + bytes(60)
+    body = b"GGUF" + (3).to_bytes(4, "little") + bytes(56)  # a sound header (version 3, no entries), wrong file
     (fake / gguf.SMOLLM2.file).write_bytes(body)
     spec = dataclasses.replace(gguf.SMOLLM2, module="fake_smol")
     monkeypatch.setattr(gguf, "package_folders", lambda module: [str(fake)] if module == "fake_smol" else [])
