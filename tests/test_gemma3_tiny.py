@@ -122,13 +122,52 @@ def test_cspa_keeping_everything_moves_what_the_head_writes(gemma):
 
 def test_paths_that_do_not_handle_the_norm_yet_say_so(gemma):
     from precompute.science.pairs import compare_prompts
-    from precompute.science.survey import survey_heads
 
     lm, tokens = gemma
     with pytest.raises(ModelUnavailableError, match="norm after attention"):
         compare_prompts(lm, [tokens[0].tolist()], [tokens[1].tolist()], [(5, 6)])
-    with pytest.raises(ModelUnavailableError, match="norm after attention"):
-        survey_heads(lm, tokens)
+
+
+def test_survey_columns_equal_the_analysis_and_a_hooked_loop(gemma):
+    """The survey's all-heads-at-once paths on a model with a norm after attention: ablation and CSPA columns equal
+    ``analyze`` of each head (itself checked against the hooked reference above); induction and anti-induction equal
+    a loop over positions through the norm's own hooks and weight."""
+    import numpy as np
+
+    from precompute.science.survey import repeated_tokens, survey_heads
+
+    lm, _ = gemma
+    m = lm.model
+    tokens = doc_tokens(lm.tokenizer, 6, 24, seed=21)
+    small = dict(n_mean=3, n_repeat=4, repeat_len=8, n_ioi=4, circuit_rows=None)
+    df = survey_heads(lm, tokens, batch_size=3, **small)
+    for layer, h in [(0, 1), (1, 2), (2, 3)]:
+        mu = mean_result(lm, tokens[:3], (layer, h))
+        res = analyze(lm, tokens, (layer, h), mu, cspa=CSPAConfig(), effects=("direct",), ln_modes=("frozen",))
+        row = df[(df.layer == layer) & (df["head"] == h)].iloc[0]
+        assert row.delta_loss_direct == pytest.approx(float(res.delta_loss_direct_frozen.double().mean()), abs=2e-5)
+        assert row.kl_direct == pytest.approx(float(res.kl_direct_frozen.double().mean()), abs=2e-5)
+        want = 1 - float(res.kl_cspa.double().mean()) / float(res.kl_direct_frozen.double().mean())
+        assert row.cspa_kl_explained == pytest.approx(want, abs=1e-3)
+    T = small["repeat_len"]
+    rep = repeated_tokens(lm.tokenizer, m.cfg.d_vocab, small["n_repeat"], T, 0)
+    with torch.inference_mode():
+        _, cache = m.run_with_cache(rep)
+    anti = np.zeros((m.cfg.n_layers, m.cfg.n_heads))
+    for layer in range(m.cfg.n_layers):
+        weight = dict(m.blocks[layer].ln1_post.named_parameters())["_original_component.weight"]
+        for h in range(m.cfg.n_heads):
+            effs = []
+            for b in range(rep.shape[0]):
+                for q in range(T + 1, 2 * T):
+                    a = float(cache[f"blocks.{layer}.attn.hook_pattern"][b, h, q, q - T + 1])
+                    v = cache[f"blocks.{layer}.attn.hook_v"][b, q - T + 1, 0]  # one key/value head
+                    out = v @ m.blocks[layer].attn.W_O[h] * (1 + weight)
+                    out = out / float(cache[f"blocks.{layer}.ln1_post.hook_scale"][b, q, 0])
+                    nxt = int(rep[b, q + 1])
+                    effs.append(a * float(out @ m.W_U[:, nxt]) / float(cache["ln_final.hook_scale"][b, q, 0]))
+            anti[layer, h] = -np.mean(effs)
+    np.testing.assert_allclose(df.anti_induction.values, anti.reshape(-1), atol=1e-4)
 
 
 @pytest.mark.parametrize("layer,deltas", [(0, (0, 1, 4, 7)), (2, (0, 1, 4, 16, 23))])

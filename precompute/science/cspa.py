@@ -375,10 +375,10 @@ def token_weights(
     return weights[..., :-1], uniq
 
 
-def cspa_rows(m, tokens, attn, src_out, mu, scores, sigma_f, cfg: CSPAConfig, neighbours=None):
+def cspa_rows(m, tokens, attn, src_out, mu, scores, sigma_f, cfg: CSPAConfig, neighbours=None, dest_scale=None):
     """CSPA's output minus the mean as rows over d_model divided by sigma_f (whose ``W_U`` projection is CSPA's DLA),
     dense whichever form ``cspa_for_batch`` chose: for callers that add several heads' rows or stack them."""
-    batch = cspa_for_batch(m, tokens, attn, src_out, mu, scores, sigma_f, cfg, neighbours)
+    batch = cspa_for_batch(m, tokens, attn, src_out, mu, scores, sigma_f, cfg, neighbours, dest_scale)
     if batch.sparse is not None:
         sp = batch.sparse
         return sp.weights @ m.W_U.float()[:, sp.token_ids].T - sp.mean

@@ -33,7 +33,7 @@ from ..errors import InvalidInputError
 from ..models import architecture, hooks
 from ..models.heads import head_weights
 from ..models.loading import LoadedModel, unwrap
-from ..models.weights import layer_weight
+from ..models.weights import effective_W_O
 from ..validate import token_ids, whole_number
 from . import predicted
 from .circuits import effective_embedding, qk_at_distance, qk_normed, ranks_from_factors
@@ -74,17 +74,34 @@ def _all_heads_cache(m, tokens: Tensor, names: list[str]):
     return logits.float(), {n: cache[n].float() for n in names}
 
 
+def _post_scales(m) -> list[str]:
+    """The post-attention norm's scale hooks of every layer, where the model has that norm (else none)."""
+    return hooks.every_layer(m.cfg.n_layers, hooks.POST_ATTN_SCALE) if architecture.of(m).post_attn_norm else []
+
+
+def _dest_scale(m, cache: dict, layer: int) -> Tensor | None:
+    """[b, s, 1]: the post-attention norm's clean scale in ``layer`` (a head's output there is divided by it)."""
+    return cache[hooks.post_attn_scale(layer)] if architecture.of(m).post_attn_norm else None
+
+
 def _mean_results(m, tokens: Tensor, batch_size: int) -> Float[Tensor, "layer seq head d_model"]:
-    """μ for every head at once: per-position mean of z_h, times W_O."""
+    """μ for every head at once: per-position mean of z_h (divided by the post-attention norm's scale where the
+    model has one), times the effective W_O (``weights.effective_W_O``)."""
     L = m.cfg.n_layers
-    names = hooks.every_layer(L, hooks.Z)
+    names = hooks.every_layer(L, hooks.Z) + _post_scales(m)
     total = None
     for start in range(0, tokens.shape[0], batch_size):
         _, cache = _all_heads_cache(m, tokens[start : start + batch_size], names)
-        z = torch.stack([cache[n].sum(0) for n in names])  # [L, S, H, dh]
-        total = z if total is None else total + z
+        per_layer = []
+        for layer in range(L):
+            z = cache[hooks.z(layer)]
+            scale = _dest_scale(m, cache, layer)
+            per_layer.append((z if scale is None else z / scale[..., None]).sum(0))
+        z_sum = torch.stack(per_layer)  # [L, S, H, dh]
+        total = z_sum if total is None else total + z_sum
     mean_z = total / tokens.shape[0]
-    return torch.einsum("lshe,lhed->lshd", mean_z, m.W_O.float())
+    W_O = torch.stack([effective_W_O(m, layer).float() for layer in range(L)])
+    return torch.einsum("lshe,lhed->lshd", mean_z, W_O)
 
 
 def _ablation_sums(m, tokens: Tensor, mu: Tensor, st: SurveySettings, lens: TunedLens, progress) -> dict[str, Tensor]:
@@ -99,6 +116,7 @@ def _ablation_sums(m, tokens: Tensor, mu: Tensor, st: SurveySettings, lens: Tune
     sums = {k: torch.zeros(L, H, dtype=torch.float64) for k in keys}
     n_tok = 0
     names = [hooks.FINAL_SCALE] + hooks.every_layer(L, hooks.Z, hooks.PATTERN, hooks.V, hooks.RESID_PRE)
+    names += _post_scales(m)
     excluded = torch.zeros(m.cfg.d_vocab, dtype=torch.bool, device=W_U.device)
     excluded[list(default_excluded(m.tokenizer, st.cspa.exclusions))] = True
     u_mean, gram = W_U.mean(1), (W_U @ W_U.T) / W_U.shape[1]  # for z-scores over the vocabulary without it
@@ -127,14 +145,15 @@ def _ablation_sums(m, tokens: Tensor, mu: Tensor, st: SurveySettings, lens: Tune
             top_tuned = (tuned @ W_U).topk(predicted.TOP, -1).indices  # [b, s, TOP]
             pred = predicted.Predicted.of(toks, top_tuned, content)  # the same for every head of the layer
             rows = []
-            W_O = layer_weight(m, "W_O", layer).float()
+            W_O = effective_W_O(m, layer).float()
+            dest = _dest_scale(m, cache, layer)  # a post-attention norm's scale per destination, or None
             for h in range(H):
-                r = z[:, :, h] @ W_O[h]
+                r = z[:, :, h] @ W_O[h] if dest is None else (z[:, :, h] @ W_O[h]) / dest
                 mu_h = mu[layer, :s, h]
                 dla_row = cen(r - mu_h) / sigma  # clean − ablated logits = dla_row W_U
                 src_out = v[:, :, arch.kv_head(h)] @ W_O[h]
-                cspa_row = cspa_rows(m, toks, pattern[:, h], src_out, mu_h, pre_scaled, sigma, st.cspa)
-                cspa_tuned = cspa_rows(m, toks, pattern[:, h], src_out, mu_h, tuned, sigma, st.cspa)
+                cspa_row = cspa_rows(m, toks, pattern[:, h], src_out, mu_h, pre_scaled, sigma, st.cspa, dest_scale=dest)
+                cspa_tuned = cspa_rows(m, toks, pattern[:, h], src_out, mu_h, tuned, sigma, st.cspa, dest_scale=dest)
                 rows += [
                     dla_row[:, :-1].reshape(n, -1),
                     (dla_row - cspa_row)[:, :-1].reshape(n, -1),
@@ -187,7 +206,7 @@ def repeated_tokens(tokenizer, d_vocab: int, n: int, length: int, seed: int) -> 
 
 
 def _probe_cache(m, tokens: Tensor) -> dict[str, Tensor]:
-    names = [hooks.FINAL_SCALE] + hooks.every_layer(m.cfg.n_layers, hooks.PATTERN, hooks.V)
+    names = [hooks.FINAL_SCALE] + hooks.every_layer(m.cfg.n_layers, hooks.PATTERN, hooks.V) + _post_scales(m)
     return _all_heads_cache(m, tokens, names)[1]
 
 
@@ -206,10 +225,12 @@ def _probe_scores(m, cache: dict, src: Tensor, dst: Tensor, answer: Tensor) -> t
     rows = torch.arange(src.shape[0], device=dev)[:, None]
     for layer in range(L):
         pattern, v = cache[hooks.pattern(layer)], cache[hooks.v(layer)]
-        W_O = layer_weight(m, "W_O", layer).float()
+        W_O = effective_W_O(m, layer).float()
+        dest = _dest_scale(m, cache, layer)
+        at_dst = 1.0 if dest is None else dest.gather(1, dst[..., None])  # [n, m, 1]: what reaches the stream
         for h in range(H):
             a = pattern[:, h][rows, dst, src]  # [n, m]
-            out = cen(v[:, :, architecture.of(m).kv_head(h)][rows, src] @ W_O[h])  # [n, m, d]
+            out = cen(v[:, :, architecture.of(m).kv_head(h)][rows, src] @ W_O[h]) / at_dst  # [n, m, d]
             att_mean[layer, h] = a.mean()
             effect[layer, h] = -(a * ((out / sigma) * w_ans).sum(-1)).mean()
     return att_mean, effect
@@ -298,7 +319,6 @@ def survey_heads(
     if overrides:
         st = SurveySettings(**{**st.__dict__, **overrides})
     m = unwrap(model)
-    architecture.require_plain_attention_output(m, "The head survey")
     token_ids(tokens, m.cfg.d_vocab, m.cfg.n_ctx, min_len=2)
     for name in ("n_mean", "batch_size", "repeat_len", "n_repeat", "n_ioi"):
         whole_number(name, getattr(st, name))
