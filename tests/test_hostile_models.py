@@ -183,3 +183,23 @@ def test_gemma3_spec_is_opt_in_and_pinned():
     assert "gemma3" not in (ROOT / "requirements-models.txt").read_text()  # opt-in: not installed by default
     assert "gemma" not in (ROOT / "Dockerfile").read_text().lower()  # not baked into the default image
     assert "Gemma Terms of Use" in spec.licence and "ai.google.dev/gemma/terms" in spec.notice
+
+
+def test_random_probes_and_circuit_samples_draw_only_text_tokens():
+    """Reserved ``<unusedN>`` slots, control tokens marked special and ids past the tokenizer's vocabulary (padding
+    rows) never enter random-token probes or circuit samples (Gemma 3 has thousands of them)."""
+    from precompute.data.tokenization import text_token_ids
+    from precompute.models.tokenizers import load_local_tokenizer
+    from precompute.science.survey import repeated_tokens
+
+    tok = load_local_tokenizer("toy")
+    n = len(tok)
+    tok.add_tokens(["<unused0>", "<unused17>", "[unused3]"])
+    tok.add_special_tokens({"additional_special_tokens": ["<start_of_image>"]})
+    ids = text_token_ids(tok, n + 10)  # 10 rows of padding beyond the vocabulary
+    added = tok.convert_tokens_to_ids(["<unused0>", "<unused17>", "[unused3]", "<start_of_image>"])
+    assert not set(added) & set(ids) and max(ids) < n
+    assert set(tok.all_special_ids).isdisjoint(ids)
+    assert len(ids) == n - len(set(tok.all_special_ids) & set(range(n)))  # every ordinary token kept
+    probe = repeated_tokens(tok, n + 10, 20, 16, 0)
+    assert set(probe[:, 1:].reshape(-1).tolist()) <= set(ids)

@@ -112,3 +112,19 @@ def _token_bytes(tokenizer, i: int) -> bytes | None:
     if not isinstance(piece, str) or any(ch not in table for ch in piece):
         return None
     return bytes(table[ch] for ch in piece)
+
+
+UNUSED_TOKEN = re.compile(r"<unused\d+>|\[unused\d+\]")  # reserved slots (Gemma: 6,000+), never text
+
+
+def text_token_ids(tokenizer, d_vocab: int) -> list[int]:
+    """The ids below ``d_vocab`` that stand for text: not a special or control token (the tokenizer's specials and
+    every added token marked special), not a reserved ``<unusedN>`` slot, not beyond the tokenizer's own vocabulary
+    (padding rows of the embedding). Random-token probes and circuit samples draw from these."""
+    special = set(getattr(tokenizer, "all_special_ids", []) or [])
+    for i, added in (getattr(tokenizer, "added_tokens_decoder", None) or {}).items():
+        if getattr(added, "special", False):
+            special.add(int(i))
+    size = min(int(d_vocab), len(tokenizer))
+    names = tokenizer.convert_ids_to_tokens(list(range(size)))
+    return [i for i, name in enumerate(names) if i not in special and not UNUSED_TOKEN.fullmatch(str(name))]

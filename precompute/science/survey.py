@@ -196,9 +196,11 @@ def _ablation_sums(m, tokens: Tensor, mu: Tensor, st: SurveySettings, lens: Tune
 
 
 def repeated_tokens(tokenizer, d_vocab: int, n: int, length: int, seed: int) -> Int[Tensor, "n seq"]:
-    """BOS + ``length`` random (non-special) tokens, repeated twice: [n, 1 + 2 length]."""
-    special = set(getattr(tokenizer, "all_special_ids", []) or [])
-    allowed = torch.tensor([i for i in range(d_vocab) if i not in special])
+    """BOS + ``length`` random text tokens (``data.tokenization.text_token_ids``: no special, control or reserved
+    token), repeated twice: [n, 1 + 2 length]."""
+    from ..data.tokenization import text_token_ids
+
+    allowed = torch.tensor(text_token_ids(tokenizer, d_vocab))
     g = torch.Generator().manual_seed(seed)
     body = allowed[torch.randint(len(allowed), (n, length), generator=g)]
     bos = torch.full((n, 1), int(tokenizer.bos_token_id))
@@ -274,8 +276,11 @@ def _circuits(m, st: SurveySettings, progress) -> tuple[Tensor, Tensor, int]:
     L, H, V = m.cfg.n_layers, m.cfg.n_heads, m.cfg.d_vocab
     ids = torch.arange(V)
     if st.circuit_rows is not None and st.circuit_rows < V:
+        from ..data.tokenization import text_token_ids
+
         g = torch.Generator().manual_seed(st.seed)
-        ids = torch.randperm(V, generator=g)[: st.circuit_rows].sort().values
+        text = torch.tensor(text_token_ids(m.tokenizer, V))  # tokens that are never text are not sampled
+        ids = text[torch.randperm(len(text), generator=g)[: st.circuit_rows]].sort().values
     arch = architecture.of(m)
     W_U = m.W_U.float()
     w_ee = effective_embedding(m).float()
