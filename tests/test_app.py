@@ -517,3 +517,23 @@ def test_cspa_survey_and_circuits_pages_offer_downloads(app_env, survey_env, mon
     at = _run("views/survey.py")
     assert not at.exception
     assert [el.proto.label for el in at.get("download_button")][-2:] == ["Download CSV", "Download JSON"]
+
+
+def test_a_set_whose_licence_asks_for_a_notice_shows_it(toy_artifacts, tmp_path, monkeypatch):
+    """A set made from weights whose licence asks its notice to travel with derivatives (Gemma) says so in the
+    sidebar on every page (the notice read from the manifest's provenance, shown as text)."""
+    import json
+    import shutil
+
+    copy = tmp_path / "noticed"
+    shutil.copytree(toy_artifacts, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["model"]["gguf"] = {
+        "notice": "Gemma is provided under and subject to the Gemma Terms of Use found at ai.google.dev/gemma/terms"
+    }
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    monkeypatch.setenv("CSE_ARTIFACTS", str(copy))
+    at = _run("views/browse.py")
+    assert not at.exception
+    shown = [i.value for i in at.sidebar.info]
+    assert any("Gemma Terms of Use" in v and "licence/" in v for v in shown), shown

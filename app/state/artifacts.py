@@ -100,6 +100,12 @@ def sidebar_info(arts: Artifacts) -> None:
             f"- **Source:** {literal(arts.source)}\n- **Schema:** v{m['schema_version']}, "
             f"TransformerLens {literal(model.get('transformer_lens_version', '?'))}"
         )
+    gguf = model.get("gguf") if isinstance(model.get("gguf"), dict) else {}
+    if gguf.get("notice"):  # a licence that asks for its notice wherever its weights or derivatives go (Gemma)
+        st.sidebar.info(
+            f"{literal(gguf['notice'])}. These artifacts are derived from those weights; their folder holds the "
+            "terms and the notice (licence/)."
+        )
     if model.get("synthetic"):
         st.sidebar.warning(
             "These artifacts come from a **synthetic** model, not GPT-2. They demonstrate the tool; "
