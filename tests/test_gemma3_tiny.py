@@ -121,11 +121,29 @@ def test_cspa_keeping_everything_moves_what_the_head_writes(gemma):
 
 
 def test_paths_that_do_not_handle_the_norm_yet_say_so(gemma):
-    from precompute.science.pairs import compare_prompts
+    from precompute.science.self_repair import self_repair
 
     lm, tokens = gemma
     with pytest.raises(ModelUnavailableError, match="norm after attention"):
-        compare_prompts(lm, [tokens[0].tolist()], [tokens[1].tolist()], [(5, 6)])
+        self_repair(lm, ["The kanosa of the teri is"], [(" kanosa", " teri")], heads=[(1, 1)])
+
+
+def test_prompt_pairs_head_contributions_sum_to_each_attention_block(gemma):
+    """Prompt pairs on the tiny Gemma 3: each head's direct contribution to the logit difference goes through the
+    post-attention norm, so the heads of a layer add up to that layer's attention block (read at
+    ``hook_attn_out``), and activation patching runs."""
+    from precompute.science.pairs import compare_prompts
+
+    lm, _ = gemma
+    clean = ["The kanosa of the teri is", "The teri of the kanosa is"]
+    corrupted = ["The teri of the kanosa is", "The kanosa of the teri is"]
+    answers = [(" kanosa", " teri"), (" teri", " kanosa")]
+    res = compare_prompts(lm, clean, corrupted, answers, patching=True, attribution=True, grids=("head_z",))
+    n_layers = lm.model.cfg.n_layers
+    attn_blocks = res.layer_dla[0::2]  # layer_dla alternates attention and MLP, layer by layer
+    torch.testing.assert_close(res.head_dla.sum(-1), attn_blocks, atol=1e-4, rtol=1e-4)
+    assert res.head_dla.shape == (n_layers, lm.model.cfg.n_heads) and float(res.head_dla.abs().max()) > 1e-3
+    assert res.patch["head_z"].shape == (n_layers, lm.model.cfg.n_heads)
 
 
 def test_survey_columns_equal_the_analysis_and_a_hooked_loop(gemma):
@@ -235,3 +253,24 @@ def test_a_run_on_the_tiny_gemma3_has_no_silent_errors(gemma, tmp_path):
     res = analyze(lm, torch.as_tensor(rec["tokens"]).long()[None], HEAD, mu, k=5, cspa=None)
     stored = torch.from_numpy(rec["delta_loss_direct_frozen"].astype("float32"))
     torch.testing.assert_close(stored, res.delta_loss_direct_frozen[0].float(), atol=2e-3, rtol=0)
+
+
+def test_heads_together_equal_the_hooked_reference(gemma):
+    """Two heads' direct effects mean-ablated together (``science.joint``) on the tiny Gemma 3: the Δloss equals the
+    hooked reference with both heads' post-norm outputs replaced by their means (final norm frozen)."""
+    from precompute.science.joint import joint_effect
+
+    lm, tokens = gemma
+    m = lm.model
+    heads = ((1, 2), (2, 0))
+    mu_tokens = doc_tokens(lm.tokenizer, 3, 24, seed=12)
+    means = {one: mean_result(lm, mu_tokens, one) for one in heads}
+    got = joint_effect(lm, tokens, heads, means, CSPAConfig())
+    with torch.inference_mode():
+        logits, cache = m.run_with_cache(tokens)
+    s = tokens.shape[1]
+    shift = sum(_true_outputs(m, cache, layer)[:, :, h] - means[(layer, h)][:s] for layer, h in heads)
+    ablated = ((cache["ln_final.hook_in"] - shift) / cache["ln_final.hook_scale"]) @ m.W_U + m.b_U
+    want = float((_ce(ablated, tokens) - _ce(logits, tokens)).double().mean())
+    assert got["mean_delta_loss_ablation"] == pytest.approx(want, abs=1e-5)
+    assert abs(want) > 1e-4

@@ -223,7 +223,8 @@ def require_plain_attention_output(m, what: str) -> None:
     if of(m).post_attn_norm:
         raise ModelUnavailableError(
             f"{what} does not yet handle this model's norm after attention ({of(m).name}): its results would "
-            "ignore that norm. The per-head analysis (analyse, the live page, circuits) handles it."
+            "ignore that norm. The analysis, the live page, circuits, the survey, prompt pairs and heads together "
+            "handle it."
         )
 
 

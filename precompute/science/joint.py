@@ -17,10 +17,10 @@ from torch import Tensor
 from .. import schema
 from ..errors import InvalidInputError
 from ..models import architecture, hooks
-from ..models.heads import check_head, head_output
+from ..models.heads import check_head, head_output_from, output_hooks
 from ..models.loading import unwrap
 from ..models.norm import eps_of
-from ..models.weights import layer_weight
+from ..models.weights import effective_W_O
 from ..validate import token_ids
 from . import readout as readouts
 from .cspa import CSPAConfig, cspa_rows, summary_metrics
@@ -63,7 +63,6 @@ def joint_effect(
     """The set ``heads`` ablated together and under CSPA together (each head's CSPA with its own read-out,
     ``readout_of``, default the logit lens), over every predicted token of ``tokens``; see the module docstring."""
     m = unwrap(model)
-    architecture.require_plain_attention_output(m, "Measuring heads together")
     token_ids(tokens, m.cfg.d_vocab, m.cfg.n_ctx, min_len=2)
     heads = tuple(check_head(m, h) for h in heads)
     if len(heads) < 2 or len(set(heads)) != len(heads):
@@ -78,7 +77,9 @@ def joint_effect(
     layers = sorted({h[0] for h in heads})
     names = [hooks.FINAL_SCALE, hooks.FINAL_NORMALIZED]
     names += [
-        n for layer in layers for n in (hooks.z(layer), hooks.v(layer), hooks.pattern(layer), hooks.resid_pre(layer))
+        n
+        for layer in layers
+        for n in (*output_hooks(m, layer), hooks.v(layer), hooks.pattern(layer), hooks.resid_pre(layer))
     ]
     parts: dict[str, list[Tensor]] = {"kl_a": [], "kl_c": [], "dl_a": [], "dl_c": []}
     alone: dict[tuple[int, int], list[Tensor]] = {one: [] for one in heads}
@@ -94,14 +95,15 @@ def joint_effect(
             dla_rows, cspa_total = [], None
             for layer, h in heads:
                 mu = means[(layer, h)][:s].to(W_U.device, torch.float32)
-                W_O_h = layer_weight(m, "W_O", layer)[h].float()
-                delta_c = arch.centre(head_output(m, cache[hooks.z(layer)], layer, h) - mu)
+                W_O_h = effective_W_O(m, layer)[h].float()
+                delta_c = arch.centre(head_output_from(m, cache, layer, h) - mu)
                 src_out = cache[hooks.v(layer)][:, :, arch.kv_head(h)] @ W_O_h
+                dest = cache.get(hooks.post_attn_scale(layer))  # a norm after attention: its scale, else None
                 pre_c = arch.centre(cache[hooks.resid_pre(layer)])
                 r = readout_of.get((layer, h), "logit_lens")
                 _, scores = readouts.rows(r, layer, pre_c, eps_of(m), sigma, lens, final_c=x_c, delta_c=delta_c)
                 rows = cspa_rows(
-                    m, toks, cache[hooks.pattern(layer)][:, h], src_out, mu, scores, sigma, cspa, neighbours
+                    m, toks, cache[hooks.pattern(layer)][:, h], src_out, mu, scores, sigma, cspa, neighbours, dest
                 )
                 dla_rows.append(delta_c / sigma)
                 cspa_total = rows if cspa_total is None else cspa_total + rows

@@ -29,6 +29,7 @@ from torch import Tensor
 from ..errors import InvalidInputError
 from ..models import architecture, hooks
 from ..models.loading import unwrap
+from ..models.weights import effective_W_O
 from ..validate import token_ids
 from .logit_diff import ld_directions, logit_diff, project
 
@@ -125,10 +126,12 @@ def prepare_pairs(model, clean, corrupted, answers) -> PairInputs:
     return PairInputs(c, k, a)
 
 
-def clean_hooks(L: int) -> list[str]:
-    return [hooks.FINAL_SCALE] + hooks.every_layer(
+def clean_hooks(L: int, post_attn_norm: bool = False) -> list[str]:
+    """The clean run's hooks: with ``post_attn_norm``, the post-attention norm's scales too (head contributions)."""
+    names = [hooks.FINAL_SCALE] + hooks.every_layer(
         L, hooks.RESID_PRE, hooks.ATTN_OUT, hooks.MLP_OUT, hooks.RESID_POST, hooks.Z, hooks.PATTERN, hooks.V
     )
+    return names + (hooks.every_layer(L, hooks.POST_ATTN_SCALE) if post_attn_norm else [])
 
 
 def compare_prompts(
@@ -148,14 +151,14 @@ def compare_prompts(
     from . import patching as P
 
     m = unwrap(model)
-    architecture.require_plain_attention_output(m, "Prompt pairs (logit difference, patching)")
     if not grids or any(g not in GRIDS for g in grids):
         raise InvalidInputError(f"grids must be drawn from {', '.join(GRIDS)}")
     inp = prepare_pairs(m, clean, corrupted, answers)
     L = m.cfg.n_layers
     dev = m.W_U.device
     with torch.inference_mode():
-        logits, cache = m.run_with_cache(inp.clean.to(dev), names_filter=clean_hooks(L))
+        post = architecture.of(m).post_attn_norm
+        logits, cache = m.run_with_cache(inp.clean.to(dev), names_filter=clean_hooks(L, post))
         cache = {k: v.float() for k, v in cache.items()}
         ld_clean = logit_diff(logits, inp.answers.to(dev))
         ld_corr = logit_diff(m(inp.corrupted.to(dev)), inp.answers.to(dev))
@@ -174,8 +177,15 @@ def compare_prompts(
             layer_labels += [f"attn {layer}", f"mlp {layer}"]
         lens = project(m, torch.stack(points), scale, dirs)
         layer_dla = project(m, torch.stack(comps), scale, dirs)
-        z = torch.stack([last(hooks.z(layer)) for layer in range(L)])  # [L, n, H, dh]
-        results = torch.einsum("lnhe,lhed->lhnd", z, m.W_O.float())
+        # each head's contribution as it reaches the stream: z (divided by a post-attention norm's scale) W_O
+        z = torch.stack(
+            [
+                last(hooks.z(layer)) / (last(hooks.post_attn_scale(layer))[:, :, None] if post else 1.0)
+                for layer in range(L)
+            ]
+        )  # [L, n, H, dh]
+        W_O = torch.stack([effective_W_O(m, layer).float() for layer in range(L)])
+        results = torch.einsum("lnhe,lhed->lhnd", z, W_O)
         head_dla = project(m, results, scale, dirs)
     out = PairAnalysis(
         inp,
