@@ -121,11 +121,44 @@ def test_cspa_keeping_everything_moves_what_the_head_writes(gemma):
 
 
 def test_paths_that_do_not_handle_the_norm_yet_say_so(gemma):
-    from precompute.science.self_repair import self_repair
+    from precompute.science.indirect import indirect_excluding
 
     lm, tokens = gemma
+    mu = mean_result(lm, tokens, (0, 1))
     with pytest.raises(ModelUnavailableError, match="norm after attention"):
-        self_repair(lm, ["The kanosa of the teri is"], [(" kanosa", " teri")], heads=[(1, 1)])
+        indirect_excluding(lm, tokens, (0, 1), mu, excluded=((2, 0),))
+
+
+def test_self_repair_ablates_after_the_norm_and_equals_the_hooked_reference(gemma):
+    """Self-repair on the tiny Gemma 3: the heads' outputs mean-ablated where they reach the stream (after the
+    post-attention norm, its scale frozen); the ablated logit difference and the heads' clean direct effect equal a
+    hooked reference written here."""
+    from precompute.data.tokenization import encode
+    from precompute.science.self_repair import self_repair
+
+    lm, _ = gemma
+    m = lm.model
+    prompts = ["The kanosa of the teri is", "The teri of the kanosa is", "A ruko of the zuda is"]
+    answers = [(" kanosa", " teri"), (" teri", " kanosa"), (" ruko", " zuda")]
+    got = self_repair(lm, prompts, answers, heads=[(1, 1), (1, 3)], method="mean")
+    toks = torch.tensor([encode(lm.tokenizer, p) for p in prompts])
+    ids = torch.tensor([[lm.tokenizer(a, add_special_tokens=False)["input_ids"][0] for a in pair] for pair in answers])
+    with torch.inference_mode():
+        logits, cache = m.run_with_cache(toks)
+        out = _true_outputs(m, cache, 1)[:, :, [1, 3]].sum(2)  # the two heads, as they reach the stream
+        ablated = m.run_with_hooks(
+            toks, fwd_hooks=[("blocks.1.hook_attn_out", lambda x, hook: x + out.mean(0, keepdim=True) - out)]
+        )
+
+    def ld(lg):
+        last = lg[:, -1]
+        return float((last.gather(1, ids[:, :1]) - last.gather(1, ids[:, 1:])).mean())
+
+    assert got.ld_clean == pytest.approx(ld(logits), abs=1e-4)
+    assert got.ld_ablated == pytest.approx(ld(ablated), abs=1e-4)
+    dirs = m.W_U[:, ids[:, 0]] - m.W_U[:, ids[:, 1]]  # [d, n]
+    direct = (_true_outputs(m, cache, 1)[:, -1][:, [1, 3]].sum(1) / cache["ln_final.hook_scale"][:, -1]) * dirs.T
+    assert got.direct_effect == pytest.approx(float(direct.sum(-1).mean()), abs=1e-4)
 
 
 def test_prompt_pairs_head_contributions_sum_to_each_attention_block(gemma):

@@ -223,8 +223,8 @@ def require_plain_attention_output(m, what: str) -> None:
     if of(m).post_attn_norm:
         raise ModelUnavailableError(
             f"{what} does not yet handle this model's norm after attention ({of(m).name}): its results would "
-            "ignore that norm. The analysis, the live page, circuits, the survey, prompt pairs and heads together "
-            "handle it."
+            "ignore that norm. The analysis, the live page, circuits, the survey, prompt pairs, self-repair and "
+            "heads together handle it."
         )
 
 

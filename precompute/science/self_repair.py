@@ -6,7 +6,8 @@ the z of the next prompt in the set). For every downstream component c — heads
 first ablated layer on — x_c is its direct contribution to the mean logit difference on the clean run and y_c
 after the ablation (each run scaled by its own final-norm scale). Its share of the compensation is
 (y_c − x_c) / Σ_{i∈C} (y_i − x_i) (the paper: 10.7 and 11.10 together explain 39% of IOI self-repair under
-name-mover ablation).
+name-mover ablation). In a model with a norm after attention (Gemma 2/3) the heads' outputs are replaced where they
+reach the stream, after the norm with its scale frozen at the clean run's (``architecture`` module docstring).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from ..errors import InvalidInputError
 from ..models import architecture, hooks
 from ..models.heads import check_head
 from ..models.loading import unwrap
+from ..models.weights import effective_W_O
 from .logit_diff import ld_directions, logit_diff, project
 from .pairs import prepare_pairs
 
@@ -61,22 +63,32 @@ def _run(m, tokens: Tensor, fwd: list) -> tuple[Tensor, dict[str, Tensor]]:
         return fn
 
     names = [hooks.FINAL_SCALE] + hooks.every_layer(L, hooks.Z, hooks.MLP_OUT)
+    names += hooks.every_layer(L, hooks.POST_ATTN_SCALE) if architecture.of(m).post_attn_norm else []
     logits = m.run_with_hooks(tokens, fwd_hooks=fwd + [(n, keeper(n)) for n in names])
     return logits, keep
+
+
+def _head_outputs(m, cache: dict, layer: int) -> Tensor:
+    """[n, s, H, d_model]: every head's contribution to the stream in ``layer`` (through a post-attention norm's
+    scale, frozen at this run's value, where the model has one)."""
+    z = cache[hooks.z(layer)]
+    if architecture.of(m).post_attn_norm:
+        z = z / cache[hooks.post_attn_scale(layer)][..., None]
+    return torch.einsum("nshe,hed->nshd", z, effective_W_O(m, layer).float())
 
 
 def _contributions(m, cache: dict, dirs: Tensor) -> tuple[Tensor, Tensor]:
     L = m.cfg.n_layers
     scale = cache[hooks.FINAL_SCALE][:, -1]
-    z = torch.stack([cache[hooks.z(layer)][:, -1] for layer in range(L)])
-    heads = project(m, torch.einsum("lnhe,lhed->lhnd", z, m.W_O.float()), scale, dirs)
+    heads = project(
+        m, torch.stack([_head_outputs(m, cache, layer)[:, -1].transpose(0, 1) for layer in range(L)]), scale, dirs
+    )
     mlps = project(m, torch.stack([cache[hooks.mlp_out(layer)][:, -1] for layer in range(L)]), scale, dirs)
     return heads, mlps
 
 
 def self_repair(model, prompts, answers, heads=None, method: str = "mean") -> SelfRepair:
     m = unwrap(model)
-    architecture.require_plain_attention_output(m, "Self-repair")
     heads = tuple(check_head(m, h) for h in (heads if heads is not None else default_heads(m)))
     if not heads:
         raise InvalidInputError("name the heads to ablate, e.g. 9.9, 9.6, 10.0")
@@ -110,7 +122,22 @@ def self_repair(model, prompts, answers, heads=None, method: str = "mean") -> Se
 
             return fn
 
-        ablated_logits, ablated = _run(m, tokens, [(hooks.z(layer), ablater(layer)) for layer in by_layer])
+        def replacer(layer):
+            """With a norm after attention: the heads' contributions replaced where they reach the stream (after
+            the norm, its scale frozen at the clean run's), as every other ablation in the project."""
+            out = _head_outputs(m, clean, layer)[:, :, by_layer[layer]].sum(2)  # [n, s, d]
+            source = out.mean(0, keepdim=True).expand_as(out) if method == "mean" else out.roll(1, dims=0)
+
+            def fn(x, hook=None):
+                return x + (source - out).to(x.dtype)
+
+            return fn
+
+        if architecture.of(m).post_attn_norm:
+            fwd = [(hooks.attn_out(layer), replacer(layer)) for layer in by_layer]
+        else:
+            fwd = [(hooks.z(layer), ablater(layer)) for layer in by_layer]
+        ablated_logits, ablated = _run(m, tokens, fwd)
         y_heads, y_mlps = _contributions(m, ablated, dirs)
     first = min(layer for layer, _ in heads)
     down_heads = torch.zeros(L, H, dtype=torch.bool)
