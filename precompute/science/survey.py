@@ -41,6 +41,14 @@ from .cspa import CSPAConfig, cspa_rows, default_excluded, explained
 from .ov_dynamic import THRESHOLD as OV_THRESHOLD
 from .ov_dynamic import source_z_scores
 from .scoring import shift_effects
+from .survey_probes import (  # noqa: F401 - repeated_tokens is part of this module's interface
+    _all_heads_cache,
+    _dest_scale,
+    _induction,
+    _ioi,
+    _post_scales,
+    repeated_tokens,
+)
 from .tuned_lens import TunedLens, fit_tuned_lens
 
 SURVEY_LENS_QUALITY_TOKENS = 256  # held-out positions per layer scored for the survey's tuned lens
@@ -67,21 +75,6 @@ class SurveySettings:
         d = asdict(self)
         d["cspa"] = self.cspa.as_metadata()
         return d
-
-
-def _all_heads_cache(m, tokens: Tensor, names: list[str]):
-    logits, cache = m.run_with_cache(tokens.to(m.W_U.device), names_filter=names)
-    return logits.float(), {n: cache[n].float() for n in names}
-
-
-def _post_scales(m) -> list[str]:
-    """The post-attention norm's scale hooks of every layer, where the model has that norm (else none)."""
-    return hooks.every_layer(m.cfg.n_layers, hooks.POST_ATTN_SCALE) if architecture.of(m).post_attn_norm else []
-
-
-def _dest_scale(m, cache: dict, layer: int) -> Tensor | None:
-    """[b, s, 1]: the post-attention norm's clean scale in ``layer`` (a head's output there is divided by it)."""
-    return cache[hooks.post_attn_scale(layer)] if architecture.of(m).post_attn_norm else None
 
 
 def _mean_results(m, tokens: Tensor, batch_size: int) -> Float[Tensor, "layer seq head d_model"]:
@@ -195,80 +188,6 @@ def _ablation_sums(m, tokens: Tensor, mu: Tensor, st: SurveySettings, lens: Tune
     return out
 
 
-def repeated_tokens(tokenizer, d_vocab: int, n: int, length: int, seed: int) -> Int[Tensor, "n seq"]:
-    """BOS + ``length`` random text tokens (``data.tokenization.text_token_ids``: no special, control or reserved
-    token), repeated twice: [n, 1 + 2 length]."""
-    from ..data.tokenization import text_token_ids
-
-    allowed = torch.tensor(text_token_ids(tokenizer, d_vocab))
-    g = torch.Generator().manual_seed(seed)
-    body = allowed[torch.randint(len(allowed), (n, length), generator=g)]
-    bos = torch.full((n, 1), int(tokenizer.bos_token_id))
-    return torch.cat([bos, body, body], dim=1)
-
-
-def _probe_cache(m, tokens: Tensor) -> dict[str, Tensor]:
-    names = [hooks.FINAL_SCALE] + hooks.every_layer(m.cfg.n_layers, hooks.PATTERN, hooks.V) + _post_scales(m)
-    return _all_heads_cache(m, tokens, names)[1]
-
-
-def _probe_scores(m, cache: dict, src: Tensor, dst: Tensor, answer: Tensor) -> tuple[Tensor, Tensor]:
-    """For every head: mean attention dst→src and −(mean direct effect on ``answer`` through it), [L, H] each.
-
-    ``src``, ``dst``, ``answer``: [n, m] positions and token ids per sequence."""
-    L, H = m.cfg.n_layers, m.cfg.n_heads
-    cen = architecture.of(m).centre
-    dev = m.W_U.device
-    src, dst, answer = src.to(dev), dst.to(dev), answer.to(dev)
-    sigma = cache[hooks.FINAL_SCALE].gather(1, dst[..., None])  # [n, m, 1]
-    w_ans = m.W_U.float().T[answer]  # [n, m, d]
-    att_mean = torch.empty(L, H)
-    effect = torch.empty(L, H)
-    rows = torch.arange(src.shape[0], device=dev)[:, None]
-    for layer in range(L):
-        pattern, v = cache[hooks.pattern(layer)], cache[hooks.v(layer)]
-        W_O = effective_W_O(m, layer).float()
-        dest = _dest_scale(m, cache, layer)
-        at_dst = 1.0 if dest is None else dest.gather(1, dst[..., None])  # [n, m, 1]: what reaches the stream
-        for h in range(H):
-            a = pattern[:, h][rows, dst, src]  # [n, m]
-            out = cen(v[:, :, architecture.of(m).kv_head(h)][rows, src] @ W_O[h]) / at_dst  # [n, m, d]
-            att_mean[layer, h] = a.mean()
-            effect[layer, h] = -(a * ((out / sigma) * w_ans).sum(-1)).mean()
-    return att_mean, effect
-
-
-def _induction(m, st: SurveySettings) -> tuple[Tensor, Tensor]:
-    tokens = repeated_tokens(m.tokenizer, m.cfg.d_vocab, st.n_repeat, st.repeat_len, st.seed)
-    n, T = tokens.shape[0], st.repeat_len
-    dst = torch.arange(T + 1, 2 * T + 1).expand(n, T)  # second-half positions
-    src = dst - T + 1  # the token after the first occurrence
-    nxt = torch.cat([tokens, tokens[:, :1]], 1)[:, 1:]  # next token (dummy after the last position)
-    cache = _probe_cache(m, tokens)
-    induction, _ = _probe_scores(m, cache, src, dst, nxt.gather(1, dst))
-    # anti-induction: only where the next token is known (not the last position)
-    _, anti = _probe_scores(m, cache, src[:, :-1], dst[:, :-1], nxt.gather(1, dst[:, :-1]))
-    return induction, anti
-
-
-def _ioi(m, st: SurveySettings) -> Tensor:
-    from ..data.prompts import ioi_groups
-
-    groups = ioi_groups(m.tokenizer, st.n_ioi, st.seed)
-    total, count = None, 0
-    for g in groups:
-        tokens = torch.tensor(g.clean)
-        end = torch.full((len(g.clean), 1), tokens.shape[1] - 1)
-        _, eff = _probe_scores(
-            m, _probe_cache(m, tokens), torch.tensor(g.io_pos)[:, None], end, torch.tensor(g.io_ids)[:, None]
-        )
-        total = eff * len(g.clean) if total is None else total + eff * len(g.clean)
-        count += len(g.clean)
-    if total is None:
-        raise InvalidInputError("the IOI probe got no prompts")
-    return total / count
-
-
 def _circuits(m, st: SurveySettings, progress) -> tuple[Tensor, Tensor, int]:
     """ov/qk_top10 of every head. The same ranks as ``circuit_ranks`` (``circuit_factors`` + ``ranks_from_factors``),
     with what every head shares computed once: the effective embedding and both normalised sides; per head only
@@ -349,9 +268,9 @@ def survey_heads(
             progress=progress,
         )
         sums = _ablation_sums(m, tokens, mu, st, lens, progress)
-        induction, anti = _induction(m, st)
+        induction, anti = _induction(m, st.n_repeat, st.repeat_len, st.seed)
         try:
-            ioi = _ioi(m, st)
+            ioi = _ioi(m, st.n_ioi, st.seed)
         except InvalidInputError as err:
             ioi = torch.full((L, H), float("nan"))
             reasons["ioi_copy_suppression"] = str(err)
