@@ -10,7 +10,6 @@ import pytest
 import torch
 
 from precompute import CSPAConfig, analyze, load_model, mean_result
-from precompute.errors import ModelUnavailableError
 from precompute.models import architecture
 from precompute.models.heads import head_output_from, output_hooks
 
@@ -120,13 +119,44 @@ def test_cspa_keeping_everything_moves_what_the_head_writes(gemma):
     assert float(res.delta_loss_cspa.abs().max()) < 1e-4
 
 
-def test_paths_that_do_not_handle_the_norm_yet_say_so(gemma):
-    from precompute.science.indirect import indirect_excluding
+def test_indirect_excluding_keeps_the_excluded_heads_clean_after_the_norm(gemma):
+    """``--indirect-excluding`` on the tiny Gemma 3: with nothing excluded it is the analysis's indirect effect; with
+    head 2.1 excluded, that head writes exactly its clean output in the intervened run (the other heads of its layer
+    what they write there), read off the model's own ``hook_attn_out``."""
+    from precompute.science.indirect import _keep_clean_outputs, indirect_excluding
 
     lm, tokens = gemma
-    mu = mean_result(lm, tokens, (0, 1))
-    with pytest.raises(ModelUnavailableError, match="norm after attention"):
-        indirect_excluding(lm, tokens, (0, 1), mu, excluded=((2, 0),))
+    m = lm.model
+    mu = mean_result(lm, doc_tokens(lm.tokenizer, 3, 24, seed=12), (0, 1))
+    none = indirect_excluding(lm, tokens, (0, 1), mu, excluded=())
+    res = analyze(lm, tokens, (0, 1), mu, k=5, cspa=None, effects=("indirect",))
+    torch.testing.assert_close(none["frozen"], res.delta_loss_indirect_frozen.float().cpu(), atol=1e-4, rtol=0)
+    torch.testing.assert_close(none["unfrozen"], res.delta_loss_indirect_unfrozen.float().cpu(), atol=1e-4, rtol=0)
+    some = indirect_excluding(lm, tokens, (0, 1), mu, excluded=((2, 1),))
+    assert float((some["frozen"] - none["frozen"]).abs().max()) > 1e-5  # the exclusion changes something
+    with torch.inference_mode():
+        _, clean = m.run_with_cache(tokens)
+        r = _true_outputs(m, clean, 0)[:, :, 1]
+        got = {}
+
+        def grab(x, hook):
+            got[hook.name] = x.clone()
+
+        fwd = [("blocks.0.hook_attn_out", lambda x, hook: x - r + mu[: tokens.shape[1]])]
+        fwd += _keep_clean_outputs(m, clean, 2, [1])
+        fwd += [
+            ("blocks.2.hook_attn_out", grab),
+            ("blocks.2.attn.hook_z", grab),
+            ("blocks.2.ln1_post.hook_scale", grab),
+        ]
+        m.run_with_hooks(tokens, fwd_hooks=fwd)
+    weight = dict(m.blocks[2].ln1_post.named_parameters())["_original_component.weight"]
+    now = torch.einsum("bshe,hed->bshd", got["blocks.2.attn.hook_z"], m.blocks[2].attn.W_O) * (1 + weight)
+    now = now / got["blocks.2.ln1_post.hook_scale"][..., None]
+    others = now[:, :, [0, 2, 3]].sum(2)
+    torch.testing.assert_close(
+        got["blocks.2.hook_attn_out"] - others, _true_outputs(m, clean, 2)[:, :, 1], atol=1e-4, rtol=0
+    )
 
 
 def test_self_repair_ablates_after_the_norm_and_equals_the_hooked_reference(gemma):

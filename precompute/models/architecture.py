@@ -217,17 +217,6 @@ def count_parameters(m) -> int:
     return int(d_vocab * d * (1 if tied_embeddings(m) else 2) + n_layers * (attn + mlp))
 
 
-def require_plain_attention_output(m, what: str) -> None:
-    """ModelUnavailableError where ``what`` does not yet take a norm after attention into account (it would be
-    silently wrong there)."""
-    if of(m).post_attn_norm:
-        raise ModelUnavailableError(
-            f"{what} does not yet handle this model's norm after attention ({of(m).name}): its results would "
-            "ignore that norm. The analysis, the live page, circuits, the survey, prompt pairs, self-repair and "
-            "heads together handle it."
-        )
-
-
 def check_supported(m) -> None:
     """ModelUnavailableError naming every hook or weight the analysis needs that this model lacks."""
     present = getattr(m, "hook_dict", {})

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from ..errors import InvalidInputError
 from ..models import architecture, hooks
-from ..models.heads import check_head, head_output
+from ..models.heads import check_head, head_output_from
 from ..models.loading import unwrap
 from ..validate import token_ids
 
@@ -32,17 +32,18 @@ def indirect_excluding(
     """Per-token Δloss of ``head``'s indirect effect with the paths through ``excluded`` heads cut (their outputs
     kept clean): {"frozen": final LN scale of the clean run, "unfrozen": the model's own final LN}."""
     m = unwrap(model)
-    architecture.require_plain_attention_output(m, "The indirect effect excluding heads")
     token_ids(tokens, m.cfg.d_vocab, m.cfg.n_ctx, min_len=2)
     layer, h = check_head(m, head)
     cut = [check_head(m, y) for y in excluded]
     if any(y[0] <= layer for y in cut):
         raise InvalidInputError("a head whose path is excluded must sit in a later layer than the ablated head")
     tokens = tokens.to(m.cfg.device)
+    post = architecture.of(m).post_attn_norm
     z_names = sorted({hooks.z(y[0]) for y in cut} | {hooks.z(layer)})
+    scale_names = sorted({hooks.post_attn_scale(y[0]) for y in cut} | {hooks.post_attn_scale(layer)}) if post else []
     with torch.inference_mode():
-        clean_logits, cache = m.run_with_cache(tokens, names_filter=z_names + [hooks.FINAL_SCALE])
-        r = head_output(m, cache[hooks.z(layer)].float(), layer, h)
+        clean_logits, cache = m.run_with_cache(tokens, names_filter=z_names + scale_names + [hooks.FINAL_SCALE])
+        r = head_output_from(m, {k: cache[k].float() for k in z_names + scale_names}, layer, h)
         mu = mean_result[: tokens.shape[1]].to(device=tokens.device, dtype=torch.float32)
         sigma_f = cache[hooks.FINAL_SCALE].float()
         clean_z = {name: cache[name] for name in z_names}
@@ -64,8 +65,12 @@ def indirect_excluding(
             return grabbed["x"].to(x.dtype)
 
         fwd = [(hooks.attn_out(layer), ablate)]
-        for name in sorted({hooks.z(y[0]) for y in cut}):
-            fwd.append((name, keep_clean([y[1] for y in cut if hooks.z(y[0]) == name])))
+        if not post:
+            for name in sorted({hooks.z(y[0]) for y in cut}):
+                fwd.append((name, keep_clean([y[1] for y in cut if hooks.z(y[0]) == name])))
+        else:  # after a norm, the excluded heads' outputs (not their z) are kept clean where they reach the stream
+            for ly in sorted({y[0] for y in cut}):
+                fwd += _keep_clean_outputs(m, cache, ly, [y[1] for y in cut if y[0] == ly])
         fwd.append((hooks.FINAL_IN, restore_direct))
         unfrozen = m.run_with_hooks(tokens, fwd_hooks=fwd).float()
         arch = architecture.of(m)
@@ -78,3 +83,20 @@ def indirect_excluding(
 
     clean = ce(clean_logits.float())
     return {"frozen": (ce(frozen) - clean).cpu(), "unfrozen": (ce(unfrozen) - clean).cpu()}
+
+
+def _keep_clean_outputs(m, clean_cache, layer: int, heads: list[int]) -> list:
+    """Hooks that keep heads ``heads`` of ``layer`` writing their clean output after a post-attention norm: in the
+    intervened run their output there (z and the norm's scale of that run) is swapped for the clean run's."""
+    seen: dict[str, Tensor] = {}
+    clean = {k: clean_cache[k].float() for k in (hooks.z(layer), hooks.post_attn_scale(layer))}
+    clean_out = sum(head_output_from(m, clean, layer, h) for h in heads)
+
+    def grab(x, hook):
+        seen[hook.name] = x.float()
+
+    def swap(x, hook):
+        now = sum(head_output_from(m, seen, layer, h) for h in heads)
+        return x + (clean_out - now).to(x.dtype)
+
+    return [(hooks.z(layer), grab), (hooks.post_attn_scale(layer), grab), (hooks.attn_out(layer), swap)]
