@@ -537,3 +537,12 @@ def test_a_set_whose_licence_asks_for_a_notice_shows_it(toy_artifacts, tmp_path,
     assert not at.exception
     shown = [i.value for i in at.sidebar.info]
     assert any("Gemma Terms of Use" in v and "licence/" in v for v in shown), shown
+
+
+def test_live_compare_with_any_head_of_the_model(app_env):
+    at = _run("views/live.py", query={"prompt": "The kanosa of the teri is kanosa."})
+    box = at.sidebar.selectbox(key="live_compare")
+    assert "0.0" in box.options and "2.3" in box.options and box.options[0] == "(none)"
+    box.set_value("0.0").run()
+    assert not at.exception
+    assert len(strips(at)) == 2 and "Head 0.0" in _text(at)

@@ -106,19 +106,21 @@ pos_key = f"live_pos_{hashlib.sha256(prompt.encode('utf-8', 'surrogatepass')).he
 pos = st.number_input("Token position", 0, n - 1, value=n - 1, key=pos_key)
 head_name = schema.head_key(head)
 answer_view.show(analyzer, prompt, head, int(pos), opts["variant"], result.record)
-others = [h for h in arts.manifest["heads"] if h != head_name]
+stored = list(arts.manifest["heads"])
+others = [h for h in stored + [h for h in state.url.all_heads(arts.manifest) if h not in stored] if h != head_name]
 compare = st.sidebar.selectbox(
     "Compare with head",
     ["(none)"] + others,
     key="live_compare",
-    help="Show a second head's strip beside this one",
+    help="Show a second head's strip beside this one (any head of the model; the set's own first)",
     disabled=not others,
 )
 if compare != "(none)":
     try:
-        other = analyzer.analyze(
-            prompt, schema.parse_head(compare), variants=(opts["variant"],), on_wait=live_model.queue_notice()
-        )  # the other head with its own read-out
+        with st.spinner(f"Analysing head {compare} too…"):
+            other = analyzer.analyze(
+                prompt, schema.parse_head(compare), variants=(opts["variant"],), on_wait=live_model.queue_notice()
+            )  # the other head with its own read-out (its mean output computed once if the set did not store it)
     except ExplorerError as err:
         st.error(f"Head {literal(compare)} cannot be shown: {literal(err)}")
     else:
