@@ -75,9 +75,6 @@ def _from_hub(name: str, split: str) -> list[str]:
     return [row["text"] for row in ds]
 
 
-NAMED = ("synthetic", "python-docs")  # datasets every machine has, by name
-
-
 def load_documents(dataset: str, split: str = "train", n_synthetic: int = 2000) -> list[str]:
     """All documents of ``dataset`` in their stored order (shuffling is the caller's, with a seed)."""
     if dataset == "synthetic":

@@ -62,16 +62,6 @@ def encode(tokenizer, text: str) -> list[int]:
     return [int(tokenizer.bos_token_id)] + list(ids)
 
 
-def encode_batch(tokenizer, texts: list[str], length: int):
-    """[len(texts), length] ids (a torch tensor) of texts at least ``length`` tokens long (BOS included), cut."""
-    import torch
-
-    rows = [encode(tokenizer, t)[:length] for t in texts]
-    if any(len(r) < length for r in rows):
-        raise ValueError("every text must be at least `length` tokens long")
-    return torch.tensor(rows, dtype=torch.long)
-
-
 def token_strings(tokenizer, ids) -> list[str]:
     """Readable strings for ids, decoded one by one. A byte-level piece that is not whole UTF-8 on its own (part
     of an emoji or a CJK character) shows its bytes as ``<0xE6><0x97>`` instead of the replacement character."""

@@ -34,7 +34,6 @@ from ..validate import token_ids
 from .logit_diff import ld_directions, logit_diff, project
 
 GRIDS = ("resid_pre", "attn_out", "mlp_out", "head_z", "head_pattern", "head_v")
-POSITION_GRIDS = GRIDS[:3]
 
 
 @dataclass
