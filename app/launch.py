@@ -31,7 +31,7 @@ from precompute.models.memory import server_environment  # noqa: E402
 GPT2_DEMO = dict(
     model="gpt2-small",
     heads=paper.NEGATIVE_HEADS,
-    dataset="stas/openwebtext-10k",
+    dataset=paper.DATASET,
     n_seqs=200,
     seq_len=128,
     n_mean=50,

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from precompute import schema
+from precompute import paper, schema
 from precompute.errors import ArtifactError
 from precompute.science import ranking as rankings
 from precompute.store.survey import find_surveys, read_survey
@@ -163,7 +163,7 @@ def run_command(manifest: dict, head: str) -> str:
     import shlex
 
     model = manifest["model"]["model_name"]
-    dataset = manifest.get("dataset", {}).get("name", "stas/openwebtext-10k")
+    dataset = manifest.get("dataset", {}).get("name", paper.DATASET)
     slug = "".join(c if c.isalnum() else "-" for c in Path(model).name)[:40].strip("-") or "model"
     return (
         f"python -m precompute run --model {shlex.quote(model)} --heads {head} --dataset {shlex.quote(dataset)} "

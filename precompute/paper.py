@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 HEAD = (10, 7)  # the head the paper studies, in GPT-2 small
+DATASET = "stas/openwebtext-10k"  # the paper's text: OpenWebText (the 10k-document Hub copy the runs stream)
 PAPER_MODEL_NAMES = ("gpt2-small", "gpt2-small-random")  # the paper's model (and its random-weight twin)
 NEGATIVE_HEADS = ((10, 7), (11, 10))  # GPT-2 small's two copy-suppression (negative name-mover) heads
 NAME_MOVERS = ((9, 9), (9, 6), (10, 0))  # the IOI name movers the paper ablates to measure self-repair
@@ -67,7 +68,7 @@ SELECTION = "paper's rule (np.random seed, curly quotes, longer than seq_len)"
 RUN = {
     "model": "gpt2-small",
     "head": f"{HEAD[0]}.{HEAD[1]}",
-    "dataset": "stas/openwebtext-10k",
+    "dataset": DATASET,
     "seed": 6,
     "n_seqs": 500,
     "seq_len": 1000,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from precompute import paper
+
 
 def model_label(model: dict) -> str:
     """A reader's name for the artifacts' model: the spec, what it is, and "SYNTHETIC" where it is."""
@@ -34,7 +36,7 @@ def what_these_are(arts) -> str | None:
     if model.get("synthetic") or model.get("model_name") == "gpt2-small":
         return None
     heads = ", ".join(m["heads"])
-    not_owt = "" if m["dataset"].get("name") == "stas/openwebtext-10k" else ", not OpenWebText"
+    not_owt = "" if m["dataset"].get("name") == paper.DATASET else ", not OpenWebText"
     return (
         f"These artifacts are {model_label(model)}, not GPT-2 small; head {heads}; text: "
         f"{dataset_label(m['dataset'])}{not_owt}; {arts.n_sequences} sequences of {arts.seq_len} tokens."

@@ -12,9 +12,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .. import paper
 from ..errors import HubUnavailableError, InvalidInputError
 
-DEFAULT_DATASET = "stas/openwebtext-10k"
+DEFAULT_DATASET = paper.DATASET
 PARQUET_REVISION = "refs/convert/parquet"
 
 

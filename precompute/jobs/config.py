@@ -77,7 +77,7 @@ class RunConfig:
         show=lambda v: ",".join(schema.head_key(h) for h in v),
     )
     dataset: str = option(
-        "stas/openwebtext-10k",
+        paper.DATASET,
         "Hub dataset, a local .txt/.jsonl file or folder, 'python-docs' (real English, offline) or 'synthetic'",
     )
     split: str = option("train", "dataset split")

@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import paper
 from ..errors import InvalidInputError
 from ..validate import whole_number
 from .config import option
@@ -46,7 +47,7 @@ class SurveyConfig:
         "model: gpt2-small, gpt2-small-random, toy, smollm2-135m, a .gguf file, a Hugging Face id or a local folder",
     )
     dataset: str = option(
-        "stas/openwebtext-10k",
+        paper.DATASET,
         "Hub dataset, a local .txt/.jsonl file or folder, 'python-docs' (real English, offline) or 'synthetic'",
     )
     split: str = option("train", "dataset split")
