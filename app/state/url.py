@@ -145,7 +145,7 @@ def head_picker(arts, key: str, default: str | None = None, every_head: bool = F
     """The sidebar's head selector for ``arts``, restored from and published to ``?head=``: the set's heads, or
     with ``every_head`` every head of its model (the set's own marked and listed first)."""
     stored = list(arts.manifest["heads"])
-    heads = stored + [h for h in all_heads(arts.manifest) if h not in stored] if every_head else stored
+    heads = every_head_stored_first(arts.manifest) if every_head else stored
     restore("head", key, _head_in(heads))
     if st.session_state.get(key) not in heads:
         st.session_state[key] = default if default in heads else heads[0]
@@ -161,6 +161,12 @@ def head_picker(arts, key: str, default: str | None = None, every_head: bool = F
     )
     publish({"head": (key, name)})
     return parse_head(name)
+
+
+def every_head_stored_first(manifest: dict) -> list[str]:
+    """Every head of the set's model, the set's own first (the order the live page offers them in)."""
+    stored = list(manifest["heads"])
+    return stored + [h for h in all_heads(manifest) if h not in stored]
 
 
 def all_heads(manifest: dict) -> list[str]:

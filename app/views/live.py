@@ -106,8 +106,7 @@ pos_key = f"live_pos_{hashlib.sha256(prompt.encode('utf-8', 'surrogatepass')).he
 pos = st.number_input("Token position", 0, n - 1, value=n - 1, key=pos_key)
 head_name = schema.head_key(head)
 answer_view.show(analyzer, prompt, head, int(pos), opts["variant"], result.record)
-stored = list(arts.manifest["heads"])
-others = [h for h in stored + [h for h in state.url.all_heads(arts.manifest) if h not in stored] if h != head_name]
+others = [h for h in state.url.every_head_stored_first(arts.manifest) if h != head_name]
 compare = st.sidebar.selectbox(
     "Compare with head",
     ["(none)"] + others,

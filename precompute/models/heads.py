@@ -36,6 +36,7 @@ def head_output(
     """The head's contribution to the residual stream (no bias), in float32: z_h W_O[layer, h], or, in a model with
     a norm after attention, z_h (W_O ⊙ g) / σ with that norm's clean scale σ per position (``post_scale``, from
     ``hooks.post_attn_scale``; ``architecture`` docstring)."""
+    from . import hooks
     from .architecture import of
     from .weights import effective_W_O
 
@@ -44,7 +45,7 @@ def head_output(
         if post_scale is None:
             raise InvalidInputError(
                 "this model has a norm after attention: a head's output needs that norm's scale "
-                f"({post_attn_scale_hook(layer)})"
+                f"({hooks.post_attn_scale(layer)})"
             )
         out = out / post_scale.float()
     return out
@@ -58,21 +59,20 @@ def output_hooks(m, layer: int) -> list[str]:
     return [hooks.z(layer)] + ([hooks.post_attn_scale(layer)] if of(m).post_attn_norm else [])
 
 
+def dest_scale(m, cache, layer: int) -> Float[Tensor, "batch seq 1"] | None:
+    """The post-attention norm's clean scale in ``layer`` from a cache holding ``output_hooks(m, layer)`` (a head's
+    output at each position is divided by it), or None where the model has no such norm."""
+    from . import hooks
+    from .architecture import of
+
+    return cache[hooks.post_attn_scale(layer)] if of(m).post_attn_norm else None
+
+
 def head_output_from(m, cache, layer: int, h: int) -> Float[Tensor, "batch seq d_model"]:
     """``head_output`` from a cache holding ``output_hooks(m, layer)``."""
     from . import hooks
 
-    try:
-        scale = cache[hooks.post_attn_scale(layer)]
-    except KeyError:
-        scale = None
-    return head_output(m, cache[hooks.z(layer)], layer, h, scale)
-
-
-def post_attn_scale_hook(layer: int) -> str:
-    from . import hooks
-
-    return hooks.post_attn_scale(layer)
+    return head_output(m, cache[hooks.z(layer)], layer, h, dest_scale(m, cache, layer))
 
 
 def head_weights(m, layer: int, h: int) -> dict[str, Float[Tensor, ...]]:

@@ -38,7 +38,7 @@ from torch import Tensor
 from .. import schema
 from ..errors import InvalidInputError
 from ..models import architecture, blocks, hooks
-from ..models.heads import check_head, head_output_from, mean_coefficients, output_hooks
+from ..models.heads import check_head, dest_scale, head_output_from, mean_coefficients, output_hooks
 from ..models.loading import LoadedModel, unwrap
 from ..models.norm import eps_of, rms_scale
 from ..models.weights import effective_W_O, layer_weight
@@ -290,8 +290,8 @@ def _forward(m, tokens, layer: int, h: int, mean_result: Tensor, rerun: bool) ->
     W_O_h = effective_W_O(m, layer)[h].float()
     src_out = cache[hook_v][:, :, architecture.of(m).kv_head(h)] @ W_O_h
     # a norm after attention: each destination's output is divided by that norm's clean scale there (else None)
-    dest_scale = cache.get(hooks.post_attn_scale(layer))
-    z_h = cache[hook_z][:, :, h] if dest_scale is None else cache[hook_z][:, :, h] / dest_scale
+    scale = dest_scale(m, cache, layer)
+    z_h = cache[hook_z][:, :, h] if scale is None else cache[hook_z][:, :, h] / scale
     out_norm = src_out.norm(dim=-1)
     cen = architecture.of(m).centre
     both_c = None
@@ -314,7 +314,7 @@ def _forward(m, tokens, layer: int, h: int, mean_result: Tensor, rerun: bool) ->
         mu=mu,
         eps=eps_of(m),
         both_c=both_c,
-        dest_scale=dest_scale,
+        dest_scale=scale,
     )
 
 

@@ -17,7 +17,7 @@ from torch import Tensor
 from .. import schema
 from ..errors import InvalidInputError
 from ..models import architecture, hooks
-from ..models.heads import check_head, head_output_from, output_hooks
+from ..models.heads import check_head, dest_scale, head_output_from, output_hooks
 from ..models.loading import unwrap
 from ..models.norm import eps_of
 from ..models.weights import effective_W_O
@@ -98,7 +98,7 @@ def joint_effect(
                 W_O_h = effective_W_O(m, layer)[h].float()
                 delta_c = arch.centre(head_output_from(m, cache, layer, h) - mu)
                 src_out = cache[hooks.v(layer)][:, :, arch.kv_head(h)] @ W_O_h
-                dest = cache.get(hooks.post_attn_scale(layer))  # a norm after attention: its scale, else None
+                dest = dest_scale(m, cache, layer)  # a norm after attention: its scale, else None
                 pre_c = arch.centre(cache[hooks.resid_pre(layer)])
                 r = readout_of.get((layer, h), "logit_lens")
                 _, scores = readouts.rows(r, layer, pre_c, eps_of(m), sigma, lens, final_c=x_c, delta_c=delta_c)

@@ -20,7 +20,7 @@ from torch import Tensor
 from .. import paper
 from ..errors import InvalidInputError
 from ..models import architecture, hooks
-from ..models.heads import check_head
+from ..models.heads import check_head, dest_scale
 from ..models.loading import unwrap
 from ..models.weights import effective_W_O
 from .logit_diff import ld_directions, logit_diff, project
@@ -72,8 +72,9 @@ def _head_outputs(m, cache: dict, layer: int) -> Tensor:
     """[n, s, H, d_model]: every head's contribution to the stream in ``layer`` (through a post-attention norm's
     scale, frozen at this run's value, where the model has one)."""
     z = cache[hooks.z(layer)]
-    if architecture.of(m).post_attn_norm:
-        z = z / cache[hooks.post_attn_scale(layer)][..., None]
+    scale = dest_scale(m, cache, layer)
+    if scale is not None:
+        z = z / scale[..., None]
     return torch.einsum("nshe,hed->nshd", z, effective_W_O(m, layer).float())
 
 

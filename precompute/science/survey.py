@@ -31,7 +31,7 @@ from torch import Tensor
 from .. import schema
 from ..errors import InvalidInputError
 from ..models import architecture, hooks
-from ..models.heads import head_weights
+from ..models.heads import dest_scale, head_weights
 from ..models.loading import LoadedModel, unwrap
 from ..models.weights import effective_W_O
 from ..validate import token_ids, whole_number
@@ -43,7 +43,6 @@ from .ov_dynamic import source_z_scores
 from .scoring import shift_effects
 from .survey_probes import (  # noqa: F401 - repeated_tokens is part of this module's interface
     _all_heads_cache,
-    _dest_scale,
     _induction,
     _ioi,
     _post_scales,
@@ -88,7 +87,7 @@ def _mean_results(m, tokens: Tensor, batch_size: int) -> Float[Tensor, "layer se
         per_layer = []
         for layer in range(L):
             z = cache[hooks.z(layer)]
-            scale = _dest_scale(m, cache, layer)
+            scale = dest_scale(m, cache, layer)
             per_layer.append((z if scale is None else z / scale[..., None]).sum(0))
         z_sum = torch.stack(per_layer)  # [L, S, H, dh]
         total = z_sum if total is None else total + z_sum
@@ -139,7 +138,7 @@ def _ablation_sums(m, tokens: Tensor, mu: Tensor, st: SurveySettings, lens: Tune
             pred = predicted.Predicted.of(toks, top_tuned, content)  # the same for every head of the layer
             rows = []
             W_O = effective_W_O(m, layer).float()
-            dest = _dest_scale(m, cache, layer)  # a post-attention norm's scale per destination, or None
+            dest = dest_scale(m, cache, layer)  # a post-attention norm's scale per destination, or None
             for h in range(H):
                 r = z[:, :, h] @ W_O[h] if dest is None else (z[:, :, h] @ W_O[h]) / dest
                 mu_h = mu[layer, :s, h]

@@ -11,6 +11,7 @@ from torch import Tensor
 
 from ..errors import InvalidInputError
 from ..models import architecture, hooks
+from ..models.heads import dest_scale
 from ..models.weights import effective_W_O
 
 
@@ -22,11 +23,6 @@ def _all_heads_cache(m, tokens: Tensor, names: list[str]):
 def _post_scales(m) -> list[str]:
     """The post-attention norm's scale hooks of every layer, where the model has that norm (else none)."""
     return hooks.every_layer(m.cfg.n_layers, hooks.POST_ATTN_SCALE) if architecture.of(m).post_attn_norm else []
-
-
-def _dest_scale(m, cache: dict, layer: int) -> Tensor | None:
-    """[b, s, 1]: the post-attention norm's clean scale in ``layer`` (a head's output there is divided by it)."""
-    return cache[hooks.post_attn_scale(layer)] if architecture.of(m).post_attn_norm else None
 
 
 def repeated_tokens(tokenizer, d_vocab: int, n: int, length: int, seed: int) -> Int[Tensor, "n seq"]:
@@ -62,7 +58,7 @@ def _probe_scores(m, cache: dict, src: Tensor, dst: Tensor, answer: Tensor) -> t
     for layer in range(L):
         pattern, v = cache[hooks.pattern(layer)], cache[hooks.v(layer)]
         W_O = effective_W_O(m, layer).float()
-        dest = _dest_scale(m, cache, layer)
+        dest = dest_scale(m, cache, layer)
         at_dst = 1.0 if dest is None else dest.gather(1, dst[..., None])  # [n, m, 1]: what reaches the stream
         for h in range(H):
             a = pattern[:, h][rows, dst, src]  # [n, m]
