@@ -127,7 +127,10 @@ def build_demo(out_dir: Path, prefer_real: bool = True, real_model: bool = True)
     log(f"Building {what}…")
     start = time.time()
     try:
-        path = run(RunConfig(out=str(out_dir / "toy-demo"), device="cpu", overwrite=True, **TOY_DEMO), log=log)
+        path = run(
+            RunConfig(out=str(out_dir / "toy-demo"), device="cpu", overwrite=True, **TOY_DEMO),
+            log=reporting(out_dir, log, what=what),
+        )
     except Exception as err:
         write_status(out_dir, state="failed", error=f"{type(err).__name__}: {err}")
         raise
@@ -140,6 +143,21 @@ def build_demo(out_dir: Path, prefer_real: bool = True, real_model: bool = True)
 
 
 URL_VAR = "CSE_APP_URL"  # the app's address, which the launcher gives its demo builder for the "ready" lines
+
+
+def reporting(out_dir: Path, log, **status):
+    """``log`` that also puts its latest line in the build status (``step``, at most one write a second), so the
+    app shows the build's progress (heads done, time left) and not only which set it makes."""
+    last = [0.0]
+
+    def tell(msg: str) -> None:
+        log(msg)
+        now = time.monotonic()
+        if now - last[0] >= 1.0:
+            write_status(out_dir, state="building", **status, step=str(msg))
+            last[0] = now
+
+    return tell
 
 
 def ready_line(path: Path, log=print) -> None:
@@ -193,27 +211,21 @@ def build_smollm2(out_dir: Path, log=print) -> Path | None:
         )
         start = time.time()
         lm = load_model("smollm2-135m", device="cpu")
-        write_status(
-            out_dir,
-            state="building",
-            ready=True,
-            what="SmolLM2-135M's head survey on CPython's documentation (a few minutes)",
-        )
+        what = "SmolLM2-135M's head survey on CPython's documentation (a few minutes)"
+        write_status(out_dir, state="building", ready=True, what=what)
         survey = run_survey(
             SurveyConfig(out=str(out_dir / "survey-smollm2"), overwrite=True, device="cpu", **SMOLLM2_SURVEY),
             loaded=lm,
-            log=log,
+            log=reporting(out_dir, log, ready=True, what=what),
         )
         df = read_survey(survey)[0]
         head = strongest_copy_suppressor(df)
         partner = suggested_partner(df, head)  # measured together with the head (copy suppression can be shared)
-        write_status(
-            out_dir,
-            state="building",
-            ready=True,
-            what=f"SmolLM2-135M head {head[0]}.{head[1]} (the survey's strongest copy suppressor) on "
-            f"{SMOLLM2_DEMO['n_seqs']} sequences of CPython's documentation",
+        what = (
+            f"SmolLM2-135M head {head[0]}.{head[1]} (the survey's strongest copy suppressor) on "
+            f"{SMOLLM2_DEMO['n_seqs']} sequences of CPython's documentation"
         )
+        write_status(out_dir, state="building", ready=True, what=what)
         path = run(
             RunConfig(
                 out=str(out_dir / "smollm2-demo"),
@@ -224,7 +236,7 @@ def build_smollm2(out_dir: Path, log=print) -> Path | None:
                 **SMOLLM2_DEMO,
             ),
             loaded=lm,
-            log=log,
+            log=reporting(out_dir, log, ready=True, what=what),
         )
         log(f"Built {path} (head {head[0]}.{head[1]}) and its survey in {time.time() - start:.0f} s.")
         ready_line(path, log)

@@ -1,86 +1,82 @@
-"""The head survey's cost on the GPT-2-small shape (random weights): the whole survey and each part as a ratio to
-one plain forward pass of the same batch, per head, and its peak memory above the loaded model.
+"""The head survey's cost at the offline demo's settings (``app.launch.SMOLLM2_SURVEY``: 8 x 128 tokens of
+``python-docs``, 512 circuit rows, a tuned lens on 48 sequences): the whole survey as plain forward passes of the
+same tokens per head (issue 38's target: <= 0.3), each stage's seconds, and the peak memory. The forward pass is
+timed in the same process, just before the survey.
 
-    python -m benchmarks.bench_survey [--n-seqs 2] [--seq-len 64] [--circuit-rows 256]
+    python -m benchmarks.bench_survey [--model smollm2-135m | gemma3-270m | gpt2-small-random | toy]
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 import torch
 
 from benchmarks.common import emit, interleaved, peak_rss_mb, reset_peak, rss_mb
-from precompute import load_model
-from precompute.science import survey as S
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser()
-    p.add_argument("--n-seqs", type=int, default=2)
-    p.add_argument("--seq-len", type=int, default=64)
-    p.add_argument("--circuit-rows", type=int, default=256)
-    args = p.parse_args(argv)
-    lm = load_model("gpt2-small-random")
-    m = lm.model
-    from precompute.data.synthetic import corpus
-    from precompute.data.tokenization import encode
+    from app.launch import SMOLLM2_SURVEY
+    from precompute.data.selection import load_sequences
+    from precompute.jobs.survey import SurveyConfig
+    from precompute.models.loading import load_model
+    from precompute.science.survey import survey_heads
 
-    ids = [
-        i
-        for doc in corpus(n_docs=40, seed=3, min_sentences=60, max_sentences=80)
-        for i in encode(lm.tokenizer, doc)[1:]
-    ]
-    tokens = torch.tensor(ids[: args.n_seqs * args.seq_len]).reshape(args.n_seqs, args.seq_len)
-    tokens[:, 0] = lm.tokenizer.bos_token_id
-    st = S.SurveySettings(
-        n_mean=args.n_seqs, batch_size=args.n_seqs, circuit_rows=args.circuit_rows, n_repeat=20, n_ioi=20
+    p = argparse.ArgumentParser()
+    p.add_argument("--model", default="smollm2-135m")
+    args = p.parse_args(argv)
+    cfg = SurveyConfig(**{**SMOLLM2_SURVEY, "model": args.model})
+    t = time.perf_counter()
+    lm = load_model(cfg.model, device="cpu")
+    load_s = time.perf_counter() - t
+    m = lm.model
+    every = torch.tensor(
+        load_sequences(cfg.dataset, cfg.split, cfg.seed, lm.tokenizer, max(cfg.n_seqs, cfg.lens_seqs), cfg.seq_len)
     )
-    n_heads = m.cfg.n_layers * m.cfg.n_heads
+    tokens = every[: cfg.n_seqs]
 
     def plain():
         with torch.inference_mode():
             m(tokens)
 
-    forward = interleaved({"plain_forward": plain}, reps=5)["plain_forward"]["median_s"]
-    parts = {}
+    forward = interleaved({"plain_forward": plain}, reps=3)["plain_forward"]["median_s"]
+    n_heads = m.cfg.n_layers * m.cfg.n_heads
+    stages: dict[str, float] = {}
+    last = [time.perf_counter()]
+    lines: list[str] = []
+
+    def progress(text: str, frac: float) -> None:
+        now = time.perf_counter()
+        stage = text.split(":")[0].split(" · ")[0]  # the time since the last line: work this line reports
+        stages[stage] = stages.get(stage, 0.0) + now - last[0]
+        last[0] = now
+        lines.append(f"{now:.1f} {text}")
+        print(text, file=sys.stderr, flush=True)
+
     base_rss = rss_mb()
     reset_peak()
-    with torch.inference_mode():
-        t = time.perf_counter()
-        mu = S._mean_results(m, tokens, st.batch_size)
-        parts["mean_outputs"] = time.perf_counter() - t
-        t = time.perf_counter()
-        S._ablation_sums(m, tokens, mu, st, None)
-        parts["ablation_and_cspa"] = time.perf_counter() - t
-        t = time.perf_counter()
-        S._induction(m, st)
-        S._ioi(m, st)
-        parts["induction_and_ioi_probes"] = time.perf_counter() - t
-        t = time.perf_counter()
-        S._circuits(m, st, None)
-        parts["ov_qk_circuits"] = time.perf_counter() - t
-    peak = peak_rss_mb()
-    total = sum(parts.values())
+    t = time.perf_counter()
+    survey_heads(lm, tokens, cfg.settings(), progress=progress, lens_tokens=every)
+    total = time.perf_counter() - t
+    gaps = [float(b.split()[0]) - float(a.split()[0]) for a, b in zip(lines, lines[1:])]
     emit(
-        "survey",
+        f"survey_{args.model}",
         {
-            "model": "gpt2-small-random (GPT-2 small shape, 144 heads)",
+            "model": args.model,
+            "heads": n_heads,
             "tokens": list(tokens.shape),
-            "circuit_rows": args.circuit_rows,
-            "n_repeat": 20,
-            "n_ioi": 20,
+            "settings": {k: v for k, v in SMOLLM2_SURVEY.items() if k != "model"},
+            "load_s": load_s,
             "plain_forward_s": forward,
-            "seconds": parts,
-            "total_s": total,
-            "ratio_to_forward": {k: v / forward for k, v in parts.items()},
-            "total_ratio_to_forward": total / forward,
-            "per_head_ratio_to_forward": total / forward / n_heads,
-            "ablation_and_cspa_per_head_ratio": parts["ablation_and_cspa"] / forward / n_heads,
+            "survey_s": total,
+            "forwards_per_head": total / (n_heads * forward),
+            "target_forwards_per_head": 0.3,
+            "seconds_by_stage": stages,
+            "longest_gap_between_progress_lines_s": max(gaps, default=0.0),
             "rss_before_mb": base_rss,
-            "peak_rss_mb": peak,
-            "peak_above_model_mb": peak - base_rss,
+            "peak_rss_mb": peak_rss_mb(),
         },
     )
 

@@ -33,6 +33,13 @@ def test_page_shows_the_build_progress_then_a_dead_build(tmp_path, monkeypatch):
     at.run()
     assert not at.exception
     assert "Building the SYNTHETIC toy model" in _text(at)
+    assert "Now:" not in _text(at)
+    # the build's latest progress line, as literal text (a link-like or markdown string stays as it is)
+    discovery.write_status(
+        tmp_path, state="building", what="the SYNTHETIC toy model", step="survey: heads 9/270 · 12 % · *x* http://e.x"
+    )
+    at.run()
+    assert "Now: survey: heads 9/270 · 12 % · *x* http" in _text(at).replace("\\", "").replace("\u2060", "")
     status = json.loads((tmp_path / discovery.STATUS).read_text())
     status["pid"] = 2**22 + 12345  # no such process
     (tmp_path / discovery.STATUS).write_text(json.dumps(status))
@@ -51,6 +58,28 @@ def test_build_only_writes_a_demo_and_a_done_status(tmp_path, monkeypatch):
     assert (Path(path) / "manifest.json").exists()
     assert discovery.read_status(tmp_path)["state"] == "done"
     assert os.environ["HF_HUB_OFFLINE"] == "1"
+
+
+def test_reporting_log_puts_its_latest_line_in_the_status_at_most_once_a_second(tmp_path, monkeypatch):
+    from app import discovery, launch
+
+    clock = [100.0]
+    monkeypatch.setattr(launch.time, "monotonic", lambda: clock[0])
+    printed = []
+    tell = launch.reporting(tmp_path, printed.append, what="a survey", ready=True)
+    tell("heads 9/270")
+    tell("heads 18/270")  # the same second: printed, not written
+    assert printed == ["heads 9/270", "heads 18/270"]
+    status = discovery.read_status(tmp_path)
+    assert (status["step"], status["what"], status["ready"], status["state"]) == (
+        "heads 9/270",
+        "a survey",
+        True,
+        "building",
+    )
+    clock[0] += 1.5
+    tell("heads 27/270")
+    assert discovery.read_status(tmp_path)["step"] == "heads 27/270"
 
 
 def test_launch_falls_back_to_the_toy_when_gpt2_cannot_load(tmp_path, monkeypatch):

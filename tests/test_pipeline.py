@@ -322,3 +322,27 @@ def test_hub_dataset_with_a_loading_script_falls_back_to_the_parquet_conversion(
     monkeypatch.setattr(datasets, "load_dataset", fake_load)
     assert load_documents("stas/openwebtext-10k") == ["first document", "second document"]
     assert calls == [None, PARQUET_REVISION]
+
+
+def test_a_run_says_its_progress_and_each_finishing_step(toy, tmp_path, monkeypatch):
+    """Progress lines with tokens done of all, tokens/s and the time left (one a batch here: the interval is 0), then
+    one line per finishing step, so a long run never goes quiet."""
+    import precompute.jobs.pipeline as pipeline
+    from precompute.jobs.config import RunConfig
+    from precompute.jobs.pipeline import run
+
+    monkeypatch.setattr(pipeline, "PROGRESS_EVERY_S", 0.0)
+    lines = []
+    cfg = {**SMALL_RUN, "dataset": "synthetic", "n_seqs": 6, "batch_size": 2, "shard_size": 4, "n_mean": 4}
+    run(RunConfig(out=str(tmp_path / "run"), device="cpu", **cfg), loaded=toy, log=lines.append)
+    total = 6 * cfg["seq_len"]
+    analysed = [line for line in lines if "analysed" in line and "tokens/s" in line]
+    assert [line.split("analysed ")[1].split(" tokens")[0] for line in analysed[:3]] == [
+        f"{n:,}/{total:,}" for n in (2 * cfg["seq_len"], 4 * cfg["seq_len"], total)
+    ]
+    assert "left" in analysed[0] and "left" not in analysed[2]
+    steps = [line for line in lines if line.startswith("finishing: ")]
+    head = f"{cfg['heads'][0][0]}.{cfg['heads'][0][1]}"
+    assert steps[0] == f"finishing: head {head}: OV and QK circuits over the vocabulary…"
+    assert any("the OV circuit on the run's text" in line for line in steps)
+    assert "previous step" in steps[1] and steps[-1].startswith("finishing: done (last step")

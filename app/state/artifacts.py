@@ -131,6 +131,13 @@ def _build_progress() -> None:
         f"Building {literal(status.get('what', 'the demo artifacts'))}… This page opens them as soon as they "
         "are ready" + (f" (status updated {max(0, int(time.time() - started))} s ago)." if started else ".")
     )
+    _step(status)
+
+
+def _step(status: dict, where=st) -> None:
+    """The build's latest progress line (what the command line prints), as literal text."""
+    if status.get("step"):
+        where.caption(f"Now: {literal(status['step'])}")
 
 
 def building() -> dict | None:
@@ -145,13 +152,23 @@ def building() -> dict | None:
 
 
 def sidebar_build_note() -> None:
-    """While the demo build still runs, one line in the sidebar saying what it is making."""
+    """While the demo build still runs, a note in the sidebar saying what it is making and its latest progress line
+    (refreshed every few seconds)."""
+    if building() is not None:
+        with st.sidebar:
+            _sidebar_note()
+
+
+@st.fragment(run_every=5)
+def _sidebar_note() -> None:
     status = building()
-    if status is not None:
-        st.sidebar.info(
-            f"Still building: {literal(status.get('what', 'more demo artifacts'))}. New sets appear "
-            "in the picker when they are ready."
-        )
+    if status is None:
+        return
+    st.info(
+        f"Still building: {literal(status.get('what', 'more demo artifacts'))}. New sets appear "
+        "in the picker when they are ready."
+    )
+    _step(status)
 
 
 @st.fragment(run_every=3)
@@ -165,6 +182,7 @@ def wait_for(count, current: int, what: str) -> None:
         f"{what} The demo build is making it now: {literal(status.get('what', '…'))}. This page opens it as "
         "soon as it is ready."
     )
+    _step(status)
 
 
 def empty_state(error: str | None = None) -> None:

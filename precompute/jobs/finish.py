@@ -3,6 +3,7 @@ manifest with every file's checksum, written last."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import torch
@@ -27,6 +28,7 @@ from ..science.cspa_interventions import compare_readouts
 from ..science.indirect import indirect_excluding
 from ..science.joint import group_key, joint_effect, mean_results_for
 from ..science.ov_dynamic import ov_dynamic
+from ..science.progress import duration
 from ..science.readout import READOUTS
 from ..science.semantic import rules as semantic_rules
 from ..science.semantic import semantic_neighbours
@@ -176,12 +178,34 @@ def _groups(lm, tokens, have: dict, cfg: RunConfig, lens, chosen: dict, log, tab
     return out_groups
 
 
+class Steps:
+    """The finishing steps as log lines: each says what starts and how long the one before took."""
+
+    def __init__(self, log):
+        self.log, self.t = log, None
+
+    def __call__(self, text: str) -> None:
+        now = time.perf_counter()
+        before = f" (previous step {duration(now - self.t)})" if self.t is not None else ""
+        self.log(f"finishing: {text}…{before}")
+        self.t = now
+
+    def done(self) -> None:
+        if self.t is not None:
+            self.log(f"finishing: done (last step {duration(time.perf_counter() - self.t)})")
+
+
 def finish(
     cfg: RunConfig, lm, heads, out: Path, n_shards: int, n_seqs: int, cfg_hash: str, log, lens=None, chosen=None
 ) -> None:
     m = lm.model
+    step = Steps(log)
     chosen = chosen or {h: ("logit_lens", "chosen") for h in heads}
-    summary = {schema.head_key(h): write_circuits(lm, h, out, n_shards) for h in heads}
+    summary = {}
+    for h in heads:
+        step(f"head {schema.head_key(h)}: OV and QK circuits over the vocabulary")
+        summary[schema.head_key(h)] = write_circuits(lm, h, out, n_shards)
+    step("semantic neighbours of every token")
     neighbours = semantic_neighbours(m.tokenizer)
     save_tensors(out / schema.SEMANTIC_FILE, neighbours)
     tokens = torch.from_numpy(read_field(out, n_shards, schema.TOKENS).astype("int64"))
@@ -192,11 +216,13 @@ def finish(
 
         table = neighbour_table(neighbours, cfg.cspa_k_s)
     for head in heads:  # the OV circuit on the run's own text (up to ov_dynamic.MAX_PAIRS pairs)
+        step(f"head {schema.head_key(head)}: the OV circuit on the run's text")
         summary[schema.head_key(head)]["ov_dynamic"] = ov_dynamic(
             lm, tokens, head, neighbours, batch_size=cfg.batch_size
         )
         later = tuple(y for y in cfg.indirect_excluding if y[0] > head[0])
         if later:  # the indirect effect without the paths through these later heads
+            step(f"head {schema.head_key(head)}: the indirect effect without {len(later)} later heads")
             summary[schema.head_key(head)]["indirect_excluding"] = _indirect_excluding(
                 lm, tokens, head, later, means[head], cfg
             )
@@ -205,18 +231,20 @@ def finish(
     excluded[list(default_excluded(m.tokenizer, cfg.cspa_exclusions))] = True
     for head in heads:
         s = summary[schema.head_key(head)]
+        step(f"head {schema.head_key(head)}: CSPA index, attention to predicted tokens, the causal QK test")
         s["cspa"] = write_index(out, head, n_shards)
         used = chosen[head][0]
         s["attends_predicted"] = _attends_predicted(out, head, n_shards, tokens, excluded)
         s["causal_qk"] = causal_qk(lm, tokens, head, excluded)
         if lens is not None and lens.has(head[0]):
             s["lens_quality"] = lens.quality.get(head[0], {})
-            log(f"head {schema.head_key(head)}: CSPA under the other read-outs ({len(tokens)} sequences)")
+            step(f"head {schema.head_key(head)}: CSPA under the other read-outs ({len(tokens)} sequences)")
             s["cspa_by_readout"] = {
                 used: {k: s["cspa"][k] for k in ("n_tokens", "explained_kl", "explained_loss_net")},
                 **_by_readout(lm, tokens, head, means[head], cfg, lens, used, table),
             }
-    groups = _groups(lm, tokens, means, cfg, lens, chosen, log, table)
+    groups = _groups(lm, tokens, means, cfg, lens, chosen, step, table)
+    step("manifest")
     if lens is not None:
         save_tensors(out / schema.TUNED_LENS_FILE, lens.to_tensors(), {"method": lens.meta.get("method", "")})
     manifest = {
@@ -259,4 +287,5 @@ def finish(
     manifest["files"] = {rel: file_entry(out, rel) for rel in files}
     fault_point("before_manifest")
     write_json(out / schema.MANIFEST, manifest)
+    step.done()
     log(f"wrote {n_seqs} sequences x {cfg.seq_len} tokens in {n_shards} shards to {out}")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from ..models.heads import check_head
 from ..models.loading import load_model
 from ..science import readout as readouts
 from ..science.analysis import analyze, mean_result
+from ..science.progress import duration
 from ..science.semantic import neighbour_table, semantic_neighbours
 from ..science.tuned_lens import fit_tuned_lens
 from ..store.files import read_metadata, save_tensors
@@ -30,6 +30,8 @@ from ..store.records import compact
 from .config import RunConfig
 from .faults import fault_point
 from .finish import finish
+
+PROGRESS_EVERY_S = 5.0  # the run's progress lines: at most this far apart while it analyses
 
 LENS_QUALITY_TOKENS = 512  # held-out positions per layer scored for the tuned lens's quality
 # what a run folder holds; only these are removed by --overwrite or as stale files
@@ -126,6 +128,7 @@ def run(cfg: RunConfig, loaded=None, log=print, stats: dict | None = None) -> Pa
         cfg_hash,
         lens,
         chosen,
+        log,
     )
     shard_seconds = time.perf_counter() - t_shards
     _barrier(world)
@@ -201,21 +204,31 @@ def _analyse_shards(
     cfg_hash: str,
     lens,
     chosen: dict,
+    log=print,
 ) -> int:
     """Analyse and write shards ``mine`` (those of a finished earlier run with this config hash are kept under
     ``--resume``); returns the tokens analysed."""
-    from tqdm import tqdm
-
     cspa = cfg.cspa()
     neighbours = neighbour_table(semantic_neighbours(lm.tokenizer), cspa.k_s) if cspa.k_s > 1 else None
     n_tokens = sum(min(cfg.shard_size, len(seqs) - i * cfg.shard_size) for i in mine) * cfg.seq_len
-    bar = tqdm(total=n_tokens, unit="tok", unit_scale=True, desc=f"process {rank}", disable=None, file=sys.stderr)
-    done_tokens = 0
+    done_tokens, seen = 0, 0
+    t0 = last = time.perf_counter()
+
+    def progress(n: int) -> None:  # a line every PROGRESS_EVERY_S seconds and at the end, never a bar
+        nonlocal seen, last
+        seen += n
+        now = time.perf_counter()
+        if now - last >= PROGRESS_EVERY_S or seen == n_tokens:
+            rate = seen / max(now - t0, 1e-9)
+            left = f", about {duration((n_tokens - seen) / rate)} left" if seen < n_tokens else ""
+            log(f"process {rank}: analysed {seen:,}/{n_tokens:,} tokens, {rate:,.0f} tokens/s{left}")
+            last = now
+
     for i in mine:
         path = out / schema.shard_path(i)
         block = seqs[i * cfg.shard_size : (i + 1) * cfg.shard_size]
         if cfg.resume and _shard_ok(path, cfg_hash):
-            bar.update(len(block) * cfg.seq_len)
+            progress(len(block) * cfg.seq_len)
             continue
         parts: dict[str, list[torch.Tensor]] = {}
         for start in range(0, len(block), cfg.batch_size):
@@ -238,11 +251,10 @@ def _analyse_shards(
                 for name, t in compact(res, cfg.k_attn).items():
                     parts.setdefault(schema.tensor_name(head, name), []).append(t)
             parts.setdefault(schema.TOKENS, []).append(toks.to(torch.int32))
-            bar.update(toks.numel())
+            progress(toks.numel())
         save_tensors(path, {k: torch.cat(v, 0) for k, v in parts.items()}, {"config_hash": cfg_hash, "shard": str(i)})
         fault_point(f"after_shard:{i}")
         done_tokens += len(block) * cfg.seq_len
-    bar.close()
     return done_tokens
 
 

@@ -287,10 +287,13 @@ def cspa_for_batch(
     cfg: CSPAConfig,
     neighbours: Int[Tensor, "d_vocab k_s"] | None,
     dest_scale: Float[Tensor, "batch q 1"] | None = None,
+    sparse: bool | None = None,
 ) -> CSPABatch:
     """CSPA of one head on a batch. ``lens_scaled`` = centred resid_pre of the head's layer / sigma_f.
     ``dest_scale``: in a model with a norm after attention, its clean scale at each destination (the head's output
-    there is Σ_k A[q,k] src_out[k] / dest_scale[q]); None where there is no such norm."""
+    there is Σ_k A[q,k] src_out[k] / dest_scale[q]); None where there is no such norm. ``sparse``: the output as
+    weights on token directions (True), as dense rows (False), or whichever makes its DLA cheaper (None); the QK-only
+    intervention is always dense."""
     b, s = tokens.shape
     device = tokens.device
     excluded = (
@@ -331,10 +334,12 @@ def cspa_for_batch(
     )
     tok_w, tok_ids = token_weights(w, safe, keep)
     d_model = out_minus_mu.shape[-1]
-    if len(tok_ids) * (d_model + s) < SPARSE_CSPA_DLA * s * d_model:  # sparse DLA is cheaper than a projection
-        return CSPABatch(
-            None, SparseCSPA(tok_w / sigma_f, tok_ids, out_minus_mu.mean(-1, keepdim=True) / sigma_f), kept
-        )
+    if sparse is None:
+        sparse = len(tok_ids) * (d_model + s) < SPARSE_CSPA_DLA * s * d_model  # sparse DLA is cheaper than dense
+    if sparse:
+        # the centring a LayerNorm model's final norm applies; an RMSNorm model's applies none
+        mean = out_minus_mu.mean(-1, keepdim=True) if architecture.of(m).centres else torch.zeros_like(sigma_f)
+        return CSPABatch(None, SparseCSPA(tok_w / sigma_f, tok_ids, mean / sigma_f), kept)
     return CSPABatch(out_minus_mu, None, kept)
 
 

@@ -22,6 +22,7 @@ ever [heads, batch, seq, vocab]. KL uses Σ p_clean·(l_clean − l) = row · (W
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -37,10 +38,11 @@ from ..models.weights import effective_W_O
 from ..validate import token_ids, whole_number
 from . import predicted
 from .circuits import effective_embedding, qk_at_distance, qk_normed, ranks_from_factors
-from .cspa import CSPAConfig, cspa_rows, default_excluded, explained
+from .cspa import CSPAConfig, cspa_for_batch, default_excluded, explained
 from .ov_dynamic import THRESHOLD as OV_THRESHOLD
 from .ov_dynamic import source_z_scores
-from .scoring import shift_effects
+from .progress import Stages
+from .survey_effects import HeadShifts, TokenDirections, shifted_lse
 from .survey_probes import (  # noqa: F401 - repeated_tokens is part of this module's interface
     _all_heads_cache,
     _induction,
@@ -50,9 +52,10 @@ from .survey_probes import (  # noqa: F401 - repeated_tokens is part of this mod
 )
 from .tuned_lens import TunedLens, fit_tuned_lens
 
+# each stage's rough share of a survey's time (SmolLM2 at the demo's settings), for the overall progress and time left
+STAGE_WEIGHTS = {"mean": 1, "lens": 13, "ablation": 40, "probes": 7, "circuits": 22}
 SURVEY_LENS_QUALITY_TOKENS = 256  # held-out positions per layer scored for the survey's tuned lens
 
-ROW_CHUNK_BYTES = 96 * 2**20
 PATTERN_BYTES = 512 * 2**20
 
 
@@ -76,9 +79,9 @@ class SurveySettings:
         return d
 
 
-def _mean_results(m, tokens: Tensor, batch_size: int) -> Float[Tensor, "layer seq head d_model"]:
-    """μ for every head at once: per-position mean of z_h (divided by the post-attention norm's scale where the
-    model has one), times the effective W_O (``weights.effective_W_O``)."""
+def _mean_z(m, tokens: Tensor, batch_size: int) -> Float[Tensor, "layer seq head d_head"]:
+    """z̄ for every head at once: the per-position mean of z_h, divided by the post-attention norm's scale where the
+    model has one. The head's mean output μ = z̄ · effective W_O (``weights.effective_W_O``)."""
     L = m.cfg.n_layers
     names = hooks.every_layer(L, hooks.Z) + _post_scales(m)
     total = None
@@ -91,15 +94,16 @@ def _mean_results(m, tokens: Tensor, batch_size: int) -> Float[Tensor, "layer se
             per_layer.append((z if scale is None else z / scale[..., None]).sum(0))
         z_sum = torch.stack(per_layer)  # [L, S, H, dh]
         total = z_sum if total is None else total + z_sum
-    mean_z = total / tokens.shape[0]
-    W_O = torch.stack([effective_W_O(m, layer).float() for layer in range(L)])
-    return torch.einsum("lshe,lhed->lshd", mean_z, W_O)
+    return total / tokens.shape[0]
 
 
-def _ablation_sums(m, tokens: Tensor, mu: Tensor, st: SurveySettings, lens: TunedLens, progress) -> dict[str, Tensor]:
+def _ablation_sums(
+    m, tokens: Tensor, mean_z: Tensor, st: SurveySettings, lens: TunedLens, progress
+) -> dict[str, Tensor]:
     """Per head: sums over predicted tokens of Δloss and KL of the direct ablation, and of CSPA's KL under the logit
     lens (the paper's) and the tuned lens; the pair sums of attention to predicted tokens (tuned lens) and of the
-    attended source's z-score in the vector the head moves (``ov_dynamic.source_z_scores``)."""
+    attended source's z-score in the vector the head moves (``ov_dynamic.source_z_scores``). The vocabulary-sized
+    part goes through ``survey_effects.shifted_lse``."""
     L, H = m.cfg.n_layers, m.cfg.n_heads
     W_U = m.W_U.float()
     arch = architecture.of(m)
@@ -116,6 +120,7 @@ def _ablation_sums(m, tokens: Tensor, mu: Tensor, st: SurveySettings, lens: Tune
     s_len = tokens.shape[1]
     batch_size = max(1, min(st.batch_size, PATTERN_BYTES // (4 * L * H * s_len * s_len)))
     n_batches = math.ceil(tokens.shape[0] / batch_size)
+    t0, done_rows = time.perf_counter(), 0
     for bi, start in enumerate(range(0, tokens.shape[0], batch_size)):
         toks = tokens[start : start + batch_size].to(W_U.device)
         b, s = toks.shape
@@ -124,9 +129,12 @@ def _ablation_sums(m, tokens: Tensor, mu: Tensor, st: SurveySettings, lens: Tune
         flat = logits[:, :-1].reshape(-1, logits.shape[-1])  # predicted positions only
         targets = toks[:, 1:].reshape(-1)
         n = flat.shape[0]
+        predicted_rows = torch.ones(b, s, dtype=torch.bool, device=toks.device)
+        predicted_rows[:, -1] = False
         lse = torch.logsumexp(flat, -1)
         u_bar = torch.softmax(flat, -1) @ W_U.T  # [n, d]: Σ_v p_v W_U[:, v]
         w_target = W_U.T[targets]  # [n, d]
+        dirs = TokenDirections.of(toks, W_U)  # CSPA's token directions, shared by every head of the batch
         content = predicted.content_mask(toks, excluded)
         for layer in range(L):
             z, v = cache[hooks.z(layer)], cache[hooks.v(layer)]
@@ -136,21 +144,25 @@ def _ablation_sums(m, tokens: Tensor, mu: Tensor, st: SurveySettings, lens: Tune
             tuned = lens.translate(layer, arch.normalise(pre))  # the tuned lens's prediction rows
             top_tuned = (tuned @ W_U).topk(predicted.TOP, -1).indices  # [b, s, TOP]
             pred = predicted.Predicted.of(toks, top_tuned, content)  # the same for every head of the layer
-            rows = []
             W_O = effective_W_O(m, layer).float()
             dest = dest_scale(m, cache, layer)  # a post-attention norm's scale per destination, or None
+            zs = z if dest is None else z / dest[..., None]  # what W_O turns into the head's output
+            shifts = []
             for h in range(H):
-                r = z[:, :, h] @ W_O[h] if dest is None else (z[:, :, h] @ W_O[h]) / dest
-                mu_h = mu[layer, :s, h]
-                dla_row = cen(r - mu_h) / sigma  # clean − ablated logits = dla_row W_U
+                mz = mean_z[layer, :s, h]
+                mu_h = mz @ W_O[h]
+                coef = ((zs[:, :, h] - mz) / sigma)[:, :-1].reshape(n, -1)  # the DLA row = coef · centred W_O
                 src_out = v[:, :, arch.kv_head(h)] @ W_O[h]
-                cspa_row = cspa_rows(m, toks, pattern[:, h], src_out, mu_h, pre_scaled, sigma, st.cspa, dest_scale=dest)
-                cspa_tuned = cspa_rows(m, toks, pattern[:, h], src_out, mu_h, tuned, sigma, st.cspa, dest_scale=dest)
-                rows += [
-                    dla_row[:, :-1].reshape(n, -1),
-                    (dla_row - cspa_row)[:, :-1].reshape(n, -1),
-                    (dla_row - cspa_tuned)[:, :-1].reshape(n, -1),
-                ]
+                cspa = []
+                for scores in (pre_scaled, tuned):  # the logit lens (the paper's) and the tuned lens
+                    batch = cspa_for_batch(
+                        m, toks, pattern[:, h], src_out, mu_h, scores, sigma, st.cspa, None, dest, True
+                    )
+                    if batch.sparse is not None:
+                        cspa.append(dirs.sparse(batch.sparse, predicted_rows))
+                    else:
+                        cspa.append((cen(batch.dense) / sigma)[:, :-1].reshape(n, -1))
+                shifts.append(HeadShifts(coef, cen(W_O[h]), cspa))
                 pairs = pred.pair_stats(pattern[:, h])
                 sums["pred_n"][layer, h] += pairs["n_pairs"]
                 sums["pred_hits"][layer, h] += pairs["hits"]
@@ -159,19 +171,25 @@ def _ablation_sums(m, tokens: Tensor, mu: Tensor, st: SurveySettings, lens: Tune
                 att[..., 0] = 0.0  # the start token left out, as ov_dynamic
                 pb, _, pk = torch.nonzero(att > OV_THRESHOLD, as_tuple=True)
                 if len(pb):
-                    zs = source_z_scores(src_out[pb, pk], toks[pb, pk], W_U, u_mean, gram)
-                    sums["z_sum"][layer, h] += float(zs.double().sum())
-                    sums["z_n"][layer, h] += len(zs)
-            per = 3
-            stacked = torch.stack(rows)  # [3H, n, d]: ablation, CSPA (logit lens), CSPA (tuned lens), per head
-            kl, dl = shift_effects(flat, lse, u_bar, w_target, stacked, W_U, ROW_CHUNK_BYTES)
-            sums["abl_dl"][layer] += dl[0::per].sum(-1).double().cpu()
-            sums["abl_kl"][layer] += kl[0::per].sum(-1).double().cpu()
-            sums["cspa_kl"][layer] += kl[1::per].sum(-1).double().cpu()
-            sums["cspa_kl_tuned"][layer] += kl[2::per].sum(-1).double().cpu()
+                    zs_src = source_z_scores(src_out[pb, pk], toks[pb, pk], W_U, u_mean, gram)
+                    sums["z_sum"][layer, h] += float(zs_src.double().sum())
+                    sums["z_n"][layer, h] += len(zs_src)
+            lse_new = shifted_lse(flat, shifts, dirs, W_U)  # [H, 3, n]
+            for h, sh in enumerate(shifts):
+                dla = sh.coef @ sh.basis  # [n, d]: clean − ablated logits = dla W_U
+                diffs = (dla, dla - sh.cspa_rows(0, dirs), dla - sh.cspa_rows(1, dirs))
+                kl = [(d * u_bar).sum(-1) - lse + lse_new[h, j] for j, d in enumerate(diffs)]
+                dl = lse_new[h, 0] - lse + (dla * w_target).sum(-1)
+                sums["abl_dl"][layer, h] += float(dl.double().sum())
+                sums["abl_kl"][layer, h] += float(kl[0].double().sum())
+                sums["cspa_kl"][layer, h] += float(kl[1].double().sum())
+                sums["cspa_kl_tuned"][layer, h] += float(kl[2].double().sum())
+            done_rows += n * H
             if progress:
+                rate = done_rows / (time.perf_counter() - t0)
                 progress(
-                    f"ablation and CSPA: batch {bi + 1}/{n_batches}, layer {layer + 1}/{L}",
+                    f"ablation and CSPA: batch {bi + 1}/{n_batches}, heads {(layer + 1) * H}/{L * H}, "
+                    f"{rate:,.0f} head-tokens/s",
                     (bi + (layer + 1) / L) / n_batches,
                 )
         n_tok += n
@@ -254,26 +272,29 @@ def survey_heads(
         raise InvalidInputError("the survey runs CSPA with k_s = 1 (the paper's setting)")
     L, H = m.cfg.n_layers, m.cfg.n_heads
     reasons: dict[str, str] = {}
+    stages = Stages(progress, STAGE_WEIGHTS)
     with torch.inference_mode():
         tokens = tokens.long()
-        mu = _mean_results(m, tokens[: st.n_mean], st.batch_size)
-        if progress:
-            progress("mean head outputs", 0.0)
+        stages.report("mean")("mean head outputs", 0.0)
+        mean_z = _mean_z(m, tokens[: st.n_mean], st.batch_size)
+        stages.report("mean")("mean head outputs", 1.0)
         lens = fit_tuned_lens(
             m,
             (tokens if lens_tokens is None else lens_tokens).long(),
             batch_size=st.batch_size,
             quality_tokens=SURVEY_LENS_QUALITY_TOKENS,
-            progress=progress,
+            progress=stages.report("lens"),
         )
-        sums = _ablation_sums(m, tokens, mu, st, lens, progress)
+        sums = _ablation_sums(m, tokens, mean_z, st, lens, stages.report("ablation"))
         induction, anti = _induction(m, st.n_repeat, st.repeat_len, st.seed)
+        stages.report("probes")("induction probe on repeated random tokens", 0.5)
         try:
             ioi = _ioi(m, st.n_ioi, st.seed)
         except InvalidInputError as err:
             ioi = torch.full((L, H), float("nan"))
             reasons["ioi_copy_suppression"] = str(err)
-        ov, qk, n_rows = _circuits(m, st, progress)
+        stages.report("probes")("IOI probe", 1.0)
+        ov, qk, n_rows = _circuits(m, st, stages.report("circuits"))
 
     def share(key: str) -> Tensor:
         return torch.tensor(
