@@ -13,7 +13,7 @@ if str(ROOT) not in sys.path:
 
 import streamlit as st  # noqa: E402
 
-from app import state  # noqa: E402
+from app import live_model, state  # noqa: E402
 
 # the icon is a file of the app's own (a Material or emoji icon here would be fetched from a CDN by the browser)
 ICON = ROOT / "app" / "static" / "icon.png"
@@ -32,5 +32,6 @@ nav = st.navigation(PAGES)
 arts = state.choose()
 if arts is not None:
     state.sidebar_info(arts)
+    live_model.warm(arts)  # its model loads in the background: the first analysis waits only for the rest
 state.sidebar_build_note()
 nav.run()

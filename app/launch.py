@@ -210,7 +210,9 @@ def build_smollm2(out_dir: Path, log=print) -> Path | None:
             ready=True,
         )
         start = time.time()
+        log("Loading SmolLM2-135M (the first time: its GGUF file dequantised and processed, about half a minute)…")
         lm = load_model("smollm2-135m", device="cpu")
+        log(f"SmolLM2-135M loaded in {time.time() - start:.0f} s.")
         what = "SmolLM2-135M's head survey on CPython's documentation (a few minutes)"
         write_status(out_dir, state="building", ready=True, what=what)
         survey = run_survey(

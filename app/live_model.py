@@ -5,6 +5,9 @@ Pages ask these for results; they never touch a hook or a lock."""
 from __future__ import annotations
 
 import os
+import threading
+from collections import OrderedDict
+from concurrent.futures import Future
 
 import streamlit as st
 
@@ -27,13 +30,57 @@ def max_waiting() -> int:
     return whole_number("CSE_MAX_WAITING", value, MAX_WAITING_LIMIT, lo=0)
 
 
-@st.cache_resource(show_spinner="Loading the model (first use only)…", max_entries=2)
-def _model(model_name: str):
-    """The ``LiveModel`` of ``model_name``, shared by every artifact set of that model and every session."""
-    from precompute.live import LiveModel
-    from precompute.models.loading import load_model
+MAX_MODELS = 2  # models held in memory at once (the least recently opened goes first)
+_LOADS: OrderedDict[str, Future] = OrderedDict()  # model name -> its load, started in the background
+_LOADS_LOCK = threading.Lock()
 
-    return LiveModel(load_model(model_name, device="cpu"), max_waiting=max_waiting())
+
+def _load_in_background(model_name: str) -> Future:
+    """The load of ``model_name``, started at most once (in a daemon thread, outside any page's run)."""
+    with _LOADS_LOCK:
+        fut = _LOADS.get(model_name)
+        if fut is None:
+            fut = Future()
+            _LOADS[model_name] = fut
+
+            def load() -> None:
+                from precompute.models.loading import load_model
+
+                try:
+                    fut.set_result(load_model(model_name, device="cpu"))
+                except BaseException as err:  # noqa: BLE001 - handed to whoever waits on it, re-raised there
+                    fut.set_exception(err)
+
+            threading.Thread(target=load, name=f"load {model_name}", daemon=True).start()
+            while len(_LOADS) > MAX_MODELS:
+                _LOADS.popitem(last=False)
+        _LOADS.move_to_end(model_name)
+        return fut
+
+
+def warm(arts) -> None:
+    """Start loading the model of ``arts`` now, in the background, so that the first analysis waits only for
+    what is left of the load (``CSE_WARM_MODEL=0`` turns this off: models then load at first use)."""
+    if os.environ.get("CSE_WARM_MODEL", "1").strip().lower() in ("0", "false", "no"):
+        return
+    _load_in_background(arts.manifest["model"]["model_name"])
+
+
+@st.cache_resource(show_spinner="Loading the model (first use only)…", max_entries=MAX_MODELS)
+def _model(model_name: str):
+    """The ``LiveModel`` of ``model_name``, shared by every artifact set of that model and every session (its load
+    may already be under way: ``warm``)."""
+    from precompute.live import LiveModel
+
+    fut = _load_in_background(model_name)
+    try:
+        loaded = fut.result()
+    except BaseException:  # noqa: BLE001 - re-raised below
+        with _LOADS_LOCK:  # a failed load is not kept: the next use tries again
+            if _LOADS.get(model_name) is fut:
+                del _LOADS[model_name]
+        raise
+    return LiveModel(loaded, max_waiting=max_waiting())
 
 
 @st.cache_resource(show_spinner="Reading the artifacts' mean results…", max_entries=4)

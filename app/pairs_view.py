@@ -143,6 +143,8 @@ def agreement_figure(res: PairAnalysis) -> tuple[go.Figure, dict[str, float]]:
         if grid not in res.attr:
             continue
         a, b = act.flatten().float(), res.attr[grid].flatten().float()
+        keep = ~a.isnan()  # the cells activation patching measured (all, or the top N attribution ranked)
+        a, b = a[keep], b[keep]
         corr[grid] = float(torch.corrcoef(torch.stack([a, b]))[0, 1]) if len(a) > 1 else float("nan")
         fig.add_trace(
             go.Scatter(
@@ -153,8 +155,8 @@ def agreement_figure(res: PairAnalysis) -> tuple[go.Figure, dict[str, float]]:
                 hovertemplate="activation %{x:.3f}, attribution %{y:.3f}<extra></extra>",
             )
         )
-    lo = min([float(t.min()) for t in res.patch.values()] + [0.0])
-    hi = max([float(t.max()) for t in res.patch.values()] + [1.0])
+    lo = min([float(t.nan_to_num(nan=0.0).min()) for t in res.patch.values()] + [0.0])
+    hi = max([float(t.nan_to_num(nan=1.0).max()) for t in res.patch.values()] + [1.0])
     fig.add_trace(go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", line=dict(dash="dash", color="grey"), name="y = x"))
     fig.update_layout(
         xaxis_title="activation patching (share of the logit difference recovered)",

@@ -60,13 +60,24 @@ class LiveModel:
         attribution: bool = True,
         progress=None,
         on_wait: OnWait = None,
+        top_n: int | None = None,
+        partial=None,
     ):
-        """``science.pairs.compare_prompts`` on this model: logit difference, lens, attribution, patching."""
+        """``science.pairs.compare_prompts`` on this model: logit difference, lens, attribution, patching (of the
+        ``top_n`` cells attribution ranks first, or every cell); ``partial`` is told the patching grids so far."""
         from .science.pairs import compare_prompts
 
         with self.queue.turn(on_wait):
             return compare_prompts(
-                self.loaded, clean, corrupted, answers, patching=patching, attribution=attribution, progress=progress
+                self.loaded,
+                clean,
+                corrupted,
+                answers,
+                patching=patching,
+                attribution=attribution,
+                progress=progress,
+                top_n=top_n,
+                partial=partial,
             )
 
     def self_repair(self, prompts, answers, heads, method: str = "mean", on_wait: OnWait = None):

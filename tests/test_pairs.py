@@ -337,3 +337,40 @@ def test_presets_built_for_a_tokenizer_keep_the_rows_that_fit(monkeypatch):
     monkeypatch.setitem(prompts.PRESETS, "handmade", rows[2:])
     with pytest.raises(InvalidInputError, match="cannot be built with this tokenizer"):
         preset_pairs("handmade", tok)
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_top_n_patches_the_cells_attribution_ranks_first_and_equals_full_patching_there(toy_pair, fast, monkeypatch):
+    """AtP then activation patching of the top N: the patched cells are exactly the N largest |attribution| cells,
+    their values equal full activation patching's (the resumed path and the hooked one), the rest are NaN; the
+    partial callback sees the cells fill in and its last grids equal the result."""
+    from precompute.models import architecture
+
+    lm, clean, corrupted, answers, full = toy_pair
+    if not fast:  # the hooked batches that run the whole model
+        real = architecture.of
+
+        def generic(m):
+            import dataclasses
+
+            return dataclasses.replace(real(m), rerun=None)
+
+        monkeypatch.setattr(architecture, "of", generic)
+    seen = []
+    res = compare_prompts(lm, clean, corrupted, answers, max_batch=8, top_n=7, partial=seen.append, attribution=False)
+    assert res.attr == {} and (res.patched_cells, res.total_cells) == (7, P.cell_count(lm.model, GRIDS, clean.shape[1]))
+    attr = torch.cat([full.attr[g].reshape(-1) for g in GRIDS]).abs()
+    patched = torch.cat([res.patch[g].reshape(-1) for g in GRIDS])
+    want = set(attr.argsort(descending=True)[:7].tolist())
+    assert set(torch.nonzero(~patched.isnan())[:, 0].tolist()) == want
+    everything = torch.cat([full.patch[g].reshape(-1) for g in GRIDS])
+    idx = sorted(want)
+    torch.testing.assert_close(patched[idx], everything[idx], atol=1e-4, rtol=0)
+    counts = [sum(int((~g.isnan()).sum()) for g in grids.values()) for grids in seen]
+    assert counts == sorted(counts) and counts[-1] == 7 and len(seen) >= 1
+    for g in GRIDS:
+        torch.testing.assert_close(seen[-1][g], res.patch[g], equal_nan=True)
+    # N at or above the number of cells patches every cell, as top_n=None
+    assert compare_prompts(lm, clean, corrupted, answers, max_batch=8, top_n=10_000).patched_cells == res.total_cells
+    with pytest.raises(InvalidInputError, match="top_n"):
+        compare_prompts(lm, clean, corrupted, answers, top_n=-1)

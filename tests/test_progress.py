@@ -26,3 +26,15 @@ def test_stages_weight_each_stage_and_extrapolate_the_time_left():
     assert told[1][1] == pytest.approx(0.625) and told[1][0].startswith("second · 62 % · 25 s, about 15 s left")
     assert told[2] == ("third · 100 % · 40 s", 1.0)  # done: no time left said
     Stages(None, {"a": 1}).report("a")("nobody listens", 0.5)  # no callback: nothing happens
+
+
+def test_throttled_logs_the_first_line_then_at_most_every_interval_and_the_last():
+    from precompute.science.progress import throttled
+
+    clock = [0.0]
+    lines = []
+    tell = throttled(lines.append, seconds=5.0, clock=lambda: clock[0])
+    for t, frac in ((1.0, 0.1), (3.0, 0.2), (6.5, 0.5), (7.0, 0.6), (8.0, 1.0)):
+        clock[0] = t
+        tell(f"at {t}", frac)
+    assert lines == ["at 1.0 · 1 s, about 9 s left", "at 6.5 · 6 s, about 6 s left", "at 8.0 · 8 s"]

@@ -4,6 +4,9 @@ head attribution, activation and attribution patching, self-repair — live on t
 so they are imported where they are drawn, after the page has said it is loading (a first visit waits for torch
 and the model)."""
 
+import time
+
+import numpy as np
 import pandas as pd
 import streamlit as st
 
@@ -11,55 +14,13 @@ from app import live_model, state
 from app.render.text import literal
 from app.survey_data import run_command
 from precompute import paper
-from precompute.data.prompts import PRESETS, ioi_pairs, preset_pairs, repeat_pairs
+from precompute.data.pair_sets import OWN_HELP, SET_NAMES, SETS, SHORT_SET, build_pairs
 from precompute.errors import ExplorerError
 from precompute.schema import head_key, parse_head, parse_heads
+from precompute.science.pairs_settings import DEFAULT_TOP_CELLS
+from precompute.science.progress import Stages
 
-SETS = (
-    ["IOI (generated)", "repeated tokens (synthetic text)"]
-    + [f"preset: {name}" for name in PRESETS]
-    + ["your own pairs"]
-)
-OWN_HELP = (
-    "One pair per line: clean prompt | corrupted prompt | right answer | wrong answer. Answers get a "
-    "leading space (start one with _ for none). Every prompt must have the same number of tokens."
-)
 NEGATIVE = [head_key(h) for h in paper.NEGATIVE_HEADS]
-# the prompt sets by the short name a link gives them (?prompts=repeat; ?set= names the artifact set)
-SET_NAMES = dict(zip(["ioi", "repeat", *PRESETS, "own"], SETS))
-SHORT_SET = {label: short for short, label in SET_NAMES.items()}
-
-
-def _answer(text: str) -> str:
-    text = text.strip()
-    return text[1:] if text.startswith("_") else " " + text
-
-
-def own_pairs(text: str):
-    """(clean prompts, corrupted prompts, (right, wrong) answers) from the "your own pairs" box."""
-    rows = [line for line in text.splitlines() if line.strip()]
-    if not rows:
-        raise ExplorerError("type at least one pair")
-    parts = [line.split("|") for line in rows]
-    bad = [i + 1 for i, p in enumerate(parts) if len(p) != 4]
-    if bad:
-        raise ExplorerError(f"line {bad[0]} does not have four fields separated by |")
-    return (
-        [p[0].strip() for p in parts],
-        [p[1].strip() for p in parts],
-        [(_answer(p[2]), _answer(p[3])) for p in parts],
-    )
-
-
-def build_pairs(which: str, tokenizer, n: int, own: str):
-    if which == SETS[0]:
-        clean, corrupted, answers, _ = ioi_pairs(tokenizer, n)
-        return clean, corrupted, answers
-    if which == SETS[1]:
-        return repeat_pairs(tokenizer, n)
-    if which == SETS[-1]:
-        return own_pairs(own)
-    return preset_pairs(which.split(": ", 1)[1], tokenizer)
 
 
 def unavailable_sets(model) -> dict[str, str]:
@@ -117,14 +78,25 @@ def analysis_form(model) -> None:
                 placeholder="When Mary and John went to the store, John gave a drink to | When Mary "
                 "and John went to the store, Mary gave a drink to | Mary | John",
             )
-        o1, o2 = st.columns(2)
+        o1, o2, o3 = st.columns(3)
         do_patch = o1.checkbox(
             "Activation patching",
             value=True,
             key="pairs_patch",
-            help="every cell of every grid; batched, many patches per forward pass",
+            help="of the cells attribution patching ranks first (AtP), or of every cell; batched, many patches "
+            "per forward pass",
         )
-        do_attr = o2.checkbox(
+        top_n = o2.number_input(
+            "Cells to activation-patch",
+            min_value=0,
+            max_value=100_000,
+            value=DEFAULT_TOP_CELLS,
+            step=16,
+            key="pairs_top",
+            help="the cells attribution patching ranks first by the size of its estimate (Kramár et al. 2024, "
+            "AtP); 0 patches every cell, which takes minutes on a real model",
+        )
+        do_attr = o3.checkbox(
             "Attribution patching",
             value=True,
             key="pairs_attr",
@@ -133,24 +105,53 @@ def analysis_form(model) -> None:
         go_button = st.form_submit_button("Analyse", type="primary", disabled=which in unavailable)
     if not go_button:
         return
-    st.session_state.pop("pairs_result", None)
-    st.session_state.pop("pairs_repair", None)
+    for key in ("pairs_result", "pairs_repair", "pairs_partial"):
+        st.session_state.pop(key, None)
     try:
         clean, corrupted, answers = build_pairs(which, model.tokenizer, n, own)
         bar = st.progress(0.0, text="Running the prompts…")
+        stages = Stages(lambda text, frac: bar.progress(min(1.0, frac), text=text), {"pairs": 1})
+        st.button("Stop", key="pairs_stop", help="stops the analysis; the patched cells so far stay on the page")
+        live = st.empty()
+        shown = [0.0]
+
+        def partial(grids) -> None:  # the cells patched so far, at most every 2 s
+            st.session_state["pairs_partial"] = grids
+            if time.monotonic() - shown[0] >= 2.0:
+                live.dataframe(partial_table(grids), hide_index=True)
+                shown[0] = time.monotonic()
+
         res = model.compare_prompts(
             clean,
             corrupted,
             answers,
             patching=do_patch,
             attribution=do_attr,
-            progress=lambda text, frac: bar.progress(min(1.0, frac), text=text),
+            progress=stages.report("pairs"),
             on_wait=live_model.queue_notice(),
+            top_n=int(top_n) or None,
+            partial=partial,
         )
         bar.empty()
+        live.empty()
+        st.session_state.pop("pairs_partial", None)
         st.session_state["pairs_result"] = res
     except ExplorerError as err:
         st.error(f"Cannot analyse these pairs: {literal(err)}")
+
+
+def partial_table(grids: dict) -> pd.DataFrame:
+    """The activation-patched cells so far, largest effect first (at most 20)."""
+    from app import pairs_view as V
+
+    rows = []
+    for grid, values in grids.items():
+        for (layer, j), v in np.ndenumerate(values.numpy()):
+            if np.isfinite(v):
+                what = f"position {j}" if grid in ("resid_pre", "attn_out", "mlp_out") else f"head {layer}.{j}"
+                rows.append((V.GRID_TITLES[grid], layer, what, float(v)))
+    table = pd.DataFrame(rows, columns=["grid", "layer", "cell", "recovered"])
+    return table.reindex(table["recovered"].abs().sort_values(ascending=False).index).head(20)
 
 
 def prompts_table(res, tok) -> pd.DataFrame:
@@ -265,6 +266,12 @@ def patching_section(res) -> None:
     st.subheader("Patching")
     kinds = [k for k, v in (("activation patching", res.patch), ("attribution patching", res.attr)) if v]
     tabs = st.tabs(kinds + (["agreement"] if res.patch and res.attr else []))
+    if res.patch and res.patched_cells < res.total_cells:
+        st.caption(
+            f"Activation patching measured the {res.patched_cells} of {res.total_cells} cells that attribution "
+            "patching ranks first by the size of its estimate (AtP, Kramár et al. 2024); blank cells were not "
+            "patched. Set 'Cells to activation-patch' to 0 to patch every cell."
+        )
     for tab, kind in zip(tabs, kinds):
         grids = res.patch if kind == "activation patching" else res.attr
         with tab:
@@ -276,7 +283,7 @@ def patching_section(res) -> None:
             fig, corr = V.agreement_figure(res)
             st.plotly_chart(fig, key="pairs_agreement")
             st.caption(
-                "Correlation of attribution with activation patching: "
+                "Correlation of attribution with activation patching over the patched cells: "
                 + ", ".join(f"{V.GRID_TITLES[g]} {c:.2f}" for g, c in corr.items())
             )
 
@@ -368,6 +375,11 @@ def main() -> None:
     analysis_form(model)
     res = st.session_state.get("pairs_result")
     if res is None:
+        stopped = st.session_state.get("pairs_partial")
+        if stopped:
+            done = sum(int(np.isfinite(v.numpy()).sum()) for v in stopped.values())
+            st.warning(f"Stopped after {done} activation-patched cells; the largest so far:")
+            st.dataframe(partial_table(stopped), hide_index=True)
         st.info("Choose a prompt set and press Analyse.")
         st.stop()
     table = prompts_table(res, model.tokenizer)

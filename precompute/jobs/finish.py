@@ -28,7 +28,7 @@ from ..science.cspa_interventions import compare_readouts
 from ..science.indirect import indirect_excluding
 from ..science.joint import group_key, joint_effect, mean_results_for
 from ..science.ov_dynamic import ov_dynamic
-from ..science.progress import duration
+from ..science.progress import duration, throttled
 from ..science.readout import READOUTS
 from ..science.semantic import rules as semantic_rules
 from ..science.semantic import semantic_neighbours
@@ -148,10 +148,12 @@ def _attends_predicted(out: Path, head, n_shards: int, tokens: torch.Tensor, exc
     )
 
 
-def _by_readout(lm, tokens, head, mu: torch.Tensor, cfg: RunConfig, lens, used: str, table) -> dict:
+def _by_readout(lm, tokens, head, mu: torch.Tensor, cfg: RunConfig, lens, used: str, table, log=print) -> dict:
     """CSPA under every read-out other than ``used`` (whose figures are the stored summary's) over the run's text."""
     others = tuple(r for r in READOUTS if r != used)
-    got = compare_readouts(lm, tokens, head, mu, cfg.cspa(), others, lens, table, batch_size=cfg.batch_size)
+    got = compare_readouts(
+        lm, tokens, head, mu, cfg.cspa(), others, lens, table, batch_size=cfg.batch_size, progress=throttled(log)
+    )
     keep = ("n_tokens", "explained_kl", "explained_loss_net", "explained_loss_abs", "mean_kl_cspa")
     return {r: {k: v for k, v in s.items() if k in keep} for r, s in got.items()}
 
@@ -172,7 +174,8 @@ def _groups(lm, tokens, have: dict, cfg: RunConfig, lens, chosen: dict, log, tab
     out_groups = {}
     for g in cfg.groups:
         log(f"heads {group_key(g)} together ({len(tokens)} sequences)")
-        got = joint_effect(lm, tokens, g, means, cfg.cspa(), readout_of, lens, table, batch_size=cfg.batch_size)
+        told = throttled(log)
+        got = joint_effect(lm, tokens, g, means, cfg.cspa(), readout_of, lens, table, cfg.batch_size, progress=told)
         got["readouts"] = {schema.head_key(h): readout_of[h] for h in g}
         out_groups[group_key(g)] = got
     return out_groups
@@ -241,7 +244,7 @@ def finish(
             step(f"head {schema.head_key(head)}: CSPA under the other read-outs ({len(tokens)} sequences)")
             s["cspa_by_readout"] = {
                 used: {k: s["cspa"][k] for k in ("n_tokens", "explained_kl", "explained_loss_net")},
-                **_by_readout(lm, tokens, head, means[head], cfg, lens, used, table),
+                **_by_readout(lm, tokens, head, means[head], cfg, lens, used, table, log),
             }
     groups = _groups(lm, tokens, means, cfg, lens, chosen, step, table)
     step("manifest")

@@ -22,7 +22,7 @@ from ..models.heads import check_head
 from ..models.loading import load_model
 from ..science import readout as readouts
 from ..science.analysis import analyze, mean_result
-from ..science.progress import duration
+from ..science.progress import duration, throttled
 from ..science.semantic import neighbour_table, semantic_neighbours
 from ..science.tuned_lens import fit_tuned_lens
 from ..store.files import read_metadata, save_tensors
@@ -165,7 +165,13 @@ def _readouts(cfg: RunConfig, lm, heads, seqs, log) -> tuple:
     """The tuned lens fitted on the run's own sequences (every layer; the last quarter held out for its quality),
     and each head's read-out: {head: (read-out, why)} (``science.readout.resolve``)."""
     t0 = time.perf_counter()
-    lens = fit_tuned_lens(lm, torch.tensor(seqs), batch_size=cfg.batch_size, quality_tokens=LENS_QUALITY_TOKENS)
+    lens = fit_tuned_lens(
+        lm,
+        torch.tensor(seqs),
+        batch_size=cfg.batch_size,
+        quality_tokens=LENS_QUALITY_TOKENS,
+        progress=throttled(log, PROGRESS_EVERY_S),
+    )
     log(
         f"tuned lens fitted on {lens.meta['n_fit_tokens']} positions, scored on "
         f"{lens.meta['n_heldout_tokens_scored']} held-out ones, in {time.perf_counter() - t0:.1f} s"

@@ -32,6 +32,7 @@ from ..models.loading import unwrap
 from ..models.weights import effective_W_O
 from ..validate import token_ids
 from .logit_diff import ld_directions, logit_diff, project
+from .pairs_settings import DEFAULT_TOP_CELLS  # noqa: F401 - the page's default (torch-free)
 
 GRIDS = ("resid_pre", "attn_out", "mlp_out", "head_z", "head_pattern", "head_v")
 
@@ -60,6 +61,8 @@ class PairAnalysis:
     layer_labels: list[str]
     patch: dict[str, Tensor] = field(default_factory=dict)
     attr: dict[str, Tensor] = field(default_factory=dict)
+    patched_cells: int = 0  # cells activation-patched (the others NaN in ``patch``)
+    total_cells: int = 0  # cells of the chosen grids
 
     @property
     def ld_clean(self) -> float:
@@ -143,9 +146,14 @@ def compare_prompts(
     max_batch: int = 64,
     progress=None,
     grids: tuple[str, ...] = GRIDS,
+    top_n: int | None = None,
+    partial=None,
 ) -> PairAnalysis:
     """See the module docstring. ``max_batch``: sequences per forward pass when patching (many patches per pass).
-    ``progress(text, fraction)`` is called as the patching goes. ``grids``: the patching grids to compute."""
+    ``progress(text, fraction)`` is called as the patching goes. ``grids``: the patching grids to compute.
+    ``top_n``: activation-patch only the ``top_n`` cells attribution patching ranks first by |effect| (AtP, Kramár
+    et al. 2024; attribution is computed first whatever ``attribution`` says), the others NaN; None: every cell.
+    ``partial(patch_grids)``: told the activation-patching grids so far after each forward pass."""
     from ..data.tokenization import token_strings
     from . import patching as P
 
@@ -197,13 +205,24 @@ def compare_prompts(
         lens_labels,
         layer_labels,
     )
+    out.total_cells = P.cell_count(m, grids, inp.clean.shape[1])
+    if top_n is not None and top_n < 0:
+        raise InvalidInputError(f"top_n must be a whole number of cells, got {top_n}")
+    ranked = patching and top_n is not None and top_n < out.total_cells
+    if attribution or ranked:
+        if progress:
+            progress("attribution patching: one forward and one backward pass", 0.0)
+        out.attr = P.attribution_patching(m, inp, cache, out.ld_clean, out.ld_corrupted, grids)
     if patching:
+        only = P.top_cells(out.attr, grids, top_n) if ranked else None
+        out.patched_cells = out.total_cells if only is None else len(only)
+        args = (out.ld_clean, out.ld_corrupted, max_batch, progress, grids, only, partial)
         if architecture.of(m).resumable:  # resume each patch at its layer (same numbers, ~3x faster on CPU)
             from .patching_fast import activation_patching_fast
 
-            out.patch = activation_patching_fast(m, inp, out.ld_clean, out.ld_corrupted, max_batch, progress, grids)
+            out.patch = activation_patching_fast(m, inp, *args)
         else:
-            out.patch = P.activation_patching(m, inp, cache, out.ld_clean, out.ld_corrupted, max_batch, progress, grids)
-    if attribution:
-        out.attr = P.attribution_patching(m, inp, cache, out.ld_clean, out.ld_corrupted, grids)
+            out.patch = P.activation_patching(m, inp, cache, *args)
+    if not attribution:
+        out.attr = {}
     return out

@@ -83,18 +83,31 @@ def one_cell(m, inp, cache: dict, hook: str, index: tuple) -> float:
 
 
 def activation_patching(
-    m, inp, cache: dict, ld_clean: float, ld_corr: float, max_batch: int = 64, progress=None, grids=tuple(HOOKS)
+    m,
+    inp,
+    cache: dict,
+    ld_clean: float,
+    ld_corr: float,
+    max_batch: int = 64,
+    progress=None,
+    grids=tuple(HOOKS),
+    only: list[int] | None = None,
+    partial=None,
 ) -> dict[str, Tensor]:
     """Every grid of activation patching, many cells per hooked forward pass of the whole model (any
-    architecture; GPT-2-style blocks have the faster ``patching_fast``)."""
+    architecture; GPT-2-style blocks have the faster ``patching_fast``). ``only``: the cells to patch (indices in
+    the grids' row-major order, ``cell_count``); the others are NaN. ``partial(grids)``: told the grids so far
+    (NaN where not yet patched) after every forward pass."""
     n, seq = inp.corrupted.shape
     group = max(1, max_batch // n)
-    todo = [(g, i, c) for g in grids for i, c in enumerate(cells(m, g, seq))]
-    values = torch.empty(len(todo))
+    every = [(g, i, c) for g in grids for i, c in enumerate(cells(m, g, seq))]
+    picked = list(range(len(every))) if only is None else sorted(set(only))
+    values = torch.full((len(every),), float("nan"))
     dev = m.W_U.device
     answers = inp.answers.to(dev)
-    for start in range(0, len(todo), group):
-        chunk = todo[start : start + group]
+    for start in range(0, len(picked), group):
+        part = picked[start : start + group]
+        chunk = [every[i] for i in part]
         by_hook: dict[str, list[tuple[int, tuple]]] = {}
         for k, (_, _, (hook, index)) in enumerate(chunk):
             by_hook.setdefault(hook, []).append((k, index))
@@ -113,13 +126,25 @@ def activation_patching(
         with torch.inference_mode():
             batch = inp.corrupted.to(dev).repeat(len(chunk), 1)
             logits = m.run_with_hooks(batch, fwd_hooks=[(h, patcher(h)) for h in by_hook])
-            values[start : start + len(chunk)] = _mean_ld(logits, answers, len(chunk)).cpu()
+            values[part] = _mean_ld(logits, answers, len(chunk)).cpu()
+        done = min(len(picked), start + group)
         if progress:
-            progress(
-                f"activation patching: {min(len(todo), start + group)}/{len(todo)} cells",
-                min(1.0, (start + group) / len(todo)),
-            )
+            progress(f"activation patching: {done}/{len(picked)} cells", done / len(picked))
+        if partial:
+            partial(to_grids(m, values, grids, seq, ld_clean, ld_corr))
     return to_grids(m, values, grids, seq, ld_clean, ld_corr)
+
+
+def cell_count(m, grids, seq: int) -> int:
+    """How many cells ``grids`` have for prompts of ``seq`` tokens."""
+    return sum(grid_shape(m, g, seq)[0] * grid_shape(m, g, seq)[1] for g in grids)
+
+
+def top_cells(attr: dict[str, Tensor], grids, n: int) -> list[int]:
+    """The ``n`` cells attribution patching ranks first (largest |effect|; the AtP scheme of Kramár et al. 2024),
+    as indices in the grids' row-major order."""
+    flat = torch.cat([attr[g].reshape(-1) for g in grids]).abs().nan_to_num(nan=-1.0)
+    return sorted(flat.argsort(descending=True, stable=True)[: max(0, int(n))].tolist())
 
 
 def to_grids(m, values: Tensor, grids, seq: int, ld_clean: float, ld_corr: float) -> dict[str, Tensor]:

@@ -85,8 +85,17 @@ def _start(m, grid: str, layer: int, j: int, clean: dict, corr: dict) -> tuple[s
 
 
 def activation_patching_fast(
-    m, inp, ld_clean: float, ld_corr: float, max_batch: int = 64, progress=None, grids: tuple[str, ...] = ()
+    m,
+    inp,
+    ld_clean: float,
+    ld_corr: float,
+    max_batch: int = 64,
+    progress=None,
+    grids: tuple[str, ...] = (),
+    only: list[int] | None = None,
+    partial=None,
 ) -> dict[str, Tensor]:
+    """``patching.activation_patching``'s numbers (``only`` and ``partial`` the same), resuming at each layer."""
     n, seq = inp.corrupted.shape
     dev = m.W_U.device
     eps = eps_of(m)
@@ -102,10 +111,13 @@ def activation_patching_fast(
             for layer in range(grid_shape(m, g, seq)[0])
             for j in range(grid_shape(m, g, seq)[1])
         ]  # the row-major order of ``patching.cells``
-        values = torch.empty(len(todo))
+        values = torch.full((len(todo),), float("nan"))
+        picked = range(len(todo)) if only is None else sorted(set(only))
         groups: dict[tuple[str, int], list[int]] = {}
-        for i, (g, layer, _) in enumerate(todo):
+        for i in picked:
+            g, layer, _ = todo[i]
             groups.setdefault(_resumes_at(m, g, layer), []).append(i)
+        total = sum(len(v) for v in groups.values())
         per_pass = max(1, max_batch // n)
         done = 0
         for (kind, layer), members in sorted(groups.items(), key=lambda kv: kv[0][1]):
@@ -122,5 +134,7 @@ def activation_patching_fast(
                 values[part] = ((normed * dirs).sum(-1) + bias).mean(-1).cpu()
                 done += len(part)
                 if progress:
-                    progress(f"activation patching: {done}/{len(todo)} cells", done / len(todo))
+                    progress(f"activation patching: {done}/{total} cells", done / total)
+                if partial:
+                    partial(to_grids(m, values, grids, seq, ld_clean, ld_corr))
     return to_grids(m, values, grids, seq, ld_clean, ld_corr)

@@ -44,3 +44,21 @@ class Stages:
             self.progress(f"{text} · {100 * done:.0f} % · {duration(spent)}{left}", done)
 
         return tell
+
+
+def throttled(log: Callable[[str], None], seconds: float = 5.0, clock=time.perf_counter) -> Progress:
+    """A ``progress(text, fraction)`` that logs ``text`` at most every ``seconds`` (its first line and the line
+    that finishes always), with the time spent and left: a long step's lines for a log, not a flood."""
+    t0 = clock()
+    last = [None]
+
+    def tell(text: str, frac: float) -> None:
+        now = clock()
+        if last[0] is not None and now - last[0] < seconds and frac < 1.0:
+            return
+        last[0] = now
+        spent = now - t0
+        left = f", about {duration(spent * (1 - frac) / frac)} left" if 0.02 <= frac < 1.0 else ""
+        log(f"{text} · {duration(spent)}{left}")
+
+    return tell

@@ -219,6 +219,8 @@ def _circuits(m, st: SurveySettings, progress) -> tuple[Tensor, Tensor, int]:
         ids = text[torch.randperm(len(text), generator=g)[: st.circuit_rows]].sort().values
     arch = architecture.of(m)
     W_U = m.W_U.float()
+    if progress:
+        progress(f"OV/QK circuits: the effective embedding of all {V:,} tokens", 0.0)
     w_ee = effective_embedding(m).float()
     ln_ee = arch.normalise(w_ee)  # keys of QK
     ln_u_rows = arch.normalise(W_U.T[ids.to(W_U.device)])  # sampled queries of QK
@@ -237,7 +239,7 @@ def _circuits(m, st: SurveySettings, progress) -> tuple[Tensor, Tensor, int]:
             ov[layer, h] = (ranks_from_factors(ov_rows, ov_cols, "ov", 512, ids) < 10).double().mean()
             qk[layer, h] = (ranks_from_factors(qk_rows, qk_cols, "qk", 512, ids) < 10).double().mean()
         if progress:
-            progress(f"OV/QK circuits: layer {layer + 1}/{L}", (layer + 1) / L)
+            progress(f"OV/QK circuits: heads {(layer + 1) * H}/{L * H}", (layer + 1) / L)
     return ov, qk, len(ids)
 
 

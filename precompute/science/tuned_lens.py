@@ -169,7 +169,8 @@ def fit_tuned_lens(
                 "n_fit_tokens": int(stats[0].count),
             },
         )
-        lens.quality = lens_quality(m, held, lens, batch_size, quality_tokens)
+        told = None if progress is None else (lambda text, f: progress(text, 0.8 + 0.2 * f))
+        lens.quality = lens_quality(m, held, lens, batch_size, quality_tokens, told)
         lens.meta["n_heldout_tokens_scored"] = lens.quality[layers[0]]["n_tokens"]
     if progress:
         progress("tuned lens: fitted and scored", 1.0)
@@ -177,7 +178,12 @@ def fit_tuned_lens(
 
 
 def lens_quality(
-    model, tokens: Int[Tensor, "batch seq"], lens: TunedLens, batch_size: int = 8, max_tokens: int = QUALITY_TOKENS
+    model,
+    tokens: Int[Tensor, "batch seq"],
+    lens: TunedLens,
+    batch_size: int = 8,
+    max_tokens: int = QUALITY_TOKENS,
+    progress=None,
 ) -> dict[int, dict]:
     """Per layer of ``lens``: top-1 agreement with the model's own prediction and mean KL(model ‖ lens) (nats), for
     the tuned lens and the logit lens, over the first ``max_tokens`` positions after the start token of ``tokens``."""
@@ -192,11 +198,13 @@ def lens_quality(
             if have >= max_tokens:
                 break
             xs, _, logits = normalised_inputs(m, tokens[start : start + batch_size].long(), lens.layers)
-            logits_all.append(logits[:, 1:].reshape(-1, logits.shape[-1]))
+            want = max_tokens - have  # only the scored positions' vocabulary rows are kept
+            logits_all.append(logits[:, 1:].reshape(-1, logits.shape[-1])[:want].log_softmax(-1))
+            del logits
             for layer in lens.layers:
-                xs_all[layer].append(xs[layer][:, 1:].reshape(-1, d))
+                xs_all[layer].append(xs[layer][:, 1:].reshape(-1, d)[:want])
             have += logits_all[-1].shape[0]
-        model_lp = torch.cat(logits_all)[:max_tokens].log_softmax(-1)
+        model_lp = torch.cat(logits_all)
         logits_all.clear()
         model_top = model_lp.argmax(-1)
         out: dict[int, dict] = {}
@@ -214,4 +222,6 @@ def lens_quality(
                     kl += float((m_lp.exp() * (m_lp - lp)).sum(-1).double().sum())
                 row[name] = {"top1": agree / x.shape[0], "kl": kl / x.shape[0]}
             out[layer] = row
+            if progress:
+                progress(f"tuned lens: scored {len(out)}/{len(lens.layers)} layers", len(out) / len(lens.layers))
     return out

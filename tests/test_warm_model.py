@@ -1,0 +1,79 @@
+"""``app.live_model.warm``: a set's model starts loading in the background when the set is opened, the first
+analysis waits only for the rest of that same load, a failed load is tried again, and at most MAX_MODELS loads
+are held."""
+
+import threading
+import types
+
+import pytest
+
+
+@pytest.fixture
+def fresh(monkeypatch):
+    from app import live_model
+
+    monkeypatch.setattr(live_model, "_LOADS", type(live_model._LOADS)())
+    live_model._model.clear()
+    yield live_model
+    live_model._model.clear()
+
+
+def _arts(name):
+    return types.SimpleNamespace(manifest={"model": {"model_name": name}})
+
+
+def test_warm_starts_one_load_that_the_first_use_waits_for(fresh, monkeypatch):
+    import precompute.models.loading as loading
+    from precompute.models.loading import load_model
+
+    toy = load_model("toy")
+    gate, calls = threading.Event(), []
+
+    def slow_load(name, device="cpu"):
+        calls.append(name)
+        gate.wait(30)
+        return toy
+
+    monkeypatch.setattr(loading, "load_model", slow_load)
+    fresh.warm(_arts("toy"))
+    fresh.warm(_arts("toy"))  # opened again while loading: still one load
+    got = []
+    user = threading.Thread(target=lambda: got.append(fresh._model("toy")))
+    user.start()
+    user.join(0.3)
+    assert user.is_alive() and not got  # the first use waits for the load under way…
+    gate.set()
+    user.join(30)
+    assert got[0].loaded is toy and calls == ["toy"]  # …and gets it, without a second load
+
+
+def test_a_failed_load_is_not_kept_and_warm_can_be_turned_off(fresh, monkeypatch):
+    import precompute.models.loading as loading
+    from precompute.errors import ModelUnavailableError
+
+    calls = []
+
+    def failing(name, device="cpu"):
+        calls.append(name)
+        raise ModelUnavailableError("not here")
+
+    monkeypatch.setattr(loading, "load_model", failing)
+    fresh.warm(_arts("gpt2-small"))
+    with pytest.raises(ModelUnavailableError, match="not here"):
+        fresh._model("gpt2-small")
+    assert "gpt2-small" not in fresh._LOADS
+    with pytest.raises(ModelUnavailableError):
+        fresh._model("gpt2-small")  # tried again
+    assert calls == ["gpt2-small", "gpt2-small"]
+    monkeypatch.setenv("CSE_WARM_MODEL", "0")
+    fresh.warm(_arts("other"))
+    assert "other" not in fresh._LOADS
+
+
+def test_at_most_max_models_loads_are_held(fresh, monkeypatch):
+    import precompute.models.loading as loading
+
+    monkeypatch.setattr(loading, "load_model", lambda name, device="cpu": name)
+    for name in ("a", "b", "c", "b"):
+        fresh.warm(_arts(name))
+    assert list(fresh._LOADS) == ["c", "b"]  # "a", the least recently opened, went first
