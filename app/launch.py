@@ -69,6 +69,24 @@ SMOLLM2_SURVEY = dict(
 SMOLLM2_DEMO = dict(
     model="smollm2-135m", dataset="python-docs", n_seqs=96, seq_len=128, n_mean=48, batch_size=8, shard_size=48, seed=6
 )
+# the real models' demos: the survey picks the head, then a set for that head on real English (Gemma 3: opt-in,
+# `make gemma-demo`, under the Gemma Terms of Use, which the survey and set folders carry)
+REAL_MODELS = {
+    "smollm2": {
+        "label": "SmolLM2-135M",
+        "key": "smollm2",
+        "first_load": "about half a minute",
+        "survey": SMOLLM2_SURVEY,
+        "demo": SMOLLM2_DEMO,
+    },
+    "gemma3": {
+        "label": "Gemma 3 270M",
+        "key": "gemma3",
+        "first_load": "about one to two minutes",
+        "survey": {**SMOLLM2_SURVEY, "model": "gemma3-270m"},
+        "demo": {**SMOLLM2_DEMO, "model": "gemma3-270m"},
+    },
+}
 HUB = ("huggingface.co", 443)
 
 
@@ -191,8 +209,15 @@ def build_toy_survey(out_dir: Path, log=print) -> Path | None:
 
 def build_smollm2(out_dir: Path, log=print) -> Path | None:
     """SmolLM2-135M, a real trained model, on real English (CPython's reference manual): the survey of all its
-    heads, then a set for the head the survey ranks as the strongest copy suppressor
-    (``science.ranking.strongest_copy_suppressor``). Logged, never fatal: the toy set is already there."""
+    heads, then a set for the head the survey ranks as the strongest copy suppressor. Logged, never fatal: the toy
+    set is already there."""
+    return build_real_model(out_dir, REAL_MODELS["smollm2"], log)
+
+
+def build_real_model(out_dir: Path, spec: dict, log=print) -> Path | None:
+    """A real model's survey of every head (``spec["survey"]``) into ``survey-<key>``, then a set for the head the
+    survey ranks as the strongest copy suppressor (``science.ranking.strongest_copy_suppressor``) with its
+    suggested partner measured together, into ``<key>-demo`` (``spec["demo"]``). Logged, never fatal."""
     from precompute.errors import ExplorerError
     from precompute.jobs.config import RunConfig
     from precompute.jobs.pipeline import run
@@ -202,21 +227,17 @@ def build_smollm2(out_dir: Path, log=print) -> Path | None:
     from precompute.science.verdict import suggested_partner
     from precompute.store.survey import read_survey
 
+    label, key, model = spec["label"], spec["key"], spec["survey"]["model"]
     try:
-        write_status(
-            out_dir,
-            state="building",
-            what="SmolLM2-135M (a real trained model): loading it from its GGUF file",
-            ready=True,
-        )
+        write_status(out_dir, state="building", what=f"{label} (a real trained model): loading it", ready=True)
         start = time.time()
-        log("Loading SmolLM2-135M (the first time: its GGUF file dequantised and processed, about half a minute)…")
-        lm = load_model("smollm2-135m", device="cpu")
-        log(f"SmolLM2-135M loaded in {time.time() - start:.0f} s.")
-        what = "SmolLM2-135M's head survey on CPython's documentation (a few minutes)"
+        log(f"Loading {label} (the first time: its GGUF file dequantised and processed, {spec['first_load']})…")
+        lm = load_model(model, device="cpu")
+        log(f"{label} loaded in {time.time() - start:.0f} s.")
+        what = f"{label}'s head survey on CPython's documentation (a few minutes)"
         write_status(out_dir, state="building", ready=True, what=what)
         survey = run_survey(
-            SurveyConfig(out=str(out_dir / "survey-smollm2"), overwrite=True, device="cpu", **SMOLLM2_SURVEY),
+            SurveyConfig(out=str(out_dir / f"survey-{key}"), overwrite=True, device="cpu", **spec["survey"]),
             loaded=lm,
             log=reporting(out_dir, log, ready=True, what=what),
         )
@@ -224,18 +245,18 @@ def build_smollm2(out_dir: Path, log=print) -> Path | None:
         head = strongest_copy_suppressor(df)
         partner = suggested_partner(df, head)  # measured together with the head (copy suppression can be shared)
         what = (
-            f"SmolLM2-135M head {head[0]}.{head[1]} (the survey's strongest copy suppressor) on "
-            f"{SMOLLM2_DEMO['n_seqs']} sequences of CPython's documentation"
+            f"{label} head {head[0]}.{head[1]} (the survey's strongest copy suppressor) on "
+            f"{spec['demo']['n_seqs']} sequences of CPython's documentation"
         )
         write_status(out_dir, state="building", ready=True, what=what)
         path = run(
             RunConfig(
-                out=str(out_dir / "smollm2-demo"),
+                out=str(out_dir / f"{key}-demo"),
                 device="cpu",
                 overwrite=True,
                 heads=(head,),
                 groups=((head, partner),) if partner else (),
-                **SMOLLM2_DEMO,
+                **spec["demo"],
             ),
             loaded=lm,
             log=reporting(out_dir, log, ready=True, what=what),
@@ -244,7 +265,7 @@ def build_smollm2(out_dir: Path, log=print) -> Path | None:
         ready_line(path, log)
         return path
     except ExplorerError as err:
-        log(f"The SmolLM2 demo could not be built: {err}")
+        log(f"The {label} demo could not be built: {err}")
         return None
 
 
@@ -260,8 +281,17 @@ def main(argv=None) -> int:
     p.add_argument("--offline-demo", action="store_true", help="build the toy demo without trying GPT-2 small")
     p.add_argument("--build-only", action="store_true", help="build the demo set (if none) and exit")
     p.add_argument("--toy-only", action="store_true", help="offline, build the toy demo only (no SmolLM2 set)")
+    p.add_argument(
+        "--gemma",
+        action="store_true",
+        help="opt-in (after `make install-gemma`): build Gemma 3 270M's survey and a set for the head it ranks "
+        "first next to the demo sets, then exit (the Gemma Terms of Use travel with them)",
+    )
     args = p.parse_args(argv)
     quiet_bars_off_terminal(os.environ)
+    if args.gemma:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        return 0 if build_real_model(DEFAULT_DIR, REAL_MODELS["gemma3"]) is not None else 1
     os.environ[URL_VAR] = f"http://{args.address}:{args.port}"
     base = DEFAULT_DIR
     builder = None

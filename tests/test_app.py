@@ -546,3 +546,28 @@ def test_live_compare_with_any_head_of_the_model(app_env):
     box.set_value("0.0").run()
     assert not at.exception
     assert len(strips(at)) == 2 and "Head 0.0" in _text(at)
+
+
+def test_prompt_pairs_top_cells_and_stop(app_env):
+    """Activation patching of the top N cells attribution ranks: the page says how many of how many, blank cells
+    (NaN) elsewhere; after a Stop, the cells patched so far are listed, largest first."""
+    import math
+
+    at = _run("views/pairs.py")
+    at.radio(key="pairs_set").set_value("repeated tokens (synthetic text)").run()
+    at.number_input(key="pairs_top").set_value(5)
+    _submit(at, "Analyse")
+    assert not at.exception
+    res = at.session_state["pairs_result"]
+    assert res.patched_cells == 5 and res.total_cells > 5
+    assert f"measured the 5 of {res.total_cells} cells" in _text(at)
+    values = [float(v) for g in res.patch.values() for v in g.flatten()]
+    assert sum(not math.isnan(v) for v in values) == 5
+    # a Stop mid-way: the page reruns with no result and the grids patched so far
+    partial = {g: t.clone() for g, t in res.patch.items()}
+    at.session_state["pairs_partial"] = partial
+    del at.session_state["pairs_result"]
+    at.run()
+    assert "Stopped after 5 activation-patched cells" in _text(at)
+    table = at.dataframe[0].value
+    assert len(table) == 5 and list(table["recovered"].abs()) == sorted(table["recovered"].abs(), reverse=True)
