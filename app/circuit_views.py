@@ -100,7 +100,7 @@ def token_with_neighbours(source: str, vocab: list[str], ov_ranks=None) -> str:
     """A token to open the Semantic page on: one the head suppresses (its OV rank of itself, ``ov_ranks``, lowest)
     among word-like tokens that have equivalents; ' token' where the vocabulary has it and the head suppresses it
     (rank < 10); without ranks, the first word-like token with equivalents."""
-    if " token" in vocab and (ov_ranks is None or int(ov_ranks[vocab.index(" token")]) < 10):
+    if " token" in vocab and (ov_ranks is None or 0 <= int(ov_ranks[vocab.index(" token")]) < 10):
         return " token"
     eq = neighbours(source)["equivalents"]
     best, best_rank = None, None
@@ -109,6 +109,8 @@ def token_with_neighbours(source: str, vocab: list[str], ov_ranks=None) -> str:
             if ov_ranks is None:
                 return s
             rank = int(ov_ranks[i])
+            if rank < 0:  # not ranked (a sample of a large vocabulary)
+                continue
             if best_rank is None or rank < best_rank:
                 best, best_rank = s, rank
     return best if best is not None else default_token(vocab)

@@ -303,3 +303,51 @@ def test_ov_dynamic_on_a_rotary_grouped_query_model(tiny_llama):
     assert got["n_pairs"] == len(ranks) > 10
     assert got["frac_top10"] == pytest.approx(float((r < 10).double().mean()), abs=1e-9)
     assert got["median_rank"] == float(r.double().median())
+
+
+def test_a_large_vocabulary_ranks_a_sample_of_its_tokens(tmp_path, monkeypatch):
+    """Above EXACT_RANK_VOCAB tokens a run ranks a seeded sample of EXACT_RANK_VOCAB² / d_vocab text tokens (ranks
+    among all tokens, equal to a brute-force reference here) and stores −1 for the rest; the summaries are over
+    the sample, their worst tokens are real token ids, and the files say what was ranked."""
+    import precompute.science.circuits as C
+    from precompute import RunConfig, open_artifacts, run
+    from precompute.models.loading import load_model
+
+    from .test_architectures import make_model_folder
+
+    folder = make_model_folder("llama", tmp_path / "llama")
+    lm = load_model(str(folder))
+    V = lm.model.cfg.d_vocab
+    monkeypatch.setattr(C, "EXACT_RANK_VOCAB", int((V * 40) ** 0.5))  # a sample of about 40 of its tokens
+    ids = C.ranked_rows(lm.tokenizer, V)
+    assert len(ids) == C.EXACT_RANK_VOCAB**2 // V and torch.equal(ids, ids.sort().values)
+    assert torch.equal(ids, C.ranked_rows(lm.tokenizer, V))  # seeded: the same sample every time
+    cfg = RunConfig(
+        model=str(folder),
+        heads=((1, 1),),
+        dataset="synthetic",
+        n_seqs=4,
+        seq_len=24,
+        shard_size=4,
+        out=str(tmp_path / "r"),
+    )
+    arts = open_artifacts(run(cfg, log=lambda *_: None))
+    stored = arts.circuits("1.1")
+    ov = torch.from_numpy(stored["ov_rank"]).long()
+    f = circuit_factors(lm, (1, 1))
+    full = f["ov_src"] @ f["ov_dst"].T  # brute force over every token
+    ref = (full <= full.diagonal()[:, None]).sum(-1) - 1
+    assert (ov[ids] - ref[ids]).abs().max() <= 1  # float16 storage ties
+    rest = torch.ones(V, dtype=torch.bool)
+    rest[ids] = False
+    assert (ov[rest] == -1).all()
+    s = arts.summary("1.1")
+    assert s["ranked"] == {"tokens": len(ids), "of": V} and s["ov"]["n_tokens"] == len(ids)
+    assert s["ov"]["frac_top10"] == pytest.approx(float((ref[ids] < 10).double().mean()), abs=1.5 / len(ids))
+    assert set(s["ov"]["worst_token_ids"]) <= set(ids.tolist())
+    assert C.ranked_rows(lm.tokenizer, 10) is None  # a small vocabulary: every token
+
+
+def test_rank_summary_maps_sampled_entries_to_their_tokens():
+    s = rank_summary(torch.tensor([5, 0, 9]), n_worst=2, ids=torch.tensor([10, 40, 70]))
+    assert s["worst_token_ids"] == [70, 10] and s["worst_ranks"] == [9, 5] and s["n_tokens"] == 3

@@ -346,3 +346,24 @@ def test_a_run_says_its_progress_and_each_finishing_step(toy, tmp_path, monkeypa
     assert steps[0] == f"finishing: head {head}: OV and QK circuits over the vocabulary…"
     assert any("the OV circuit on the run's text" in line for line in steps)
     assert "previous step" in steps[1] and steps[-1].startswith("finishing: done (last step")
+
+
+def test_a_run_of_a_model_whose_licence_travels_opens_and_verifies(tmp_path):
+    """A run of a model whose licence asks for its terms to travel (Gemma 3) lists licence/ files in its manifest;
+    the set opens, verifies, and a tampered terms file is caught."""
+    from precompute import load_model
+    from precompute.jobs.config import RunConfig
+    from precompute.jobs.pipeline import run
+
+    terms = tmp_path / "TERMS.html"
+    terms.write_text("<p>terms</p>")
+    lm = load_model("toy")
+    lm.provenance["gguf"] = {"terms_files": [str(terms)], "notice": "Provided under the terms.", "licence": "terms"}
+    cfg = {**SMALL_RUN, "dataset": "synthetic", "n_seqs": 4, "batch_size": 2, "shard_size": 4, "n_mean": 4}
+    out = run(RunConfig(out=str(tmp_path / "run"), device="cpu", **cfg), loaded=lm, log=lambda *_: None)
+    manifest = json.loads((out / MANIFEST).read_text())
+    assert {"licence/TERMS.html", "licence/NOTICE.txt"} <= set(manifest["files"])
+    assert open_artifacts(out).n_sequences == 4
+    assert verify(out) == []
+    (out / "licence" / "TERMS.html").write_text("<p>other terms</p>")
+    assert any("licence/TERMS.html" in p for p in verify(out))

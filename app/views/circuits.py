@@ -86,10 +86,13 @@ cols = st.columns(2)
 for col, circuit in zip(cols, ("ov", "qk")):
     s = summary.get(circuit, {})
     # binned here (40 bins): the page sends 40 bars, not one value per vocabulary token
-    counts, edges = np.histogram(np.log10(f[F.CIRCUIT_RANKS[circuit]].astype("float64") + 1), bins=40)
+    ranked = f[F.CIRCUIT_RANKS[circuit]].astype("float64")
+    ranked = ranked[ranked >= 0]  # a large vocabulary ranks a sample of its tokens (-1 elsewhere)
+    counts, edges = np.histogram(np.log10(ranked + 1), bins=40)
     fig = go.Figure(go.Bar(x=(edges[:-1] + edges[1:]) / 2, y=counts, width=np.diff(edges), marker_line_width=0))
     fig.update_layout(
-        title=f"{circuit.upper()}: rank of the token itself (log10(rank + 1))",
+        title=f"{circuit.upper()}: log10(own rank + 1)"
+        + (f", {len(ranked):,} sampled tokens" if len(ranked) < len(vocab) else ""),
         height=320,
         xaxis_title="log10(rank + 1)",
         yaxis_title="tokens",
@@ -97,6 +100,11 @@ for col, circuit in zip(cols, ("ov", "qk")):
     )
     col.plotly_chart(fig, key=f"hist_{circuit}")
     rank0, top10 = paper.FIGURE[f"{circuit}_rank0"], paper.FIGURE[f"{circuit}_top10"]
+    if len(ranked) < len(vocab):
+        col.caption(
+            f"The vocabulary has {len(vocab):,} tokens: a seeded sample of {len(ranked):,} of them is ranked "
+            "(each among all tokens); the shares below are over the sample."
+        )
     col.markdown(
         f"- rank 0: **{100 * s.get('frac_rank0', float('nan')):.2f}%** (paper {rank0.text})"
         f"\n- top 10: **{100 * s.get('frac_top10', float('nan')):.2f}%** (paper {top10.text})"
@@ -137,7 +145,8 @@ exports.buttons(
     exports.metadata(
         arts,
         head_name,
-        what="OV and QK circuits: each token's rank of itself (0 = most suppressed by OV / most attended by QK)",
+        what="OV and QK circuits: each token's rank of itself (0 = most suppressed by OV / most attended by QK; "
+        "-1 = not ranked, in a vocabulary above 65,536 tokens of which a sample is ranked)",
     ),
     "circuit-ranks",
     "circ_export",

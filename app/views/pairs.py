@@ -111,7 +111,8 @@ def analysis_form(model) -> None:
         clean, corrupted, answers = build_pairs(which, model.tokenizer, n, own)
         bar = st.progress(0.0, text="Running the prompts…")
         stages = Stages(lambda text, frac: bar.progress(min(1.0, frac), text=text), {"pairs": 1})
-        st.button("Stop", key="pairs_stop", help="stops the analysis; the patched cells so far stay on the page")
+        stop = st.empty()  # gone with the progress bar once the analysis is done
+        stop.button("Stop", key="pairs_stop", help="stops the analysis; the patched cells so far stay on the page")
         live = st.empty()
         shown = [0.0]
 
@@ -133,6 +134,7 @@ def analysis_form(model) -> None:
             partial=partial,
         )
         bar.empty()
+        stop.empty()
         live.empty()
         st.session_state.pop("pairs_partial", None)
         st.session_state["pairs_result"] = res

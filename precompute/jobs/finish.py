@@ -21,7 +21,8 @@ from ..science.circuits import (
     circuit_factors,
     qk_at_distance,
     rank_summary,
-    ranks_from_factors,
+    ranked_rows,
+    ranks_of,
 )
 from ..science.cspa import default_excluded, summary_metrics
 from ..science.cspa_interventions import compare_readouts
@@ -48,6 +49,13 @@ def write_circuits(lm, head, out: Path, n_shards: int) -> dict:
     f = circuit_factors(lm, head, DEFAULT_EMBEDDING)
     extra: dict = {}
     meta = {"embedding": DEFAULT_EMBEDDING, "qk": "paper: no positions (learned absolute positions left out)"}
+    V = lm.model.cfg.d_vocab
+    ids = ranked_rows(lm.tokenizer, V)  # every token, or a sample of a large vocabulary (−1 elsewhere)
+    meta["ranked"] = "every token" if ids is None else f"a seeded sample of {len(ids)} text tokens; -1 elsewhere"
+
+    def summary(r: torch.Tensor) -> dict:
+        return rank_summary(r) if ids is None else rank_summary(r[ids], ids=ids)
+
     if architecture.of(lm.model).rotary:
 
         def read(name: str) -> torch.Tensor:
@@ -56,15 +64,14 @@ def write_circuits(lm, head, out: Path, n_shards: int) -> dict:
         attended = attended_distances(read(schema.ATTN_TOPK_POS).long(), read(schema.ATTN_TOPK_WEIGHT))
         distance = attended["median"] if attended else QK_DISTANCES[0]
         for d in QK_DISTANCES:  # sections of numbers, as the manifest's summary holds
-            extra[f"qk_at_{d}"] = rank_summary(
-                ranks_from_factors(qk_at_distance(lm, f["qk_dst"], d, head[0]), f["qk_src"], "qk")
-            )
+            rotated = qk_at_distance(lm, f["qk_dst"], d, head[0])
+            extra[f"qk_at_{d}"] = summary(ranks_of(rotated, f["qk_src"], "qk", ids, V))
         f["qk_dst"] = qk_at_distance(lm, f["qk_dst"], distance, head[0])
         extra["qk_distance"] = {"used": distance, **({} if attended is None else attended["quantiles"])}
         meta["qk"] = f"rotary: qk_dst rotated to distance {distance} (the head's attended median on the run's text)"
     ranks = {
-        "ov": ranks_from_factors(f["ov_src"], f["ov_dst"], "ov"),
-        "qk": ranks_from_factors(f["qk_dst"], f["qk_src"], "qk"),
+        "ov": ranks_of(f["ov_src"], f["ov_dst"], "ov", ids, V),
+        "qk": ranks_of(f["qk_dst"], f["qk_src"], "qk", ids, V),
     }
     save_tensors(
         out / schema.head_file("circuits", head),
@@ -74,7 +81,8 @@ def write_circuits(lm, head, out: Path, n_shards: int) -> dict:
         },
         meta,
     )
-    return {**{c: rank_summary(r) for c, r in ranks.items()}, **extra}
+    sampled = {} if ids is None else {"ranked": {"tokens": len(ids), "of": V}}
+    return {**{c: summary(r) for c, r in ranks.items()}, **extra, **sampled}
 
 
 def write_index(out: Path, head, n_shards: int) -> dict:
@@ -158,7 +166,7 @@ def _by_readout(lm, tokens, head, mu: torch.Tensor, cfg: RunConfig, lens, used: 
     return {r: {k: v for k, v in s.items() if k in keep} for r, s in got.items()}
 
 
-def _groups(lm, tokens, have: dict, cfg: RunConfig, lens, chosen: dict, log, table) -> dict:
+def _groups(lm, tokens, have: dict, cfg: RunConfig, lens, chosen: dict, log, table, step=None) -> dict:
     """Each ``--groups`` set measured together over the run's text (``science.joint``): {"24.4+23.3": summary}.
     ``have``: the run's stored means; heads outside the run get theirs on its first ``n_mean`` sequences."""
     if not cfg.groups:
@@ -173,7 +181,7 @@ def _groups(lm, tokens, have: dict, cfg: RunConfig, lens, chosen: dict, log, tab
     }
     out_groups = {}
     for g in cfg.groups:
-        log(f"heads {group_key(g)} together ({len(tokens)} sequences)")
+        (step or log)(f"heads {group_key(g)} together ({len(tokens)} sequences)")
         told = throttled(log)
         got = joint_effect(lm, tokens, g, means, cfg.cspa(), readout_of, lens, table, cfg.batch_size, progress=told)
         got["readouts"] = {schema.head_key(h): readout_of[h] for h in g}
@@ -246,7 +254,7 @@ def finish(
                 used: {k: s["cspa"][k] for k in ("n_tokens", "explained_kl", "explained_loss_net")},
                 **_by_readout(lm, tokens, head, means[head], cfg, lens, used, table, log),
             }
-    groups = _groups(lm, tokens, means, cfg, lens, chosen, step, table)
+    groups = _groups(lm, tokens, means, cfg, lens, chosen, log, table, step)
     step("manifest")
     if lens is not None:
         save_tensors(out / schema.TUNED_LENS_FILE, lens.to_tensors(), {"method": lens.meta.get("method", "")})

@@ -48,6 +48,34 @@ from ..models.norm import eps_of, layer_norm
 from ..models.weights import layer_weight
 
 QK_DISTANCES = (1, 4, 16, 64)  # query-key distances at which a rotary model's QK circuit is ranked
+EXACT_RANK_VOCAB = 65_536  # a run ranks every token of a vocabulary up to this size (GPT-2, SmolLM2)
+
+
+def ranked_rows(tokenizer, d_vocab: int, seed: int = 0) -> Int[Tensor, " n"] | None:
+    """The tokens whose circuit ranks a run computes: None (every token) up to ``EXACT_RANK_VOCAB`` tokens; above,
+    a seeded sample of EXACT_RANK_VOCAB² / d_vocab text tokens (``data.tokenization.text_token_ids``; 16,384 of
+    Gemma 3's 262,144), sorted, so that the work stays that of a 65,536-token vocabulary. Ranks are always among
+    all tokens; the summaries' fractions are over the sample."""
+    if d_vocab <= EXACT_RANK_VOCAB:
+        return None
+    from ..data.tokenization import text_token_ids
+
+    text = torch.tensor(text_token_ids(tokenizer, d_vocab))
+    n = min(len(text), EXACT_RANK_VOCAB**2 // d_vocab)
+    g = torch.Generator().manual_seed(seed)
+    return text[torch.randperm(len(text), generator=g)[:n]].sort().values
+
+
+def ranks_of(rows: Tensor, cols: Tensor, circuit: str, ids: Tensor | None, d_vocab: int) -> Int[Tensor, " d_vocab"]:
+    """Every token's diagonal rank (``ranks_from_factors``) where ``ids`` is None, else those of ``ids`` and −1
+    (not ranked) for the other tokens."""
+    if ids is None:
+        return ranks_from_factors(rows, cols, circuit)
+    out = torch.full((d_vocab,), -1, dtype=torch.long)
+    out[ids] = ranks_from_factors(rows, cols, circuit, ids=ids)
+    return out
+
+
 EMBEDDINGS = ("W_E", "mlp0", "W_E+mlp0", "mlp0_noattn", "W_E+mlp0_noattn")
 DEFAULT_EMBEDDING = "W_E+mlp0"
 CIRCUITS = ("ov", "qk")
@@ -198,13 +226,15 @@ def circuit_ranks(
     return ranks_from_factors(f["qk_dst"], f["qk_src"], "qk")
 
 
-def rank_summary(ranks: Tensor, top: int = 10, n_worst: int = 20) -> dict:
-    """Fraction with rank 0 and rank < ``top``, median and mean rank, and the ``n_worst`` token ids."""
-    ids = torch.arange(len(ranks))
+def rank_summary(ranks: Tensor, top: int = 10, n_worst: int = 20, ids: Tensor | None = None) -> dict:
+    """Fraction with rank 0 and rank < ``top``, median and mean rank, and the ``n_worst`` token ids. ``ids``: the
+    token of each entry of ``ranks`` (default: entry i is token i)."""
+    ids = torch.arange(len(ranks)) if ids is None else ids.long()
     r = ranks.double()
     if r.numel() == 0:
         raise InvalidInputError("no tokens left to summarise")
-    worst = ids[r.argsort(descending=True)[:n_worst]]
+    order = r.argsort(descending=True)[:n_worst]
+    worst = ids[order]
     return {
         "n_tokens": int(r.numel()),
         "frac_rank0": float((r == 0).double().mean()),
@@ -212,7 +242,7 @@ def rank_summary(ranks: Tensor, top: int = 10, n_worst: int = 20) -> dict:
         "median_rank": float(r.median()),
         "mean_rank": float(r.mean()),
         "worst_token_ids": worst.tolist(),
-        "worst_ranks": ranks[worst].tolist(),
+        "worst_ranks": ranks[order].tolist(),
     }
 
 

@@ -136,6 +136,8 @@ def _ablation_sums(
         w_target = W_U.T[targets]  # [n, d]
         dirs = TokenDirections.of(toks, W_U)  # CSPA's token directions, shared by every head of the batch
         content = predicted.content_mask(toks, excluded)
+        if progress:
+            progress(f"ablation and CSPA: batch {bi + 1}/{n_batches}, forward pass and clean logits", bi / n_batches)
         for layer in range(L):
             z, v = cache[hooks.z(layer)], cache[hooks.v(layer)]
             pattern = cache[hooks.pattern(layer)]

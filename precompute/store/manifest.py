@@ -23,7 +23,8 @@ MAX_MANIFEST_BYTES = 64 * 2**20
 MAX_COUNT = 10**9
 ALLOWED_PATH = re.compile(
     r"^(shards/shard_\d{5}\.safetensors|(mean|circuits|index)/\d{1,4}\.\d{1,4}\.safetensors|semantic\.safetensors"
-    r"|survey\.safetensors|tuned_lens\.safetensors|tokenizer/[A-Za-z0-9_][A-Za-z0-9._-]{0,99})$"
+    r"|survey\.safetensors|tuned_lens\.safetensors"
+    r"|(tokenizer|" + schema.TERMS_DIR + r")/[A-Za-z0-9_][A-Za-z0-9._-]{0,99})$"
 )
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
