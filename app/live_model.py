@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections import OrderedDict
 from concurrent.futures import Future
 
@@ -44,10 +45,8 @@ def _load_in_background(model_name: str) -> Future:
             _LOADS[model_name] = fut
 
             def load() -> None:
-                from precompute.models.loading import load_model
-
                 try:
-                    fut.set_result(load_model(model_name, device="cpu"))
+                    fut.set_result(_load_retrying(model_name))
                 except BaseException as err:  # noqa: BLE001 - handed to whoever waits on it, re-raised there
                     fut.set_exception(err)
 
@@ -58,11 +57,33 @@ def _load_in_background(model_name: str) -> Future:
         return fut
 
 
+IMPORT_RETRIES = 5
+
+
+def _load_retrying(model_name: str):
+    """``load_model`` in a thread beside a page's run: transformers' lazy imports are not thread-safe, so a page
+    importing it at the same moment can make a ``from transformers import …`` fail once ("cannot import name");
+    that is retried after a pause (any other error is raised at once)."""
+    from precompute.models.loading import load_model
+
+    for attempt in range(IMPORT_RETRIES):
+        try:
+            return load_model(model_name, device="cpu")
+        except ImportError:
+            if attempt == IMPORT_RETRIES - 1:
+                raise
+            time.sleep(1.0)
+    raise AssertionError("unreachable")
+
+
 def warm(arts) -> None:
     """Start loading the model of ``arts`` now, in the background, so that the first analysis waits only for
     what is left of the load (``CSE_WARM_MODEL=0`` turns this off: models then load at first use)."""
     if os.environ.get("CSE_WARM_MODEL", "1").strip().lower() in ("0", "false", "no"):
         return
+    # what pages import from transformers, imported here first: its lazy imports are not thread-safe
+    from transformers import PreTrainedTokenizerFast  # noqa: F401
+
     _load_in_background(arts.manifest["model"]["model_name"])
 
 
@@ -75,11 +96,13 @@ def _model(model_name: str):
     fut = _load_in_background(model_name)
     try:
         loaded = fut.result()
-    except BaseException:  # noqa: BLE001 - re-raised below
+    except BaseException as err:  # noqa: BLE001 - re-raised below, or the load retried here
         with _LOADS_LOCK:  # a failed load is not kept: the next use tries again
             if _LOADS.get(model_name) is fut:
                 del _LOADS[model_name]
-        raise
+        if not isinstance(err, ImportError):
+            raise
+        loaded = _load_retrying(model_name)  # an import race in the background: load here, in the page's run
     return LiveModel(loaded, max_waiting=max_waiting())
 
 

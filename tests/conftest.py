@@ -8,6 +8,9 @@ import os
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("CSE_CACHE_DIR", os.path.join(os.path.dirname(__file__), "..", ".cache"))
+# no background model loads started by opening a set (app.live_model.warm) while tests run in the same process:
+# tests/test_warm_model.py turns it on where it is what is tested
+os.environ.setdefault("CSE_WARM_MODEL", "0")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

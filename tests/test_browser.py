@@ -41,7 +41,9 @@ def two_head_server(two_head_artifacts):
 def _serve(artifacts, log: Path | None = None):
     """The app on a free port; the server's output goes to ``log`` when given (to check it logged no error)."""
     port = free_port()
-    env = {**os.environ, "CSE_ARTIFACTS": str(artifacts), "HF_HUB_OFFLINE": "1"}
+    # the server as users run it: opening a set starts its model's load in the background (the suite turns that
+    # off in its own process, tests/conftest.py)
+    env = {**os.environ, "CSE_ARTIFACTS": str(artifacts), "HF_HUB_OFFLINE": "1", "CSE_WARM_MODEL": "1"}
     proc = subprocess.Popen(
         [
             sys.executable,

@@ -94,3 +94,57 @@ def test_survey_ablation_and_cspa_columns_equal_analyze_on_an_rmsnorm_model(tiny
         assert row.kl_direct == pytest.approx(float(res.kl_direct_frozen.double().mean()), abs=2e-5)
         want = 1 - float(res.kl_cspa.double().mean()) / float(res.kl_direct_frozen.double().mean())
         assert row.cspa_kl_explained == pytest.approx(want, abs=1e-3)
+
+
+def _compare_by_analyze(lm, tokens, head, mu, ways, lens):
+    """The reference: ``analyze`` once per way (its own forward pass and vocabulary stage), as ``compare`` was."""
+    from precompute import schema
+    from precompute.science.cspa import summary_metrics
+
+    kl_a = dl_a = None
+    out = {}
+    for key, (cfg, readout) in ways.items():
+        res = analyze(
+            lm, tokens, head, mu, cspa=cfg, effects=("direct",), ln_modes=("frozen",), readout=readout, lens=lens
+        )
+        if kl_a is None:
+            kl_a = res[schema.kl(schema.PAPER_VARIANT)].flatten()
+            dl_a = res[schema.delta_loss(schema.PAPER_VARIANT)].flatten()
+        kl_c, dl_c = res[schema.kl(schema.CSPA)].flatten(), res[schema.delta_loss(schema.CSPA)].flatten()
+        out[key] = summary_metrics(kl_a, kl_c, dl_a, dl_c)
+    return out
+
+
+@pytest.mark.parametrize("which", ["toy", "tiny_llama", "gemma3"])
+def test_cspa_several_ways_in_one_forward_equal_analyze_per_way(which, request, tmp_path):
+    """``cspa_interventions.compare`` (one forward pass per batch for every way, the shared log-partitions) equals
+    ``analyze`` run once per way, for the three interventions and for the read-outs, on a LayerNorm model, an
+    RMSNorm one with grouped-query attention and one with a norm after attention."""
+    from precompute.models.loading import load_model
+    from precompute.science.cspa_interventions import compare
+    from precompute.science.tuned_lens import fit_tuned_lens
+
+    from .test_architectures import make_model_folder
+
+    if which == "gemma3":
+        lm = load_model(str(make_model_folder("gemma3", tmp_path / "g")))
+        head = (1, 1)
+    else:
+        lm = request.getfixturevalue(which)
+        head = (1, 2) if which == "toy" else (1, 1)
+    tokens = doc_tokens(lm.tokenizer, 6, 32, seed=41)
+    mu = mean_result(lm, tokens[:4], head)
+    lens = fit_tuned_lens(lm, tokens, batch_size=3, quality_tokens=16)
+    ways = {
+        "both": (CSPAConfig(), "logit_lens"),
+        "qk": (CSPAConfig(interventions=("qk",)), "logit_lens"),
+        "ov": (CSPAConfig(interventions=("ov",)), "logit_lens"),
+        "tuned": (CSPAConfig(), "tuned_lens"),
+        "final": (CSPAConfig(), "final_minus_head"),
+    }
+    got = compare(lm, tokens, head, mu, ways, lens, batch_size=4)
+    want = _compare_by_analyze(lm, tokens, head, mu, ways, lens)
+    for key in ways:
+        for metric in ("mean_kl_ablation", "mean_kl_cspa", "mean_delta_loss_ablation", "mean_delta_loss_cspa"):
+            assert got[key][metric] == pytest.approx(want[key][metric], rel=1e-4, abs=1e-6), (key, metric)
+        assert got[key]["explained_kl"] == pytest.approx(want[key]["explained_kl"], abs=1e-4), key

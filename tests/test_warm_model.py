@@ -12,6 +12,7 @@ import pytest
 def fresh(monkeypatch):
     from app import live_model
 
+    monkeypatch.setenv("CSE_WARM_MODEL", "1")  # the suite turns it off elsewhere (tests/conftest.py)
     monkeypatch.setattr(live_model, "_LOADS", type(live_model._LOADS)())
     live_model._model.clear()
     yield live_model
@@ -77,3 +78,24 @@ def test_at_most_max_models_loads_are_held(fresh, monkeypatch):
     for name in ("a", "b", "c", "b"):
         fresh.warm(_arts(name))
     assert list(fresh._LOADS) == ["c", "b"]  # "a", the least recently opened, went first
+
+
+def test_an_import_race_with_a_page_is_retried(fresh, monkeypatch):
+    """transformers' lazy imports are not thread-safe: a background load that meets a page importing it at the same
+    moment fails with ImportError once; the load is retried (and a load that keeps failing so says so)."""
+    import precompute.models.loading as loading
+
+    monkeypatch.setattr(fresh.time, "sleep", lambda s: None)
+    calls = []
+
+    def flaky(name, device="cpu"):
+        calls.append(name)
+        if len(calls) < 3:
+            raise ImportError("cannot import name 'PreTrainedTokenizerFast' from 'transformers'")
+        return "loaded"
+
+    monkeypatch.setattr(loading, "load_model", flaky)
+    assert fresh._load_retrying("toy") == "loaded" and len(calls) == 3
+    monkeypatch.setattr(loading, "load_model", lambda name, device="cpu": (_ for _ in ()).throw(ImportError("x")))
+    with pytest.raises(ImportError):
+        fresh._load_retrying("toy")

@@ -16,9 +16,14 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from .. import schema
-from .analysis import analyze
-from .cspa import CSPAConfig, explained_interval, summary_metrics
+from ..models import architecture
+from ..models.heads import check_head
+from ..models.loading import unwrap
+from ..models.weights import effective_W_O
+from . import readout as readouts
+from .analysis import _forward
+from .cspa import CSPAConfig, cspa_for_batch, explained_interval, summary_metrics
+from .survey_effects import HeadShifts, TokenDirections, shifted_lse
 from .tuned_lens import TunedLens
 
 ALL = (("qk", "ov"), ("qk",), ("ov",))
@@ -37,34 +42,61 @@ def compare(
     what: str = "CSPA",
 ) -> dict[str, dict]:
     """``summary_metrics`` of CSPA under each of ``ways`` ({key: (CSPA settings, read-out)}) over every predicted
-    token of ``tokens``."""
+    token of ``tokens``. One forward pass per batch serves every way: the ablation's and each CSPA's KL and Δloss
+    are ``analyze``'s (the direct effect, the final norm frozen), their log-partitions from
+    ``survey_effects.shifted_lse`` (tested against ``analyze``)."""
+    m = unwrap(model)
+    layer, h = check_head(m, head)
+    for _, readout in ways.values():
+        readouts.check(readout, lens, layer)
     parts: dict[str, dict[str, list[Tensor]]] = {key: {"kl": [], "dl": []} for key in ways}
     base: dict[str, list[Tensor]] = {"kl": [], "dl": []}
     n = tokens.shape[0]
-    for start in range(0, n, batch_size):
-        toks = tokens[start : start + batch_size]
-        for i, (key, (cfg, readout)) in enumerate(ways.items()):
-            res = analyze(
-                model,
-                toks,
-                head,
-                mean_result,
-                cspa=cfg,
-                neighbours=neighbours,
-                effects=("direct",),
-                ln_modes=("frozen",),
-                readout=readout,
-                lens=lens,
-            )
-            parts[key]["kl"].append(res[schema.kl(schema.CSPA)].flatten().cpu())
-            parts[key]["dl"].append(res[schema.delta_loss(schema.CSPA)].flatten().cpu())
-            if i == 0:
-                base["kl"].append(res[schema.kl(schema.PAPER_VARIANT)].flatten().cpu())
-                base["dl"].append(res[schema.delta_loss(schema.PAPER_VARIANT)].flatten().cpu())
-        if progress:
-            progress(f"{what}: {min(n, start + batch_size)}/{n} sequences", min(1.0, (start + batch_size) / n))
-    kl_a, dl_a = torch.cat(base["kl"]), torch.cat(base["dl"])
-    out = {key: summary_metrics(kl_a, torch.cat(p["kl"]), dl_a, torch.cat(p["dl"])) for key, p in parts.items()}
+    W_U = m.W_U.float()
+    cen = architecture.of(m).centre
+    W_Oc = cen(effective_W_O(m, layer)[h].float())
+    with torch.inference_mode():
+        for start in range(0, n, batch_size):
+            toks = tokens[start : start + batch_size].to(W_U.device).long()
+            b, s = toks.shape
+            fwd = _forward(m, toks, layer, h, mean_result, rerun=False)
+            keep = torch.ones(b, s, dtype=torch.bool, device=toks.device)
+            keep[:, -1] = False  # the last position predicts nothing
+            flat = fwd.clean_logits[:, :-1].reshape(-1, W_U.shape[1])
+            lse = torch.logsumexp(flat, -1)
+            u_bar = torch.softmax(flat, -1) @ W_U.T  # Σ_v p_v W_U[:, v]
+            w_target = W_U.T[toks[:, 1:].reshape(-1)]
+            dla = (fwd.delta_c / fwd.sigma_f)[keep]  # [n, d]: clean − ablated logits = dla W_U
+            batches = []
+            for cfg, readout in ways.values():
+                _, scores = readouts.rows(
+                    readout, layer, fwd.pre_c, fwd.eps, fwd.sigma_f, lens, final_c=fwd.x_c, delta_c=fwd.delta_c
+                )
+                args = (fwd.attn, fwd.src_out, fwd.mu, scores, fwd.sigma_f, cfg, neighbours, fwd.dest_scale)
+                batches.append(cspa_for_batch(m, toks, *args, sparse=True))
+            used = [bt.sparse.token_ids for bt in batches if bt.sparse is not None]
+            dirs = TokenDirections.of(torch.cat(used) if used else toks, W_U)
+            forms = [
+                dirs.sparse(bt.sparse, keep) if bt.sparse is not None else (cen(bt.dense) / fwd.sigma_f)[keep]
+                for bt in batches
+            ]
+            coef = None if fwd.dla_factors is None else fwd.dla_factors[0][keep]
+            shifts = HeadShifts(dla if coef is None else coef, None if coef is None else W_Oc, forms)
+            lse_new = shifted_lse(flat, [shifts], dirs, W_U)[0]
+            base["kl"].append(((dla * u_bar).sum(-1) - lse + lse_new[0]).clamp_min(0).reshape(b, s - 1).cpu())
+            base["dl"].append((lse_new[0] - lse + (dla * w_target).sum(-1)).reshape(b, s - 1).cpu())
+            for j, key in enumerate(ways):
+                rows = dla - shifts.cspa_rows(j, dirs)
+                kl = ((rows * u_bar).sum(-1) - lse + lse_new[1 + j]).clamp_min(0)
+                parts[key]["kl"].append(kl.reshape(b, s - 1).cpu())
+                parts[key]["dl"].append((lse_new[1 + j] - lse + (rows * w_target).sum(-1)).reshape(b, s - 1).cpu())
+            if progress:
+                progress(f"{what}: {min(n, start + batch_size)}/{n} sequences", min(1.0, (start + batch_size) / n))
+    kl_a, dl_a = torch.cat(base["kl"]).flatten(), torch.cat(base["dl"]).flatten()
+    out = {
+        key: summary_metrics(kl_a, torch.cat(p["kl"]).flatten(), dl_a, torch.cat(p["dl"]).flatten())
+        for key, p in parts.items()
+    }
     for key, p in parts.items():  # the spread over sequences of the headline share
         lo, hi = explained_interval(kl_a.reshape(n, -1), torch.cat(p["kl"]).reshape(n, -1))
         out[key]["explained_kl_interval"] = [lo, hi]

@@ -45,6 +45,7 @@ class TokenDirections:
 
     @classmethod
     def of(cls, tokens: Tensor, W_U: Tensor) -> TokenDirections:
+        """The directions of every distinct token id in ``tokens`` (any shape)."""
         ids = torch.unique(tokens.reshape(-1))
         rows = torch.cat([W_U[:, ids.to(W_U.device)].T, W_U.new_ones(1, W_U.shape[0])], 0)
         return cls(ids, rows)
@@ -71,8 +72,11 @@ class HeadShifts:
     DLA rows per lens, each a CSR matrix on ``TokenDirections.rows`` or dense [n, d_model]."""
 
     coef: Float[Tensor, "n r"]
-    basis: Float[Tensor, "r d_model"]
+    basis: Float[Tensor, "r d_model"] | None  # None: ``coef`` is the d_model rows themselves
     cspa: list[Tensor]
+
+    def dla_rows(self) -> Float[Tensor, "n d_model"]:
+        return self.coef if self.basis is None else self.coef @ self.basis
 
     def cspa_rows(self, j: int, dirs: TokenDirections) -> Float[Tensor, "n d_model"]:
         c = self.cspa[j]
@@ -112,9 +116,12 @@ def shifted_lse(
         Gb = G[:, c0:c1].contiguous() if G is not None else dirs.rows @ WUb  # embedding_bag wants rows whole
         Eb = torch.exp(flat[:, c0:c1] - peak[:, None])
         for i, h in enumerate(heads):
-            r = h.basis.shape[0]
-            factored = r * d_model + n * r < n * d_model  # through d_head where that is cheaper
-            left, right = (-h.coef, h.basis @ WUb) if factored else (-(h.coef @ h.basis), WUb)
+            if h.basis is None:
+                left, right = -h.coef, WUb
+            else:
+                r = h.basis.shape[0]
+                factored = r * d_model + n * r < n * d_model  # through d_head where that is cheaper
+                left, right = (-h.coef, h.basis @ WUb) if factored else (-(h.coef @ h.basis), WUb)
             for r0 in range(0, n, SUB_ROWS):
                 r1 = min(n, r0 + SUB_ROWS)
                 a = (left[r0:r1] @ right).exp_().mul_(Eb[r0:r1])
@@ -133,7 +140,7 @@ def _exact(out: Tensor, bad: Tensor, flat: Tensor, heads: list[HeadShifts], dirs
     """Recompute the rows whose sum left float32's range with a full projection and logsumexp."""
     for i, j, row in torch.nonzero(bad).tolist():
         h = heads[i]
-        shift = -(h.coef[row] @ h.basis)
+        shift = -h.dla_rows()[row]
         if j > 0:
             shift = shift + h.cspa_rows(j - 1, dirs)[row]
         out[i, j, row] = torch.logsumexp((flat[row] + shift @ W_U).double(), -1)
