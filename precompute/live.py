@@ -13,15 +13,21 @@ Every forward pass takes a turn on the model's ``ModelQueue`` (first come, first
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
+
 import torch
 from torch import Tensor
 
 from . import schema
 from .errors import InvalidInputError
 from .live_analyzer import LiveAnalyzer, LiveResult, OnWait, clean_prompt
-from .model_queue import DEFAULT_MAX_WAITING, ModelQueue
+from .model_queue import DEFAULT_MAX_WAITING, queue_of
+from .models.loading import unwrap
 
 __all__ = ["LiveAnalyzer", "LiveModel", "LiveResult", "clean_prompt"]
+
+MAX_ANALYZERS = 4  # artifact sets whose analyzer a model keeps
 
 
 class LiveModel:
@@ -30,7 +36,9 @@ class LiveModel:
 
     def __init__(self, loaded, max_waiting: int = DEFAULT_MAX_WAITING):
         self.loaded = loaded
-        self.queue = ModelQueue(max_waiting)
+        self.queue = queue_of(unwrap(loaded), max_waiting)  # the model's one queue (``model_queue.queue_of``)
+        self._analyzers: OrderedDict[tuple, LiveAnalyzer] = OrderedDict()
+        self._analyzers_lock = threading.Lock()
 
     @property
     def name(self) -> str:
@@ -48,8 +56,19 @@ class LiveModel:
 
     def analyzer(self, arts, **kwargs) -> LiveAnalyzer:
         """Live analysis of typed text for the artifact set ``arts`` (its mean results and hyperparameters), on
-        this model and in its queue."""
-        return LiveAnalyzer.for_artifacts(self.loaded, arts, queue=self.queue, **kwargs)
+        this model and in its queue: one analyzer per set and settings (the last ``MAX_ANALYZERS`` kept)."""
+        key = (str(getattr(arts, "source", id(arts))), tuple(sorted(kwargs.items())))
+        with self._analyzers_lock:
+            hit = self._analyzers.get(key)
+            if hit is not None:
+                self._analyzers.move_to_end(key)
+                return hit
+        made = LiveAnalyzer.for_artifacts(self.loaded, arts, queue=self.queue, **kwargs)
+        with self._analyzers_lock:
+            made = self._analyzers.setdefault(key, made)
+            while len(self._analyzers) > MAX_ANALYZERS:
+                self._analyzers.popitem(last=False)
+        return made
 
     def compare_prompts(
         self,

@@ -21,7 +21,8 @@ from torch import Tensor
 from . import schema
 from .data.tokenization import encode
 from .errors import InvalidInputError
-from .model_queue import ModelQueue
+from .model_queue import ModelQueue, queue_of
+from .models.loading import unwrap
 from .models.memory import release
 from .schema import EFFECTS, LN_MODES, STORED_TOPK_VARIANTS
 from .science.analysis import analyze
@@ -88,7 +89,8 @@ class LiveAnalyzer:
         self.cspa = cspa if cspa is not None else CSPAConfig()
         self.k, self.k_attn = k, k_attn
         self.max_cached = max_cached
-        self.queue = queue if queue is not None else ModelQueue()  # one analysis at a time (hooks are model state)
+        # one analysis at a time (hooks are model state): the model's one queue, shared with its LiveModel
+        self.queue = queue if queue is not None else queue_of(unwrap(loaded))
         self._cache_lock = threading.Lock()
         self._cache: OrderedDict[tuple, LiveResult] = OrderedDict()
 

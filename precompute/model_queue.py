@@ -9,6 +9,7 @@ are ahead of it (``on_wait(ahead)``) each time that changes, and ``on_wait(0)`` 
 from __future__ import annotations
 
 import threading
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -16,6 +17,20 @@ from contextlib import contextmanager
 from .errors import BusyError
 
 DEFAULT_MAX_WAITING = 8
+_QUEUES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> its one queue
+_QUEUES_LOCK = threading.Lock()
+
+
+def queue_of(model, max_waiting: int | None = None) -> ModelQueue:
+    """The one queue of ``model`` (an ``nn.Module``: its hooks are state, so everything that runs it, however many
+    analyzers and pages, takes turns in this queue). ``max_waiting``: set its bound (else it keeps its own)."""
+    with _QUEUES_LOCK:
+        queue = _QUEUES.get(model)
+        if queue is None:
+            queue = _QUEUES[model] = ModelQueue(DEFAULT_MAX_WAITING if max_waiting is None else max_waiting)
+        elif max_waiting is not None:
+            queue.max_waiting = ModelQueue(max_waiting).max_waiting  # validated as a new queue's
+        return queue
 
 
 class ModelQueue:
@@ -26,6 +41,7 @@ class ModelQueue:
         self._cond = threading.Condition()
         self._busy = False
         self._waiting: deque[object] = deque()
+        self._version = 0  # bumped (under the lock) at every change a waiter must see
 
     @property
     def waiting(self) -> int:
@@ -34,9 +50,11 @@ class ModelQueue:
 
     @contextmanager
     def turn(self, on_wait: Callable[[int], None] | None = None) -> Iterator[None]:
-        """Hold the model for the ``with`` block: at once when it is free, else after the callers ahead."""
+        """Hold the model for the ``with`` block: at once when it is free, else after the callers ahead.
+        ``on_wait`` is called outside the queue's lock (it may draw on a page, or raise to give up)."""
         with self._cond:
-            if self._busy or self._waiting:
+            queued = self._busy or bool(self._waiting)
+            if queued:
                 if len(self._waiting) >= self.max_waiting:
                     raise BusyError(
                         f"The model is busy: {len(self._waiting) + 1} analyses are running or waiting. Try again "
@@ -44,23 +62,44 @@ class ModelQueue:
                     )
                 ticket = object()
                 self._waiting.append(ticket)
-                told = None
-                try:
-                    while self._busy or self._waiting[0] is not ticket:
-                        ahead = self._waiting.index(ticket) + int(self._busy)
-                        if on_wait is not None and ahead != told:
-                            on_wait(ahead)
-                            told = ahead
-                        self._cond.wait()
-                finally:
-                    self._waiting.remove(ticket)
-                    self._cond.notify_all()  # a caller that gave up moves everyone behind it up
-                if on_wait is not None:
-                    on_wait(0)
-            self._busy = True
+            else:
+                self._busy = True
+        if queued:
+            self._wait_for_turn(ticket, on_wait)
         try:
             yield
         finally:
             with self._cond:
                 self._busy = False
-                self._cond.notify_all()
+                self._changed()
+
+    def _changed(self) -> None:
+        """Under the lock: the queue changed; wake every waiter to look again."""
+        self._version += 1
+        self._cond.notify_all()
+
+    def _wait_for_turn(self, ticket: object, on_wait: Callable[[int], None] | None) -> None:
+        told = None
+        try:
+            while True:
+                with self._cond:
+                    if not self._busy and self._waiting[0] is ticket:
+                        self._waiting.popleft()
+                        self._busy = True
+                        self._changed()  # everyone behind moves up
+                        break
+                    ahead, seen = self._waiting.index(ticket) + int(self._busy), self._version
+                if on_wait is not None and ahead != told:
+                    on_wait(ahead)
+                    told = ahead
+                with self._cond:
+                    while self._version == seen:  # a change since ``seen`` is never missed
+                        self._cond.wait()
+        except BaseException:
+            with self._cond:  # a caller that gave up moves everyone behind it up
+                if ticket in self._waiting:
+                    self._waiting.remove(ticket)
+                self._changed()
+            raise
+        if on_wait is not None:
+            on_wait(0)

@@ -118,3 +118,70 @@ def test_max_waiting_zero_refuses_a_second_caller_and_a_failing_waiter_leaves_th
     release.set()
     t.join(10), s.join(10)
     assert got == [1, 0, "ran"] and q.waiting == 0
+
+
+def test_on_wait_runs_outside_the_queues_lock():
+    """A waiter's ``on_wait`` (which draws on a page, and may block or raise) holds no lock: while it blocks, other
+    callers still read the queue and join it, and the holder can finish."""
+    q = ModelQueue(max_waiting=4)
+    release, in_callback, let_go, read = threading.Event(), threading.Event(), threading.Event(), threading.Event()
+    heard = []
+
+    def holder():
+        with q.turn():
+            release.wait(30)
+
+    def slow_on_wait(ahead):
+        heard.append(ahead)
+        if ahead == 1 and not in_callback.is_set():
+            in_callback.set()
+            let_go.wait(30)
+
+    def waiter():
+        with q.turn(slow_on_wait):
+            pass
+
+    h = threading.Thread(target=holder)
+    h.start()
+    _until(lambda: q._busy)
+    w = threading.Thread(target=waiter)
+    w.start()
+    assert in_callback.wait(30)
+    reader = threading.Thread(target=lambda: (q.waiting, read.set()))  # needs the lock
+    reader.start()
+    assert read.wait(30), "the queue's lock was held during on_wait"
+    release.set()
+    h.join(30)
+    let_go.set()
+    w.join(30)
+    assert not w.is_alive() and heard == [1, 0] and q.waiting == 0 and not q._busy
+
+
+def test_one_queue_per_model_whoever_asks(toy, toy_artifacts):
+    """A LiveModel and any LiveAnalyzer on the same model take turns in one queue (hooks are the model's state);
+    another model has its own."""
+    import torch.nn as nn
+
+    from precompute import open_artifacts
+    from precompute.live import LiveAnalyzer, LiveModel
+    from precompute.model_queue import queue_of
+
+    live = LiveModel(toy, max_waiting=3)
+    alone = LiveAnalyzer.for_artifacts(toy, open_artifacts(toy_artifacts))
+    assert live.queue is alone.queue is live.analyzer(open_artifacts(toy_artifacts)).queue is queue_of(toy.model)
+    assert live.queue.max_waiting == 3
+    other = nn.Linear(2, 2)
+    assert queue_of(other) is not live.queue and queue_of(other) is queue_of(other)
+    with pytest.raises(ValueError):
+        queue_of(other, max_waiting=-1)
+    LiveModel(toy)  # the default bound again
+
+
+def test_a_model_keeps_one_analyzer_per_set(toy, toy_artifacts):
+    from precompute import open_artifacts
+    from precompute.live import LiveModel
+
+    live = LiveModel(toy)
+    a = live.analyzer(open_artifacts(toy_artifacts))
+    assert live.analyzer(open_artifacts(toy_artifacts)) is a  # the same set: the same analyzer, its caches kept
+    assert live.analyzer(open_artifacts(toy_artifacts), max_cached=3) is not a  # other settings: another
