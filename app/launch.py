@@ -211,7 +211,8 @@ def build_smollm2(out_dir: Path, log=print) -> Path | None:
     """SmolLM2-135M, a real trained model, on real English (CPython's reference manual): the survey of all its
     heads, then a set for the head the survey ranks as the strongest copy suppressor. Logged, never fatal: the toy
     set is already there."""
-    return build_real_model(out_dir, REAL_MODELS["smollm2"], log)
+    # the module's settings read at call time (a test may shrink them)
+    return build_real_model(out_dir, {**REAL_MODELS["smollm2"], "survey": SMOLLM2_SURVEY, "demo": SMOLLM2_DEMO}, log)
 
 
 def build_real_model(out_dir: Path, spec: dict, log=print) -> Path | None:

@@ -371,7 +371,8 @@ def test_three_interventions_side_by_side_in_report_json_and_on_the_cspa_page(to
         res[schema.delta_loss(schema.PAPER_VARIANT)],
         res[schema.delta_loss(schema.CSPA)],
     )
-    assert three["qk,ov"]["measured"] == pytest.approx(ref["explained_kl"], abs=1e-9)
+    # the three ways share one forward pass and their own log-partitions (cspa_interventions.compare): float32 apart
+    assert three["qk,ov"]["measured"] == pytest.approx(ref["explained_kl"], abs=1e-5)
     assert len({round(v["measured"], 6) for v in three.values()}) == 3  # three different numbers
     assert main(["report", str(toy_artifacts), "--interventions", "2"]) == 0
     text = capsys.readouterr().out
