@@ -214,7 +214,7 @@ def compare_prompts(
             progress("attribution patching: one forward and one backward pass", 0.0)
         out.attr = P.attribution_patching(m, inp, cache, out.ld_clean, out.ld_corrupted, grids)
     if patching:
-        only = P.top_cells(out.attr, grids, top_n) if ranked else None
+        only = P.top_cells(out.attr, grids, top_n) if ranked and top_n is not None else None
         out.patched_cells = out.total_cells if only is None else len(only)
         args = (out.ld_clean, out.ld_corrupted, max_batch, progress, grids, only, partial)
         if architecture.of(m).resumable:  # resume each patch at its layer (same numbers, ~3x faster on CPU)

@@ -4,7 +4,7 @@ fraction, with the time spent and an estimate of the time left, for a log line o
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 Progress = Callable[[str, float], None]
 
@@ -24,7 +24,7 @@ class Stages:
     ``"text · 12 % · 40 s, about 5 min left"`` with the overall fraction, the stages weighted by their expected
     share of the time (the time left is extrapolated from the overall fraction done so far)."""
 
-    def __init__(self, progress: Progress | None, weights: dict[str, float], clock=time.perf_counter):
+    def __init__(self, progress: Progress | None, weights: Mapping[str, float], clock=time.perf_counter):
         self.progress = progress
         total = float(sum(weights.values()))
         self.start, self.span, acc = {}, {}, 0.0
