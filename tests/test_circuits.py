@@ -192,26 +192,26 @@ def test_attended_distances_from_the_stored_attention():
     assert attended_distances(pos[:, :2], weight[:, :2]) is None  # only the start token attended
 
 
+def _tiny_llama_run(folder, out):
+    """A small run of head 1.1 of the tiny Llama in ``folder`` on synthetic text, opened."""
+    from precompute import RunConfig, open_artifacts, run
+
+    cfg = RunConfig(
+        model=str(folder), heads=((1, 1),), dataset="synthetic", n_seqs=4, seq_len=24, shard_size=4, out=str(out)
+    )
+    return open_artifacts(run(cfg, log=lambda *_: None))
+
+
 def test_a_rotary_run_stores_qk_at_the_attended_distance_and_the_stated_ones(tmp_path):
     """A run on a tiny Llama: the QK side stored rotated to the head's attended median distance, its ranks against
     a brute-force reference written here, and rank summaries at 1, 4, 16 and 64 positions in the manifest."""
-    from precompute import RunConfig, open_artifacts, run
     from precompute.models.loading import load_model
     from precompute.models.rotary import at_distance
 
     from .test_architectures import make_model_folder
 
     folder = make_model_folder("llama", tmp_path / "llama")
-    cfg = RunConfig(
-        model=str(folder),
-        heads=((1, 1),),
-        dataset="synthetic",
-        n_seqs=4,
-        seq_len=24,
-        shard_size=4,
-        out=str(tmp_path / "r"),
-    )
-    arts = open_artifacts(run(cfg, log=lambda *_: None))
+    arts = _tiny_llama_run(folder, tmp_path / "r")
     s = arts.summary("1.1")
     assert {f"qk_at_{d}" for d in (1, 4, 16, 64)} <= set(s) and s["qk_distance"]["used"] >= 1
     lm = load_model(str(folder))
@@ -310,7 +310,6 @@ def test_a_large_vocabulary_ranks_a_sample_of_its_tokens(tmp_path, monkeypatch):
     among all tokens, equal to a brute-force reference here) and stores −1 for the rest; the summaries are over
     the sample, their worst tokens are real token ids, and the files say what was ranked."""
     import precompute.science.circuits as C
-    from precompute import RunConfig, open_artifacts, run
     from precompute.models.loading import load_model
 
     from .test_architectures import make_model_folder
@@ -322,16 +321,7 @@ def test_a_large_vocabulary_ranks_a_sample_of_its_tokens(tmp_path, monkeypatch):
     ids = C.ranked_rows(lm.tokenizer, V)
     assert len(ids) == C.EXACT_RANK_VOCAB**2 // V and torch.equal(ids, ids.sort().values)
     assert torch.equal(ids, C.ranked_rows(lm.tokenizer, V))  # seeded: the same sample every time
-    cfg = RunConfig(
-        model=str(folder),
-        heads=((1, 1),),
-        dataset="synthetic",
-        n_seqs=4,
-        seq_len=24,
-        shard_size=4,
-        out=str(tmp_path / "r"),
-    )
-    arts = open_artifacts(run(cfg, log=lambda *_: None))
+    arts = _tiny_llama_run(folder, tmp_path / "r")
     stored = arts.circuits("1.1")
     ov = torch.from_numpy(stored["ov_rank"]).long()
     f = circuit_factors(lm, (1, 1))

@@ -278,15 +278,21 @@ def test_top_percentile_bucket_against_a_sort_in_the_test(toy_artifacts):
     assert arts.paper_figures()["explained_top_bucket"] == pytest.approx(ref, abs=1e-3)
 
 
-def test_sparse_and_dense_cspa_dla_agree(toy, monkeypatch):
+def sparse_and_dense_analyses(lm, head, length: int, monkeypatch) -> dict:
+    """``analyze`` of ``head`` on two sequences with CSPA's DLA forced dense, then forced sparse."""
     import precompute.science.cspa as cspa_module
 
-    tokens = doc_tokens(toy.tokenizer, 2, 64, seed=31)
-    mu = mean_result(toy, tokens, (1, 2))
+    tokens = doc_tokens(lm.tokenizer, 2, length, seed=31)
+    mu = mean_result(lm, tokens, head)
     results = {}
     for name, factor in (("dense", 0.0), ("sparse", 1e9)):
         monkeypatch.setattr(cspa_module, "SPARSE_CSPA_DLA", factor)
-        results[name] = analyze(toy, tokens, (1, 2), mu, k=6, effects=("direct",), ln_modes=("frozen",))
+        results[name] = analyze(lm, tokens, head, mu, k=6, effects=("direct",), ln_modes=("frozen",))
+    return results
+
+
+def test_sparse_and_dense_cspa_dla_agree(toy, monkeypatch):
+    results = sparse_and_dense_analyses(toy, (1, 2), 64, monkeypatch)
     for field in ("delta_loss_cspa", "kl_cspa", "cspa_dla_neg_values", "cspa_dla_pos_values", "cspa_topk_logprobs"):
         torch.testing.assert_close(results["sparse"][field], results["dense"][field], atol=1e-4, rtol=0, msg=field)
 

@@ -71,14 +71,9 @@ def test_rows_beyond_float32s_range_are_recomputed_exactly():
 def test_sparse_cspa_of_an_rmsnorm_model_has_no_centring(tiny_llama, monkeypatch):
     """An RMSNorm model's final norm does not centre: the sparse CSPA DLA equals the dense one (it once subtracted
     the mean over d_model as a LayerNorm model's does)."""
-    import precompute.science.cspa as cspa_module
+    from .test_cspa import sparse_and_dense_analyses
 
-    tokens = doc_tokens(tiny_llama.tokenizer, 2, 48, seed=31)
-    mu = mean_result(tiny_llama, tokens, (1, 1))
-    results = {}
-    for name, factor in (("dense", 0.0), ("sparse", 1e9)):
-        monkeypatch.setattr(cspa_module, "SPARSE_CSPA_DLA", factor)
-        results[name] = analyze(tiny_llama, tokens, (1, 1), mu, k=6, effects=("direct",), ln_modes=("frozen",))
+    results = sparse_and_dense_analyses(tiny_llama, (1, 1), 48, monkeypatch)
     for field in ("delta_loss_cspa", "kl_cspa", "cspa_dla_neg_values", "cspa_dla_pos_values"):
         torch.testing.assert_close(results["sparse"][field], results["dense"][field], atol=1e-5, rtol=0, msg=field)
 

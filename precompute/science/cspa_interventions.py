@@ -23,7 +23,7 @@ from ..models.weights import effective_W_O
 from . import readout as readouts
 from .analysis import _forward
 from .cspa import CSPAConfig, cspa_for_batch, explained_interval, summary_metrics
-from .survey_effects import HeadShifts, TokenDirections, shifted_lse
+from .survey_effects import CleanRows, HeadShifts, TokenDirections, shifted_lse
 from .tuned_lens import TunedLens
 
 ALL = (("qk", "ov"), ("qk",), ("ov",))
@@ -62,10 +62,7 @@ def compare(
             fwd = _forward(m, toks, layer, h, mean_result, rerun=False)
             keep = torch.ones(b, s, dtype=torch.bool, device=toks.device)
             keep[:, -1] = False  # the last position predicts nothing
-            flat = fwd.clean_logits[:, :-1].reshape(-1, W_U.shape[1])
-            lse = torch.logsumexp(flat, -1)
-            u_bar = torch.softmax(flat, -1) @ W_U.T  # Σ_v p_v W_U[:, v]
-            w_target = W_U.T[toks[:, 1:].reshape(-1)]
+            clean = CleanRows.of(fwd.clean_logits, toks, W_U)
             dla = (fwd.delta_c / fwd.sigma_f)[keep]  # [n, d]: clean − ablated logits = dla W_U
             batches = []
             for cfg, readout in ways.values():
@@ -82,14 +79,13 @@ def compare(
             ]
             coef = None if fwd.dla_factors is None else fwd.dla_factors[0][keep]
             shifts = HeadShifts(dla if coef is None else coef, None if coef is None else W_Oc, forms)
-            lse_new = shifted_lse(flat, [shifts], dirs, W_U)[0]
-            base["kl"].append(((dla * u_bar).sum(-1) - lse + lse_new[0]).clamp_min(0).reshape(b, s - 1).cpu())
-            base["dl"].append((lse_new[0] - lse + (dla * w_target).sum(-1)).reshape(b, s - 1).cpu())
-            for j, key in enumerate(ways):
-                rows = dla - shifts.cspa_rows(j, dirs)
-                kl = ((rows * u_bar).sum(-1) - lse + lse_new[1 + j]).clamp_min(0)
-                parts[key]["kl"].append(kl.reshape(b, s - 1).cpu())
-                parts[key]["dl"].append((lse_new[1 + j] - lse + (rows * w_target).sum(-1)).reshape(b, s - 1).cpu())
+            lse_new = shifted_lse(clean.flat, [shifts], dirs, W_U)[0]
+            for key, rows, lse_k in [(None, dla, lse_new[0])] + [
+                (key, dla - shifts.cspa_rows(j, dirs), lse_new[1 + j]) for j, key in enumerate(ways)
+            ]:
+                into = base if key is None else parts[key]  # the ablation first, then each way's CSPA
+                into["kl"].append(clean.kl(rows, lse_k).clamp_min(0).reshape(b, s - 1).cpu())
+                into["dl"].append(clean.delta_loss(rows, lse_k).reshape(b, s - 1).cpu())
             if progress:
                 progress(f"{what}: {min(n, start + batch_size)}/{n} sequences", min(1.0, (start + batch_size) / n))
     kl_a, dl_a = torch.cat(base["kl"]).flatten(), torch.cat(base["dl"]).flatten()

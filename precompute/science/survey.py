@@ -42,7 +42,7 @@ from .cspa import CSPAConfig, cspa_for_batch, default_excluded, explained
 from .ov_dynamic import THRESHOLD as OV_THRESHOLD
 from .ov_dynamic import source_z_scores
 from .progress import Stages
-from .survey_effects import HeadShifts, TokenDirections, shifted_lse
+from .survey_effects import CleanRows, HeadShifts, TokenDirections, shifted_lse
 from .survey_probes import (  # noqa: F401 - repeated_tokens is part of this module's interface
     _all_heads_cache,
     _induction,
@@ -126,14 +126,10 @@ def _ablation_sums(
         b, s = toks.shape
         logits, cache = _all_heads_cache(m, toks, names)
         sigma = cache[hooks.FINAL_SCALE]  # [b, s, 1]
-        flat = logits[:, :-1].reshape(-1, logits.shape[-1])  # predicted positions only
-        targets = toks[:, 1:].reshape(-1)
-        n = flat.shape[0]
+        clean = CleanRows.of(logits, toks, W_U)  # predicted positions only
+        n = clean.flat.shape[0]
         predicted_rows = torch.ones(b, s, dtype=torch.bool, device=toks.device)
         predicted_rows[:, -1] = False
-        lse = torch.logsumexp(flat, -1)
-        u_bar = torch.softmax(flat, -1) @ W_U.T  # [n, d]: Σ_v p_v W_U[:, v]
-        w_target = W_U.T[targets]  # [n, d]
         dirs = TokenDirections.of(toks, W_U)  # CSPA's token directions, shared by every head of the batch
         content = predicted.content_mask(toks, excluded)
         if progress:
@@ -176,12 +172,12 @@ def _ablation_sums(
                     zs_src = source_z_scores(src_out[pb, pk], toks[pb, pk], W_U, u_mean, gram)
                     sums["z_sum"][layer, h] += float(zs_src.double().sum())
                     sums["z_n"][layer, h] += len(zs_src)
-            lse_new = shifted_lse(flat, shifts, dirs, W_U)  # [H, 3, n]
+            lse_new = shifted_lse(clean.flat, shifts, dirs, W_U)  # [H, 3, n]
             for h, sh in enumerate(shifts):
-                dla = sh.coef @ sh.basis  # [n, d]: clean − ablated logits = dla W_U
+                dla = sh.dla_rows()  # [n, d]: clean − ablated logits = dla W_U
                 diffs = (dla, dla - sh.cspa_rows(0, dirs), dla - sh.cspa_rows(1, dirs))
-                kl = [(d * u_bar).sum(-1) - lse + lse_new[h, j] for j, d in enumerate(diffs)]
-                dl = lse_new[h, 0] - lse + (dla * w_target).sum(-1)
+                kl = [clean.kl(d, lse_new[h, j]) for j, d in enumerate(diffs)]
+                dl = clean.delta_loss(dla, lse_new[h, 0])
                 sums["abl_dl"][layer, h] += float(dl.double().sum())
                 sums["abl_kl"][layer, h] += float(kl[0].double().sum())
                 sums["cspa_kl"][layer, h] += float(kl[1].double().sum())

@@ -36,6 +36,31 @@ TINY = 1e-30  # a sum below this (or not finite) is recomputed exactly
 
 
 @dataclass
+class CleanRows:
+    """A batch's clean logits on its predicted positions, with what turns a shifted log-partition into KL and
+    Δloss without another vocabulary pass: lse, ū = Σ_v p_v W_U[:, v] and W_U[:, target] per row."""
+
+    flat: Float[Tensor, "n d_vocab"]
+    lse: Float[Tensor, " n"]
+    u_bar: Float[Tensor, "n d_model"]
+    w_target: Float[Tensor, "n d_model"]
+
+    @classmethod
+    def of(cls, logits: Tensor, tokens: Tensor, W_U: Tensor) -> CleanRows:
+        """From the clean logits [b, s, d_vocab] of ``tokens`` [b, s] (the last position predicts nothing)."""
+        flat = logits[:, :-1].reshape(-1, logits.shape[-1])
+        return cls(flat, torch.logsumexp(flat, -1), torch.softmax(flat, -1) @ W_U.T, W_U.T[tokens[:, 1:].reshape(-1)])
+
+    def kl(self, rows: Float[Tensor, "n d_model"], lse_new: Float[Tensor, " n"]) -> Float[Tensor, " n"]:
+        """KL(clean ‖ clean − rows W_U) = rows·ū − lse + lse'."""
+        return (rows * self.u_bar).sum(-1) - self.lse + lse_new
+
+    def delta_loss(self, rows: Float[Tensor, "n d_model"], lse_new: Float[Tensor, " n"]) -> Float[Tensor, " n"]:
+        """The loss's change when the logits become clean − rows W_U: lse' − lse + rows·W_U[:, target]."""
+        return lse_new - self.lse + (rows * self.w_target).sum(-1)
+
+
+@dataclass
 class TokenDirections:
     """The batch's distinct token ids and the rows CSPA's sparse weights multiply: W_U[:, id]ᵀ per id, then a row
     of ones (times −mean: the centring of LayerNorm models, ``cspa.SparseCSPA``)."""
