@@ -25,6 +25,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from app.discovery import DEFAULT_DIR, candidate_runs, write_status  # noqa: E402
+from app.server import server_command  # noqa: E402
 from precompute import paper  # noqa: E402 - needs ROOT on the path
 from precompute.models.memory import server_environment  # noqa: E402
 
@@ -307,23 +308,7 @@ def main(argv=None) -> int:
         print("No artifacts yet: building a demo set in the background; the app shows its progress.", flush=True)
     elif args.build_only:
         return 0
-    cmd = [
-        sys.executable,
-        "-m",
-        "streamlit",
-        "run",
-        str(ROOT / "app" / "Home.py"),
-        "--server.port",
-        str(args.port),
-        "--server.address",
-        args.address,
-        "--server.headless",
-        "true",
-        "--browser.gatherUsageStats",
-        "false",
-    ]
-    if args.artifacts:
-        cmd += ["--", "--artifacts", args.artifacts]
+    cmd = server_command(args.port, args.address, ["--artifacts", args.artifacts] if args.artifacts else ())
     print(f"Starting the app on http://{args.address}:{args.port}", flush=True)
     server = subprocess.Popen(cmd, cwd=ROOT, env=server_environment(os.environ))
     return supervise(server, builder)

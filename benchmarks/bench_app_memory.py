@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
 
+from app.server import free_port, server_command
 from benchmarks.common import emit, peak_rss_mb, rss_mb, rss_parts_mb
 from benchmarks.memory_limit import MemoryLimit
 from deploy.page_walk import ARGS, CHROMIUM
@@ -31,12 +31,6 @@ from precompute.models.memory import server_environment
 
 ROOT = Path(__file__).resolve().parents[1]
 UNLIMITED_MIB = 2**20  # 1 TiB: a cgroup that only measures (its counters, its own page cache)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def main(argv=None):
@@ -96,23 +90,9 @@ def _measure(art: Path, env: dict, limit: MemoryLimit | None) -> dict:
 
     manifest = json.loads((art / "manifest.json").read_text())
     head, model = manifest["heads"][0], manifest["model"]["model_name"]  # gpt2-small-random 10.7, or e.g. SmolLM2's
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "streamlit",
-            "run",
-            str(ROOT / "app" / "Home.py"),
-            "--server.headless",
-            "true",
-            "--server.port",
-            str(port),
-            "--server.address",
-            "127.0.0.1",
-            "--browser.gatherUsageStats",
-            "false",
-        ],
+        server_command(port),
         cwd=ROOT,
         env=server_environment({**env, "CSE_ARTIFACTS": str(art)}),
         stdout=subprocess.DEVNULL,

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -29,6 +28,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+from app.server import free_port, server_command
 from benchmarks.common import emit, rss_mb
 from precompute.models.memory import server_environment
 
@@ -49,23 +49,17 @@ new MutationObserver(() => {
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Server:
     """The app on a free port (the launcher's server environment), its RSS sampled every 0.2 s."""
 
     def __init__(self, artifacts: Path, extra_env: dict | None = None):
-        self.port = _free_port()
+        self.port = free_port()
         env = server_environment(
             {**os.environ, "HF_HUB_OFFLINE": "1", "CSE_ARTIFACTS": str(artifacts), **(extra_env or {})}
         )
-        cmd = [sys.executable, "-m", "streamlit", "run", str(ROOT / "app" / "Home.py"), "--server.headless", "true"]
-        cmd += ["--server.port", str(self.port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"]
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            server_command(self.port), cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         self.url = f"http://127.0.0.1:{self.port}"
         self.peak, self._stop = 0.0, threading.Event()
         deadline = time.time() + 120

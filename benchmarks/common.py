@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import resource
 import statistics
 import sys
 import time
+
+from precompute.models.memory import cpu_model
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -69,17 +70,6 @@ def reset_peak() -> None:
     """Reset the process's RSS high-water mark (Linux: write 5 to clear_refs)."""
     with open("/proc/self/clear_refs", "w") as fh:
         fh.write("5")
-
-
-def cpu_model() -> str:
-    """The CPU's model name (from /proc/cpuinfo on Linux), e.g. 'Intel(R) Xeon(R) CPU @ 2.80GHz'."""
-    try:
-        for line in open("/proc/cpuinfo", encoding="utf-8"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def machine() -> dict:

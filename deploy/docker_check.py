@@ -271,7 +271,7 @@ def main(argv=None) -> int:
         raise SystemExit("make docker-check installs Debian packages and starts dockerd: run it as root")
     out = Path(args.out)
     ensure_engine()
-    from benchmarks.common import cpu_model
+    from precompute.models.memory import cpu_model
 
     report: dict = {"machine": f"{cpu_model()}, {os.cpu_count()} cores"}
     if not args.no_build:

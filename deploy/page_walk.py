@@ -4,12 +4,12 @@ the browser tests and the benchmarks, with the Chromium settings, a free port an
 
 from __future__ import annotations
 
-import socket
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
+
+from app.server import free_port, wait_healthy  # noqa: F401 - the walk's callers take them from here too
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = [
@@ -61,24 +61,6 @@ def page_paths() -> dict[str, tuple[str, str]]:
     return {
         name: ("" if name == "home" else spec.url_path, HEADINGS.get(name, spec.title)) for name, spec in PAGES.items()
     }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_healthy(url: str, within_s: float) -> float | None:
-    """Seconds until the app at ``url`` answers ``/_stcore/health`` with ok, or None after ``within_s``."""
-    start = time.monotonic()
-    while time.monotonic() - start < within_s:
-        try:
-            if urllib.request.urlopen(url + "/_stcore/health", timeout=2).read() == b"ok":
-                return time.monotonic() - start
-        except OSError:
-            time.sleep(0.2)
-    return None
 
 
 def off_machine(url: str) -> bool:

@@ -27,6 +27,7 @@ from .models.memory import release
 from .schema import EFFECTS, LN_MODES, STORED_TOPK_VARIANTS
 from .science.analysis import analyze
 from .science.cspa import CSPAConfig
+from .science.tuned_lens import stored_lens
 from .store.records import as_arrays, compact
 
 MAX_CHARS = 100_000
@@ -136,7 +137,7 @@ class LiveAnalyzer:
             effects=tuple(hp.get("effects", EFFECTS)),
             ln_modes=tuple(hp.get("ln_modes", LN_MODES)),
             readouts={h: arts.readout(h)[0] for h in arts.heads},
-            lens=arts.tuned_lens(),
+            lens=stored_lens(arts),
             readout_rule=str(hp.get("readout", "logit_lens")),  # sets made before read-outs: the paper's
             mean_tokens=lambda: _set_tokens(arts, n_mean),
             **kwargs,

@@ -3,12 +3,12 @@
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from deploy.page_walk import ARGS, CHROMIUM, free_port, wait_healthy
+from app.server import free_port, server_command, wait_healthy
+from deploy.page_walk import ARGS, CHROMIUM
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,21 +45,7 @@ def _serve(artifacts, log: Path | None = None):
     # off in its own process, tests/conftest.py)
     env = {**os.environ, "CSE_ARTIFACTS": str(artifacts), "HF_HUB_OFFLINE": "1", "CSE_WARM_MODEL": "1"}
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "streamlit",
-            "run",
-            str(ROOT / "app" / "Home.py"),
-            "--server.headless",
-            "true",
-            "--server.port",
-            str(port),
-            "--server.address",
-            "127.0.0.1",
-            "--browser.gatherUsageStats",
-            "false",
-        ],
+        server_command(port),
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL if log is None else log.open("w"),

@@ -10,6 +10,7 @@ import pytest
 
 from precompute import schema as F
 from precompute.jobs.cli import main
+from precompute.science.tuned_lens import stored_lens
 from precompute.store.reader import open_artifacts
 
 from .conftest import write_text_dataset
@@ -220,7 +221,7 @@ def test_readout_and_group_options_take_effect(tmp_path, data, capsys):
     assert auto.hyperparameters["readout"] == "auto"
     used, why = auto.readout("1.2")
     assert used in ("logit_lens", "tuned_lens") and "held-out" in why
-    assert auto.tuned_lens() is not None and set(auto.lens_quality()) == {0, 1, 2}
+    assert stored_lens(auto) is not None and set(auto.lens_quality()) == {0, 1, 2}
     (name, group), *_ = auto.groups().items()
     assert name == "1.2+1.0" and set(group["mean_delta_loss_alone"]) == {"1.2", "1.0"}
     assert group["readouts"]["1.2"] == used and group["readouts"]["1.0"] in F.READOUTS

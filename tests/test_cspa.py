@@ -9,6 +9,7 @@ from precompute import CSPAConfig, InvalidInputError, analyze, mean_result, summ
 from precompute.models.loading import unwrap
 from precompute.science.cspa import first_occurrence, keep_counts
 from precompute.science.semantic import neighbour_table, semantic_neighbours
+from precompute.science.tuned_lens import stored_lens
 
 from .conftest import doc_tokens
 
@@ -369,7 +370,7 @@ def test_three_interventions_side_by_side_in_report_json_and_on_the_cspa_page(to
         effects=("direct",),
         ln_modes=("frozen",),
         readout=arts.readout(out["head"])[0],  # the head's own read-out, as the set's CSPA
-        lens=arts.tuned_lens(),
+        lens=stored_lens(arts),
     )
     ref = summary_metrics(
         res[schema.kl(schema.PAPER_VARIANT)],

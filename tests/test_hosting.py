@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from deploy.page_walk import ARGS, CHROMIUM, free_port, wait_healthy
+from app.server import free_port, wait_healthy
+from deploy.page_walk import ARGS, CHROMIUM
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACE = ROOT / "deploy" / "hf-space" / "README.md"

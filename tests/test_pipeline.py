@@ -13,6 +13,7 @@ import torch
 
 from precompute import ArtifactError, analyze
 from precompute.schema import MANIFEST, SCHEMA_VERSION
+from precompute.science.tuned_lens import stored_lens
 from precompute.store.reader import open_artifacts
 from precompute.store.record_arrays import dense_attention
 from precompute.store.records import compact
@@ -107,7 +108,8 @@ def test_reader_and_export_agree_with_analyze_on_stored_mean(toy, toy_artifacts)
     for i in (0, 9, 19):
         rec = {k: torch.from_numpy(v) for k, v in arts.sequence(i).items()}
         tokens = rec["tokens"].long()[None]
-        direct = compact(analyze(toy, tokens, (1, 2), mu, k=5, readout=arts.readout("1.2")[0], lens=arts.tuned_lens()))
+        lens = stored_lens(arts)
+        direct = compact(analyze(toy, tokens, (1, 2), mu, k=5, readout=arts.readout("1.2")[0], lens=lens))
         for name, stored in rec.items():
             if name == "tokens":
                 continue

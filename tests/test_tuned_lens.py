@@ -10,7 +10,7 @@ import torch
 
 from precompute.errors import InvalidInputError
 from precompute.science import predicted, readout
-from precompute.science.tuned_lens import RidgeStats, TunedLens, fit_tuned_lens, lens_quality
+from precompute.science.tuned_lens import RidgeStats, TunedLens, fit_tuned_lens, lens_quality, stored_lens
 from precompute.science.verdict import logit_lens_is_poor
 
 
@@ -206,7 +206,7 @@ def test_live_analysis_takes_each_readout_and_the_set_default(toy, toy_artifacts
     assert set(an.readouts_for(head)) == {"logit_lens", "tuned_lens", "final_minus_head"}
     text = "The kanosa of the teri is kanosa. A kanosa was in the teri with a ruko."
     mu = torch.from_numpy(arts.mean_result("1.2"))
-    lens = arts.tuned_lens()
+    lens = stored_lens(arts)
     records = {}
     for r in ("logit_lens", "tuned_lens", "final_minus_head"):
         rec = an.analyze(text, head, variants=("direct_frozen",), readout=r).record

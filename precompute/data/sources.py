@@ -15,7 +15,6 @@ from pathlib import Path
 from .. import paper
 from ..errors import HubUnavailableError, InvalidInputError
 
-DEFAULT_DATASET = paper.DATASET
 PARQUET_REVISION = "refs/convert/parquet"
 
 

@@ -77,6 +77,12 @@ class TunedLens:
         return cls(layers, weight, bias, q, dict(meta or {}))
 
 
+def stored_lens(arts) -> TunedLens | None:
+    """The tuned lens an artifact set stored (``Artifacts.tuned_lens_tensors``), or None for sets made without one."""
+    got = arts.tuned_lens_tensors()
+    return None if got is None else TunedLens.from_tensors(*got)
+
+
 class RidgeStats:
     """Running sums for the ridge fit of ``y - x ≈ x A + b`` (float64): add rows, then ``solve``."""
 

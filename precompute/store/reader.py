@@ -204,16 +204,15 @@ class Artifacts:
             return str(got["used"]), str(got.get("why", ""))
         return "logit_lens", "made before read-outs were recorded: the paper's logit lens"
 
-    def tuned_lens(self):
-        """The run's tuned lens (``science.tuned_lens.TunedLens``), or None for sets made without one."""
+    def tuned_lens_tensors(self) -> tuple[dict, dict, dict] | None:
+        """(tensors, quality, settings) of the run's tuned lens as stored, or None for sets made without one;
+        ``science.tuned_lens.stored_lens`` turns them into a ``TunedLens`` (the files never know the science)."""
         if schema.TUNED_LENS_FILE not in self.manifest.get("files", {}):
             return None
-        from ..science.tuned_lens import TunedLens
-
         meta = dict(self.hyperparameters.get("tuned_lens", {}))
         quality = meta.pop("quality", {})
         tensors = self._read(schema.TUNED_LENS_FILE, lambda f: {k: f.get_tensor(k) for k in f.keys()})
-        return TunedLens.from_tensors(tensors, quality, meta)
+        return tensors, quality, meta
 
     def lens_quality(self) -> dict[int, dict]:
         """The tuned lens's held-out quality per layer (tuned and logit lens), {} for sets made without one."""
