@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .. import paper
 from ..errors import HubUnavailableError, InvalidInputError
 
 PARQUET_REVISION = "refs/convert/parquet"
