@@ -47,8 +47,10 @@ wordnet:
 run: install
 	$(PY) -m app.launch --port $(PORT)
 
+# the fast tier first (a broken basic fails within minutes), then the rest; each lists its 25 slowest tests
 test: install-dev
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q tests
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q tests -m fast
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q tests -m "not fast"
 
 # the quick loop: the tests that load no model (tiers: fast, model, browser, real_model; see tests/conftest.py)
 test-fast: install-dev

@@ -28,7 +28,7 @@ def tiny_llama(tmp_path_factory):
     """A tiny random Llama (rotary positions, RMSNorm, grouped-query attention) with the toy tokenizer."""
     from precompute.models.loading import load_model
 
-    from .test_architectures import make_model_folder
+    from .factories import make_model_folder
 
     return load_model(str(make_model_folder("llama", tmp_path_factory.mktemp("tiny-llama"))))
 
@@ -171,7 +171,7 @@ def survey_env(tmp_path_factory, toy_artifacts, toy):
 
     from precompute.jobs.survey import SurveyConfig, run_survey
 
-    from .test_architectures import make_model_folder
+    from .factories import make_model_folder
 
     base = tmp_path_factory.mktemp("survey-app")
     shutil.copytree(toy_artifacts, base / "run")
@@ -192,7 +192,7 @@ def survey_env(tmp_path_factory, toy_artifacts, toy):
     return base
 
 
-# a test that asks for one of these fixtures, or lives in one of these files, runs a model
+# a test that asks for one of these fixtures runs a model: it cannot be in the fast tier
 MODEL_FIXTURES = {
     "toy",
     "tiny_llama",
@@ -206,35 +206,61 @@ MODEL_FIXTURES = {
     "live",
     "fuzz_base",
 }
-MODEL_FILES = {
-    "test_analysis.py",
-    "test_architectures.py",
-    "test_circuits.py",
-    "test_cli_options.py",
-    "test_cspa.py",
-    "test_fidelity.py",
-    "test_models.py",
-    "test_pairs.py",
-    "test_parity.py",
-    "test_pipeline.py",
-    "test_stored_fields.py",
-    "test_survey.py",
-    "test_toy_model.py",
-    "test_weight_cache.py",
-    "test_launch.py",
-}
 TIERS = ("fast", "model", "browser", "real_model")
 
 
+def tier_of(marked: list[str], file_tier: str | None, fixtures: set[str], where: str) -> str:
+    """A test's tier: its own tier marker (the nearest, if several), else its file's ``TIER``. A file without a
+    ``TIER`` or a fast test that asks for a model fixture is an error, not a guess."""
+    tier = marked[0] if marked else file_tier
+    if tier not in TIERS:
+        raise pytest.UsageError(f"{where}: no test tier; set TIER = one of {TIERS} in the file or mark the test")
+    if tier == "fast" and MODEL_FIXTURES & fixtures:
+        raise pytest.UsageError(f"{where} is in the fast tier but uses {sorted(MODEL_FIXTURES & fixtures)}")
+    return tier
+
+
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items):
-    """Each test gets exactly one tier marker (see the module docstring)."""
+    """Each test gets exactly one tier marker, declared by its file (``TIER``) or by itself (see the module
+    docstring); the selection by ``-m`` runs after this."""
     for item in items:
-        own = {m.name for m in item.iter_markers()} & set(TIERS)
-        if own:
-            continue
-        if item.path.name == "test_browser.py" or "chromium" in item.name:
-            item.add_marker(pytest.mark.browser)
-        elif MODEL_FIXTURES & set(item.fixturenames) or item.path.name in MODEL_FILES:
-            item.add_marker(pytest.mark.model)
-        else:
-            item.add_marker(pytest.mark.fast)
+        marked = [m.name for m in item.iter_markers() if m.name in TIERS]
+        tier = tier_of(marked, getattr(item.module, "TIER", None), set(item.fixturenames), item.nodeid)
+        if not marked:
+            item.add_marker(getattr(pytest.mark, tier))
+
+
+# CI sets CSE_REQUIRE (e.g. "browser,real_model,wordnet"): a skipped test of a tier named there, or one skipped for
+# want of WordNet, fails the run instead of passing quietly with less tested (.ci/run)
+SKIPPED_REQUIRED: list[str] = []
+
+
+def required() -> set[str]:
+    return {x.strip() for x in os.environ.get("CSE_REQUIRE", "").split(",") if x.strip()}
+
+
+def required_kinds(tier: str | None, reason: str) -> set[str]:
+    """What a skipped test was: its tier, and "wordnet" where WordNet's absence skipped it."""
+    return {tier or ""} | ({"wordnet"} if "wordnet" in reason.lower() else set())
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    if rep.skipped and required():
+        tier = next((m.name for m in item.iter_markers() if m.name in TIERS), None)
+        reason = str(rep.longrepr[-1]) if isinstance(rep.longrepr, tuple) else str(rep.longrepr)
+        if required_kinds(tier, reason) & required():
+            SKIPPED_REQUIRED.append(f"{item.nodeid}: {reason}")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if SKIPPED_REQUIRED:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(f"{len(SKIPPED_REQUIRED)} test(s) of a required tier (CSE_REQUIRE) were skipped:")
+            for line in SKIPPED_REQUIRED:
+                reporter.write_line("  " + line)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

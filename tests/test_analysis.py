@@ -8,6 +8,8 @@ from precompute.models.loading import unwrap
 
 from .conftest import doc_tokens
 
+TIER = "model"  # this file's test tier (tests/conftest.py); a test marked otherwise is in that tier
+
 TOL = 1e-4
 
 

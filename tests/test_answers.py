@@ -6,56 +6,16 @@ import pytest
 import torch
 
 from precompute.errors import InvalidInputError
-from precompute.models import hooks
-from precompute.models.weights import layer_weight
 from precompute.science.analysis import mean_result
 from precompute.science.answers import answer_effects
 
 from .conftest import doc_tokens
+from .references import reference
 
-pytestmark = pytest.mark.model
+TIER = "model"  # this file's test tier (tests/conftest.py); a test marked otherwise is in that tier
+
 
 IOI = "When Mary and John went to the store, John gave a drink to"
-
-
-def reference(lm, tokens, head, mu, pos, ids, effect, ln_mode, layer_norm=True):
-    """(logits clean, logits ablated, DLA clean, DLA ablated) at ``pos`` by hooks and plain tensor maths; the final
-    norm centres for LayerNorm models (``layer_norm``), not for RMSNorm ones."""
-
-    def _centre(x):
-        return x - x.mean(-1, keepdim=True) if layer_norm else x
-
-    m = lm.model
-    layer, h = head
-    names = [hooks.z(layer), hooks.FINAL_IN, hooks.FINAL_SCALE]
-    with torch.no_grad():
-        clean, cache = m.run_with_cache(tokens, names_filter=names)
-        r = cache[hooks.z(layer)][0, :, h] @ layer_weight(m, "W_O", layer)[h]  # [seq, d_model]
-        mu = mu[: tokens.shape[1]]
-        scale = cache[hooks.FINAL_SCALE][0, pos]
-        if effect == "direct":
-            resid = cache[hooks.FINAL_IN][0, pos] - r[pos] + mu[pos]
-            ablated_logits = None
-        else:
-            got = {}
-
-            def replace(x, hook):
-                return x + (mu - r)[None]
-
-            def grab(x, hook):
-                got["x"] = x
-
-            ablated_logits = m.run_with_hooks(
-                tokens, fwd_hooks=[(hooks.attn_out(layer), replace), (hooks.FINAL_IN, grab)]
-            )[0, pos]
-            resid = got["x"][0, pos] + ((r[pos] - mu[pos]) if effect == "indirect" else 0)
-        resid = _centre(resid)
-        if ln_mode == "frozen" or ablated_logits is None or effect == "indirect":
-            div = scale if ln_mode == "frozen" else resid.pow(2).mean().add(m.cfg.eps).sqrt()
-            ablated_logits = resid / div @ m.W_U + m.b_U
-        dla_clean = _centre(r[pos]) / scale @ m.W_U[:, ids]
-        dla_ablated = _centre(mu[pos]) / scale @ m.W_U[:, ids]
-    return clean[0, pos], ablated_logits, dla_clean, dla_ablated
 
 
 @pytest.mark.parametrize(

@@ -4,52 +4,16 @@ import re
 from pathlib import Path
 
 import pytest
-from streamlit.testing.v1 import AppTest
 
-APP = str(Path(__file__).resolve().parents[1] / "app" / "Home.py")
-TIMEOUT = 120
+from .app_helpers import _run, _text, strips
+
+TIER = "model"  # this file's test tier (tests/conftest.py); a test marked otherwise is in that tier
 
 
 @pytest.fixture
 def app_env(toy_artifacts, monkeypatch):
     monkeypatch.setenv("CSE_ARTIFACTS", str(toy_artifacts))
     return toy_artifacts
-
-
-def _run(page=None, query=None):
-    """The app at ``page`` opened by a link with ``query`` (AppTest runs the default page first; the link's
-    parameters arrive with the switch, as a page link's do)."""
-    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
-    if query and not page:
-        at.query_params.update(query)
-    at.run()
-    if page:
-        at.query_params.clear()
-        at.query_params.update(query or {})
-        at.switch_page(page)
-        at.run()
-    return at
-
-
-def _text(at) -> str:
-    """The page's text as a reader sees it (markdown backslash escapes of literal text removed)."""
-    parts = [m.value for m in at.markdown] + [c.value for c in at.caption] + [t.value for t in at.title]
-    parts += [e.value for e in at.error] + [w.value for w in at.warning] + [i.value for i in at.info]
-    return re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", "\n".join(str(p) for p in parts)).replace("\u2060", "")
-
-
-def strips(at) -> list[str]:
-    """The HTML of every token strip on the page: Markdown strips (the live page) and the clickable strip
-    component's (Browse), in page order."""
-    import json
-
-    out = []
-    for el in at.main:
-        if getattr(el, "type", None) == "bidi_component" and el.proto.component_name == "cse_token_strip":
-            out.append(json.loads(el.proto.json))
-        elif "cse-strip" in str(getattr(el, "value", "")):
-            out.append(str(el.value))
-    return out
 
 
 def test_home(app_env):
@@ -60,6 +24,7 @@ def test_home(app_env):
     assert len(at.dataframe) >= 1  # paper vs artifacts table
 
 
+@pytest.mark.fast
 def test_empty_state_without_artifacts(tmp_path, monkeypatch):
     monkeypatch.setenv("CSE_ARTIFACTS", str(tmp_path / "nothing-here"))
     at = _run()
@@ -176,6 +141,7 @@ def test_circuits_vocabulary_search(app_env):
     assert "No token contains" in _text(at)
 
 
+@pytest.mark.fast
 def test_browse_pages_do_not_import_torch_or_transformer_lens():
     """Browsing needs no model: the modules the browse pages use pull in neither torch nor TransformerLens."""
     import subprocess
@@ -226,6 +192,7 @@ def test_survey_page(survey_env, monkeypatch):
     assert "No head passes these filters" in _text(at)
 
 
+@pytest.mark.fast
 def test_survey_page_without_surveys_shows_the_command(tmp_path, monkeypatch):
     monkeypatch.setenv("CSE_ARTIFACTS", str(tmp_path))
     at = _run("views/survey.py")
@@ -270,6 +237,7 @@ def test_survey_click_targets(survey_env):
     assert cmd.startswith(f"python -m precompute run --model {llama['model']['model_name']} --heads 2.3")
 
 
+@pytest.mark.fast
 def test_survey_hover_escapes_model_names():
     import pandas as pd
 

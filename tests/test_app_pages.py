@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from .test_app import APP, TIMEOUT, _run, _text
+from .app_helpers import APP, TIMEOUT, _run, _text
+
+TIER = "model"  # this file's test tier (tests/conftest.py); a test marked otherwise is in that tier
 
 
 @pytest.fixture
@@ -35,6 +37,7 @@ def test_short_prompts_render_every_tab(app_env, prompt):
 
 
 # the attention window always shows BOS, where the head parks its attention
+@pytest.mark.fast
 def test_attention_window_keeps_bos():
     from app.sequence.attention import window_bounds
 
@@ -90,6 +93,7 @@ def test_live_caption_and_position_reset(app_env):
 
 
 # byte pieces show as escapes, not as '\ufffd'
+@pytest.mark.fast
 def test_byte_tokens_show_their_bytes():
     from precompute.data.tokenization import token_strings
     from precompute.models.tokenizers import load_local_tokenizer
@@ -106,13 +110,14 @@ def test_two_heads_side_by_side(two_head_artifacts, monkeypatch):
     at = _run("views/browse.py", {"seq": "1", "pos": "5", "head": "1.2"})
     at.selectbox(key="browse_compare").set_value("0.1").run()
     assert not at.exception
-    from .test_app import strips as page_strips
+    from .app_helpers import strips as page_strips
 
     strips = page_strips(at)
     assert len(strips) == 2 and strips[0] != strips[1]
     assert "Head 0.1" in _text(at) and "Head 1.2" in _text(at)
 
 
+@pytest.mark.fast
 def test_a_position_as_a_source_against_a_hand_made_record():
     """Destinations that attend to position 1 (from the sparse attention), with weights and what is kept there."""
     from app.sequence.details import as_source

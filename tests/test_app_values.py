@@ -13,7 +13,9 @@ import torch
 from precompute import schema as F
 from precompute.store.reader import open_artifacts
 
-from .test_app import _run
+from .app_helpers import _run
+
+TIER = "model"  # this file's test tier (tests/conftest.py); a test marked otherwise is in that tier
 
 
 @pytest.fixture
@@ -66,6 +68,7 @@ def _rgb(css: str) -> tuple[int, int, int]:
     return tuple(int(x) for x in css[4:-1].split(","))
 
 
+@pytest.mark.fast
 def test_colour_scale_sign_and_range():
     from app.sequence.strip import colours
 

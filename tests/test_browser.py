@@ -1,14 +1,15 @@
 """One real-browser test: Debian's Chromium driven by Playwright against a running app on toy artifacts."""
 
-import os
 import re
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from app.server import free_port, server_command, wait_healthy
 from deploy.page_walk import ARGS, CHROMIUM
+
+from .app_helpers import _serve
+
+TIER = "browser"  # this file's test tier (tests/conftest.py); a test marked otherwise is in that tier
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,28 +37,6 @@ def survey_server(survey_env):
 @pytest.fixture
 def two_head_server(two_head_artifacts):
     yield from _serve(two_head_artifacts)
-
-
-def _serve(artifacts, log: Path | None = None):
-    """The app on a free port; the server's output goes to ``log`` when given (to check it logged no error)."""
-    port = free_port()
-    # the server as users run it: opening a set starts its model's load in the background (the suite turns that
-    # off in its own process, tests/conftest.py)
-    env = {**os.environ, "CSE_ARTIFACTS": str(artifacts), "HF_HUB_OFFLINE": "1", "CSE_WARM_MODEL": "1"}
-    proc = subprocess.Popen(
-        server_command(port),
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL if log is None else log.open("w"),
-        stderr=subprocess.STDOUT if log is not None else subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    if wait_healthy(url, 60) is None:
-        proc.kill()
-        pytest.fail("streamlit did not start")
-    yield url
-    proc.terminate()
-    proc.wait(10)
 
 
 def test_browse_and_live_in_chromium(server, tmp_path):

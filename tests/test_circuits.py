@@ -14,6 +14,8 @@ from precompute.science.circuits import (
     ranks_from_factors,
 )
 
+TIER = "model"  # this file's test tier (tests/conftest.py); a test marked otherwise is in that tier
+
 
 def _ln(x):
     x = x - x.mean(-1, keepdim=True)
@@ -142,7 +144,7 @@ def test_bad_circuit_arguments(toy):
 def rotary_model(request, tmp_path_factory):
     from precompute.models.loading import load_model
 
-    from .test_architectures import make_model_folder
+    from .factories import make_model_folder
 
     return load_model(str(make_model_folder(request.param, tmp_path_factory.mktemp(request.param))))
 
@@ -208,7 +210,7 @@ def test_a_rotary_run_stores_qk_at_the_attended_distance_and_the_stated_ones(tmp
     from precompute.models.loading import load_model
     from precompute.models.rotary import at_distance
 
-    from .test_architectures import make_model_folder
+    from .factories import make_model_folder
 
     folder = make_model_folder("llama", tmp_path / "llama")
     arts = _tiny_llama_run(folder, tmp_path / "r")
@@ -312,7 +314,7 @@ def test_a_large_vocabulary_ranks_a_sample_of_its_tokens(tmp_path, monkeypatch):
     import precompute.science.circuits as C
     from precompute.models.loading import load_model
 
-    from .test_architectures import make_model_folder
+    from .factories import make_model_folder
 
     folder = make_model_folder("llama", tmp_path / "llama")
     lm = load_model(str(folder))

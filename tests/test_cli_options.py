@@ -15,6 +15,8 @@ from precompute.store.reader import open_artifacts
 
 from .conftest import write_text_dataset
 
+TIER = "model"  # this file's test tier (tests/conftest.py); a test marked otherwise is in that tier
+
 BASE = [
     "--model",
     "toy",

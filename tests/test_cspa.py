@@ -12,104 +12,9 @@ from precompute.science.semantic import neighbour_table, semantic_neighbours
 from precompute.science.tuned_lens import stored_lens
 
 from .conftest import doc_tokens
+from .references import _ce, _kl, reference_cspa, sparse_and_dense_analyses
 
-
-def _gram_schmidt(vectors):
-    basis = []
-    for v in vectors:
-        w = v.clone()
-        for e in basis:
-            w = w - (w @ e) * e
-        if w.norm() > 1e-6:
-            basis.append(w / w.norm())
-    return basis
-
-
-def reference_cspa(m, tokens, head, mu, cfg: CSPAConfig, table=None, scores=None):
-    """Naive CSPA: per destination, pick kept (source, neighbour) pairs by the rules, project the materialised
-    per-source vectors A[q,k] v_k W_O, and return (clean logits, CSPA logits, kept positions per (b, q)).
-    ``scores`` [b, s, d_vocab]: the read-out's scores of "predicted" (default: the paper's logit lens)."""
-    layer, h = head
-    with torch.inference_mode():
-        logits, cache = m.run_with_cache(tokens)
-    b_n, s = tokens.shape
-    # RMSNorm models do not centre; grouped-query heads read their shared key/value head
-    rms = str(m.cfg.normalization_type).upper().startswith("RMS")
-    kv = h // (m.cfg.n_heads // (getattr(m.cfg, "n_key_value_heads", None) or m.cfg.n_heads))
-    A = cache[f"blocks.{layer}.attn.hook_pattern"][:, h]
-    o = cache[f"blocks.{layer}.attn.hook_v"][:, :, kv] @ m.W_O[layer, h]
-    r = cache[f"blocks.{layer}.attn.hook_z"][:, :, h] @ m.W_O[layer, h]
-    pre = cache[f"blocks.{layer}.hook_resid_pre"]
-    pre = pre if rms else pre - pre.mean(-1, keepdim=True)
-    sigma = cache["ln_final.hook_scale"]
-    resid = cache["ln_final.hook_in"]
-    excluded = set(cfg.excluded_token_ids)
-    W_U = m.W_U
-    cspa_out = torch.zeros_like(r)
-    kept_positions = {}
-    for b in range(b_n):
-        for q in range(s):
-            # candidate (k, j, token) entries
-            qk, ov = "qk" in cfg.interventions, "ov" in cfg.interventions
-            entries = []
-            for k in range(q + 1):
-                if qk and int(tokens[b, k]) in excluded:  # OV only: no filter, excluded sources included
-                    continue
-                neigh = (
-                    [int(tokens[b, k])]
-                    if table is None
-                    else [int(tokens[b, k])] + [int(t) for t in table[int(tokens[b, k])][1 : cfg.k_s] if t >= 0]
-                )
-                for j, t in enumerate(neigh):
-                    entries.append((k, j, t))
-            score = {
-                t: float((pre[b, q] / sigma[b, q]) @ W_U[:, t] if scores is None else scores[b, q, t])
-                for _, _, t in entries
-            }
-            distinct = sorted(set(score.values()), reverse=True)
-            first_scores = []
-            seen = set()
-            for _, _, t in entries:
-                if t not in seen:
-                    seen.add(t)
-                    first_scores.append(score[t])
-            first_scores.sort(reverse=True)
-            K = cfg.k_u if isinstance(cfg.k_u, int) else math.ceil(cfg.k_u * (q + 1))
-            tau = first_scores[K - 1] if len(first_scores) >= K and qk else -math.inf
-            kept = [(k, j, t) for k, j, t in entries if score[t] >= tau]
-            kept_positions[(b, q)] = sorted({k for k, _, _ in kept})
-            assert distinct or not kept
-            total = torch.zeros(m.cfg.d_model)
-            for k in range(s):
-                x = A[b, q, k] * o[b, k]
-                mean_part = A[b, q, k] * mu[q]
-                dirs = [W_U[:, t] for kk, j, t in sorted(kept) if kk == k]
-                if not ov:  # QK only: the whole source where a neighbour is kept, else its mean share
-                    total = total + (x if dirs else mean_part)
-                    continue
-                y = x - mean_part
-                proj = torch.zeros_like(y)
-                for e in _gram_schmidt(dirs):
-                    c = y @ e
-                    if cfg.negative_only:
-                        c = min(float(c), 0.0)
-                    proj = proj + c * e
-                total = total + proj + mean_part
-            cspa_out[b, q] = total
-    new_resid = resid + cspa_out - r
-    new_resid = new_resid if rms else new_resid - new_resid.mean(-1, keepdim=True)
-    cspa_logits = (new_resid / sigma) @ W_U + m.b_U
-    return logits, cspa_logits, kept_positions
-
-
-def _ce(logits, tokens):
-    return -logits.log_softmax(-1)[:, :-1].gather(-1, tokens[:, 1:, None])[..., 0]
-
-
-def _kl(p_logits, q_logits):
-    p = p_logits.log_softmax(-1)[:, :-1]
-    q = q_logits.log_softmax(-1)[:, :-1]
-    return (p.exp() * (p - q)).sum(-1)
+TIER = "model"  # this file's test tier (tests/conftest.py); a test marked otherwise is in that tier
 
 
 CONFIGS = [
@@ -279,19 +184,6 @@ def test_top_percentile_bucket_against_a_sort_in_the_test(toy_artifacts):
     assert arts.paper_figures()["explained_top_bucket"] == pytest.approx(ref, abs=1e-3)
 
 
-def sparse_and_dense_analyses(lm, head, length: int, monkeypatch) -> dict:
-    """``analyze`` of ``head`` on two sequences with CSPA's DLA forced dense, then forced sparse."""
-    import precompute.science.cspa as cspa_module
-
-    tokens = doc_tokens(lm.tokenizer, 2, length, seed=31)
-    mu = mean_result(lm, tokens, head)
-    results = {}
-    for name, factor in (("dense", 0.0), ("sparse", 1e9)):
-        monkeypatch.setattr(cspa_module, "SPARSE_CSPA_DLA", factor)
-        results[name] = analyze(lm, tokens, head, mu, k=6, effects=("direct",), ln_modes=("frozen",))
-    return results
-
-
 def test_sparse_and_dense_cspa_dla_agree(toy, monkeypatch):
     results = sparse_and_dense_analyses(toy, (1, 2), 64, monkeypatch)
     for field in ("delta_loss_cspa", "kl_cspa", "cspa_dla_neg_values", "cspa_dla_pos_values", "cspa_topk_logprobs"):
@@ -388,7 +280,7 @@ def test_three_interventions_side_by_side_in_report_json_and_on_the_cspa_page(to
 
     from streamlit.testing.v1 import AppTest
 
-    from .test_app import APP
+    from .app_helpers import APP
 
     monkeypatch.setenv("CSE_ARTIFACTS", str(toy_artifacts))
     at = AppTest.from_file(APP, default_timeout=120).run()

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+TIER = "fast"  # this file's test tier (tests/conftest.py); a test marked otherwise is in that tier
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -17,6 +17,8 @@ from precompute.store.reader import open_artifacts
 
 from .conftest import SMALL_RUN
 
+TIER = "model"  # this file's test tier (tests/conftest.py); a test marked otherwise is in that tier
+
 ROOT = Path(__file__).resolve().parents[1]
 GPT2_DIR = ROOT / "precompute" / "data" / "gpt2_tokenizer"
 

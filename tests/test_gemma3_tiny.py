@@ -14,10 +14,11 @@ from precompute.models import architecture
 from precompute.models.heads import head_output_from, output_hooks
 
 from .conftest import doc_tokens
-from .test_architectures import TOL, make_model_folder
-from .test_cspa import _ce, _kl
+from .factories import TOL, make_model_folder
+from .references import _ce, _kl
 
-pytestmark = pytest.mark.model
+TIER = "model"  # this file's test tier (tests/conftest.py); a test marked otherwise is in that tier
+
 HEAD = (1, 2)
 
 

@@ -25,6 +25,8 @@ from precompute.store.verify import verify
 
 from .conftest import SMALL_RUN, write_text_dataset
 
+TIER = "model"  # this file's test tier (tests/conftest.py); a test marked otherwise is in that tier
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -53,6 +55,7 @@ def test_hostile_prompts_are_analysed(live, name):
     assert np.isfinite(rec["delta_loss_direct_frozen"].astype("float32")).all()
 
 
+@pytest.mark.fast
 def test_control_characters_are_removed_but_newlines_kept():
     assert clean_prompt("a\x00b\x07c\nd\te") == "abc\nd\te"
 
@@ -90,6 +93,7 @@ def test_live_takes_a_head_the_set_did_not_store_and_refuses_one_the_model_lacks
         live.analyze("The kanosa", (9, 0))
 
 
+@pytest.mark.fast
 def test_html_in_tokens_is_escaped_in_the_strip():
     from app.render.tokens import token_strip
 
@@ -359,6 +363,7 @@ def test_eight_threads_equal_one_by_one_and_cache_is_bounded(toy, toy_artifacts)
 # ---------------------------------------------------------------- security
 
 
+@pytest.mark.fast
 def test_no_unpickling_and_no_remote_code_anywhere():
     code = [p for p in ROOT.rglob("*.py") if ".venv" not in p.parts and "tests" not in p.parts]
     pattern = re.compile(
@@ -368,6 +373,7 @@ def test_no_unpickling_and_no_remote_code_anywhere():
     assert offenders == []
 
 
+@pytest.mark.fast
 def test_streamlit_only_inside_app():
     leaks = [
         str(p)

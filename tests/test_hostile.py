@@ -25,6 +25,8 @@ from precompute.store.verify import verify
 
 from .conftest import SMALL_RUN, write_text_dataset
 
+TIER = "model"  # this file's test tier (tests/conftest.py); a test marked otherwise is in that tier
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -200,6 +202,7 @@ def test_bad_manifest_in_the_app_is_a_message(toy_artifacts, tmp_path, monkeypat
 # ---------------------------------------------------------------- 4, 8, 9. CLI values
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -233,6 +236,7 @@ def test_numeric_flags_are_bounded(tmp_path, args, message):
     assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, r.stderr[-500:]
 
 
+@pytest.mark.fast
 def test_a_small_first_run_takes_the_mean_over_all_its_sequences(tmp_path):
     """No --n-mean: the paper's 100, or every sequence when there are fewer; recorded and named by report."""
     from precompute import RunConfig
@@ -283,6 +287,7 @@ def test_browse_with_a_corrupt_tokenizer_shows_a_message(toy_artifacts, tmp_path
 # ---------------------------------------------------------------- 6, 12. output folders
 
 
+@pytest.mark.fast
 def test_empty_out_is_refused_and_nothing_is_deleted(tmp_path):
     (tmp_path / MANIFEST).write_text("{}")
     r = subprocess.run(
@@ -360,6 +365,7 @@ def test_url_parameters_are_shown_as_text(toy_artifacts, monkeypatch):
         assert "\\[" in w or "[" not in w
 
 
+@pytest.mark.fast
 @settings(max_examples=200, deadline=None)
 @given(st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=80))
 @example("[x](http://127.0.0.1:9/evil) and http://127.0.0.1:9/evil")
@@ -647,6 +653,7 @@ def test_each_rule_of_the_validator_with_its_message(toy_artifacts, change, mess
         validate(m)
 
 
+@pytest.mark.fast
 def test_not_an_object_is_not_a_manifest():
     from precompute.store.manifest import validate
 
@@ -654,6 +661,7 @@ def test_not_an_object_is_not_a_manifest():
         validate([1, 2])
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize(
     "rel, ok",
     [

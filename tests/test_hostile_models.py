@@ -13,7 +13,8 @@ import pytest
 from precompute import load_model
 from precompute.errors import ExplorerError
 
-pytestmark = pytest.mark.model
+TIER = "model"  # this file's test tier (tests/conftest.py); a test marked otherwise is in that tier
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -15,6 +15,8 @@ import pytest
 from app.server import free_port, wait_healthy
 from deploy.page_walk import ARGS, CHROMIUM
 
+TIER = "fast"  # this file's test tier (tests/conftest.py); a test marked otherwise is in that tier
+
 ROOT = Path(__file__).resolve().parents[1]
 SPACE = ROOT / "deploy" / "hf-space" / "README.md"
 
@@ -76,6 +78,7 @@ def _hub_cache(artifacts: Path, home: Path, repo: str, revision: str) -> None:
     (cached / "refs" / revision).write_text(commit)
 
 
+@pytest.mark.browser
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is not installed")
 def test_the_app_serves_hf_artifacts_from_the_hub_cache_in_chromium(toy_artifacts, tmp_path):
     from deploy.page_walk import walk
@@ -103,6 +106,7 @@ def test_the_app_serves_hf_artifacts_from_the_hub_cache_in_chromium(toy_artifact
         proc.wait(10)
 
 
+@pytest.mark.browser
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is not installed")
 def test_every_page_renders_with_no_request_off_the_machine_in_chromium(toy_artifacts, tmp_path):
     from deploy.page_walk import page_paths, walk

@@ -6,6 +6,8 @@ from precompute import HubUnavailableError, InvalidInputError
 from precompute.store.hub import pull, push, validate_repo
 from precompute.store.reader import open_artifacts
 
+TIER = "fast"  # this file's test tier (tests/conftest.py); a test marked otherwise is in that tier
+
 
 @pytest.mark.parametrize("repo", ["no-slash", "a/b/c", "../etc", "user/../x", "user/na me", "/x", "u/" + "x" * 200])
 def test_bad_repo_ids_are_refused(repo):
@@ -32,6 +34,7 @@ def test_pull_offline_is_a_clear_error(tmp_path, monkeypatch):
         pull("hf://not a repo")
 
 
+@pytest.mark.model
 def test_push_uploads_a_dataset_repo_with_a_card(toy_artifacts, tmp_path, monkeypatch):
     import shutil
 
@@ -62,6 +65,7 @@ def test_push_uploads_a_dataset_repo_with_a_card(toy_artifacts, tmp_path, monkey
     assert "SYNTHETIC" in card and 'open_artifacts("hf://me/cse-toy@<revision>")' in card
 
 
+@pytest.mark.model
 def test_push_refuses_a_corrupt_folder(toy_artifacts, tmp_path):
     import shutil
 

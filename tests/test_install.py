@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+TIER = "fast"  # this file's test tier (tests/conftest.py); a test marked otherwise is in that tier
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "deploy" / "install_torch.sh"
 CLOSED_PORT_INDEX = "http://127.0.0.1:9/simple"  # nothing listens on the discard port: refused at once

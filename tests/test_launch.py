@@ -9,7 +9,9 @@ from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
 
-from .test_app import APP, TIMEOUT, _text
+from .app_helpers import APP, TIMEOUT, _text
+
+TIER = "model"  # this file's test tier (tests/conftest.py); a test marked otherwise is in that tier
 
 
 # first start: the offline check takes about a second, with no retries; the page shows the build's progress

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+TIER = "fast"  # this file's test tier (tests/conftest.py); a test marked otherwise is in that tier
+
 ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "precompute"
 # The real order, bottom first: each group of precompute names the groups it may import (besides itself), so two
@@ -320,7 +322,14 @@ def test_pages_name_no_hook_lock_or_session_key_and_link_by_name():
         tree = ast.parse(text)
         mods = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
         mods |= {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
-        for bad in ("transformer_lens", "threading", "precompute.models", "precompute.jobs", "precompute.live"):
+        for bad in (
+            "torch",
+            "transformer_lens",
+            "threading",
+            "precompute.models",
+            "precompute.jobs",
+            "precompute.live",
+        ):
             if any(m == bad or m.startswith(bad + ".") for m in mods):
                 problems.append(f"{path.name} imports {bad}")
         for needle in (
@@ -375,3 +384,27 @@ def test_one_server_command_and_deploy_imports_no_benchmark():
         )
     ]
     assert into_benchmarks == []
+
+
+def test_tests_share_helpers_through_their_own_modules():
+    """conftest and the test files import shared factories and references from ``tests/factories.py``,
+    ``tests/references.py`` and ``tests/app_helpers.py``, never from another test file."""
+    offenders = []
+    for p in (ROOT / "tests").glob("*.py"):
+        for node in ast.walk(ast.parse(p.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[-1].startswith("test_"):
+                offenders.append(f"{p.name} imports from {node.module}")
+    assert offenders == []
+
+
+def test_tier_rules_refuse_a_guess_and_name_required_skips():
+    from .conftest import required_kinds, tier_of
+
+    assert tier_of(["fast"], "model", set(), "t") == "fast"  # a test's own marker wins over its file's
+    assert tier_of([], "model", {"toy"}, "t") == "model"
+    with pytest.raises(pytest.UsageError, match="no test tier"):
+        tier_of([], None, set(), "t")
+    with pytest.raises(pytest.UsageError, match="fast tier but uses"):
+        tier_of([], "fast", {"toy", "tmp_path"}, "t")
+    assert required_kinds("model", "Skipped: WordNet's database is not installed") == {"model", "wordnet"}
+    assert required_kinds("browser", "Debian chromium is not installed") == {"browser"}

@@ -6,6 +6,8 @@ import sys
 
 from precompute.models import memory
 
+TIER = "fast"  # this file's test tier (tests/conftest.py); a test marked otherwise is in that tier
+
 
 def test_prepare_environment_only_before_torch():
     assert "torch" in sys.modules

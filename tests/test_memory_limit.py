@@ -6,6 +6,8 @@ import pytest
 
 from benchmarks.memory_limit import LimitUnavailable, MemoryLimit
 
+TIER = "fast"  # this file's test tier (tests/conftest.py); a test marked otherwise is in that tier
+
 
 def test_v1_limit_written_and_counters_read(tmp_path):
     (tmp_path / "memory").mkdir()

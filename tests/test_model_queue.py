@@ -10,6 +10,8 @@ import pytest
 from precompute.errors import BusyError
 from precompute.model_queue import ModelQueue
 
+TIER = "fast"  # this file's test tier (tests/conftest.py); a test marked otherwise is in that tier
+
 
 def _until(condition, timeout=10.0):
     deadline = time.monotonic() + timeout
@@ -157,6 +159,7 @@ def test_on_wait_runs_outside_the_queues_lock():
     assert not w.is_alive() and heard == [1, 0] and q.waiting == 0 and not q._busy
 
 
+@pytest.mark.model
 def test_one_queue_per_model_whoever_asks(toy, toy_artifacts):
     """A LiveModel and any LiveAnalyzer on the same model take turns in one queue (hooks are the model's state);
     another model has its own."""
@@ -177,6 +180,7 @@ def test_one_queue_per_model_whoever_asks(toy, toy_artifacts):
     LiveModel(toy)  # the default bound again
 
 
+@pytest.mark.model
 def test_a_model_keeps_one_analyzer_per_set(toy, toy_artifacts):
     from precompute import open_artifacts
     from precompute.live import LiveModel

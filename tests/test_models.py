@@ -6,6 +6,8 @@ import torch
 from precompute import InvalidInputError, ModelUnavailableError, load_model
 from precompute.models.bridge import WEIGHT_PROCESSING
 
+TIER = "model"  # this file's test tier (tests/conftest.py); a test marked otherwise is in that tier
+
 
 def test_unknown_name_lists_the_known_ones():
     with pytest.raises(InvalidInputError, match="unknown model 'not a model!'.*gpt2-small, gpt2-small-random, toy"):

@@ -16,6 +16,8 @@ from precompute.science.self_repair import self_repair
 
 from .conftest import doc_tokens
 
+TIER = "model"  # this file's test tier (tests/conftest.py); a test marked otherwise is in that tier
+
 TOL = 1e-4
 HOOK = P.HOOKS
 
@@ -166,7 +168,7 @@ def test_patching_on_ioi_with_a_gpt2_shaped_random_model():
 
 
 def test_gqa_value_patching_on_llama(tmp_path):
-    from .test_architectures import make_model_folder
+    from .factories import make_model_folder
 
     lm = load_model(str(make_model_folder("llama", tmp_path / "llama")))
     tok = lm.tokenizer

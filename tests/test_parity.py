@@ -11,6 +11,8 @@ import torch
 
 from .conftest import doc_tokens
 
+TIER = "model"  # this file's test tier (tests/conftest.py); a test marked otherwise is in that tier
+
 TOL = 1e-4
 
 

@@ -21,6 +21,8 @@ from precompute.store.verify import verify
 
 from .conftest import SMALL_RUN, write_text_dataset
 
+TIER = "model"  # this file's test tier (tests/conftest.py); a test marked otherwise is in that tier
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

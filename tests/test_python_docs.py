@@ -5,6 +5,8 @@ import re
 from precompute.data import python_docs
 from precompute.data.sources import load_documents, provenance
 
+TIER = "fast"  # this file's test tier (tests/conftest.py); a test marked otherwise is in that tier
+
 
 def test_documents_are_prose_paragraphs_of_the_topics():
     docs = python_docs.documents()

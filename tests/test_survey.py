@@ -18,6 +18,8 @@ from precompute.store.verify import verify
 
 from .conftest import doc_tokens
 
+TIER = "model"  # this file's test tier (tests/conftest.py); a test marked otherwise is in that tier
+
 SMALL = dict(n_mean=3, n_repeat=6, repeat_len=8, n_ioi=8, circuit_rows=None)
 
 

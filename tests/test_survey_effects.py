@@ -12,6 +12,8 @@ from precompute.science.survey_effects import HeadShifts, TokenDirections, shift
 
 from .conftest import doc_tokens
 
+TIER = "fast"  # this file's test tier (tests/conftest.py); a test marked otherwise is in that tier
+
 
 def _case(seed: int, centred: bool, d_model=12, d_head=3, vocab=50, b=2, s=7, n_tok=5):
     """Random logits, a head's factored ablation and two CSPA forms (one sparse on the batch's tokens, one dense);
@@ -68,16 +70,18 @@ def test_rows_beyond_float32s_range_are_recomputed_exactly():
     torch.testing.assert_close(got[0], want, atol=1e-3, rtol=1e-5)
 
 
+@pytest.mark.model
 def test_sparse_cspa_of_an_rmsnorm_model_has_no_centring(tiny_llama, monkeypatch):
     """An RMSNorm model's final norm does not centre: the sparse CSPA DLA equals the dense one (it once subtracted
     the mean over d_model as a LayerNorm model's does)."""
-    from .test_cspa import sparse_and_dense_analyses
+    from .references import sparse_and_dense_analyses
 
     results = sparse_and_dense_analyses(tiny_llama, (1, 1), 48, monkeypatch)
     for field in ("delta_loss_cspa", "kl_cspa", "cspa_dla_neg_values", "cspa_dla_pos_values"):
         torch.testing.assert_close(results["sparse"][field], results["dense"][field], atol=1e-5, rtol=0, msg=field)
 
 
+@pytest.mark.model
 def test_survey_ablation_and_cspa_columns_equal_analyze_on_an_rmsnorm_model(tiny_llama):
     tokens = doc_tokens(tiny_llama.tokenizer, 5, 40, seed=22)
     df = survey_heads(tiny_llama, tokens, batch_size=2, n_mean=3, n_repeat=4, repeat_len=8, n_ioi=8, circuit_rows=64)
@@ -119,7 +123,7 @@ def test_cspa_several_ways_in_one_forward_equal_analyze_per_way(which, request, 
     from precompute.science.cspa_interventions import compare
     from precompute.science.tuned_lens import fit_tuned_lens
 
-    from .test_architectures import make_model_folder
+    from .factories import make_model_folder
 
     if which == "gemma3":
         lm = load_model(str(make_model_folder("gemma3", tmp_path / "g")))

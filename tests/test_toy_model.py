@@ -5,6 +5,8 @@ from precompute.models.toy import TOY_PLANTED_HEAD
 
 from .conftest import doc_tokens
 
+TIER = "model"  # this file's test tier (tests/conftest.py); a test marked otherwise is in that tier
+
 
 def test_planted_head_attends_to_predicted_tokens_and_suppresses_them(toy):
     tokens = doc_tokens(toy.tokenizer, 8, 120, seed=21)

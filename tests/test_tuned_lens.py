@@ -13,6 +13,8 @@ from precompute.science import predicted, readout
 from precompute.science.tuned_lens import RidgeStats, TunedLens, fit_tuned_lens, lens_quality, stored_lens
 from precompute.science.verdict import logit_lens_is_poor
 
+TIER = "fast"  # this file's test tier (tests/conftest.py); a test marked otherwise is in that tier
+
 
 def test_ridge_recovers_an_affine_map_from_chunks():
     g = torch.Generator().manual_seed(0)
@@ -70,6 +72,7 @@ def _tokens(m, n, s, seed=0):
     return torch.cat([torch.zeros(n, 1, dtype=torch.long), body], 1)
 
 
+@pytest.mark.model
 def test_fit_recovers_a_planted_affine_map_and_scores_it(planted):
     lm, layer, a, b = planted
     m = lm.model
@@ -89,6 +92,7 @@ def test_fit_recovers_a_planted_affine_map_and_scores_it(planted):
     assert q["tuned"]["top1"] == 1.0 and q["tuned"]["kl"] < 1e-4
 
 
+@pytest.mark.model
 def test_held_out_metrics_equal_a_loop_reference(tiny):
     m = tiny.model
     tokens = _tokens(m, 12, 16, seed=4)
@@ -119,6 +123,7 @@ def test_held_out_metrics_equal_a_loop_reference(tiny):
             assert got[layer][name]["kl"] == pytest.approx(sum(v[1] for v in vals) / len(vals), rel=1e-4, abs=1e-6)
 
 
+@pytest.mark.model
 def test_lens_round_trips_and_refuses_bad_input(tiny):
     tokens = _tokens(tiny.model, 6, 12)
     lens = fit_tuned_lens(tiny, tokens, layers=(0, 2), batch_size=3)
@@ -190,6 +195,7 @@ def test_attention_to_predicted_equals_a_loop_over_pairs():
     assert empty["n_pairs"] == 0 and math.isnan(empty["enrichment"])
 
 
+@pytest.mark.model
 def test_live_analysis_takes_each_readout_and_the_set_default(toy, toy_artifacts):
     """The live page's read-out choice: each read-out's record equals ``analyze`` with it (the artifacts' tuned lens
     and mean), the default is the set's own, and an unknown one is refused."""

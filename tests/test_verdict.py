@@ -11,6 +11,8 @@ from precompute.science import verdict as verdicts
 from precompute.science.causal_qk import _trials, causal_qk
 from precompute.science.cspa import default_excluded
 
+TIER = "model"  # this file's test tier (tests/conftest.py); a test marked otherwise is in that tier
+
 
 def _summary(enrichment=5.0, ov=0.3, cspa=0.44, logit=0.09):
     return {
@@ -28,6 +30,7 @@ def _summary(enrichment=5.0, ov=0.3, cspa=0.44, logit=0.09):
     }
 
 
+@pytest.mark.fast
 def test_words_follow_the_written_thresholds():
     v = verdicts.verdict((24, 4), _summary(), "tuned_lens")
     assert v.word == "copy suppression"
@@ -61,6 +64,7 @@ def test_words_follow_the_written_thresholds():
     assert empty.word == "undetermined" and empty.sentence == "CSPA was not measured for 1.2 in this set."
 
 
+@pytest.mark.fast
 def test_percentiles_and_baselines_from_a_survey():
     survey = pd.DataFrame(
         {
@@ -149,7 +153,7 @@ def test_heads_together_equal_a_hooked_reference(toy, toy_tokens):
     from precompute import CSPAConfig, mean_result
     from precompute.science.joint import group_key, joint_effect, parse_groups
 
-    from .test_cspa import reference_cspa
+    from .references import reference_cspa
 
     m = toy.model
     tokens = toy_tokens[:2, :20].long()

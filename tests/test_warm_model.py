@@ -7,6 +7,8 @@ import types
 
 import pytest
 
+TIER = "fast"  # this file's test tier (tests/conftest.py); a test marked otherwise is in that tier
+
 
 @pytest.fixture
 def fresh(monkeypatch):

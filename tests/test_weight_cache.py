@@ -13,6 +13,8 @@ from precompute.models.bridge import cached_or_full as _cached
 
 from .conftest import doc_tokens
 
+TIER = "model"  # this file's test tier (tests/conftest.py); a test marked otherwise is in that tier
+
 HOOKS = ["blocks.1.hook_resid_pre", "blocks.1.attn.hook_z", "blocks.1.attn.hook_pattern", "ln_final.hook_scale"]
 
 
