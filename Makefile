@@ -56,7 +56,8 @@ test: install-dev
 test-fast: install-dev
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q tests -m fast
 
-# ruff (lint and format check, line length 120) on everything, mypy on precompute/ (settings in pyproject.toml)
+# ruff (lint with complexity, simplification and pytest rules; format check; line length 120) on everything; mypy on
+# precompute/ and app/state/ (settings in pyproject.toml)
 lint: install-dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .

@@ -12,6 +12,7 @@ builds in the foreground (the Docker image does this); ``--toy-only`` skips Smol
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import socket
@@ -131,10 +132,8 @@ def build_demo(out_dir: Path, prefer_real: bool = True, real_model: bool = True)
             return path
         except ExplorerError as err:
             log(f"GPT-2 small is not available here ({type(err).__name__}): {err}")
-            try:
-                (out_dir / "gpt2-demo").rmdir()  # leave no empty run folder behind
-            except OSError:
-                pass
+            with contextlib.suppress(OSError):  # leave no empty run folder behind
+                (out_dir / "gpt2-demo").rmdir()
     else:
         os.environ["HF_HUB_OFFLINE"] = "1"  # nothing below may wait on the network
         log("The Hugging Face Hub is not reachable (checked in about a second): building the offline demo.")

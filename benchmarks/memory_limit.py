@@ -13,6 +13,7 @@ are read anew and charged to its cgroup, not to whoever read them before.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from pathlib import Path
@@ -99,10 +100,8 @@ class MemoryLimit:
 
     def _remove(self) -> None:
         if self.dir is not None:
-            try:
+            with contextlib.suppress(OSError):
                 self.dir.rmdir()
-            except OSError:
-                pass
 
     def __exit__(self, *exc) -> None:
         self._remove()

@@ -77,7 +77,8 @@ def ensure_engine() -> None:
     if sh("docker", "info", check=False).returncode == 0:
         return
     log("starting dockerd (log: /tmp/cse-dockerd.log)")
-    subprocess.Popen(["dockerd"], stdout=open("/tmp/cse-dockerd.log", "w"), stderr=subprocess.STDOUT)
+    with open("/tmp/cse-dockerd.log", "w") as daemon_log:  # the daemon keeps its own copy of the descriptor
+        subprocess.Popen(["dockerd"], stdout=daemon_log, stderr=subprocess.STDOUT)
     for _ in range(60):
         if sh("docker", "info", check=False).returncode == 0:
             return

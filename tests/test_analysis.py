@@ -223,7 +223,7 @@ def test_any_head_and_subset_of_effects(tiny):
 
 
 @pytest.mark.parametrize(
-    "kwargs, message",
+    ("kwargs", "message"),
     [
         (dict(tokens=torch.zeros(0, 5, dtype=torch.long)), "empty batch"),
         (dict(tokens=torch.zeros(2, 0, dtype=torch.long)), "empty batch"),

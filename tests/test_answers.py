@@ -19,7 +19,7 @@ IOI = "When Mary and John went to the store, John gave a drink to"
 
 
 @pytest.mark.parametrize(
-    "head,effect,ln_mode",
+    ("head", "effect", "ln_mode"),
     [
         ((2, 1), "direct", "frozen"),
         ((1, 3), "both", "unfrozen"),

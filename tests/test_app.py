@@ -111,7 +111,7 @@ def test_live_page_submit_prompt(app_env):
     assert "Position" in _text(at)
 
 
-@pytest.mark.parametrize("prompt, message", [("   \n\t ", "prompt is empty"), ("", "Type a prompt")])
+@pytest.mark.parametrize(("prompt", "message"), [("   \n\t ", "prompt is empty"), ("", "Type a prompt")])
 def test_live_page_bad_prompts(app_env, prompt, message):
     at = _run("views/live.py")
     at.text_area(key="live_text_(type your own)").set_value(prompt)

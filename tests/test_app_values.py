@@ -173,7 +173,7 @@ def test_live_equals_stored_for_the_same_text(toy, toy_artifacts):
 
 
 @pytest.mark.model  # loads a model in the test
-@pytest.mark.parametrize("dtype, eps", [(torch.bfloat16, 2.0**-8), (torch.float16, 2.0**-11)])
+@pytest.mark.parametrize(("dtype", "eps"), [(torch.bfloat16, 2.0**-8), (torch.float16, 2.0**-11)])
 def test_low_precision_forward_within_its_bound(dtype, eps, tmp_path):
     """Δloss and KL of every low-precision variant (direct effect, both LN modes, CSPA) against float32, per
     token. The bound comes from the precision: the low-precision logits carry a relative rounding error of about

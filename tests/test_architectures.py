@@ -337,8 +337,8 @@ def test_hook_registry_spells_transformer_lens_names():
         assert hooks.z(layer) == get_act_name("z", layer)
         assert hooks.v(layer) == get_act_name("v", layer)
         assert hooks.pattern(layer) == get_act_name("pattern", layer)
-    assert hooks.EMBED == get_act_name("embed") and hooks.POS_EMBED == get_act_name("pos_embed")
-    assert hooks.FINAL_SCALE == get_act_name("scale") and hooks.FINAL_NORMALIZED == get_act_name("normalized")
+    assert get_act_name("embed") == hooks.EMBED and get_act_name("pos_embed") == hooks.POS_EMBED
+    assert get_act_name("scale") == hooks.FINAL_SCALE and get_act_name("normalized") == hooks.FINAL_NORMALIZED
     assert hooks.every_layer(2, hooks.Z, hooks.V) == [
         "blocks.0.attn.hook_z",
         "blocks.0.attn.hook_v",

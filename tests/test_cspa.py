@@ -35,7 +35,7 @@ CASES += [("tiny_llama", p) for p in CONFIGS if p["k_s"] == 1]  # rotary, RMSNor
 
 
 @pytest.mark.parametrize(
-    "model_name,params",
+    ("model_name", "params"),
     CASES,
     ids=lambda p: p
     if isinstance(p, str)
@@ -120,7 +120,7 @@ def test_cspa_with_k_u_one_and_no_exclusions_keeps_every_source(tiny):
 
 
 @pytest.mark.parametrize(
-    "kwargs, message",
+    ("kwargs", "message"),
     [
         (dict(k_u=0.0), "in \\(0, 1\\]"),
         (dict(k_u=1.5), "in \\(0, 1\\]"),

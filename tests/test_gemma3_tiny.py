@@ -252,7 +252,7 @@ def test_survey_columns_equal_the_analysis_and_a_hooked_loop(gemma):
     np.testing.assert_allclose(df.anti_induction.values, anti.reshape(-1), atol=1e-4)
 
 
-@pytest.mark.parametrize("layer,deltas", [(0, (0, 1, 4, 7)), (2, (0, 1, 4, 16, 23))])
+@pytest.mark.parametrize(("layer", "deltas"), [(0, (0, 1, 4, 7)), (2, (0, 1, 4, 16, 23))])
 def test_qk_with_qk_norm_and_each_layers_rotation_equals_the_models_attention_scores(gemma, layer, deltas):
     """The QK circuit's pieces on a sliding layer (0: rotary base 10k, window 8) and the global one (2: base 1M):
     a query and a key from the forward pass (x W_Q, x W_K), through ``qk_normed`` (QK-norm) and ``qk_at_distance``

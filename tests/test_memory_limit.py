@@ -58,9 +58,11 @@ def test_missing_or_malformed_counters_read_as_unknown(tmp_path):
 
 
 def test_an_unwritable_tree_fails_with_a_clear_message(tmp_path):
-    with pytest.raises(LimitUnavailable, match="cannot make a memory cgroup under .*; run as root"):
-        with MemoryLimit(500, root=tmp_path / "no-such-tree", drop_page_cache=False):
-            pass
+    with (
+        pytest.raises(LimitUnavailable, match="cannot make a memory cgroup under .*; run as root"),
+        MemoryLimit(500, root=tmp_path / "no-such-tree", drop_page_cache=False),
+    ):
+        pass
 
 
 @pytest.mark.parametrize("bad", [0, -5])

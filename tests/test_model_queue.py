@@ -71,24 +71,21 @@ def test_beyond_the_bound_a_caller_is_told_busy_at_once():
     t2.start()
     _until(lambda: q.waiting == 1)
     told: list[int] = []
-    with pytest.raises(BusyError, match="busy: 2 analyses are running or waiting"):
-        with q.turn(on_wait=told.append):
-            pass
+    with pytest.raises(BusyError, match="busy: 2 analyses are running or waiting"), q.turn(on_wait=told.append):
+        pass
     assert told == [] and q.waiting == 1  # refused at once: it never joined the queue nor waited in it
     release.set()
     t1.join(10), t2.join(10)
     with q.turn():  # free again
         pass
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="max_waiting must be a whole number >= 0, got -1"):
         ModelQueue(max_waiting=-1)
 
 
 def test_max_waiting_zero_refuses_a_second_caller_and_a_failing_waiter_leaves_the_queue_whole():
     q = ModelQueue(max_waiting=0)
-    with q.turn():
-        with pytest.raises(BusyError):
-            with q.turn():
-                pass
+    with q.turn(), pytest.raises(BusyError), q.turn():
+        pass
     q = ModelQueue(max_waiting=3)
     release, inside = threading.Event(), threading.Event()
     got = []
@@ -102,9 +99,8 @@ def test_max_waiting_zero_refuses_a_second_caller_and_a_failing_waiter_leaves_th
         def on_wait(ahead):
             raise RuntimeError("session stopped")
 
-        with pytest.raises(RuntimeError):
-            with q.turn(on_wait):
-                pass
+        with pytest.raises(RuntimeError), q.turn(on_wait):
+            pass
 
     def stayer():
         with q.turn(on_wait=got.append):
@@ -175,7 +171,7 @@ def test_one_queue_per_model_whoever_asks(toy, toy_artifacts):
     assert live.queue.max_waiting == 3
     other = nn.Linear(2, 2)
     assert queue_of(other) is not live.queue and queue_of(other) is queue_of(other)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="max_waiting must be a whole number >= 0"):
         queue_of(other, max_waiting=-1)
     LiveModel(toy)  # the default bound again
 

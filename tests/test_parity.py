@@ -39,7 +39,7 @@ def test_toy_model_equals_its_hugging_face_original(toy):
     assert float(diff) < TOL
 
 
-@pytest.mark.parametrize("tied, bias", [(True, False), (False, True)])
+@pytest.mark.parametrize(("tied", "bias"), [(True, False), (False, True)])
 def test_random_gpt2_equals_its_hugging_face_original(tied, bias):
     from transformers import GPT2Config, GPT2LMHeadModel
 

@@ -255,7 +255,7 @@ def test_two_processes_equal_one(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "args, message",
+    ("args", "message"),
     [
         (["--heads", "10.12"], "does not exist"),
         (["--heads", "1,2"], "LAYER.HEAD"),

@@ -8,7 +8,7 @@ TIER = "fast"  # this file's test tier (tests/conftest.py); a test marked otherw
 
 
 @pytest.mark.parametrize(
-    "seconds, text", [(0, "0 s"), (59.4, "59 s"), (60, "1 min 0 s"), (185, "3 min 5 s"), (3720, "1 h 02 min")]
+    ("seconds", "text"), [(0, "0 s"), (59.4, "59 s"), (60, "1 min 0 s"), (185, "3 min 5 s"), (3720, "1 h 02 min")]
 )
 def test_duration(seconds, text):
     assert duration(seconds) == text

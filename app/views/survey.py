@@ -171,7 +171,7 @@ for survey in missing:
     )
 for col in dict.fromkeys((x, y)):
     frac = float(view[col].isna().mean())
-    if 0 < frac:
+    if frac > 0:
         reasons = {m.get("reasons", {}).get(col) for m in manifests.values()} - {None}
         st.caption(
             literal(f"The axis “{LABELS[col]}”: {frac:.0%} of heads have no value. " + "; ".join(sorted(reasons)))

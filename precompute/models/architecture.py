@@ -30,6 +30,7 @@ provenance); nothing else reads a model's config to take these decisions.
 
 from __future__ import annotations
 
+import contextlib
 import weakref
 from dataclasses import dataclass
 
@@ -170,10 +171,8 @@ def of(m) -> Architecture:
         post_attn_norm=hooks.post_attn_scale(0) in getattr(m, "hook_dict", {}),
         qk_norm=hooks.block(0, "attn.q_norm.hook_out") in getattr(m, "hook_dict", {}),
     )
-    try:
+    with contextlib.suppress(TypeError):  # an object that cannot be weakly referenced: computed again next time
         _RECORDS[m] = record
-    except TypeError:  # an object that cannot be weakly referenced: computed again next time
-        pass
     return record
 
 

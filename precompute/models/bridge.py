@@ -4,6 +4,7 @@ freezes the model; ``cached_or_full`` serves the processed weights from the weig
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 
 # The weight processing of the paper (TransformerLens HookedTransformer.from_pretrained defaults) for LayerNorm
@@ -40,10 +41,8 @@ def process(bridge, before_forward=None):
     from .architecture import check_supported, weight_processing
 
     check_supported(bridge)
-    try:
-        bridge.set_use_attn_result(True)  # per-head hook_result where it can (not OPT); the analysis uses hook_z
-    except NotImplementedError:
-        pass
+    with contextlib.suppress(NotImplementedError):  # per-head hook_result where it can (not OPT)
+        bridge.set_use_attn_result(True)  # the analysis itself uses hook_z
     bridge.enable_compatibility_mode(disable_warnings=True, **weight_processing(bridge.cfg))
     bridge.eval()
     for p in bridge.parameters():

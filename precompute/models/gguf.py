@@ -12,6 +12,7 @@ into the processed-weight cache (``weight_cache``), so later loads memory-map th
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import json
@@ -239,10 +240,8 @@ def converted(path: Path, sha: str) -> Path:
         config.save_pretrained(str(tmp))
         tokenizer.save_pretrained(str(tmp))
         (tmp / "gguf.json").write_text(json.dumps(info, indent=1, sort_keys=True))
-        try:
+        with contextlib.suppress(OSError):  # another process converted it first; its copy is the same
             tmp.rename(folder)
-        except OSError:  # another process converted it first; its copy is the same
-            pass
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return folder

@@ -113,9 +113,10 @@ def release() -> bool:
 def cpu_model() -> str:
     """The CPU's model name (from /proc/cpuinfo on Linux), e.g. 'Intel(R) Xeon(R) CPU @ 2.80GHz'."""
     try:
-        for line in open("/proc/cpuinfo", encoding="utf-8"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
     except OSError:
         pass
     import platform

@@ -7,6 +7,7 @@ disk. Building is deterministic, so the cache can always be deleted.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -93,10 +94,8 @@ def tokenizer_dir(kind: str) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{kind}-", dir=folder.parent))
     try:
         _BUILDERS[kind](tmp)
-        try:
+        with contextlib.suppress(OSError):  # another process won the race; its copy is identical
             tmp.rename(folder)
-        except OSError:  # another process won the race; its copy is identical
-            pass
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return folder

@@ -95,10 +95,8 @@ class Scorer:
         ``kl_dot``: sum_v p_clean (l_clean - l) when the caller has it cheaply. Keys are schema quantities (and
         ``kl``). ``keep``: receives the row maxima and the top-k of ``logits`` for :meth:`score_rescaled`."""
         top = row_topk(logits, self.k) if topk else None
-        if logits is self.clean:
-            lse = self.clean_lse
-        else:  # the top-k's first column is the row maximum: no separate pass for it
-            lse = _logsumexp(logits, None if top is None else top[0][:, :1])
+        # the top-k's first column is the row maximum: no separate pass for it
+        lse = self.clean_lse if logits is self.clean else _logsumexp(logits, None if top is None else top[0][:, :1])
         correct = self.correct(logits)
         out = {"correct_logprob": correct - lse, "correct_rank": count_above(logits, correct)}
         if top is not None:
