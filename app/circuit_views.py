@@ -13,7 +13,7 @@ from app.render.text import literal
 from precompute import schema as F
 from precompute.data.tokenization import token_strings
 from precompute.science.circuit_bars import circuit_bars
-from precompute.store.reader import qk_at
+from precompute.summaries import HeadSummary
 
 TITLES = {
     ("ov", "source"): "OV: which predictions does this source suppress?",
@@ -171,7 +171,11 @@ def qk_distance_note(summary: dict) -> str | None:
     dist = summary.get("qk_distance")
     if not dist:
         return None
-    at = ", ".join(f"{d}: {100 * v['frac_top10']:.1f}%" for d, v in qk_at(summary).items() if "frac_top10" in v)
+    at = ", ".join(
+        f"{d}: {100 * v.frac_top10:.1f}%"
+        for d, v in HeadSummary.of(summary).qk_at().items()
+        if v.frac_top10 is not None
+    )
     return (
         f"Rotary positions: the QK bars and ranks are for a key {int(dist['used'])} positions before the query (the "
         f"head's attended median on the run's text). QK top 10 at other distances: {at}. (The paper's QK, on GPT-2's "

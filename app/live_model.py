@@ -84,7 +84,7 @@ def warm(arts) -> None:
     # what pages import from transformers, imported here first: its lazy imports are not thread-safe
     from transformers import PreTrainedTokenizerFast  # noqa: F401
 
-    _load_in_background(arts.manifest["model"]["model_name"])
+    _load_in_background(arts.model_name)
 
 
 @st.cache_resource(show_spinner="Loading the model (first use only)…", max_entries=MAX_MODELS)
@@ -117,7 +117,7 @@ def _analyzer(model_name: str, source: str):
 def get_model(arts):
     """(the LiveModel of the model ``arts`` were made with, None) or (None, why it cannot be loaded)."""
     try:
-        return _model(arts.manifest["model"]["model_name"]), None
+        return _model(arts.model_name), None
     except ExplorerError as err:
         return None, str(err)
 
@@ -125,7 +125,7 @@ def get_model(arts):
 def get_analyzer(arts):
     """(the LiveAnalyzer for ``arts``, None) or (None, why there is none)."""
     try:
-        return _analyzer(arts.manifest["model"]["model_name"], arts.source), None
+        return _analyzer(arts.model_name, arts.source), None
     except ExplorerError as err:
         return None, str(err)
 

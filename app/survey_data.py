@@ -13,6 +13,7 @@ import streamlit as st
 from precompute import paper, schema
 from precompute.errors import ArtifactError
 from precompute.science import ranking as rankings
+from precompute.store.run_record import ModelRecord
 from precompute.store.survey import find_surveys, read_survey
 
 LABELS = {
@@ -67,14 +68,13 @@ def load(folders: list[Path]) -> tuple[pd.DataFrame, dict[str, dict], list[str]]
         except (ArtifactError, OSError) as err:
             problems.append(f"{folder.name}: {err}")
             continue
-        model = manifest["model"]
+        model = ModelRecord.of(manifest["model"])
         name = folder.name
         df = df.copy()
         df.insert(0, "survey", name)
-        family = str(model.get("family") or model.get("architecture") or "unknown")
-        df["family"] = f"{family} (synthetic toy)" if model.get("planted_head") else family
-        df["params_m"] = params_millions(model)
-        df["depth"] = df["layer"] / max(1, int(model["n_layers"]))
+        df["family"] = f"{model.family} (synthetic toy)" if model.stored.get("planted_head") else model.family
+        df["params_m"] = params_millions(model.stored)
+        df["depth"] = df["layer"] / max(1, model.n_layers)
         df["name"] = df["layer"].astype(str) + "." + df["head"].astype(str)
         frames.append(df)
         manifests[name] = manifest
@@ -151,7 +151,7 @@ def runs_with_head(model_name: str, head: str, run_folders: list[str]) -> list[s
         if (
             isinstance(manifest, dict)
             and isinstance(manifest.get("model"), dict)
-            and manifest["model"].get("model_name") == model_name
+            and ModelRecord.of(manifest["model"]).name == model_name
             and head in (manifest.get("heads") or [])
         ):
             out.append(folder)
@@ -162,7 +162,7 @@ def run_command(manifest: dict, head: str) -> str:
     """The exact command that makes artifacts for ``head`` of the survey's model."""
     import shlex
 
-    model = manifest["model"]["model_name"]
+    model = ModelRecord.of(manifest["model"]).name
     dataset = manifest.get("dataset", {}).get("name", paper.DATASET)
     slug = "".join(c if c.isalnum() else "-" for c in Path(model).name)[:40].strip("-") or "model"
     return (
@@ -177,7 +177,7 @@ def survey_of(model_name: str, configured: str | None, default: Path):
     folders = survey_folders(survey_bases(configured, default))
     table, manifests, _ = load(folders)
     for name, manifest in manifests.items():
-        if manifest["model"].get("model_name") == model_name:
+        if ModelRecord.of(manifest["model"]).name == model_name:
             part = table[table["survey"] == name].reset_index(drop=True)
             return part, name, manifest
     return None, None, None

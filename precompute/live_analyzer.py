@@ -98,28 +98,27 @@ class LiveAnalyzer:
     @classmethod
     def for_artifacts(cls, loaded, arts, **kwargs) -> LiveAnalyzer:
         """An analyzer with the artifacts' mean results and the hyperparameters they were made with."""
-        hp = arts.manifest["hyperparameters"]
-        # artifacts made before the paper's list became the default used the extended one
+        settings = arts.record.settings  # legacy defaults applied (``store.run_record``)
         cspa = CSPAConfig(
-            k_u=hp["cspa_k_u"],
-            k_s=hp["cspa_k_s"],
-            negative_only=hp["cspa_negative_only"],
-            exclusions=hp.get("cspa_exclusions", "extended"),
-            interventions=tuple(hp.get("cspa_interventions", ("qk", "ov"))),
+            k_u=settings.cspa_k_u,
+            k_s=settings.cspa_k_s,
+            negative_only=settings.cspa_negative_only,
+            exclusions=settings.cspa_exclusions,
+            interventions=settings.cspa_interventions,
         )
         neighbours = None
         if cspa.k_s > 1:
             from .science.semantic import neighbour_table
 
             neighbours = neighbour_table({k: torch.from_numpy(v) for k, v in arts.semantic().items()}, cspa.k_s)
-        model_name = arts.manifest["model"]["model_name"]
+        model_name = arts.model_name
         if getattr(loaded, "name", model_name) != model_name:
             raise InvalidInputError(
                 f"the artifacts were made with {model_name!r} but the live model is "
                 f"{loaded.name!r}; live results would not be comparable"
             )
         means = {h: torch.from_numpy(arts.mean_result(h)) for h in arts.heads}
-        n_mean = max(1, min(int(hp.get("n_mean", arts.n_sequences) or arts.n_sequences), arts.n_sequences))
+        n_mean = max(1, min(settings.n_mean or arts.n_sequences, arts.n_sequences))
         d_model = loaded.model.cfg.d_model
         for h, mu in means.items():
             if mu.ndim != 2 or mu.shape[1] != d_model:
@@ -131,14 +130,14 @@ class LiveAnalyzer:
             loaded,
             means,
             cspa=cspa,
-            k=hp["k"],
-            k_attn=hp["k_attn"],
+            k=settings.k,
+            k_attn=settings.k_attn,
             neighbours=neighbours,
-            effects=tuple(hp.get("effects", EFFECTS)),
-            ln_modes=tuple(hp.get("ln_modes", LN_MODES)),
+            effects=settings.effects,
+            ln_modes=settings.ln_modes,
             readouts={h: arts.readout(h)[0] for h in arts.heads},
             lens=stored_lens(arts),
-            readout_rule=str(hp.get("readout", "logit_lens")),  # sets made before read-outs: the paper's
+            readout_rule=settings.readout,
             mean_tokens=lambda: _set_tokens(arts, n_mean),
             **kwargs,
         )

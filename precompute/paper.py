@@ -20,6 +20,7 @@ class Figure:
     label: str
     value: float
     unit: str  # "share" (printed as a percentage) or "nats"
+    source: str  # where a run stores its value: "section.key" of a head's summary (``summaries.HeadSummary.value``)
 
     def format(self, x: float | None) -> str:
         if x is None:
@@ -33,17 +34,43 @@ class Figure:
 
 
 FIGURES = (
-    Figure("explained_kl", "CSPA effect explained (KL)", 0.769, "share"),
-    Figure("explained_top_bucket", "CSPA effect explained, top 1% bucket of ablation Δloss", 0.881, "share"),
-    Figure("ov_top10", "OV: token in its own 10 most suppressed", 0.8470, "share"),
-    Figure("ov_rank0", "OV: token suppressed most (rank 0)", 0.5726, "share"),
-    Figure("ov_dynamic_top10", "OV on text: source in its 10 most suppressed (attn > 10%)", 0.7824, "share"),
-    Figure("ov_dynamic_semantic", "OV on text, ranks 1-9: top one a semantic neighbour", 0.8969, "share"),
-    Figure("qk_rank0", "QK: token is the top key (argmax)", 0.7124, "share"),
-    Figure("qk_top10", "QK: token among the top 10 keys", 0.9572, "share"),
-    Figure("delta_loss", "Direct-effect mean ablation: Δloss (nats/token)", 0.0102, "nats"),
-    Figure("indirect_excluding", "Indirect effect without 11.10's path: Δloss (frozen LN)", 0.0008, "nats"),
-    Figure("clean_loss", "Clean loss (nats/token)", 3.03, "nats"),
+    Figure("explained_kl", "CSPA effect explained (KL)", 0.769, "share", "cspa.explained_kl"),
+    Figure(
+        "explained_top_bucket",
+        "CSPA effect explained, top 1% bucket of ablation Δloss",
+        0.881,
+        "share",
+        "cspa.explained_top_bucket",
+    ),
+    Figure("ov_top10", "OV: token in its own 10 most suppressed", 0.8470, "share", "ov.frac_top10"),
+    Figure("ov_rank0", "OV: token suppressed most (rank 0)", 0.5726, "share", "ov.frac_rank0"),
+    Figure(
+        "ov_dynamic_top10",
+        "OV on text: source in its 10 most suppressed (attn > 10%)",
+        0.7824,
+        "share",
+        "ov_dynamic.frac_top10",
+    ),
+    Figure(
+        "ov_dynamic_semantic",
+        "OV on text, ranks 1-9: top one a semantic neighbour",
+        0.8969,
+        "share",
+        "ov_dynamic.frac_rank1_9_semantic",
+    ),
+    Figure("qk_rank0", "QK: token is the top key (argmax)", 0.7124, "share", "qk.frac_rank0"),
+    Figure("qk_top10", "QK: token among the top 10 keys", 0.9572, "share", "qk.frac_top10"),
+    Figure(
+        "delta_loss", "Direct-effect mean ablation: Δloss (nats/token)", 0.0102, "nats", "cspa.mean_delta_loss_ablation"
+    ),
+    Figure(
+        "indirect_excluding",
+        "Indirect effect without 11.10's path: Δloss (frozen LN)",
+        0.0008,
+        "nats",
+        "indirect_excluding.delta_loss_frozen",
+    ),
+    Figure("clean_loss", "Clean loss (nats/token)", 3.03, "nats", "cspa.mean_clean_loss"),
 )
 FIGURE = {f.key: f for f in FIGURES}
 

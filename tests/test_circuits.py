@@ -97,10 +97,10 @@ def test_planted_head_scores_near_100_and_random_head_near_chance(toy):
     random_ov = rank_summary(circuit_ranks(toy, (1, 0), "ov"))
     random_qk = rank_summary(circuit_ranks(toy, (1, 0), "qk"))
     # planted: near 100% (function words are deliberately weak, as in GPT-2); chance is 10/512 ~ 2% for top 10
-    assert planted_ov["frac_top10"] > 0.85 and planted_qk["frac_top10"] > 0.95
-    assert planted_ov["median_rank"] == 0 and planted_qk["median_rank"] == 0
-    assert random_ov["frac_top10"] < 0.06 and random_qk["frac_top10"] < 0.06
-    assert random_ov["median_rank"] > 150
+    assert planted_ov.frac_top10 > 0.85 and planted_qk.frac_top10 > 0.95
+    assert planted_ov.median_rank == 0 and planted_qk.median_rank == 0
+    assert random_ov.frac_top10 < 0.06 and random_qk.frac_top10 < 0.06
+    assert random_ov.median_rank > 150
 
 
 def test_factors_reproduce_bars(toy):
@@ -122,10 +122,10 @@ def test_factors_reproduce_bars(toy):
 
 
 def test_rank_summary_hand_computed():
-    s = rank_summary(torch.tensor([0, 0, 3, 12, 50]), top=10, n_worst=2)
-    assert s["frac_rank0"] == pytest.approx(0.4) and s["frac_top10"] == pytest.approx(0.6)
-    assert s["median_rank"] == 3 and s["mean_rank"] == pytest.approx(13.0)
-    assert s["worst_token_ids"] == [4, 3] and s["worst_ranks"] == [50, 12]
+    s = rank_summary(torch.tensor([0, 0, 3, 12, 50]), n_worst=2)
+    assert s.frac_rank0 == pytest.approx(0.4) and s.frac_top10 == pytest.approx(0.6)
+    assert s.median_rank == 3 and s.mean_rank == pytest.approx(13.0)
+    assert s.worst_token_ids == (4, 3) and s.worst_ranks == (50, 12)
 
 
 def test_bad_circuit_arguments(toy):
@@ -302,9 +302,9 @@ def test_ov_dynamic_on_a_rotary_grouped_query_model(tiny_llama):
                     ranks.append(int((logits < logits[int(tokens[b, k])]).sum()))
     got = ov_dynamic(tiny_llama, tokens, (layer, h))
     r = torch.tensor(ranks)
-    assert got["n_pairs"] == len(ranks) > 10
-    assert got["frac_top10"] == pytest.approx(float((r < 10).double().mean()), abs=1e-9)
-    assert got["median_rank"] == float(r.double().median())
+    assert got.n_pairs == len(ranks) > 10
+    assert got.frac_top10 == pytest.approx(float((r < 10).double().mean()), abs=1e-9)
+    assert got.median_rank == float(r.double().median())
 
 
 def test_a_large_vocabulary_ranks_a_sample_of_its_tokens(tmp_path, monkeypatch):
@@ -342,4 +342,4 @@ def test_a_large_vocabulary_ranks_a_sample_of_its_tokens(tmp_path, monkeypatch):
 
 def test_rank_summary_maps_sampled_entries_to_their_tokens():
     s = rank_summary(torch.tensor([5, 0, 9]), n_worst=2, ids=torch.tensor([10, 40, 70]))
-    assert s["worst_token_ids"] == [70, 10] and s["worst_ranks"] == [9, 5] and s["n_tokens"] == 3
+    assert s.worst_token_ids == (70, 10) and s.worst_ranks == (9, 5) and s.n_tokens == 3

@@ -150,13 +150,13 @@ def test_summary_metrics_hand_computed():
     dl_a = torch.tensor([1.0, -0.5, 0.3, 0.0])
     dl_c = torch.tensor([0.2, -0.1, 0.0, 0.1])
     s = summary_metrics(kl_a, kl_c, dl_a, dl_c, n_buckets=2)
-    assert s["explained_kl"] == pytest.approx(1 - 0.05 / 0.2)
-    assert s["explained_loss_net"] == pytest.approx(1 - 0.05 / 0.2)
-    assert s["explained_loss_abs"] == pytest.approx(1 - 0.1 / 0.45)
+    assert s.explained_kl == pytest.approx(1 - 0.05 / 0.2)
+    assert s.explained_loss_net == pytest.approx(1 - 0.05 / 0.2)
+    assert s.explained_loss_abs == pytest.approx(1 - 0.1 / 0.45)
     # buckets by ablation Δloss: [-0.5, 0.0] and [0.3, 1.0]
-    assert s["curve_ablation"] == pytest.approx([-0.25, 0.65])
-    assert s["curve_cspa"] == pytest.approx([0.0, 0.1])
-    assert s["explained_top_bucket"] == pytest.approx(1 - 0.1 / 0.65)  # the top bucket, [0.3, 1.0]
+    assert s.curve_ablation == pytest.approx([-0.25, 0.65])
+    assert s.curve_cspa == pytest.approx([0.0, 0.1])
+    assert s.explained_top_bucket == pytest.approx(1 - 0.1 / 0.65)  # the top bucket, [0.3, 1.0]
     with pytest.raises(InvalidInputError):
         summary_metrics(kl_a, kl_c[:2], dl_a, dl_c)
 
@@ -174,7 +174,7 @@ def test_top_percentile_bucket_against_a_sort_in_the_test(toy_artifacts):
     top = dl_a.argsort()[-10:]  # 1000 tokens: 100 buckets of 10
     ref = 1 - float(dl_c[top].mean()) / float(dl_a[top].mean())
     s = summary_metrics(dl_a.abs(), dl_c.abs(), dl_a, dl_c)
-    assert s["explained_top_bucket"] == pytest.approx(ref, abs=1e-9)
+    assert s.explained_top_bucket == pytest.approx(ref, abs=1e-9)
     arts = open_artifacts(toy_artifacts)
     dla = torch.from_numpy(arts.field(schema.delta_loss(schema.PAPER_VARIANT))[:, :-1].astype("float64")).flatten()
     dlc = torch.from_numpy(arts.field(schema.delta_loss(schema.CSPA))[:, :-1].astype("float64")).flatten()
@@ -271,7 +271,7 @@ def test_three_interventions_side_by_side_in_report_json_and_on_the_cspa_page(to
         res[schema.delta_loss(schema.CSPA)],
     )
     # the three ways share one forward pass and their own log-partitions (cspa_interventions.compare): float32 apart
-    assert three["qk,ov"]["measured"] == pytest.approx(ref["explained_kl"], abs=1e-5)
+    assert three["qk,ov"]["measured"] == pytest.approx(ref.explained_kl, abs=1e-5)
     assert len({round(v["measured"], 6) for v in three.values()}) == 3  # three different numbers
     assert main(["report", str(toy_artifacts), "--interventions", "2"]) == 0
     text = capsys.readouterr().out

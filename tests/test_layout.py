@@ -18,11 +18,12 @@ PKG = ROOT / "precompute"
 # The real order, bottom first: each group of precompute names the groups it may import (besides itself), so two
 # groups that must not know each other (the science and the artifact files; the live boundary and the CLI's jobs)
 # are not allowed to just because one sits above the other in a line. CONTRIBUTING's table says the same.
-BASE = ("errors", "schema", "paper", "validate", "model_queue")
+BASE = ("errors", "schema", "paper", "summaries", "validate", "model_queue")
 MAY_IMPORT: dict[str, tuple[str, ...]] = {
     "errors": (),
     "schema": ("errors",),
     "paper": ("errors", "schema"),
+    "summaries": ("errors", "schema", "paper"),
     "validate": ("errors",),
     "model_queue": ("errors",),
     "data": BASE,
@@ -408,3 +409,37 @@ def test_tier_rules_refuse_a_guess_and_name_required_skips():
         tier_of([], "fast", {"toy", "tmp_path"}, "t")
     assert required_kinds("model", "Skipped: WordNet's database is not installed") == {"model", "wordnet"}
     assert required_kinds("browser", "Debian chromium is not installed") == {"browser"}
+
+
+def _figure_lookup(node: ast.AST, parent: ast.AST | None) -> bool:
+    """A string naming one of the paper's figures: ``FIGURE["…"]``, ``paper_figures(…)["…"]``, ``Figure("…", …)``."""
+    if isinstance(parent, ast.Subscript):
+        target = ast.unparse(parent.value)
+        return target.endswith("FIGURE") or "paper_figures(" in target
+    return isinstance(parent, ast.Call) and ast.unparse(parent.func).endswith("Figure")
+
+
+def test_summary_keys_are_spelled_only_in_the_summaries_module():
+    """A head summary's typed keys (``precompute/summaries.py``) appear as string literals nowhere else in the code
+    (readers use the dataclasses' fields; ``paper.Figure.source`` names them as "section.key"). A paper figure's own
+    key (``paper.FIGURE["explained_kl"]``) is another name and is left out, as are the generic counts."""
+    import dataclasses
+
+    from precompute import summaries
+
+    names = {
+        f.name
+        for cls in (summaries.CSPASummary, summaries.RankSummary, summaries.OVDynamicSummary)
+        for f in dataclasses.fields(cls)
+    } - {"extra", "n_tokens", "n_pairs"}
+    offenders = []
+    for p in list(PKG.rglob("*.py")) + list((ROOT / "app").rglob("*.py")):
+        if p.name == "summaries.py":
+            continue
+        tree = ast.parse(p.read_text())
+        parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
+        for node in ast.walk(tree):
+            literal = isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in names
+            if literal and not _figure_lookup(node, parents.get(node)):
+                offenders.append(f"{p.relative_to(ROOT)}: {node.value!r}")
+    assert offenders == []

@@ -120,7 +120,7 @@ def test_tuned_lens_columns_equal_analyze_and_loops(toy, toy_survey):
         else:
             assert np.isnan(row.predicted_enrichment)
         ov = ov_dynamic(toy, tokens, (layer, h), max_pairs=10**9)
-        assert row.ov_text_suppression == pytest.approx(-ov["mean_source_z"], abs=1e-3)
+        assert row.ov_text_suppression == pytest.approx(-ov.mean_source_z, abs=1e-3)
 
 
 def test_circuit_columns_equal_circuit_ranks(toy, toy_survey):

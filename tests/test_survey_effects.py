@@ -145,5 +145,8 @@ def test_cspa_several_ways_in_one_forward_equal_analyze_per_way(which, request, 
     want = _compare_by_analyze(lm, tokens, head, mu, ways, lens)
     for key in ways:
         for metric in ("mean_kl_ablation", "mean_kl_cspa", "mean_delta_loss_ablation", "mean_delta_loss_cspa"):
-            assert got[key][metric] == pytest.approx(want[key][metric], rel=1e-4, abs=1e-6), (key, metric)
-        assert got[key]["explained_kl"] == pytest.approx(want[key]["explained_kl"], abs=1e-4), key
+            assert getattr(got[key], metric) == pytest.approx(getattr(want[key], metric), rel=1e-4, abs=1e-6), (
+                key,
+                metric,
+            )
+        assert got[key].explained_kl == pytest.approx(want[key].explained_kl, abs=1e-4), key

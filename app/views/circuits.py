@@ -80,11 +80,11 @@ if token is not None:
         bar_chart(col, f, tok, vocab, token, circuit, focus, k, similar, key=f"circ_{circuit}")
 
 st.subheader("Over the whole vocabulary")
-summary = arts.summary(head_name)
+summary = arts.head_summary(head_name)
 
 cols = st.columns(2)
 for col, circuit in zip(cols, ("ov", "qk")):
-    s = summary.get(circuit, {})
+    s = summary.ov if circuit == "ov" else summary.qk
     # binned here (40 bins): the page sends 40 bars, not one value per vocabulary token
     ranked = f[F.CIRCUIT_RANKS[circuit]].astype("float64")
     ranked = ranked[ranked >= 0]  # a large vocabulary ranks a sample of its tokens (-1 elsewhere)
@@ -106,17 +106,18 @@ for col, circuit in zip(cols, ("ov", "qk")):
             "(each among all tokens); the shares below are over the sample."
         )
     col.markdown(
-        f"- rank 0: **{100 * s.get('frac_rank0', float('nan')):.2f}%** (paper {rank0.text})"
-        f"\n- top 10: **{100 * s.get('frac_top10', float('nan')):.2f}%** (paper {top10.text})"
-        f"\n- median rank {s.get('median_rank', 'n/a')}, mean {s.get('mean_rank', float('nan')):.1f}"
+        f"- rank 0: **{rank0.format(s.frac_rank0)}** (paper {rank0.text})"
+        f"\n- top 10: **{top10.format(s.frac_top10)}** (paper {top10.text})"
+        f"\n- median rank {'n/a' if s.median_rank is None else s.median_rank}, mean "
+        + ("n/a" if s.mean_rank is None else f"{s.mean_rank:.1f}")
     )
-    dyn = summary.get("ov_dynamic", {}) if circuit == "ov" else {}
-    if dyn.get("n_pairs"):
+    dyn = summary.ov_dynamic
+    if circuit == "ov" and dyn.n_pairs:
         top_fig, sem_fig = paper.FIGURE["ov_dynamic_top10"], paper.FIGURE["ov_dynamic_semantic"]
-        sem = dyn.get("frac_rank1_9_semantic")
+        sem = dyn.frac_rank1_9_semantic
         col.markdown(
-            f"- on the run's text, {dyn['n_pairs']:,} (destination, source) pairs with attention > 10%: the source "
-            f"among the 10 most suppressed in **{top_fig.format(dyn.get('frac_top10'))}** (paper {top_fig.text})"
+            f"- on the run's text, {dyn.n_pairs:,} (destination, source) pairs with attention > 10%: the source "
+            f"among the 10 most suppressed in **{top_fig.format(dyn.frac_top10)}** (paper {top_fig.text})"
             + (
                 f"; at ranks 1-9 the most suppressed is a semantic neighbour in **{sem_fig.format(sem)}** "
                 f"(paper {sem_fig.text})"
@@ -124,7 +125,7 @@ for col, circuit in zip(cols, ("ov", "qk")):
                 else ""
             )
         )
-    worst = s.get("worst_token_ids", [])[:10]
+    worst = s.worst_token_ids[:10]
     if worst:
         col.caption("Worst tokens: " + ", ".join(literal(repr(vocab[i])) for i in worst))
 
@@ -151,7 +152,7 @@ exports.buttons(
     "circuit-ranks",
     "circ_export",
     data={
-        "summary": {c: summary.get(c, {}) for c in ("ov", "qk", "ov_dynamic")},
+        "summary": {"ov": summary.ov.as_dict(), "qk": summary.qk.as_dict(), "ov_dynamic": summary.ov_dynamic.as_dict()},
         "rows": json.loads(ranks.to_json(orient="records")),
     },
 )

@@ -13,17 +13,23 @@ from precompute import paper
 from precompute import schema as F
 from precompute.data.tokenization import token_strings
 from precompute.errors import ExplorerError
+from precompute.summaries import CSPASummary
 
 
 def schema_label(readout: str) -> str:
     return F.READOUT_LABELS.get(readout, readout)
 
 
+def _nan(x: float | None) -> float:
+    """A stored number, NaN where the set has none (printed as nan%)."""
+    return float("nan") if x is None else float(x)
+
+
 arts = state.page_artifacts()
 st.title("Copy-suppression-preserving ablation (CSPA)")
 head = state.head_picker(arts, key="cspa_head")
 head_name = f"{head[0]}.{head[1]}"
-summary = arts.summary(head_name).get("cspa", {})
+summary = arts.head_summary(head_name).cspa
 hp = arts.manifest["hyperparameters"]
 used, _ = arts.readout(head_name)
 st.markdown(
@@ -37,21 +43,21 @@ verdict_view.show(arts, head_name, found)
 c = st.columns(5)
 top = arts.paper_figures(head_name)["explained_top_bucket"]
 kl_fig, top_fig = paper.FIGURE["explained_kl"], paper.FIGURE["explained_top_bucket"]
-c[0].metric("Effect explained (KL)", kl_fig.format(summary.get("explained_kl")), help=f"paper: {kl_fig.text}")
+c[0].metric("Effect explained (KL)", kl_fig.format(summary.explained_kl), help=f"paper: {kl_fig.text}")
 c[1].metric(
     "Explained (net loss)",
-    f"{100 * summary.get('explained_loss_net', float('nan')):.1f}%",
+    f"{100 * _nan(summary.explained_loss_net):.1f}%",
     help="1 − mean Δloss under CSPA ÷ mean Δloss under mean ablation. When the head's net effect on the loss is "
-    f"small (here {summary.get('mean_delta_loss_ablation', float('nan')):+.4f} nats/token) this ratio swings far, "
+    f"small (here {_nan(summary.mean_delta_loss_ablation):+.4f} nats/token) this ratio swings far, "
     "below 0 where CSPA raises the loss more than ablating the head does; KL is the paper's headline measure.",
 )
-c[2].metric("Explained (|Δloss|)", f"{100 * summary.get('explained_loss_abs', float('nan')):.1f}%")
+c[2].metric("Explained (|Δloss|)", f"{100 * _nan(summary.explained_loss_abs):.1f}%")
 c[3].metric(
     "Explained, top 1% bucket",
     top_fig.format(top),
     help=f"loss, in the percentile curve's top bucket (largest Δloss under mean ablation); paper: {top_fig.text}",
 )
-c[4].metric("Tokens", f"{summary.get('n_tokens', 0):,}")
+c[4].metric("Tokens", f"{summary.n_tokens:,}")
 st.caption(
     f"Paper (GPT-2 small 10.7, OpenWebText): {kl_fig.text} of the KL and {top_fig.text} in the top bucket "
     "explained. 100% = CSPA keeps all of the head's effect (it is all copy suppression); 0% = none of it."
@@ -134,7 +140,7 @@ kept_big = float((big["cspa"].abs() < 0.5 * big["ablation"].abs()).mean()) if le
 st.caption(
     f"Reading: among the 10% of plotted tokens where the head matters most, {kept_big:.0%} lie nearer y = 0 than "
     f"the diagonal (CSPA keeps more than half the effect); over all plotted tokens, {near0:.0%}. Overall, CSPA "
-    f"keeps {kl_fig.format(summary.get('explained_kl'))} of the head's KL with the {schema_label(used)}."
+    f"keeps {kl_fig.format(summary.explained_kl)} of the head's KL with the {schema_label(used)}."
 )
 exports.buttons(
     pd.DataFrame(
@@ -157,7 +163,7 @@ exports.buttons(
     "cspa-points",
     "cspa_export",
     data={
-        "summary": summary,
+        "summary": summary.as_dict(),
         "points": json.loads(df[["seq", "pos", "ablation", "cspa"]].to_json(orient="records")),
     },
 )
@@ -180,7 +186,7 @@ else:
 
 st.subheader("Percentile curve")
 curve = pd.DataFrame(
-    {"mean Δloss, ablation": summary.get("curve_ablation", []), "mean Δloss, CSPA": summary.get("curve_cspa", [])}
+    {"mean Δloss, ablation": list(summary.curve_ablation), "mean Δloss, CSPA": list(summary.curve_cspa)}
 )
 if not curve.empty:
     fig2 = go.Figure()
@@ -202,7 +208,7 @@ if not curve.empty:
     )
 
 
-by = arts.summary(head_name).get("cspa_by_readout") or {}
+by = {r: CSPASummary.of(v) for r, v in (arts.summary(head_name).get("cspa_by_readout") or {}).items()}
 if by:
     st.subheader("CSPA by what counts as 'predicted'")
     st.dataframe(
@@ -210,9 +216,9 @@ if by:
             [
                 {
                     "read-out": schema_label(r) + (" (this set's)" if r == used else ""),
-                    "effect explained (KL)": f"{100 * by[r]['explained_kl']:.1f}%",
-                    "effect explained (net loss)": f"{100 * by[r]['explained_loss_net']:.1f}%",
-                    "tokens": by[r]["n_tokens"],
+                    "effect explained (KL)": f"{100 * _nan(by[r].explained_kl):.1f}%",
+                    "effect explained (net loss)": f"{100 * _nan(by[r].explained_loss_net):.1f}%",
+                    "tokens": by[r].n_tokens,
                 }
                 for r in F.READOUTS
                 if r in by
@@ -278,10 +284,10 @@ if got is not None:
             [
                 {
                     "intervention": label,
-                    "effect explained (KL)": f"{100 * got[key]['explained_kl']:.1f}%",
-                    "90% interval over sequences": interval_text(got[key].get("explained_kl_interval")),
+                    "effect explained (KL)": f"{100 * _nan(got[key].explained_kl):.1f}%",
+                    "90% interval over sequences": interval_text(got[key].explained_kl_interval),
                     "paper (GPT-2 10.7)": f"{100 * paper.CSPA_INTERVENTIONS[key]:.1f}%",
-                    "tokens": got[key]["n_tokens"],
+                    "tokens": got[key].n_tokens,
                 }
                 for key, label in paper.CSPA_INTERVENTION_LABELS.items()
             ]
@@ -308,10 +314,10 @@ if stored:
             [
                 {
                     "heads": name,
-                    "CSPA explains (KL)": f"{100 * g['explained_kl']:.1f}%",
-                    "Δloss together": f"{g['mean_delta_loss_ablation']:+.4f}",
+                    "CSPA explains (KL)": f"{100 * _nan(CSPASummary.of(g).explained_kl):.1f}%",
+                    "Δloss together": f"{_nan(CSPASummary.of(g).mean_delta_loss_ablation):+.4f}",
                     "Δloss alone": ", ".join(f"{h} {v:+.4f}" for h, v in g.get("mean_delta_loss_alone", {}).items()),
-                    "tokens": g["n_tokens"],
+                    "tokens": CSPASummary.of(g).n_tokens,
                 }
                 for name, g in stored.items()
             ]
@@ -319,7 +325,7 @@ if stored:
         hide_index=True,
     )
     st.caption("Stored with these artifacts (every sequence of the set).")
-n_layers, n_heads = int(arts.manifest["model"]["n_layers"]), int(arts.manifest["model"]["n_heads"])
+n_layers, n_heads = arts.record.model.n_layers, arts.record.model.n_heads
 every = [f"{layer}.{h}" for layer in range(n_layers) for h in range(n_heads) if f"{layer}.{h}" != head_name]
 partner = verdict_view.partner_of(found, head_name)
 g1, g2, g3 = st.columns([2, 1, 1])
@@ -360,8 +366,14 @@ if got_joint is not None:
     st.dataframe(
         pd.DataFrame(
             [
-                {"measure": "CSPA explains (KL) of the set", "value": f"{100 * got_joint['explained_kl']:.1f}%"},
-                {"measure": "Δloss, mean-ablated together", "value": f"{got_joint['mean_delta_loss_ablation']:+.4f}"},
+                {
+                    "measure": "CSPA explains (KL) of the set",
+                    "value": f"{100 * _nan(CSPASummary.of(got_joint).explained_kl):.1f}%",
+                },
+                {
+                    "measure": "Δloss, mean-ablated together",
+                    "value": f"{_nan(CSPASummary.of(got_joint).mean_delta_loss_ablation):+.4f}",
+                },
                 {"measure": "sum of Δloss alone", "value": f"{sum(alone.values()):+.4f}"},
             ]
             + [{"measure": f"Δloss, {h} alone", "value": f"{v:+.4f}"} for h, v in alone.items()]

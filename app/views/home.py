@@ -49,8 +49,8 @@ def diagram(head: str, layer: int) -> str:
 def framing(arts, head_name: str) -> None:
     """The story of the loaded model: GPT-2's 10.7 for GPT-2 small; for any other model, what copy suppression is
     and which head of which model these artifacts show, and why this head."""
-    model = arts.manifest["model"]
-    if model.get("model_name") in paper.PAPER_MODEL_NAMES:
+    model = arts.record.model
+    if model.name in paper.PAPER_MODEL_NAMES:
         st.markdown(GPT2_STORY)
     else:
         st.markdown(
@@ -98,7 +98,7 @@ else:
     head = state.head_picker(arts, key="home_head")
     head_name = f"{head[0]}.{head[1]}"
     framing(arts, head_name)
-    if arts.manifest["model"].get("synthetic"):
+    if arts.record.model.synthetic:
         st.warning(
             "The loaded artifacts come from a synthetic model: their numbers show the tool working, "
             "not GPT-2's behaviour."

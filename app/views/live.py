@@ -29,7 +29,7 @@ arts = state.page_artifacts()
 st.title("Test Your Own Examples")
 head = state.head_picker(arts, key="live_head", every_head=True)
 opts = sequence_view.controls("live", arts.manifest["hyperparameters"])
-model_name = arts.manifest["model"]["model_name"]
+model_name = arts.model_name
 examples = EXAMPLES["toy" if model_name == "toy" else "GPT-2 style"]
 st.caption(
     f"Runs {literal(model_name)} live on the CPU with the same analysis code and mean ablation (μ from the "
@@ -93,7 +93,7 @@ if len(prompt) <= PROMPT_LINK_CHARS:
 else:
     state.url.remove("prompt")
 if result.cut_to is not None:
-    n_ctx = int(arts.manifest["model"].get("n_ctx") or 0)
+    n_ctx = arts.record.model.n_ctx
     why = (
         f"the model's context is {n_ctx} tokens"
         if n_ctx and result.cut_to >= n_ctx

@@ -360,7 +360,7 @@ def self_repair_section(res, model, order: list[str], arts_heads: list[str]) -> 
 def main() -> None:
     arts = state.page_artifacts()
     st.title("Prompt pairs")
-    model_name = arts.manifest["model"]["model_name"]
+    model_name = arts.model_name
     st.caption(
         f"Runs {literal(model_name)} live on the CPU. Logit difference = logit(right) − logit(wrong) at the "
         "final position; patching is denoising: the corrupted run with one clean activation, as a fraction "

@@ -26,6 +26,7 @@ from app.survey_data import (
 from precompute import schema
 from precompute.science import ranking
 from precompute.science import verdict as verdicts
+from precompute.store.run_record import ModelRecord
 
 st.title("Head survey")
 st.caption(
@@ -225,7 +226,7 @@ row = picked.iloc[0]
 state.url.publish({"survey": ("survey_pick_survey", row["survey"]), "head": ("survey_pick_head", row["name"])})
 head = str(row["name"])
 manifest = manifests[row["survey"]]
-model_name = manifest["model"]["model_name"]
+model_name = ModelRecord.of(manifest["model"]).name
 st.subheader(f"{literal(model_name)} · head {head}")
 st.dataframe(row[list(LABELS)].map(value_text).rename(LABELS).to_frame("value"), width="stretch")
 rows_used = manifest.get("settings", {}).get("circuit_rows_used")
@@ -237,7 +238,7 @@ st.caption(
     )
 )
 arts, _ = state.chosen()
-here = arts is not None and arts.manifest["model"]["model_name"] == model_name and head in arts.manifest["heads"]
+here = arts is not None and arts.model_name == model_name and head in arts.manifest["heads"]
 survey_rows = table[table["survey"] == row["survey"]].reset_index(drop=True)
 if here:  # the set's own verdict, with this survey's percentiles
     verdict_view.show(arts, head, (survey_rows, row["survey"], manifest))

@@ -3,6 +3,7 @@ manifest with every file's checksum, written last."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -36,6 +37,7 @@ from ..science.semantic import semantic_neighbours
 from ..store.files import copy_terms, save_tensors, write_json
 from ..store.manifest import file_entry
 from ..store.reader import read_field
+from ..summaries import CSPASummary
 from .config import RunConfig
 from .faults import fault_point
 
@@ -54,7 +56,7 @@ def write_circuits(lm, head, out: Path, n_shards: int) -> dict:
     meta["ranked"] = "every token" if ids is None else f"a seeded sample of {len(ids)} text tokens; -1 elsewhere"
 
     def summary(r: torch.Tensor) -> dict:
-        return rank_summary(r) if ids is None else rank_summary(r[ids], ids=ids)
+        return (rank_summary(r) if ids is None else rank_summary(r[ids], ids=ids)).as_dict()
 
     if architecture.of(lm.model).rotary:
 
@@ -85,7 +87,7 @@ def write_circuits(lm, head, out: Path, n_shards: int) -> dict:
     return {**{c: summary(r) for c, r in ranks.items()}, **extra, **sampled}
 
 
-def write_index(out: Path, head, n_shards: int) -> dict:
+def write_index(out: Path, head, n_shards: int) -> CSPASummary:
     """The search index (top tokens by each metric) and the CSPA summary of ``head``."""
 
     def read(quantity: str, group: str | None = None) -> torch.Tensor:
@@ -105,8 +107,7 @@ def write_index(out: Path, head, n_shards: int) -> dict:
     s = summary_metrics(
         read("kl", v).float(), read("kl", c).float(), read("delta_loss", v).float(), read("delta_loss", c).float()
     )
-    s["mean_clean_loss"] = float(read(schema.LOSS).double().mean())
-    return s
+    return dataclasses.replace(s, mean_clean_loss=float(read(schema.LOSS).double().mean()))
 
 
 def _stored_means(out: Path, heads) -> dict:
@@ -162,8 +163,7 @@ def _by_readout(lm, tokens, head, mu: torch.Tensor, cfg: RunConfig, lens, used: 
     got = compare_readouts(
         lm, tokens, head, mu, cfg.cspa(), others, lens, table, batch_size=cfg.batch_size, progress=throttled(log)
     )
-    keep = ("n_tokens", "explained_kl", "explained_loss_net", "explained_loss_abs", "mean_kl_cspa")
-    return {r: {k: v for k, v in s.items() if k in keep} for r, s in got.items()}
+    return {r: s.brief().as_dict() for r, s in got.items()}
 
 
 def _groups(lm, tokens, have: dict, cfg: RunConfig, lens, chosen: dict, log, table, step=None) -> dict:
@@ -230,7 +230,7 @@ def finish(
         step(f"head {schema.head_key(head)}: the OV circuit on the run's text")
         summary[schema.head_key(head)]["ov_dynamic"] = ov_dynamic(
             lm, tokens, head, neighbours, batch_size=cfg.batch_size
-        )
+        ).as_dict()
         later = tuple(y for y in cfg.indirect_excluding if y[0] > head[0])
         if later:  # the indirect effect without the paths through these later heads
             step(f"head {schema.head_key(head)}: the indirect effect without {len(later)} later heads")
@@ -243,7 +243,8 @@ def finish(
     for head in heads:
         s = summary[schema.head_key(head)]
         step(f"head {schema.head_key(head)}: CSPA index, attention to predicted tokens, the causal QK test")
-        s["cspa"] = write_index(out, head, n_shards)
+        cspa = write_index(out, head, n_shards)
+        s["cspa"] = cspa.as_dict()
         used = chosen[head][0]
         s["attends_predicted"] = _attends_predicted(out, head, n_shards, tokens, excluded)
         s["causal_qk"] = causal_qk(lm, tokens, head, excluded)
@@ -251,7 +252,7 @@ def finish(
             s["lens_quality"] = lens.quality.get(head[0], {})
             step(f"head {schema.head_key(head)}: CSPA under the other read-outs ({len(tokens)} sequences)")
             s["cspa_by_readout"] = {
-                used: {k: s["cspa"][k] for k in ("n_tokens", "explained_kl", "explained_loss_net")},
+                used: cspa.brief().as_dict(),
                 **_by_readout(lm, tokens, head, means[head], cfg, lens, used, table, log),
             }
     groups = _groups(lm, tokens, means, cfg, lens, chosen, log, table, step)

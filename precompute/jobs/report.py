@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from .. import paper, schema
 from ..science import verdict as verdicts
+from ..store.run_record import ModelRecord
+from ..summaries import CSPASummary
 
 # how each of the paper's settings (``paper.RUN``) is read from an artifact folder, with its label
 SETTINGS = {
-    "model": ("model", lambda a, h: a.manifest["model"].get("model_name")),
+    "model": ("model", lambda a, h: a.model_name),
     "head": ("head", lambda a, h: h),
     "dataset": ("dataset", lambda a, h: a.manifest["dataset"].get("name")),
     "seed": ("seed", lambda a, h: a.manifest["dataset"].get("seed")),
@@ -17,14 +19,14 @@ SETTINGS = {
     "cspa_k_u": ("K_u", lambda a, h: a.hyperparameters.get("cspa_k_u")),
     "cspa_k_s": ("K_s", lambda a, h: a.hyperparameters.get("cspa_k_s")),
     "cspa_negative_only": ("negative components only", lambda a, h: a.hyperparameters.get("cspa_negative_only")),
-    "cspa_exclusions": ("CSPA exclusions", lambda a, h: a.hyperparameters.get("cspa_exclusions", "extended")),
+    "cspa_exclusions": ("CSPA exclusions", lambda a, h: a.record.settings.cspa_exclusions),
     "indirect_excluding": (
         "indirect effect leaves out the paths through",
         lambda a, h: ",".join(f"{y[0]}.{y[1]}" for y in a.hyperparameters.get("indirect_excluding", [])) or "none",
     ),
     "cspa_interventions": (
         "CSPA interventions",
-        lambda a, h: ",".join(a.hyperparameters.get("cspa_interventions", ("qk", "ov"))),
+        lambda a, h: ",".join(a.record.settings.cspa_interventions),
     ),
     "readout": (
         "what 'predicted' means (read-out)",
@@ -63,7 +65,9 @@ def qk_distance_lines(arts, head_name: str) -> list[str]:
     if "qk_distance" not in s:
         return []
     at = ", ".join(
-        f"{d}: {100 * v['frac_top10']:.2f}%" for d, v in arts.qk_at_distances(head_name).items() if "frac_top10" in v
+        f"{d}: {100 * v.frac_top10:.2f}%"
+        for d, v in arts.qk_at_distances(head_name).items()
+        if v.frac_top10 is not None
     )
     return [
         f"QK on this rotary model: keys {int(s['qk_distance']['used'])} positions back (the head's attended median on "
@@ -82,7 +86,7 @@ def find_survey(arts, survey_dir=None):
     folders = [Path(survey_dir)] if survey_dir else find_surveys(Path(arts.root).parent)
     for folder in folders:
         df, manifest = read_survey(folder)
-        if manifest["model"].get("model_name") == arts.model_name or survey_dir:
+        if ModelRecord.of(manifest["model"]).name == arts.model_name or survey_dir:
             return df
     return None
 
@@ -125,11 +129,11 @@ def group_lines(arts) -> list[str]:
     """Each set of heads measured together: CSPA's share of the set's KL, its Δloss and each head's alone."""
     lines = []
     for name, g in arts.groups().items():
-        alone = g.get("mean_delta_loss_alone", {})
+        alone, together = g.get("mean_delta_loss_alone", {}), CSPASummary.of(g)
         lines.append(
-            f"Heads {name} together: Δloss {g['mean_delta_loss_ablation']:+.4f} nats/token when their direct effects "
-            f"are mean-ablated together (alone: {', '.join(f'{h} {v:+.4f}' for h, v in alone.items())}; sum "
-            f"{sum(alone.values()):+.4f}); CSPA of the set explains {g['explained_kl']:.1%} of its KL"
+            f"Heads {name} together: Δloss {together.mean_delta_loss_ablation:+.4f} nats/token when their direct "
+            f"effects are mean-ablated together (alone: {', '.join(f'{h} {v:+.4f}' for h, v in alone.items())}; sum "
+            f"{sum(alone.values()):+.4f}); CSPA of the set explains {together.explained_kl:.1%} of its KL"
         )
     return lines
 
@@ -151,13 +155,13 @@ def verdict_lines(v: verdicts.Verdict) -> list[str]:
 
 
 def format_report(arts, head=None, survey=None) -> str:
-    model = arts.manifest["model"]
+    model = arts.record.model
     head_name = head or arts.manifest["heads"][0]
     lines = [
-        f"Model {model['model_name']}, head {head_name}, {arts.n_sequences} x {arts.seq_len} tokens of "
+        f"Model {model.name}, head {head_name}, {arts.n_sequences} x {arts.seq_len} tokens of "
         f"{arts.manifest['dataset']['name']}"
     ]
-    if model.get("synthetic"):
+    if model.synthetic:
         lines.append(
             "NOTE: this is a SYNTHETIC model (offline); its numbers are not comparable to the paper's. "
             "Run with --model gpt2-small where the Hub is reachable to reproduce them."
@@ -187,7 +191,7 @@ def interventions(arts, head=None, n_seqs: int = 8, loaded=None) -> dict:
     from ..live import LiveModel
     from ..models.loading import load_model
 
-    model = LiveModel(loaded if loaded is not None else load_model(arts.manifest["model"]["model_name"], device="cpu"))
+    model = LiveModel(loaded if loaded is not None else load_model(arts.model_name, device="cpu"))
     head_name = head or arts.manifest["heads"][0]
     return model.cspa_interventions(arts, tuple(int(x) for x in head_name.split(".")), n_seqs)
 
@@ -195,7 +199,7 @@ def interventions(arts, head=None, n_seqs: int = 8, loaded=None) -> dict:
 def intervention_lines(results: dict, n_seqs: int) -> list[str]:
     lines = [f"CSPA with each intervention (KL effect explained, first {n_seqs} sequences, measured live):"]
     for key, label in INTERVENTION_LABELS.items():
-        got = results[key]["explained_kl"]
+        got = results[key].explained_kl
         lines.append(f"  {label:40s} {100 * INTERVENTION_FIGURES[key]:>17.2f}% {100 * got:>9.2f}%")
     return lines
 
@@ -206,10 +210,10 @@ def report_json(
     """The whole table as data: every paper figure with this run's value, the settings that differ, the QK
     distance on rotary models and, when measured, CSPA with each intervention."""
     head_name = head or arts.manifest["heads"][0]
-    model = arts.manifest["model"]
+    model = arts.record.model
     out = {
-        "model": model["model_name"],
-        "synthetic": bool(model.get("synthetic")),
+        "model": model.name,
+        "synthetic": model.synthetic,
         "head": head_name,
         "n_sequences": arts.n_sequences,
         "seq_len": arts.seq_len,
@@ -247,10 +251,10 @@ def report_json(
         out["groups"] = arts.groups()
     if "qk_distance" in s:
         out["qk_distance"] = s["qk_distance"]
-        out["qk_at_distance"] = {str(d): v for d, v in arts.qk_at_distances(head_name).items()}
+        out["qk_at_distance"] = {str(d): v.as_dict() for d, v in arts.qk_at_distances(head_name).items()}
     if measured_interventions is not None:
         out["cspa_interventions"] = {
-            key: {"paper": INTERVENTION_FIGURES[key], "measured": measured_interventions[key]["explained_kl"]}
+            key: {"paper": INTERVENTION_FIGURES[key], "measured": measured_interventions[key].explained_kl}
             for key in INTERVENTION_LABELS
         }
         out["cspa_interventions_n_sequences"] = n_seqs

@@ -46,6 +46,7 @@ from ..models.heads import check_head, head_weights
 from ..models.loading import unwrap
 from ..models.norm import eps_of, layer_norm
 from ..models.weights import layer_weight
+from ..summaries import RankSummary
 
 QK_DISTANCES = (1, 4, 16, 64)  # query-key distances at which a rotary model's QK circuit is ranked
 EXACT_RANK_VOCAB = 65_536  # a run ranks every token of a vocabulary up to this size (GPT-2, SmolLM2)
@@ -226,24 +227,24 @@ def circuit_ranks(
     return ranks_from_factors(f["qk_dst"], f["qk_src"], "qk")
 
 
-def rank_summary(ranks: Tensor, top: int = 10, n_worst: int = 20, ids: Tensor | None = None) -> dict:
-    """Fraction with rank 0 and rank < ``top``, median and mean rank, and the ``n_worst`` token ids. ``ids``: the
-    token of each entry of ``ranks`` (default: entry i is token i)."""
+def rank_summary(ranks: Tensor, n_worst: int = 20, ids: Tensor | None = None) -> RankSummary:
+    """Fraction with rank 0 and rank < 10 (the paper's top 10), median and mean rank, and the ``n_worst`` token ids.
+    ``ids``: the token of each entry of ``ranks`` (default: entry i is token i)."""
     ids = torch.arange(len(ranks)) if ids is None else ids.long()
     r = ranks.double()
     if r.numel() == 0:
         raise InvalidInputError("no tokens left to summarise")
     order = r.argsort(descending=True)[:n_worst]
     worst = ids[order]
-    return {
-        "n_tokens": int(r.numel()),
-        "frac_rank0": float((r == 0).double().mean()),
-        f"frac_top{top}": float((r < top).double().mean()),
-        "median_rank": float(r.median()),
-        "mean_rank": float(r.mean()),
-        "worst_token_ids": worst.tolist(),
-        "worst_ranks": ranks[order].tolist(),
-    }
+    return RankSummary(
+        n_tokens=int(r.numel()),
+        frac_rank0=float((r == 0).double().mean()),
+        frac_top10=float((r < 10).double().mean()),
+        median_rank=float(r.median()),
+        mean_rank=float(r.mean()),
+        worst_token_ids=tuple(worst.tolist()),
+        worst_ranks=tuple(ranks[order].tolist()),
+    )
 
 
 def qk_at_distance(

@@ -38,6 +38,7 @@ from .. import schema
 from ..errors import InvalidInputError
 from ..models import architecture
 from ..paper import explained_top_bucket
+from ..summaries import CSPASummary
 from .scoring import SparseCSPA
 
 INTERVENTIONS = ("qk", "ov")  # what CSPA restricts: which sources count (qk) and what of them is kept (ov)
@@ -219,7 +220,7 @@ def explained_interval(
 
 def summary_metrics(
     kl_ablation: Tensor, kl_cspa: Tensor, dl_ablation: Tensor, dl_cspa: Tensor, n_buckets: int = 100
-) -> dict:
+) -> CSPASummary:
     """Effect explained by KL, net loss and absolute loss, plus the percentile curve (paper §3.3).
 
     Inputs are flat tensors over the same set of tokens. The curve sorts tokens by the ablation's Δloss into
@@ -235,20 +236,19 @@ def summary_metrics(
     buckets = torch.tensor_split(order, n_b)
     curve_a = [float(dl_a[i].mean()) for i in buckets if len(i)]
     curve_c = [float(dl_c[i].mean()) for i in buckets if len(i)]
-    top = explained_top_bucket(curve_a, curve_c)
-    return {
-        "n_tokens": n,
-        "explained_kl": explained(kl_a, kl_c),
-        **({"explained_top_bucket": top} if top is not None else {}),
-        "explained_loss_net": explained(dl_a, dl_c),
-        "explained_loss_abs": explained(dl_a.abs(), dl_c.abs()),
-        "mean_kl_ablation": float(kl_a.mean()) if n else float("nan"),
-        "mean_kl_cspa": float(kl_c.mean()) if n else float("nan"),
-        "mean_delta_loss_ablation": float(dl_a.mean()) if n else float("nan"),
-        "mean_delta_loss_cspa": float(dl_c.mean()) if n else float("nan"),
-        "curve_ablation": curve_a,
-        "curve_cspa": curve_c,
-    }
+    return CSPASummary(
+        n_tokens=n,
+        explained_kl=explained(kl_a, kl_c),
+        explained_top_bucket=explained_top_bucket(curve_a, curve_c),
+        explained_loss_net=explained(dl_a, dl_c),
+        explained_loss_abs=explained(dl_a.abs(), dl_c.abs()),
+        mean_kl_ablation=float(kl_a.mean()) if n else float("nan"),
+        mean_kl_cspa=float(kl_c.mean()) if n else float("nan"),
+        mean_delta_loss_ablation=float(dl_a.mean()) if n else float("nan"),
+        mean_delta_loss_cspa=float(dl_c.mean()) if n else float("nan"),
+        curve_ablation=tuple(curve_a),
+        curve_cspa=tuple(curve_c),
+    )
 
 
 # Use the sparse form of CSPA's DLA when its cost, T (d_model + S), is below this fraction of a projection's S d_model.

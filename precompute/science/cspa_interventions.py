@@ -10,6 +10,7 @@ Each is ``analyze``'s CSPA with one setting changed."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import replace
 
 import torch
@@ -20,6 +21,7 @@ from ..models import architecture
 from ..models.heads import check_head
 from ..models.loading import unwrap
 from ..models.weights import effective_W_O
+from ..summaries import CSPASummary
 from . import readout as readouts
 from .analysis import _forward
 from .cspa import CSPAConfig, cspa_for_batch, explained_interval, summary_metrics
@@ -40,7 +42,7 @@ def compare(
     batch_size: int = 4,
     progress=None,
     what: str = "CSPA",
-) -> dict[str, dict]:
+) -> dict[str, CSPASummary]:
     """``summary_metrics`` of CSPA under each of ``ways`` ({key: (CSPA settings, read-out)}) over every predicted
     token of ``tokens``. One forward pass per batch serves every way: the ablation's and each CSPA's KL and Δloss
     are ``analyze``'s (the direct effect, the final norm frozen), their log-partitions from
@@ -95,7 +97,7 @@ def compare(
     }
     for key, p in parts.items():  # the spread over sequences of the headline share
         lo, hi = explained_interval(kl_a.reshape(n, -1), torch.cat(p["kl"]).reshape(n, -1))
-        out[key]["explained_kl_interval"] = [lo, hi]
+        out[key] = dataclasses.replace(out[key], explained_kl_interval=(lo, hi))
     return out
 
 
@@ -110,7 +112,7 @@ def compare_interventions(
     progress=None,
     readout: str = "logit_lens",
     lens: TunedLens | None = None,
-) -> dict[str, dict]:
+) -> dict[str, CSPASummary]:
     """``summary_metrics`` of CSPA with each intervention ("qk,ov", "qk", "ov") over every predicted token."""
     ways = {",".join(i): (replace(cspa, interventions=i), readout) for i in ALL}
     return compare(model, tokens, head, mean_result, ways, lens, neighbours, batch_size, progress, "CSPA three ways")
@@ -127,7 +129,7 @@ def compare_readouts(
     neighbours: Tensor | None = None,
     batch_size: int = 4,
     progress=None,
-) -> dict[str, dict]:
+) -> dict[str, CSPASummary]:
     """``summary_metrics`` of CSPA (``cspa``'s interventions) under each read-out in ``readouts``."""
     ways = {r: (cspa, r) for r in readouts}
     return compare(model, tokens, head, mean_result, ways, lens, neighbours, batch_size, progress, "CSPA by read-out")

@@ -129,7 +129,7 @@ def joint_effect(
                 done = min(n, start + batch_size)
                 progress(f"{group_key(heads)} together: {done}/{n} sequences", done / n)
     summary = summary_metrics(*(torch.cat(parts[k]) for k in ("kl_a", "kl_c", "dl_a", "dl_c")))
-    out = {k: v for k, v in summary.items() if not k.startswith("curve_")}
+    out = summary.without_curves().as_dict()
     out["mean_delta_loss_alone"] = {schema.head_key(k): float(torch.cat(v).double().mean()) for k, v in alone.items()}
     return out
 

@@ -14,6 +14,7 @@ from torch import Tensor
 from ..models import architecture, hooks
 from ..models.heads import check_head, head_weights
 from ..models.loading import unwrap
+from ..summaries import OVDynamicSummary
 from ..validate import token_ids
 
 THRESHOLD = 0.1
@@ -49,7 +50,7 @@ def ov_dynamic(
     max_pairs: int = MAX_PAIRS,
     batch_size: int = 4,
     chunk: int = 1024,
-) -> dict:
+) -> OVDynamicSummary:
     """The dynamic OV statistic of ``head`` on ``tokens``: pairs, and the shares with the source's rank 0, < 10
     and 1-9, and among rank 1-9 the share whose most-suppressed token is one of the source's semantic neighbours
     (``neighbours``: the stored table, equivalents + superstrings + substrings). Sequences are taken in order until
@@ -88,20 +89,21 @@ def ov_dynamic(
             srcs.append(src.cpu())
             n_pairs += len(src)
     if not ranks:
-        return {"n_pairs": 0}
+        return OVDynamicSummary(n_pairs=0)
     rank, src, top = torch.cat(ranks), torch.cat(srcs), torch.cat(tops)
-    out = {
-        "n_pairs": int(len(rank)),
-        "frac_rank0": float((rank == 0).double().mean()),
-        f"frac_top{TOP}": float((rank < TOP).double().mean()),
-        "frac_rank1_9": float(((rank >= 1) & (rank < TOP)).double().mean()),
-        "median_rank": float(rank.double().median()),
-        "mean_source_z": float(torch.cat(zs).double().mean()),
-        "chance_top10": TOP / m.cfg.d_vocab,
-    }
     middle = (rank >= 1) & (rank < TOP)
+    semantic = None
     if neighbours is not None and bool(middle.any()):
         table = torch.cat([torch.as_tensor(neighbours[k]) for k in ("equivalents", "superstrings", "substrings")], 1)
         rows = table[src[middle]].long()
-        out["frac_rank1_9_semantic"] = float((rows == top[middle][:, None]).any(-1).double().mean())
-    return out
+        semantic = float((rows == top[middle][:, None]).any(-1).double().mean())
+    return OVDynamicSummary(
+        n_pairs=int(len(rank)),
+        frac_rank0=float((rank == 0).double().mean()),
+        frac_top10=float((rank < TOP).double().mean()),
+        frac_rank1_9=float(middle.double().mean()),
+        frac_rank1_9_semantic=semantic,
+        median_rank=float(rank.double().median()),
+        mean_source_z=float(torch.cat(zs).double().mean()),
+        chance_top10=TOP / m.cfg.d_vocab,
+    )

@@ -25,6 +25,7 @@ import math
 from dataclasses import dataclass, field
 
 from .. import schema
+from ..summaries import CSPASummary, OVDynamicSummary
 from .ranking import SURVEY_COLUMN
 
 ENRICHMENT_PASS = 2.0
@@ -102,10 +103,10 @@ def cspa_by_readout(summary: dict, readout: str) -> dict[str, float]:
     from the stored summary (sets made before read-outs were recorded: the logit lens only)."""
     out = {}
     for r, s in (summary.get("cspa_by_readout") or {}).items():
-        v = _num((s or {}).get("explained_kl"))
+        v = _num(CSPASummary.of(s).explained_kl)
         if r in schema.READOUTS and v is not None:
             out[r] = v
-    own = _num(summary.get("cspa", {}).get("explained_kl"))
+    own = _num(CSPASummary.of(summary.get("cspa")).explained_kl)
     if own is not None:
         out[readout] = own
     return out
@@ -206,12 +207,12 @@ def verdict(head: tuple[int, int], summary: dict, readout: str, survey=None, d_v
     key = schema.head_key(head)
     baselines = baseline_heads(survey, head) if survey is not None else []
     att = summary.get("attends_predicted") or {}
-    ov = summary.get("ov_dynamic") or {}
+    ov = OVDynamicSummary.of(summary.get("ov_dynamic"))
     by = cspa_by_readout(summary, readout)
     label = schema.READOUT_LABELS.get(readout, readout)
 
     enr, frac, chance = _num(att.get("enrichment")), _num(att.get("frac_predicted")), _num(att.get("frac_chance"))
-    top10, v_chance = _num(ov.get("frac_top10")), _num(ov.get("chance_top10"))
+    top10, v_chance = _num(ov.frac_top10), _num(ov.chance_top10)
     if v_chance is None and d_vocab:
         v_chance = 10 / d_vocab
     share = by.get(readout)
@@ -233,8 +234,8 @@ def verdict(head: tuple[int, int], summary: dict, readout: str, survey=None, d_v
         "suppresses",
         top10,
         lambda: f"the source is among the 10 tokens the head suppresses most for {_pct(top10)} of "
-        f"{int(ov.get('n_pairs', 0)):,} attended pairs (OV on this text)"
-        + ("" if _num(ov.get("median_rank")) is None else f"; its median rank {ov['median_rank']:,.0f}"),
+        f"{int(ov.n_pairs):,} attended pairs (OV on this text)"
+        + ("" if (median := _num(ov.median_rank)) is None else f"; its median rank {median:,.0f}"),
         "a random token: " + ("n/a" if v_chance is None else f"{v_chance:.3%}"),
         OV_TEXT_PASS,
         SURVEY_COLUMN["suppresses"],

@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 from ..errors import HubUnavailableError, InvalidInputError
+from .run_record import ModelRecord
 
 REPO_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 REV_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$")
@@ -24,17 +25,17 @@ def validate_repo(repo: str, revision: str | None = None) -> None:
 
 
 def dataset_card(manifest: dict, repo: str) -> str:
-    model = manifest["model"]
-    synthetic = " (SYNTHETIC model)" if model.get("synthetic") else ""
+    model = ModelRecord.of(manifest["model"])
+    synthetic = " (SYNTHETIC model)" if model.synthetic else ""
     return f"""---
 tags: [interpretability, copy-suppression, transformer-lens]
 ---
-# Copy Suppression Explorer artifacts: {model["model_name"]}{synthetic}
+# Copy Suppression Explorer artifacts: {model.name}{synthetic}
 
 Precomputed analyses of heads {", ".join(manifest["heads"])} for the Copy Suppression Explorer dashboard
 (schema version {manifest["schema_version"]}; see `artifacts/README.md` in the project for every field).
 
-* Model: `{model["model_name"]}`, weight processing {json.dumps(model["weight_processing"])}
+* Model: `{model.name}`, weight processing {json.dumps(model.stored["weight_processing"])}
 * Dataset: `{manifest["dataset"]["name"]}` (split `{manifest["dataset"]["split"]}`, seed {manifest["dataset"]["seed"]})
 * Sequences: {manifest["counts"]["n_sequences"]} x {manifest["counts"]["seq_len"]} tokens (BOS included)
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from .. import schema
 from ..errors import ArtifactError
 from .files import sha256_file
+from .run_record import LEGACY_SETTINGS
 
 MAX_MANIFEST_BYTES = 64 * 2**20
 MAX_COUNT = 10**9
@@ -120,7 +121,7 @@ def validate(manifest) -> dict:
         raise _fail("hyperparameters.cspa_k_u", f"must be a positive number, got {k_u!r:.40}")
     if not isinstance(hp.get("cspa_negative_only"), bool):
         raise _fail("hyperparameters.cspa_negative_only", "must be true or false")
-    if hp.get("cspa_exclusions", "extended") not in ("paper", "extended"):
+    if hp.get("cspa_exclusions", LEGACY_SETTINGS["cspa_exclusions"]) not in ("paper", "extended"):
         raise _fail("hyperparameters.cspa_exclusions", "must be 'paper' or 'extended'")
     for key, allowed in (("effects", schema.EFFECTS), ("ln_modes", schema.LN_MODES)):
         value = hp.get(key)

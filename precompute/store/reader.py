@@ -9,18 +9,19 @@ deep-learning stack (``torch.from_numpy`` where a tensor is wanted).
 from __future__ import annotations
 
 import threading
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 import numpy as np
 from safetensors import safe_open
 
-from .. import schema
+from .. import paper, schema
 from ..errors import ArtifactError, InvalidInputError
-from ..paper import explained_top_bucket
 from ..schema import head_key, parse_head
+from ..summaries import HeadSummary, RankSummary
 from .files import sha256_file
 from .manifest import read_manifest, resolve_file
+from .run_record import RunRecord
 
 _VERIFIED: dict[tuple, str] = {}  # (real path, mtime_ns, size, inode) -> sha256 checked in this process
 _VERIFIED_LOCK = threading.Lock()
@@ -140,9 +141,14 @@ class Artifacts:
                 "be corrupt. Run `python -m precompute verify`"
             ) from None
 
+    @cached_property
+    def record(self) -> RunRecord:
+        """The run's record, typed (``run_record.RunRecord``): model, heads, settings, summaries."""
+        return RunRecord.of(self.manifest)
+
     @property
     def model_name(self) -> str:
-        return self.manifest["model"]["model_name"]
+        return self.record.model.name
 
     @property
     def hyperparameters(self) -> dict:
@@ -194,7 +200,12 @@ class Artifacts:
         return self._read(schema.SEMANTIC_FILE, lambda f: {k: f.get_tensor(k) for k in f.keys()})
 
     def summary(self, head=None) -> dict:
+        """The head's summary as stored (plain JSON); :meth:`head_summary` reads its sections typed."""
         return self.manifest.get("summary", {}).get(head_key(self._head(head)), {})
+
+    def head_summary(self, head=None) -> HeadSummary:
+        """The head's summary with its typed sections (``summaries.HeadSummary``)."""
+        return self.record.summaries.get(head_key(self._head(head))) or HeadSummary.of(None)
 
     def readout(self, head=None) -> tuple[str, str]:
         """(read-out, why) of ``head``: what "predicted" meant for its CSPA and prediction fields
@@ -223,37 +234,15 @@ class Artifacts:
         """Sets of heads measured together (``science.joint``, ``--groups``): {"24.4+23.3": summary}."""
         return dict(self.manifest.get("groups", {}))
 
-    def qk_at_distances(self, head=None) -> dict[int, dict]:
+    def qk_at_distances(self, head=None) -> dict[int, RankSummary]:
         """On a rotary model, the QK rank summaries at the stated query-key distances, by distance ({} else)."""
-        return qk_at(self.summary(head))
+        return self.head_summary(head).qk_at()
 
     def paper_figures(self, head=None) -> dict[str, float | None]:
-        """This run's value of each of the paper's figures (``paper.FIGURES``, by key), None where not stored."""
-        s = self.summary(head)
-        cspa, ov, qk = s.get("cspa", {}), s.get("ov", {}), s.get("qk", {})
-        return {
-            "explained_kl": cspa.get("explained_kl"),
-            # from the stored curve, so sets made before the figure was stored have it too
-            "explained_top_bucket": explained_top_bucket(cspa.get("curve_ablation", []), cspa.get("curve_cspa", [])),
-            "ov_top10": ov.get("frac_top10"),
-            "ov_rank0": ov.get("frac_rank0"),
-            "ov_dynamic_top10": s.get("ov_dynamic", {}).get("frac_top10"),
-            "ov_dynamic_semantic": s.get("ov_dynamic", {}).get("frac_rank1_9_semantic"),
-            "qk_rank0": qk.get("frac_rank0"),
-            "qk_top10": qk.get("frac_top10"),
-            "delta_loss": cspa.get("mean_delta_loss_ablation"),
-            "indirect_excluding": s.get("indirect_excluding", {}).get("delta_loss_frozen"),
-            "clean_loss": cspa.get("mean_clean_loss"),
-        }
-
-
-def qk_at(summary: dict) -> dict[int, dict]:
-    """The ``qk_at_<distance>`` sections of a head's summary, by distance, in order."""
-    found = {}
-    for k, v in summary.items():
-        if k.startswith("qk_at_") and k.removeprefix("qk_at_").isdigit() and isinstance(v, dict):
-            found[int(k.removeprefix("qk_at_"))] = v
-    return dict(sorted(found.items()))
+        """This run's value of each of the paper's figures (``paper.FIGURES``, by key, each read from where its
+        ``source`` says), None where not stored."""
+        s = self.head_summary(head)
+        return {f.key: s.value(f.source) for f in paper.FIGURES}
 
 
 def read_field(root: Path, n_shards: int, tensor: str) -> np.ndarray:

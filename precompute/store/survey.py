@@ -17,6 +17,7 @@ from .. import schema
 from ..errors import ArtifactError
 from .files import save_tensors, sha256_file, write_json
 from .manifest import MAX_MANIFEST_BYTES, MissingFileError, file_entry, resolve_file
+from .run_record import ModelRecord
 
 MAX_HEADS = 1_000_000
 
@@ -177,9 +178,9 @@ def read_survey(root):
             f"{root}: {schema.SURVEY_FILE} is not a readable safetensors file ({str(err)[:200]})"
         ) from None
     df = pd.DataFrame(cols)
-    df.insert(0, "model", manifest["model"]["model_name"])
+    df.insert(0, "model", ModelRecord.of(manifest["model"]).name)
     # what the ranking's read-out is decided from (``science.verdict.survey_readout``), as ``survey_heads`` sets it
-    df.attrs.update(model=manifest["model"], settings=manifest.get("settings", {}))
+    df.attrs.update(model=ModelRecord.of(manifest["model"]).stored, settings=manifest.get("settings", {}))
     return df, manifest
 
 
