@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from .errors import InvalidInputError
 
@@ -252,15 +253,31 @@ def head_fields(variants: tuple[str, ...] = VARIANTS, cspa: bool = True) -> list
 
 
 # --- head names: "L.H" in manifests, file names and tensor prefixes
+class Head(NamedTuple):
+    """An attention head: (layer, head), still a tuple for every caller; ``name`` is its "L.H" spelling."""
+
+    layer: int
+    head: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.layer}.{self.head}"
+
+
 def head_key(head: tuple[int, int]) -> str:
     return f"{head[0]}.{head[1]}"
 
 
-def parse_head(text: str) -> tuple[int, int]:
+def parse_head(text: str) -> Head:
     m = re.fullmatch(r"\s*(\d{1,4})\.(\d{1,4})\s*", text) if isinstance(text, str) else None
     if not m:
         raise InvalidInputError(f"head {text!r} is not of the form LAYER.HEAD, e.g. 10.7")
-    return int(m.group(1)), int(m.group(2))
+    return Head(int(m.group(1)), int(m.group(2)))
+
+
+def every_head(n_layers: int, n_heads: int) -> list[str]:
+    """Every head of a model of that shape, "L.H", layer by layer."""
+    return [Head(layer, h).name for layer in range(n_layers) for h in range(n_heads)]
 
 
 def parse_heads(text: str) -> tuple[tuple[int, int], ...]:

@@ -4,11 +4,13 @@ per-head hook_result). Each variant of ``analyze`` is checked against a hooked f
 materialised reference of test_cspa, DLA and the logit lens against explicit formulas, the circuits against
 brute force."""
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
 from precompute import CSPAConfig, InvalidInputError, analyze, load_model, mean_result
-from precompute.models import architecture
+from precompute.models import architecture, blocks
 from precompute.models.architecture import weight_processing
 from precompute.science.circuits import circuit_ranks, effective_embedding
 
@@ -363,5 +365,20 @@ def test_architecture_record_per_family(tmp_path):
     torch.testing.assert_close(rec.centre(x), x)  # RMSNorm: no centring
     torch.testing.assert_close(rec.normalise(x), x / (x.pow(2).mean(-1, keepdim=True) + rec.eps).sqrt())
     torch.testing.assert_close(gpt2.centre(x), x - x.mean(-1, keepdim=True))
-    neox = architecture.of(load_model(str(make_model_folder("neox", tmp_path / "neox"))).model)
+    neox_model = load_model(str(make_model_folder("neox", tmp_path / "neox"))).model
+    neox = architecture.of(neox_model)
     assert neox.rerun is None and not neox.resumable
+    # one strategy per family, chosen once: the block runner, the rotary convention, the paper's model
+    assert blocks.runner(load_model("toy").model) is blocks.GPT2
+    assert isinstance(blocks.runner(llama.model), blocks.DecoderLayers)
+    assert blocks.runner(llama.model).inner(llama.model) is architecture.hf_decoder(llama.model)
+    with pytest.raises(InvalidInputError, match="cannot be re-run"):
+        blocks.runner(neox_model)
+    assert (rec.model_type, rec.rotate_half, neox.rotate_half, gpt2.rotate_half) == ("llama", True, True, False)
+    assert llama.provenance["rotary_convention"] == "rotate_half" and llama.provenance["paper_model"] is False
+    assert not gpt2.paper_model and not rec.paper_model  # the toy is GPT-2-style but not GPT-2 small's shape
+    small = SimpleNamespace(
+        architecture="GPT2LMHeadModel", act_fn="gelu_new", n_layers=12, n_heads=12, d_model=768, d_vocab=50257
+    )
+    assert architecture._gpt2_small_shape(small)
+    assert not architecture._gpt2_small_shape(SimpleNamespace(**{**vars(small), "d_vocab": 50258}))

@@ -443,3 +443,19 @@ def test_summary_keys_are_spelled_only_in_the_summaries_module():
             if literal and not _figure_lookup(node, parents.get(node)):
                 offenders.append(f"{p.relative_to(ROOT)}: {node.value!r}")
     assert offenders == []
+
+
+def test_every_page_is_a_main_function_over_view_modules():
+    """Each page in ``app/views`` is imports, constants and functions, and one statement: ``main()`` at the bottom
+    (CONTRIBUTING); no page imports torch (checked above) and none spells a head as f"{h[0]}.{h[1]}" (``Head.name``)."""
+    for path in sorted((ROOT / "app" / "views").glob("*.py")):
+        tree = ast.parse(path.read_text())
+        statements = [
+            n
+            for n in tree.body
+            if not isinstance(n, ast.Import | ast.ImportFrom | ast.FunctionDef | ast.ClassDef)
+            and not (isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant))
+            and not (isinstance(n, ast.Assign) and all(isinstance(t, ast.Name) and t.id.isupper() for t in n.targets))
+        ]
+        assert [ast.unparse(n) for n in statements] == ["main()"], path.name
+        assert "[0]}.{" not in path.read_text(), path.name

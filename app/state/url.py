@@ -11,8 +11,9 @@ from collections.abc import Callable
 import streamlit as st
 
 from app.render.text import literal
+from precompute import schema
 from precompute.errors import ExplorerError
-from precompute.schema import head_key, parse_head
+from precompute.schema import Head, head_key, parse_head
 
 _SEEN = "_cse_url_seen"  # session key: {widget key: the URL text last applied to it or published from it}
 _CARRIED = "_cse_url_carried"  # session key: {name: value} every in-app link carries (the artifact set)
@@ -141,7 +142,7 @@ def remove(name: str) -> None:
         del st.query_params[name]
 
 
-def head_picker(arts, key: str, default: str | None = None, every_head: bool = False) -> tuple[int, int]:
+def head_picker(arts, key: str, default: str | None = None, every_head: bool = False) -> Head:
     """The sidebar's head selector for ``arts``, restored from and published to ``?head=``: the set's heads, or
     with ``every_head`` every head of its model (the set's own marked and listed first)."""
     stored = list(arts.manifest["heads"])
@@ -173,7 +174,7 @@ def all_heads(manifest: dict) -> list[str]:
     """Every head of the set's model ("L.H", layer by layer), from the shape its manifest records."""
     model = manifest.get("model", {})
     n_layers, n_heads = int(model.get("n_layers") or 0), int(model.get("n_heads") or 0)
-    return [f"{layer}.{h}" for layer in range(n_layers) for h in range(n_heads)]
+    return schema.every_head(n_layers, n_heads)
 
 
 def _head_in(heads: list[str]) -> Callable[[str, str], Parsed]:

@@ -10,16 +10,6 @@ from precompute import schema as F
 from precompute.data.tokenization import token_strings
 from precompute.errors import ExplorerError
 
-arts = state.page_artifacts()
-st.title("Browse Examples")
-tokenizer = state.page_tokenizer(arts)
-head = state.head_picker(arts, key="browse_head")
-head_name = f"{head[0]}.{head[1]}"
-deep_link = state.url.given("seq")
-state.url.restore("seq", "browse_seq", state.url.whole(0, arts.n_sequences - 1))
-state.url.restore("pos", "browse_pos", state.url.whole(0, arts.seq_len - 1))
-opts = sequence_view.controls("browse", arts.manifest["hyperparameters"])
-
 
 @st.cache_data(max_entries=16, show_spinner=False)
 def top_tokens(source: str, head_name: str, metric: str, n: int) -> pd.DataFrame:
@@ -45,83 +35,97 @@ RANKINGS = {
     # ranked by the size of the loss change CSPA does not preserve; the column keeps its sign
     "Where CSPA misses the effect (largest |Δloss under CSPA|)": ("cspa_failure", "Δloss under CSPA (signed)"),
 }
-# the panel's state is fixed for the session, so it never collapses under the user's first interaction
-search_open = st.session_state.setdefault("_browse_search_open", not deep_link)
-with st.expander("Search: where does the head matter most?", expanded=search_open):
-    c1, c2 = st.columns([1, 2])
-    metric_label = c1.selectbox("Rank tokens by", list(RANKINGS), key="browse_rank")
-    metric, value_name = RANKINGS[metric_label]
-    text_filter = c2.text_input("Filter by token text (current or next token)", key="browse_filter")
-    try:
-        table = top_tokens(arts.source, head_name, metric, 500)
-    except ExplorerError as err:
-        st.error(f"The search index cannot be read: {literal(err)}")
-        table = pd.DataFrame(columns=["seq", "pos", "token", "next", "context", "value"])
-    table = table.rename(columns={"value": value_name})
-    if text_filter:
-        mask = table["token"].str.contains(text_filter, regex=False) | table["next"].str.contains(
-            text_filter, regex=False
-        )
-        table = table[mask]
-    st.caption("Select a row to open that token. Values use the direct effect with frozen LayerNorm.")
-    if table.empty:
-        st.info("No token matches this filter.")
-    else:
-        event = st.dataframe(
-            table.head(200), hide_index=True, on_select="rerun", selection_mode="single-row", key="browse_table"
-        )
-        picked = event.selection.rows if event is not None else []
-        if picked:
-            row = table.head(200).iloc[picked[0]]
-            if st.session_state.get("_browse_picked") != (int(row["seq"]), int(row["pos"])):
-                st.session_state["_browse_picked"] = (int(row["seq"]), int(row["pos"]))
-                st.session_state["browse_seq"] = int(row["seq"])
-                st.session_state["browse_pos"] = int(row["pos"])
 
-if "browse_seq" not in st.session_state and not table.empty:
-    # a first visit without a deep link opens on the highest-ranked example of the search table
-    st.session_state["browse_seq"], st.session_state["browse_pos"] = (
-        int(table.iloc[0]["seq"]),
-        int(table.iloc[0]["pos"]),
+
+def main() -> None:
+    arts = state.page_artifacts()
+    st.title("Browse Examples")
+    tokenizer = state.page_tokenizer(arts)
+    head = state.head_picker(arts, key="browse_head")
+    head_name = head.name
+    deep_link = state.url.given("seq")
+    state.url.restore("seq", "browse_seq", state.url.whole(0, arts.n_sequences - 1))
+    state.url.restore("pos", "browse_pos", state.url.whole(0, arts.seq_len - 1))
+    opts = sequence_view.controls("browse", arts.manifest["hyperparameters"])
+    # the panel's state is fixed for the session, so it never collapses under the user's first interaction
+    search_open = st.session_state.setdefault("_browse_search_open", not deep_link)
+    with st.expander("Search: where does the head matter most?", expanded=search_open):
+        c1, c2 = st.columns([1, 2])
+        metric_label = c1.selectbox("Rank tokens by", list(RANKINGS), key="browse_rank")
+        metric, value_name = RANKINGS[metric_label]
+        text_filter = c2.text_input("Filter by token text (current or next token)", key="browse_filter")
+        try:
+            table = top_tokens(arts.source, head_name, metric, 500)
+        except ExplorerError as err:
+            st.error(f"The search index cannot be read: {literal(err)}")
+            table = pd.DataFrame(columns=["seq", "pos", "token", "next", "context", "value"])
+        table = table.rename(columns={"value": value_name})
+        if text_filter:
+            mask = table["token"].str.contains(text_filter, regex=False) | table["next"].str.contains(
+                text_filter, regex=False
+            )
+            table = table[mask]
+        st.caption("Select a row to open that token. Values use the direct effect with frozen LayerNorm.")
+        if table.empty:
+            st.info("No token matches this filter.")
+        else:
+            event = st.dataframe(
+                table.head(200), hide_index=True, on_select="rerun", selection_mode="single-row", key="browse_table"
+            )
+            picked = event.selection.rows if event is not None else []
+            if picked:
+                row = table.head(200).iloc[picked[0]]
+                if st.session_state.get("_browse_picked") != (int(row["seq"]), int(row["pos"])):
+                    st.session_state["_browse_picked"] = (int(row["seq"]), int(row["pos"]))
+                    st.session_state["browse_seq"] = int(row["seq"])
+                    st.session_state["browse_pos"] = int(row["pos"])
+    if "browse_seq" not in st.session_state and not table.empty:
+        # a first visit without a deep link opens on the highest-ranked example of the search table
+        st.session_state["browse_seq"], st.session_state["browse_pos"] = (
+            int(table.iloc[0]["seq"]),
+            int(table.iloc[0]["pos"]),
+        )
+    others = [h for h in arts.manifest["heads"] if h != head_name]
+    compare = st.sidebar.selectbox(
+        "Compare with head",
+        ["(none)"] + others,
+        key="browse_compare",
+        help="Show a second head's strip beside this one",
+        disabled=not others,
     )
-others = [h for h in arts.manifest["heads"] if h != head_name]
-compare = st.sidebar.selectbox(
-    "Compare with head",
-    ["(none)"] + others,
-    key="browse_compare",
-    help="Show a second head's strip beside this one",
-    disabled=not others,
-)
-c1, c2 = st.columns(2)
-seq = c1.number_input("Sequence", 0, arts.n_sequences - 1, key="browse_seq", step=1)
-pos = c2.number_input("Token position", 0, arts.seq_len - 1, key="browse_pos", step=1)
-state.url.publish({"seq": ("browse_seq", int(seq)), "pos": ("browse_pos", int(pos))})
-try:
-    rec = arts.sequence(int(seq), head_name)
-except ExplorerError as err:
-    st.error(f"Sequence {seq} cannot be shown: {literal(err)}")
-    st.stop()
-links = {"seq": int(seq), "head": head_name}
-if compare != "(none)":
+    c1, c2 = st.columns(2)
+    seq = c1.number_input("Sequence", 0, arts.n_sequences - 1, key="browse_seq", step=1)
+    pos = c2.number_input("Token position", 0, arts.seq_len - 1, key="browse_pos", step=1)
+    state.url.publish({"seq": ("browse_seq", int(seq)), "pos": ("browse_pos", int(pos))})
     try:
-        other = arts.sequence(int(seq), compare)
+        rec = arts.sequence(int(seq), head_name)
     except ExplorerError as err:
-        st.error(f"Head {literal(compare)} cannot be shown: {literal(err)}")
-    else:
-        sequence_view.compare_strip(other, tokenizer, opts, int(pos), compare, links, pos_key="browse_pos")
-        st.markdown(f"**Head {literal(head_name)}** (details below)")
-sequence_view.show(
-    rec,
-    tokenizer,
-    opts,
-    int(pos),
-    key="browse",
-    link_params=links,
-    name=f"seq{seq}",
-    head_name=head_name,
-    readout=arts.readout(head_name)[0],
-    pos_key="browse_pos",
-    meta=exports.metadata(
-        arts, head_name, sequence=int(seq), variant=opts["variant"], readout=arts.readout(head_name)[0]
-    ),
-)
+        st.error(f"Sequence {seq} cannot be shown: {literal(err)}")
+        st.stop()
+    links = {"seq": int(seq), "head": head_name}
+    if compare != "(none)":
+        try:
+            other = arts.sequence(int(seq), compare)
+        except ExplorerError as err:
+            st.error(f"Head {literal(compare)} cannot be shown: {literal(err)}")
+        else:
+            sequence_view.compare_strip(other, tokenizer, opts, int(pos), compare, links, pos_key="browse_pos")
+            st.markdown(f"**Head {literal(head_name)}** (details below)")
+    sequence_view.show(
+        rec,
+        tokenizer,
+        opts,
+        int(pos),
+        key="browse",
+        link_params=links,
+        name=f"seq{seq}",
+        head_name=head_name,
+        readout=arts.readout(head_name)[0],
+        pos_key="browse_pos",
+        meta=exports.metadata(
+            arts, head_name, sequence=int(seq), variant=opts["variant"], readout=arts.readout(head_name)[0]
+        ),
+    )
+
+
+main()

@@ -15,29 +15,6 @@ from precompute import schema as F
 from precompute.errors import ExplorerError
 
 FOCUS = ["source", "destination"]
-arts = state.page_artifacts()
-st.title("OV and QK circuits")
-head = state.head_picker(arts, key="circ_head")
-head_name = f"{head[0]}.{head[1]}"
-# a first visit reads the tokenizer, the vocabulary's strings and the factor tables (seconds on a large
-# vocabulary): say so at once
-with st.spinner("Reading the tokenizer and the circuit tables…", show_time=True):
-    tok = state.page_tokenizer(arts)
-    vocab, f = page_tables(arts.source, head_name)
-if (note := qk_distance_note(arts.summary(head_name))) is not None:
-    st.info(note, icon=":material/rotate_right:")
-c1, c2, c3 = st.columns([2, 1, 1])
-state.url.restore("focus", "circ_focus", state.url.choice(FOCUS))
-focus = c2.radio(
-    "Focus on the token as",
-    FOCUS,
-    key="circ_focus",
-    help="source: the token attended to; destination: the token being predicted",
-)
-state.url.publish({"focus": ("circ_focus", focus)}, {"focus": FOCUS[0]})
-k = c3.slider("Number of top tokens", 5, 30, 15, key="circ_k")
-with c1:
-    token = token_box(tok, vocab, "circ_token")
 
 
 def _open_token(choice_key: str) -> None:
@@ -47,113 +24,140 @@ def _open_token(choice_key: str) -> None:
         st.session_state["circ_token"] = choice
 
 
-with st.expander("Search the vocabulary", expanded=bool(st.session_state.get("circ_search"))):
-    needle = st.text_input("Tokens containing", key="circ_search", help="Case-insensitive; shows up to 50.")
-    if needle:
-        hits = [s for s in vocab if needle.lower() in s.lower()][:50]
-        if hits:
-            st.pills(
-                "Click a token to open it",
-                hits,
-                format_func=repr,
-                key="circ_hit",
-                on_change=_open_token,
-                args=("circ_hit",),
+def main() -> None:
+    arts = state.page_artifacts()
+    st.title("OV and QK circuits")
+    head = state.head_picker(arts, key="circ_head")
+    head_name = head.name
+    # a first visit reads the tokenizer, the vocabulary's strings and the factor tables (seconds on a large
+    # vocabulary): say so at once
+    with st.spinner("Reading the tokenizer and the circuit tables…", show_time=True):
+        tok = state.page_tokenizer(arts)
+        vocab, f = page_tables(arts.source, head_name)
+    if (note := qk_distance_note(arts.summary(head_name))) is not None:
+        st.info(note, icon=":material/rotate_right:")
+    c1, c2, c3 = st.columns([2, 1, 1])
+    state.url.restore("focus", "circ_focus", state.url.choice(FOCUS))
+    focus = c2.radio(
+        "Focus on the token as",
+        FOCUS,
+        key="circ_focus",
+        help="source: the token attended to; destination: the token being predicted",
+    )
+    state.url.publish({"focus": ("circ_focus", focus)}, {"focus": FOCUS[0]})
+    k = c3.slider("Number of top tokens", 5, 30, 15, key="circ_k")
+    with c1:
+        token = token_box(tok, vocab, "circ_token")
+    with st.expander("Search the vocabulary", expanded=bool(st.session_state.get("circ_search"))):
+        needle = st.text_input("Tokens containing", key="circ_search", help="Case-insensitive; shows up to 50.")
+        if needle:
+            hits = [s for s in vocab if needle.lower() in s.lower()][:50]
+            if hits:
+                st.pills(
+                    "Click a token to open it",
+                    hits,
+                    format_func=repr,
+                    key="circ_hit",
+                    on_change=_open_token,
+                    args=("circ_hit",),
+                )
+            else:
+                st.caption("No token contains that text.")
+    similar: set[int] = set()
+    if token is not None:
+        try:
+            near = similar_tokens(arts.source, token)
+        except ExplorerError:
+            near = {}
+        similar = {i for ids in near.values() for i in ids}
+        if similar:
+            st.caption(
+                "Semantically similar tokens (CSPA's neighbours; highlighted in the bars; more on the Semantic "
+                "similarity page): " + ", ".join(literal(repr(vocab[i])) for ids in near.values() for i in ids[:8])
             )
-        else:
-            st.caption("No token contains that text.")
-
-similar: set[int] = set()
-if token is not None:
-    try:
-        near = similar_tokens(arts.source, token)
-    except ExplorerError:
-        near = {}
-    similar = {i for ids in near.values() for i in ids}
-    if similar:
-        st.caption(
-            "Semantically similar tokens (CSPA's neighbours; highlighted in the bars; more on the Semantic "
-            "similarity page): " + ", ".join(literal(repr(vocab[i])) for ids in near.values() for i in ids[:8])
-        )
+        cols = st.columns(2)
+        for col, circuit in zip(cols, ("ov", "qk")):
+            bar_chart(col, f, tok, vocab, token, circuit, focus, k, similar, key=f"circ_{circuit}")
+    st.subheader("Over the whole vocabulary")
+    summary = arts.head_summary(head_name)
     cols = st.columns(2)
     for col, circuit in zip(cols, ("ov", "qk")):
-        bar_chart(col, f, tok, vocab, token, circuit, focus, k, similar, key=f"circ_{circuit}")
-
-st.subheader("Over the whole vocabulary")
-summary = arts.head_summary(head_name)
-
-cols = st.columns(2)
-for col, circuit in zip(cols, ("ov", "qk")):
-    s = summary.ov if circuit == "ov" else summary.qk
-    # binned here (40 bins): the page sends 40 bars, not one value per vocabulary token
-    ranked = f[F.CIRCUIT_RANKS[circuit]].astype("float64")
-    ranked = ranked[ranked >= 0]  # a large vocabulary ranks a sample of its tokens (-1 elsewhere)
-    counts, edges = np.histogram(np.log10(ranked + 1), bins=40)
-    fig = go.Figure(go.Bar(x=(edges[:-1] + edges[1:]) / 2, y=counts, width=np.diff(edges), marker_line_width=0))
-    fig.update_layout(
-        title=f"{circuit.upper()}: log10(own rank + 1)"
-        + (f", {len(ranked):,} sampled tokens" if len(ranked) < len(vocab) else ""),
-        height=320,
-        xaxis_title="log10(rank + 1)",
-        yaxis_title="tokens",
-        margin=dict(l=10, r=10, t=50, b=10),
-    )
-    col.plotly_chart(fig, key=f"hist_{circuit}")
-    rank0, top10 = paper.FIGURE[f"{circuit}_rank0"], paper.FIGURE[f"{circuit}_top10"]
-    if len(ranked) < len(vocab):
-        col.caption(
-            f"The vocabulary has {len(vocab):,} tokens: a seeded sample of {len(ranked):,} of them is ranked "
-            "(each among all tokens); the shares below are over the sample."
+        s = summary.ov if circuit == "ov" else summary.qk
+        # binned here (40 bins): the page sends 40 bars, not one value per vocabulary token
+        ranked = f[F.CIRCUIT_RANKS[circuit]].astype("float64")
+        ranked = ranked[ranked >= 0]  # a large vocabulary ranks a sample of its tokens (-1 elsewhere)
+        counts, edges = np.histogram(np.log10(ranked + 1), bins=40)
+        fig = go.Figure(go.Bar(x=(edges[:-1] + edges[1:]) / 2, y=counts, width=np.diff(edges), marker_line_width=0))
+        fig.update_layout(
+            title=f"{circuit.upper()}: log10(own rank + 1)"
+            + (f", {len(ranked):,} sampled tokens" if len(ranked) < len(vocab) else ""),
+            height=320,
+            xaxis_title="log10(rank + 1)",
+            yaxis_title="tokens",
+            margin=dict(l=10, r=10, t=50, b=10),
         )
-    col.markdown(
-        f"- rank 0: **{rank0.format(s.frac_rank0)}** (paper {rank0.text})"
-        f"\n- top 10: **{top10.format(s.frac_top10)}** (paper {top10.text})"
-        f"\n- median rank {'n/a' if s.median_rank is None else s.median_rank}, mean "
-        + ("n/a" if s.mean_rank is None else f"{s.mean_rank:.1f}")
-    )
-    dyn = summary.ov_dynamic
-    if circuit == "ov" and dyn.n_pairs:
-        top_fig, sem_fig = paper.FIGURE["ov_dynamic_top10"], paper.FIGURE["ov_dynamic_semantic"]
-        sem = dyn.frac_rank1_9_semantic
-        col.markdown(
-            f"- on the run's text, {dyn.n_pairs:,} (destination, source) pairs with attention > 10%: the source "
-            f"among the 10 most suppressed in **{top_fig.format(dyn.frac_top10)}** (paper {top_fig.text})"
-            + (
-                f"; at ranks 1-9 the most suppressed is a semantic neighbour in **{sem_fig.format(sem)}** "
-                f"(paper {sem_fig.text})"
-                if sem is not None
-                else ""
+        col.plotly_chart(fig, key=f"hist_{circuit}")
+        rank0, top10 = paper.FIGURE[f"{circuit}_rank0"], paper.FIGURE[f"{circuit}_top10"]
+        if len(ranked) < len(vocab):
+            col.caption(
+                f"The vocabulary has {len(vocab):,} tokens: a seeded sample of {len(ranked):,} of them is ranked "
+                "(each among all tokens); the shares below are over the sample."
             )
+        col.markdown(
+            f"- rank 0: **{rank0.format(s.frac_rank0)}** (paper {rank0.text})"
+            f"\n- top 10: **{top10.format(s.frac_top10)}** (paper {top10.text})"
+            f"\n- median rank {'n/a' if s.median_rank is None else s.median_rank}, mean "
+            + ("n/a" if s.mean_rank is None else f"{s.mean_rank:.1f}")
         )
-    worst = s.worst_token_ids[:10]
-    if worst:
-        col.caption("Worst tokens: " + ", ".join(literal(repr(vocab[i])) for i in worst))
-
-st.subheader("Download")
-ranks = pd.DataFrame(
-    {
-        "token_id": np.arange(len(vocab)),
-        "token": vocab,
-        **{
-            f"{c}_rank_of_itself": f[F.CIRCUIT_RANKS[c]].astype("int64")
-            for c in ("ov", "qk")
-            if F.CIRCUIT_RANKS[c] in f
+        dyn = summary.ov_dynamic
+        if circuit == "ov" and dyn.n_pairs:
+            top_fig, sem_fig = paper.FIGURE["ov_dynamic_top10"], paper.FIGURE["ov_dynamic_semantic"]
+            sem = dyn.frac_rank1_9_semantic
+            col.markdown(
+                f"- on the run's text, {dyn.n_pairs:,} (destination, source) pairs with attention > 10%: the source "
+                f"among the 10 most suppressed in **{top_fig.format(dyn.frac_top10)}** (paper {top_fig.text})"
+                + (
+                    f"; at ranks 1-9 the most suppressed is a semantic neighbour in **{sem_fig.format(sem)}** "
+                    f"(paper {sem_fig.text})"
+                    if sem is not None
+                    else ""
+                )
+            )
+        worst = s.worst_token_ids[:10]
+        if worst:
+            col.caption("Worst tokens: " + ", ".join(literal(repr(vocab[i])) for i in worst))
+    st.subheader("Download")
+    ranks = pd.DataFrame(
+        {
+            "token_id": np.arange(len(vocab)),
+            "token": vocab,
+            **{
+                f"{c}_rank_of_itself": f[F.CIRCUIT_RANKS[c]].astype("int64")
+                for c in ("ov", "qk")
+                if F.CIRCUIT_RANKS[c] in f
+            },
+        }
+    )
+    exports.buttons(
+        ranks,
+        exports.metadata(
+            arts,
+            head_name,
+            what="OV and QK circuits: each token's rank of itself (0 = most suppressed by OV / most attended by QK; "
+            "-1 = not ranked, in a vocabulary above 65,536 tokens of which a sample is ranked)",
+        ),
+        "circuit-ranks",
+        "circ_export",
+        data={
+            "summary": {
+                "ov": summary.ov.as_dict(),
+                "qk": summary.qk.as_dict(),
+                "ov_dynamic": summary.ov_dynamic.as_dict(),
+            },
+            "rows": json.loads(ranks.to_json(orient="records")),
         },
-    }
-)
-exports.buttons(
-    ranks,
-    exports.metadata(
-        arts,
-        head_name,
-        what="OV and QK circuits: each token's rank of itself (0 = most suppressed by OV / most attended by QK; "
-        "-1 = not ranked, in a vocabulary above 65,536 tokens of which a sample is ranked)",
-    ),
-    "circuit-ranks",
-    "circ_export",
-    data={
-        "summary": {"ov": summary.ov.as_dict(), "qk": summary.qk.as_dict(), "ov_dynamic": summary.ov_dynamic.as_dict()},
-        "rows": json.loads(ranks.to_json(orient="records")),
-    },
-)
-st.caption("Every token of the vocabulary with its OV and QK rank of itself, and the summaries above.")
+    )
+    st.caption("Every token of the vocabulary with its OV and QK rank of itself, and the summaries above.")
+
+
+main()

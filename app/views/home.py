@@ -88,58 +88,62 @@ def why_this_head(head_name: str, found: tuple) -> None:
         )
 
 
-arts, error = state.chosen()
-st.title("Copy Suppression Explorer")
-if arts is None:
-    st.markdown(GPT2_STORY)
-    st.markdown(diagram("10.7", 10), unsafe_allow_html=True)
-    state.empty_state(error)
-else:
-    head = state.head_picker(arts, key="home_head")
-    head_name = f"{head[0]}.{head[1]}"
-    framing(arts, head_name)
-    if arts.record.model.synthetic:
-        st.warning(
-            "The loaded artifacts come from a synthetic model: their numbers show the tool working, "
-            "not GPT-2's behaviour."
-        )
-    st.subheader(f"Is head {head_name} copy suppression?")
-    found = verdict_view.survey_for(arts)
-    why_this_head(head_name, found)
-    verdict_view.readout_note(arts, head_name)
-    verdict_view.show(arts, head_name, found)
-    st.subheader(f"The paper's numbers and these artifacts' (head {head_name})")
-    got = arts.paper_figures(head_name)
-    paper_model = arts.model_name in paper.PAPER_MODEL_NAMES
-    # rows that do not apply to another model (e.g. the path through GPT-2's 11.10) are left out there
-    table = [
-        {"quantity": f.label, "paper (GPT-2 small, 10.7)": f.text, "loaded artifacts": f.format(got.get(f.key))}
-        for f in paper.FIGURES
-        if paper_model or got.get(f.key) is not None
-    ]
-    st.dataframe(table, hide_index=True, height=35 * (len(table) + 1) + 3)  # every row in view, no inner scroll
-    used = arts.readout(head_name)[0]
-    if used != "logit_lens":
-        by = verdicts.cspa_by_readout(arts.summary(head_name), used)
-        logit = f" (with the paper's logit lens: {by['logit_lens']:.2%})" if "logit_lens" in by else ""
-        st.caption(
-            literal(
-                f"The CSPA rows use this set's read-out, the {schema.READOUT_LABELS[used]}{logit}; the paper's "
-                "figures use the logit lens."
+def main() -> None:
+    arts, error = state.chosen()
+    st.title("Copy Suppression Explorer")
+    if arts is None:
+        st.markdown(GPT2_STORY)
+        st.markdown(diagram("10.7", 10), unsafe_allow_html=True)
+        state.empty_state(error)
+    else:
+        head = state.head_picker(arts, key="home_head")
+        head_name = head.name
+        framing(arts, head_name)
+        if arts.record.model.synthetic:
+            st.warning(
+                "The loaded artifacts come from a synthetic model: their numbers show the tool working, "
+                "not GPT-2's behaviour."
             )
-        )
-    if not paper_model:
-        st.caption(
-            "The paper's figures are GPT-2 small's 10.7 on OpenWebText with the logit lens; this set is another "
-            "model, head and text, so the two columns are a comparison, not a reproduction."
-        )
-st.subheader("Pages")
-names = [name for name in state.pages.PAGES if name != "home"]
-for row in range(0, len(names), 4):
-    for col, name in zip(st.columns(4), names[row : row + 4]):
-        state.pages.link(name, container=col)
-st.caption(
-    "Prompt pairs: logit difference, attribution, activation patching and self-repair on IOI and other "
-    "tasks, the analysis that found the negative heads. Head survey: which heads copy-suppress or do "
-    "(anti-)induction, in every model surveyed."
-)
+        st.subheader(f"Is head {head_name} copy suppression?")
+        found = verdict_view.survey_for(arts)
+        why_this_head(head_name, found)
+        verdict_view.readout_note(arts, head_name)
+        verdict_view.show(arts, head_name, found)
+        st.subheader(f"The paper's numbers and these artifacts' (head {head_name})")
+        got = arts.paper_figures(head_name)
+        paper_model = arts.model_name in paper.PAPER_MODEL_NAMES
+        # rows that do not apply to another model (e.g. the path through GPT-2's 11.10) are left out there
+        table = [
+            {"quantity": f.label, "paper (GPT-2 small, 10.7)": f.text, "loaded artifacts": f.format(got.get(f.key))}
+            for f in paper.FIGURES
+            if paper_model or got.get(f.key) is not None
+        ]
+        st.dataframe(table, hide_index=True, height=35 * (len(table) + 1) + 3)  # every row in view, no inner scroll
+        used = arts.readout(head_name)[0]
+        if used != "logit_lens":
+            by = verdicts.cspa_by_readout(arts.summary(head_name), used)
+            logit = f" (with the paper's logit lens: {by['logit_lens']:.2%})" if "logit_lens" in by else ""
+            st.caption(
+                literal(
+                    f"The CSPA rows use this set's read-out, the {schema.READOUT_LABELS[used]}{logit}; the paper's "
+                    "figures use the logit lens."
+                )
+            )
+        if not paper_model:
+            st.caption(
+                "The paper's figures are GPT-2 small's 10.7 on OpenWebText with the logit lens; this set is another "
+                "model, head and text, so the two columns are a comparison, not a reproduction."
+            )
+    st.subheader("Pages")
+    names = [name for name in state.pages.PAGES if name != "home"]
+    for row in range(0, len(names), 4):
+        for col, name in zip(st.columns(4), names[row : row + 4]):
+            state.pages.link(name, container=col)
+    st.caption(
+        "Prompt pairs: logit difference, attribution, activation patching and self-repair on IOI and other "
+        "tasks, the analysis that found the negative heads. Head survey: which heads copy-suppress or do "
+        "(anti-)induction, in every model surveyed."
+    )
+
+
+main()

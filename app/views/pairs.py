@@ -16,7 +16,7 @@ from app.survey_data import run_command
 from precompute import paper
 from precompute.data.pair_sets import OWN_HELP, SET_NAMES, SETS, SHORT_SET, build_pairs
 from precompute.errors import ExplorerError
-from precompute.schema import head_key, parse_head, parse_heads
+from precompute.schema import every_head, head_key, parse_head, parse_heads
 from precompute.science.pairs_settings import DEFAULT_TOP_CELLS
 from precompute.science.progress import Stages
 
@@ -217,7 +217,7 @@ def head_section(res, model, arts, table: pd.DataFrame) -> list[str]:
         selection_mode="points",
     )
     L, H = res.head_dla.shape
-    heads = [f"{layer}.{h}" for layer in range(L) for h in range(H)]
+    heads = every_head(L, H)
 
     def dla(k: str) -> float:
         return float(res.head_dla[parse_head(k)])

@@ -19,10 +19,16 @@ analysis relies on those names (``blocks.L.attn.hook_z`` / ``hook_v`` / ``hook_p
   the attention output exactly. ``of(m).post_attn_norm`` says whether a model has one; ``heads.head_output``
   applies it; the analysis replaces a head's output after the norm (``hook_attn_out``), where it reaches the
   stream. Recorded as ``post_attention_norm`` in the provenance.
-* **Re-running blocks** for the "both"/"indirect" effects and patching (``of(m).rerun``): GPT-2-style blocks are
-  re-run by hand from the cached resid_mid, Llama-style decoder layers by calling the model's own layers
-  (``blocks``); every other architecture gets one full forward pass with the head's output replaced at
-  ``hook_attn_out`` (right for sequential and parallel residual blocks alike).
+* **Re-running blocks** for the "both"/"indirect" effects and patching (``of(m).rerun`` names the runner,
+  ``blocks.runner(m)`` is it): GPT-2-style blocks are re-run by hand from the cached resid_mid (``blocks.GPT2Blocks``,
+  GPT-2's block maths written once, also behind the effective embedding of ``science.circuits``), Llama-style
+  decoder layers by calling the model's own layers (``blocks.DecoderLayers``); every other architecture gets one
+  full forward pass with the head's output replaced at ``hook_attn_out`` (right for sequential and parallel
+  residual blocks alike).
+* **Rotary convention** (``of(m).rotate_half``): the model types whose rotation ``rotary.rotate`` applies
+  (``ROTATE_HALF``); recorded as ``rotary_convention``.
+* **The paper's model** (``of(m).paper_model``): GPT-2 small's architecture and shape, whatever its weights; the
+  analysis keeps the paper's choices there (the logit lens as "predicted", the name movers for self-repair).
 
 ``of(m)`` computes the record once per model (``load_model`` does it at load time and writes it into the
 provenance); nothing else reads a model's config to take these decisions.
@@ -82,6 +88,24 @@ def weight_processing(cfg) -> dict:
     }
 
 
+# Hugging Face model types whose rotary embedding rotates halves (``rotate_half``), the one convention
+# ``rotary.rotate`` applies; a rotary model of another type gets no distance-dependent QK circuit
+ROTATE_HALF = {
+    "llama",
+    "mistral",
+    "mixtral",
+    "qwen2",
+    "qwen3",
+    "gpt_neox",
+    "olmo",
+    "olmo2",
+    "gemma",
+    "gemma2",
+    "gemma3",
+    "gemma3_text",
+    "phi3",
+}
+
 # Hugging Face model types whose decoder layer is input norm -> attention -> residual -> post-attention norm ->
 # MLP -> residual, called as the model's forward calls it (``blocks``)
 HF_LAYER_MODELS = ("llama", "mistral", "qwen2")
@@ -96,6 +120,12 @@ def _gpt2_blocks(cfg) -> bool:
         and getattr(cfg, "positional_embedding_type", "standard") == "standard"
         and not getattr(cfg, "parallel_attn_mlp", False)
     )
+
+
+def _gpt2_small_shape(cfg) -> bool:
+    """GPT-2 small's architecture and shape (12 layers of 12 heads, d_model 768, GPT-2's 50,257 tokens)."""
+    shape = (getattr(cfg, "n_layers", 0), getattr(cfg, "n_heads", 0), getattr(cfg, "d_model", 0), cfg.d_vocab)
+    return _gpt2_blocks(cfg) and shape == (12, 12, 768, 50257)
 
 
 def hf_decoder(m):
@@ -127,6 +157,9 @@ class Architecture:
     rotary: bool
     post_attn_norm: bool = False  # a norm between the attention output and the residual stream (Gemma 2/3)
     qk_norm: bool = False  # queries and keys pass through a per-head norm before the rotation (Gemma 3, Qwen3)
+    model_type: str | None = None  # the Hugging Face config's model_type
+    rotate_half: bool = False  # a rotary model whose rotation ``rotary.rotate`` applies (``ROTATE_HALF``)
+    paper_model: bool = False  # GPT-2 small's architecture and shape (the paper's model, whatever its weights)
 
     def kv_head(self, h: int) -> int:
         """The key/value head that query head ``h`` reads (itself without grouped-query attention)."""
@@ -159,6 +192,8 @@ def of(m) -> Architecture:
     cfg = m.cfg
     name = str(getattr(cfg, "architecture", None) or type(m).__name__)
     rerun = RERUN_GPT2 if _gpt2_blocks(cfg) else RERUN_LAYERS if hf_decoder(m) is not None else None
+    rotary = str(getattr(cfg, "positional_embedding_type", "standard")) == "rotary"
+    model_type = getattr(getattr(getattr(m, "original_model", None), "config", None), "model_type", None)
     record = Architecture(
         name=name,
         family=FAMILIES.get(name, name),
@@ -167,9 +202,12 @@ def of(m) -> Architecture:
         n_heads=int(cfg.n_heads),
         n_kv_heads=int(getattr(cfg, "n_key_value_heads", None) or cfg.n_heads),
         rerun=rerun,
-        rotary=str(getattr(cfg, "positional_embedding_type", "standard")) == "rotary",
+        rotary=rotary,
         post_attn_norm=hooks.post_attn_scale(0) in getattr(m, "hook_dict", {}),
         qk_norm=hooks.block(0, "attn.q_norm.hook_out") in getattr(m, "hook_dict", {}),
+        model_type=model_type,
+        rotate_half=rotary and model_type in ROTATE_HALF,
+        paper_model=_gpt2_small_shape(cfg),
     )
     with contextlib.suppress(TypeError):  # an object that cannot be weakly referenced: computed again next time
         _RECORDS[m] = record
@@ -194,6 +232,8 @@ def describe(m) -> dict:
         "rerun": arch.rerun or "full forward passes",
         "post_attention_norm": "gain folded into W_O, scale frozen per position" if arch.post_attn_norm else "none",
         "qk_norm": arch.qk_norm,
+        "rotary_convention": ("rotate_half" if arch.rotate_half else "unsupported") if arch.rotary else "none",
+        "paper_model": arch.paper_model,
     }
 
 

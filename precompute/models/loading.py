@@ -55,10 +55,11 @@ class LoadedModel:
 
     @property
     def paper_model(self) -> bool:
-        """GPT-2 small (or its random-weight twin): the paper's model, whose analysis keeps the paper's choices."""
-        from .. import paper
+        """GPT-2 small's architecture and shape (its real weights, its random-weight twin, or GPT-2 small from a
+        folder): the paper's model, whose analysis keeps the paper's choices (``architecture.of(m).paper_model``)."""
+        from .architecture import of
 
-        return self.name in paper.PAPER_MODEL_NAMES
+        return of(self.model).paper_model
 
     @property
     def default_head(self) -> tuple[int, int]:

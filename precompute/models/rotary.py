@@ -19,33 +19,16 @@ from torch import Tensor
 from ..errors import InvalidInputError
 from . import architecture
 
-# Hugging Face model types whose rotary embedding rotates halves (rotate_half), the convention ``rotate`` applies
-ROTATE_HALF = {
-    "llama",
-    "mistral",
-    "mixtral",
-    "qwen2",
-    "qwen3",
-    "gpt_neox",
-    "olmo",
-    "olmo2",
-    "gemma",
-    "gemma2",
-    "gemma3",
-    "gemma3_text",
-    "phi3",
-}
-
 
 def _rotary_module(m):
     """The model's own rotary embedding module (``rotary_emb``) and its model type."""
     hf = getattr(m, "original_model", None)
-    config = getattr(hf, "config", None)
-    model_type = getattr(config, "model_type", None)
-    if model_type not in ROTATE_HALF:
+    arch = architecture.of(m)  # the convention is decided once per model, with the rest of its architecture
+    model_type = arch.model_type
+    if not arch.rotate_half:
         raise InvalidInputError(
             f"the rotary convention of model type {model_type!r} is not one this project applies (it knows "
-            f"{', '.join(sorted(ROTATE_HALF))})"
+            f"{', '.join(sorted(architecture.ROTATE_HALF))})"
         )
     for name, module in hf.named_modules():
         if name.endswith("rotary_emb"):

@@ -41,11 +41,10 @@ from torch import Tensor
 
 from .. import schema
 from ..errors import InvalidInputError
-from ..models import architecture, hooks, rotary
+from ..models import architecture, blocks, hooks, rotary
 from ..models.heads import check_head, head_weights
 from ..models.loading import unwrap
-from ..models.norm import eps_of, layer_norm
-from ..models.weights import layer_weight
+from ..models.norm import eps_of
 from ..summaries import RankSummary
 
 QK_DISTANCES = (1, 4, 16, 64)  # query-key distances at which a rotary model's QK circuit is ranked
@@ -82,18 +81,6 @@ DEFAULT_EMBEDDING = "W_E+mlp0"
 CIRCUITS = ("ov", "qk")
 
 
-def _act(name: str):
-    import torch.nn.functional as F
-
-    if name in ("gelu_new", "gelu_pytorch_tanh", "gelu_fast"):
-        return lambda x: F.gelu(x, approximate="tanh")
-    if name == "gelu":
-        return F.gelu
-    if name == "relu":
-        return F.relu
-    raise InvalidInputError(f"unsupported MLP activation {name!r} for the effective embedding")
-
-
 def effective_embedding(
     model, embedding: str = DEFAULT_EMBEDDING, chunk: int = 8192
 ) -> Float[Tensor, "d_vocab d_model"]:
@@ -104,22 +91,17 @@ def effective_embedding(
     W_E = m.W_E
     if embedding == "W_E":
         return W_E.clone()
-    if architecture.of(m).rerun != architecture.RERUN_GPT2:
+    if architecture.of(m).rerun != blocks.GPT2.name:  # the model's own block 0 where its maths is not GPT-2's
         return _block0_embedding(m, embedding, chunk=min(chunk, 1024))
     eps = eps_of(m)
-    act = _act(m.cfg.act_fn)
     with_attn = not embedding.endswith("_noattn")
     include_we = embedding.startswith("W_E+")
-    out = torch.empty_like(W_E)
+    out = torch.empty(W_E.shape, dtype=torch.float32, device=W_E.device)
     with torch.inference_mode():
         for start in range(0, W_E.shape[0], chunk):
-            e = W_E[start : start + chunk]
-            mid = e
-            if with_attn:  # every layer-0 head attends only to the token itself
-                v = torch.einsum("nd,hde->nhe", layer_norm(e, eps), layer_weight(m, "W_V", 0))
-                mid = e + torch.einsum("nhe,hed->nd", v, layer_weight(m, "W_O", 0))
-            pre = layer_norm(mid, eps) @ layer_weight(m, "W_in", 0) + layer_weight(m, "b_in", 0)
-            mlp = act(pre) @ layer_weight(m, "W_out", 0) + layer_weight(m, "b_out", 0)
+            e = W_E[start : start + chunk].float()
+            mid = e + blocks.GPT2.self_attention(m, 0, e, eps) if with_attn else e  # each head attends to itself
+            mlp = blocks.GPT2.mlp(m, 0, mid, eps)
             out[start : start + chunk] = mid + mlp if include_we else mlp
     return out
 

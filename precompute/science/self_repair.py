@@ -44,12 +44,9 @@ class SelfRepair:
 
 
 def default_heads(model) -> tuple[tuple[int, int], ...]:
-    """The heads to ablate by default: GPT-2 small's name movers (``paper.NAME_MOVERS``) on a model of its shape,
-    else none (the caller chooses)."""
-    m = unwrap(model)
-    if m.cfg.n_layers == 12 and m.cfg.n_heads == 12 and m.cfg.d_vocab == 50257:
-        return paper.NAME_MOVERS
-    return ()
+    """The heads to ablate by default: GPT-2 small's name movers (``paper.NAME_MOVERS``) on GPT-2 small's
+    architecture and shape (``architecture.of(m).paper_model``), else none (the caller chooses)."""
+    return paper.NAME_MOVERS if architecture.of(unwrap(model)).paper_model else ()
 
 
 def _run(m, tokens: Tensor, fwd: list) -> tuple[Tensor, dict[str, Tensor]]:
