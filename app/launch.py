@@ -27,68 +27,9 @@ if str(ROOT) not in sys.path:
 
 from app.discovery import DEFAULT_DIR, candidate_runs, write_status  # noqa: E402
 from app.server import server_command  # noqa: E402
-from precompute import paper  # noqa: E402 - needs ROOT on the path
+from precompute.jobs import demo  # noqa: E402 - needs ROOT on the path
 from precompute.models.memory import server_environment  # noqa: E402
 
-GPT2_DEMO = dict(
-    model="gpt2-small",
-    heads=paper.NEGATIVE_HEADS,
-    dataset=paper.DATASET,
-    n_seqs=200,
-    seq_len=128,
-    n_mean=50,
-    batch_size=8,
-    shard_size=50,
-    seed=6,
-)
-TOY_DEMO = dict(
-    model="toy",
-    heads=((1, 2),),
-    dataset="synthetic",
-    n_seqs=300,
-    seq_len=128,
-    n_mean=100,
-    batch_size=16,
-    shard_size=100,
-    seed=6,
-)
-TOY_SURVEY = dict(
-    model="toy", dataset="synthetic", n_seqs=32, seq_len=64, n_mean=16, n_repeat=50, n_ioi=20, circuit_rows=None
-)
-# the real trained model offline: its survey picks the head, then a set for that head on real English
-SMOLLM2_SURVEY = dict(
-    model="smollm2-135m",
-    dataset="python-docs",
-    n_seqs=8,
-    seq_len=128,
-    n_mean=8,
-    n_repeat=50,
-    n_ioi=50,
-    circuit_rows=512,
-    lens_seqs=48,  # the survey's tuned lens: fitted on 36 sequences, scored on 12
-    seed=6,
-)
-SMOLLM2_DEMO = dict(
-    model="smollm2-135m", dataset="python-docs", n_seqs=96, seq_len=128, n_mean=48, batch_size=8, shard_size=48, seed=6
-)
-# the real models' demos: the survey picks the head, then a set for that head on real English (Gemma 3: opt-in,
-# `make gemma-demo`, under the Gemma Terms of Use, which the survey and set folders carry)
-REAL_MODELS = {
-    "smollm2": {
-        "label": "SmolLM2-135M",
-        "key": "smollm2",
-        "first_load": "about half a minute",
-        "survey": SMOLLM2_SURVEY,
-        "demo": SMOLLM2_DEMO,
-    },
-    "gemma3": {
-        "label": "Gemma 3 270M",
-        "key": "gemma3",
-        "first_load": "about one to two minutes",
-        "survey": {**SMOLLM2_SURVEY, "model": "gemma3-270m"},
-        "demo": {**SMOLLM2_DEMO, "model": "gemma3-270m"},
-    },
-}
 HUB = ("huggingface.co", 443)
 
 
@@ -108,26 +49,24 @@ def _has_artifacts(configured: str | None) -> bool:
 
 
 def build_demo(out_dir: Path, prefer_real: bool = True, real_model: bool = True) -> Path:
-    """Build the demo set, reporting progress to the status file the app reads. Offline, the toy set comes first
-    (quick), then, with ``real_model``, SmolLM2's survey and a SmolLM2 set for the head it ranks first."""
+    """Build the demo sets (``precompute.jobs.demo``), reporting progress to the status file the app reads. Online,
+    GPT-2 small's set; offline, the toy set first (quick), then, with ``real_model``, SmolLM2's survey and a SmolLM2
+    set for the head it ranks first."""
     from precompute.errors import ExplorerError
-    from precompute.jobs.config import RunConfig
-    from precompute.jobs.pipeline import run
 
     def log(msg: str) -> None:
         print(msg, flush=True)
 
-    def built(path: Path, start: float, what: str = "") -> None:
-        log(f"Built {path}{what} in {time.time() - start:.0f} s.")
+    def built(path: Path, start: float) -> None:
+        log(f"Built {path} in {time.time() - start:.0f} s.")
         ready_line(path, log)
 
     if prefer_real and hub_reachable():
-        write_status(out_dir, state="building", what="GPT-2 small on 200 OpenWebText sequences x 128 tokens")
         try:
             start = time.time()
-            path = run(RunConfig(out=str(out_dir / "gpt2-demo"), device="auto", **GPT2_DEMO), log=log)
+            path = demo.gpt2_set(out_dir, log, status_writer(out_dir))
             built(path, start)
-            build_toy_survey(out_dir, log)
+            demo.toy_survey(out_dir, log, status_writer(out_dir))
             write_status(out_dir, state="done", path=str(path))
             return path
         except ExplorerError as err:
@@ -137,33 +76,39 @@ def build_demo(out_dir: Path, prefer_real: bool = True, real_model: bool = True)
     else:
         os.environ["HF_HUB_OFFLINE"] = "1"  # nothing below may wait on the network
         log("The Hugging Face Hub is not reachable (checked in about a second): building the offline demo.")
-    what = (
-        f"the SYNTHETIC toy model on its own synthetic text, {TOY_DEMO['n_seqs']} sequences x "
-        f"{TOY_DEMO['seq_len']} tokens"
-    )
-    write_status(out_dir, state="building", what=what)
-    log(f"Building {what}…")
     start = time.time()
+    status = status_writer(out_dir)
     try:
-        path = run(
-            RunConfig(out=str(out_dir / "toy-demo"), device="cpu", overwrite=True, **TOY_DEMO),
-            log=reporting(out_dir, log, what=what),
-        )
+        path = demo.toy_set(out_dir, reporting(out_dir, log, status), status)
     except Exception as err:
         write_status(out_dir, state="failed", error=f"{type(err).__name__}: {err}")
         raise
     built(path, start)
-    build_toy_survey(out_dir, log)
+    demo.toy_survey(out_dir, log, status)
     if real_model:
-        build_smollm2(out_dir, log)
+        build_real_model(out_dir, "smollm2", log)
     write_status(out_dir, state="done", path=str(path))
     return path
+
+
+def status_writer(out_dir: Path):
+    """``status(**fields)`` for the demo job: the build status the app reads, ``what`` it makes (and ``ready`` once a
+    first set exists); the latest line is added by :func:`reporting`."""
+    current: dict = {}
+
+    def status(**fields) -> None:
+        current.clear()
+        current.update(fields)
+        write_status(out_dir, state="building", **fields)
+
+    status.current = current  # type: ignore[attr-defined]
+    return status
 
 
 URL_VAR = "CSE_APP_URL"  # the app's address, which the launcher gives its demo builder for the "ready" lines
 
 
-def reporting(out_dir: Path, log, **status):
+def reporting(out_dir: Path, log, status):
     """``log`` that also puts its latest line in the build status (``step``, at most one write a second), so the
     app shows the build's progress (heads done, time left) and not only which set it makes."""
     last = [0.0]
@@ -172,7 +117,7 @@ def reporting(out_dir: Path, log, **status):
         log(msg)
         now = time.monotonic()
         if now - last[0] >= 1.0:
-            write_status(out_dir, state="building", **status, step=str(msg))
+            write_status(out_dir, state="building", **status.current, step=str(msg))
             last[0] = now
 
     return tell
@@ -191,83 +136,14 @@ def quiet_bars_off_terminal(environ) -> None:
         environ.setdefault("TQDM_DISABLE", "1")
 
 
-def build_toy_survey(out_dir: Path, log=print) -> Path | None:
-    """The toy model's head survey next to the demo set (a few seconds), so the Head survey page has a model to
-    show offline. A failure here is logged, never fatal: the demo set is what the other pages need."""
-    from precompute.errors import ExplorerError
-    from precompute.jobs.survey import SurveyConfig, run_survey
-
-    write_status(out_dir, state="building", what="the toy model's head survey")
-    try:
-        return run_survey(
-            SurveyConfig(out=str(out_dir / "survey-toy"), overwrite=True, device="cpu", **TOY_SURVEY), log=log
-        )
-    except ExplorerError as err:
-        log(f"The toy survey could not be built: {err}")
-        return None
-
-
-def build_smollm2(out_dir: Path, log=print) -> Path | None:
-    """SmolLM2-135M, a real trained model, on real English (CPython's reference manual): the survey of all its
-    heads, then a set for the head the survey ranks as the strongest copy suppressor. Logged, never fatal: the toy
-    set is already there."""
-    # the module's settings read at call time (a test may shrink them)
-    return build_real_model(out_dir, {**REAL_MODELS["smollm2"], "survey": SMOLLM2_SURVEY, "demo": SMOLLM2_DEMO}, log)
-
-
-def build_real_model(out_dir: Path, spec: dict, log=print) -> Path | None:
-    """A real model's survey of every head (``spec["survey"]``) into ``survey-<key>``, then a set for the head the
-    survey ranks as the strongest copy suppressor (``science.ranking.strongest_copy_suppressor``) with its
-    suggested partner measured together, into ``<key>-demo`` (``spec["demo"]``). Logged, never fatal."""
-    from precompute.errors import ExplorerError
-    from precompute.jobs.config import RunConfig
-    from precompute.jobs.pipeline import run
-    from precompute.jobs.survey import SurveyConfig, run_survey
-    from precompute.models.loading import load_model
-    from precompute.science.survey import strongest_copy_suppressor
-    from precompute.science.verdict import suggested_partner
-    from precompute.store.survey import read_survey
-
-    label, key, model = spec["label"], spec["key"], spec["survey"]["model"]
-    try:
-        write_status(out_dir, state="building", what=f"{label} (a real trained model): loading it", ready=True)
-        start = time.time()
-        log(f"Loading {label} (the first time: its GGUF file dequantised and processed, {spec['first_load']})…")
-        lm = load_model(model, device="cpu")
-        log(f"{label} loaded in {time.time() - start:.0f} s.")
-        what = f"{label}'s head survey on CPython's documentation (a few minutes)"
-        write_status(out_dir, state="building", ready=True, what=what)
-        survey = run_survey(
-            SurveyConfig(out=str(out_dir / f"survey-{key}"), overwrite=True, device="cpu", **spec["survey"]),
-            loaded=lm,
-            log=reporting(out_dir, log, ready=True, what=what),
-        )
-        df = read_survey(survey)[0]
-        head = strongest_copy_suppressor(df)
-        partner = suggested_partner(df, head)  # measured together with the head (copy suppression can be shared)
-        what = (
-            f"{label} head {head[0]}.{head[1]} (the survey's strongest copy suppressor) on "
-            f"{spec['demo']['n_seqs']} sequences of CPython's documentation"
-        )
-        write_status(out_dir, state="building", ready=True, what=what)
-        path = run(
-            RunConfig(
-                out=str(out_dir / f"{key}-demo"),
-                device="cpu",
-                overwrite=True,
-                heads=(head,),
-                groups=((head, partner),) if partner else (),
-                **spec["demo"],
-            ),
-            loaded=lm,
-            log=reporting(out_dir, log, ready=True, what=what),
-        )
-        log(f"Built {path} (head {head[0]}.{head[1]}) and its survey in {time.time() - start:.0f} s.")
+def build_real_model(out_dir: Path, key: str, log=print) -> Path | None:
+    """The real model ``key``'s survey and set (``precompute.jobs.demo.real_model_set``), its progress in the build
+    status; a ready line once the set is there. Logged, never fatal."""
+    status = status_writer(out_dir)
+    path = demo.real_model_set(out_dir, key, reporting(out_dir, log, status), status)
+    if path is not None:
         ready_line(path, log)
-        return path
-    except ExplorerError as err:
-        log(f"The {label} demo could not be built: {err}")
-        return None
+    return path
 
 
 def main(argv=None) -> int:
@@ -292,7 +168,7 @@ def main(argv=None) -> int:
     quiet_bars_off_terminal(os.environ)
     if args.gemma:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        return 0 if build_real_model(DEFAULT_DIR, REAL_MODELS["gemma3"]) is not None else 1
+        return 0 if build_real_model(DEFAULT_DIR, "gemma3") is not None else 1
     os.environ[URL_VAR] = f"http://{args.address}:{args.port}"
     base = DEFAULT_DIR
     builder = None

@@ -7,7 +7,7 @@
   logit lens), all six variants (as the precompute job stores them), and the naive way (full run_with_cache plus
   two hooked forward passes, CSPA materialised);
 * precompute throughput: the pipeline's shard loop (all six variants) over plain forward passes on the same batches;
-* the offline demo's survey of all 270 heads (``app.launch.SMOLLM2_SURVEY``), with ``--survey``.
+* the offline demo's survey of all 270 heads (``precompute.jobs.demo.SMOLLM2_SURVEY``), with ``--survey``.
 
     python -m benchmarks.bench_smollm2 [--reps 5] [--seqs 32] [--survey]
 """
@@ -108,7 +108,7 @@ def throughput(lm, head, n_seqs: int) -> dict:
 
 
 def survey(lm) -> dict:
-    from app.launch import SMOLLM2_SURVEY
+    from precompute.jobs.demo import SMOLLM2_SURVEY
     from precompute.jobs.survey import SurveyConfig, run_survey
 
     with tempfile.TemporaryDirectory() as tmp:

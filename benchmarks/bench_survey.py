@@ -1,4 +1,4 @@
-"""The head survey's cost at the offline demo's settings (``app.launch.SMOLLM2_SURVEY``: 8 x 128 tokens of
+"""The head survey's cost at the offline demo's settings (``precompute.jobs.demo.SMOLLM2_SURVEY``: 8 x 128 tokens of
 ``python-docs``, 512 circuit rows, a tuned lens on 48 sequences): the whole survey as plain forward passes of the
 same tokens per head (issue 38's target: <= 0.3), each stage's seconds, and the peak memory. The forward pass is
 timed in the same process, just before the survey.
@@ -18,8 +18,8 @@ from benchmarks.common import emit, interleaved, peak_rss_mb, reset_peak, rss_mb
 
 
 def main(argv=None):
-    from app.launch import SMOLLM2_SURVEY
     from precompute.data.selection import load_sequences
+    from precompute.jobs.demo import SMOLLM2_SURVEY
     from precompute.jobs.survey import SurveyConfig
     from precompute.models.loading import load_model
     from precompute.science.survey import survey_heads

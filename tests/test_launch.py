@@ -51,11 +51,10 @@ def test_page_shows_the_build_progress_then_a_dead_build(tmp_path, monkeypatch):
 
 def test_build_only_writes_a_demo_and_a_done_status(tmp_path, monkeypatch):
     from app import discovery, launch
+    from precompute.jobs import demo
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(
-        launch, "TOY_DEMO", {**launch.TOY_DEMO, "n_seqs": 8, "n_mean": 8, "shard_size": 8, "seq_len": 32}
-    )
+    monkeypatch.setattr(demo, "TOY_DEMO", {**demo.TOY_DEMO, "n_seqs": 8, "n_mean": 8, "shard_size": 8, "seq_len": 32})
     path = launch.build_demo(tmp_path, prefer_real=True, real_model=False)
     assert (Path(path) / "manifest.json").exists()
     assert discovery.read_status(tmp_path)["state"] == "done"
@@ -68,7 +67,9 @@ def test_reporting_log_puts_its_latest_line_in_the_status_at_most_once_a_second(
     clock = [100.0]
     monkeypatch.setattr(launch.time, "monotonic", lambda: clock[0])
     printed = []
-    tell = launch.reporting(tmp_path, printed.append, what="a survey", ready=True)
+    status = launch.status_writer(tmp_path)
+    status(what="a survey", ready=True)  # what the demo job says it makes
+    tell = launch.reporting(tmp_path, printed.append, status)
     tell("heads 9/270")
     tell("heads 18/270")  # the same second: printed, not written
     assert printed == ["heads 9/270", "heads 18/270"]
@@ -88,11 +89,10 @@ def test_launch_falls_back_to_the_toy_when_gpt2_cannot_load(tmp_path, monkeypatc
     import precompute.jobs.pipeline as pipeline
     from app import discovery, launch
     from precompute import ModelUnavailableError
+    from precompute.jobs import demo
 
     monkeypatch.setattr(launch, "hub_reachable", lambda timeout=1.0: True)
-    monkeypatch.setattr(
-        launch, "TOY_DEMO", {**launch.TOY_DEMO, "n_seqs": 8, "n_mean": 8, "shard_size": 8, "seq_len": 32}
-    )
+    monkeypatch.setattr(demo, "TOY_DEMO", {**demo.TOY_DEMO, "n_seqs": 8, "n_mean": 8, "shard_size": 8, "seq_len": 32})
     real = pipeline.load_model
 
     def load(name, device="cpu"):
@@ -203,3 +203,21 @@ def test_ready_lines_name_the_set_and_its_link_and_logs_get_no_carriage_return_b
             check=True,
         ).stderr
         assert (b"\r" in err) is bar, err
+
+
+def test_the_demo_job_builds_the_toy_set_from_the_command_line(tmp_path, monkeypatch, capsys):
+    """``python -m precompute demo toy``: the recipe the launcher uses, in-process (its arguments checked too)."""
+    import pytest
+
+    from precompute.jobs import demo
+    from precompute.jobs.cli import main
+
+    monkeypatch.setattr(demo, "TOY_DEMO", {**demo.TOY_DEMO, "n_seqs": 8, "n_mean": 8, "shard_size": 8, "seq_len": 32})
+    monkeypatch.setattr(demo, "TOY_SURVEY", {**demo.TOY_SURVEY, "n_seqs": 4, "seq_len": 24, "n_mean": 4})
+    assert main(["demo", "toy", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert f"Built {tmp_path / 'toy-demo'}" in out and "Building the SYNTHETIC toy model" in out
+    assert (tmp_path / "toy-demo" / "manifest.json").exists() and (tmp_path / "survey-toy").is_dir()
+    with pytest.raises(SystemExit):
+        main(["demo", "no-such-demo"])
+    assert "invalid choice: 'no-such-demo'" in capsys.readouterr().err

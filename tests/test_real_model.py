@@ -87,19 +87,20 @@ def test_next_token_log_probs_equal_transformers_own_gguf_load(loads):
 
 @pytest.fixture(scope="module")
 def smol_env(loads, tmp_path_factory):
-    """What the offline demo builds for SmolLM2 (``launch.build_smollm2``, at tiny sizes), beside a toy survey:
+    """What the offline demo builds for SmolLM2 (``launch.build_real_model``, at tiny sizes), beside a toy survey:
     a folder of runs and surveys, with SmolLM2's processed weights in the module's cache."""
     import precompute.models.loading as loading
     from app import launch
+    from precompute.jobs import demo
     from precompute.jobs.survey import SurveyConfig, run_survey
 
     base = tmp_path_factory.mktemp("smol-demo")
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(
-            launch,
+            demo,
             "SMOLLM2_SURVEY",
             {
-                **launch.SMOLLM2_SURVEY,
+                **demo.SMOLLM2_SURVEY,
                 "n_seqs": 2,
                 "seq_len": 24,
                 "n_mean": 2,
@@ -111,12 +112,12 @@ def smol_env(loads, tmp_path_factory):
             },
         )
         mp.setattr(
-            launch,
+            demo,
             "SMOLLM2_DEMO",
-            {**launch.SMOLLM2_DEMO, "n_seqs": 4, "seq_len": 40, "n_mean": 4, "batch_size": 2, "shard_size": 2},
+            {**demo.SMOLLM2_DEMO, "n_seqs": 4, "seq_len": 40, "n_mean": 4, "batch_size": 2, "shard_size": 2},
         )
         mp.setattr(loading, "load_model", lambda name, device="cpu": loads["model"])
-        path = launch.build_smollm2(base, log=lambda *_: None)
+        path = launch.build_real_model(base, "smollm2", log=lambda *_: None)
     assert path is not None
     run_survey(
         SurveyConfig(

@@ -22,7 +22,7 @@ def fresh(monkeypatch):
 
 
 def _arts(name):
-    return types.SimpleNamespace(manifest={"model": {"model_name": name}})
+    return types.SimpleNamespace(model_name=name)  # what the live layer reads of a set: its model
 
 
 def test_warm_starts_one_load_that_the_first_use_waits_for(fresh, monkeypatch):

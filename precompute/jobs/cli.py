@@ -97,6 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
         "loads the model",
     )
     sub.add_parser("schema", help="print the stored-field tables of artifacts/README.md")
+    from .demo import NAMES
+
+    d = sub.add_parser("demo", help="build the app's demo sets (the launcher runs this on a first start)")
+    d.add_argument("names", nargs="+", choices=NAMES, metavar="NAME", help=f"one or more of {', '.join(NAMES)}")
+    d.add_argument("--out", default="artifacts", help="the folder the sets go into (default: artifacts)")
     return p
 
 
@@ -176,6 +181,10 @@ def main(argv=None) -> int:
             print(push(args.dir, args.repo, args.revision, args.private))
         elif args.command == "report":
             _report(args)
+        elif args.command == "demo":
+            from .demo import main_demo
+
+            return main_demo(args)
         elif args.command == "schema":
             from ..schema import readme_table, survey_table
 
