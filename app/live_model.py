@@ -8,13 +8,18 @@ import os
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from concurrent.futures import Future
+from typing import TYPE_CHECKING
 
 import streamlit as st
 
 from precompute.errors import ExplorerError, InvalidInputError
 from precompute.model_queue import DEFAULT_MAX_WAITING
 from precompute.validate import whole_number
+
+if TYPE_CHECKING:  # the type only: precompute.live imports torch
+    from precompute.live import ModelBoundary
 
 MAX_WAITING_LIMIT = 1000
 
@@ -79,7 +84,7 @@ def _load_retrying(model_name: str):
 def warm(arts) -> None:
     """Start loading the model of ``arts`` now, in the background, so that the first analysis waits only for
     what is left of the load (``CSE_WARM_MODEL=0`` turns this off: models then load at first use)."""
-    if os.environ.get("CSE_WARM_MODEL", "1").strip().lower() in ("0", "false", "no"):
+    if _BACKEND is not None or os.environ.get("CSE_WARM_MODEL", "1").strip().lower() in ("0", "false", "no"):
         return
     # what pages import from transformers, imported here first: its lazy imports are not thread-safe
     from transformers import PreTrainedTokenizerFast  # noqa: F401
@@ -87,11 +92,26 @@ def warm(arts) -> None:
     _load_in_background(arts.model_name)
 
 
+_BACKEND: Callable[[str], ModelBoundary] | None = None  # tests: a fake model boundary instead of LiveModel
+
+
+def use_backend(factory: Callable[[str], ModelBoundary] | None) -> None:
+    """Tests: give the app ``factory(model_name)`` instead of loading models (None: the real ``LiveModel`` again);
+    the cached models and analyzers are dropped either way."""
+    global _BACKEND
+    _BACKEND = factory
+    _model.clear()
+    _analyzer.clear()
+
+
 @st.cache_resource(show_spinner="Loading the model (first use only)…", max_entries=MAX_MODELS)
-def _model(model_name: str):
+def _model(model_name: str) -> ModelBoundary:
     """The ``LiveModel`` of ``model_name``, shared by every artifact set of that model and every session (its load
     may already be under way: ``warm``)."""
     from precompute.live import LiveModel
+
+    if _BACKEND is not None:
+        return _BACKEND(model_name)
 
     fut = _load_in_background(model_name)
     try:

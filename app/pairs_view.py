@@ -5,11 +5,13 @@ other entity, such as ``&quot;``, literally)."""
 from __future__ import annotations
 
 import html
+from typing import TYPE_CHECKING
 
+import numpy as np
 import plotly.graph_objects as go
-import torch
 
-from precompute.science.pairs import PairAnalysis
+if TYPE_CHECKING:  # the type only: the analysis (and torch) is imported where it runs
+    from precompute.science.pairs import PairAnalysis
 
 GRID_TITLES = {
     "resid_pre": "residual stream (before each layer)",
@@ -68,10 +70,10 @@ RECOVERED = "share of the clean logit difference recovered (0 = corrupted, 1 = c
 
 
 def _heatmap(
-    z: torch.Tensor, x: list, y: list, title: str, hover: str, zmax: float | None = None, units: str = LD_UNITS
+    z: np.ndarray, x: list, y: list, title: str, hover: str, zmax: float | None = None, units: str = LD_UNITS
 ) -> go.Figure:
-    values = z.float()
-    bound = zmax if zmax is not None else float(values.nan_to_num().abs().max()) or 1.0
+    values = np.asarray(z, dtype=np.float64)
+    bound = zmax if zmax is not None else float(np.abs(np.nan_to_num(values)).max(initial=0.0)) or 1.0
     fig = go.Figure(
         go.Heatmap(
             z=values.tolist(),
@@ -94,7 +96,7 @@ def _heatmap(
     return fig
 
 
-def head_figure(values: torch.Tensor, title: str, clickable: bool = False, units: str = LD_UNITS) -> go.Figure:
+def head_figure(values: np.ndarray, title: str, clickable: bool = False, units: str = LD_UNITS) -> go.Figure:
     """Layer × head heatmap. ``clickable``: an invisible marker on every cell, since plotly (and so Streamlit's
     ``on_select``) reports no selection on heatmap traces; a click selects the cell's marker, named by its x, y."""
     L, H = values.shape
@@ -108,7 +110,7 @@ def head_figure(values: torch.Tensor, title: str, clickable: bool = False, units
             go.Scatter(
                 x=xs,
                 y=ys,
-                customdata=values.float().flatten().tolist(),
+                customdata=np.asarray(values, dtype=np.float64).flatten().tolist(),
                 mode="markers",
                 marker=dict(symbol="square", size=max(8, min(28, 600 // max(H, L))), opacity=0, color="black"),
                 selected=dict(marker=dict(opacity=0)),
@@ -121,7 +123,7 @@ def head_figure(values: torch.Tensor, title: str, clickable: bool = False, units
     return fig
 
 
-def grid_figure(res: PairAnalysis, values: torch.Tensor, grid: str, kind: str) -> go.Figure:
+def grid_figure(res: PairAnalysis, values: np.ndarray, grid: str, kind: str) -> go.Figure:
     if values.shape[1] == len(res.labels):
         fig = _heatmap(
             values,
@@ -142,10 +144,10 @@ def agreement_figure(res: PairAnalysis) -> tuple[go.Figure, dict[str, float]]:
     for grid, act in res.patch.items():
         if grid not in res.attr:
             continue
-        a, b = act.flatten().float(), res.attr[grid].flatten().float()
-        keep = ~a.isnan()  # the cells activation patching measured (all, or the top N attribution ranked)
+        a, b = np.asarray(act, dtype=np.float64).flatten(), np.asarray(res.attr[grid], dtype=np.float64).flatten()
+        keep = ~np.isnan(a)  # the cells activation patching measured (all, or the top N attribution ranked)
         a, b = a[keep], b[keep]
-        corr[grid] = float(torch.corrcoef(torch.stack([a, b]))[0, 1]) if len(a) > 1 else float("nan")
+        corr[grid] = float(np.corrcoef(np.stack([a, b]))[0, 1]) if len(a) > 1 else float("nan")
         fig.add_trace(
             go.Scatter(
                 x=a.tolist(),
@@ -155,8 +157,8 @@ def agreement_figure(res: PairAnalysis) -> tuple[go.Figure, dict[str, float]]:
                 hovertemplate="activation %{x:.3f}, attribution %{y:.3f}<extra></extra>",
             )
         )
-    lo = min([float(t.nan_to_num(nan=0.0).min()) for t in res.patch.values()] + [0.0])
-    hi = max([float(t.nan_to_num(nan=1.0).max()) for t in res.patch.values()] + [1.0])
+    lo = min([float(np.nan_to_num(t, nan=0.0).min()) for t in res.patch.values()] + [0.0])
+    hi = max([float(np.nan_to_num(t, nan=1.0).max()) for t in res.patch.values()] + [1.0])
     fig.add_trace(go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", line=dict(dash="dash", color="grey"), name="y = x"))
     fig.update_layout(
         xaxis_title="activation patching (share of the logit difference recovered)",
@@ -167,7 +169,7 @@ def agreement_figure(res: PairAnalysis) -> tuple[go.Figure, dict[str, float]]:
     return fig, corr
 
 
-def pattern_figure(pattern: torch.Tensor, labels: list[str], title: str) -> go.Figure:
+def pattern_figure(pattern: np.ndarray, labels: list[str], title: str) -> go.Figure:
     ticks = [f"{i}: {html.escape(t, quote=False)}" for i, t in enumerate(labels)]
     fig = go.Figure(
         go.Heatmap(

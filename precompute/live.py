@@ -13,9 +13,12 @@ Every forward pass takes a turn on the model's ``ModelQueue`` (first come, first
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections import OrderedDict
+from typing import Protocol
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -24,10 +27,59 @@ from .errors import InvalidInputError
 from .live_analyzer import LiveAnalyzer, LiveResult, OnWait, clean_prompt
 from .model_queue import DEFAULT_MAX_WAITING, queue_of
 from .models.loading import unwrap
+from .summaries import CSPASummary
 
 __all__ = ["LiveAnalyzer", "LiveModel", "LiveResult", "clean_prompt"]
 
 MAX_ANALYZERS = 4  # artifact sets whose analyzer a model keeps
+
+
+class ModelBoundary(Protocol):
+    """What the app asks of a model, in the manner of the LLM Transparency Tool's ``TransparentLlm``: arrays and
+    dataclasses out, never a tensor, a hook or a lock. ``LiveModel`` is the real one; the app's tests can give it
+    another (``app.live_model.use_backend``)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def tokenizer(self): ...
+
+    @property
+    def shape(self) -> tuple[int, int]: ...
+
+    def analyzer(self, arts, **kwargs) -> LiveAnalyzer: ...
+
+    def compare_prompts(self, clean, corrupted, answers, **options): ...
+
+    def self_repair(self, prompts, answers, heads, method: str = "mean", on_wait: OnWait = None): ...
+
+    def cspa_interventions(
+        self, arts, head, n_seqs: int = 8, on_wait: OnWait = None, progress=None
+    ) -> dict[str, CSPASummary]: ...
+
+    def joint_effect(self, arts, heads, n_seqs: int = 8, on_wait: OnWait = None, progress=None) -> dict: ...
+
+    def default_ablation_heads(self) -> tuple[tuple[int, int], ...]: ...
+
+    def attention(self, tokens, head, on_wait: OnWait = None) -> np.ndarray: ...
+
+
+def _from_app(x):
+    """Token arrays the app hands back (numpy) as tensors; strings and tensors as they are."""
+    return torch.from_numpy(x) if isinstance(x, np.ndarray) else x
+
+
+def as_numpy(obj):
+    """``obj`` with every tensor turned into a numpy array (a dataclass's fields, a dict's values, recursively):
+    what the app gets back from this boundary (its pages hold no torch)."""
+    if isinstance(obj, Tensor):
+        return obj.detach().cpu().numpy()
+    if isinstance(obj, dict):
+        return {k: as_numpy(v) for k, v in obj.items()}
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return dataclasses.replace(obj, **{f.name: as_numpy(getattr(obj, f.name)) for f in dataclasses.fields(obj)})
+    return obj
 
 
 class LiveModel:
@@ -83,30 +135,36 @@ class LiveModel:
         partial=None,
     ):
         """``science.pairs.compare_prompts`` on this model: logit difference, lens, attribution, patching (of the
-        ``top_n`` cells attribution ranks first, or every cell); ``partial`` is told the patching grids so far."""
+        ``top_n`` cells attribution ranks first, or every cell); ``partial`` is told the patching grids so far. Arrays
+        out (``as_numpy``)."""
         from .science.pairs import compare_prompts
 
+        told = None if partial is None else (lambda grids: partial(as_numpy(grids)))
         with self.queue.turn(on_wait):
-            return compare_prompts(
-                self.loaded,
-                clean,
-                corrupted,
-                answers,
-                patching=patching,
-                attribution=attribution,
-                progress=progress,
-                top_n=top_n,
-                partial=partial,
+            return as_numpy(
+                compare_prompts(
+                    self.loaded,
+                    _from_app(clean),
+                    _from_app(corrupted),
+                    _from_app(answers),
+                    patching=patching,
+                    attribution=attribution,
+                    progress=progress,
+                    top_n=top_n,
+                    partial=told,
+                )
             )
 
     def self_repair(self, prompts, answers, heads, method: str = "mean", on_wait: OnWait = None):
-        """``science.self_repair.self_repair`` on this model."""
+        """``science.self_repair.self_repair`` on this model (arrays out)."""
         from .science.self_repair import self_repair
 
         with self.queue.turn(on_wait):
-            return self_repair(self.loaded, prompts, answers, heads, method)
+            return as_numpy(self_repair(self.loaded, _from_app(prompts), _from_app(answers), heads, method))
 
-    def cspa_interventions(self, arts, head, n_seqs: int = 8, on_wait: OnWait = None, progress=None) -> dict:
+    def cspa_interventions(
+        self, arts, head, n_seqs: int = 8, on_wait: OnWait = None, progress=None
+    ) -> dict[str, CSPASummary]:
         """CSPA with each of the paper's three interventions on the first ``n_seqs`` sequences of ``arts``, with
         the artifacts' CSPA settings: {"qk,ov" | "qk" | "ov": summary_metrics} (``science.cspa_interventions``)."""
         from .science.cspa_interventions import compare_interventions
@@ -157,7 +215,7 @@ class LiveModel:
 
         return default_heads(self.loaded)
 
-    def attention(self, tokens, head, on_wait: OnWait = None) -> Tensor:
+    def attention(self, tokens, head, on_wait: OnWait = None) -> np.ndarray:
         """Head ``head``'s attention pattern [query, key] (float32) on one prompt's token ids."""
         from .models.heads import check_head
         from .science.analysis import attention_pattern
@@ -165,4 +223,4 @@ class LiveModel:
         layer, h = check_head(self.loaded.model, head)
         ids = torch.as_tensor(tokens).long().reshape(1, -1)
         with self.queue.turn(on_wait):
-            return attention_pattern(self.loaded, ids, layer, h)[0]
+            return attention_pattern(self.loaded, ids, layer, h)[0].numpy()

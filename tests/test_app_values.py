@@ -199,3 +199,49 @@ def test_low_precision_forward_within_its_bound(dtype, eps, tmp_path):
             assert err <= bound, (field, err, bound)
     assert bound < 0.1  # the bound itself is informative: well below the mean Δloss of the head (0.27)
     assert math.isfinite(float(b[F.kl("cspa")].sum()))
+
+
+class FakeBoundary:
+    """A model boundary (``precompute.live.ModelBoundary``) that loads nothing: fixed CSPA shares per intervention,
+    and a record of what the page asked."""
+
+    def __init__(self, model_name: str):
+        self.name, self.asked = model_name, []
+
+    def cspa_interventions(self, arts, head, n_seqs=8, on_wait=None, progress=None):
+        from precompute.summaries import CSPASummary
+
+        self.asked.append((tuple(head), n_seqs))
+        shares = {"qk,ov": 0.5, "qk": 0.25, "ov": 0.125}
+        return {
+            k: CSPASummary(n_tokens=42, explained_kl=v, explained_kl_interval=(v - 0.01, v + 0.01))
+            for k, v in shares.items()
+        }
+
+
+def test_the_app_runs_against_a_fake_model_boundary(app_env):
+    """The CSPA page's interventions table from a fake backend (``app.live_model.use_backend``): the page shows what
+    the boundary returned, and asked for the head and the number of sequences chosen."""
+    from app import live_model
+    from precompute import paper
+
+    made = []
+
+    def factory(name):
+        made.append(FakeBoundary(name))
+        return made[-1]
+
+    live_model.use_backend(factory)
+    try:
+        at = _run("views/cspa.py")
+        at.selectbox(key="cspa_n").set_value(2).run()
+        next(b for b in at.button if b.label == "Compute the three side by side").click().run()
+        assert not at.exception
+        table = at.dataframe[-1].value
+    finally:
+        live_model.use_backend(None)
+    assert [m.name for m in made] == ["toy"] and made[0].asked == [((1, 2), 2)]
+    assert table["intervention"].tolist() == list(paper.CSPA_INTERVENTION_LABELS.values())
+    assert table["effect explained (KL)"].tolist() == ["50.0%", "25.0%", "12.5%"]
+    assert table["90% interval over sequences"].tolist()[0] == "49.0% to 51.0%"
+    assert table["tokens"].tolist() == [42, 42, 42]

@@ -376,3 +376,30 @@ def test_top_n_patches_the_cells_attribution_ranks_first_and_equals_full_patchin
     assert compare_prompts(lm, clean, corrupted, answers, max_batch=8, top_n=10_000).patched_cells == res.total_cells
     with pytest.raises(InvalidInputError, match="top_n"):
         compare_prompts(lm, clean, corrupted, answers, top_n=-1)
+
+
+def test_the_live_boundary_hands_the_app_arrays_equal_to_the_analysis(toy_pair):
+    """``LiveModel`` returns numpy (the pages hold no torch) with the values of the analysis it wraps, and takes the
+    arrays it handed out back (self-repair and attention on the pairs' own token rows)."""
+    import numpy as np
+
+    from precompute.live import LiveModel
+    from precompute.science.analysis import attention_pattern
+
+    toy, clean, corrupted, answers, want = toy_pair
+    live = LiveModel(toy)
+    told = []
+    got = live.compare_prompts(clean, corrupted, answers, partial=told.append)
+    assert isinstance(got.head_dla, np.ndarray) and isinstance(got.inputs.clean, np.ndarray)
+    assert told and all(isinstance(v, np.ndarray) for grids in told for v in grids.values())
+    np.testing.assert_allclose(got.head_dla, want.head_dla.numpy(), atol=1e-5)
+    for g in want.patch:
+        np.testing.assert_allclose(got.patch[g], want.patch[g].numpy(), atol=1e-4, equal_nan=True)
+        np.testing.assert_allclose(got.attr[g], want.attr[g].numpy(), atol=1e-4, equal_nan=True)
+    rep = live.self_repair(got.inputs.clean, got.inputs.answers, [(1, 2)])
+    ref = self_repair(toy, clean, answers, [(1, 2)])
+    assert isinstance(rep.head_change, np.ndarray) and rep.ld_clean == pytest.approx(ref.ld_clean, abs=1e-6)
+    np.testing.assert_allclose(rep.head_share, ref.head_share.numpy(), atol=1e-6, equal_nan=True)
+    pattern = live.attention(got.inputs.clean[0], (1, 2))
+    assert isinstance(pattern, np.ndarray)
+    np.testing.assert_allclose(pattern, attention_pattern(toy, clean[:1], 1, 2)[0].numpy(), atol=1e-6)

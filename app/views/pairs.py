@@ -148,7 +148,7 @@ def partial_table(grids: dict) -> pd.DataFrame:
 
     rows = []
     for grid, values in grids.items():
-        for (layer, j), v in np.ndenumerate(values.numpy()):
+        for (layer, j), v in np.ndenumerate(values):
             if np.isfinite(v):
                 what = f"position {j}" if grid in ("resid_pre", "attn_out", "mlp_out") else f"head {layer}.{j}"
                 rows.append((V.GRID_TITLES[grid], layer, what, float(v)))
@@ -164,8 +164,8 @@ def prompts_table(res, tok) -> pd.DataFrame:
             "corrupted": [tok.decode(r[1:]) for r in inp.corrupted.tolist()],
             "right": [tok.decode([a]) for a in inp.answers[:, 0].tolist()],
             "wrong": [tok.decode([a]) for a in inp.answers[:, 1].tolist()],
-            "LD clean": res.logit_diff_clean.numpy(),
-            "LD corrupted": res.logit_diff_corrupted.numpy(),
+            "LD clean": res.logit_diff_clean,
+            "LD corrupted": res.logit_diff_corrupted,
         }
     )
     st.subheader("Prompts")
@@ -334,9 +334,9 @@ def self_repair_section(res, model, order: list[str], arts_heads: list[str]) -> 
         (f"{a}.{b}", float(rep.head_share[a, b]))
         for a in range(L)
         for b in range(H)
-        if not bool(rep.head_share[a, b].isnan())
+        if not np.isnan(rep.head_share[a, b])
     ]
-    shares += [(f"MLP {a}", float(rep.mlp_share[a])) for a in range(L) if not bool(rep.mlp_share[a].isnan())]
+    shares += [(f"MLP {a}", float(rep.mlp_share[a])) for a in range(L) if not np.isnan(rep.mlp_share[a])]
     top = pd.DataFrame(sorted(shares, key=lambda kv: -abs(kv[1]))[:15], columns=["component", "share"])
     st.dataframe(top, hide_index=True)
     share = dict(shares)
@@ -379,7 +379,7 @@ def main() -> None:
     if res is None:
         stopped = st.session_state.get("pairs_partial")
         if stopped:
-            done = sum(int(np.isfinite(v.numpy()).sum()) for v in stopped.values())
+            done = sum(int(np.isfinite(v).sum()) for v in stopped.values())
             st.warning(f"Stopped after {done} activation-patched cells; the largest so far:")
             st.dataframe(partial_table(stopped), hide_index=True)
         st.info("Choose a prompt set and press Analyse.")
