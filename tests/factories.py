@@ -75,3 +75,16 @@ def make_model_folder(kind: str, folder, seed: int = 0):
     hf.save_pretrained(folder)
     tok.save_pretrained(folder)
     return folder
+
+
+def run_cli(capsys, *args: str) -> tuple[int, str, str]:
+    """``python -m precompute ARGS`` in this process: (exit code, stdout, stderr). An argument error is argparse's
+    exit 2; a refused value the CLI's exit 2 with one "error: …" line; an unexpected exception fails the test."""
+    from precompute.jobs.cli import main
+
+    try:
+        code = main(list(args))
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 2
+    got = capsys.readouterr()
+    return code, got.out, got.err

@@ -20,6 +20,7 @@ from precompute.store.records import compact
 from precompute.store.verify import verify
 
 from .conftest import SMALL_RUN, write_text_dataset
+from .factories import run_cli
 
 TIER = "model"  # this file's test tier (tests/conftest.py); a test marked otherwise is in that tier
 
@@ -266,23 +267,23 @@ def test_two_processes_equal_one(tmp_path):
         (["--n-seqs", "5000"], "documents have more than"),
     ],
 )
-def test_cli_bad_arguments(tmp_path, args, message):
+def test_cli_bad_arguments(tmp_path, capsys, args, message):
     data = write_text_dataset(tmp_path, n_docs=20)
     base = _run_args(data, tmp_path / "out")
-    r = _cli(*base, *args)
-    assert r.returncode != 0
-    assert message in r.stderr and "Traceback" not in r.stderr
+    code, _, err = run_cli(capsys, *base, *args)
+    assert code != 0
+    assert message in err
 
 
-def test_cli_malformed_jsonl_and_unwritable_out(tmp_path):
+def test_cli_malformed_jsonl_and_unwritable_out(tmp_path, capsys):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "fine"}\n{oops\n')
-    r = _cli(*_run_args(bad, tmp_path / "out"))
-    assert r.returncode == 2 and "line 2 is not valid JSON" in r.stderr
+    code, _, err = run_cli(capsys, *_run_args(bad, tmp_path / "out"))
+    assert code == 2 and "line 2 is not valid JSON" in err
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    r = _cli(*_run_args(write_text_dataset(tmp_path, n_docs=20), blocker / "sub"))
-    assert r.returncode == 2 and "cannot write to the output folder" in r.stderr
+    code, _, err = run_cli(capsys, *_run_args(write_text_dataset(tmp_path, n_docs=20), blocker / "sub"))
+    assert code == 2 and "cannot write to the output folder" in err
 
 
 def test_cli_offline_hub_dataset_is_explained(tmp_path):
@@ -291,9 +292,9 @@ def test_cli_offline_hub_dataset_is_explained(tmp_path):
     assert "someone/some-dataset" in r.stderr and "--dataset PATH" in r.stderr and "Traceback" not in r.stderr
 
 
-def test_bare_cli_prints_help():
-    r = _cli()
-    assert r.returncode == 0 and "run" in r.stdout and "verify" in r.stdout and "export" in r.stdout
+def test_bare_cli_prints_help(capsys):
+    code, out, _ = run_cli(capsys)
+    assert code == 0 and "run" in out and "verify" in out and "export" in out and "demo" in out
 
 
 def test_bfloat16_forward_runs_and_stays_close(toy, tmp_path):
