@@ -15,6 +15,27 @@ os.environ.setdefault("CSE_WARM_MODEL", "0")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+# The tensors' shape annotations (jaxtyping) checked at run time (beartype) wherever the model tier runs the
+# analysis's inner steps: installed before any precompute module is imported (CSE_JAXTYPING=0 turns it off). The
+# public entry points are left out: they take any input and refuse a bad one with a message (docs/BAD_INPUT.md).
+CHECKED_SHAPES = [
+    "precompute.science.scoring",
+    "precompute.science.survey_effects",
+    "precompute.science.row_reductions",
+    "precompute.science.readout",
+    "precompute.science.tuned_lens",
+    "precompute.science.patching_fast",
+    "precompute.science.ov_dynamic",
+    "precompute.models.heads",
+    "precompute.models.rotary",
+    "precompute.models.norm",
+    "precompute.models.blocks",
+]
+if os.environ.get("CSE_JAXTYPING", "1") != "0":
+    from jaxtyping import install_import_hook  # noqa: E402
+
+    install_import_hook(CHECKED_SHAPES, "beartype.beartype")
+
 
 @pytest.fixture(scope="session")
 def toy():

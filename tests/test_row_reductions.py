@@ -88,3 +88,16 @@ def test_count_above_on_a_full_vocabulary_row():
     x = torch.arange(50257, dtype=torch.float32).flip(0)[None].repeat(2, 1)  # descending 50256 .. 0
     got = count_above(x, torch.tensor([50256.0, -1.0]))
     assert got.tolist() == [0, 50257]
+
+
+def test_shape_annotations_are_checked_at_run_time():
+    """tests/conftest.py installs jaxtyping's import hook on the analysis's inner modules: a tensor of the wrong
+    rank for its annotation fails where it is passed, not later as a wrong number."""
+    import os
+
+    import jaxtyping
+
+    if os.environ.get("CSE_JAXTYPING", "1") == "0":
+        pytest.skip("CSE_JAXTYPING=0: the run-time shape checks are off")
+    with pytest.raises(jaxtyping.TypeCheckError):
+        topk(torch.zeros(5), 2)  # a row, not [rows, d_vocab]
