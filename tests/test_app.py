@@ -532,10 +532,30 @@ def test_prompt_pairs_top_cells_and_stop(app_env):
     values = [float(v) for g in res.patch.values() for v in g.flatten()]
     assert sum(not math.isnan(v) for v in values) == 5
     # a Stop mid-way: the page reruns with no result and the grids patched so far
-    partial = {g: t.clone() for g, t in res.patch.items()}
+    partial = {g: t.copy() for g, t in res.patch.items()}  # arrays, as the model boundary hands them out
     at.session_state["pairs_partial"] = partial
     del at.session_state["pairs_result"]
     at.run()
     assert "Stopped after 5 activation-patched cells" in _text(at)
     table = at.dataframe[0].value
     assert len(table) == 5 and list(table["recovered"].abs()) == sorted(table["recovered"].abs(), reverse=True)
+
+
+@pytest.mark.fast
+def test_a_page_reaches_only_its_own_session_values(monkeypatch):
+    """``state.page_state``: a page's view of the session, keyed by its prefix; another page's key is refused."""
+    from app.state import session
+
+    store: dict = {"browse_seq": 3, "_browse_picked": (1, 2), "pairs_head": "1.2"}
+    monkeypatch.setattr(session.st, "session_state", store)
+    mine = session.page_state("browse")
+    assert mine["browse_seq"] == 3 and "_browse_picked" in mine and sorted(mine) == ["_browse_picked", "browse_seq"]
+    mine["browse_pos"] = 7
+    assert store["browse_pos"] == 7 and mine.setdefault("browse_pos", 0) == 7 and mine.pop("browse_pos") == 7
+    with pytest.raises(KeyError, match="not one of this page's keys"):
+        mine["pairs_head"]
+    with pytest.raises(KeyError, match="browse_"):
+        mine["browsers"] = 1  # the prefix is a whole word
+    with pytest.raises(KeyError):
+        mine.get("pairs_head")  # not a silent None either
+    assert mine.get("browse_nothing", 5) == 5 and mine.pop("browse_nothing", None) is None

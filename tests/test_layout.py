@@ -340,6 +340,7 @@ def test_pages_name_no_hook_lock_or_session_key_and_link_by_name():
             "model_lock",
             "_lock",
             "cse_arts",
+            "session_state",
             "st.query_params",
             "st.page_link",
             '"views/',

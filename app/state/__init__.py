@@ -1,5 +1,6 @@
 """The app's state layer: which artifacts are open (``artifacts``), how they are named (``labels``), the URL's
-parameters (``url``) and the page registry (``pages``). Pages read shared state only through these functions."""
+parameters (``url``), the page registry (``pages``) and each page's own session values (``session.page_state``).
+Pages read shared state only through these functions."""
 
 from app.state import pages, url
 from app.state.artifacts import (
@@ -22,6 +23,7 @@ from app.state.artifacts import (
     wait_for,
 )
 from app.state.labels import dataset_label, model_label, what_these_are
+from app.state.session import page_state
 from app.state.url import head_picker
 
 __all__ = [
@@ -38,6 +40,7 @@ __all__ = [
     "head_picker",
     "model_label",
     "open_source",
+    "page_state",
     "page_artifacts",
     "page_tokenizer",
     "set_name",

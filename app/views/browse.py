@@ -10,6 +10,8 @@ from precompute import schema as F
 from precompute.data.tokenization import token_strings
 from precompute.errors import ExplorerError
 
+SESSION = state.page_state("browse")  # this page's own session values (``app.state.session``)
+
 
 @st.cache_data(max_entries=16, show_spinner=False)
 def top_tokens(source: str, head_name: str, metric: str, n: int) -> pd.DataFrame:
@@ -48,7 +50,7 @@ def main() -> None:
     state.url.restore("pos", "browse_pos", state.url.whole(0, arts.seq_len - 1))
     opts = sequence_view.controls("browse", arts.manifest["hyperparameters"])
     # the panel's state is fixed for the session, so it never collapses under the user's first interaction
-    search_open = st.session_state.setdefault("_browse_search_open", not deep_link)
+    search_open = SESSION.setdefault("_browse_search_open", not deep_link)
     with st.expander("Search: where does the head matter most?", expanded=search_open):
         c1, c2 = st.columns([1, 2])
         metric_label = c1.selectbox("Rank tokens by", list(RANKINGS), key="browse_rank")
@@ -75,13 +77,13 @@ def main() -> None:
             picked = event.selection.rows if event is not None else []
             if picked:
                 row = table.head(200).iloc[picked[0]]
-                if st.session_state.get("_browse_picked") != (int(row["seq"]), int(row["pos"])):
-                    st.session_state["_browse_picked"] = (int(row["seq"]), int(row["pos"]))
-                    st.session_state["browse_seq"] = int(row["seq"])
-                    st.session_state["browse_pos"] = int(row["pos"])
-    if "browse_seq" not in st.session_state and not table.empty:
+                if SESSION.get("_browse_picked") != (int(row["seq"]), int(row["pos"])):
+                    SESSION["_browse_picked"] = (int(row["seq"]), int(row["pos"]))
+                    SESSION["browse_seq"] = int(row["seq"])
+                    SESSION["browse_pos"] = int(row["pos"])
+    if "browse_seq" not in SESSION and not table.empty:
         # a first visit without a deep link opens on the highest-ranked example of the search table
-        st.session_state["browse_seq"], st.session_state["browse_pos"] = (
+        SESSION["browse_seq"], SESSION["browse_pos"] = (
             int(table.iloc[0]["seq"]),
             int(table.iloc[0]["pos"]),
         )

@@ -14,14 +14,16 @@ from precompute import paper
 from precompute import schema as F
 from precompute.errors import ExplorerError
 
+SESSION = state.page_state("circ")  # this page's own session values (``app.state.session``)
+
 FOCUS = ["source", "destination"]
 
 
 def _open_token(choice_key: str) -> None:
     """A vocabulary-search result clicked: it becomes the token shown (before the token box is drawn again)."""
-    choice = st.session_state.get(choice_key)
+    choice = SESSION.get(choice_key)
     if choice is not None:
-        st.session_state["circ_token"] = choice
+        SESSION["circ_token"] = choice
 
 
 def main() -> None:
@@ -48,7 +50,7 @@ def main() -> None:
     k = c3.slider("Number of top tokens", 5, 30, 15, key="circ_k")
     with c1:
         token = token_box(tok, vocab, "circ_token")
-    with st.expander("Search the vocabulary", expanded=bool(st.session_state.get("circ_search"))):
+    with st.expander("Search the vocabulary", expanded=bool(SESSION.get("circ_search"))):
         needle = st.text_input("Tokens containing", key="circ_search", help="Case-insensitive; shows up to 50.")
         if needle:
             hits = [s for s in vocab if needle.lower() in s.lower()][:50]

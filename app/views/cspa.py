@@ -15,6 +15,8 @@ from precompute.data.tokenization import token_strings
 from precompute.errors import ExplorerError
 from precompute.summaries import CSPASummary
 
+SESSION = state.page_state("cspa")  # this page's own session values (``app.state.session``)
+
 
 def schema_label(readout: str) -> str:
     return F.READOUT_LABELS.get(readout, readout)
@@ -264,7 +266,7 @@ def main() -> None:
     i1, i2 = st.columns([1, 3])
     n_seqs = i1.selectbox("Sequences", seq_choices, key="cspa_n")
     cache_key = (arts.source, head_name, int(n_seqs))
-    results = st.session_state.setdefault("_cspa_interventions", {})
+    results = SESSION.setdefault("_cspa_interventions", {})
     if i2.button("Compute the three side by side", key="cspa_three"):
         compute_live(
             arts,
@@ -329,9 +331,9 @@ def main() -> None:
     partner = verdict_view.partner_of(found, head_name)
     g1, g2, g3 = st.columns([2, 1, 1])
     state.url.restore("with", "cspa_with", state.url.text(200))
-    if st.session_state.get("cspa_with") is not None and not isinstance(st.session_state["cspa_with"], list):
-        st.session_state["cspa_with"] = [h for h in str(st.session_state["cspa_with"]).split("+") if h in every][:3]
-    st.session_state.setdefault("cspa_with", [partner] if partner in every else [])
+    if SESSION.get("cspa_with") is not None and not isinstance(SESSION["cspa_with"], list):
+        SESSION["cspa_with"] = [h for h in str(SESSION["cspa_with"]).split("+") if h in every][:3]
+    SESSION.setdefault("cspa_with", [partner] if partner in every else [])
     together = g1.multiselect(
         f"Measure {head_name} together with",
         every,
@@ -346,7 +348,7 @@ def main() -> None:
     state.url.publish({"with": ("cspa_with", "+".join(together))}, {"with": "+".join([partner] if partner else [])})
     n_joint = g2.selectbox("Sequences", seq_choices, key="cspa_joint_n")
     joint_key = (arts.source, head_name, tuple(together), int(n_joint))
-    joint = st.session_state.setdefault("_cspa_joint", {})
+    joint = SESSION.setdefault("_cspa_joint", {})
     if g3.button("Compute together", key="cspa_joint_go", disabled=not together):
         compute_live(
             arts,

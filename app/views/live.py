@@ -10,6 +10,8 @@ from app.render.text import literal
 from precompute import schema
 from precompute.errors import ExplorerError
 
+SESSION = state.page_state("live")  # this page's own session values (``app.state.session``)
+
 EXAMPLES = {
     "GPT-2 style": [
         "When Mary and John went to the store, John gave a drink to",
@@ -41,13 +43,13 @@ def main() -> None:
     choice = st.selectbox("Example prompts", ["(type your own)"] + examples, key="live_example")
     # a link's ?prompt= is analysed at once and fills the box
     state.url.restore("prompt", "live_prompt", state.url.text(PROMPT_LINK_CHARS))
-    default = st.session_state.get("live_prompt") or "" if choice == "(type your own)" else choice
+    default = SESSION.get("live_prompt") or "" if choice == "(type your own)" else choice
     with st.form("live_form"):
         text = st.text_area("Prompt", value=default, height=120, key=f"live_text_{choice}")
         submitted = st.form_submit_button("Analyse", type="primary")
     if submitted:
-        st.session_state["live_prompt"] = text
-    prompt = st.session_state.get("live_prompt")
+        SESSION["live_prompt"] = text
+    prompt = SESSION.get("live_prompt")
     if not prompt:
         st.info("Type a prompt (or choose an example) and press **Analyse**.")
         st.stop()
@@ -59,9 +61,9 @@ def main() -> None:
     offered = list(analyzer.readouts_for(head))
     set_readout = analyzer.readout_of(head)
     state.url.restore("readout", "live_readout", state.url.choice(offered))
-    st.session_state.setdefault("live_readout", set_readout)
-    if st.session_state["live_readout"] not in offered:
-        st.session_state["live_readout"] = set_readout
+    SESSION.setdefault("live_readout", set_readout)
+    if SESSION["live_readout"] not in offered:
+        SESSION["live_readout"] = set_readout
     readout = st.selectbox(
         "What counts as 'predicted'",
         offered,

@@ -20,13 +20,15 @@ from precompute.schema import every_head, head_key, parse_head, parse_heads
 from precompute.science.pairs_settings import DEFAULT_TOP_CELLS
 from precompute.science.progress import Stages
 
+SESSION = state.page_state("pairs")  # this page's own session values (``app.state.session``)
+
 NEGATIVE = [head_key(h) for h in paper.NEGATIVE_HEADS]
 
 
 def unavailable_sets(model) -> dict[str, str]:
     """The prompt sets this model's tokenizer cannot build, with the reason (built once per model: a few
     tokenisations)."""
-    cache = st.session_state.setdefault("_pairs_unavailable", {})
+    cache = SESSION.setdefault("_pairs_unavailable", {})
     if model.name not in cache:
         reasons = {}
         for which in SETS[:-1]:
@@ -44,7 +46,7 @@ def analysis_form(model) -> None:
     c1, _ = st.columns([2, 1])
     unavailable = unavailable_sets(model)
     state.url.restore("prompts", "pairs_set", state.url.mapped(SET_NAMES))
-    st.session_state.setdefault("pairs_set", next(s for s in SETS if s not in unavailable))
+    SESSION.setdefault("pairs_set", next(s for s in SETS if s not in unavailable))
     which = c1.radio(
         "Prompt set",
         SETS,
@@ -106,7 +108,7 @@ def analysis_form(model) -> None:
     if not go_button:
         return
     for key in ("pairs_result", "pairs_repair", "pairs_partial"):
-        st.session_state.pop(key, None)
+        SESSION.pop(key, None)
     try:
         clean, corrupted, answers = build_pairs(which, model.tokenizer, n, own)
         bar = st.progress(0.0, text="Running the prompts…")
@@ -117,7 +119,7 @@ def analysis_form(model) -> None:
         shown = [0.0]
 
         def partial(grids) -> None:  # the cells patched so far, at most every 2 s
-            st.session_state["pairs_partial"] = grids
+            SESSION["pairs_partial"] = grids
             if time.monotonic() - shown[0] >= 2.0:
                 live.dataframe(partial_table(grids), hide_index=True)
                 shown[0] = time.monotonic()
@@ -136,8 +138,8 @@ def analysis_form(model) -> None:
         bar.empty()
         stop.empty()
         live.empty()
-        st.session_state.pop("pairs_partial", None)
-        st.session_state["pairs_result"] = res
+        SESSION.pop("pairs_partial", None)
+        SESSION["pairs_result"] = res
     except ExplorerError as err:
         st.error(f"Cannot analyse these pairs: {literal(err)}")
 
@@ -225,13 +227,13 @@ def head_section(res, model, arts, table: pd.DataFrame) -> list[str]:
     order = sorted(heads, key=dla)
     state.url.restore("head", "pairs_head", state.url.choice(heads))
     clicked = clicked_head(event, heads)
-    if clicked is not None and clicked != st.session_state.get("_pairs_clicked"):
+    if clicked is not None and clicked != SESSION.get("_pairs_clicked"):
         # a new click picks the head; the same selection on later reruns leaves the box to the user
-        st.session_state["_pairs_clicked"] = st.session_state["pairs_head"] = clicked
+        SESSION["_pairs_clicked"] = SESSION["pairs_head"] = clicked
     # the set's own head first (the one the other pages show), else the most negative head
     default = next((h for h in arts.manifest["heads"] if h in heads), order[0])
-    if st.session_state.get("pairs_head") not in heads:
-        st.session_state["pairs_head"] = default
+    if SESSION.get("pairs_head") not in heads:
+        SESSION["pairs_head"] = default
     head = st.selectbox(
         "Head to inspect (click one in the heatmap, or pick)",
         heads,
@@ -309,15 +311,15 @@ def self_repair_section(res, model, order: list[str], arts_heads: list[str]) -> 
         method = r2.radio("Ablation", METHODS, horizontal=True, key="repair_method")
         run_repair = st.form_submit_button("Measure self-repair")
     if run_repair:
-        st.session_state.pop("pairs_repair", None)
+        SESSION.pop("pairs_repair", None)
         try:
             with st.spinner("Measuring self-repair: one ablated run and every downstream component…", show_time=True):
-                st.session_state["pairs_repair"] = model.self_repair(
+                SESSION["pairs_repair"] = model.self_repair(
                     res.inputs.clean, res.inputs.answers, parse_heads(text), method, on_wait=live_model.queue_notice()
                 )
         except ExplorerError as err:
             st.error(f"Cannot measure self-repair: {literal(err)}")
-    rep = st.session_state.get("pairs_repair")
+    rep = SESSION.get("pairs_repair")
     if rep is None:
         return
     st.caption(
@@ -375,9 +377,9 @@ def main() -> None:
         st.error(f"The model cannot be loaded here: {literal(error)}")
         st.stop()
     analysis_form(model)
-    res = st.session_state.get("pairs_result")
+    res = SESSION.get("pairs_result")
     if res is None:
-        stopped = st.session_state.get("pairs_partial")
+        stopped = SESSION.get("pairs_partial")
         if stopped:
             done = sum(int(np.isfinite(v).sum()) for v in stopped.values())
             st.warning(f"Stopped after {done} activation-patched cells; the largest so far:")

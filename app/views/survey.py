@@ -28,6 +28,8 @@ from precompute.science import ranking
 from precompute.science import verdict as verdicts
 from precompute.store.run_record import ModelRecord
 
+SESSION = state.page_state("survey")  # this page's own session values (``app.state.session``)
+
 COLOURS = ["model", "depth (layer / n_layers)"]
 
 
@@ -70,7 +72,7 @@ def main() -> None:
     }
     for name, options in (("x", metrics), ("y", metrics), ("colour", COLOURS)):
         state.url.restore(name, f"survey_{name}", state.url.choice(options))
-        st.session_state.setdefault(f"survey_{name}", defaults[name])
+        SESSION.setdefault(f"survey_{name}", defaults[name])
     x = c1.selectbox("x axis", metrics, format_func=LABELS.get, key="survey_x")
     y = c2.selectbox("y axis", metrics, format_func=LABELS.get, key="survey_y")
     colour = c3.radio("Colour by", COLOURS, horizontal=True, key="survey_colour")
@@ -206,19 +208,18 @@ def main() -> None:
             row = part.iloc[int(point.get("point_index", point.get("point_number", 0)))]
         else:
             row = plotted.iloc[int(point.get("point_index", point.get("point_number", 0)))]
-        st.session_state["survey_pick_survey"], st.session_state["survey_pick_head"] = (
+        SESSION["survey_pick_survey"], SESSION["survey_pick_head"] = (
             str(row["survey"]),
             str(row["name"]),
         )
     picked = view[
-        (view["survey"] == st.session_state.get("survey_pick_survey"))
-        & (view["name"] == st.session_state.get("survey_pick_head"))
+        (view["survey"] == SESSION.get("survey_pick_survey")) & (view["name"] == SESSION.get("survey_pick_head"))
     ]
     if picked.empty:
-        if st.session_state.get("survey_pick_head") is not None:
+        if SESSION.get("survey_pick_head") is not None:
             st.warning(
-                f"No head {literal(st.session_state['survey_pick_head'])} in the survey "
-                f"{literal(st.session_state.get('survey_pick_survey', '?'))} with these filters."
+                f"No head {literal(SESSION['survey_pick_head'])} in the survey "
+                f"{literal(SESSION.get('survey_pick_survey', '?'))} with these filters."
             )
         st.caption("Click a head to open it, or to get the command that makes its artifacts.")
         st.stop()
