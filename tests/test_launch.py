@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
@@ -117,15 +118,14 @@ def later():
     print("builder", open(stat).read().split()[2] if os.path.exists(stat) else "reaped", flush=True)
     os.kill(os.getpid(), signal.SIGTERM)
 threading.Thread(target=later, daemon=True).start()
-start = time.monotonic()
 code = supervise(server, builder)
-print("code", code, "server stopped", server.poll() is not None, "after", round(time.monotonic() - start - 1.5, 2))
+print("code", code, "server stopped", server.poll() is not None, "by signal", -server.returncode)
 """
 
 
 def test_the_launcher_reaps_its_builder_and_passes_sigterm_on():
-    """A finished demo build is reaped (no <defunct> process for the app's life); SIGTERM stops the server and
-    returns 0 at once."""
+    """A finished demo build is reaped (no <defunct> process for the app's life); SIGTERM is passed on to the server
+    (which dies of that very signal, not of a kill after the grace period) and the launcher returns 0."""
     import re
     import subprocess
     import sys
@@ -134,13 +134,14 @@ def test_the_launcher_reaps_its_builder_and_passes_sigterm_on():
     out = subprocess.run([sys.executable, "-c", SUPERVISED], cwd=root, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "builder reaped" in out.stdout, out.stdout
-    code, stopped, after = re.search(r"code (\d+) server stopped (\w+) after ([\d.]+)", out.stdout).groups()
-    assert code == "0" and stopped == "True" and float(after) < 2.0
+    code, stopped, by = re.search(r"code (\d+) server stopped (\w+) by signal (\d+)", out.stdout).groups()
+    assert code == "0" and stopped == "True" and int(by) == signal.SIGTERM
 
 
-def test_sigterm_stops_the_launched_app_within_two_seconds(toy_artifacts):
-    """``python -m app.launch`` as ``docker stop`` meets it: SIGTERM to the launcher ends it and its Streamlit
-    server (the port is free again) well inside Docker's 10 s."""
+def test_sigterm_stops_the_launched_app_and_frees_its_port(toy_artifacts):
+    """``python -m app.launch`` as ``docker stop`` meets it: SIGTERM to the launcher ends it cleanly (exit 0) and its
+    Streamlit server with it (the port is free again). How long that takes is measured by ``make docker-check``
+    (docker stop, BENCHMARKS.md), not asserted here."""
     import signal
     import socket
     import subprocess
@@ -165,11 +166,8 @@ def test_sigterm_stops_the_launched_app_within_two_seconds(toy_artifacts):
                 time.sleep(0.3)
         else:
             raise AssertionError("the app did not start")
-        start = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
-        took = time.monotonic() - start
-        assert took < 2.0, took
         with socket.socket() as s:
             assert s.connect_ex(("127.0.0.1", port)) != 0  # nothing listens: the server is gone too
     finally:

@@ -62,29 +62,58 @@ def option(default, help: str, **meta):
     return field(default=default, metadata={"help": help, **meta})
 
 
+# the options a run and a survey share, written once (each config declares the field, its meaning is here)
+MODEL_HELP = (
+    "model: gpt2-small, gpt2-small-random, toy, smollm2-135m, a .gguf file, a Hugging Face id or a local folder"
+)
+DATASET_HELP = "Hub dataset, a local .txt/.jsonl file or folder, 'python-docs' (real English, offline) or 'synthetic'"
+
+
+def model_option():
+    return option("gpt2-small", MODEL_HELP)
+
+
+def dataset_option():
+    return option(paper.DATASET, DATASET_HELP)
+
+
+def split_option():
+    return option("train", "dataset split")
+
+
+def batch_size_option():
+    return option(8, "sequences per forward pass")
+
+
+def device_option():
+    return option("auto", "auto, cpu or cuda", record=False)
+
+
+def out_option(default: str):
+    return option(default, "output folder", record=False)
+
+
+def overwrite_option(what: str):
+    return option(False, f"replace a {what} already in --out (its files are removed first)", record=False)
+
+
 @dataclass
 class RunConfig:
     """Settings of one precompute run (every field is recorded in the manifest)."""
 
-    model: str = option(
-        "gpt2-small",
-        "model: gpt2-small, gpt2-small-random, toy, smollm2-135m, a .gguf file, a Hugging Face id or a local folder",
-    )
+    model: str = model_option()
     heads: tuple[tuple[int, int], ...] | None = option(
         None,
         "heads, e.g. 10.7,11.10 (default: the model's head)",
         parse=parse_heads,
         show=lambda v: ",".join(schema.head_key(h) for h in v),
     )
-    dataset: str = option(
-        paper.DATASET,
-        "Hub dataset, a local .txt/.jsonl file or folder, 'python-docs' (real English, offline) or 'synthetic'",
-    )
-    split: str = option("train", "dataset split")
+    dataset: str = dataset_option()
+    split: str = split_option()
     seed: int = option(6, "document shuffle seed (paper: 6)")
     n_seqs: int = option(500, "sequences to analyse")
     seq_len: int = option(1000, "tokens per sequence, BOS included")
-    batch_size: int = option(8, "sequences per forward pass")
+    batch_size: int = batch_size_option()
     shard_size: int = option(64, "sequences per shard file")
     n_mean: int = option(
         None,
@@ -137,11 +166,11 @@ class RunConfig:
     ln_modes: tuple[str, ...] = option(
         LN_MODES, "final LayerNorm modes: frozen,unfrozen", parse=parse_names(LN_MODES), show=",".join
     )
-    device: str = option("auto", "auto, cpu or cuda", record=False)
+    device: str = device_option()
     dtype: str = option("float32", "forward precision", choices=("float32", "bfloat16", "float16"))
-    out: str = option("artifacts/run", "output folder", record=False)
+    out: str = out_option("artifacts/run")
     resume: bool = option(False, "keep shards already complete and valid, redo the rest", record=False)
-    overwrite: bool = option(False, "replace a run already in --out (its files are removed first)", record=False)
+    overwrite: bool = overwrite_option("run")
 
     def __post_init__(self) -> None:
         chosen = tuple(

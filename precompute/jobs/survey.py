@@ -10,10 +10,18 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import paper
 from ..errors import InvalidInputError
 from ..validate import whole_number
-from .config import option
+from .config import (
+    batch_size_option,
+    dataset_option,
+    device_option,
+    model_option,
+    option,
+    out_option,
+    overwrite_option,
+    split_option,
+)
 
 LIMITS = {
     "n_seqs": 1_000_000,
@@ -42,19 +50,13 @@ def _rows(text: str) -> int | None:
 class SurveyConfig:
     """Settings of one survey (every field but out/device/overwrite is recorded with it)."""
 
-    model: str = option(
-        "gpt2-small",
-        "model: gpt2-small, gpt2-small-random, toy, smollm2-135m, a .gguf file, a Hugging Face id or a local folder",
-    )
-    dataset: str = option(
-        paper.DATASET,
-        "Hub dataset, a local .txt/.jsonl file or folder, 'python-docs' (real English, offline) or 'synthetic'",
-    )
-    split: str = option("train", "dataset split")
+    model: str = model_option()
+    dataset: str = dataset_option()
+    split: str = split_option()
     seed: int = option(6, "document shuffle seed; also seeds the random tokens and the IOI names")
     n_seqs: int = option(64, "sequences for the ablation and CSPA columns")
     seq_len: int = option(256, "tokens per sequence, BOS included")
-    batch_size: int = option(8, "sequences per forward pass")
+    batch_size: int = batch_size_option()
     n_mean: int = option(32, "the first n_mean sequences give each head's mean output μ")
     lens_seqs: int = option(
         48, "sequences the survey's tuned lens is fitted on, the last quarter held out (at least --n-seqs are used)"
@@ -64,9 +66,9 @@ class SurveyConfig:
     n_repeat: int = option(100, "repeated random sequences for induction and anti-induction (original: 100)")
     repeat_len: int = option(30, "length of each random half (original: 30)")
     n_ioi: int = option(100, "IOI prompts (original: 100)")
-    device: str = option("auto", "auto, cpu or cuda")
-    out: str = option("artifacts/survey", "output folder")
-    overwrite: bool = option(False, "replace a survey already in --out")
+    device: str = device_option()
+    out: str = out_option("artifacts/survey")
+    overwrite: bool = overwrite_option("survey")
 
     def settings(self):
         """The ``SurveySettings`` of this run: every field the two share, copied by name."""

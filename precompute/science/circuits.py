@@ -96,13 +96,13 @@ def effective_embedding(
     eps = eps_of(m)
     with_attn = not embedding.endswith("_noattn")
     include_we = embedding.startswith("W_E+")
-    out = torch.empty(W_E.shape, dtype=torch.float32, device=W_E.device)
+    out = torch.empty_like(W_E)  # the model's dtype; computed in float32 (``blocks.GPT2Blocks``)
     with torch.inference_mode():
         for start in range(0, W_E.shape[0], chunk):
             e = W_E[start : start + chunk].float()
             mid = e + blocks.GPT2.self_attention(m, 0, e, eps) if with_attn else e  # each head attends to itself
             mlp = blocks.GPT2.mlp(m, 0, mid, eps)
-            out[start : start + chunk] = mid + mlp if include_we else mlp
+            out[start : start + chunk] = (mid + mlp if include_we else mlp).to(out.dtype)
     return out
 
 
