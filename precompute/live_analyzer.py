@@ -28,6 +28,7 @@ from .schema import EFFECTS, LN_MODES, STORED_TOPK_VARIANTS
 from .science.analysis import analyze
 from .science.cspa import CSPAConfig
 from .science.tuned_lens import stored_lens
+from .store.reader import Artifacts
 from .store.records import as_arrays, compact
 
 MAX_CHARS = 100_000
@@ -96,7 +97,7 @@ class LiveAnalyzer:
         self._cache: OrderedDict[tuple, LiveResult] = OrderedDict()
 
     @classmethod
-    def for_artifacts(cls, loaded, arts, **kwargs) -> LiveAnalyzer:
+    def for_artifacts(cls, loaded, arts: Artifacts, **kwargs) -> LiveAnalyzer:
         """An analyzer with the artifacts' mean results and the hyperparameters they were made with."""
         settings = arts.record.settings  # legacy defaults applied (``store.run_record``)
         cspa = CSPAConfig(
@@ -117,7 +118,7 @@ class LiveAnalyzer:
                 f"the artifacts were made with {model_name!r} but the live model is "
                 f"{loaded.name!r}; live results would not be comparable"
             )
-        means = {h: torch.from_numpy(arts.mean_result(h)) for h in arts.heads}
+        means: dict[tuple[int, int], Tensor] = {h: torch.from_numpy(arts.mean_result(h)) for h in arts.heads}
         n_mean = max(1, min(settings.n_mean or arts.n_sequences, arts.n_sequences))
         d_model = loaded.model.cfg.d_model
         for h, mu in means.items():
@@ -321,7 +322,7 @@ class LiveAnalyzer:
         return as_arrays({name: t[0] for name, t in compact(res, self.k_attn).items()})
 
 
-def _set_tokens(arts, n: int) -> Tensor:
+def _set_tokens(arts: Artifacts, n: int) -> Tensor:
     """The set's first ``n`` sequences as one [n, seq] tensor (the text its mean ablation averages over)."""
     return torch.stack([torch.as_tensor(arts.tokens(i)).long() for i in range(n)])
 
