@@ -14,7 +14,7 @@ from app import live_model, state
 from app.render.text import literal
 from app.survey_data import run_command
 from precompute import paper
-from precompute.data.pair_sets import OWN_HELP, SET_NAMES, SETS, SHORT_SET, build_pairs
+from precompute.data.pair_sets import BUILT, GENERATED, OWN, OWN_HELP, SET_NAMES, SETS, SHORT_SET, build_pairs
 from precompute.errors import ExplorerError
 from precompute.schema import every_head, head_key, parse_head, parse_heads
 from precompute.science.pairs_settings import DEFAULT_TOP_CELLS
@@ -31,7 +31,7 @@ def unavailable_sets(model) -> dict[str, str]:
     cache = SESSION.setdefault("_pairs_unavailable", {})
     if model.name not in cache:
         reasons = {}
-        for which in SETS[:-1]:
+        for which in BUILT:
             try:
                 build_pairs(which, model.tokenizer, 8, "")
             except ExplorerError as err:
@@ -59,7 +59,7 @@ def analysis_form(model) -> None:
         st.warning(f"{literal(which)} cannot be analysed here: {literal(unavailable[which])}.")
     n, own = 8, ""
     with st.form("pairs_form"):
-        if which in SETS[:2]:
+        if which in GENERATED:
             n = st.slider(
                 "Pairs",
                 2,
@@ -71,7 +71,7 @@ def analysis_form(model) -> None:
                 "already appeared (what copy suppression acts on); the corrupted prompt replaces that "
                 "occurrence",
             )
-        elif which == SETS[-1]:
+        elif which == OWN:
             own = st.text_area(
                 "Pairs",
                 key="pairs_text",

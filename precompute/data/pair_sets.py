@@ -6,11 +6,10 @@ from __future__ import annotations
 from ..errors import InvalidInputError
 from .prompts import PRESETS, ioi_pairs, preset_pairs, repeat_pairs
 
-SETS = (
-    ["IOI (generated)", "repeated tokens (synthetic text)"]
-    + [f"preset: {name}" for name in PRESETS]
-    + ["your own pairs"]
-)
+IOI, REPEAT, OWN = "IOI (generated)", "repeated tokens (synthetic text)", "your own pairs"
+GENERATED = (IOI, REPEAT)  # sets built for any tokenizer, of a chosen size
+SETS = (IOI, REPEAT, *(f"preset: {name}" for name in PRESETS), OWN)
+BUILT = tuple(s for s in SETS if s != OWN)  # the sets that need no text from the user
 OWN_HELP = (
     "One pair per line: clean prompt | corrupted prompt | right answer | wrong answer. Answers get a "
     "leading space (start one with _ for none). Every prompt must have the same number of tokens."
@@ -44,11 +43,11 @@ def own_pairs(text: str):
 def build_pairs(which: str, tokenizer, n: int, own: str):
     """(clean prompts, corrupted prompts, answers) of the set labelled ``which``: ``n`` pairs where the set is
     generated, ``own`` the box's text for "your own pairs"."""
-    if which == SETS[0]:
+    if which == IOI:
         clean, corrupted, answers, _ = ioi_pairs(tokenizer, n)
         return clean, corrupted, answers
-    if which == SETS[1]:
+    if which == REPEAT:
         return repeat_pairs(tokenizer, n)
-    if which == SETS[-1]:
+    if which == OWN:
         return own_pairs(own)
     return preset_pairs(which.split(": ", 1)[1], tokenizer)
