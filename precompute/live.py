@@ -29,8 +29,8 @@ from .model_queue import DEFAULT_MAX_WAITING, queue_of
 from .models.loading import unwrap
 from .summaries import CSPASummary
 
-if TYPE_CHECKING:  # the type only: the reader needs no import here
-    from .store.reader import Artifacts
+if TYPE_CHECKING:  # the type only
+    from .store.artifact_set import ArtifactSet
 
 __all__ = ["LiveAnalyzer", "LiveModel", "LiveResult", "clean_prompt"]
 
@@ -51,17 +51,19 @@ class ModelBoundary(Protocol):
     @property
     def shape(self) -> tuple[int, int]: ...
 
-    def analyzer(self, arts: Artifacts, **kwargs) -> LiveAnalyzer: ...
+    def analyzer(self, arts: ArtifactSet, **kwargs) -> LiveAnalyzer: ...
 
     def compare_prompts(self, clean, corrupted, answers, **options): ...
 
     def self_repair(self, prompts, answers, heads, method: str = "mean", on_wait: OnWait = None): ...
 
     def cspa_interventions(
-        self, arts: Artifacts, head, n_seqs: int = 8, on_wait: OnWait = None, progress=None
+        self, arts: ArtifactSet, head, n_seqs: int = 8, on_wait: OnWait = None, progress=None
     ) -> dict[str, CSPASummary]: ...
 
-    def joint_effect(self, arts: Artifacts, heads, n_seqs: int = 8, on_wait: OnWait = None, progress=None) -> dict: ...
+    def joint_effect(
+        self, arts: ArtifactSet, heads, n_seqs: int = 8, on_wait: OnWait = None, progress=None
+    ) -> dict: ...
 
     def default_ablation_heads(self) -> tuple[tuple[int, int], ...]: ...
 
@@ -109,7 +111,7 @@ class LiveModel:
         cfg = self.loaded.model.cfg
         return int(cfg.n_layers), int(cfg.n_heads)
 
-    def analyzer(self, arts: Artifacts, **kwargs) -> LiveAnalyzer:
+    def analyzer(self, arts: ArtifactSet, **kwargs) -> LiveAnalyzer:
         """Live analysis of typed text for the artifact set ``arts`` (its mean results and hyperparameters), on
         this model and in its queue: one analyzer per set and settings (the last ``MAX_ANALYZERS`` kept)."""
         key = (str(getattr(arts, "source", id(arts))), tuple(sorted(kwargs.items())))
@@ -166,7 +168,7 @@ class LiveModel:
             return as_numpy(self_repair(self.loaded, _from_app(prompts), _from_app(answers), heads, method))
 
     def cspa_interventions(
-        self, arts: Artifacts, head, n_seqs: int = 8, on_wait: OnWait = None, progress=None
+        self, arts: ArtifactSet, head, n_seqs: int = 8, on_wait: OnWait = None, progress=None
     ) -> dict[str, CSPASummary]:
         """CSPA with each of the paper's three interventions on the first ``n_seqs`` sequences of ``arts``, with
         the artifacts' CSPA settings: {"qk,ov" | "qk" | "ov": summary_metrics} (``science.cspa_interventions``)."""
@@ -191,7 +193,7 @@ class LiveModel:
                 lens=an.lens,
             )
 
-    def joint_effect(self, arts: Artifacts, heads, n_seqs: int = 8, on_wait: OnWait = None, progress=None) -> dict:
+    def joint_effect(self, arts: ArtifactSet, heads, n_seqs: int = 8, on_wait: OnWait = None, progress=None) -> dict:
         """``science.joint.joint_effect`` of the set ``heads`` on the first ``n_seqs`` sequences of ``arts``, with
         its CSPA settings and tuned lens; a head the artifacts did not store gets its mean output over the set's
         first ``n_mean`` sequences and the set's read-out rule (``science.readout.resolve``)."""

@@ -28,7 +28,7 @@ from .schema import EFFECTS, LN_MODES, STORED_TOPK_VARIANTS
 from .science.analysis import analyze
 from .science.cspa import CSPAConfig
 from .science.tuned_lens import stored_lens
-from .store.reader import Artifacts
+from .store.artifact_set import ArtifactSet
 from .store.records import as_arrays, compact
 
 MAX_CHARS = 100_000
@@ -97,7 +97,7 @@ class LiveAnalyzer:
         self._cache: OrderedDict[tuple, LiveResult] = OrderedDict()
 
     @classmethod
-    def for_artifacts(cls, loaded, arts: Artifacts, **kwargs) -> LiveAnalyzer:
+    def for_artifacts(cls, loaded, arts: ArtifactSet, **kwargs) -> LiveAnalyzer:
         """An analyzer with the artifacts' mean results and the hyperparameters they were made with."""
         settings = arts.record.settings  # legacy defaults applied (``store.run_record``)
         cspa = CSPAConfig(
@@ -322,7 +322,7 @@ class LiveAnalyzer:
         return as_arrays({name: t[0] for name, t in compact(res, self.k_attn).items()})
 
 
-def _set_tokens(arts: Artifacts, n: int) -> Tensor:
+def _set_tokens(arts: ArtifactSet, n: int) -> Tensor:
     """The set's first ``n`` sequences as one [n, seq] tensor (the text its mean ablation averages over)."""
     return torch.stack([torch.as_tensor(arts.tokens(i)).long() for i in range(n)])
 
