@@ -13,10 +13,10 @@ from pathlib import Path
 HOME = Path(__file__).resolve().parent / "Home.py"
 
 
-def server_command(port: int, address: str = "127.0.0.1", app_args: Sequence[str] = ()) -> list[str]:
+def server_command(port: int, address: str = "127.0.0.1", app_args: Sequence[str] = (), home: Path = HOME) -> list[str]:
     """``streamlit run app/Home.py`` headless on ``address:port`` without usage statistics; ``app_args`` go to
-    the app itself (after ``--``)."""
-    cmd = [sys.executable, "-m", "streamlit", "run", str(HOME), "--server.port", str(port)]
+    the app itself (after ``--``); ``home``: another checkout's ``app/Home.py`` (``deploy.page_texts``)."""
+    cmd = [sys.executable, "-m", "streamlit", "run", str(home), "--server.port", str(port)]
     cmd += ["--server.address", address, "--server.headless", "true", "--browser.gatherUsageStats", "false"]
     return cmd + (["--", *app_args] if app_args else [])
 
