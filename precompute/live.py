@@ -120,7 +120,7 @@ class LiveModel:
             if hit is not None:
                 self._analyzers.move_to_end(key)
                 return hit
-        made = LiveAnalyzer.for_artifacts(self.loaded, arts, queue=self.queue, **kwargs)
+        made = LiveAnalyzer.for_artifacts(self.loaded, arts, **kwargs)
         with self._analyzers_lock:
             made = self._analyzers.setdefault(key, made)
             while len(self._analyzers) > MAX_ANALYZERS:

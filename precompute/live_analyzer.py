@@ -21,7 +21,7 @@ from torch import Tensor
 from . import schema
 from .data.tokenization import encode
 from .errors import InvalidInputError
-from .model_queue import ModelQueue, queue_of
+from .model_queue import queue_of
 from .models.loading import unwrap
 from .models.memory import release
 from .schema import EFFECTS, LN_MODES, STORED_TOPK_VARIANTS
@@ -72,7 +72,6 @@ class LiveAnalyzer:
         neighbours: Tensor | None = None,
         effects: tuple[str, ...] = EFFECTS,
         ln_modes: tuple[str, ...] = LN_MODES,
-        queue: ModelQueue | None = None,
         readouts: dict[tuple[int, int], str] | None = None,
         lens=None,
         readout_rule: str = "logit_lens",
@@ -91,8 +90,9 @@ class LiveAnalyzer:
         self.cspa = cspa if cspa is not None else CSPAConfig()
         self.k, self.k_attn = k, k_attn
         self.max_cached = max_cached
-        # one analysis at a time (hooks are model state): the model's one queue, shared with its LiveModel
-        self.queue = queue if queue is not None else queue_of(unwrap(loaded))
+        # one analysis at a time (hooks are model state): the model's one queue (``model_queue.queue_of``), the
+        # same its LiveModel holds; no other can be given
+        self.queue = queue_of(unwrap(loaded))
         self._cache_lock = threading.Lock()
         self._cache: OrderedDict[tuple, LiveResult] = OrderedDict()
 
