@@ -64,9 +64,9 @@ def build_demo(out_dir: Path, prefer_real: bool = True, real_model: bool = True)
     if prefer_real and hub_reachable():
         try:
             start = time.time()
-            path = demo.gpt2_set(out_dir, log, status_writer(out_dir))
+            path = demo.gpt2_set(out_dir, log, BuildStatus(out_dir))
             built(path, start)
-            demo.toy_survey(out_dir, log, status_writer(out_dir))
+            demo.toy_survey(out_dir, log, BuildStatus(out_dir))
             write_status(out_dir, state="done", path=str(path))
             return path
         except ExplorerError as err:
@@ -77,7 +77,7 @@ def build_demo(out_dir: Path, prefer_real: bool = True, real_model: bool = True)
         os.environ["HF_HUB_OFFLINE"] = "1"  # nothing below may wait on the network
         log("The Hugging Face Hub is not reachable (checked in about a second): building the offline demo.")
     start = time.time()
-    status = status_writer(out_dir)
+    status = BuildStatus(out_dir)
     try:
         path = demo.toy_set(out_dir, reporting(out_dir, log, status), status)
     except Exception as err:
@@ -91,24 +91,22 @@ def build_demo(out_dir: Path, prefer_real: bool = True, real_model: bool = True)
     return path
 
 
-def status_writer(out_dir: Path):
-    """``status(**fields)`` for the demo job: the build status the app reads, ``what`` it makes (and ``ready`` once a
-    first set exists); the latest line is added by :func:`reporting`."""
-    current: dict = {}
-
-    def status(**fields) -> None:
-        current.clear()
-        current.update(fields)
-        write_status(out_dir, state="building", **fields)
-
-    status.current = current  # type: ignore[attr-defined]
-    return status
-
-
 URL_VAR = "CSE_APP_URL"  # the app's address, which the launcher gives its demo builder for the "ready" lines
 
 
-def reporting(out_dir: Path, log, status):
+class BuildStatus:
+    """``status(**fields)`` for the demo job: the build status the app reads, ``what`` it makes (and ``ready`` once
+    a first set exists); :func:`reporting` adds the latest line to ``current``."""
+
+    def __init__(self, out_dir: Path):
+        self.out_dir, self.current = out_dir, {}
+
+    def __call__(self, **fields) -> None:
+        self.current = dict(fields)
+        write_status(self.out_dir, state="building", **fields)
+
+
+def reporting(out_dir: Path, log, status: BuildStatus):
     """``log`` that also puts its latest line in the build status (``step``, at most one write a second), so the
     app shows the build's progress (heads done, time left) and not only which set it makes."""
     last = [0.0]
@@ -139,7 +137,7 @@ def quiet_bars_off_terminal(environ) -> None:
 def build_real_model(out_dir: Path, key: str, log=print) -> Path | None:
     """The real model ``key``'s survey and set (``precompute.jobs.demo.real_model_set``), its progress in the build
     status; a ready line once the set is there. Logged, never fatal."""
-    status = status_writer(out_dir)
+    status = BuildStatus(out_dir)
     path = demo.real_model_set(out_dir, key, reporting(out_dir, log, status), status)
     if path is not None:
         ready_line(path, log)

@@ -13,20 +13,19 @@ Every forward pass takes a turn on the model's ``ModelQueue`` (first come, first
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import torch
-from torch import Tensor
 
 from . import schema
 from .errors import InvalidInputError
 from .live_analyzer import LiveAnalyzer, LiveResult, OnWait, clean_prompt
 from .model_queue import DEFAULT_MAX_WAITING, queue_of
 from .models.loading import unwrap
+from .store.records import as_arrays
 from .summaries import CSPASummary
 
 if TYPE_CHECKING:  # the type only
@@ -73,18 +72,6 @@ class ModelBoundary(Protocol):
 def _from_app(x):
     """Token arrays the app hands back (numpy) as tensors; strings and tensors as they are."""
     return torch.from_numpy(x) if isinstance(x, np.ndarray) else x
-
-
-def as_numpy(obj):
-    """``obj`` with every tensor turned into a numpy array (a dataclass's fields, a dict's values, recursively):
-    what the app gets back from this boundary (its pages hold no torch)."""
-    if isinstance(obj, Tensor):
-        return obj.detach().cpu().numpy()
-    if isinstance(obj, dict):
-        return {k: as_numpy(v) for k, v in obj.items()}
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return dataclasses.replace(obj, **{f.name: as_numpy(getattr(obj, f.name)) for f in dataclasses.fields(obj)})
-    return obj
 
 
 class LiveModel:
@@ -141,12 +128,12 @@ class LiveModel:
     ):
         """``science.pairs.compare_prompts`` on this model: logit difference, lens, attribution, patching (of the
         ``top_n`` cells attribution ranks first, or every cell); ``partial`` is told the patching grids so far. Arrays
-        out (``as_numpy``)."""
+        out (``store.records.as_arrays``)."""
         from .science.pairs import compare_prompts
 
-        told = None if partial is None else (lambda grids: partial(as_numpy(grids)))
+        told = None if partial is None else (lambda grids: partial(as_arrays(grids)))
         with self.queue.turn(on_wait):
-            return as_numpy(
+            return as_arrays(
                 compare_prompts(
                     self.loaded,
                     _from_app(clean),
@@ -165,7 +152,7 @@ class LiveModel:
         from .science.self_repair import self_repair
 
         with self.queue.turn(on_wait):
-            return as_numpy(self_repair(self.loaded, _from_app(prompts), _from_app(answers), heads, method))
+            return as_arrays(self_repair(self.loaded, _from_app(prompts), _from_app(answers), heads, method))
 
     def cspa_interventions(
         self, arts: ArtifactSet, head, n_seqs: int = 8, on_wait: OnWait = None, progress=None

@@ -68,7 +68,7 @@ def test_reporting_log_puts_its_latest_line_in_the_status_at_most_once_a_second(
     clock = [100.0]
     monkeypatch.setattr(launch.time, "monotonic", lambda: clock[0])
     printed = []
-    status = launch.status_writer(tmp_path)
+    status = launch.BuildStatus(tmp_path)
     status(what="a survey", ready=True)  # what the demo job says it makes
     tell = launch.reporting(tmp_path, printed.append, status)
     tell("heads 9/270")

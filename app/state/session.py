@@ -17,7 +17,7 @@ class PageState(MutableMapping[str, Any]):
         self.prefix = prefix
 
     def _own(self, key: str) -> str:
-        if not (key.startswith(self.prefix + "_") or key.startswith("_" + self.prefix + "_")):
+        if not _starts(key, self.prefix):
             raise KeyError(f"{key!r} is not one of this page's keys ({self.prefix}_… or _{self.prefix}_…)")
         return key
 

@@ -66,8 +66,18 @@ SMOLLM2_DEMO: dict[str, Any] = dict(
     model="smollm2-135m", dataset="python-docs", n_seqs=96, seq_len=128, n_mean=48, batch_size=8, shard_size=48, seed=6
 )
 REAL_MODELS: dict[str, dict[str, Any]] = {
-    "smollm2": {"label": "SmolLM2-135M", "key": "smollm2", "first_load": "about half a minute"},
-    "gemma3": {"label": "Gemma 3 270M", "key": "gemma3", "first_load": "about one to two minutes"},
+    "smollm2": {
+        "label": "SmolLM2-135M",
+        "key": "smollm2",
+        "model": "smollm2-135m",
+        "first_load": "about half a minute",
+    },
+    "gemma3": {
+        "label": "Gemma 3 270M",
+        "key": "gemma3",
+        "model": "gemma3-270m",
+        "first_load": "about one to two minutes",
+    },
 }
 NAMES = ("gpt2", "toy", *REAL_MODELS)
 
@@ -77,7 +87,7 @@ def real_model_recipe(key: str) -> dict:
     shrink the module's settings)."""
     if key not in REAL_MODELS:
         raise ExplorerError(f"no real-model demo {key!r}; choose one of {', '.join(REAL_MODELS)}")
-    model = "smollm2-135m" if key == "smollm2" else "gemma3-270m"
+    model = REAL_MODELS[key]["model"]
     return {
         **REAL_MODELS[key],
         "survey": {**SMOLLM2_SURVEY, "model": model},

@@ -9,6 +9,8 @@ Numpy helpers for reading a record (dense attention, JSON) are in ``record_array
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch import Tensor
 
@@ -37,6 +39,13 @@ def compact(result, k_attn: int = DEFAULT_K_ATTN) -> dict[str, Tensor]:
     return {name: x.contiguous().cpu() for name, x in out.items()}
 
 
-def as_arrays(record: dict[str, Tensor]) -> dict:
-    """The record as numpy arrays (the form the artifact reader returns and the app shows)."""
-    return {name: x.detach().cpu().numpy() for name, x in record.items()}
+def as_arrays(obj):
+    """``obj`` with every tensor turned into a numpy array: a record's fields (the form the artifact reader returns
+    and the app shows), a dict's values or a dataclass's fields, recursively (what the model boundary hands out)."""
+    if isinstance(obj, Tensor):
+        return obj.detach().cpu().numpy()
+    if isinstance(obj, dict):
+        return {k: as_arrays(v) for k, v in obj.items()}
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return dataclasses.replace(obj, **{f.name: as_arrays(getattr(obj, f.name)) for f in dataclasses.fields(obj)})
+    return obj
