@@ -88,3 +88,62 @@ def run_cli(capsys, *args: str) -> tuple[int, str, str]:
         code = exc.code if isinstance(exc.code, int) else 2
     got = capsys.readouterr()
     return code, got.out, got.err
+
+
+def tiny_llama_config(**overrides):
+    """A tiny Llama config (grouped-query attention) for GGUF files written here."""
+    from transformers import LlamaConfig
+
+    spec = dict(
+        vocab_size=320,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=96,
+        max_position_embeddings=64,
+        architectures=["LlamaForCausalLM"],
+    )
+    return LlamaConfig(**{**spec, **overrides})
+
+
+def make_llama_gguf(path, config, seed: int = 0):
+    """A random Llama of ``config`` written as llama.cpp writes one (the ``gguf`` package): its matrices quantised
+    to Q8_0, norms in float32, q and k permuted as llama.cpp's converter permutes them. Returns (path, the model)."""
+    import gguf
+    import numpy as np
+    from transformers import LlamaForCausalLM
+    from transformers.modeling_gguf_pytorch_utils import TensorProcessor, get_gguf_hf_weights_map
+
+    torch.manual_seed(seed)
+    hf = LlamaForCausalLM(config).eval()
+    names = {v: k for k, v in get_gguf_hf_weights_map(hf, TensorProcessor()).items()}
+
+    def permute(w, n_head):  # llama.cpp's convert_hf_to_gguf.py
+        return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_block_count(config.num_hidden_layers)
+    writer.add_context_length(config.max_position_embeddings)
+    writer.add_embedding_length(config.hidden_size)
+    writer.add_feed_forward_length(config.intermediate_size)
+    writer.add_head_count(config.num_attention_heads)
+    writer.add_head_count_kv(config.num_key_value_heads)
+    writer.add_layer_norm_rms_eps(config.rms_norm_eps)
+    writer.add_vocab_size(config.vocab_size)
+    for hf_name, t in hf.state_dict().items():
+        a = t.numpy().astype(np.float32)
+        if ".q_proj." in hf_name:
+            a = permute(a, config.num_attention_heads)
+        if ".k_proj." in hf_name:
+            a = permute(a, config.num_key_value_heads)
+        if a.ndim == 2:
+            q = gguf.quants.quantize(a, gguf.GGMLQuantizationType.Q8_0)
+            writer.add_tensor(names[hf_name], q, raw_shape=q.shape, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+        else:
+            writer.add_tensor(names[hf_name], a)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path, hf

@@ -382,3 +382,78 @@ def test_architecture_record_per_family(tmp_path):
     )
     assert architecture._gpt2_small_shape(small)
     assert not architecture._gpt2_small_shape(SimpleNamespace(**{**vars(small), "d_vocab": 50258}))
+
+
+@pytest.mark.parametrize("kind", ["gemma3", "llama", "llama-tied", "gpt2"])
+def test_vocabulary_processed_apart_equals_transformer_lens_processing_bit_for_bit(kind, tmp_path, monkeypatch):
+    """``bridge.vocabulary_apart`` (RMSNorm models: the embedding and unembedding kept out of TransformerLens's
+    copies) against TransformerLens processing the whole model: every processed tensor and the logits equal; the
+    weight cache's captured state too. GPT-2 (LayerNorm, centred) does not qualify and is processed whole."""
+    from transformer_lens import TransformerBridge
+    from transformers import AutoModelForCausalLM
+
+    from precompute.models import bridge as bridge_module
+    from precompute.models import weight_cache
+
+    folder = make_model_folder(kind.removesuffix("-tied"), tmp_path)
+    if kind == "llama-tied":
+        hf = AutoModelForCausalLM.from_pretrained(folder)
+        hf.config.tie_word_embeddings = True
+        hf.tie_weights()
+        hf.save_pretrained(folder)
+
+    from transformer_lens.weight_processing import ProcessWeights
+
+    original, seen = ProcessWeights.process_weights, []
+
+    def spy(state_dict, cfg, **kw):  # the embedding's rows TransformerLens processes
+        seen.append(state_dict["embed.weight"].shape[0])
+        return original(state_dict, cfg, **kw)
+
+    def processed(apart: bool):
+        b = TransformerBridge.boot_transformers(str(folder), device="cpu")
+        if not apart:
+            monkeypatch.setattr(architecture, "vocabulary_apart", lambda cfg: False)
+        monkeypatch.setattr(ProcessWeights, "process_weights", staticmethod(spy))
+        with weight_cache.capture() as state:
+            bridge_module.process(b)
+        monkeypatch.undo()
+        return b, state
+
+    whole, whole_state = processed(apart=False)
+    apart, apart_state = processed(apart=True)
+    d_vocab = apart.cfg.d_vocab
+    assert architecture.vocabulary_apart(apart.cfg) is (kind != "gpt2")
+    assert seen == [d_vocab, d_vocab if kind == "gpt2" else bridge_module.SAMPLED_ROWS + 1]
+    assert set(whole_state) == set(apart_state)
+    assert all(torch.equal(whole_state[k], apart_state[k]) for k in whole_state)
+    assert apart_state["unembed.weight"].shape[0] == apart.cfg.d_vocab == apart_state["embed.weight"].shape[0]
+    if kind == "gemma3":  # the final norm's gain (1 + w, w ≠ 0 here) is in the unembedding, not in the embedding
+        assert not torch.equal(apart_state["unembed.weight"], apart_state["embed.weight"])
+    tokens = torch.arange(12)[None] % apart.cfg.d_vocab
+    with torch.inference_mode():
+        assert torch.equal(whole(tokens), apart(tokens))
+    assert torch.equal(whole.W_U, apart.W_U) and torch.equal(whole.W_E, apart.W_E)
+
+
+def test_vocabulary_processed_apart_refuses_a_transform_it_does_not_reproduce(tmp_path, monkeypatch):
+    """Should TransformerLens process the stand-in rows otherwise than by the final norm's gain, the load stops
+    with a RuntimeError rather than give wrong weights."""
+    from transformer_lens import TransformerBridge
+    from transformer_lens.weight_processing import ProcessWeights
+
+    from precompute.models import bridge as bridge_module
+
+    folder = make_model_folder("llama", tmp_path)
+    b = TransformerBridge.boot_transformers(str(folder), device="cpu")
+    original = ProcessWeights.process_weights
+
+    def also_shift(state_dict, cfg, **kw):
+        out = original(state_dict, cfg, **kw)
+        key = next(k for k in out if k.endswith("embed_tokens.weight") or k == "embed.weight")
+        out[key] = out[key] + 1.0
+        return out
+
+    monkeypatch.setattr(ProcessWeights, "process_weights", staticmethod(also_shift))
+    with pytest.raises(RuntimeError, match="vocabulary_apart cannot reproduce it"):
+        bridge_module.process(b)

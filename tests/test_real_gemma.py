@@ -90,3 +90,20 @@ def test_qk_norm_and_each_layers_rotation_give_the_models_attention_scores(gemma
             query = qk_at_distance(lm, qk_normed(m, layer, q[p, h][None], "q"), delta, layer)[0]
             key = qk_normed(m, layer, k[p - delta, kv(h)][None], "k")[0]
             torch.testing.assert_close(query @ key * scale, scores[h, p, p - delta], atol=2e-3, rtol=2e-3)
+
+
+def test_the_file_read_a_tensor_at_a_time_equals_transformers_own_dequantisation_bit_for_bit(gemma):
+    """``gguf.dequantised`` (Gemma's norm offset, the 262,144-row embedding in blocks of rows) against transformers'
+    whole-model GGUF load: every weight equal; and the loaded model's tokenizer is the only one (no second copy)."""
+    from transformers import AutoConfig
+
+    from precompute.models import gguf
+
+    lm, _ = gemma
+    assert lm.model.tokenizer is lm.tokenizer and "_merges" not in vars(lm.tokenizer)
+    path = gguf.packaged_file(gguf.GEMMA3)
+    folder = gguf.converted(path, gguf.GEMMA3.sha256)
+    ours = gguf.dequantised(path, AutoConfig.from_pretrained(str(folder))).state_dict()
+    reference = gguf.transformers_model(path).state_dict()
+    assert set(ours) == set(reference) and len(ours) == 237
+    assert [k for k in ours if not torch.equal(ours[k], reference[k])] == []

@@ -17,9 +17,9 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def loads(tmp_path_factory):
-    """transformers' own model of the GGUF file, untouched (its logits on one real-text sequence), the first load
-    of SmolLM2 into an empty cache (those weights copied into a plain model, processed, saved) and a second load
-    from that cache (memory-mapped), with their logits on the same sequence."""
+    """transformers' own model of the GGUF file, untouched (its logits on one real-text sequence; its weights), the
+    first load of SmolLM2 into an empty cache (the file read a tensor at a time into a plain model, processed,
+    saved) and a second load from that cache (memory-mapped), with their logits on the same sequence."""
     from precompute import load_model
     from precompute.models import gguf
 
@@ -29,7 +29,7 @@ def loads(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("CSE_CACHE_DIR", cache_dir)
         reference = gguf.transformers_model(gguf.packaged_file(gguf.SMOLLM2))
-        mp.setattr(gguf, "transformers_model", lambda path: reference)  # the first load reads the file through it
+        reference_weights = {k: v.clone() for k, v in reference.state_dict().items()}
         first = load_model("smollm2-135m")
         assert not first.weights_from_cache
         tokens = real_tokens(first.tokenizer, 1, 96)
@@ -47,6 +47,7 @@ def loads(tmp_path_factory):
         "model": second,
         "cache_dir": cache_dir,
         "reference": ref_logits,
+        "reference_weights": reference_weights,
     }
 
 
@@ -68,6 +69,43 @@ def test_offline_load_records_the_file_and_its_processing(loads):
     # plain text starts with the document separator, not the chat-turn marker the tokenizer calls BOS
     assert p["start_token"]["token"] == "<|endoftext|>" and p["start_token"]["id"] == 0
     assert lm.tokenizer.bos_token_id == 0 and int(loads["tokens"][0, 0]) == 0
+
+
+def test_the_file_read_a_tensor_at_a_time_equals_transformers_own_dequantisation_bit_for_bit(loads, monkeypatch):
+    """``gguf.dequantised`` (transformers' name map and Llama's q/k permutation, a block of rows at a time) against
+    transformers' whole-model GGUF load: every weight equal."""
+    from transformers import AutoConfig
+
+    from precompute.models import gguf
+
+    monkeypatch.setattr(gguf, "ROWS_AT_A_TIME", 5000)  # blocks that do not divide the rows (49,152 tokens)
+    monkeypatch.setattr(gguf, "transformers_model", None)  # never through the whole-model load
+    path = gguf.packaged_file(gguf.SMOLLM2)
+    folder = gguf.converted(path, gguf.SMOLLM2.sha256)
+    ours = gguf.dequantised(path, AutoConfig.from_pretrained(str(folder))).state_dict()
+    reference = loads["reference_weights"]
+    assert set(ours) == set(reference) and len(ours) == 273
+    assert [k for k in ours if not torch.equal(ours[k], reference[k])] == []
+
+
+def test_one_tokenizer_loaded_and_what_only_built_it_let_go(loads):
+    """The bridge keeps the tokenizer the load made (no second copy from TransformerLens), without the Python
+    vocabulary and merges that only built it, and it tokenises real text as transformers' own load does."""
+    from transformers import AutoTokenizer
+
+    from precompute.data.sources import load_documents
+    from precompute.models import gguf
+
+    lm = loads["model"]
+    tok = lm.tokenizer
+    assert lm.model.tokenizer is tok and tok.add_bos_token
+    assert "_merges" not in vars(tok) and "_vocab" not in vars(tok)
+    folder = gguf.converted(gguf.packaged_file(gguf.SMOLLM2), gguf.SMOLLM2.sha256)
+    fresh = AutoTokenizer.from_pretrained(str(folder), add_bos_token=True)
+    text = "\n\n".join(doc for _, doc in zip(range(40), load_documents("python-docs")))
+    assert tok(text)["input_ids"] == fresh(text)["input_ids"] and len(tok(text)["input_ids"]) > 3000
+    ids = tok(text)["input_ids"][1:]
+    assert tok.get_vocab() == fresh.get_vocab() and tok.decode(ids) == fresh.decode(ids)
 
 
 def test_cached_load_reproduces_the_first_bit_for_bit(loads):

@@ -76,6 +76,14 @@ def is_rms(cfg) -> bool:
     return kind.upper().startswith("RMS")
 
 
+def vocabulary_apart(cfg) -> bool:
+    """Whether the embedding and the unembedding are processed apart from TransformerLens's processing, which
+    copies the whole state dict at each step (``bridge.vocabulary_apart``): RMSNorm models, where processing
+    leaves the embedding alone and scales the unembedding's columns by the final norm's gain. The processed
+    weights are the same bit for bit; only the load's peak memory differs."""
+    return is_rms(cfg)
+
+
 def weight_processing(cfg) -> dict:
     """The TransformerLens weight processing for a model of config ``cfg`` (recorded in every artifact)."""
     centring = not is_rms(cfg)

@@ -35,15 +35,17 @@ def boot(hf_model, tokenizer, label: str, device: str):
     return process(bridge)
 
 
-def process(bridge, before_forward=None):
+def process(bridge, before_forward=None, from_cache: bool = False):
     """Check, process (as ``architecture.weight_processing`` decides) and freeze a booted bridge.
-    ``before_forward(bridge)``: called once the weights are in place, before the first forward pass."""
+    ``before_forward(bridge)``: called once the weights are in place, before the first forward pass;
+    ``from_cache``: the processed weights come from the weight cache (nothing is computed, nothing set apart)."""
     from .architecture import check_supported, weight_processing
 
     check_supported(bridge)
     with contextlib.suppress(NotImplementedError):  # per-head hook_result where it can (not OPT)
         bridge.set_use_attn_result(True)  # the analysis itself uses hook_z
-    bridge.enable_compatibility_mode(disable_warnings=True, **weight_processing(bridge.cfg))
+    with contextlib.nullcontext() if from_cache else vocabulary_apart(bridge):
+        bridge.enable_compatibility_mode(disable_warnings=True, **weight_processing(bridge.cfg))
     bridge.eval()
     for p in bridge.parameters():
         p.requires_grad_(False)
@@ -54,6 +56,96 @@ def process(bridge, before_forward=None):
         before_forward(bridge)
     _drop_unused_fused_qkv(bridge)
     return bridge
+
+
+SAMPLED_ROWS = 64  # real rows of each vocabulary-sized matrix that TransformerLens processes as a check
+
+
+@contextlib.contextmanager
+def vocabulary_apart(bridge):
+    """While TransformerLens processes the weights, the embedding and the unembedding are stand-ins: a row of ones
+    and SAMPLED_ROWS real rows; afterwards the whole matrices are processed here as TransformerLens processed
+    the stand-ins, and checked to be exactly that on the sampled rows.
+
+    Why: TransformerLens's processing copies the whole state dict at each step (fold_layer_norm,
+    fold_value_biases), and for Gemma 3 a vocabulary-sized matrix is 671 MB: processing peaked at +3.6 GB over
+    the model. For an RMSNorm model (no centring; ``architecture.vocabulary_apart``) processing leaves the
+    embedding as it is and scales the unembedding's d_model columns by the final norm's folded gain, which the
+    row of ones reads out exactly (1 × g = g); float32 weights only. Anything else (another transform, a bias
+    that is not zero) is a ``RuntimeError``: tests/test_architectures.py holds every family to TransformerLens's
+    own processing, bit for bit. Models that do not qualify are processed whole, as before."""
+    import torch
+
+    from . import weight_cache
+    from .architecture import vocabulary_apart as qualifies
+
+    embed = getattr(getattr(bridge, "embed", None), "original_component", None)
+    head = getattr(getattr(bridge, "unembed", None), "original_component", None)
+    bias = getattr(head, "bias", None)
+    if (
+        not qualifies(bridge.cfg)
+        or embed is None
+        or head is None
+        or (bias is not None and bool(bias.any()))
+        or embed.weight.dtype != torch.float32  # TransformerLens folds in float32 and rounds back: not one product
+        or head.weight.dtype != torch.float32
+    ):
+        yield
+        return
+    E, U = embed.weight, head.weight
+    tied = E.data_ptr() == U.data_ptr()
+    d_vocab = E.shape[0]
+    rows = torch.linspace(0, d_vocab - 1, min(SAMPLED_ROWS, d_vocab), device=E.device).long()
+    ones = torch.ones(1, E.shape[1], dtype=E.dtype, device=E.device)
+    raw_E, raw_U = E.data, U.data
+    stand_E = torch.cat([ones, raw_E[rows]])
+    stand_U = stand_E if tied else torch.cat([ones, raw_U[rows]])
+    kept_E, kept_U = stand_E.clone(), stand_U.clone()  # as they were, should processing write in place
+    E.data = stand_E
+    if not tied:
+        U.data = stand_U
+    if bias is not None:  # the bridge's zero bias of the unembedding
+        head.bias = torch.zeros(len(stand_U), dtype=bias.dtype, device=bias.device)
+    try:
+        yield
+    except BaseException:
+        E.data, U.data = raw_E, raw_U
+        if bias is not None:
+            head.bias = bias
+        raise
+    embed = bridge.embed.original_component  # processing may have put new parameters in place
+    head = bridge.unembed.original_component
+    done_E, done_U = embed.weight.detach(), head.weight.detach()
+    done_bias = getattr(head, "bias", None)
+    gain = done_U[0].clone()
+    if not (
+        torch.equal(done_E, kept_E)
+        and torch.equal(done_U[1:], kept_U[1:] * gain)
+        and (done_bias is None or (done_bias.shape == (len(kept_U),) and not bool(done_bias.any())))
+    ):
+        raise RuntimeError(
+            "TransformerLens processed the embedding or the unembedding of this "
+            f"{getattr(bridge.cfg, 'architecture', 'model')} other than as the final norm's gain: "
+            "precompute.models.bridge.vocabulary_apart cannot reproduce it"
+        )
+    full_U = _scaled_columns(raw_U, gain)  # a matrix of its own, as TransformerLens makes (tied or not)
+    replaced = {done_E: raw_E, done_U: full_U}
+    if done_bias is not None:
+        replaced[done_bias] = torch.zeros(d_vocab, dtype=done_bias.dtype, device=done_bias.device)
+        head.bias = replaced[done_bias]  # a buffer: set under its name
+    embed.weight.data = raw_E
+    head.weight.data = full_U
+    weight_cache.replace_captured(replaced)
+
+
+def _scaled_columns(matrix, gain, rows: int = 16384):
+    """``matrix * gain`` (each row times the d_model gain) in blocks of rows, into one new tensor."""
+    import torch
+
+    out = torch.empty_like(matrix)
+    for start in range(0, matrix.shape[0], rows):
+        torch.mul(matrix[start : start + rows], gain, out=out[start : start + rows])
+    return out
 
 
 def _drop_unused_fused_qkv(bridge) -> None:

@@ -52,6 +52,19 @@ def probe_tokens(d_vocab: int) -> torch.Tensor:
     return (torch.arange(PROBE_LEN) * 7919 % d_vocab)[None]
 
 
+_CAPTURING: list[dict] = []  # the dicts capture() is filling
+
+
+def replace_captured(replaced: dict) -> None:
+    """In the state dicts being captured, each tensor that is a key of ``replaced`` (the same tensor, or one with
+    its storage and shape) becomes its value: what ``bridge.vocabulary_apart`` processed after TransformerLens."""
+    for grabbed in _CAPTURING:
+        for name, tensor in list(grabbed.items()):
+            for old, new in replaced.items():
+                if tensor is old or (tensor.data_ptr() == old.data_ptr() and tensor.shape == old.shape):
+                    grabbed[name] = new
+
+
 @contextlib.contextmanager
 def capture():
     """While active, the first processed state dict TransformerLens distributes to a model's components is kept
@@ -59,6 +72,7 @@ def capture():
     from transformer_lens.weight_processing import ProcessWeights
 
     grabbed: dict = {}
+    _CAPTURING.append(grabbed)
     original = ProcessWeights.distribute_weights_to_components
 
     def distribute(state_dict, component_mapping, verbose=False):
@@ -71,6 +85,7 @@ def capture():
         yield grabbed
     finally:
         ProcessWeights.distribute_weights_to_components = staticmethod(original)
+        _CAPTURING.remove(grabbed)
 
 
 def save(key: str, identity: dict, state: dict, bridge) -> Path | None:
@@ -97,7 +112,7 @@ def save(key: str, identity: dict, state: dict, bridge) -> Path | None:
 def load(key: str, identity: dict, skeleton, tokenizer, label: str, device: str, process):
     """The bridge built from the cache entry, or None (no entry, another identity, a damaged file, a probe that
     differs). ``skeleton()``: the Hugging Face model with uninitialised weights and ``tokenizer()``, built only
-    once the entry is found; ``process(bridge, before_forward)``: what a full load does after booting
+    once the entry is found; ``process(bridge, before_forward, from_cache=True)``: what a full load does after booting
     (``bridge.process``), run here with the cached weights."""
     from safetensors import safe_open
     from safetensors.torch import load_file
@@ -130,7 +145,7 @@ def load(key: str, identity: dict, skeleton, tokenizer, label: str, device: str,
 
     bridge.process_weights = process_weights
     try:
-        bridge = process(bridge, before_forward=lambda b: page_out(b.W_E, path))
+        bridge = process(bridge, before_forward=lambda b: page_out(b.W_E, path), from_cache=True)
         with torch.inference_mode():
             same = torch.equal(bridge(probe_tokens(bridge.cfg.d_vocab)).float(), probe)
     except Exception:  # noqa: BLE001 - entry and model do not fit together: process instead
