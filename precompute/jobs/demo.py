@@ -76,7 +76,7 @@ REAL_MODELS: dict[str, dict[str, Any]] = {
         "label": "Gemma 3 270M",
         "key": "gemma3",
         "model": "gemma3-270m",
-        "first_load": "about one to two minutes",
+        "first_load": "about one minute",
     },
 }
 NAMES = ("gpt2", "toy", *REAL_MODELS)
