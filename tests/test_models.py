@@ -93,21 +93,21 @@ def test_gpt2_small_random_has_gpt2_small_shape():
 
 
 def test_a_gguf_file_read_a_tensor_at_a_time_equals_transformers_own_read(tmp_path, monkeypatch):
-    """``gguf.dequantised`` on a tiny Llama written as llama.cpp writes one (Q8_0 matrices, q/k permuted): every
+    """``gguf_weights.dequantised`` on a tiny Llama written as llama.cpp writes one (Q8_0 matrices, q/k permuted): every
     weight equals transformers' own ``load_gguf_checkpoint`` bit for bit, in blocks of rows that do not divide the
     vocabulary, and the q/k permutation is undone (the original weights back, to Q8_0's rounding)."""
     from transformers import LlamaForCausalLM
     from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
 
-    from precompute.models import gguf
+    from precompute.models import gguf_weights
 
     from .factories import make_llama_gguf, tiny_llama_config
 
     config = tiny_llama_config()
     path, original = make_llama_gguf(tmp_path / "tiny.gguf", config)
-    monkeypatch.setattr(gguf, "ROWS_AT_A_TIME", 100)  # 320 tokens: blocks of 100, 100, 100, 20
-    monkeypatch.setattr(gguf, "transformers_model", None)  # never the whole-model load
-    ours = gguf.dequantised(path, config).state_dict()
+    monkeypatch.setattr(gguf_weights, "ROWS_AT_A_TIME", 100)  # 320 tokens: blocks of 100, 100, 100, 20
+    monkeypatch.setattr(gguf_weights, "transformers_model", None)  # never the whole-model load
+    ours = gguf_weights.dequantised(path, config).state_dict()
     reference = load_gguf_checkpoint(str(path), return_tensors=True, model_to_load=LlamaForCausalLM(config))
     reference = reference["tensors"]
     assert len(reference) == 21 and set(reference) <= set(ours)
@@ -119,13 +119,13 @@ def test_a_gguf_file_read_a_tensor_at_a_time_equals_transformers_own_read(tmp_pa
 
 def test_a_gguf_file_that_does_not_fit_its_config_is_named(tmp_path):
     """A tensor of another size than the config's parameter: a project error naming the file and the tensor."""
-    from precompute.models import gguf
+    from precompute.models import gguf_weights
 
     from .factories import make_llama_gguf, tiny_llama_config
 
     path, _ = make_llama_gguf(tmp_path / "tiny.gguf", tiny_llama_config())
     with pytest.raises(ModelUnavailableError, match=r"tiny\.gguf does not fit its own config: its tensor blk\.0\.ffn"):
-        gguf.dequantised(path, tiny_llama_config(intermediate_size=80))
+        gguf_weights.dequantised(path, tiny_llama_config(intermediate_size=80))
 
 
 def test_gguf_spec_without_its_package_says_how_to_install(monkeypatch):

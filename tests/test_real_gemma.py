@@ -93,20 +93,20 @@ def test_qk_norm_and_each_layers_rotation_give_the_models_attention_scores(gemma
 
 
 def test_the_file_read_a_tensor_at_a_time_equals_transformers_own_dequantisation_bit_for_bit(gemma):
-    """``gguf.dequantised`` (Gemma's norm offset, the 262,144-row embedding in blocks of rows) against transformers'
-    own reading of the file (``load_gguf_checkpoint``): every weight equal; and the loaded model's tokenizer is
-    the only one (no second copy)."""
+    """``gguf_weights.dequantised`` (Gemma's norm offset, the 262,144-row embedding in blocks of rows) against
+    transformers' own reading of the file (``load_gguf_checkpoint``): every weight equal; and the loaded model's
+    tokenizer is the only one (no second copy)."""
     from transformers import AutoConfig
     from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
 
-    from precompute.models import gguf
+    from precompute.models import gguf, gguf_weights
 
     lm, _ = gemma
     assert lm.model.tokenizer is lm.tokenizer and "_merges" not in vars(lm.tokenizer)
     path = gguf.packaged_file(gguf.GEMMA3)
     folder = gguf.converted(path, gguf.GEMMA3.sha256)
     config = AutoConfig.from_pretrained(str(folder))
-    ours = gguf.dequantised(path, config)
+    ours = gguf_weights.dequantised(path, config)
     reference = load_gguf_checkpoint(str(path), return_tensors=True, model_to_load=ours)["tensors"]
     ours = ours.state_dict()
     assert len(reference) == 236 and set(reference) <= set(ours)  # the tied unembedding is the embedding

@@ -21,14 +21,14 @@ def loads(tmp_path_factory):
     first load of SmolLM2 into an empty cache (the file read a tensor at a time into a plain model, processed,
     saved) and a second load from that cache (memory-mapped), with their logits on the same sequence."""
     from precompute import load_model
-    from precompute.models import gguf
+    from precompute.models import gguf, gguf_weights
 
     from .conftest import real_tokens
 
     cache_dir = str(tmp_path_factory.mktemp("smol-cache"))
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("CSE_CACHE_DIR", cache_dir)
-        reference = gguf.transformers_model(gguf.packaged_file(gguf.SMOLLM2))
+        reference = gguf_weights.transformers_model(gguf.packaged_file(gguf.SMOLLM2))
         reference_weights = {k: v.clone() for k, v in reference.state_dict().items()}
         first = load_model("smollm2-135m")
         assert not first.weights_from_cache
@@ -72,17 +72,17 @@ def test_offline_load_records_the_file_and_its_processing(loads):
 
 
 def test_the_file_read_a_tensor_at_a_time_equals_transformers_own_dequantisation_bit_for_bit(loads, monkeypatch):
-    """``gguf.dequantised`` (transformers' name map and Llama's q/k permutation, a block of rows at a time) against
-    transformers' whole-model GGUF load: every weight equal."""
+    """``gguf_weights.dequantised`` (transformers' name map and Llama's q/k permutation, a block of rows at a time)
+    against transformers' whole-model GGUF load: every weight equal."""
     from transformers import AutoConfig
 
-    from precompute.models import gguf
+    from precompute.models import gguf, gguf_weights
 
-    monkeypatch.setattr(gguf, "ROWS_AT_A_TIME", 5000)  # blocks that do not divide the rows (49,152 tokens)
-    monkeypatch.setattr(gguf, "transformers_model", None)  # never through the whole-model load
+    monkeypatch.setattr(gguf_weights, "ROWS_AT_A_TIME", 5000)  # blocks that do not divide the rows (49,152 tokens)
+    monkeypatch.setattr(gguf_weights, "transformers_model", None)  # never through the whole-model load
     path = gguf.packaged_file(gguf.SMOLLM2)
     folder = gguf.converted(path, gguf.SMOLLM2.sha256)
-    ours = gguf.dequantised(path, AutoConfig.from_pretrained(str(folder))).state_dict()
+    ours = gguf_weights.dequantised(path, AutoConfig.from_pretrained(str(folder))).state_dict()
     reference = loads["reference_weights"]
     assert set(ours) == set(reference) and len(ours) == 273
     assert [k for k in ours if not torch.equal(ours[k], reference[k])] == []

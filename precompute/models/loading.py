@@ -182,6 +182,7 @@ def _load_gguf(name: str, device: str, prov: dict):
     from transformers import AutoConfig, AutoTokenizer
 
     from . import gguf
+    from .gguf_weights import dequantised
     from .weight_cache import skeleton_of
 
     path, sha, extra = gguf.resolve(name)
@@ -195,7 +196,7 @@ def _load_gguf(name: str, device: str, prov: dict):
         lambda: tokenizer,
         label,
         device,
-        lambda: boot(gguf.dequantised(path, config), tokenizer, label, device),
+        lambda: boot(dequantised(path, config), tokenizer, label, device),
     )
     record = gguf.provenance(folder, path)
     record["gguf"].update(extra)
