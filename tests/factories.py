@@ -90,39 +90,49 @@ def run_cli(capsys, *args: str) -> tuple[int, str, str]:
     return code, got.out, got.err
 
 
-def tiny_llama_config(**overrides):
-    """A tiny Llama config (grouped-query attention) for GGUF files written here."""
-    from transformers import LlamaConfig
+def tiny_gguf_config(kind: str, **overrides):
+    """A tiny config of ``kind`` ("llama": grouped-query attention; "gemma3": one key/value head, a sliding and a
+    global layer) for GGUF files written here."""
+    from transformers import Gemma3TextConfig, LlamaConfig
 
-    spec = dict(
-        vocab_size=320,
-        hidden_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        intermediate_size=96,
-        max_position_embeddings=64,
-        architectures=["LlamaForCausalLM"],
-    )
-    return LlamaConfig(**{**spec, **overrides})
+    shared = dict(vocab_size=320, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=96)
+    shared["max_position_embeddings"] = 64
+    if kind == "gemma3":
+        spec = dict(
+            num_key_value_heads=1,
+            head_dim=16,
+            sliding_window=8,
+            layer_types=["sliding_attention", "full_attention"],
+            query_pre_attn_scalar=16,
+            architectures=["Gemma3ForCausalLM"],
+        )
+        return Gemma3TextConfig(**{**shared, **spec, **overrides})
+    return LlamaConfig(**{**shared, "num_key_value_heads": 2, "architectures": ["LlamaForCausalLM"], **overrides})
 
 
-def make_llama_gguf(path, config, seed: int = 0):
-    """A random Llama of ``config`` written as llama.cpp writes one (the ``gguf`` package): its matrices quantised
-    to Q8_0, norms in float32, q and k permuted as llama.cpp's converter permutes them. Returns (path, the model)."""
+def make_gguf(path, config, seed: int = 0):
+    """A random model of ``config`` (Llama or Gemma 3) written as llama.cpp writes one (the ``gguf`` package): its
+    matrices quantised to Q8_0, norms in float32; Llama's q and k permuted and Gemma's norm weights stored as
+    1 + w, as llama.cpp's converter does. Returns (path, the model)."""
     import gguf
     import numpy as np
-    from transformers import LlamaForCausalLM
+    import transformers
     from transformers.modeling_gguf_pytorch_utils import TensorProcessor, get_gguf_hf_weights_map
 
     torch.manual_seed(seed)
-    hf = LlamaForCausalLM(config).eval()
+    hf = getattr(transformers, config.architectures[0])(config).eval()
+    gemma = config.model_type == "gemma3_text"
+    if gemma:
+        with torch.no_grad():  # norm gains that differ per dimension
+            for name, p in hf.named_parameters():
+                if "norm" in name:
+                    p.normal_(0, 0.3)
     names = {v: k for k, v in get_gguf_hf_weights_map(hf, TensorProcessor()).items()}
 
     def permute(w, n_head):  # llama.cpp's convert_hf_to_gguf.py
         return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
-    writer = gguf.GGUFWriter(str(path), "llama")
+    writer = gguf.GGUFWriter(str(path), "gemma3" if gemma else "llama")
     writer.add_block_count(config.num_hidden_layers)
     writer.add_context_length(config.max_position_embeddings)
     writer.add_embedding_length(config.hidden_size)
@@ -132,10 +142,14 @@ def make_llama_gguf(path, config, seed: int = 0):
     writer.add_layer_norm_rms_eps(config.rms_norm_eps)
     writer.add_vocab_size(config.vocab_size)
     for hf_name, t in hf.state_dict().items():
+        if hf_name not in names:  # a tied unembedding
+            continue
         a = t.numpy().astype(np.float32)
-        if ".q_proj." in hf_name:
+        if gemma and "norm.weight" in hf_name:
+            a = a + 1
+        elif ".q_proj." in hf_name and not gemma:
             a = permute(a, config.num_attention_heads)
-        if ".k_proj." in hf_name:
+        elif ".k_proj." in hf_name and not gemma:
             a = permute(a, config.num_key_value_heads)
         if a.ndim == 2:
             q = gguf.quants.quantize(a, gguf.GGMLQuantizationType.Q8_0)

@@ -92,40 +92,45 @@ def test_gpt2_small_random_has_gpt2_small_shape():
 # ---- GGUF files and the packaged SmolLM2 (bad input; the real model's tier is tests/test_real_model.py) ----
 
 
-def test_a_gguf_file_read_a_tensor_at_a_time_equals_transformers_own_read(tmp_path, monkeypatch):
-    """``gguf_weights.dequantised`` on a tiny Llama written as llama.cpp writes one (Q8_0 matrices, q/k permuted): every
-    weight equals transformers' own ``load_gguf_checkpoint`` bit for bit, in blocks of rows that do not divide the
-    vocabulary, and the q/k permutation is undone (the original weights back, to Q8_0's rounding)."""
-    from transformers import LlamaForCausalLM
+@pytest.mark.parametrize("kind", ["llama", "gemma3"])
+def test_a_gguf_file_read_a_tensor_at_a_time_equals_transformers_own_read(kind, tmp_path, monkeypatch):
+    """``gguf_weights.dequantised`` on a tiny model written as llama.cpp writes one (Q8_0 matrices; Llama's q/k
+    permuted, Gemma's norms stored as 1 + w): every weight equals transformers' own ``load_gguf_checkpoint`` bit for
+    bit, in blocks of rows that do not divide the vocabulary, and what the converter did is undone (the original
+    weights back, to Q8_0's rounding)."""
+    import transformers
     from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
 
     from precompute.models import gguf_weights
 
-    from .factories import make_llama_gguf, tiny_llama_config
+    from .factories import make_gguf, tiny_gguf_config
 
-    config = tiny_llama_config()
-    path, original = make_llama_gguf(tmp_path / "tiny.gguf", config)
+    config = tiny_gguf_config(kind)
+    path, original = make_gguf(tmp_path / "tiny.gguf", config)
     monkeypatch.setattr(gguf_weights, "ROWS_AT_A_TIME", 100)  # 320 tokens: blocks of 100, 100, 100, 20
     monkeypatch.setattr(gguf_weights, "transformers_model", None)  # never the whole-model load
     ours = gguf_weights.dequantised(path, config).state_dict()
-    reference = load_gguf_checkpoint(str(path), return_tensors=True, model_to_load=LlamaForCausalLM(config))
-    reference = reference["tensors"]
-    assert len(reference) == 21 and set(reference) <= set(ours)
+    model = getattr(transformers, config.architectures[0])(config)
+    reference = load_gguf_checkpoint(str(path), return_tensors=True, model_to_load=model)["tensors"]
+    assert len(reference) == {"llama": 21, "gemma3": 29}[kind] and set(reference) <= set(ours)
     assert [k for k in reference if not torch.equal(ours[k], reference[k])] == []
-    q = "model.layers.1.self_attn.q_proj.weight"
-    assert float((ours[q] - original.state_dict()[q]).abs().max()) < 1e-3 < float(original.state_dict()[q].abs().max())
-    assert torch.equal(ours["lm_head.weight"], reference["lm_head.weight"])
+    undone = "model.layers.1.self_attn.q_proj.weight" if kind == "llama" else "model.layers.1.input_layernorm.weight"
+    assert float((ours[undone] - original.state_dict()[undone]).abs().max()) < 1e-3
+    assert float(original.state_dict()[undone].abs().max()) > 0.05  # far above the rounding
+    assert torch.equal(
+        ours["lm_head.weight"], ours["model.embed_tokens.weight"] if kind == "gemma3" else reference["lm_head.weight"]
+    )
 
 
 def test_a_gguf_file_that_does_not_fit_its_config_is_named(tmp_path):
     """A tensor of another size than the config's parameter: a project error naming the file and the tensor."""
     from precompute.models import gguf_weights
 
-    from .factories import make_llama_gguf, tiny_llama_config
+    from .factories import make_gguf, tiny_gguf_config
 
-    path, _ = make_llama_gguf(tmp_path / "tiny.gguf", tiny_llama_config())
+    path, _ = make_gguf(tmp_path / "tiny.gguf", tiny_gguf_config("llama"))
     with pytest.raises(ModelUnavailableError, match=r"tiny\.gguf does not fit its own config: its tensor blk\.0\.ffn"):
-        gguf_weights.dequantised(path, tiny_llama_config(intermediate_size=80))
+        gguf_weights.dequantised(path, tiny_gguf_config("llama", intermediate_size=80))
 
 
 def test_gguf_spec_without_its_package_says_how_to_install(monkeypatch):
