@@ -119,7 +119,8 @@ def vocabulary_apart(bridge):
     done_bias = getattr(head, "bias", None)
     gain = done_U[0].clone()
     if not (
-        torch.equal(done_E, kept_E)
+        embed.weight is not head.weight  # untied by processing, as the whole matrices are below
+        and torch.equal(done_E, kept_E)
         and torch.equal(done_U[1:], kept_U[1:] * gain)
         and (done_bias is None or (done_bias.shape == (len(kept_U),) and not bool(done_bias.any())))
     ):
