@@ -179,16 +179,17 @@ def _set_start_token(tokenizer, prov: dict) -> None:
 def _load_gguf(name: str, device: str, prov: dict):
     """A GGUF file (``gguf``): converted once, weights dequantised on the first load and memory-mapped from the
     processed-weight cache after."""
-    from transformers import AutoConfig, AutoTokenizer
+    from transformers import AutoConfig
 
     from . import gguf
     from .gguf_weights import dequantised
+    from .tokenizers import load_with_bos
     from .weight_cache import skeleton_of
 
     path, sha, extra = gguf.resolve(name)
     folder = gguf.converted(path, sha)
     config = AutoConfig.from_pretrained(str(folder))
-    tokenizer = _tokenizer_with_bos(AutoTokenizer, folder)
+    tokenizer = load_with_bos(folder)
     label = name if name in gguf.PACKAGED else path.stem
     bridge, cached = cached_or_full(
         {"spec": "gguf", "sha256": sha, "conversion": gguf.CONVERSION_VERSION},
@@ -207,27 +208,6 @@ def _load_gguf(name: str, device: str, prov: dict):
         **record,
     )
     return bridge, cached
-
-
-def _tokenizer_with_bos(auto, folder: Path):
-    """The folder's tokenizer as TransformerBridge wants it (``add_bos_token=True``), loaded once: given another,
-    the bridge loads a second copy of it (``get_tokenizer_with_bos``), 300 MB more for Gemma 3's 262,144 tokens.
-    A tokenizer with no BOS token is loaded as it is.
-
-    What only built it is let go: transformers' tokenizer classes keep the vocabulary and merges they handed the
-    Rust tokenizer as Python objects (``_vocab``, ``_merges``: 170 MB for Gemma 3, read only in ``__init__``),
-    and the JSON parser's leftovers go back to the system (``release``)."""
-    from .memory import release
-
-    try:
-        tokenizer = auto.from_pretrained(str(folder), add_bos_token=True)
-    except ValueError:
-        tokenizer = auto.from_pretrained(str(folder))
-    if getattr(tokenizer, "backend_tokenizer", None) is not None:  # the Rust tokenizer holds its own copy
-        for built_from in ("_vocab", "_merges"):
-            tokenizer.__dict__.pop(built_from, None)
-    release()
-    return tokenizer
 
 
 def _is_folder_spec(name: str) -> bool:
